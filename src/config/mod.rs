@@ -1,0 +1,656 @@
+//! The agent's configuration: one TOML file.
+//!
+//! Owns the schema (every key, its default and its unit), `${ENV_VAR}` interpolation, and
+//! validation. Loading reports *every* problem it can find, each as `file:line:column: key:
+//! message`, so an operator fixes a broken config in one round. Hands a validated [`Config`] to
+//! `main`, which builds the pipeline from it; nothing downstream re-validates.
+
+mod units;
+
+pub use units::{ByteSize, Span, parse_duration, parse_size};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+/// The whole configuration. Every section may be left out; each key's default is documented in
+/// `config/logferry.toml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where checkpoints and dead letters live. Must survive restarts (a hostPath on a node).
+    pub data_dir: PathBuf,
+    pub input: Input,
+    pub parse: Parse,
+    pub elasticsearch: Elasticsearch,
+    pub buffer: Buffer,
+    pub api: Api,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Input {
+    /// Globs of files to follow. Symlinks are followed, so `/var/log/containers/*.log` works.
+    pub include: Vec<String>,
+    /// Globs of paths (as matched by `include`) to leave alone.
+    pub exclude: Vec<String>,
+    /// Where to start a file that has no checkpoint and existed at start-up. Files that appear
+    /// later are always read from the beginning, so a new pod's first lines are never skipped.
+    pub read_from: ReadFrom,
+    /// The longest message kept, after partial lines are joined; the rest is cut and flagged.
+    pub max_line_bytes: ByteSize,
+    /// How long a rotated or deleted file is kept open after its last byte was read, so a
+    /// writer that has not reopened yet loses nothing. Like Fluentd's `rotate_wait`.
+    pub rotate_wait: Span,
+    /// How often the include globs are re-expanded. inotify finds new files at once; this
+    /// catches what it dropped.
+    pub rescan_interval: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    Beginning,
+    End,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Parse {
+    /// Parse messages that are JSON objects and merge their fields into the document.
+    pub json: bool,
+    /// Empty: merge the message's fields at the top level (Fluentd's `reserve_data true`).
+    /// Otherwise the fields are nested under this key.
+    pub target: String,
+    /// Also keep the raw message in `log` when it was parsed.
+    pub keep_original: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Elasticsearch {
+    /// Base URLs of the cluster's nodes; the agent moves to the next one when one fails.
+    pub hosts: Vec<String>,
+    /// The target index, formatted with strftime from each record's own timestamp (UTC).
+    pub index: String,
+    /// `gzip` (the default) or `none`.
+    pub compression: Compression,
+    /// How long one bulk request may take before it is abandoned and retried.
+    pub request_timeout: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Gzip,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Buffer {
+    /// Upper bound on how long a record waits before its batch is sent. When the shipper is
+    /// idle a batch goes out at once; batches only grow while requests are in flight.
+    pub flush_interval: Span,
+    /// Upper bound of one bulk request body (before compression).
+    pub chunk_limit_size: ByteSize,
+    /// How many full chunks may wait for the shipper before reading pauses.
+    pub queue_limit_length: usize,
+    /// What to do when the queue is full. Only `block` (pause reading; nothing is lost) is
+    /// available until the disk buffer lands.
+    pub overflow_action: OverflowAction,
+    /// Bulk requests in flight at once.
+    pub flush_thread_count: usize,
+    /// The first retry waits about this long; each further retry doubles it, with full jitter.
+    pub retry_wait: Span,
+    /// The longest wait between two retries.
+    pub retry_max_interval: Span,
+    /// Retry for as long as it takes (the default). When false, records still failing after
+    /// `retry_timeout` go to the dead-letter store.
+    pub retry_forever: bool,
+    pub retry_timeout: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverflowAction {
+    Block,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Api {
+    /// Address of the HTTP server for `/metrics`, `/health` and `/ready`.
+    pub listen: SocketAddr,
+}
+
+impl Default for Input {
+    fn default() -> Self {
+        Input {
+            include: vec!["/var/log/containers/*.log".into()],
+            exclude: vec![],
+            read_from: ReadFrom::Beginning,
+            max_line_bytes: ByteSize(256 * 1024),
+            rotate_wait: Span(Duration::from_secs(5)),
+            rescan_interval: Span(Duration::from_secs(1)),
+        }
+    }
+}
+
+impl Default for Parse {
+    fn default() -> Self {
+        Parse {
+            json: true,
+            target: String::new(),
+            keep_original: false,
+        }
+    }
+}
+
+impl Default for Elasticsearch {
+    fn default() -> Self {
+        Elasticsearch {
+            hosts: vec!["http://127.0.0.1:9200".into()],
+            index: "logs-%Y.%m.%d".into(),
+            compression: Compression::Gzip,
+            request_timeout: Span(Duration::from_secs(30)),
+        }
+    }
+}
+
+impl Default for Buffer {
+    fn default() -> Self {
+        Buffer {
+            flush_interval: Span(Duration::from_secs(1)),
+            chunk_limit_size: ByteSize(5 * 1024 * 1024),
+            queue_limit_length: 8,
+            overflow_action: OverflowAction::Block,
+            flush_thread_count: 1,
+            retry_wait: Span(Duration::from_secs(1)),
+            retry_max_interval: Span(Duration::from_secs(30)),
+            retry_forever: true,
+            retry_timeout: Span(Duration::from_secs(72 * 3600)),
+        }
+    }
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            listen: SocketAddr::from(([127, 0, 0, 1], 2020)),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("/var/lib/logferry"),
+            input: Input::default(),
+            parse: Parse::default(),
+            elasticsearch: Elasticsearch::default(),
+            buffer: Buffer::default(),
+            api: Api::default(),
+        }
+    }
+}
+
+/// One thing wrong with a config file, located as precisely as the problem allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// The dotted key, like `input.read_from`, when the problem belongs to one.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, thiserror::Error)]
+pub struct Error {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", self.file.display())?;
+            if let Some(line) = p.line {
+                write!(f, ":{line}")?;
+                if let Some(col) = p.column {
+                    write!(f, ":{col}")?;
+                }
+            }
+            write!(f, ": ")?;
+            if let Some(key) = &p.key {
+                write!(f, "{key}: ")?;
+            }
+            write!(f, "{}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads, interpolates, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error {
+            file: path.to_owned(),
+            problems: vec![Problem {
+                line: None,
+                column: None,
+                key: None,
+                message: format!("cannot read the config file: {e}"),
+            }],
+        })?;
+        Config::from_toml(&text, |name| std::env::var(name).ok()).map_err(|problems| Error {
+            file: path.to_owned(),
+            problems,
+        })
+    }
+
+    /// Parses config text; `env` resolves `${NAME}`. Returns every problem found.
+    pub fn from_toml(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> std::result::Result<Config, Vec<Problem>> {
+        let text = interpolate(text, env)?;
+        let (table, syntax) = DeTable::parse_recoverable(&text);
+        if !syntax.is_empty() {
+            return Err(syntax
+                .iter()
+                .map(|e| problem_at(&text, e.span(), None, e.message()))
+                .collect());
+        }
+        let mut problems = Vec::new();
+        let mut config = Config::default();
+        for (key, value) in table.into_inner() {
+            let name = key.get_ref().as_ref();
+            let section_key = Some(name.to_owned());
+            match name {
+                "data_dir" => {
+                    if let Some(v) = section::<String>(&text, name, value, &mut problems) {
+                        config.data_dir = PathBuf::from(v);
+                    }
+                }
+                "input" => set(&mut config.input, section(&text, name, value, &mut problems)),
+                "parse" => set(&mut config.parse, section(&text, name, value, &mut problems)),
+                "elasticsearch" => set(
+                    &mut config.elasticsearch,
+                    section(&text, name, value, &mut problems),
+                ),
+                "buffer" => set(&mut config.buffer, section(&text, name, value, &mut problems)),
+                "api" => set(&mut config.api, section(&text, name, value, &mut problems)),
+                _ => problems.push(problem_at(
+                    &text,
+                    Some(key.span()),
+                    section_key,
+                    "unknown key; expected one of data_dir, input, parse, elasticsearch, buffer, api",
+                )),
+            }
+        }
+        // Semantic checks only make sense on values that parsed.
+        if problems.is_empty() {
+            for (key, message) in config.validate() {
+                let span = find_key_span(&text, &key);
+                problems.push(problem_at(&text, span, Some(key), &message));
+            }
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            problems.sort_by_key(|p| (p.line, p.column));
+            Err(problems)
+        }
+    }
+
+    /// Checks that need more than one value's type: globs, URLs, index patterns, limits.
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, msg: String| out.push((key.to_owned(), msg));
+        if self.data_dir.as_os_str().is_empty() {
+            bad("data_dir", "must not be empty".into());
+        }
+        if self.input.include.is_empty() {
+            bad("input.include", "needs at least one glob".into());
+        }
+        for (key, globs) in [
+            ("input.include", &self.input.include),
+            ("input.exclude", &self.input.exclude),
+        ] {
+            for g in globs {
+                if let Err(e) = glob::Pattern::new(g) {
+                    bad(key, format!("invalid glob {g:?}: {e}"));
+                }
+            }
+        }
+        if self.input.max_line_bytes.0 < 1024 {
+            bad("input.max_line_bytes", "must be at least 1KiB".into());
+        }
+        if self.input.rescan_interval.0 < Duration::from_millis(100) {
+            bad("input.rescan_interval", "must be at least 100ms".into());
+        }
+        if self.elasticsearch.hosts.is_empty() {
+            bad("elasticsearch.hosts", "needs at least one URL".into());
+        }
+        for h in &self.elasticsearch.hosts {
+            match reqwest::Url::parse(h) {
+                Ok(u) if u.scheme() == "http" => {}
+                Ok(u) if u.scheme() == "https" => bad(
+                    "elasticsearch.hosts",
+                    format!("{h:?}: https is not supported yet (TLS support is tracked separately)"),
+                ),
+                Ok(_) => bad("elasticsearch.hosts", format!("{h:?}: the scheme must be http")),
+                Err(e) => bad("elasticsearch.hosts", format!("{h:?} is not a URL: {e}")),
+            }
+        }
+        if let Err(e) = crate::sink::IndexPattern::new(&self.elasticsearch.index) {
+            bad("elasticsearch.index", e);
+        }
+        let b = &self.buffer;
+        if b.chunk_limit_size.0 < 1024 {
+            bad("buffer.chunk_limit_size", "must be at least 1KiB".into());
+        }
+        if b.queue_limit_length == 0 {
+            bad("buffer.queue_limit_length", "must be at least 1".into());
+        }
+        if !(1..=64).contains(&b.flush_thread_count) {
+            bad("buffer.flush_thread_count", "must be between 1 and 64".into());
+        }
+        if b.retry_wait.0.is_zero() || b.retry_wait > b.retry_max_interval {
+            bad(
+                "buffer.retry_wait",
+                "must be above zero and at most retry_max_interval".into(),
+            );
+        }
+        if b.flush_interval.0.is_zero() {
+            bad("buffer.flush_interval", "must be above zero".into());
+        }
+        out
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// Deserializes one top-level value on its own, so a problem in one section does not hide the
+/// problems in the others.
+fn section<T: DeserializeOwned>(
+    text: &str,
+    name: &str,
+    value: Spanned<DeValue<'_>>,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let whole = value.span();
+    match T::deserialize(ValueDeserializer::from(value)) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let span = e.span().or(Some(whole));
+            let key = span
+                .as_ref()
+                .and_then(|s| key_path_at(text, name, s.start))
+                .unwrap_or_else(|| name.to_owned());
+            problems.push(problem_at(text, span, Some(key), e.message()));
+            None
+        }
+    }
+}
+
+/// Finds the dotted key whose value holds byte `pos`, by re-parsing the (already valid) text.
+fn key_path_at(text: &str, section: &str, pos: usize) -> Option<String> {
+    let table = DeTable::parse(text).ok()?;
+    let (_, value) = table
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == section)?;
+    let mut path = section.to_owned();
+    let mut current = value;
+    loop {
+        let DeValue::Table(t) = current.get_ref() else {
+            break;
+        };
+        let Some((k, v)) = t
+            .iter()
+            .find(|(k, v)| k.span().contains(&pos) || v.span().contains(&pos))
+        else {
+            break;
+        };
+        path.push('.');
+        path.push_str(k.get_ref());
+        current = v;
+    }
+    Some(path)
+}
+
+/// The span of `a.b`'s key, for validation problems that know only the key.
+fn find_key_span(text: &str, dotted: &str) -> Option<Range<usize>> {
+    let table = DeTable::parse(text).ok()?;
+    let mut parts = dotted.split('.');
+    let first = parts.next()?;
+    let (mut key, mut value) = table
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == first)?;
+    for part in parts {
+        let DeValue::Table(t) = value.get_ref() else {
+            return None;
+        };
+        (key, value) = t.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
+    }
+    let _ = key;
+    Some(value.span())
+}
+
+fn problem_at(text: &str, span: Option<Range<usize>>, key: Option<String>, msg: &str) -> Problem {
+    let (line, column) = match span {
+        Some(s) => {
+            let (l, c) = line_col(text, s.start);
+            (Some(l), Some(c))
+        }
+        None => (None, None),
+    };
+    Problem {
+        line,
+        column,
+        key,
+        message: msg.trim().replace('\n', "; "),
+    }
+}
+
+fn line_col(text: &str, pos: usize) -> (usize, usize) {
+    let before = &text[..pos.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Replaces `${NAME}` with the environment's value, line by line so that line numbers in later
+/// errors stay true. `$${` is a literal `${`. An unset variable is an error, not an empty string:
+/// an empty host or password would fail later and far less clearly.
+fn interpolate(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> std::result::Result<String, Vec<Problem>> {
+    let mut out = String::with_capacity(text.len());
+    let mut problems = Vec::new();
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        // Comments are left alone: they may well mention `${NAME}` to explain it.
+        let (mut rest, comment) = line.split_at(comment_start(line));
+        while let Some(i) = rest.find("${") {
+            if i > 0 && rest.as_bytes()[i - 1] == b'$' {
+                out.push_str(&rest[..i - 1]);
+                out.push_str("${");
+                rest = &rest[i + 2..];
+                continue;
+            }
+            out.push_str(&rest[..i]);
+            let Some(end) = rest[i..].find('}') else {
+                problems.push(Problem {
+                    line: Some(n + 1),
+                    column: Some(i + 1),
+                    key: None,
+                    message: "unclosed ${ in interpolation".into(),
+                });
+                rest = "";
+                break;
+            };
+            let name = &rest[i + 2..i + end];
+            match env(name) {
+                Some(v) if !v.contains('\n') => out.push_str(&v),
+                Some(_) => problems.push(Problem {
+                    line: Some(n + 1),
+                    column: Some(i + 1),
+                    key: None,
+                    message: format!("environment variable {name} contains a newline"),
+                }),
+                None => problems.push(Problem {
+                    line: Some(n + 1),
+                    column: Some(i + 1),
+                    key: None,
+                    message: format!("environment variable {name} is not set"),
+                }),
+            }
+            rest = &rest[i + end + 1..];
+        }
+        out.push_str(rest);
+        out.push_str(comment);
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Where a line's comment starts: the first `#` outside a basic or literal string.
+fn comment_start(line: &str) -> usize {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (Some('"'), '\\') if !escaped => {
+                escaped = true;
+                continue;
+            }
+            (Some(q), c) if c == q && !escaped => quote = None,
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') => return i,
+            _ => {}
+        }
+        escaped = false;
+    }
+    line.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> std::result::Result<Config, Vec<Problem>> {
+        Config::from_toml(text, |name| match name {
+            "ES_HOST" => Some("es.example:9200".into()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = load("").unwrap();
+        assert_eq!(c.input.include, vec!["/var/log/containers/*.log"]);
+        assert_eq!(c.input.read_from, ReadFrom::Beginning);
+        assert_eq!(c.input.max_line_bytes, ByteSize(262144));
+        assert_eq!(c.elasticsearch.index, "logs-%Y.%m.%d");
+        assert_eq!(c.buffer.chunk_limit_size, ByteSize(5 << 20));
+        assert_eq!(c.buffer.flush_interval, Span(Duration::from_secs(1)));
+        assert_eq!(c.api.listen.to_string(), "127.0.0.1:2020");
+    }
+
+    #[test]
+    fn env_interpolation() {
+        let c = load("[elasticsearch]\nhosts = [\"http://${ES_HOST}\"]\n").unwrap();
+        assert_eq!(c.elasticsearch.hosts, vec!["http://es.example:9200"]);
+        let c = load("data_dir = \"/x/$${HOME}\" # ${NOT_SET} in a comment\n").unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/x/${HOME}"));
+        let e = load("data_dir = \"/x\"\n[api]\nlisten = \"${NOPE}\"\n").unwrap_err();
+        assert_eq!(e[0].line, Some(3));
+        assert!(e[0].message.contains("NOPE is not set"), "{e:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_line_and_key() {
+        let text = "\
+data_dir = \"/tmp/x\"
+[input]
+read_from = \"middle\"
+[buffer]
+flush_interval = \"5 parsecs\"
+[elasticsearch]
+index = \"logs-%Y\"
+hostz = []
+[nonsense]
+";
+        let problems = load(text).unwrap_err();
+        let found: Vec<(Option<usize>, Option<&str>)> = problems
+            .iter()
+            .map(|p| (p.line, p.key.as_deref()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (Some(3), Some("input.read_from")),
+                (Some(5), Some("buffer.flush_interval")),
+                (Some(8), Some("elasticsearch.hostz")),
+                (Some(9), Some("nonsense")),
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems[0].message.contains("middle"), "{problems:#?}");
+        assert!(problems[1].message.contains("5 parsecs"), "{problems:#?}");
+        assert!(problems[2].message.contains("hostz"), "{problems:#?}");
+    }
+
+    #[test]
+    fn syntax_errors_have_lines() {
+        let problems = load("[input]\ninclude = [\"a\"\n").unwrap_err();
+        assert_eq!(problems[0].line, Some(2), "{problems:?}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let problems = load("[elasticsearch]\nhosts = [\"ftp://x\"]\nindex = \"Logs/%Y\"\n").unwrap_err();
+        let keys: Vec<_> = problems.iter().map(|p| (p.line, p.key.clone().unwrap())).collect();
+        assert_eq!(
+            keys,
+            vec![
+                (Some(2), "elasticsearch.hosts".to_owned()),
+                (Some(3), "elasticsearch.index".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        for file in ["config/logferry.toml", "config/fluentd-equivalent.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let env = |name: &str| Some(format!("test-{name}"));
+            if let Err(p) = Config::from_toml(&text, env) {
+                panic!("{file}: {p:#?}");
+            }
+        }
+    }
+}

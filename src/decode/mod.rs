@@ -1,0 +1,367 @@
+//! Decoding: from the runtime's physical lines to logical records.
+//!
+//! Owns the two on-disk formats the kubelet leaves behind — CRI (`<time> <stream> <P|F> <msg>`)
+//! and docker's json-file (`{"log":…,"stream":…,"time":…}`) — detected once per file from its
+//! first line, and the joining of split lines (CRI `P` pieces, docker pieces without a trailing
+//! `\n`) into one record, per stream, with a hard cap on the joined size. Hands [`Record`]s to
+//! `parse`; tells the tailer the offset of the oldest piece still waiting for its end, so a
+//! checkpoint never moves past half a record.
+
+mod cri;
+mod docker;
+
+use std::borrow::Cow;
+
+/// Which of the container's output streams a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What happened to a record on its way in; each set flag is written into the document.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// The message was longer than `max_line_bytes` and was cut.
+    pub truncated: bool,
+    /// The line did not follow the file's format; the whole raw line is the message.
+    pub malformed: bool,
+    /// The record never got its final piece (its file went away first).
+    pub unterminated: bool,
+}
+
+/// One logical log record: a whole message with its runtime metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// RFC 3339 time as the runtime wrote it (of the first piece, for joined records).
+    pub time: Cow<'a, str>,
+    /// `None` when the line was malformed and no stream could be read from it.
+    pub stream: Option<Stream>,
+    pub message: Cow<'a, [u8]>,
+    /// Byte offset in the file where the record's first piece starts: with the file's identity
+    /// it names the record, and so its document id.
+    pub offset: u64,
+    pub flags: Flags,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Cri,
+    Docker,
+}
+
+/// A physical line as decoded by one of the format parsers.
+struct Piece<'a> {
+    time: &'a str,
+    stream: Stream,
+    message: Cow<'a, [u8]>,
+    /// More of this record follows in a later line.
+    partial: bool,
+}
+
+/// A record whose final piece has not arrived yet.
+#[derive(Debug)]
+struct Pending {
+    time: String,
+    offset: u64,
+    message: Vec<u8>,
+    truncated: bool,
+}
+
+/// Per-file decoding state.
+#[derive(Debug)]
+pub struct Decoder {
+    format: Option<Format>,
+    /// One pending record per stream: stdout and stderr pieces interleave in one file.
+    pending: [Option<Pending>; 2],
+    max_message: usize,
+    /// The last well-formed time seen, given to malformed lines so they land in the same index
+    /// as their neighbours on every replay.
+    last_time: String,
+}
+
+impl Decoder {
+    pub fn new(max_message: usize) -> Self {
+        Decoder {
+            format: None,
+            pending: [None, None],
+            max_message,
+            last_time: String::new(),
+        }
+    }
+
+    pub fn format(&self) -> Option<Format> {
+        self.format
+    }
+
+    /// Offset of the oldest piece still waiting for the rest of its record.
+    pub fn pending_offset(&self) -> Option<u64> {
+        self.pending.iter().flatten().map(|p| p.offset).min()
+    }
+
+    /// Forgets all state: the file was truncated and starts over.
+    pub fn reset(&mut self) {
+        *self = Decoder::new(self.max_message);
+    }
+
+    /// Decodes one physical line (without its `\n`) that starts at `offset`. Returns a record
+    /// when the line completes one.
+    pub fn decode<'a>(&mut self, line: &'a [u8], offset: u64) -> Option<Record<'a>> {
+        let format = *self.format.get_or_insert_with(|| detect(line));
+        let piece = match format {
+            Format::Cri => cri::parse(line),
+            Format::Docker => docker::parse(line),
+        };
+        let Some(piece) = piece else {
+            return Some(self.malformed(line, offset));
+        };
+        if self.last_time.as_str() != piece.time {
+            self.last_time.clear();
+            self.last_time.push_str(piece.time);
+        }
+        let slot = &mut self.pending[piece.stream.index()];
+        match (slot.take(), piece.partial) {
+            (None, false) => {
+                let (message, truncated) = cap(piece.message, self.max_message);
+                Some(Record {
+                    time: Cow::Borrowed(piece.time),
+                    stream: Some(piece.stream),
+                    message,
+                    offset,
+                    flags: Flags {
+                        truncated,
+                        ..Flags::default()
+                    },
+                })
+            }
+            (None, true) => {
+                let mut p = Pending {
+                    time: piece.time.to_owned(),
+                    offset,
+                    message: Vec::new(),
+                    truncated: false,
+                };
+                append_capped(&mut p, &piece.message, self.max_message);
+                *slot = Some(p);
+                None
+            }
+            (Some(mut p), partial) => {
+                append_capped(&mut p, &piece.message, self.max_message);
+                if partial {
+                    *slot = Some(p);
+                    return None;
+                }
+                Some(finish(p, piece.stream, false))
+            }
+        }
+    }
+
+    /// Emits the records still waiting for a final piece, flagged. Called when the file is let
+    /// go, so nothing that was read is dropped.
+    pub fn finish(&mut self) -> Vec<Record<'static>> {
+        let mut out: Vec<Record<'static>> = [Stream::Stdout, Stream::Stderr]
+            .into_iter()
+            .filter_map(|s| self.pending[s.index()].take().map(|p| finish(p, s, true)))
+            .collect();
+        out.sort_by_key(|r| r.offset);
+        out
+    }
+
+    fn malformed<'a>(&self, line: &'a [u8], offset: u64) -> Record<'a> {
+        let (message, truncated) = cap(Cow::Borrowed(line), self.max_message);
+        Record {
+            time: Cow::Owned(self.last_time.clone()),
+            stream: None,
+            message,
+            offset,
+            flags: Flags {
+                truncated,
+                malformed: true,
+                unterminated: false,
+            },
+        }
+    }
+}
+
+fn detect(first_line: &[u8]) -> Format {
+    match first_line.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Format::Docker,
+        _ => Format::Cri,
+    }
+}
+
+fn finish(p: Pending, stream: Stream, unterminated: bool) -> Record<'static> {
+    Record {
+        time: Cow::Owned(p.time),
+        stream: Some(stream),
+        message: Cow::Owned(p.message),
+        offset: p.offset,
+        flags: Flags {
+            truncated: p.truncated,
+            malformed: false,
+            unterminated,
+        },
+    }
+}
+
+fn append_capped(p: &mut Pending, piece: &[u8], max: usize) {
+    let room = max.saturating_sub(p.message.len());
+    if piece.len() > room {
+        let cut = utf8_floor(piece, room);
+        p.message.extend_from_slice(&piece[..cut]);
+        p.truncated = true;
+    } else {
+        p.message.extend_from_slice(piece);
+    }
+}
+
+fn cap(message: Cow<'_, [u8]>, max: usize) -> (Cow<'_, [u8]>, bool) {
+    if message.len() <= max {
+        return (message, false);
+    }
+    let cut = utf8_floor(&message, max);
+    let cut_message = match message {
+        Cow::Borrowed(m) => Cow::Borrowed(&m[..cut]),
+        Cow::Owned(mut m) => {
+            m.truncate(cut);
+            Cow::Owned(m)
+        }
+    };
+    (cut_message, true)
+}
+
+/// The largest cut point `<= at` that does not split a UTF-8 sequence, so a cut message does not
+/// end in a replacement character.
+pub fn utf8_floor(bytes: &[u8], at: usize) -> usize {
+    if at >= bytes.len() {
+        return bytes.len();
+    }
+    let mut cut = at;
+    // Step back over at most three continuation bytes (10xxxxxx).
+    while cut > 0 && at - cut < 3 && (bytes[cut] & 0xC0) == 0x80 {
+        cut -= 1;
+    }
+    if (bytes[cut] & 0xC0) == 0x80 { at } else { cut }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(r: &Record) -> String {
+        String::from_utf8_lossy(&r.message).into_owned()
+    }
+
+    #[test]
+    fn cri_full_lines() {
+        let mut d = Decoder::new(1024);
+        let r = d
+            .decode(b"2026-11-26T17:00:00.123456789Z stdout F hello world", 0)
+            .unwrap();
+        assert_eq!(r.time, "2026-11-26T17:00:00.123456789Z");
+        assert_eq!(r.stream, Some(Stream::Stdout));
+        assert_eq!(msg(&r), "hello world");
+        assert_eq!(d.format(), Some(Format::Cri));
+        let r = d.decode(b"2026-11-26T17:00:01+01:00 stderr F:x ", 52).unwrap();
+        assert_eq!((r.stream, msg(&r).as_str()), (Some(Stream::Stderr), ""));
+    }
+
+    #[test]
+    fn cri_partials_join_per_stream_and_keep_first_offset() {
+        let mut d = Decoder::new(1024);
+        assert!(d.decode(b"2026-11-26T17:00:00Z stdout P hel", 0).is_none());
+        assert_eq!(d.pending_offset(), Some(0));
+        // An interleaved stderr line completes on its own.
+        let e = d.decode(b"2026-11-26T17:00:00Z stderr F oops", 40).unwrap();
+        assert_eq!((msg(&e).as_str(), e.offset), ("oops", 40));
+        assert_eq!(d.pending_offset(), Some(0));
+        assert!(d.decode(b"2026-11-26T17:00:01Z stdout P lo ", 80).is_none());
+        let r = d.decode(b"2026-11-26T17:00:02Z stdout F world", 120).unwrap();
+        assert_eq!(msg(&r), "hello world");
+        assert_eq!(r.offset, 0);
+        assert_eq!(r.time, "2026-11-26T17:00:00Z");
+        assert_eq!(d.pending_offset(), None);
+    }
+
+    #[test]
+    fn joined_size_is_capped_and_flagged() {
+        let mut d = Decoder::new(1024);
+        let piece = format!("2026-11-26T17:00:00Z stdout P {}", "x".repeat(700));
+        assert!(d.decode(piece.as_bytes(), 0).is_none());
+        assert!(d.decode(piece.as_bytes(), 800).is_none());
+        let r = d.decode(b"2026-11-26T17:00:00Z stdout F end", 1600).unwrap();
+        assert_eq!(r.message.len(), 1024);
+        assert!(r.flags.truncated);
+    }
+
+    #[test]
+    fn docker_lines_and_16k_splits() {
+        let mut d = Decoder::new(1 << 20);
+        let r = d
+            .decode(
+                br#"{"log":"{\"level\":\"info\"}\n","stream":"stdout","time":"2026-11-26T17:00:00.1Z"}"#,
+                0,
+            )
+            .unwrap();
+        assert_eq!(msg(&r), r#"{"level":"info"}"#);
+        assert_eq!(d.format(), Some(Format::Docker));
+        assert!(
+            d.decode(br#"{"log":"first half ","stream":"stderr","time":"2026-11-26T17:00:01Z"}"#, 90)
+                .is_none()
+        );
+        let r = d
+            .decode(br#"{"log":"second half\n","stream":"stderr","time":"2026-11-26T17:00:02Z"}"#, 160)
+            .unwrap();
+        assert_eq!(msg(&r), "first half second half");
+        assert_eq!((r.offset, r.stream), (90, Some(Stream::Stderr)));
+    }
+
+    #[test]
+    fn malformed_lines_are_kept_whole_with_the_last_good_time() {
+        let table: [(&[u8], &[u8]); 4] = [
+            (b"garbage without a prefix", b"garbage without a prefix"),
+            (b"2026-11-26T17:00:00Z stdout", b"2026-11-26T17:00:00Z stdout"),
+            (b"2026-11-26T17:00:00Z stdin F x", b"2026-11-26T17:00:00Z stdin F x"),
+            (b"notatime stdout F x", b"notatime stdout F x"),
+        ];
+        for (line, want) in table {
+            let mut d = Decoder::new(1024);
+            d.decode(b"2026-11-26T16:00:00Z stdout F first", 0).unwrap();
+            let r = d.decode(line, 100).unwrap();
+            assert!(r.flags.malformed, "{:?}", String::from_utf8_lossy(line));
+            assert_eq!(&*r.message, want);
+            assert_eq!(r.time, "2026-11-26T16:00:00Z");
+        }
+    }
+
+    #[test]
+    fn finish_flushes_unterminated_partials() {
+        let mut d = Decoder::new(1024);
+        assert!(d.decode(b"2026-11-26T17:00:00Z stderr P tail", 10).is_none());
+        let out = d.finish();
+        assert_eq!(out.len(), 1);
+        assert!(out[0].flags.unterminated);
+        assert_eq!(msg(&out[0]), "tail");
+        assert_eq!(d.pending_offset(), None);
+    }
+
+    #[test]
+    fn utf8_floor_never_splits_a_character() {
+        let s = "aé€😀".as_bytes(); // 1 + 2 + 3 + 4 bytes
+        let cuts: Vec<usize> = (0..=s.len()).map(|i| utf8_floor(s, i)).collect();
+        assert_eq!(cuts, vec![0, 1, 1, 3, 3, 3, 6, 6, 6, 6, 10]);
+    }
+}

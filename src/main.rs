@@ -1,0 +1,109 @@
+//! The `logferry` command: parse the command line, load the config, run until SIGTERM/SIGINT.
+
+use clap::{Parser, Subcommand};
+use logferry::config::Config;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(version, about = "Ships Kubernetes container logs to Elasticsearch, losing nothing")]
+struct Cli {
+    /// The TOML config file.
+    #[arg(long, short, global = true, default_value = "/etc/logferry/logferry.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent (the default).
+    Run,
+    /// Check a config file: prints every problem with file, line and key; exits 1 if any.
+    Validate,
+    /// Run end to end on an embedded default: a local osmem-server (installed from PyPI if
+    /// missing) and generated container logs; prints what got indexed.
+    Demo {
+        /// Lines written per container log file.
+        #[arg(long, default_value_t = 2500)]
+        lines: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command.unwrap_or(Cmd::Run) {
+        Cmd::Validate => match Config::load(&cli.config) {
+            Ok(_) => {
+                println!("{}: ok", cli.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Run => {
+            let cfg = match Config::load(&cli.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            finish(runtime().and_then(|rt| rt.block_on(logferry::agent::run(cfg, stop_signal()))))
+        }
+        Cmd::Demo { lines } => finish(runtime().and_then(|rt| rt.block_on(logferry::demo::run(lines)))),
+    }
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("logferry: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Two workers: shipping is I/O-bound, and the tailer has a thread of its own.
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// JSON on stderr for log collectors; plain text when a person is watching. The level comes
+/// from `LOGFERRY_LOG` (`info` by default), in `tracing`'s filter syntax.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOGFERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}

@@ -1,0 +1,355 @@
+//! Parsing: from a decoded [`Record`] to the JSON document Elasticsearch stores.
+//!
+//! Owns the merge policy. A message that is a JSON object has its fields merged into the
+//! document (Fluentd's `reserve_data true`) or nested under `parse.target`; any other message
+//! stays a string in `log`. Field values are copied through as the application wrote them —
+//! only the top-level keys are looked at — so nested JSON is never re-serialized.
+//!
+//! Every document has `@timestamp` (the runtime's time), `stream`, and the fields of its file's
+//! pod identity. These names belong to the agent: an application field with one of them is kept
+//! as `app_<name>` rather than dropped or allowed to overwrite the agent's. Anything the agent
+//! did to a line is said in a `logferry` object (`truncated`, `invalid_utf8`, `malformed`,
+//! `unterminated`), present only when something happened.
+
+use crate::config;
+use crate::decode::Record;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// The keys the agent writes itself.
+const RESERVED: [&str; 5] = ["@timestamp", "stream", "kubernetes", "docker", "logferry"];
+
+/// What happened while a document was built, for the caller to count.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub json: bool,
+    pub json_failed: bool,
+    pub invalid_utf8: bool,
+}
+
+/// Builds documents; one per tailer, configured once.
+#[derive(Debug, Clone)]
+pub struct DocumentWriter {
+    json: bool,
+    /// The nesting key, already JSON-encoded with its quotes; empty to merge at the top.
+    target: Vec<u8>,
+    keep_original: bool,
+}
+
+impl DocumentWriter {
+    pub fn new(cfg: &config::Parse) -> Self {
+        let target = if cfg.target.is_empty() {
+            Vec::new()
+        } else {
+            // Serializing a str cannot fail.
+            serde_json::to_vec(&cfg.target).unwrap_or_default()
+        };
+        DocumentWriter {
+            json: cfg.json,
+            target,
+            keep_original: cfg.keep_original,
+        }
+    }
+
+    /// Appends the document for `rec` to `out` (no trailing newline). `extra` is a JSON
+    /// fragment beginning with a comma (the file's pod fields), or empty.
+    pub fn write(&self, out: &mut Vec<u8>, rec: &Record, extra: &[u8]) -> Outcome {
+        let mut outcome = Outcome::default();
+        let message: Cow<str> = match std::str::from_utf8(&rec.message) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => {
+                outcome.invalid_utf8 = true;
+                String::from_utf8_lossy(&rec.message)
+            }
+        };
+        out.extend_from_slice(b"{\"@timestamp\":");
+        write_str(out, &rec.time);
+        if let Some(s) = rec.stream {
+            out.extend_from_slice(b",\"stream\":\"");
+            out.extend_from_slice(s.as_str().as_bytes());
+            out.push(b'"');
+        }
+        let fields = if self.json && looks_like_object(&message) {
+            let parsed = parse_object(&message);
+            outcome.json = parsed.is_some();
+            outcome.json_failed = parsed.is_none();
+            parsed
+        } else {
+            None
+        };
+        match &fields {
+            Some(fields) => {
+                if self.keep_original {
+                    out.extend_from_slice(b",\"log\":");
+                    write_str(out, &message);
+                }
+                self.write_fields(out, fields);
+            }
+            None => {
+                out.extend_from_slice(b",\"log\":");
+                write_str(out, &message);
+            }
+        }
+        out.extend_from_slice(extra);
+        let f = rec.flags;
+        if f.truncated || f.malformed || f.unterminated || outcome.invalid_utf8 {
+            out.extend_from_slice(b",\"logferry\":{");
+            let mut first = true;
+            for (set, name) in [
+                (f.truncated, "truncated"),
+                (outcome.invalid_utf8, "invalid_utf8"),
+                (f.malformed, "malformed"),
+                (f.unterminated, "unterminated"),
+            ] {
+                if set {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    out.push(b'"');
+                    out.extend_from_slice(name.as_bytes());
+                    out.extend_from_slice(b"\":true");
+                }
+            }
+            out.push(b'}');
+        }
+        out.push(b'}');
+        outcome
+    }
+
+    fn write_fields(&self, out: &mut Vec<u8>, fields: &Fields) {
+        let nested = !self.target.is_empty();
+        if nested {
+            out.push(b',');
+            out.extend_from_slice(&self.target);
+            out.extend_from_slice(b":{");
+        }
+        let mut first = nested;
+        for (i, (key, value)) in fields.0.iter().enumerate() {
+            // A key given twice keeps its last value, as JSON.parse does; Elasticsearch would
+            // reject the document otherwise.
+            if fields.0[i + 1..].iter().any(|(k, _)| k == key) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            let renamed = !nested
+                && (RESERVED.contains(&key.as_ref()) || (self.keep_original && key == "log"));
+            if renamed {
+                write_str(out, &format!("app_{key}"));
+            } else {
+                write_str(out, key);
+            }
+            out.push(b':');
+            out.extend_from_slice(value.get().as_bytes());
+        }
+        if nested {
+            out.push(b'}');
+        }
+    }
+}
+
+/// Deeper JSON is kept as a string: Elasticsearch refuses objects nested more than 20 deep
+/// (`index.mapping.depth.limit`), and a record it refuses is a record nobody can search.
+pub const MAX_DEPTH: usize = 20;
+
+fn looks_like_object(s: &str) -> bool {
+    let t = s.trim_ascii();
+    t.starts_with('{') && t.ends_with('}') && depth_within(t.as_bytes(), MAX_DEPTH)
+}
+
+/// Whether brackets outside strings nest at most `max` deep.
+fn depth_within(s: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in s {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Writes `s` as a JSON string.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// The top-level members of a JSON object; values stay as the application wrote them.
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+fn parse_object(s: &str) -> Option<Fields<'_>> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Fields<'de>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+            let mut v = Vec::with_capacity(map.size_hint().unwrap_or(8));
+            while let Some(entry) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                v.push(entry);
+            }
+            Ok(Fields(v))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(s);
+    let fields = (&mut de).deserialize_map(V).ok()?;
+    de.end().ok()?;
+    Some(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Flags, Stream};
+    use serde_json::{Value, json};
+
+    fn doc(cfg: config::Parse, message: &[u8], flags: Flags) -> (Value, Outcome) {
+        let rec = Record {
+            time: "2026-11-26T17:00:00.5Z".into(),
+            stream: Some(Stream::Stdout),
+            message: Cow::Borrowed(message),
+            offset: 0,
+            flags,
+        };
+        let mut out = Vec::new();
+        let o = DocumentWriter::new(&cfg).write(&mut out, &rec, b",\"kubernetes\":{\"pod_name\":\"p\"}");
+        let v = serde_json::from_slice(&out)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
+        (v, o)
+    }
+
+    fn defaults() -> config::Parse {
+        config::Parse::default()
+    }
+
+    #[test]
+    fn json_fields_merge_at_the_top_and_keep_their_values_verbatim() {
+        let (v, o) = doc(
+            defaults(),
+            br#"{"level":"info","msg":"done","duration":1.50,"ctx":{"a":[1,{"b":null}]}}"#,
+            Flags::default(),
+        );
+        assert!(o.json);
+        assert_eq!(
+            v,
+            json!({"@timestamp":"2026-11-26T17:00:00.5Z","stream":"stdout","level":"info",
+                   "msg":"done","duration":1.5,"ctx":{"a":[1,{"b":null}]},
+                   "kubernetes":{"pod_name":"p"}})
+        );
+    }
+
+    #[test]
+    fn table_of_messages() {
+        // (message, expected "log" field or None when parsed, json_failed)
+        let cases: [(&[u8], Option<&str>, bool); 7] = [
+            (b"plain text", Some("plain text"), false),
+            (b"{broken json", Some("{broken json"), false),
+            (b"{\"a\":1} trailing}", Some("{\"a\":1} trailing}"), true),
+            (b"[1,2]", Some("[1,2]"), false),
+            (b"", Some(""), false),
+            (b"nul\0byte \"quoted\"", Some("nul\0byte \"quoted\""), false),
+            (b" {\"a\":1} ", None, false),
+        ];
+        for (message, want_log, failed) in cases {
+            let (v, o) = doc(defaults(), message, Flags::default());
+            assert_eq!(v.get("log").and_then(Value::as_str), want_log, "{message:?}");
+            assert_eq!(o.json_failed, failed, "{message:?}");
+        }
+    }
+
+    #[test]
+    fn agent_fields_win_and_application_values_are_renamed_not_lost() {
+        let (v, _) = doc(
+            defaults(),
+            br#"{"@timestamp":"app-time","stream":"x","kubernetes":1,"a":1,"a":2}"#,
+            Flags::default(),
+        );
+        assert_eq!(v["@timestamp"], "2026-11-26T17:00:00.5Z");
+        assert_eq!(v["app_@timestamp"], "app-time");
+        assert_eq!(v["stream"], "stdout");
+        assert_eq!(v["app_stream"], "x");
+        assert_eq!(v["kubernetes"]["pod_name"], "p");
+        assert_eq!(v["app_kubernetes"], 1);
+        assert_eq!(v["a"], 2);
+    }
+
+    #[test]
+    fn nested_target_and_keep_original() {
+        let cfg = config::Parse {
+            json: true,
+            target: "app".into(),
+            keep_original: true,
+        };
+        let (v, _) = doc(cfg, br#"{"stream":"mine","n":1}"#, Flags::default());
+        assert_eq!(v["app"], json!({"stream":"mine","n":1}));
+        assert_eq!(v["log"], r#"{"stream":"mine","n":1}"#);
+        assert_eq!(v["stream"], "stdout");
+    }
+
+    #[test]
+    fn json_off_keeps_the_string() {
+        let cfg = config::Parse {
+            json: false,
+            ..defaults()
+        };
+        let (v, o) = doc(cfg, br#"{"a":1}"#, Flags::default());
+        assert_eq!(v["log"], r#"{"a":1}"#);
+        assert!(!o.json);
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_flagged() {
+        let (v, o) = doc(defaults(), b"bad \xff\xfe bytes", Flags::default());
+        assert!(o.invalid_utf8);
+        assert_eq!(v["log"], "bad \u{FFFD}\u{FFFD} bytes");
+        assert_eq!(v["logferry"], json!({"invalid_utf8": true}));
+    }
+
+    #[test]
+    fn flags_are_written() {
+        let flags = Flags {
+            truncated: true,
+            malformed: false,
+            unterminated: true,
+        };
+        let (v, _) = doc(defaults(), b"x", flags);
+        assert_eq!(v["logferry"], json!({"truncated": true, "unterminated": true}));
+    }
+
+    #[test]
+    fn deep_nesting_is_kept_as_a_string_not_a_crash() {
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        let (v, o) = doc(defaults(), deep.as_bytes(), Flags::default());
+        assert!(!o.json);
+        assert_eq!(v["log"].as_str().map(str::len), Some(deep.len()));
+        // Within the limit, and brackets inside strings do not count.
+        let ok = format!("{{\"s\":\"{}\",\"a\":{}1{}}}", "[[[\\\"", "[".repeat(18), "]".repeat(18));
+        let (v, o) = doc(defaults(), ok.as_bytes(), Flags::default());
+        assert!(o.json, "{v}");
+    }
+}

@@ -1,0 +1,471 @@
+//! Shipping: chunks from the queue into Elasticsearch's `_bulk` API.
+//!
+//! Owns the HTTP conversation: gzip, host failover, reading every item's result, retry with
+//! exponential backoff and full jitter (honouring `Retry-After`) of only the items that failed
+//! with a retryable status, splitting a request the cluster found too large (413), and the
+//! dead-letter file for items the cluster will never accept. A chunk counts as acknowledged —
+//! and its checkpoint advances are handed to [`Checkpoints`] — once every item in it is indexed,
+//! a duplicate (409 on `create`: an earlier delivery of the same id), or dead-lettered.
+
+mod deadletter;
+mod encode;
+
+pub use deadletter::DeadLetters;
+pub use encode::{IndexPattern, ItemEncoder, document_id};
+
+use crate::buffer::{Chunk, Queue};
+use crate::config;
+use crate::observe::Metrics;
+use crate::tail::Checkpoints;
+use backon::BackoffBuilder;
+use flate2::Compression as Level;
+use flate2::write::GzEncoder;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+/// What `/health` shows about the cluster.
+#[derive(Default)]
+pub struct SinkState {
+    /// `None` while shipping works; otherwise why it does not.
+    problem: Mutex<Option<String>>,
+}
+
+impl SinkState {
+    fn set(&self, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(PoisonError::into_inner) = problem;
+    }
+
+    /// (working, detail)
+    pub fn describe(&self) -> (bool, String) {
+        match &*self.problem.lock().unwrap_or_else(PoisonError::into_inner) {
+            None => (true, "shipping".into()),
+            Some(p) => (false, p.clone()),
+        }
+    }
+}
+
+/// How one bulk attempt went, as far as the whole request is concerned.
+enum Attempt {
+    /// Per-item statuses, in request order.
+    Items(Vec<ItemResult>),
+    /// The request body is too large for the cluster.
+    TooLarge,
+    /// Try again later (connection error, timeout, 429, 5xx), after at least this long.
+    Retry { reason: String, after: Option<Duration> },
+    /// Credentials refused: nothing will get through until they change.
+    Unauthorized(String),
+    /// The cluster refused the request as a whole and will refuse it again.
+    Rejected(String),
+}
+
+struct ItemResult {
+    status: u16,
+    error: Option<Box<RawValue>>,
+    error_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BulkResponse {
+    items: Vec<std::collections::HashMap<String, BulkItem>>,
+}
+
+#[derive(Deserialize)]
+struct BulkItem {
+    status: u16,
+    #[serde(default)]
+    error: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct ErrorType {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// What should happen to one item after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkItemOutcome {
+    Indexed,
+    Duplicate,
+    Retry,
+    DeadLetter,
+}
+
+/// The delivery contract's classification of one item's result.
+pub fn classify(status: u16, error_type: Option<&str>) -> BulkItemOutcome {
+    match status {
+        200 | 201 => BulkItemOutcome::Indexed,
+        409 => BulkItemOutcome::Duplicate,
+        429 | 500..=599 => BulkItemOutcome::Retry,
+        // Write blocks (flood-stage watermark, read-only index) are lifted by operators; the
+        // items must wait, not be thrown away. Older clusters answered them with 403.
+        _ if matches!(
+            error_type,
+            Some("cluster_block_exception") | Some("index_closed_exception")
+        ) =>
+        {
+            BulkItemOutcome::Retry
+        }
+        _ => BulkItemOutcome::DeadLetter,
+    }
+}
+
+pub struct Shipper {
+    client: reqwest::Client,
+    hosts: Vec<reqwest::Url>,
+    /// The host to try next; moves on after a failure.
+    host: AtomicUsize,
+    gzip: bool,
+    cfg: config::Buffer,
+    metrics: Arc<Metrics>,
+    state: Arc<SinkState>,
+    dead: Arc<DeadLetters>,
+}
+
+impl Shipper {
+    pub fn new(
+        cfg: &config::Config,
+        metrics: Arc<Metrics>,
+        state: Arc<SinkState>,
+        dead: Arc<DeadLetters>,
+    ) -> Result<Shipper, Error> {
+        let client = reqwest::Client::builder()
+            .timeout(cfg.elasticsearch.request_timeout.0)
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("logferry/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(Error::Client)?;
+        let hosts = cfg
+            .elasticsearch
+            .hosts
+            .iter()
+            .filter_map(|h| reqwest::Url::parse(h).ok())
+            .filter_map(|u| u.join("_bulk").ok())
+            .collect();
+        Ok(Shipper {
+            client,
+            hosts,
+            host: AtomicUsize::new(0),
+            gzip: cfg.elasticsearch.compression == config::Compression::Gzip,
+            cfg: cfg.buffer.clone(),
+            metrics,
+            state,
+            dead,
+        })
+    }
+
+    /// Ships chunks from the queue until it is closed and empty, acknowledging each to the
+    /// checkpoints.
+    pub async fn run(self: Arc<Self>, queue: Arc<Queue>, checkpoints: Arc<Checkpoints>) {
+        while let Some(chunk) = queue.pop().await {
+            let (chunks, bytes) = queue.depth();
+            self.metrics.queue_chunks.set(chunks as i64);
+            self.metrics.queue_bytes.set(bytes as i64);
+            if !chunk.items.is_empty() {
+                let all: Vec<usize> = (0..chunk.items.len()).collect();
+                self.deliver(&chunk, all).await;
+            }
+            checkpoints.acknowledge(chunk.seq, chunk.advances);
+        }
+    }
+
+    /// Delivers the given items of a chunk: returns once each is indexed, a duplicate, or
+    /// dead-lettered.
+    async fn deliver(&self, chunk: &Chunk, items: Vec<usize>) {
+        let mut pending = items;
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(self.cfg.retry_wait.0)
+            .with_max_delay(self.cfg.retry_max_interval.0)
+            .without_max_times()
+            .build();
+        let started = Instant::now();
+        loop {
+            let attempt = self.send(chunk, &pending).await;
+            let (reason, after) = match attempt {
+                Attempt::Items(results) => {
+                    pending = self.settle(chunk, &pending, results).await;
+                    if pending.is_empty() {
+                        self.state.set(None);
+                        return;
+                    }
+                    (format!("{} items were refused for now (429/5xx)", pending.len()), None)
+                }
+                Attempt::TooLarge if pending.len() > 1 => {
+                    // Each half is delivered on its own, and split again if need be.
+                    let half = pending.len() / 2;
+                    let second = pending.split_off(half);
+                    Box::pin(self.deliver(chunk, pending)).await;
+                    Box::pin(self.deliver(chunk, second)).await;
+                    return;
+                }
+                Attempt::TooLarge => {
+                    self.dead_letter(chunk, &pending, 413, "request_entity_too_large", None).await;
+                    return;
+                }
+                Attempt::Rejected(reason) => {
+                    tracing::error!(%reason, items = pending.len(), "the cluster refused a bulk request; its items go to the dead-letter file");
+                    self.dead_letter(chunk, &pending, 400, "request_rejected", None).await;
+                    return;
+                }
+                Attempt::Unauthorized(reason) => {
+                    tracing::error!(%reason, "Elasticsearch refused the credentials; shipping is paused and nothing is dropped");
+                    (reason, None)
+                }
+                Attempt::Retry { reason, after } => (reason, after),
+            };
+            self.state.set(Some(reason.clone()));
+            if !self.cfg.retry_forever && started.elapsed() >= self.cfg.retry_timeout.0 {
+                tracing::error!(%reason, items = pending.len(), "retry_timeout passed; items go to the dead-letter file");
+                self.dead_letter(chunk, &pending, 0, "retry_timeout", None).await;
+                return;
+            }
+            let cap = backoff.next().unwrap_or(self.cfg.retry_max_interval.0);
+            let wait = full_jitter(cap).max(after.unwrap_or_default());
+            self.metrics.documents.get_or_create(&[("outcome", "retried")]).inc_by(pending.len() as u64);
+            tracing::warn!(%reason, items = pending.len(), wait_ms = wait.as_millis() as u64, "bulk request failed; retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Sorts item results: returns the items to retry, dead-letters the refused ones.
+    async fn settle(&self, chunk: &Chunk, sent: &[usize], results: Vec<ItemResult>) -> Vec<usize> {
+        let mut retry = Vec::new();
+        let (mut indexed, mut duplicate) = (0u64, 0u64);
+        for (i, &item) in sent.iter().enumerate() {
+            let Some(r) = results.get(i) else {
+                // Fewer results than items: never count an item as done without a status.
+                retry.push(item);
+                continue;
+            };
+            match classify(r.status, r.error_type.as_deref()) {
+                BulkItemOutcome::Indexed => indexed += 1,
+                BulkItemOutcome::Duplicate => duplicate += 1,
+                BulkItemOutcome::Retry => retry.push(item),
+                BulkItemOutcome::DeadLetter => {
+                    let reason = r.error_type.as_deref().unwrap_or("unknown");
+                    self.dead_letter(chunk, &[item], r.status, reason, r.error.as_deref()).await;
+                }
+            }
+        }
+        let docs = &self.metrics.documents;
+        docs.get_or_create(&[("outcome", "indexed")]).inc_by(indexed);
+        docs.get_or_create(&[("outcome", "duplicate")]).inc_by(duplicate);
+        retry
+    }
+
+    /// Writes items to the dead-letter file; retries that write until it succeeds, because an
+    /// item that is neither indexed nor dead-lettered must not be acknowledged.
+    async fn dead_letter(
+        &self,
+        chunk: &Chunk,
+        items: &[usize],
+        status: u16,
+        reason: &str,
+        error: Option<&RawValue>,
+    ) {
+        let mut wait = Duration::from_secs(1);
+        loop {
+            let dead = self.dead.clone();
+            let docs: Vec<Vec<u8>> = items.iter().map(|&i| chunk.item(i).to_vec()).collect();
+            let reason_owned = reason.to_owned();
+            let error = error.map(|e| e.get().to_owned());
+            let res = tokio::task::spawn_blocking(move || {
+                dead.write(&docs, status, &reason_owned, error.as_deref())
+            })
+            .await;
+            match res {
+                Ok(Ok(())) => {
+                    self.metrics
+                        .documents
+                        .get_or_create(&[("outcome", "dead_lettered")])
+                        .inc_by(items.len() as u64);
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot write the dead-letter file; shipping waits for it")
+                }
+                Err(e) => tracing::error!(error = %e, "dead-letter writer failed"),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    async fn send(&self, chunk: &Chunk, items: &[usize]) -> Attempt {
+        let body: Vec<u8> = if items.len() == chunk.items.len() {
+            chunk.body.clone()
+        } else {
+            items.iter().flat_map(|&i| chunk.item(i)).copied().collect()
+        };
+        let body = if self.gzip {
+            match tokio::task::spawn_blocking(move || gzip(&body)).await {
+                Ok(Ok(b)) => b,
+                _ => {
+                    return Attempt::Retry {
+                        reason: "compression failed".into(),
+                        after: None,
+                    };
+                }
+            }
+        } else {
+            body
+        };
+        let host_index = self.host.load(Ordering::Relaxed) % self.hosts.len().max(1);
+        let Some(url) = self.hosts.get(host_index) else {
+            return Attempt::Rejected("no usable Elasticsearch host".into());
+        };
+        let mut req = self
+            .client
+            .post(url.clone())
+            .header("content-type", "application/x-ndjson");
+        if self.gzip {
+            req = req.header("content-encoding", "gzip");
+        }
+        let started = Instant::now();
+        let result = req.body(body).send().await;
+        self.metrics.bulk_duration.observe(started.elapsed().as_secs_f64());
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.bulk_requests.get_or_create(&[("status", "error")]).inc();
+                self.host.fetch_add(1, Ordering::Relaxed);
+                return Attempt::Retry {
+                    reason: format!("{}: {}", url.host_str().unwrap_or("?"), error_chain(&e)),
+                    after: None,
+                };
+            }
+        };
+        let status = resp.status().as_u16();
+        let class = match status {
+            200..=299 => "2xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "other",
+        };
+        self.metrics.bulk_requests.get_or_create(&[("status", class)]).inc();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Attempt::Retry {
+                    reason: format!("reading the response: {}", error_chain(&e)),
+                    after: None,
+                };
+            }
+        };
+        match status {
+            200..=299 => match serde_json::from_slice::<BulkResponse>(&bytes) {
+                Ok(r) => Attempt::Items(
+                    r.items
+                        .into_iter()
+                        .map(|m| {
+                            let item = m.into_values().next();
+                            let (status, error) = item.map_or((0, None), |i| (i.status, i.error));
+                            let error_type = error
+                                .as_deref()
+                                .and_then(|e| serde_json::from_str::<ErrorType>(e.get()).ok())
+                                .and_then(|e| e.kind);
+                            ItemResult {
+                                status,
+                                error,
+                                error_type,
+                            }
+                        })
+                        .collect(),
+                ),
+                Err(e) => Attempt::Retry {
+                    reason: format!("unreadable bulk response: {e}"),
+                    after: None,
+                },
+            },
+            401 | 403 => Attempt::Unauthorized(format!(
+                "HTTP {status} from {}: {}",
+                url.host_str().unwrap_or("?"),
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+            )),
+            413 => Attempt::TooLarge,
+            408 | 429 | 500..=599 => Attempt::Retry {
+                reason: format!("HTTP {status}"),
+                after: retry_after,
+            },
+            _ => Attempt::Rejected(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+            )),
+        }
+    }
+}
+
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    // Level 1: logs compress well even at the fastest level, and CPU is the node's.
+    let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 4), Level::fast());
+    enc.write_all(body)?;
+    enc.finish()
+}
+
+/// A uniformly random wait in `[0, cap]` (AWS's "full jitter"), at least 10 ms.
+fn full_jitter(cap: Duration) -> Duration {
+    use std::hash::{BuildHasher, RandomState};
+    // RandomState is seeded per process and per instance: enough to spread agents apart.
+    let r = RandomState::new().hash_one(Instant::now());
+    let fraction = (r >> 11) as f64 / (1u64 << 53) as f64;
+    cap.mul_f64(fraction).max(Duration::from_millis(10))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_follows_the_delivery_contract() {
+        let cases = [
+            (201, None, BulkItemOutcome::Indexed),
+            (200, None, BulkItemOutcome::Indexed),
+            (409, Some("version_conflict_engine_exception"), BulkItemOutcome::Duplicate),
+            (429, Some("es_rejected_execution_exception"), BulkItemOutcome::Retry),
+            (503, None, BulkItemOutcome::Retry),
+            (403, Some("cluster_block_exception"), BulkItemOutcome::Retry),
+            (400, Some("mapper_parsing_exception"), BulkItemOutcome::DeadLetter),
+            (404, Some("index_not_found_exception"), BulkItemOutcome::DeadLetter),
+        ];
+        for (status, kind, want) in cases {
+            assert_eq!(classify(status, kind), want, "{status} {kind:?}");
+        }
+    }
+
+    #[test]
+    fn jitter_stays_within_the_cap() {
+        let cap = Duration::from_secs(2);
+        let waits: Vec<Duration> = (0..200).map(|_| full_jitter(cap)).collect();
+        assert!(waits.iter().all(|w| *w <= cap && *w >= Duration::from_millis(10)));
+        let distinct: std::collections::HashSet<_> = waits.iter().collect();
+        assert!(distinct.len() > 100, "waits must be spread, got {}", distinct.len());
+    }
+}

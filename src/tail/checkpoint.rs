@@ -1,0 +1,284 @@
+//! Checkpoints: for each file, the offset up to which every line has been acknowledged.
+//!
+//! A checkpoint moves only when the chunks carrying a file's lines are acknowledged, and chunks
+//! are applied strictly in queue order, so it never passes a line that is still in flight. The
+//! file on disk (`<data_dir>/checkpoints.json`) is a versioned document written to a temp file,
+//! fsynced and renamed over the old one: a crash leaves either the old or the new version.
+
+use super::FileKey;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot write checkpoints to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read checkpoints from {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What is remembered of one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Everything before this byte has been acknowledged.
+    pub offset: u64,
+    /// Where the file was last seen (its real path, symlinks resolved): after a restart, a file
+    /// that was rotated while the agent was down is looked for next to it.
+    pub path: PathBuf,
+    /// Set when the file has been read to its end and let go: the entry is dropped once the
+    /// checkpoint reaches this offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retire_at: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "version")]
+enum Stored {
+    #[serde(rename = "1")]
+    V1 { files: Vec<StoredFile> },
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredFile {
+    dev: u64,
+    ino: u64,
+    fingerprint: String,
+    #[serde(flatten)]
+    entry: Entry,
+}
+
+#[derive(Default)]
+struct Inner {
+    files: HashMap<FileKey, Entry>,
+    /// Acknowledged chunks waiting for an earlier one, by sequence number.
+    done: BTreeMap<u64, Vec<(FileKey, u64)>>,
+    next_seq: u64,
+    dirty: bool,
+}
+
+pub struct Checkpoints {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+impl Checkpoints {
+    /// Loads `<dir>/checkpoints.json`. An unreadable document is moved aside (and said so) so the
+    /// agent can start; re-reading files then only produces 409s, never duplicates.
+    pub fn open(dir: &Path) -> Result<Checkpoints, Error> {
+        let path = dir.join("checkpoints.json");
+        let mut inner = Inner::default();
+        match fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<Stored>(&bytes) {
+                Ok(Stored::V1 { files }) => {
+                    for f in files {
+                        let Ok(fingerprint) = u64::from_str_radix(&f.fingerprint, 16) else {
+                            continue;
+                        };
+                        let key = FileKey {
+                            dev: f.dev,
+                            ino: f.ino,
+                            fingerprint,
+                        };
+                        inner.files.insert(key, f.entry);
+                    }
+                }
+                Err(e) => {
+                    let aside = path.with_extension("json.corrupt");
+                    tracing::error!(path = %path.display(), error = %e, moved_to = %aside.display(),
+                        "checkpoint file is unreadable; starting without checkpoints (replayed lines are deduplicated by id)");
+                    let _ = fs::rename(&path, &aside);
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::Read { path, source }),
+        }
+        Ok(Checkpoints {
+            path,
+            inner: Mutex::new(inner),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn get(&self, key: &FileKey) -> Option<Entry> {
+        self.lock().files.get(key).cloned()
+    }
+
+    /// All entries, for finding files rotated while the agent was down.
+    pub fn entries(&self) -> Vec<(FileKey, Entry)> {
+        self.lock()
+            .files
+            .iter()
+            .map(|(k, e)| (*k, e.clone()))
+            .collect()
+    }
+
+    /// Starts remembering a file at `offset`, or updates where it lives.
+    pub fn track(&self, key: FileKey, path: &Path, offset: u64) {
+        let mut inner = self.lock();
+        let e = inner.files.entry(key).or_insert_with(|| Entry {
+            offset,
+            path: path.to_owned(),
+            retire_at: None,
+        });
+        if e.path != path {
+            e.path = path.to_owned();
+        }
+        e.retire_at = None;
+        inner.dirty = true;
+    }
+
+    /// The file will not be read further than `end`; drop it once that much is acknowledged.
+    pub fn retire(&self, key: FileKey, end: u64) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.files.get_mut(&key) {
+            if e.offset >= end {
+                inner.files.remove(&key);
+            } else {
+                e.retire_at = Some(end);
+            }
+            inner.dirty = true;
+        }
+    }
+
+    /// Forgets a file outright (it is gone and cannot be read again).
+    pub fn forget(&self, key: &FileKey) {
+        let mut inner = self.lock();
+        if inner.files.remove(key).is_some() {
+            inner.dirty = true;
+        }
+    }
+
+    /// Chunk `seq` was acknowledged. Its advances take effect once every earlier chunk's have.
+    pub fn acknowledge(&self, seq: u64, advances: Vec<(FileKey, u64)>) {
+        let mut inner = self.lock();
+        inner.done.insert(seq, advances);
+        loop {
+            let next = inner.next_seq;
+            let Some(advances) = inner.done.remove(&next) else {
+                break;
+            };
+            inner.next_seq += 1;
+            for (key, offset) in advances {
+                if let Some(e) = inner.files.get_mut(&key)
+                    && offset > e.offset
+                {
+                    e.offset = offset;
+                    if e.retire_at.is_some_and(|end| offset >= end) {
+                        inner.files.remove(&key);
+                    }
+                    inner.dirty = true;
+                }
+            }
+        }
+    }
+
+    /// Writes the checkpoints if they changed: temp file, fsync, rename, fsync of the directory.
+    pub fn save(&self) -> Result<(), Error> {
+        let doc = {
+            let mut inner = self.lock();
+            if !inner.dirty {
+                return Ok(());
+            }
+            inner.dirty = false;
+            let mut files: Vec<StoredFile> = inner
+                .files
+                .iter()
+                .map(|(k, e)| StoredFile {
+                    dev: k.dev,
+                    ino: k.ino,
+                    fingerprint: format!("{:016x}", k.fingerprint),
+                    entry: e.clone(),
+                })
+                .collect();
+            files.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+            Stored::V1 { files }
+        };
+        let result = write_atomically(&self.path, &doc);
+        if result.is_err() {
+            // Try again at the next save.
+            self.lock().dirty = true;
+        }
+        result.map_err(|source| Error::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+fn write_atomically(path: &Path, doc: &Stored) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = fs::File::create(&tmp)?;
+    serde_json::to_writer_pretty(&mut f, doc)?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u64) -> FileKey {
+        FileKey {
+            dev: 2049,
+            ino: n,
+            fingerprint: 0xfeed_0000 + n,
+        }
+    }
+
+    #[test]
+    fn acknowledgements_apply_in_queue_order_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(dir.path()).unwrap();
+        c.track(key(1), Path::new("/a"), 0);
+        c.acknowledge(1, vec![(key(1), 200)]);
+        assert_eq!(c.get(&key(1)).unwrap().offset, 0, "chunk 0 is still in flight");
+        c.acknowledge(0, vec![(key(1), 100)]);
+        assert_eq!(c.get(&key(1)).unwrap().offset, 200);
+    }
+
+    #[test]
+    fn saved_checkpoints_survive_a_reopen_and_retired_files_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(dir.path()).unwrap();
+        c.track(key(1), Path::new("/var/log/pods/a/0.log"), 0);
+        c.track(key(2), Path::new("/var/log/pods/b/0.log"), 0);
+        c.acknowledge(0, vec![(key(1), 4096), (key(2), 10)]);
+        c.retire(key(2), 20);
+        c.save().unwrap();
+        let again = Checkpoints::open(dir.path()).unwrap();
+        assert_eq!(again.get(&key(1)).unwrap().offset, 4096);
+        assert_eq!(again.get(&key(2)).unwrap().retire_at, Some(20));
+        again.acknowledge(0, vec![(key(2), 20)]);
+        assert!(again.get(&key(2)).is_none());
+    }
+
+    #[test]
+    fn a_corrupt_file_is_moved_aside_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("checkpoints.json"), b"{\"version\":\"1\",\"fi").unwrap();
+        let c = Checkpoints::open(dir.path()).unwrap();
+        assert!(c.entries().is_empty());
+        assert!(dir.path().join("checkpoints.json.corrupt").exists());
+    }
+}

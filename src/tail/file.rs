@@ -1,0 +1,207 @@
+//! One followed file: its identity, its read position, and the line splitting.
+
+use super::{FileKey, Output};
+use crate::decode::Decoder;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// How many leading bytes identify a file's content: its first line, or this many bytes of it.
+const FINGERPRINT_BYTES: usize = 1024;
+
+/// The identity of an open file, or `None` while it has neither a whole first line nor
+/// [`FINGERPRINT_BYTES`] bytes (its fingerprint could still change). `force` takes whatever there
+/// is, for a file that will not grow any more.
+pub fn identify(file: &File, force: bool) -> io::Result<Option<FileKey>> {
+    let meta = file.metadata()?;
+    let mut head = [0u8; FINGERPRINT_BYTES];
+    let mut n = 0;
+    while n < head.len() {
+        let r = file.read_at(&mut head[n..], n as u64)?;
+        if r == 0 {
+            break;
+        }
+        n += r;
+    }
+    let end = match memchr::memchr(b'\n', &head[..n]) {
+        Some(i) => i + 1,
+        None if n == FINGERPRINT_BYTES || (force && n > 0) => n,
+        None => return Ok(None),
+    };
+    Ok(Some(FileKey {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        fingerprint: xxhash_rust::xxh3::xxh3_64(&head[..end]),
+    }))
+}
+
+pub struct Tracked {
+    pub file: File,
+    pub key: FileKey,
+    /// The path the include glob matched (a symlink under /var/log/containers, usually).
+    pub path: PathBuf,
+    /// The file's real path, which is what inotify reports.
+    pub real: PathBuf,
+    /// Where the next read starts.
+    pub read_pos: u64,
+    /// Where the line being assembled in `carry` starts.
+    pub line_start: u64,
+    /// The bytes of a line whose newline has not been read yet.
+    pub carry: Vec<u8>,
+    /// The current line was longer than the cap; its cut head was emitted and the rest is
+    /// skipped up to its newline.
+    pub discarding: bool,
+    pub decoder: Decoder,
+    /// The document fields from the pod identity, encoded once.
+    pub pod_fields: Vec<u8>,
+    /// Set once the file's path points elsewhere (rotated) or is gone (deleted): the file is
+    /// read to its end, then let go.
+    pub draining: bool,
+    /// The last time a read returned data (or the file was opened).
+    pub last_data: Instant,
+}
+
+/// What one call to [`Tracked::read`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// The budget ran out before the end of the file.
+    More,
+    /// At the end of what is written.
+    Eof,
+    /// The file is now shorter than what was read: it was truncated.
+    Truncated,
+}
+
+impl Tracked {
+    pub fn open(path: &Path, file: File, key: FileKey, offset: u64, max_message: usize) -> Self {
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        let pod_fields = crate::kube::PodRef::from_path(path)
+            .or_else(|| crate::kube::PodRef::from_path(&real))
+            .map(|p| p.json_fields())
+            .unwrap_or_default();
+        Tracked {
+            file,
+            key,
+            path: path.to_owned(),
+            real,
+            read_pos: offset,
+            line_start: offset,
+            carry: Vec::new(),
+            discarding: false,
+            decoder: Decoder::new(max_message),
+            pod_fields,
+            draining: false,
+            last_data: Instant::now(),
+        }
+    }
+
+    /// Everything before this offset has been handed on whole: a restart may resume here.
+    pub fn safe_offset(&self) -> u64 {
+        self.decoder
+            .pending_offset()
+            .map_or(self.line_start, |p| p.min(self.line_start))
+    }
+
+    /// Reads and emits whole lines until the end of the file or until about `budget` bytes.
+    pub fn read(&mut self, buf: &mut [u8], out: &mut Output, budget: usize) -> io::Result<ReadOutcome> {
+        let mut done = 0;
+        loop {
+            let n = self.file.read_at(buf, self.read_pos)?;
+            if n == 0 {
+                if self.file.metadata()?.len() < self.read_pos {
+                    return Ok(ReadOutcome::Truncated);
+                }
+                out.advance(self.key, self.safe_offset());
+                return Ok(ReadOutcome::Eof);
+            }
+            self.last_data = Instant::now();
+            out.metrics.bytes_read.inc_by(n as u64);
+            self.split(&buf[..n], out);
+            self.read_pos += n as u64;
+            out.advance(self.key, self.safe_offset());
+            done += n;
+            if done >= budget {
+                return Ok(ReadOutcome::More);
+            }
+        }
+    }
+
+    /// Splits a block read at `self.read_pos` into lines and emits each whole one.
+    fn split(&mut self, block: &[u8], out: &mut Output) {
+        let cap = out.max_physical_line;
+        let mut i = 0;
+        for nl in memchr::memchr_iter(b'\n', block) {
+            let line = &block[i..nl];
+            if self.discarding {
+                self.discarding = false;
+            } else if self.carry.is_empty() {
+                if line.len() > cap {
+                    self.emit_line(&line[..cap], true, out);
+                } else {
+                    self.emit_line(line, false, out);
+                }
+            } else {
+                let mut carry = std::mem::take(&mut self.carry);
+                let room = cap - carry.len();
+                let cut = line.len() > room;
+                carry.extend_from_slice(&line[..line.len().min(room)]);
+                self.emit_line(&carry, cut, out);
+                carry.clear();
+                self.carry = carry;
+            }
+            i = nl + 1;
+            self.line_start = self.read_pos + i as u64;
+        }
+        if self.discarding {
+            return;
+        }
+        let rest = &block[i..];
+        if self.carry.len() + rest.len() > cap {
+            let mut carry = std::mem::take(&mut self.carry);
+            let room = cap - carry.len();
+            carry.extend_from_slice(&rest[..room]);
+            self.emit_line(&carry, true, out);
+            carry.clear();
+            self.carry = carry;
+            self.discarding = true;
+        } else {
+            self.carry.extend_from_slice(rest);
+        }
+    }
+
+    fn emit_line(&mut self, line: &[u8], cut: bool, out: &mut Output) {
+        out.metrics.lines_read.inc();
+        // Where a restart would resume if this line were not handed on.
+        let before = self.safe_offset();
+        if let Some(mut rec) = self.decoder.decode(line, self.line_start) {
+            rec.flags.truncated |= cut;
+            out.emit(&self.key, &rec, &self.pod_fields, before);
+        }
+    }
+
+    /// The file is let go: a last line without its newline and records still missing their
+    /// final piece are emitted, flagged, so nothing that was read is dropped. Returns the offset
+    /// the checkpoint ends at.
+    pub fn finish(&mut self, out: &mut Output) -> u64 {
+        let before = self.safe_offset();
+        if !self.carry.is_empty() && !self.discarding {
+            let carry = std::mem::take(&mut self.carry);
+            out.metrics.lines_read.inc();
+            if let Some(mut rec) = self.decoder.decode(&carry, self.line_start) {
+                rec.flags.unterminated = true;
+                out.emit(&self.key, &rec, &self.pod_fields, before);
+            }
+        }
+        for mut rec in self.decoder.finish() {
+            rec.flags.unterminated = true;
+            out.emit(&self.key, &rec, &self.pod_fields, before);
+        }
+        self.carry.clear();
+        self.discarding = false;
+        self.line_start = self.read_pos;
+        out.advance(self.key, self.read_pos);
+        self.read_pos
+    }
+}

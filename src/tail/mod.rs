@@ -1,0 +1,572 @@
+//! Tailing: which files to follow, reading them, and remembering how far shipping has got.
+//!
+//! Owns discovery (include/exclude globs, inotify through `notify`, and a periodic rescan
+//! because inotify drops events), file identity (device + inode + a fingerprint of the first
+//! line, never the path), rotation (a renamed or deleted file is read to its end and kept for
+//! `rotate_wait` before it is let go), truncation (reading restarts at 0), and checkpoints.
+//!
+//! Runs on its own thread: reads are plain blocking syscalls on the page cache, and one thread
+//! that owns every file needs no locks. Each line goes through `decode`, `parse` and the bulk
+//! encoder straight into the open [`Chunk`], which is handed to the [`Queue`] when it is full
+//! and at the end of every pass over the files. A full queue blocks the hand-off, and with it
+//! reading: that is the backpressure. A file's checkpoint moves only when the chunks holding its
+//! lines are acknowledged by Elasticsearch.
+
+mod checkpoint;
+mod discover;
+mod file;
+
+pub use checkpoint::{Checkpoints, Entry};
+pub use discover::Discovery;
+
+use crate::buffer::{Chunk, Queue};
+use crate::config::{self, ReadFrom};
+use crate::decode::Record;
+use crate::observe::Metrics;
+use crate::sink::ItemEncoder;
+use file::{ReadOutcome, Tracked, identify};
+use notify::{RecursiveMode, Watcher};
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+/// What names a file's content across renames: device and inode, plus a fingerprint of its
+/// first line so that a reused inode is not mistaken for the file that had it before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    pub dev: u64,
+    pub ino: u64,
+    pub fingerprint: u64,
+}
+
+/// One read() asks for this much; large blocks keep syscalls per line low.
+const READ_BLOCK: usize = 256 * 1024;
+/// How much one file may read in one pass before the others get their turn.
+const PASS_BUDGET: usize = 4 * 1024 * 1024;
+/// The longest the loop sleeps, so shutdown and rotate_wait are noticed promptly.
+const MAX_IDLE: Duration = Duration::from_millis(200);
+/// inotify events waiting for the tailer; past this they are dropped and a rescan covers them.
+const EVENT_QUEUE: usize = 4096;
+
+/// The tailer's way out: the open chunk, the encoder that fills it, and the queue it goes to.
+pub struct Output {
+    chunk: Chunk,
+    encoder: ItemEncoder,
+    queue: Arc<Queue>,
+    metrics: Arc<Metrics>,
+    shutdown: Arc<AtomicBool>,
+    /// A physical line longer than this is cut before decoding: twice the message cap leaves
+    /// room for the runtime's prefix and docker's JSON escaping.
+    max_physical_line: usize,
+    flush_interval: Duration,
+}
+
+impl Output {
+    pub fn new(
+        encoder: ItemEncoder,
+        queue: Arc<Queue>,
+        metrics: Arc<Metrics>,
+        shutdown: Arc<AtomicBool>,
+        cfg: &config::Config,
+    ) -> Output {
+        Output {
+            chunk: Chunk::new(),
+            encoder,
+            queue,
+            metrics,
+            shutdown,
+            max_physical_line: cfg.input.max_line_bytes.as_usize() * 2 + 4096,
+            flush_interval: cfg.buffer.flush_interval.0,
+        }
+    }
+
+    /// Encodes one record. `before` is the file's safe offset before this record: if the item
+    /// overflows the chunk, the full chunk is sealed with that offset and the item starts the
+    /// next one.
+    fn emit(&mut self, key: &FileKey, rec: &Record, extra: &[u8], before: u64) {
+        let outcome = self.encoder.encode(&mut self.chunk, key, rec, extra);
+        let m = &self.metrics;
+        if outcome.invalid_utf8 {
+            m.records.get_or_create(&[("outcome", "invalid_utf8")]).inc();
+        }
+        if outcome.json_failed {
+            m.json_failures.inc();
+        }
+        for (set, name) in [
+            (rec.flags.truncated, "truncated"),
+            (rec.flags.malformed, "malformed"),
+            (rec.flags.unterminated, "unterminated"),
+        ] {
+            if set {
+                m.records.get_or_create(&[("outcome", name)]).inc();
+            }
+        }
+        m.records.get_or_create(&[("outcome", "ok")]).inc();
+        if self.chunk.body.len() > self.queue.chunk_limit() && self.chunk.items.len() > 1 {
+            let last = self.chunk.items.pop().map_or(0, |s| s as usize);
+            let mut next = Chunk::new();
+            next.items.push(0);
+            next.body.extend_from_slice(&self.chunk.body[last..]);
+            self.chunk.body.truncate(last);
+            self.chunk.advance(*key, before);
+            let full = std::mem::replace(&mut self.chunk, next);
+            self.hand_off(full);
+        } else if self.chunk.body.len() >= self.queue.chunk_limit()
+            || self.chunk.created.elapsed() >= self.flush_interval
+        {
+            self.chunk.advance(*key, before);
+            self.seal();
+        }
+    }
+
+    fn advance(&mut self, key: FileKey, offset: u64) {
+        self.chunk.advance(key, offset);
+    }
+
+    /// Hands the open chunk to the queue.
+    fn seal(&mut self) {
+        let full = std::mem::take(&mut self.chunk);
+        self.hand_off(full);
+    }
+
+    fn hand_off(&mut self, chunk: Chunk) {
+        let shutdown = &self.shutdown;
+        if let Err(dropped) = self.queue.push(chunk, || shutdown.load(Ordering::Relaxed)) {
+            // Shutting down with the queue full: these lines are not acknowledged, so their
+            // checkpoints did not move and the next start reads them again.
+            tracing::info!(
+                records = dropped.items.len(),
+                "shutdown while the queue was full; these records will be read again on restart"
+            );
+        }
+    }
+}
+
+/// Shared flags the HTTP endpoints read.
+#[derive(Default)]
+pub struct TailerState {
+    /// The first discovery pass has completed.
+    pub ready: AtomicBool,
+}
+
+pub struct Tailer {
+    cfg: config::Input,
+    discovery: Discovery,
+    checkpoints: Arc<Checkpoints>,
+    out: Output,
+    state: Arc<TailerState>,
+    files: HashMap<FileKey, Tracked>,
+    /// Include-matched path → the file that currently lives there.
+    by_path: HashMap<PathBuf, FileKey>,
+    /// Real path → file, to map inotify events.
+    by_real: HashMap<PathBuf, FileKey>,
+    /// Files with data to read now.
+    dirty: HashSet<FileKey>,
+    /// Matched paths whose first line is not complete yet, so they have no identity.
+    waiting: HashSet<PathBuf>,
+    watcher: Option<notify::RecommendedWatcher>,
+    watched_roots: HashSet<PathBuf>,
+    events: Receiver<notify::Event>,
+    /// inotify events were dropped (queue overflow or watcher error): rescan and read all.
+    missed_events: Arc<AtomicBool>,
+    /// Paths whose open/read failure was already logged, so it is logged once.
+    reported: HashSet<PathBuf>,
+}
+
+impl Tailer {
+    pub fn new(
+        cfg: &config::Config,
+        checkpoints: Arc<Checkpoints>,
+        out: Output,
+        state: Arc<TailerState>,
+    ) -> Tailer {
+        let (tx, rx) = sync_channel(EVENT_QUEUE);
+        let missed = Arc::new(AtomicBool::new(false));
+        let watcher = make_watcher(tx, missed.clone());
+        Tailer {
+            cfg: cfg.input.clone(),
+            discovery: Discovery::new(&cfg.input.include, &cfg.input.exclude),
+            checkpoints,
+            out,
+            state,
+            files: HashMap::new(),
+            by_path: HashMap::new(),
+            by_real: HashMap::new(),
+            dirty: HashSet::new(),
+            waiting: HashSet::new(),
+            watcher,
+            watched_roots: HashSet::new(),
+            events: rx,
+            missed_events: missed,
+            reported: HashSet::new(),
+        }
+    }
+
+    /// Follows files until shutdown, then hands on what it has and closes the queue.
+    pub fn run(mut self) {
+        let mut buf = vec![0u8; READ_BLOCK];
+        self.rescan(true);
+        self.recover_rotated_while_down();
+        self.state.ready.store(true, Ordering::Relaxed);
+        let mut next_rescan = Instant::now() + self.cfg.rescan_interval.0;
+        while !self.out.shutdown.load(Ordering::Relaxed) {
+            let mut rescan = self.drain_events();
+            if self.missed_events.swap(false, Ordering::Relaxed) || Instant::now() >= next_rescan {
+                rescan = true;
+                // A periodic full pass catches writes whose events were lost.
+                self.dirty.extend(self.files.keys().copied());
+            }
+            if rescan {
+                self.rescan(false);
+                next_rescan = Instant::now() + self.cfg.rescan_interval.0;
+            }
+            self.retry_waiting();
+            self.read_pass(&mut buf);
+            self.let_go_of_drained(&mut buf);
+            self.out.seal();
+            self.out.metrics.files_watched.set(self.files.len() as i64);
+            if self.dirty.is_empty() {
+                let wait = next_rescan
+                    .saturating_duration_since(Instant::now())
+                    .min(MAX_IDLE);
+                match self.events.recv_timeout(wait) {
+                    Ok(ev) => {
+                        if self.handle_event(ev) {
+                            next_rescan = Instant::now();
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+                }
+            }
+        }
+        self.out.seal();
+        self.out.queue.close();
+        tracing::info!(files = self.files.len(), "tailer stopped");
+    }
+
+    /// Handles all queued events; true when the set of files may have changed.
+    fn drain_events(&mut self) -> bool {
+        let mut rescan = false;
+        while let Ok(ev) = self.events.try_recv() {
+            rescan |= self.handle_event(ev);
+        }
+        rescan
+    }
+
+    fn handle_event(&mut self, ev: notify::Event) -> bool {
+        use notify::EventKind;
+        let mut rescan = matches!(
+            ev.kind,
+            EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(notify::event::ModifyKind::Name(_))
+        );
+        for p in &ev.paths {
+            match self.by_real.get(p) {
+                Some(k) => {
+                    self.dirty.insert(*k);
+                }
+                // A write to a file not followed yet (its first line was incomplete).
+                None => rescan |= !self.waiting.is_empty() && self.waiting.contains(p),
+            }
+        }
+        rescan
+    }
+
+    fn read_pass(&mut self, buf: &mut [u8]) {
+        let mut keys: Vec<FileKey> = self.dirty.drain().collect();
+        keys.extend(self.files.values().filter(|t| t.draining).map(|t| t.key));
+        keys.sort_unstable_by_key(|k| (k.dev, k.ino));
+        keys.dedup();
+        for key in keys {
+            let Some(t) = self.files.get_mut(&key) else {
+                continue;
+            };
+            match t.read(buf, &mut self.out, PASS_BUDGET) {
+                Ok(ReadOutcome::More) => {
+                    self.dirty.insert(key);
+                }
+                Ok(ReadOutcome::Eof) => {
+                    self.reported.remove(&t.path);
+                }
+                Ok(ReadOutcome::Truncated) => self.truncated(key),
+                Err(e) => {
+                    self.out.metrics.read_errors.inc();
+                    if self.reported.insert(t.path.clone()) {
+                        tracing::warn!(path = %t.path.display(), error = %e, "cannot read file; will retry");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The file was cut short (copytruncate): what was read stays shipped, and the file is
+    /// followed again from its new beginning.
+    fn truncated(&mut self, key: FileKey) {
+        let Some(mut t) = self.files.remove(&key) else {
+            return;
+        };
+        tracing::info!(path = %t.path.display(), at = t.read_pos, "file was truncated; reading it again from the start");
+        self.out.metrics.truncations.inc();
+        t.finish(&mut self.out);
+        // The old content is gone, so its checkpoint has nothing left to protect.
+        self.checkpoints.forget(&key);
+        self.by_real.remove(&t.real);
+        self.by_path.retain(|_, k| *k != key);
+        self.open(&t.path, Start::Over);
+    }
+
+    /// Expands the globs: opens new files, notices rotated and deleted ones.
+    fn rescan(&mut self, first: bool) {
+        self.watch_roots();
+        let found = self.discovery.scan();
+        let found_set: HashSet<&PathBuf> = found.iter().collect();
+        let gone: Vec<PathBuf> = self
+            .by_path
+            .keys()
+            .filter(|p| !found_set.contains(p))
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(key) = self.by_path.remove(&path) {
+                self.start_draining(key);
+            }
+        }
+        for path in &found {
+            let Ok(meta) = std::fs::metadata(path) else {
+                continue;
+            };
+            if let Some(key) = self.by_path.get(path) {
+                if key.dev == meta.dev() && key.ino == meta.ino() {
+                    continue;
+                }
+                // The path now names another file: the old one was rotated away.
+                let old = *key;
+                self.by_path.remove(path);
+                self.start_draining(old);
+            }
+            let start = if first && self.cfg.read_from == ReadFrom::End {
+                Start::AtEnd
+            } else {
+                Start::Beginning
+            };
+            self.open(path, start);
+        }
+    }
+
+    /// Starts following the file at `path`.
+    fn open(&mut self, path: &Path, start: Start) {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.out.metrics.read_errors.inc();
+                if self.reported.insert(path.to_owned()) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot open file; will retry");
+                }
+                return;
+            }
+        };
+        let key = match identify(&file, false) {
+            Ok(Some(k)) => k,
+            Ok(None) => {
+                self.waiting.insert(path.to_owned());
+                return;
+            }
+            Err(e) => {
+                if self.reported.insert(path.to_owned()) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read file; will retry");
+                }
+                return;
+            }
+        };
+        self.waiting.remove(path);
+        self.reported.remove(path);
+        if let Some(t) = self.files.get_mut(&key) {
+            // Already followed (matched again, or through a second path).
+            t.draining = false;
+            self.by_path.insert(path.to_owned(), key);
+            return;
+        }
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let checkpoint = self.checkpoints.get(&key).map(|e| e.offset);
+        let offset = match (start, checkpoint) {
+            (Start::Over, _) => 0,
+            // A checkpoint past the end means the content was replaced: start over.
+            (_, Some(c)) if c <= size => c,
+            (Start::AtEnd, _) => size,
+            _ => 0,
+        };
+        let t = Tracked::open(path, file, key, offset, self.cfg.max_line_bytes.as_usize());
+        self.checkpoints.track(key, &t.real, offset);
+        self.follow(path, t);
+    }
+
+    fn follow(&mut self, path: &Path, t: Tracked) {
+        tracing::debug!(path = %path.display(), offset = t.read_pos, "following file");
+        self.watch_file(&t.real);
+        let key = t.key;
+        self.by_real.insert(t.real.clone(), key);
+        self.by_path.insert(path.to_owned(), key);
+        self.files.insert(key, t);
+        self.dirty.insert(key);
+    }
+
+    /// The file's path no longer leads to it: read it to its end, then let it go.
+    fn start_draining(&mut self, key: FileKey) {
+        if let Some(t) = self.files.get_mut(&key) {
+            t.draining = true;
+            // The writer may not have reopened yet: give it rotate_wait from now.
+            t.last_data = Instant::now();
+            self.dirty.insert(key);
+        }
+    }
+
+    /// Lets go of draining files that have been quiet for rotate_wait, shipping their last
+    /// unterminated line.
+    fn let_go_of_drained(&mut self, buf: &mut [u8]) {
+        let wait = self.cfg.rotate_wait.0;
+        let done: Vec<FileKey> = self
+            .files
+            .values()
+            .filter(|t| t.draining && t.last_data.elapsed() >= wait)
+            .map(|t| t.key)
+            .collect();
+        for key in done {
+            let Some(mut t) = self.files.remove(&key) else {
+                continue;
+            };
+            // One last read, in case the final write landed after the last pass.
+            while let Ok(ReadOutcome::More) = t.read(buf, &mut self.out, PASS_BUDGET) {}
+            let end = t.finish(&mut self.out);
+            self.checkpoints.retire(key, end);
+            self.by_real.remove(&t.real);
+            self.by_path.retain(|_, k| *k != key);
+            if let Some(w) = &mut self.watcher {
+                let _ = w.unwatch(&t.real);
+            }
+            tracing::debug!(path = %t.real.display(), end, "finished rotated or deleted file");
+        }
+    }
+
+    /// Paths whose first line was incomplete: try to identify them again.
+    fn retry_waiting(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let paths: Vec<PathBuf> = self.waiting.iter().cloned().collect();
+        for p in paths {
+            if std::fs::metadata(&p).is_err() {
+                self.waiting.remove(&p);
+                continue;
+            }
+            self.open(&p, Start::Beginning);
+        }
+    }
+
+    /// A file rotated while the agent was down is no longer matched by the globs (the kubelet
+    /// renames `0.log` to `0.log.<timestamp>`), but its checkpoint says where it was: look for it
+    /// next to its old path and read the rest of it.
+    fn recover_rotated_while_down(&mut self) {
+        for (key, entry) in self.checkpoints.entries() {
+            if self.files.contains_key(&key) {
+                continue;
+            }
+            match find_rotated(&entry.path, &key) {
+                Some((path, file)) => {
+                    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    let offset = entry.offset.min(size);
+                    tracing::info!(path = %path.display(), offset, "finishing a file rotated while the agent was down");
+                    let mut t =
+                        Tracked::open(&path, file, key, offset, self.cfg.max_line_bytes.as_usize());
+                    t.draining = true;
+                    self.checkpoints.track(key, &t.real, offset);
+                    self.follow(&path, t);
+                    self.by_path.remove(&path);
+                }
+                None => {
+                    tracing::info!(path = %entry.path.display(), "file from the last run is gone");
+                    self.checkpoints.forget(&key);
+                }
+            }
+        }
+    }
+
+    fn watch_roots(&mut self) {
+        let Some(w) = &mut self.watcher else {
+            return;
+        };
+        for root in self.discovery.roots() {
+            if !self.watched_roots.contains(&root)
+                && root.is_dir()
+                && w.watch(&root, RecursiveMode::NonRecursive).is_ok()
+            {
+                self.watched_roots.insert(root);
+            }
+        }
+    }
+
+    fn watch_file(&mut self, real: &Path) {
+        if let Some(w) = &mut self.watcher
+            && let Err(e) = w.watch(real, RecursiveMode::NonRecursive)
+        {
+            // Reading still works through the periodic pass; only latency suffers.
+            tracing::debug!(path = %real.display(), error = %e, "cannot watch file");
+        }
+    }
+}
+
+/// Where a newly seen file starts when it has no checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Beginning,
+    /// `read_from = "end"` for files present at start-up.
+    AtEnd,
+    /// The file was truncated: from 0, whatever the checkpoint says.
+    Over,
+}
+
+/// Looks for the file `key` at `old` or renamed next to it (`old.<suffix>`, not compressed).
+fn find_rotated(old: &Path, key: &FileKey) -> Option<(PathBuf, File)> {
+    let dir = old.parent()?;
+    let name = old.file_name()?.to_str()?;
+    let mut candidates = vec![old.to_owned()];
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let n = entry.file_name();
+        let Some(n) = n.to_str() else { continue };
+        if n.starts_with(name) && n.len() > name.len() && !n.ends_with(".gz") {
+            candidates.push(entry.path());
+        }
+    }
+    candidates.into_iter().find_map(|p| {
+        let f = File::open(&p).ok()?;
+        match identify(&f, true) {
+            Ok(Some(k)) if k == *key => Some((p, f)),
+            _ => None,
+        }
+    })
+}
+
+fn make_watcher(
+    tx: SyncSender<notify::Event>,
+    missed: Arc<AtomicBool>,
+) -> Option<notify::RecommendedWatcher> {
+    let handler = move |res: notify::Result<notify::Event>| match res {
+        Ok(ev) => {
+            if let Err(TrySendError::Full(_)) = tx.try_send(ev) {
+                missed.store(true, Ordering::Relaxed);
+            }
+        }
+        Err(_) => missed.store(true, Ordering::Relaxed),
+    };
+    match notify::recommended_watcher(handler) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "inotify is unavailable; new lines are found by the periodic rescan only");
+            None
+        }
+    }
+}
