@@ -40,7 +40,13 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
 
     let index = IndexPattern::new(&cfg.elasticsearch.index).map_err(|e| anyhow!(e))?;
     let encoder = ItemEncoder::new(index, DocumentWriter::new(&cfg.parse));
-    let out = Output::new(encoder, queue.clone(), metrics.clone(), shutdown.clone(), &cfg);
+    let out = Output::new(
+        encoder,
+        queue.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+        &cfg,
+    );
     let tailer_state = Arc::new(TailerState::default());
     let tailer = Tailer::new(&cfg, checkpoints.clone(), out, tailer_state.clone());
     let tailer = std::thread::Builder::new()
@@ -50,7 +56,12 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
 
     let sink_state = Arc::new(SinkState::default());
     let dead = Arc::new(DeadLetters::new(&cfg.data_dir));
-    let shipper = Arc::new(Shipper::new(&cfg, metrics.clone(), sink_state.clone(), dead)?);
+    let shipper = Arc::new(Shipper::new(
+        &cfg,
+        metrics.clone(),
+        sink_state.clone(),
+        dead,
+    )?);
     let workers: Vec<_> = (0..cfg.buffer.flush_thread_count)
         .map(|_| tokio::spawn(shipper.clone().run(queue.clone(), checkpoints.clone())))
         .collect();

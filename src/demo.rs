@@ -29,7 +29,10 @@ impl Osmem {
         }
         let find = || -> Option<PathBuf> {
             let out = Command::new("python3")
-                .args(["-c", "import osmem_server; print(osmem_server.resolve_binary())"])
+                .args([
+                    "-c",
+                    "import osmem_server; print(osmem_server.resolve_binary())",
+                ])
                 .stderr(Stdio::null())
                 .output()
                 .ok()?;
@@ -41,7 +44,9 @@ impl Osmem {
             return Ok(p);
         }
         if !install {
-            bail!("osmem-server is not installed: run `python3 -m pip install osmem-server` (or set OSMEM_SERVER_BIN)");
+            bail!(
+                "osmem-server is not installed: run `python3 -m pip install osmem-server` (or set OSMEM_SERVER_BIN)"
+            );
         }
         eprintln!("installing osmem-server from PyPI (python3 -m pip install osmem-server)...");
         let status = Command::new("python3")
@@ -51,7 +56,14 @@ impl Osmem {
         if !status.success() {
             // Debian's system Python refuses plain pip installs (PEP 668).
             Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "--break-system-packages", "osmem-server"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--break-system-packages",
+                    "osmem-server",
+                ])
                 .status()
                 .context("cannot run pip")?;
         }
@@ -81,6 +93,11 @@ impl Osmem {
             .context("osmem-server gave no url")?
             .to_owned();
         Ok(Osmem { child, url })
+    }
+
+    /// Takes over an osmem-server started by the caller.
+    pub fn adopt(child: Child, url: String) -> Osmem {
+        Osmem { child, url }
     }
 
     /// GET `path` as JSON.
@@ -113,7 +130,10 @@ impl Osmem {
                 break;
             }
             for h in hits {
-                out.push((h["_id"].as_str().unwrap_or("").to_owned(), h["_source"].clone()));
+                out.push((
+                    h["_id"].as_str().unwrap_or("").to_owned(),
+                    h["_source"].clone(),
+                ));
             }
             from += page;
         }
@@ -133,7 +153,9 @@ pub fn http_json(method: &str, url: &str, body: Option<&Value>) -> anyhow::Resul
     use std::io::Read;
     use std::net::TcpStream;
     let rest = url.strip_prefix("http://").context("only http:// URLs")?;
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
     let mut s = TcpStream::connect(host).with_context(|| format!("cannot connect to {host}"))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
@@ -145,8 +167,13 @@ pub fn http_json(method: &str, url: &str, body: Option<&Value>) -> anyhow::Resul
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP response")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -194,14 +221,32 @@ pub struct LogWriter {
 impl LogWriter {
     /// Creates `<root>/pods/<ns>_<pod>_<uid>/<container>/0.log` and the symlink
     /// `<root>/containers/<pod>_<ns>_<container>-<id>.log`.
-    pub fn create(root: &Path, namespace: &str, pod: &str, container: &str, format: Format) -> anyhow::Result<LogWriter> {
-        let uid = format!("{:08x}-uid", xxhash_rust::xxh3::xxh3_64(pod.as_bytes()) as u32);
-        let dir = root.join("pods").join(format!("{namespace}_{pod}_{uid}")).join(container);
+    pub fn create(
+        root: &Path,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        format: Format,
+    ) -> anyhow::Result<LogWriter> {
+        let uid = format!(
+            "{:08x}-uid",
+            xxhash_rust::xxh3::xxh3_64(pod.as_bytes()) as u32
+        );
+        let dir = root
+            .join("pods")
+            .join(format!("{namespace}_{pod}_{uid}"))
+            .join(container);
         fs::create_dir_all(&dir)?;
         fs::create_dir_all(root.join("containers"))?;
         let path = dir.join("0.log");
-        let id = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(format!("{pod}/{container}").as_bytes())).repeat(4);
-        let link = root.join("containers").join(format!("{pod}_{namespace}_{container}-{id}.log"));
+        let id = format!(
+            "{:016x}",
+            xxhash_rust::xxh3::xxh3_64(format!("{pod}/{container}").as_bytes())
+        )
+        .repeat(4);
+        let link = root
+            .join("containers")
+            .join(format!("{pod}_{namespace}_{container}-{id}.log"));
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let _ = fs::remove_file(&link);
         std::os::unix::fs::symlink(&path, &link)?;
@@ -213,7 +258,9 @@ impl LogWriter {
             container: container.into(),
             format,
             file,
-            clock: DateTime::parse_from_rfc3339("2026-11-26T17:00:00Z").map(|t| t.to_utc()).unwrap_or_default(),
+            clock: DateTime::parse_from_rfc3339("2026-11-26T17:00:00Z")
+                .map(|t| t.to_utc())
+                .unwrap_or_default(),
         })
     }
 
@@ -234,8 +281,16 @@ impl LogWriter {
                     writeln!(out, "{time} {stream} {tag} {piece}")?;
                 }
                 Format::Docker => {
-                    let log = if last { format!("{piece}\n") } else { (*piece).to_owned() };
-                    writeln!(out, "{}", json!({"log": log, "stream": stream, "time": time}))?;
+                    let log = if last {
+                        format!("{piece}\n")
+                    } else {
+                        (*piece).to_owned()
+                    };
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"log": log, "stream": stream, "time": time})
+                    )?;
                 }
             }
         }
@@ -268,7 +323,10 @@ impl LogWriter {
         self.file.flush()?;
         let rotated = self.path.with_file_name(format!("0.log.{suffix}"));
         fs::rename(&self.path, &rotated)?;
-        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         Ok(rotated)
     }
 }
@@ -286,7 +344,12 @@ pub fn generate(root: &Path, lines_per_file: u64) -> anyhow::Result<Generated> {
     let pods = [
         ("shop", "orders-api-7d9f8b6c5-x2bqz", "api", Format::Cri),
         ("shop", "payments-5f6d7c8b9-k8s7p", "worker", Format::Cri),
-        ("kube-system", "coredns-66bc5c9577-qzq4d", "coredns", Format::Docker),
+        (
+            "kube-system",
+            "coredns-66bc5c9577-qzq4d",
+            "coredns",
+            Format::Docker,
+        ),
         ("monitoring", "alert-relay-0", "relay", Format::Docker),
     ];
     let mut records = 0;
@@ -299,7 +362,8 @@ pub fn generate(root: &Path, lines_per_file: u64) -> anyhow::Result<Generated> {
                     "stderr",
                     &[
                         &format!("Error: upstream timeout seq={seq} "),
-                        &"at processTicksAndRejections (node:internal/process/task_queues:95:5) ".repeat(3),
+                        &"at processTicksAndRejections (node:internal/process/task_queues:95:5) "
+                            .repeat(3),
                         "at async Server.handle (/app/server.js:42:7)",
                     ],
                 )?,
@@ -309,7 +373,10 @@ pub fn generate(root: &Path, lines_per_file: u64) -> anyhow::Result<Generated> {
             records += 1;
         }
     }
-    Ok(Generated { records, files: pods.len() })
+    Ok(Generated {
+        records,
+        files: pods.len(),
+    })
 }
 
 /// `logferry demo`: starts osmem-server, generates logs, runs the agent until every record is
@@ -328,7 +395,12 @@ pub async fn run(lines_per_file: u64) -> anyhow::Result<()> {
     );
     fs::write(&config_path, &config_text)?;
     println!("osmem-server (OpenSearch-compatible) at {}", es.url);
-    println!("wrote {} records in {} container log files under {}", generated.records, generated.files, logs.display());
+    println!(
+        "wrote {} records in {} container log files under {}",
+        generated.records,
+        generated.files,
+        logs.display()
+    );
     println!("config: {}\n", config_path.display());
     let cfg = crate::config::Config::load(&config_path)?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -347,10 +419,18 @@ pub async fn run(lines_per_file: u64) -> anyhow::Result<()> {
     let _ = tx.send(());
     agent.await??;
     let elapsed = started.elapsed();
-    println!("\nindexed {count} of {} records in {:.2}s", generated.records, elapsed.as_secs_f64());
+    println!(
+        "\nindexed {count} of {} records in {:.2}s",
+        generated.records,
+        elapsed.as_secs_f64()
+    );
     let indices = es.get("/_cat/indices?format=json")?;
     for i in indices.as_array().into_iter().flatten() {
-        println!("  index {}: {} documents", i["index"].as_str().unwrap_or("?"), i["docs.count"].as_str().unwrap_or("?"));
+        println!(
+            "  index {}: {} documents",
+            i["index"].as_str().unwrap_or("?"),
+            i["docs.count"].as_str().unwrap_or("?")
+        );
     }
     let sample = http_json(
         "POST",
@@ -358,7 +438,11 @@ pub async fn run(lines_per_file: u64) -> anyhow::Result<()> {
         Some(&json!({"size": 1, "query": {"term": {"seq": 42}}})),
     )?;
     if let Some(hit) = sample["hits"]["hits"].get(0) {
-        println!("\na sample document (_id {}):\n{}", hit["_id"], serde_json::to_string_pretty(&hit["_source"])?);
+        println!(
+            "\na sample document (_id {}):\n{}",
+            hit["_id"],
+            serde_json::to_string_pretty(&hit["_source"])?
+        );
     }
     let joined = http_json(
         "POST",
@@ -366,7 +450,10 @@ pub async fn run(lines_per_file: u64) -> anyhow::Result<()> {
         Some(&json!({"size": 1, "query": {"match": {"log": "Server.handle"}}})),
     )?;
     if let Some(hit) = joined["hits"]["hits"].get(0) {
-        println!("\na record joined from three partial lines:\n{}", serde_json::to_string_pretty(&hit["_source"])?);
+        println!(
+            "\na record joined from three partial lines:\n{}",
+            serde_json::to_string_pretty(&hit["_source"])?
+        );
     }
     if count != generated.records {
         bail!("expected {} documents, found {count}", generated.records);

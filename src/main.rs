@@ -7,10 +7,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(version, about = "Ships Kubernetes container logs to Elasticsearch, losing nothing")]
+#[command(
+    version,
+    about = "Ships Kubernetes container logs to Elasticsearch, losing nothing"
+)]
 struct Cli {
     /// The TOML config file.
-    #[arg(long, short, global = true, default_value = "/etc/logferry/logferry.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "/etc/logferry/logferry.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -55,7 +63,9 @@ fn main() -> ExitCode {
             };
             finish(runtime().and_then(|rt| rt.block_on(logferry::agent::run(cfg, stop_signal()))))
         }
-        Cmd::Demo { lines } => finish(runtime().and_then(|rt| rt.block_on(logferry::demo::run(lines)))),
+        Cmd::Demo { lines } => {
+            finish(runtime().and_then(|rt| rt.block_on(logferry::demo::run(lines))))
+        }
     }
 }
 
@@ -80,7 +90,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Resolves on the first SIGTERM or SIGINT.
 async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

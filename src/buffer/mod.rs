@@ -193,7 +193,10 @@ impl Queue {
     /// Chunks waiting and their body bytes, for metrics.
     pub fn depth(&self) -> (usize, usize) {
         let st = self.lock();
-        (st.chunks.len(), st.chunks.iter().map(|c| c.body.len()).sum())
+        (
+            st.chunks.len(),
+            st.chunks.iter().map(|c| c.body.len()).sum(),
+        )
     }
 }
 
@@ -240,7 +243,10 @@ mod tests {
         let q2 = q.clone();
         let pusher = std::thread::spawn(move || q2.push(chunk(b"3333", 3), || false).is_ok());
         std::thread::sleep(Duration::from_millis(50));
-        assert!(!pusher.is_finished(), "push must wait while the queue is full");
+        assert!(
+            !pusher.is_finished(),
+            "push must wait while the queue is full"
+        );
         assert_eq!(q.pop().await.unwrap().seq, 0);
         assert!(pusher.join().unwrap());
         assert_eq!(q.pop().await.unwrap().seq, 1);

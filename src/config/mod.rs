@@ -39,8 +39,9 @@ pub struct Input {
     pub include: Vec<String>,
     /// Globs of paths (as matched by `include`) to leave alone.
     pub exclude: Vec<String>,
-    /// Where to start a file that has no checkpoint and existed at start-up. Files that appear
-    /// later are always read from the beginning, so a new pod's first lines are never skipped.
+    /// Where to start the files that exist when the agent first starts on a node (no
+    /// checkpoints yet). Every later file is new and read from its beginning, so a pod's first
+    /// lines are never skipped, even if it started while the agent was down.
     pub read_from: ReadFrom,
     /// The longest message kept, after partial lines are joined; the rest is cut and flagged.
     pub max_line_bytes: ByteSize,
@@ -349,9 +350,14 @@ impl Config {
                 Ok(u) if u.scheme() == "http" => {}
                 Ok(u) if u.scheme() == "https" => bad(
                     "elasticsearch.hosts",
-                    format!("{h:?}: https is not supported yet (TLS support is tracked separately)"),
+                    format!(
+                        "{h:?}: https is not supported yet (TLS support is tracked separately)"
+                    ),
                 ),
-                Ok(_) => bad("elasticsearch.hosts", format!("{h:?}: the scheme must be http")),
+                Ok(_) => bad(
+                    "elasticsearch.hosts",
+                    format!("{h:?}: the scheme must be http"),
+                ),
                 Err(e) => bad("elasticsearch.hosts", format!("{h:?} is not a URL: {e}")),
             }
         }
@@ -366,7 +372,10 @@ impl Config {
             bad("buffer.queue_limit_length", "must be at least 1".into());
         }
         if !(1..=64).contains(&b.flush_thread_count) {
-            bad("buffer.flush_thread_count", "must be between 1 and 64".into());
+            bad(
+                "buffer.flush_thread_count",
+                "must be between 1 and 64".into(),
+            );
         }
         if b.retry_wait.0.is_zero() || b.retry_wait > b.retry_max_interval {
             bad(
@@ -419,10 +428,7 @@ fn key_path_at(text: &str, section: &str, pos: usize) -> Option<String> {
         .find(|(k, _)| k.get_ref().as_ref() == section)?;
     let mut path = section.to_owned();
     let mut current = value;
-    loop {
-        let DeValue::Table(t) = current.get_ref() else {
-            break;
-        };
+    while let DeValue::Table(t) = current.get_ref() {
         let Some((k, v)) = t
             .iter()
             .find(|(k, v)| k.span().contains(&pos) || v.span().contains(&pos))
@@ -631,8 +637,12 @@ hostz = []
 
     #[test]
     fn validation_names_the_key() {
-        let problems = load("[elasticsearch]\nhosts = [\"ftp://x\"]\nindex = \"Logs/%Y\"\n").unwrap_err();
-        let keys: Vec<_> = problems.iter().map(|p| (p.line, p.key.clone().unwrap())).collect();
+        let problems =
+            load("[elasticsearch]\nhosts = [\"ftp://x\"]\nindex = \"Logs/%Y\"\n").unwrap_err();
+        let keys: Vec<_> = problems
+            .iter()
+            .map(|p| (p.line, p.key.clone().unwrap()))
+            .collect();
         assert_eq!(
             keys,
             vec![

@@ -31,7 +31,11 @@ fn split_number(s: &str) -> Option<(f64, &str)> {
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?}: write a number and a unit, like \"500ms\", \"5s\", \"1m\", \"72h\"");
+    let bad = || {
+        format!(
+            "invalid duration {s:?}: write a number and a unit, like \"500ms\", \"5s\", \"1m\", \"72h\""
+        )
+    };
     let (n, unit) = split_number(s).ok_or_else(bad)?;
     let seconds = match unit {
         "ms" => n / 1000.0,
@@ -45,7 +49,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let bad = || format!("invalid size {s:?}: write a number and a unit, like \"256KiB\", \"5MiB\", \"1GiB\"");
+    let bad = || {
+        format!(
+            "invalid size {s:?}: write a number and a unit, like \"256KiB\", \"5MiB\", \"1GiB\""
+        )
+    };
     let (n, unit) = split_number(s).ok_or_else(bad)?;
     let factor: f64 = match unit {
         "" | "B" => 1.0,

@@ -65,22 +65,32 @@ mod tests {
     #[test]
     fn table() {
         // (line, Some((stream, partial, message))) or None when malformed.
-        let cases: [(&str, Option<(Stream, bool, &str)>); 9] = [
-            ("2026-11-26T17:00:00.123456789Z stdout F hi", Some((Stream::Stdout, false, "hi"))),
-            ("2026-11-26T17:00:00.1+02:00 stderr P a b  c", Some((Stream::Stderr, true, "a b  c"))),
-            ("2026-11-26T17:00:00Z stdout F:extra msg", Some((Stream::Stdout, false, "msg"))),
-            ("2026-11-26T17:00:00Z stdout F", Some((Stream::Stdout, false, ""))),
-            ("2026-11-26T17:00:00Z stdout F ", Some((Stream::Stdout, false, ""))),
+        let cases: [(&str, super::super::tests::Want); 9] = [
+            (
+                "2026-11-26T17:00:00.123456789Z stdout F hi",
+                Some((Stream::Stdout, false, "hi")),
+            ),
+            (
+                "2026-11-26T17:00:00.1+02:00 stderr P a b  c",
+                Some((Stream::Stderr, true, "a b  c")),
+            ),
+            (
+                "2026-11-26T17:00:00Z stdout F:extra msg",
+                Some((Stream::Stdout, false, "msg")),
+            ),
+            (
+                "2026-11-26T17:00:00Z stdout F",
+                Some((Stream::Stdout, false, "")),
+            ),
+            (
+                "2026-11-26T17:00:00Z stdout F ",
+                Some((Stream::Stdout, false, "")),
+            ),
             ("2026-11-26T17:00:00Z stdout X msg", None),
             ("2026-11-26T17:00:00Z console F msg", None),
             ("yesterday stdout F msg", None),
             ("", None),
         ];
-        for (line, want) in cases {
-            let got = parse(line.as_bytes())
-                .map(|p| (p.stream, p.partial, String::from_utf8(p.message.into_owned()).unwrap()));
-            let want = want.map(|(s, p, m)| (s, p, m.to_owned()));
-            assert_eq!(got, want, "{line:?}");
-        }
+        super::super::tests::check_table(parse, &cases);
     }
 }

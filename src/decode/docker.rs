@@ -51,19 +51,29 @@ mod tests {
 
     #[test]
     fn table() {
-        let cases: [(&str, Option<(Stream, bool, &str)>); 6] = [
-            (r#"{"log":"hi\n","stream":"stdout","time":"2026-11-26T17:00:00.1Z"}"#, Some((Stream::Stdout, false, "hi"))),
-            (r#"{"log":"a \"q\"\n","stream":"stderr","time":"2026-11-26T17:00:00Z"}"#, Some((Stream::Stderr, false, "a \"q\""))),
-            (r#"{"log":"piece","stream":"stdout","time":"2026-11-26T17:00:00Z","attrs":{}}"#, Some((Stream::Stdout, true, "piece"))),
+        let cases: [(&str, super::super::tests::Want); 6] = [
+            (
+                r#"{"log":"hi\n","stream":"stdout","time":"2026-11-26T17:00:00.1Z"}"#,
+                Some((Stream::Stdout, false, "hi")),
+            ),
+            (
+                r#"{"log":"a \"q\"\n","stream":"stderr","time":"2026-11-26T17:00:00Z"}"#,
+                Some((Stream::Stderr, false, "a \"q\"")),
+            ),
+            (
+                r#"{"log":"piece","stream":"stdout","time":"2026-11-26T17:00:00Z","attrs":{}}"#,
+                Some((Stream::Stdout, true, "piece")),
+            ),
             (r#"{"log":"x\n","stream":"stdout"}"#, None),
-            (r#"{"log":"x\n","stream":"stdin","time":"2026-11-26T17:00:00Z"}"#, None),
-            (r#"{"log":"x\n","stream":"stdout","time":"2026-11-26T17:00:0"#, None),
+            (
+                r#"{"log":"x\n","stream":"stdin","time":"2026-11-26T17:00:00Z"}"#,
+                None,
+            ),
+            (
+                r#"{"log":"x\n","stream":"stdout","time":"2026-11-26T17:00:0"#,
+                None,
+            ),
         ];
-        for (line, want) in cases {
-            let got = parse(line.as_bytes())
-                .map(|p| (p.stream, p.partial, String::from_utf8(p.message.into_owned()).unwrap()));
-            let want = want.map(|(s, p, m)| (s, p, m.to_owned()));
-            assert_eq!(got, want, "{line:?}");
-        }
+        super::super::tests::check_table(parse, &cases);
     }
 }

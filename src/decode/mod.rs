@@ -261,6 +261,21 @@ pub fn utf8_floor(bytes: &[u8], at: usize) -> usize {
 mod tests {
     use super::*;
 
+    /// What a format parser should make of a line: (stream, partial, message), or malformed.
+    pub(super) type Want = Option<(Stream, bool, &'static str)>;
+
+    /// Runs a format parser over a table of lines.
+    pub(super) fn check_table(parse: fn(&[u8]) -> Option<Piece<'_>>, cases: &[(&str, Want)]) {
+        for (line, want) in cases {
+            let got = parse(line.as_bytes()).map(|p| {
+                let message = String::from_utf8(p.message.into_owned()).unwrap();
+                (p.stream, p.partial, message)
+            });
+            let want = want.map(|(s, p, m)| (s, p, m.to_owned()));
+            assert_eq!(got, want, "{line:?}");
+        }
+    }
+
     fn msg(r: &Record) -> String {
         String::from_utf8_lossy(&r.message).into_owned()
     }
@@ -275,7 +290,9 @@ mod tests {
         assert_eq!(r.stream, Some(Stream::Stdout));
         assert_eq!(msg(&r), "hello world");
         assert_eq!(d.format(), Some(Format::Cri));
-        let r = d.decode(b"2026-11-26T17:00:01+01:00 stderr F:x ", 52).unwrap();
+        let r = d
+            .decode(b"2026-11-26T17:00:01+01:00 stderr F:x ", 52)
+            .unwrap();
         assert_eq!((r.stream, msg(&r).as_str()), (Some(Stream::Stderr), ""));
     }
 
@@ -289,7 +306,9 @@ mod tests {
         assert_eq!((msg(&e).as_str(), e.offset), ("oops", 40));
         assert_eq!(d.pending_offset(), Some(0));
         assert!(d.decode(b"2026-11-26T17:00:01Z stdout P lo ", 80).is_none());
-        let r = d.decode(b"2026-11-26T17:00:02Z stdout F world", 120).unwrap();
+        let r = d
+            .decode(b"2026-11-26T17:00:02Z stdout F world", 120)
+            .unwrap();
         assert_eq!(msg(&r), "hello world");
         assert_eq!(r.offset, 0);
         assert_eq!(r.time, "2026-11-26T17:00:00Z");
@@ -302,7 +321,9 @@ mod tests {
         let piece = format!("2026-11-26T17:00:00Z stdout P {}", "x".repeat(700));
         assert!(d.decode(piece.as_bytes(), 0).is_none());
         assert!(d.decode(piece.as_bytes(), 800).is_none());
-        let r = d.decode(b"2026-11-26T17:00:00Z stdout F end", 1600).unwrap();
+        let r = d
+            .decode(b"2026-11-26T17:00:00Z stdout F end", 1600)
+            .unwrap();
         assert_eq!(r.message.len(), 1024);
         assert!(r.flags.truncated);
     }
@@ -319,11 +340,17 @@ mod tests {
         assert_eq!(msg(&r), r#"{"level":"info"}"#);
         assert_eq!(d.format(), Some(Format::Docker));
         assert!(
-            d.decode(br#"{"log":"first half ","stream":"stderr","time":"2026-11-26T17:00:01Z"}"#, 90)
-                .is_none()
+            d.decode(
+                br#"{"log":"first half ","stream":"stderr","time":"2026-11-26T17:00:01Z"}"#,
+                90
+            )
+            .is_none()
         );
         let r = d
-            .decode(br#"{"log":"second half\n","stream":"stderr","time":"2026-11-26T17:00:02Z"}"#, 160)
+            .decode(
+                br#"{"log":"second half\n","stream":"stderr","time":"2026-11-26T17:00:02Z"}"#,
+                160,
+            )
             .unwrap();
         assert_eq!(msg(&r), "first half second half");
         assert_eq!((r.offset, r.stream), (90, Some(Stream::Stderr)));
@@ -333,8 +360,14 @@ mod tests {
     fn malformed_lines_are_kept_whole_with_the_last_good_time() {
         let table: [(&[u8], &[u8]); 4] = [
             (b"garbage without a prefix", b"garbage without a prefix"),
-            (b"2026-11-26T17:00:00Z stdout", b"2026-11-26T17:00:00Z stdout"),
-            (b"2026-11-26T17:00:00Z stdin F x", b"2026-11-26T17:00:00Z stdin F x"),
+            (
+                b"2026-11-26T17:00:00Z stdout",
+                b"2026-11-26T17:00:00Z stdout",
+            ),
+            (
+                b"2026-11-26T17:00:00Z stdin F x",
+                b"2026-11-26T17:00:00Z stdin F x",
+            ),
             (b"notatime stdout F x", b"notatime stdout F x"),
         ];
         for (line, want) in table {
@@ -350,7 +383,10 @@ mod tests {
     #[test]
     fn finish_flushes_unterminated_partials() {
         let mut d = Decoder::new(1024);
-        assert!(d.decode(b"2026-11-26T17:00:00Z stderr P tail", 10).is_none());
+        assert!(
+            d.decode(b"2026-11-26T17:00:00Z stderr P tail", 10)
+                .is_none()
+        );
         let out = d.finish();
         assert_eq!(out.len(), 1);
         assert!(out[0].flags.unterminated);

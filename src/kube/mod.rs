@@ -93,8 +93,13 @@ mod tests {
     #[test]
     fn table() {
         let containers = format!("/var/log/containers/api-7d9f-x2b_shop_server-{ID}.log");
-        let cases: Vec<(String, Option<(&str, &str, &str, bool, bool)>)> = vec![
-            (containers, Some(("shop", "api-7d9f-x2b", "server", true, false))),
+        // (path, Some((namespace, pod, container, has container id, has pod uid)))
+        type Want = Option<(&'static str, &'static str, &'static str, bool, bool)>;
+        let cases: Vec<(String, Want)> = vec![
+            (
+                containers,
+                Some(("shop", "api-7d9f-x2b", "server", true, false)),
+            ),
             (
                 "/var/log/pods/shop_api-7d9f-x2b_1f7e-uid/server/3.log".into(),
                 Some(("shop", "api-7d9f-x2b", "server", false, true)),

@@ -60,19 +60,67 @@ impl Metrics {
             checkpoint_errors: Counter::default(),
             registry: Registry::default(),
         };
-        r.register("input_lines", "Physical lines read from log files", m.lines_read.clone());
-        r.register("input_bytes", "Bytes read from log files", m.bytes_read.clone());
-        r.register("files_watched", "Log files currently followed", m.files_watched.clone());
-        r.register("input_read_errors", "Failed opens and reads of log files", m.read_errors.clone());
-        r.register("input_truncations", "Log files found truncated (copytruncate)", m.truncations.clone());
+        r.register(
+            "input_lines",
+            "Physical lines read from log files",
+            m.lines_read.clone(),
+        );
+        r.register(
+            "input_bytes",
+            "Bytes read from log files",
+            m.bytes_read.clone(),
+        );
+        r.register(
+            "files_watched",
+            "Log files currently followed",
+            m.files_watched.clone(),
+        );
+        r.register(
+            "input_read_errors",
+            "Failed opens and reads of log files",
+            m.read_errors.clone(),
+        );
+        r.register(
+            "input_truncations",
+            "Log files found truncated (copytruncate)",
+            m.truncations.clone(),
+        );
         r.register("records", "Records decoded, by outcome", m.records.clone());
-        r.register("json_parse_failures", "Messages that looked like JSON objects but did not parse", m.json_failures.clone());
-        r.register("documents", "Documents by Elasticsearch outcome", m.documents.clone());
-        r.register("bulk_requests", "Bulk requests by HTTP status class", m.bulk_requests.clone());
-        r.register("bulk_request_duration_seconds", "Bulk request latency", m.bulk_duration.clone());
-        r.register("queue_chunks", "Chunks waiting to be shipped", m.queue_chunks.clone());
-        r.register("queue_bytes", "Bytes waiting to be shipped", m.queue_bytes.clone());
-        r.register("checkpoint_write_errors", "Failed checkpoint writes", m.checkpoint_errors.clone());
+        r.register(
+            "json_parse_failures",
+            "Messages that looked like JSON objects but did not parse",
+            m.json_failures.clone(),
+        );
+        r.register(
+            "documents",
+            "Documents by Elasticsearch outcome",
+            m.documents.clone(),
+        );
+        r.register(
+            "bulk_requests",
+            "Bulk requests by HTTP status class",
+            m.bulk_requests.clone(),
+        );
+        r.register(
+            "bulk_request_duration_seconds",
+            "Bulk request latency",
+            m.bulk_duration.clone(),
+        );
+        r.register(
+            "queue_chunks",
+            "Chunks waiting to be shipped",
+            m.queue_chunks.clone(),
+        );
+        r.register(
+            "queue_bytes",
+            "Bytes waiting to be shipped",
+            m.queue_bytes.clone(),
+        );
+        r.register(
+            "checkpoint_write_errors",
+            "Failed checkpoint writes",
+            m.checkpoint_errors.clone(),
+        );
         r.register(
             "build",
             "Build information",
@@ -150,7 +198,11 @@ fn route(req: &Request<hyper::body::Incoming>, status: &Status) -> Response<Full
                 "checks": {"tailer": {"status": if ready {"healthy"} else {"unhealthy"},
                            "detail": if ready {"first discovery pass done"} else {"discovering files"}}},
             });
-            let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let code = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             response(code, "application/json", body.to_string())
         }
         _ => response(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),

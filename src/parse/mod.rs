@@ -237,7 +237,11 @@ mod tests {
             flags,
         };
         let mut out = Vec::new();
-        let o = DocumentWriter::new(&cfg).write(&mut out, &rec, b",\"kubernetes\":{\"pod_name\":\"p\"}");
+        let o = DocumentWriter::new(&cfg).write(
+            &mut out,
+            &rec,
+            b",\"kubernetes\":{\"pod_name\":\"p\"}",
+        );
         let v = serde_json::from_slice(&out)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
         (v, o)
@@ -277,7 +281,11 @@ mod tests {
         ];
         for (message, want_log, failed) in cases {
             let (v, o) = doc(defaults(), message, Flags::default());
-            assert_eq!(v.get("log").and_then(Value::as_str), want_log, "{message:?}");
+            assert_eq!(
+                v.get("log").and_then(Value::as_str),
+                want_log,
+                "{message:?}"
+            );
             assert_eq!(o.json_failed, failed, "{message:?}");
         }
     }
@@ -338,7 +346,10 @@ mod tests {
             unterminated: true,
         };
         let (v, _) = doc(defaults(), b"x", flags);
-        assert_eq!(v["logferry"], json!({"truncated": true, "unterminated": true}));
+        assert_eq!(
+            v["logferry"],
+            json!({"truncated": true, "unterminated": true})
+        );
     }
 
     #[test]
@@ -348,7 +359,12 @@ mod tests {
         assert!(!o.json);
         assert_eq!(v["log"].as_str().map(str::len), Some(deep.len()));
         // Within the limit, and brackets inside strings do not count.
-        let ok = format!("{{\"s\":\"{}\",\"a\":{}1{}}}", "[[[\\\"", "[".repeat(18), "]".repeat(18));
+        let ok = format!(
+            "{{\"s\":\"{}\",\"a\":{}1{}}}",
+            "[[[\\\"",
+            "[".repeat(18),
+            "]".repeat(18)
+        );
         let (v, o) = doc(defaults(), ok.as_bytes(), Flags::default());
         assert!(o.json, "{v}");
     }

@@ -41,18 +41,26 @@ impl IndexPattern {
             .format(pattern)
             .to_string();
         if let Some(c) = sample.chars().find(|c| {
-            c.is_ascii_uppercase() || matches!(c, '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':')
+            c.is_ascii_uppercase()
+                || matches!(
+                    c,
+                    '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':'
+                )
         }) {
             return Err(format!(
                 "{pattern:?} gives index names like {sample:?}, but {c:?} is not allowed in an index name"
             ));
         }
         if sample.is_empty() || sample.starts_with(['-', '_', '+', '.']) {
-            return Err(format!("{pattern:?} gives index names like {sample:?}, which Elasticsearch refuses"));
+            return Err(format!(
+                "{pattern:?} gives index names like {sample:?}, which Elasticsearch refuses"
+            ));
         }
         Ok(IndexPattern {
             pattern: pattern.to_owned(),
-            dynamic: items.iter().any(|i| !matches!(i, Item::Literal(_) | Item::Space(_))),
+            dynamic: items
+                .iter()
+                .any(|i| !matches!(i, Item::Literal(_) | Item::Space(_))),
             cache: None,
         })
     }
@@ -72,7 +80,9 @@ impl IndexPattern {
             let name = when.format(&self.pattern).to_string();
             self.cache = Some((head.to_owned(), zone.to_owned(), name));
         }
-        self.cache.as_ref().map_or(&self.pattern, |(_, _, name)| name)
+        self.cache
+            .as_ref()
+            .map_or(&self.pattern, |(_, _, name)| name)
     }
 }
 
@@ -114,7 +124,13 @@ impl ItemEncoder {
     }
 
     /// Appends `rec` from file `key` as one `create` item. `extra` is the file's pod fields.
-    pub fn encode(&mut self, chunk: &mut Chunk, key: &FileKey, rec: &Record, extra: &[u8]) -> Outcome {
+    pub fn encode(
+        &mut self,
+        chunk: &mut Chunk,
+        key: &FileKey,
+        rec: &Record,
+        extra: &[u8],
+    ) -> Outcome {
         chunk
             .items
             .push(u32::try_from(chunk.body.len()).unwrap_or(u32::MAX));
@@ -153,7 +169,9 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_refused() {
-        for p in ["Logs-%Y", "logs/%Y", "_logs", "logs-%Q", "logs-%s", "logs %Y"] {
+        for p in [
+            "Logs-%Y", "logs/%Y", "_logs", "logs-%Q", "logs-%s", "logs %Y",
+        ] {
             assert!(IndexPattern::new(p).is_err(), "{p}");
         }
     }

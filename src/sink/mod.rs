@@ -61,7 +61,10 @@ enum Attempt {
     /// The request body is too large for the cluster.
     TooLarge,
     /// Try again later (connection error, timeout, 429, 5xx), after at least this long.
-    Retry { reason: String, after: Option<Duration> },
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
     /// Credentials refused: nothing will get through until they change.
     Unauthorized(String),
     /// The cluster refused the request as a whole and will refuse it again.
@@ -199,7 +202,10 @@ impl Shipper {
                         self.state.set(None);
                         return;
                     }
-                    (format!("{} items were refused for now (429/5xx)", pending.len()), None)
+                    (
+                        format!("{} items were refused for now (429/5xx)", pending.len()),
+                        None,
+                    )
                 }
                 Attempt::TooLarge if pending.len() > 1 => {
                     // Each half is delivered on its own, and split again if need be.
@@ -210,12 +216,14 @@ impl Shipper {
                     return;
                 }
                 Attempt::TooLarge => {
-                    self.dead_letter(chunk, &pending, 413, "request_entity_too_large", None).await;
+                    self.dead_letter(chunk, &pending, 413, "request_entity_too_large", None)
+                        .await;
                     return;
                 }
                 Attempt::Rejected(reason) => {
                     tracing::error!(%reason, items = pending.len(), "the cluster refused a bulk request; its items go to the dead-letter file");
-                    self.dead_letter(chunk, &pending, 400, "request_rejected", None).await;
+                    self.dead_letter(chunk, &pending, 400, "request_rejected", None)
+                        .await;
                     return;
                 }
                 Attempt::Unauthorized(reason) => {
@@ -227,12 +235,16 @@ impl Shipper {
             self.state.set(Some(reason.clone()));
             if !self.cfg.retry_forever && started.elapsed() >= self.cfg.retry_timeout.0 {
                 tracing::error!(%reason, items = pending.len(), "retry_timeout passed; items go to the dead-letter file");
-                self.dead_letter(chunk, &pending, 0, "retry_timeout", None).await;
+                self.dead_letter(chunk, &pending, 0, "retry_timeout", None)
+                    .await;
                 return;
             }
             let cap = backoff.next().unwrap_or(self.cfg.retry_max_interval.0);
             let wait = full_jitter(cap).max(after.unwrap_or_default());
-            self.metrics.documents.get_or_create(&[("outcome", "retried")]).inc_by(pending.len() as u64);
+            self.metrics
+                .documents
+                .get_or_create(&[("outcome", "retried")])
+                .inc_by(pending.len() as u64);
             tracing::warn!(%reason, items = pending.len(), wait_ms = wait.as_millis() as u64, "bulk request failed; retrying");
             tokio::time::sleep(wait).await;
         }
@@ -254,13 +266,16 @@ impl Shipper {
                 BulkItemOutcome::Retry => retry.push(item),
                 BulkItemOutcome::DeadLetter => {
                     let reason = r.error_type.as_deref().unwrap_or("unknown");
-                    self.dead_letter(chunk, &[item], r.status, reason, r.error.as_deref()).await;
+                    self.dead_letter(chunk, &[item], r.status, reason, r.error.as_deref())
+                        .await;
                 }
             }
         }
         let docs = &self.metrics.documents;
-        docs.get_or_create(&[("outcome", "indexed")]).inc_by(indexed);
-        docs.get_or_create(&[("outcome", "duplicate")]).inc_by(duplicate);
+        docs.get_or_create(&[("outcome", "indexed")])
+            .inc_by(indexed);
+        docs.get_or_create(&[("outcome", "duplicate")])
+            .inc_by(duplicate);
         retry
     }
 
@@ -303,23 +318,26 @@ impl Shipper {
     }
 
     async fn send(&self, chunk: &Chunk, items: &[usize]) -> Attempt {
-        let body: Vec<u8> = if items.len() == chunk.items.len() {
-            chunk.body.clone()
+        let subset: Vec<u8>;
+        let body: &[u8] = if items.len() == chunk.items.len() {
+            &chunk.body
         } else {
-            items.iter().flat_map(|&i| chunk.item(i)).copied().collect()
+            subset = items.iter().flat_map(|&i| chunk.item(i)).copied().collect();
+            &subset
         };
         let body = if self.gzip {
-            match tokio::task::spawn_blocking(move || gzip(&body)).await {
-                Ok(Ok(b)) => b,
-                _ => {
+            // Compressing megabytes takes milliseconds: keep it off the async workers' queue.
+            match tokio::task::block_in_place(|| gzip(body)) {
+                Ok(b) => b,
+                Err(e) => {
                     return Attempt::Retry {
-                        reason: "compression failed".into(),
+                        reason: format!("compression failed: {e}"),
                         after: None,
                     };
                 }
             }
         } else {
-            body
+            body.to_vec()
         };
         let host_index = self.host.load(Ordering::Relaxed) % self.hosts.len().max(1);
         let Some(url) = self.hosts.get(host_index) else {
@@ -334,11 +352,16 @@ impl Shipper {
         }
         let started = Instant::now();
         let result = req.body(body).send().await;
-        self.metrics.bulk_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .bulk_duration
+            .observe(started.elapsed().as_secs_f64());
         let resp = match result {
             Ok(r) => r,
             Err(e) => {
-                self.metrics.bulk_requests.get_or_create(&[("status", "error")]).inc();
+                self.metrics
+                    .bulk_requests
+                    .get_or_create(&[("status", "error")])
+                    .inc();
                 self.host.fetch_add(1, Ordering::Relaxed);
                 return Attempt::Retry {
                     reason: format!("{}: {}", url.host_str().unwrap_or("?"), error_chain(&e)),
@@ -353,7 +376,10 @@ impl Shipper {
             500..=599 => "5xx",
             _ => "other",
         };
-        self.metrics.bulk_requests.get_or_create(&[("status", class)]).inc();
+        self.metrics
+            .bulk_requests
+            .get_or_create(&[("status", class)])
+            .inc();
         let retry_after = resp
             .headers()
             .get("retry-after")
@@ -448,12 +474,28 @@ mod tests {
         let cases = [
             (201, None, BulkItemOutcome::Indexed),
             (200, None, BulkItemOutcome::Indexed),
-            (409, Some("version_conflict_engine_exception"), BulkItemOutcome::Duplicate),
-            (429, Some("es_rejected_execution_exception"), BulkItemOutcome::Retry),
+            (
+                409,
+                Some("version_conflict_engine_exception"),
+                BulkItemOutcome::Duplicate,
+            ),
+            (
+                429,
+                Some("es_rejected_execution_exception"),
+                BulkItemOutcome::Retry,
+            ),
             (503, None, BulkItemOutcome::Retry),
             (403, Some("cluster_block_exception"), BulkItemOutcome::Retry),
-            (400, Some("mapper_parsing_exception"), BulkItemOutcome::DeadLetter),
-            (404, Some("index_not_found_exception"), BulkItemOutcome::DeadLetter),
+            (
+                400,
+                Some("mapper_parsing_exception"),
+                BulkItemOutcome::DeadLetter,
+            ),
+            (
+                404,
+                Some("index_not_found_exception"),
+                BulkItemOutcome::DeadLetter,
+            ),
         ];
         for (status, kind, want) in cases {
             assert_eq!(classify(status, kind), want, "{status} {kind:?}");
@@ -464,8 +506,16 @@ mod tests {
     fn jitter_stays_within_the_cap() {
         let cap = Duration::from_secs(2);
         let waits: Vec<Duration> = (0..200).map(|_| full_jitter(cap)).collect();
-        assert!(waits.iter().all(|w| *w <= cap && *w >= Duration::from_millis(10)));
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w <= cap && *w >= Duration::from_millis(10))
+        );
         let distinct: std::collections::HashSet<_> = waits.iter().collect();
-        assert!(distinct.len() > 100, "waits must be spread, got {}", distinct.len());
+        assert!(
+            distinct.len() > 100,
+            "waits must be spread, got {}",
+            distinct.len()
+        );
     }
 }

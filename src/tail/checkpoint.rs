@@ -252,7 +252,11 @@ mod tests {
         let c = Checkpoints::open(dir.path()).unwrap();
         c.track(key(1), Path::new("/a"), 0);
         c.acknowledge(1, vec![(key(1), 200)]);
-        assert_eq!(c.get(&key(1)).unwrap().offset, 0, "chunk 0 is still in flight");
+        assert_eq!(
+            c.get(&key(1)).unwrap().offset,
+            0,
+            "chunk 0 is still in flight"
+        );
         c.acknowledge(0, vec![(key(1), 100)]);
         assert_eq!(c.get(&key(1)).unwrap().offset, 200);
     }
@@ -276,7 +280,11 @@ mod tests {
     #[test]
     fn a_corrupt_file_is_moved_aside_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("checkpoints.json"), b"{\"version\":\"1\",\"fi").unwrap();
+        fs::write(
+            dir.path().join("checkpoints.json"),
+            b"{\"version\":\"1\",\"fi",
+        )
+        .unwrap();
         let c = Checkpoints::open(dir.path()).unwrap();
         assert!(c.entries().is_empty());
         assert!(dir.path().join("checkpoints.json.corrupt").exists());

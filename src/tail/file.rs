@@ -8,6 +8,9 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// A carry buffer grown past this by one long line is given back after the line.
+const CARRY_KEEP: usize = 64 * 1024;
+
 /// How many leading bytes identify a file's content: its first line, or this many bytes of it.
 const FINGERPRINT_BYTES: usize = 1024;
 
@@ -105,7 +108,12 @@ impl Tracked {
     }
 
     /// Reads and emits whole lines until the end of the file or until about `budget` bytes.
-    pub fn read(&mut self, buf: &mut [u8], out: &mut Output, budget: usize) -> io::Result<ReadOutcome> {
+    pub fn read(
+        &mut self,
+        buf: &mut [u8],
+        out: &mut Output,
+        budget: usize,
+    ) -> io::Result<ReadOutcome> {
         let mut done = 0;
         loop {
             let n = self.file.read_at(buf, self.read_pos)?;
@@ -149,7 +157,9 @@ impl Tracked {
                 carry.extend_from_slice(&line[..line.len().min(room)]);
                 self.emit_line(&carry, cut, out);
                 carry.clear();
-                self.carry = carry;
+                if carry.capacity() <= CARRY_KEEP {
+                    self.carry = carry;
+                }
             }
             i = nl + 1;
             self.line_start = self.read_pos + i as u64;

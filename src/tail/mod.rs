@@ -26,6 +26,7 @@ use crate::observe::Metrics;
 use crate::sink::ItemEncoder;
 use file::{ReadOutcome, Tracked, identify};
 use notify::{RecursiveMode, Watcher};
+use prometheus_client::metrics::counter::Counter;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -59,6 +60,8 @@ pub struct Output {
     encoder: ItemEncoder,
     queue: Arc<Queue>,
     metrics: Arc<Metrics>,
+    /// Per-record counters, looked up once rather than per line.
+    counters: RecordCounters,
     shutdown: Arc<AtomicBool>,
     /// A physical line longer than this is cut before decoding: twice the message cap leaves
     /// room for the runtime's prefix and docker's JSON escaping.
@@ -74,10 +77,20 @@ impl Output {
         shutdown: Arc<AtomicBool>,
         cfg: &config::Config,
     ) -> Output {
+        let outcome = |name| metrics.records.get_or_create(&[("outcome", name)]).clone();
+        let counters = RecordCounters {
+            ok: outcome("ok"),
+            invalid_utf8: outcome("invalid_utf8"),
+            truncated: outcome("truncated"),
+            malformed: outcome("malformed"),
+            unterminated: outcome("unterminated"),
+            json_failed: metrics.json_failures.clone(),
+        };
         Output {
             chunk: Chunk::new(),
             encoder,
             queue,
+            counters,
             metrics,
             shutdown,
             max_physical_line: cfg.input.max_line_bytes.as_usize() * 2 + 4096,
@@ -89,24 +102,23 @@ impl Output {
     /// overflows the chunk, the full chunk is sealed with that offset and the item starts the
     /// next one.
     fn emit(&mut self, key: &FileKey, rec: &Record, extra: &[u8], before: u64) {
+        if self.chunk.items.is_empty() {
+            self.chunk.created = Instant::now();
+        }
         let outcome = self.encoder.encode(&mut self.chunk, key, rec, extra);
-        let m = &self.metrics;
-        if outcome.invalid_utf8 {
-            m.records.get_or_create(&[("outcome", "invalid_utf8")]).inc();
-        }
-        if outcome.json_failed {
-            m.json_failures.inc();
-        }
-        for (set, name) in [
-            (rec.flags.truncated, "truncated"),
-            (rec.flags.malformed, "malformed"),
-            (rec.flags.unterminated, "unterminated"),
+        let c = &self.counters;
+        c.ok.inc();
+        for (set, counter) in [
+            (outcome.invalid_utf8, &c.invalid_utf8),
+            (outcome.json_failed, &c.json_failed),
+            (rec.flags.truncated, &c.truncated),
+            (rec.flags.malformed, &c.malformed),
+            (rec.flags.unterminated, &c.unterminated),
         ] {
             if set {
-                m.records.get_or_create(&[("outcome", name)]).inc();
+                counter.inc();
             }
         }
-        m.records.get_or_create(&[("outcome", "ok")]).inc();
         if self.chunk.body.len() > self.queue.chunk_limit() && self.chunk.items.len() > 1 {
             let last = self.chunk.items.pop().map_or(0, |s| s as usize);
             let mut next = Chunk::new();
@@ -147,6 +159,15 @@ impl Output {
     }
 }
 
+struct RecordCounters {
+    ok: Counter,
+    invalid_utf8: Counter,
+    truncated: Counter,
+    malformed: Counter,
+    unterminated: Counter,
+    json_failed: Counter,
+}
+
 /// Shared flags the HTTP endpoints read.
 #[derive(Default)]
 pub struct TailerState {
@@ -176,6 +197,10 @@ pub struct Tailer {
     missed_events: Arc<AtomicBool>,
     /// Paths whose open/read failure was already logged, so it is logged once.
     reported: HashSet<PathBuf>,
+    /// No checkpoints existed at start-up: the agent has never run on this node. Only then does
+    /// `read_from = "end"` skip content; after that, a file without a checkpoint appeared while
+    /// the agent was down, and all of it is new.
+    fresh_start: bool,
 }
 
 impl Tailer {
@@ -191,6 +216,7 @@ impl Tailer {
         Tailer {
             cfg: cfg.input.clone(),
             discovery: Discovery::new(&cfg.input.include, &cfg.input.exclude),
+            fresh_start: checkpoints.entries().is_empty(),
             checkpoints,
             out,
             state,
@@ -263,7 +289,9 @@ impl Tailer {
         use notify::EventKind;
         let mut rescan = matches!(
             ev.kind,
-            EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(notify::event::ModifyKind::Name(_))
+            EventKind::Create(_)
+                | EventKind::Remove(_)
+                | EventKind::Modify(notify::event::ModifyKind::Name(_))
         );
         for p in &ev.paths {
             match self.by_real.get(p) {
@@ -340,16 +368,23 @@ impl Tailer {
             let Ok(meta) = std::fs::metadata(path) else {
                 continue;
             };
-            if let Some(key) = self.by_path.get(path) {
+            if let Some(&key) = self.by_path.get(path) {
                 if key.dev == meta.dev() && key.ino == meta.ino() {
+                    // Same inode, other first line: truncated and written again since the last
+                    // look, too fast for the size check to notice.
+                    let rewritten = self.files.get(&key).is_some_and(|t| {
+                        matches!(identify(&t.file, false), Ok(Some(now)) if now != key)
+                    });
+                    if rewritten {
+                        self.truncated(key);
+                    }
                     continue;
                 }
                 // The path now names another file: the old one was rotated away.
-                let old = *key;
                 self.by_path.remove(path);
-                self.start_draining(old);
+                self.start_draining(key);
             }
-            let start = if first && self.cfg.read_from == ReadFrom::End {
+            let start = if first && self.cfg.read_from == ReadFrom::End && self.fresh_start {
                 Start::AtEnd
             } else {
                 Start::Beginning
@@ -443,10 +478,13 @@ impl Tailer {
             while let Ok(ReadOutcome::More) = t.read(buf, &mut self.out, PASS_BUDGET) {}
             let end = t.finish(&mut self.out);
             self.checkpoints.retire(key, end);
-            self.by_real.remove(&t.real);
             self.by_path.retain(|_, k| *k != key);
-            if let Some(w) = &mut self.watcher {
-                let _ = w.unwatch(&t.real);
+            // After a rotation the real path belongs to the new file: leave its mapping and watch.
+            if self.by_real.get(&t.real) == Some(&key) {
+                self.by_real.remove(&t.real);
+                if let Some(w) = &mut self.watcher {
+                    let _ = w.unwatch(&t.real);
+                }
             }
             tracing::debug!(path = %t.real.display(), end, "finished rotated or deleted file");
         }

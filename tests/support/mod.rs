@@ -1,0 +1,231 @@
+//! Shared test harness: a real osmem-server, the real agent binary, and container log files
+//! laid out like a node's.
+
+#![allow(dead_code)]
+
+pub use logferry::demo::{Format, LogWriter, Osmem, http_json};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A node's log directory, a data directory and a config, in a temp dir.
+pub struct Node {
+    pub dir: tempfile::TempDir,
+}
+
+impl Node {
+    pub fn new() -> Node {
+        Node {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.dir.path().join("var-log")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn writer(&self, ns: &str, pod: &str, container: &str, format: Format) -> LogWriter {
+        LogWriter::create(&self.logs(), ns, pod, container, format).expect("log writer")
+    }
+
+    /// A config for this node shipping to `es_url`, with `extra` TOML appended to the
+    /// `[input]` section (short rotate_wait and rescan by default for quick tests).
+    pub fn config(&self, es_url: &str, extra_input: &str, extra: &str) -> PathBuf {
+        let text = format!(
+            "data_dir = {data:?}\n\
+             [input]\ninclude = [{glob:?}]\nrotate_wait = \"500ms\"\nrescan_interval = \"200ms\"\n{extra_input}\n\
+             [elasticsearch]\nhosts = [{es_url:?}]\nrequest_timeout = \"5s\"\n\
+             [buffer]\nretry_wait = \"100ms\"\nretry_max_interval = \"500ms\"\n\
+             [api]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n",
+            data = self.data().display().to_string(),
+            glob = self.logs().join("containers/*.log").display().to_string(),
+            port = free_port(),
+        );
+        let path = self.dir.path().join("logferry.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn osmem() -> Osmem {
+    Osmem::start(false)
+        .expect("osmem-server must be installed: run scripts/test (pip install osmem-server)")
+}
+
+/// osmem-server on a chosen port, for tests that start the cluster after the agent.
+pub fn osmem_on(port: u16) -> Osmem {
+    let bin = Osmem::binary(false).expect("osmem-server installed");
+    let mut child = Command::new(bin)
+        .args(["-addr", &format!("127.0.0.1:{port}"), "-no-stdin-watch"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start osmem-server");
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("osmem-server address");
+    let v: Value = serde_json::from_str(&line).expect("osmem json");
+    Osmem::adopt(child, v["url"].as_str().expect("url").to_owned())
+}
+
+/// The agent binary, running.
+pub struct Agent {
+    pub child: Child,
+    pub api: String,
+    pub stderr: PathBuf,
+}
+
+impl Agent {
+    pub fn start(config: &Path) -> Agent {
+        let text = std::fs::read_to_string(config).expect("config");
+        let api = text
+            .lines()
+            .find_map(|l| l.strip_prefix("listen = "))
+            .map(|s| s.trim_matches('"').to_owned())
+            .expect("listen in config");
+        let stderr = config.with_extension(format!(
+            "stderr.{}",
+            Instant::now().elapsed().as_nanos() + rand_suffix()
+        ));
+        let child = Command::new(env!("CARGO_BIN_EXE_logferry"))
+            .arg("--config")
+            .arg(config)
+            .env("LOGFERRY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("start logferry");
+        Agent { child, api, stderr }
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not exit after SIGTERM:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        http_json("GET", &format!("http://{}{path}", self.api), None).unwrap_or(Value::Null)
+    }
+
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(&self.api) else {
+            return String::new();
+        };
+        let _ = write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u128 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(0u8) as u128
+}
+
+/// Waits until `f` holds, panicking with `what` after `secs`.
+pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the index holds `n` documents, then a little longer to catch extras.
+pub fn wait_for_count(es: &Osmem, n: u64, secs: u64) -> u64 {
+    let mut last = 0;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        last = es.count("logs-*").unwrap_or(0);
+        if last >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Anything more (a duplicate) would show up right behind.
+    std::thread::sleep(Duration::from_millis(700));
+    es.count("logs-*").unwrap_or(last)
+}
+
+/// How many times each `seq` appears, per pod.
+pub fn seq_counts(docs: &[(String, Value)]) -> HashMap<(String, u64), usize> {
+    let mut out = HashMap::new();
+    for (_, d) in docs {
+        let pod = d["kubernetes"]["pod_name"]
+            .as_str()
+            .unwrap_or("?")
+            .to_owned();
+        let seq = d["seq"].as_u64().or_else(|| {
+            d["log"]
+                .as_str()
+                .and_then(|l| l.split("seq=").nth(1))
+                .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|s| s.parse().ok())
+        });
+        if let Some(seq) = seq {
+            *out.entry((pod, seq)).or_insert(0) += 1;
+        }
+    }
+    out
+}
