@@ -71,6 +71,9 @@ struct Inner {
 pub struct Checkpoints {
     path: PathBuf,
     inner: Mutex<Inner>,
+    /// Held for a whole save: the tailer (new files) and the periodic saver both write, and
+    /// two writers would race on the one temp file.
+    saving: Mutex<()>,
 }
 
 impl Checkpoints {
@@ -107,6 +110,7 @@ impl Checkpoints {
         Ok(Checkpoints {
             path,
             inner: Mutex::new(inner),
+            saving: Mutex::new(()),
         })
     }
 
@@ -127,19 +131,25 @@ impl Checkpoints {
             .collect()
     }
 
-    /// Starts remembering a file at `offset`, or updates where it lives.
-    pub fn track(&self, key: FileKey, path: &Path, offset: u64) {
+    /// Starts remembering a file at `offset`, or updates where it lives. True when the file
+    /// was not known before.
+    pub fn track(&self, key: FileKey, path: &Path, offset: u64) -> bool {
         let mut inner = self.lock();
-        let e = inner.files.entry(key).or_insert_with(|| Entry {
-            offset,
-            path: path.to_owned(),
-            retire_at: None,
+        let mut new = false;
+        let e = inner.files.entry(key).or_insert_with(|| {
+            new = true;
+            Entry {
+                offset,
+                path: path.to_owned(),
+                retire_at: None,
+            }
         });
         if e.path != path {
             e.path = path.to_owned();
         }
         e.retire_at = None;
         inner.dirty = true;
+        new
     }
 
     /// The file will not be read further than `end`; drop it once that much is acknowledged.
@@ -189,6 +199,7 @@ impl Checkpoints {
 
     /// Writes the checkpoints if they changed: temp file, fsync, rename, fsync of the directory.
     pub fn save(&self) -> Result<(), Error> {
+        let _saving = self.saving.lock().unwrap_or_else(PoisonError::into_inner);
         let doc = {
             let mut inner = self.lock();
             if !inner.dirty {

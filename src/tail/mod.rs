@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// What names a file's content across renames: device and inode, plus a fingerprint of its
 /// first line so that a reused inode is not mistaken for the file that had it before.
@@ -43,6 +43,22 @@ pub struct FileKey {
     pub dev: u64,
     pub ino: u64,
     pub fingerprint: u64,
+}
+
+impl FileKey {
+    /// Stands for a file seen but not yet identifiable (its first line is incomplete): it is
+    /// remembered by inode so that a crash cannot make the agent forget it.
+    pub fn placeholder(dev: u64, ino: u64) -> FileKey {
+        FileKey {
+            dev,
+            ino,
+            fingerprint: 0,
+        }
+    }
+
+    pub fn is_placeholder(&self) -> bool {
+        self.fingerprint == 0
+    }
 }
 
 /// One read() asks for this much; large blocks keep syscalls per line low.
@@ -188,8 +204,12 @@ pub struct Tailer {
     by_real: HashMap<PathBuf, FileKey>,
     /// Files with data to read now.
     dirty: HashSet<FileKey>,
-    /// Matched paths whose first line is not complete yet, so they have no identity.
-    waiting: HashSet<PathBuf>,
+    /// Matched paths whose file has no identity yet (its first line is incomplete), held open
+    /// from the first look so that a deletion or rename cannot take their lines away.
+    waiting: HashMap<PathBuf, Waiting>,
+    /// What each matched path led to when last looked at, to notice rotations that happened
+    /// between two looks.
+    looks: HashMap<PathBuf, Look>,
     watcher: Option<notify::RecommendedWatcher>,
     watched_roots: HashSet<PathBuf>,
     events: Receiver<notify::Event>,
@@ -197,6 +217,15 @@ pub struct Tailer {
     missed_events: Arc<AtomicBool>,
     /// Paths whose open/read failure was already logged, so it is logged once.
     reported: HashSet<PathBuf>,
+    /// When the scan before the current one started (the agent's start, at first): files renamed
+    /// after it cannot have been seen by any look before.
+    previous_scan: SystemTime,
+    /// When the current scan started.
+    this_scan: SystemTime,
+    /// Checkpoint entries were added since the last save. New files are saved at once (at the
+    /// end of the pass), not on the next timer tick: a file the agent knows about survives a
+    /// crash even if it is rotated away right after.
+    unsaved: bool,
     /// No checkpoints existed at start-up: the agent has never run on this node. Only then does
     /// `read_from = "end"` skip content; after that, a file without a checkpoint appeared while
     /// the agent was down, and all of it is new.
@@ -217,6 +246,9 @@ impl Tailer {
             cfg: cfg.input.clone(),
             discovery: Discovery::new(&cfg.input.include, &cfg.input.exclude),
             fresh_start: checkpoints.entries().is_empty(),
+            unsaved: false,
+            previous_scan: SystemTime::now(),
+            this_scan: SystemTime::now(),
             checkpoints,
             out,
             state,
@@ -224,7 +256,8 @@ impl Tailer {
             by_path: HashMap::new(),
             by_real: HashMap::new(),
             dirty: HashSet::new(),
-            waiting: HashSet::new(),
+            waiting: HashMap::new(),
+            looks: HashMap::new(),
             watcher,
             watched_roots: HashSet::new(),
             events: rx,
@@ -238,6 +271,7 @@ impl Tailer {
         let mut buf = vec![0u8; READ_BLOCK];
         self.rescan(true);
         self.recover_rotated_while_down();
+        self.save_if_new();
         self.state.ready.store(true, Ordering::Relaxed);
         let mut next_rescan = Instant::now() + self.cfg.rescan_interval.0;
         while !self.out.shutdown.load(Ordering::Relaxed) {
@@ -253,6 +287,7 @@ impl Tailer {
             }
             self.retry_waiting();
             self.read_pass(&mut buf);
+            self.save_if_new();
             self.let_go_of_drained(&mut buf);
             self.out.seal();
             self.out.metrics.files_watched.set(self.files.len() as i64);
@@ -287,19 +322,16 @@ impl Tailer {
 
     fn handle_event(&mut self, ev: notify::Event) -> bool {
         use notify::EventKind;
-        let mut rescan = matches!(
+        let rescan = matches!(
             ev.kind,
             EventKind::Create(_)
                 | EventKind::Remove(_)
                 | EventKind::Modify(notify::event::ModifyKind::Name(_))
         );
         for p in &ev.paths {
-            match self.by_real.get(p) {
-                Some(k) => {
-                    self.dirty.insert(*k);
-                }
-                // A write to a file not followed yet (its first line was incomplete).
-                None => rescan |= !self.waiting.is_empty() && self.waiting.contains(p),
+            // Other paths: a write to a waiting file only needs the loop to wake, which it has.
+            if let Some(k) = self.by_real.get(p) {
+                self.dirty.insert(*k);
             }
         }
         rescan
@@ -350,6 +382,7 @@ impl Tailer {
 
     /// Expands the globs: opens new files, notices rotated and deleted ones.
     fn rescan(&mut self, first: bool) {
+        self.previous_scan = std::mem::replace(&mut self.this_scan, SystemTime::now());
         self.watch_roots();
         let found = self.discovery.scan();
         let found_set: HashSet<&PathBuf> = found.iter().collect();
@@ -364,17 +397,26 @@ impl Tailer {
                 self.start_draining(key);
             }
         }
+        let vanished: Vec<(PathBuf, Look)> = self
+            .looks
+            .extract_if(|p, _| !found_set.contains(p))
+            .collect();
+        for (path, _) in vanished {
+            if let Some(w) = self.waiting.remove(&path) {
+                self.abandon_waiting(w);
+            }
+        }
         for path in &found {
-            let Ok(meta) = std::fs::metadata(path) else {
+            let Some(meta) = self.look(path) else {
                 continue;
             };
             if let Some(&key) = self.by_path.get(path) {
                 if key.dev == meta.dev() && key.ino == meta.ino() {
                     // Same inode, other first line: truncated and written again since the last
                     // look, too fast for the size check to notice.
-                    let rewritten = self.files.get(&key).is_some_and(|t| {
-                        matches!(identify(&t.file, false), Ok(Some(now)) if now != key)
-                    });
+                    let rewritten = self.files.get(&key).is_some_and(
+                        |t| matches!(identify(&t.file, false), Ok(Some(now)) if now != key),
+                    );
                     if rewritten {
                         self.truncated(key);
                     }
@@ -395,7 +437,22 @@ impl Tailer {
 
     /// Starts following the file at `path`.
     fn open(&mut self, path: &Path, start: Start) {
-        let file = match File::open(path) {
+        let held = match self.waiting.remove(path) {
+            Some(w)
+                if self
+                    .looks
+                    .get(path)
+                    .is_some_and(|l| (l.dev, l.ino) == (w.dev, w.ino)) =>
+            {
+                Some(w.file)
+            }
+            Some(w) => {
+                self.abandon_waiting(w);
+                None
+            }
+            None => None,
+        };
+        let file = match held.map_or_else(|| File::open(path), Ok) {
             Ok(f) => f,
             Err(e) => {
                 self.out.metrics.read_errors.inc();
@@ -408,7 +465,7 @@ impl Tailer {
         let key = match identify(&file, false) {
             Ok(Some(k)) => k,
             Ok(None) => {
-                self.waiting.insert(path.to_owned());
+                self.wait_for_first_line(path, file);
                 return;
             }
             Err(e) => {
@@ -418,8 +475,9 @@ impl Tailer {
                 return;
             }
         };
-        self.waiting.remove(path);
         self.reported.remove(path);
+        self.checkpoints
+            .forget(&FileKey::placeholder(key.dev, key.ino));
         if let Some(t) = self.files.get_mut(&key) {
             // Already followed (matched again, or through a second path).
             t.draining = false;
@@ -436,8 +494,51 @@ impl Tailer {
             _ => 0,
         };
         let t = Tracked::open(path, file, key, offset, self.cfg.max_line_bytes.as_usize());
-        self.checkpoints.track(key, &t.real, offset);
+        self.unsaved |= self.checkpoints.track(key, &t.real, offset);
         self.follow(path, t);
+    }
+
+    /// Holds a file without an identity yet, and makes sure a crash cannot forget it.
+    fn wait_for_first_line(&mut self, path: &Path, file: File) {
+        let Ok(meta) = file.metadata() else { return };
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        let placeholder = FileKey::placeholder(meta.dev(), meta.ino());
+        self.unsaved |= self.checkpoints.track(placeholder, &real, 0);
+        // Its writes must wake the loop, or a short-lived file could come and go unread.
+        self.watch_file(&real);
+        let w = Waiting {
+            file,
+            real,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        self.waiting.insert(path.to_owned(), w);
+    }
+
+    /// A waiting file's path went away or leads elsewhere now: whatever it holds will not grow
+    /// into a whole first line, so it is read to its end as it is.
+    fn abandon_waiting(&mut self, w: Waiting) {
+        self.checkpoints.forget(&FileKey::placeholder(w.dev, w.ino));
+        match identify(&w.file, true) {
+            Ok(Some(key)) if !self.files.contains_key(&key) => {
+                let path = w.real.clone();
+                self.follow_draining(&path, w.file, key, 0);
+            }
+            _ => {
+                if let Some(watcher) = &mut self.watcher {
+                    let _ = watcher.unwatch(&w.real);
+                }
+            }
+        }
+    }
+
+    fn save_if_new(&mut self) {
+        if std::mem::take(&mut self.unsaved)
+            && let Err(e) = self.checkpoints.save()
+        {
+            self.out.metrics.checkpoint_errors.inc();
+            tracing::error!(error = %e, "checkpoint write failed; will retry");
+        }
     }
 
     fn follow(&mut self, path: &Path, t: Tracked) {
@@ -492,16 +593,94 @@ impl Tailer {
 
     /// Paths whose first line was incomplete: try to identify them again.
     fn retry_waiting(&mut self) {
-        if self.waiting.is_empty() {
-            return;
-        }
-        let paths: Vec<PathBuf> = self.waiting.iter().cloned().collect();
+        let paths: Vec<PathBuf> = self.waiting.keys().cloned().collect();
         for p in paths {
-            if std::fs::metadata(&p).is_err() {
-                self.waiting.remove(&p);
+            if self.look(&p).is_none() {
+                if let Some(w) = self.waiting.remove(&p) {
+                    self.abandon_waiting(w);
+                }
                 continue;
             }
             self.open(&p, Start::Beginning);
+        }
+    }
+
+    /// Looks at what `path` leads to now. If that is another file than last time, the file it
+    /// led to was renamed away in between — possibly before it was ever read (a file still
+    /// waiting for its first line, or one rotated twice between two looks) — so renamed
+    /// siblings changed since the last look are picked up and read to their end.
+    fn look(&mut self, path: &Path) -> Option<std::fs::Metadata> {
+        let meta = std::fs::metadata(path).ok()?;
+        let now = Look {
+            real: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            at: SystemTime::now(),
+        };
+        let real = now.real.clone();
+        match self.looks.insert(path.to_owned(), now) {
+            Some(prev) if (prev.dev, prev.ino) != (meta.dev(), meta.ino()) => {
+                self.rescue_renamed(&prev);
+            }
+            Some(_) => {}
+            // A path never looked at before: a file there may already have been created,
+            // written and renamed since the previous scan, before anything could see it.
+            None => self.rescue_renamed(&Look {
+                real,
+                dev: 0,
+                ino: 0,
+                at: self.previous_scan,
+            }),
+        }
+        Some(meta)
+    }
+
+    /// Follows files renamed from `prev.real` (kubelet style, `0.log.<suffix>`) since `prev.at`
+    /// that are not followed yet.
+    fn rescue_renamed(&mut self, prev: &Look) {
+        let (Some(dir), Some(name)) = (prev.real.parent(), prev.real.file_name()) else {
+            return;
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let n = entry.file_name();
+            let n = n.to_string_lossy();
+            if !n.starts_with(&prefix) || n.ends_with(".gz") {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            let known = self
+                .files
+                .keys()
+                .any(|k| (k.dev, k.ino) == (meta.dev(), meta.ino()));
+            // A rename sets the inode's change time: older files were rotated before the last
+            // look and are not ours to read.
+            let changed = SystemTime::UNIX_EPOCH
+                + Duration::new(
+                    meta.ctime().max(0) as u64,
+                    meta.ctime_nsec().clamp(0, 999_999_999) as u32,
+                );
+            if known || !meta.is_file() || changed + Duration::from_secs(1) < prev.at {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            let Ok(Some(key)) = identify(&file, true) else {
+                continue;
+            };
+            if self.files.contains_key(&key) {
+                continue;
+            }
+            let offset = self.checkpoints.get(&key).map_or(0, |e| e.offset);
+            tracing::info!(path = %path.display(), offset, "reading a file that was rotated before it was read to its end");
+            self.checkpoints
+                .forget(&FileKey::placeholder(key.dev, key.ino));
+            self.follow_draining(&path, file, key, offset);
         }
     }
 
@@ -513,24 +692,55 @@ impl Tailer {
             if self.files.contains_key(&key) {
                 continue;
             }
-            match find_rotated(&entry.path, &key) {
-                Some((path, file)) => {
-                    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-                    let offset = entry.offset.min(size);
-                    tracing::info!(path = %path.display(), offset, "finishing a file rotated while the agent was down");
-                    let mut t =
-                        Tracked::open(&path, file, key, offset, self.cfg.max_line_bytes.as_usize());
-                    t.draining = true;
-                    self.checkpoints.track(key, &t.real, offset);
-                    self.follow(&path, t);
-                    self.by_path.remove(&path);
+            if key.is_placeholder()
+                && self
+                    .looks
+                    .values()
+                    .any(|l| (l.dev, l.ino) == (key.dev, key.ino))
+            {
+                // Still where it was, still waiting for its first line.
+                continue;
+            }
+            let found = find_rotated(&entry.path, |file, meta| {
+                let same_inode = (meta.dev(), meta.ino()) == (key.dev, key.ino);
+                if !same_inode {
+                    return None;
                 }
+                identify(file, true)
+                    .ok()
+                    .flatten()
+                    .filter(|k| key.is_placeholder() || *k == key)
+            });
+            if key.is_placeholder() {
+                self.checkpoints.forget(&key);
+            }
+            match found {
+                Some((path, file, found)) if !self.files.contains_key(&found) => {
+                    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    let offset = if key.is_placeholder() {
+                        0
+                    } else {
+                        entry.offset.min(size)
+                    };
+                    tracing::info!(path = %path.display(), offset, "finishing a file rotated while the agent was down");
+                    self.follow_draining(&path, file, found, offset);
+                }
+                Some(_) => {}
                 None => {
                     tracing::info!(path = %entry.path.display(), "file from the last run is gone");
                     self.checkpoints.forget(&key);
                 }
             }
         }
+    }
+
+    /// Follows a file no include glob leads to any more, to its end.
+    fn follow_draining(&mut self, path: &Path, file: File, key: FileKey, offset: u64) {
+        let mut t = Tracked::open(path, file, key, offset, self.cfg.max_line_bytes.as_usize());
+        t.draining = true;
+        self.unsaved |= self.checkpoints.track(key, &t.real, offset);
+        self.follow(path, t);
+        self.by_path.remove(path);
     }
 
     fn watch_roots(&mut self) {
@@ -557,6 +767,22 @@ impl Tailer {
     }
 }
 
+/// A file seen at a matched path whose first line is not complete yet.
+struct Waiting {
+    file: File,
+    real: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+/// What a matched path led to at one moment.
+struct Look {
+    real: PathBuf,
+    dev: u64,
+    ino: u64,
+    at: SystemTime,
+}
+
 /// Where a newly seen file starts when it has no checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Start {
@@ -567,8 +793,12 @@ enum Start {
     Over,
 }
 
-/// Looks for the file `key` at `old` or renamed next to it (`old.<suffix>`, not compressed).
-fn find_rotated(old: &Path, key: &FileKey) -> Option<(PathBuf, File)> {
+/// Looks at `old` and at the files renamed from it (`old.<suffix>`, not compressed) for the one
+/// `pick` recognises, and returns it with the identity `pick` gave it.
+fn find_rotated(
+    old: &Path,
+    pick: impl Fn(&File, &std::fs::Metadata) -> Option<FileKey>,
+) -> Option<(PathBuf, File, FileKey)> {
     let dir = old.parent()?;
     let name = old.file_name()?.to_str()?;
     let mut candidates = vec![old.to_owned()];
@@ -581,10 +811,9 @@ fn find_rotated(old: &Path, key: &FileKey) -> Option<(PathBuf, File)> {
     }
     candidates.into_iter().find_map(|p| {
         let f = File::open(&p).ok()?;
-        match identify(&f, true) {
-            Ok(Some(k)) if k == *key => Some((p, f)),
-            _ => None,
-        }
+        let meta = f.metadata().ok()?;
+        let key = pick(&f, &meta)?;
+        Some((p, f, key))
     })
 }
 

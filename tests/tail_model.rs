@@ -1,0 +1,263 @@
+//! Property test of the tailer against a model: arbitrary sequences of writes, split lines,
+//! rotations, deletions, graceful restarts and crashes. Whatever the sequence, every record
+//! written must reach the sink under exactly one document id — replays after a crash must
+//! reuse the ids of the first delivery, which is what turns them into 409s in Elasticsearch.
+//!
+//! The sink here is in-process: it decodes each chunk's action and document lines and keeps the
+//! first document per id, as a `create` into Elasticsearch does.
+
+mod support;
+
+use logferry::buffer::Queue;
+use logferry::config::Config;
+use logferry::observe::Metrics;
+use logferry::parse::DocumentWriter;
+use logferry::sink::{IndexPattern, ItemEncoder};
+use logferry::tail::{Checkpoints, Output, Tailer, TailerState};
+use proptest::prelude::*;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use support::{Format, LogWriter, Node};
+
+#[derive(Debug, Clone)]
+enum Action {
+    Write { file: usize, lines: u64 },
+    Split { file: usize },
+    Rotate { file: usize },
+    Delete { file: usize },
+    Restart,
+    Crash,
+    Pause,
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        6 => (0..3usize, 1..40u64).prop_map(|(file, lines)| Action::Write { file, lines }),
+        2 => (0..3usize).prop_map(|file| Action::Split { file }),
+        2 => (0..3usize).prop_map(|file| Action::Rotate { file }),
+        1 => (0..3usize).prop_map(|file| Action::Delete { file }),
+        1 => Just(Action::Restart),
+        1 => Just(Action::Crash),
+        2 => Just(Action::Pause),
+    ]
+}
+
+/// The in-process stand-in for Elasticsearch: id → document, first write wins.
+#[derive(Default)]
+struct Index {
+    docs: HashMap<String, Value>,
+}
+
+/// One running tailer with its queue and a sink thread acknowledging what it receives.
+struct Running {
+    shutdown: Arc<AtomicBool>,
+    tailer: JoinHandle<()>,
+    sink: JoinHandle<()>,
+    /// Tells the sink to stop acknowledging and drop what it holds (a crash).
+    crashed: Arc<AtomicBool>,
+    checkpoints: Arc<Checkpoints>,
+}
+
+fn start(cfg: &Config, index: Arc<Mutex<Index>>) -> Running {
+    std::fs::create_dir_all(&cfg.data_dir).unwrap();
+    let checkpoints = Arc::new(Checkpoints::open(&cfg.data_dir).unwrap());
+    let queue = Arc::new(Queue::new(4, 64 * 1024));
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(Metrics::new());
+    let encoder = ItemEncoder::new(
+        IndexPattern::new("logs").unwrap(),
+        DocumentWriter::new(&cfg.parse),
+    );
+    let out = Output::new(encoder, queue.clone(), metrics, shutdown.clone(), cfg);
+    let state = Arc::new(TailerState::default());
+    let tailer = Tailer::new(cfg, checkpoints.clone(), out, state.clone());
+    let tailer = std::thread::spawn(move || tailer.run());
+    // As on a node: the agent has looked at its files before anything else happens to them.
+    while !state.ready.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let crashed = Arc::new(AtomicBool::new(false));
+    let sink = {
+        let (crashed, checkpoints) = (crashed.clone(), checkpoints.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            while let Some(chunk) = rt.block_on(queue.pop()) {
+                if crashed.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let mut idx = index.lock().unwrap();
+                let body = String::from_utf8(chunk.body.clone()).unwrap();
+                let mut lines = body.lines();
+                while let (Some(action), Some(doc)) = (lines.next(), lines.next()) {
+                    let a: Value = serde_json::from_str(action).unwrap();
+                    let id = a["create"]["_id"].as_str().unwrap().to_owned();
+                    let d: Value = serde_json::from_str(doc).unwrap();
+                    idx.docs.entry(id).or_insert(d);
+                }
+                drop(idx);
+                checkpoints.acknowledge(chunk.seq, chunk.advances);
+                checkpoints.save().unwrap();
+            }
+        })
+    };
+    Running {
+        shutdown,
+        tailer,
+        sink,
+        crashed,
+        checkpoints,
+    }
+}
+
+impl Running {
+    fn stop(self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        self.tailer.join().unwrap();
+        self.sink.join().unwrap();
+        self.checkpoints.save().unwrap();
+    }
+
+    /// Stops without acknowledging anything still queued: those lines must be read again.
+    fn crash(self) {
+        self.crashed.store(true, Ordering::Relaxed);
+        self.shutdown.store(true, Ordering::Relaxed);
+        self.tailer.join().unwrap();
+        self.sink.join().unwrap();
+    }
+}
+
+fn run_model(actions: Vec<Action>) -> Result<(), TestCaseError> {
+    let node = Node::new();
+    let cfg_path = node.config("http://127.0.0.1:9", "", "");
+    let cfg = Config::load(&cfg_path).unwrap();
+    let index = Arc::new(Mutex::new(Index::default()));
+    let mut writers: Vec<LogWriter> = (0..3)
+        .map(|i| {
+            let format = if i == 1 { Format::Docker } else { Format::Cri };
+            node.writer("model", &format!("pod-{i}-0"), "c", format)
+        })
+        .collect();
+    let mut generation = [0usize; 3];
+    let mut expected: HashSet<(String, u64)> = HashSet::new();
+    let mut seq = 0u64;
+    let mut rotations = 0;
+    let mut agent = start(&cfg, index.clone());
+    for a in actions {
+        match a {
+            Action::Write { file, lines } => {
+                for _ in 0..lines {
+                    writers[file].json_line(seq).unwrap();
+                    expected.insert((writers[file].pod.clone(), seq));
+                    seq += 1;
+                }
+            }
+            Action::Split { file } => {
+                let head = format!("split seq={seq} ");
+                writers[file]
+                    .write_pieces("stdout", &[&head, &"y".repeat(500), "end"])
+                    .unwrap();
+                expected.insert((writers[file].pod.clone(), seq));
+                seq += 1;
+            }
+            Action::Rotate { file } => {
+                rotations += 1;
+                writers[file]
+                    .rotate(&format!("2026112{rotations}-000000"))
+                    .unwrap();
+            }
+            Action::Delete { file } => {
+                // The pod is gone after a last flush; a new one takes its slot.
+                std::thread::sleep(Duration::from_millis(50));
+                std::fs::remove_file(&writers[file].link).unwrap();
+                std::fs::remove_file(&writers[file].path).unwrap();
+                generation[file] += 1;
+                let format = if file == 1 {
+                    Format::Docker
+                } else {
+                    Format::Cri
+                };
+                writers[file] = node.writer(
+                    "model",
+                    &format!("pod-{file}-{}", generation[file]),
+                    "c",
+                    format,
+                );
+            }
+            Action::Restart => {
+                agent.stop();
+                agent = start(&cfg, index.clone());
+            }
+            Action::Crash => {
+                agent.crash();
+                agent = start(&cfg, index.clone());
+            }
+            Action::Pause => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    // Deleted files are only drained while the agent runs, so give it time before judging.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let seen: Vec<(String, u64)> = index
+            .lock()
+            .unwrap()
+            .docs
+            .values()
+            .filter_map(|d| {
+                let pod = d["kubernetes"]["pod_name"].as_str()?.to_owned();
+                let seq = d["seq"].as_u64().or_else(|| {
+                    d["log"]
+                        .as_str()?
+                        .strip_prefix("split seq=")?
+                        .split(' ')
+                        .next()?
+                        .parse()
+                        .ok()
+                })?;
+                Some((pod, seq))
+            })
+            .collect();
+        if seen.len() >= expected.len() || Instant::now() > deadline {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    agent.stop();
+    let distinct: HashSet<&(String, u64)> = seen.iter().collect();
+    prop_assert_eq!(
+        distinct.len(),
+        seen.len(),
+        "a record was delivered under two ids"
+    );
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|e| !distinct.contains(e))
+        .take(5)
+        .collect();
+    prop_assert!(missing.is_empty(), "records lost, e.g. {:?}", missing);
+    prop_assert_eq!(
+        seen.len(),
+        expected.len(),
+        "records that were never written"
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 12,
+        max_shrink_iters: 20,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn every_record_arrives_under_exactly_one_id(actions in prop::collection::vec(action(), 1..25)) {
+        run_model(actions)?;
+    }
+}
