@@ -72,9 +72,14 @@ impl Osmem {
 
     /// Starts a fresh server on a free loopback port.
     pub fn start(install: bool) -> anyhow::Result<Osmem> {
+        Osmem::start_on("127.0.0.1:0", install)
+    }
+
+    /// Starts a fresh server listening on `addr` (port 0 picks a free one).
+    pub fn start_on(addr: &str, install: bool) -> anyhow::Result<Osmem> {
         let bin = Osmem::binary(install)?;
         let mut child = Command::new(&bin)
-            .args(["-addr", "127.0.0.1:0", "-no-stdin-watch", "-parent-pid"])
+            .args(["-addr", addr, "-no-stdin-watch", "-parent-pid"])
             .arg(std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -93,11 +98,6 @@ impl Osmem {
             .context("osmem-server gave no url")?
             .to_owned();
         Ok(Osmem { child, url })
-    }
-
-    /// Takes over an osmem-server started by the caller.
-    pub fn adopt(child: Child, url: String) -> Osmem {
-        Osmem { child, url }
     }
 
     /// GET `path` as JSON.

@@ -348,5 +348,83 @@ fn read_from_end_skips_old_content_but_not_new_files() {
     let mut expected: HashSet<(String, u64)> = (20..30).map(|s| ("old".to_owned(), s)).collect();
     expected.extend((0..10).map(|s| ("new".to_owned(), s)));
     assert_exactly_once(&es, &expected);
+    // Ctrl-C is a clean shutdown too.
+    let status = agent.stop_with("INT");
+    assert!(status.success(), "clean exit on SIGINT, got {status:?}");
+}
+
+#[test]
+fn an_unreadable_file_is_reported_once_and_read_once_it_can_be() {
+    use std::os::unix::fs::PermissionsExt;
+    let es = osmem();
+    let node = Node::new();
+    let mut open = node.writer("shop", "open", "app", Format::Cri);
+    let mut locked = node.writer("shop", "locked", "app", Format::Cri);
+    for seq in 0..20 {
+        open.json_line(seq).unwrap();
+        locked.json_line(seq).unwrap();
+    }
+    let mode = |path: &std::path::Path, m: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    // The agent may run as another user (see Agent::start_unprivileged).
+    mode(node.dir.path(), 0o755);
+    std::fs::create_dir_all(node.data()).unwrap();
+    mode(&node.data(), 0o777);
+    mode(&locked.path, 0o000);
+    let agent = Agent::start_unprivileged(&node.config(&es.url, "", ""));
+    let readable: HashSet<(String, u64)> = (0..20).map(|s| ("open".to_owned(), s)).collect();
+    assert_exactly_once(&es, &readable);
+    wait_until(10, "the read error to be counted", || {
+        !agent
+            .metrics()
+            .contains("logferry_input_read_errors_total 0")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let logs = agent.logs();
+    assert_eq!(
+        logs.matches("cannot open file; will retry").count(),
+        1,
+        "one log line per unreadable file, not one per retry:\n{logs}"
+    );
+    assert!(
+        logs.contains("locked_shop_app-"),
+        "the log names the file:\n{logs}"
+    );
+    mode(&locked.path, 0o644);
+    let mut all = readable;
+    all.extend((0..20).map(|s| ("locked".to_owned(), s)));
+    assert_exactly_once(&es, &all);
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn a_line_without_its_newline_waits_for_it() {
+    let es = osmem();
+    let node = Node::new();
+    let mut w = node.writer("shop", "slow", "app", Format::Cri);
+    w.line("first seq=0").unwrap();
+    let agent = Agent::start(&node.config(&es.url, "", ""));
+    wait_for_count(&es, 1, 20);
+    let mut f = OpenOptions::new().append(true).open(&w.path).unwrap();
+    f.write_all(b"2026-11-26T17:00:05Z stdout F half a li")
+        .unwrap();
+    f.flush().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        es.count("logs-*").unwrap(),
+        1,
+        "half a line must not be shipped"
+    );
+    f.write_all(b"ne seq=1\n").unwrap();
+    let expected: HashSet<(String, u64)> = (0..2).map(|s| ("slow".to_owned(), s)).collect();
+    assert_exactly_once(&es, &expected);
+    let doc = docs(&es)
+        .into_iter()
+        .find(|(_, d)| d["log"] == "half a line seq=1");
+    assert!(
+        doc.is_some_and(|(_, d)| d.get("logferry").is_none()),
+        "joined whole, unflagged"
+    );
     assert!(agent.stop().success());
 }

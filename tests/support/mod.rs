@@ -8,6 +8,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A node's log directory, a data directory and a config, in a temp dir.
@@ -67,21 +68,7 @@ pub fn osmem() -> Osmem {
 
 /// osmem-server on a chosen port, for tests that start the cluster after the agent.
 pub fn osmem_on(port: u16) -> Osmem {
-    let bin = Osmem::binary(false).expect("osmem-server installed");
-    let mut child = Command::new(bin)
-        .args(["-addr", &format!("127.0.0.1:{port}"), "-no-stdin-watch"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start osmem-server");
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("osmem-server address");
-    let v: Value = serde_json::from_str(&line).expect("osmem json");
-    Osmem::adopt(child, v["url"].as_str().expect("url").to_owned())
+    Osmem::start_on(&format!("127.0.0.1:{port}"), false).expect("osmem-server installed")
 }
 
 /// The agent binary, running.
@@ -93,17 +80,33 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(config: &Path) -> Agent {
+        Agent::spawn(config, Command::new(env!("CARGO_BIN_EXE_logferry")))
+    }
+
+    /// Runs the agent as `nobody` when the tests run as root, so that file permissions apply
+    /// to it as they do on a node.
+    pub fn start_unprivileged(config: &Path) -> Agent {
+        if running_as_root() {
+            let mut cmd = Command::new("setpriv");
+            cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(env!("CARGO_BIN_EXE_logferry"));
+            Agent::spawn(config, cmd)
+        } else {
+            Agent::start(config)
+        }
+    }
+
+    fn spawn(config: &Path, mut cmd: Command) -> Agent {
         let text = std::fs::read_to_string(config).expect("config");
         let api = text
             .lines()
             .find_map(|l| l.strip_prefix("listen = "))
             .map(|s| s.trim_matches('"').to_owned())
             .expect("listen in config");
-        let stderr = config.with_extension(format!(
-            "stderr.{}",
-            Instant::now().elapsed().as_nanos() + rand_suffix()
-        ));
-        let child = Command::new(env!("CARGO_BIN_EXE_logferry"))
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, Ordering::Relaxed);
+        let stderr = config.with_extension(format!("stderr.{n}"));
+        let child = cmd
             .arg("--config")
             .arg(config)
             .env("LOGFERRY_LOG", "info")
@@ -116,8 +119,13 @@ impl Agent {
     }
 
     /// SIGTERM, then wait for the exit.
-    pub fn stop(mut self) -> ExitStatus {
-        self.signal("TERM");
+    pub fn stop(self) -> ExitStatus {
+        self.stop_with("TERM")
+    }
+
+    /// Sends `sig` (TERM or INT), then waits for the exit.
+    pub fn stop_with(mut self, sig: &str) -> ExitStatus {
+        self.signal(sig);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = self.child.try_wait().expect("wait") {
@@ -175,9 +183,11 @@ impl Drop for Agent {
     }
 }
 
-fn rand_suffix() -> u128 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(0u8) as u128
+pub fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
 /// Waits until `f` holds, panicking with `what` after `secs`.
