@@ -128,7 +128,7 @@ impl Tracked {
             out.metrics.bytes_read.inc_by(n as u64);
             self.split(&buf[..n], out);
             self.read_pos += n as u64;
-            out.advance(self.key, self.safe_offset());
+            out.block_done(self.key, self.safe_offset());
             done += n;
             if done >= budget {
                 return Ok(ReadOutcome::More);

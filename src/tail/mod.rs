@@ -79,6 +79,8 @@ pub struct Output {
     /// Per-record counters, looked up once rather than per line.
     counters: RecordCounters,
     shutdown: Arc<AtomicBool>,
+    /// A chunk was dropped at shutdown; nothing more may be handed on.
+    abandoned: bool,
     /// A physical line longer than this is cut before decoding: twice the message cap leaves
     /// room for the runtime's prefix and docker's JSON escaping.
     max_physical_line: usize,
@@ -109,6 +111,7 @@ impl Output {
             counters,
             metrics,
             shutdown,
+            abandoned: false,
             max_physical_line: cfg.input.max_line_bytes.as_usize() * 2 + 4096,
             flush_interval: cfg.buffer.flush_interval.0,
         }
@@ -144,10 +147,18 @@ impl Output {
             self.chunk.advance(*key, before);
             let full = std::mem::replace(&mut self.chunk, next);
             self.hand_off(full);
-        } else if self.chunk.body.len() >= self.queue.chunk_limit()
-            || self.chunk.created.elapsed() >= self.flush_interval
-        {
+        } else if self.chunk.body.len() >= self.queue.chunk_limit() {
             self.chunk.advance(*key, before);
+            self.seal();
+        }
+    }
+
+    /// A block of `key` was handled up to `offset`. Also where a long pass (a big backlog)
+    /// hands its chunk on once it has waited `flush_interval`: checking per block, not per
+    /// line, keeps the clock off the hot path.
+    fn block_done(&mut self, key: FileKey, offset: u64) {
+        self.chunk.advance(key, offset);
+        if !self.chunk.items.is_empty() && self.chunk.created.elapsed() >= self.flush_interval {
             self.seal();
         }
     }
@@ -163,13 +174,18 @@ impl Output {
     }
 
     fn hand_off(&mut self, chunk: Chunk) {
+        if self.abandoned {
+            return;
+        }
         let shutdown = &self.shutdown;
         if let Err(dropped) = self.queue.push(chunk, || shutdown.load(Ordering::Relaxed)) {
             // Shutting down with the queue full: these lines are not acknowledged, so their
-            // checkpoints did not move and the next start reads them again.
+            // checkpoints did not move and the next start reads them again. Every later chunk
+            // must be dropped too: acknowledging one would move checkpoints past these lines.
+            self.abandoned = true;
             tracing::info!(
                 records = dropped.items.len(),
-                "shutdown while the queue was full; these records will be read again on restart"
+                "shutdown while the queue was full; unshipped records will be read again on restart"
             );
         }
     }
@@ -375,9 +391,14 @@ impl Tailer {
         t.finish(&mut self.out);
         // The old content is gone, so its checkpoint has nothing left to protect.
         self.checkpoints.forget(&key);
-        self.by_real.remove(&t.real);
         self.by_path.retain(|_, k| *k != key);
-        self.open(&t.path, Start::Over);
+        if self.by_real.get(&t.real) == Some(&key) {
+            self.by_real.remove(&t.real);
+        }
+        // A rotated file's path leads elsewhere now; only a live one is followed again.
+        if !t.draining {
+            self.open(&t.path, Start::Over);
+        }
     }
 
     /// Expands the globs: opens new files, notices rotated and deleted ones.
