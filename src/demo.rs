@@ -150,6 +150,21 @@ impl Drop for Osmem {
 
 /// A tiny blocking HTTP/1.1 client for the demo and tests, so they need no second HTTP stack.
 pub fn http_json(method: &str, url: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let (_, body) = http(method, url, "application/json", payload.as_bytes())?;
+    if body.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(&body).with_context(|| format!("{method} {url}: not JSON: {body:.200}"))
+}
+
+/// One HTTP/1.1 request; returns the status and the body.
+pub fn http(
+    method: &str,
+    url: &str,
+    content_type: &str,
+    payload: &[u8],
+) -> anyhow::Result<(u16, String)> {
     use std::io::Read;
     use std::net::TcpStream;
     let rest = url.strip_prefix("http://").context("only http:// URLs")?;
@@ -157,19 +172,24 @@ pub fn http_json(method: &str, url: &str, body: Option<&Value>) -> anyhow::Resul
         .split_once('/')
         .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
     let mut s = TcpStream::connect(host).with_context(|| format!("cannot connect to {host}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         payload.len()
     )?;
+    s.write_all(payload)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text
         .split_once("\r\n\r\n")
         .context("malformed HTTP response")?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status")?;
     let body = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
@@ -178,10 +198,7 @@ pub fn http_json(method: &str, url: &str, body: Option<&Value>) -> anyhow::Resul
     } else {
         body.to_owned()
     };
-    if body.trim().is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_str(&body).with_context(|| format!("{method} {url}: not JSON: {body:.200}"))
+    Ok((status, body))
 }
 
 fn dechunk(mut s: &str) -> String {

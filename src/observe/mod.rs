@@ -154,8 +154,14 @@ pub struct Status {
 /// Serves the endpoints until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, status: Arc<Status>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, usually: wait instead of spinning.
+                tracing::warn!(error = %e, "api: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let status = status.clone();
         tokio::spawn(async move {

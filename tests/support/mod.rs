@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 pub use logferry::demo::{Format, LogWriter, Osmem, http_json};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -35,15 +37,15 @@ impl Node {
         LogWriter::create(&self.logs(), ns, pod, container, format).expect("log writer")
     }
 
-    /// A config for this node shipping to `es_url`, with `extra` TOML appended to the
-    /// `[input]` section (short rotate_wait and rescan by default for quick tests).
-    pub fn config(&self, es_url: &str, extra_input: &str, extra: &str) -> PathBuf {
+    /// A config for this node shipping to `es_url`, with extra keys for the `[input]` and
+    /// `[buffer]` sections (short rotate_wait, rescan and retry waits for quick tests).
+    pub fn config(&self, es_url: &str, extra_input: &str, extra_buffer: &str) -> PathBuf {
         let text = format!(
             "data_dir = {data:?}\n\
              [input]\ninclude = [{glob:?}]\nrotate_wait = \"500ms\"\nrescan_interval = \"200ms\"\n{extra_input}\n\
              [elasticsearch]\nhosts = [{es_url:?}]\nrequest_timeout = \"5s\"\n\
-             [buffer]\nretry_wait = \"100ms\"\nretry_max_interval = \"500ms\"\n\
-             [api]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n",
+             [buffer]\nretry_wait = \"100ms\"\nretry_max_interval = \"500ms\"\n{extra_buffer}\n\
+             [api]\nlisten = \"127.0.0.1:{port}\"\n",
             data = self.data().display().to_string(),
             glob = self.logs().join("containers/*.log").display().to_string(),
             port = free_port(),
@@ -115,7 +117,21 @@ impl Agent {
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .spawn()
             .expect("start logferry");
-        Agent { child, api, stderr }
+        let mut agent = Agent { child, api, stderr };
+        // Fail fast, with the agent's own words, if it does not come up.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while agent.get("/ready").is_null() {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!("the agent exited ({status}) at start:\n{}", agent.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent's API never answered:\n{}",
+                agent.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        agent
     }
 
     /// SIGTERM, then wait for the exit.

@@ -1,0 +1,155 @@
+//! What the cluster can do wrong, injected by a proxy in front of a real osmem-server, and what
+//! the agent must make of it: every line indexed exactly once, whatever happened on the way.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+use support::proxy::FaultProxy;
+use support::*;
+
+/// Writes `n` JSON lines for `pod`, returning what must end up in the index.
+fn write_lines(node: &Node, pod: &str, n: u64) -> HashSet<(String, u64)> {
+    let mut w = node.writer("shop", pod, "app", Format::Cri);
+    (0..n)
+        .map(|seq| {
+            w.json_line(seq).unwrap();
+            (pod.to_owned(), seq)
+        })
+        .collect()
+}
+
+fn assert_exactly_once(es: &Osmem, expected: &HashSet<(String, u64)>) {
+    let count = wait_for_count(es, expected.len() as u64, 60);
+    let docs = es.all_documents("logs-*").unwrap();
+    let counts = seq_counts(&docs);
+    let found: HashSet<&(String, u64)> = counts.keys().collect();
+    assert!(counts.values().all(|c| *c == 1), "duplicates in the index");
+    assert_eq!(found.len(), expected.len(), "records indexed");
+    assert!(
+        expected.iter().all(|e| found.contains(e)),
+        "a record is missing"
+    );
+    assert_eq!(count, expected.len() as u64);
+}
+
+fn metric(agent: &Agent, line_start: &str) -> u64 {
+    agent
+        .metrics()
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn items_refused_with_429_are_retried_alone_and_arrive_once() {
+    let es = osmem();
+    let proxy = FaultProxy::start(&es.url);
+    proxy.set(|f| f.reject_items = 0.5);
+    let node = Node::new();
+    let expected = write_lines(&node, "busy", 600);
+    let agent = Agent::start(&node.config(&proxy.url, "", "chunk_limit_size = \"16KiB\""));
+    wait_until(30, "items to be refused", || {
+        proxy.seen().rejected_items > 200
+    });
+    proxy.set(|f| f.reject_items = 0.0);
+    assert_exactly_once(&es, &expected);
+    let seen = proxy.seen();
+    // Only refused items are sent again: every item arrived once, plus once per refusal.
+    assert_eq!(seen.items, 600 + seen.rejected_items, "{seen:?}");
+    assert!(
+        metric(&agent, "logferry_documents_total{outcome=\"retried\"}")
+            >= seen.rejected_items.min(1)
+    );
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn a_request_too_large_for_the_cluster_is_split() {
+    let es = osmem();
+    let proxy = FaultProxy::start(&es.url);
+    proxy.set(|f| f.max_body = Some(20 * 1024));
+    let node = Node::new();
+    let expected = write_lines(&node, "wide", 500);
+    let agent = Agent::start(&node.config(&proxy.url, "", "chunk_limit_size = \"256KiB\""));
+    assert_exactly_once(&es, &expected);
+    assert!(
+        proxy.seen().too_large > 0,
+        "the proxy must have refused large bodies"
+    );
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn unavailable_and_unauthorized_clusters_pause_shipping_and_lose_nothing() {
+    let es = osmem();
+    let proxy = FaultProxy::start(&es.url);
+    proxy.set(|f| f.status = Some(503));
+    let node = Node::new();
+    let mut expected = write_lines(&node, "patient-a", 100);
+    let agent = Agent::start(&node.config(&proxy.url, "", ""));
+    wait_until(20, "503s to be retried", || proxy.seen().requests >= 2);
+    assert_eq!(es.count("logs-*").unwrap(), 0);
+    // Credentials refused: shipping stops, says why, keeps everything.
+    proxy.set(|f| f.status = Some(401));
+    wait_until(20, "health to name the 401", || {
+        agent.get("/health")["checks"]["elasticsearch"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("401"))
+    });
+    assert_eq!(agent.get("/health")["status"], "degraded");
+    expected.extend(write_lines(&node, "patient-b", 100));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(es.count("logs-*").unwrap(), 0);
+    proxy.set(|f| f.status = None);
+    assert_exactly_once(&es, &expected);
+    wait_until(10, "health to recover", || {
+        agent.get("/health")["status"] == "healthy"
+    });
+    assert!(
+        agent
+            .logs()
+            .contains("Elasticsearch refused the credentials")
+    );
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn a_mapping_conflict_goes_to_the_dead_letter_file_and_the_rest_is_indexed() {
+    let es = osmem();
+    let node = Node::new();
+    let mut w = node.writer("shop", "typed", "app", Format::Cri);
+    w.line(r#"{"amount":5,"seq":0}"#).unwrap();
+    let agent = Agent::start(&node.config(&es.url, "", ""));
+    wait_for_count(&es, 1, 20);
+    // Same field, now an object: the index's mapping says long.
+    w.line(r#"{"amount":{"value":5,"currency":"EUR"},"seq":1}"#)
+        .unwrap();
+    for seq in 2..12 {
+        w.json_line(seq).unwrap();
+    }
+    let count = wait_for_count(&es, 11, 30);
+    assert_eq!(count, 11, "everything but the conflicting line");
+    let dead = node.data().join("dead-letter/dead-letter.ndjson");
+    wait_until(10, "the dead-letter file", || dead.exists());
+    let text = std::fs::read_to_string(&dead).unwrap();
+    let entries: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 1, "{text}");
+    assert_eq!(entries[0]["status"], 400);
+    assert_eq!(entries[0]["reason"], "mapper_parsing_exception");
+    assert_eq!(entries[0]["document"]["seq"], 1);
+    assert_eq!(entries[0]["document"]["amount"]["currency"], "EUR");
+    assert!(entries[0]["action"]["create"]["_id"].is_string());
+    assert!(
+        metric(
+            &agent,
+            "logferry_documents_total{outcome=\"dead_lettered\"}"
+        ) == 1
+    );
+    assert!(agent.stop().success());
+}

@@ -1,0 +1,239 @@
+//! A fault-injecting HTTP proxy between the agent and osmem-server: it can be down (connections
+//! reset), answer every request with a status (503 with Retry-After, 401, …), refuse bodies over
+//! a size with 413, or fail a random share of the items in each bulk request with 429 while
+//! passing the rest on — the faults a real cluster produces, on demand.
+
+use flate2::read::GzDecoder;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What the proxy does to the next requests. Change it at any time.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Close every connection without answering.
+    pub down: bool,
+    /// Answer every request with this status (and a `Retry-After` of 1 s for 429/503).
+    pub status: Option<u16>,
+    /// Answer 413 to bodies larger than this (uncompressed).
+    pub max_body: Option<usize>,
+    /// Fail this share of the items of each bulk request with a per-item 429.
+    pub reject_items: f64,
+}
+
+/// What went through.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    pub requests: u64,
+    /// Items received in bulk requests, counting every retry.
+    pub items: u64,
+    /// Items answered with a per-item 429.
+    pub rejected_items: u64,
+    pub too_large: u64,
+}
+
+pub struct FaultProxy {
+    pub url: String,
+    pub faults: Arc<Mutex<Faults>>,
+    pub seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (f, s, st, up) = (
+            faults.clone(),
+            seen.clone(),
+            stop.clone(),
+            upstream.to_owned(),
+        );
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (f, s, up) = (f.clone(), s.clone(), up.clone());
+                std::thread::spawn(move || {
+                    let _ = handle(conn, &f, &s, &up);
+                });
+            }
+        });
+        FaultProxy {
+            url,
+            faults,
+            seen,
+            stop,
+        }
+    }
+
+    pub fn set(&self, change: impl FnOnce(&mut Faults)) {
+        change(&mut self.faults.lock().unwrap());
+    }
+
+    pub fn seen(&self) -> Seen {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.url.trim_start_matches("http://"));
+    }
+}
+
+fn handle(
+    conn: TcpStream,
+    faults: &Mutex<Faults>,
+    seen: &Mutex<Seen>,
+    upstream: &str,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut conn = conn;
+    loop {
+        // One request: head, then a Content-Length body.
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let path = request_line.split(' ').nth(1).unwrap_or("/").to_owned();
+        let (mut length, mut gzip) = (0usize, false);
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h)?;
+            let h = h.trim_end().to_ascii_lowercase();
+            if h.is_empty() {
+                break;
+            }
+            if let Some(v) = h.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if h.starts_with("content-encoding:") && h.contains("gzip") {
+                gzip = true;
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body)?;
+        let f = faults.lock().unwrap().clone();
+        seen.lock().unwrap().requests += 1;
+        if f.down {
+            // Reset, as a dead node or a crashed proxy does.
+            return Ok(());
+        }
+        if gzip {
+            let mut plain = Vec::new();
+            GzDecoder::new(&body[..]).read_to_end(&mut plain)?;
+            body = plain;
+        }
+        let (status, answer) = if let Some(code) = f.status {
+            (
+                code,
+                json!({"error": {"type": "injected", "reason": "fault proxy"}, "status": code})
+                    .to_string(),
+            )
+        } else if f.max_body.is_some_and(|m| body.len() > m) {
+            seen.lock().unwrap().too_large += 1;
+            (413, String::new())
+        } else if path.starts_with("/_bulk") {
+            bulk(&body, f.reject_items, seen, upstream)
+        } else {
+            logferry::demo::http(
+                "POST",
+                &format!("{upstream}{path}"),
+                "application/json",
+                &body,
+            )
+            .unwrap_or((502, String::new()))
+        };
+        let retry_after = if matches!(status, 429 | 503) {
+            "Retry-After: 1\r\n"
+        } else {
+            ""
+        };
+        write!(
+            conn,
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{retry_after}Content-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        )?;
+        conn.flush()?;
+    }
+}
+
+/// Passes a bulk request on, failing `reject` of its items with a per-item 429.
+fn bulk(body: &[u8], reject: f64, seen: &Mutex<Seen>, upstream: &str) -> (u16, String) {
+    let text = String::from_utf8_lossy(body);
+    let lines: Vec<&str> = text.lines().collect();
+    let pairs: Vec<(&str, &str)> = lines
+        .chunks(2)
+        .map(|c| (c[0], c.get(1).copied().unwrap_or("")))
+        .collect();
+    let mut rng = xorshift(pairs.len() as u64 ^ 0x9e37_79b9);
+    let rejected: Vec<bool> = pairs
+        .iter()
+        .map(|_| (rng() % 1000) as f64 / 1000.0 < reject)
+        .collect();
+    {
+        let mut s = seen.lock().unwrap();
+        s.items += pairs.len() as u64;
+        s.rejected_items += rejected.iter().filter(|r| **r).count() as u64;
+    }
+    let mut forward = String::new();
+    for ((action, doc), r) in pairs.iter().zip(&rejected) {
+        if !r {
+            forward.push_str(action);
+            forward.push('\n');
+            forward.push_str(doc);
+            forward.push('\n');
+        }
+    }
+    let mut upstream_items = Vec::new();
+    if !forward.is_empty() {
+        match logferry::demo::http(
+            "POST",
+            &format!("{upstream}/_bulk"),
+            "application/x-ndjson",
+            forward.as_bytes(),
+        ) {
+            Ok((200, answer)) => {
+                let v: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
+                upstream_items = v["items"].as_array().cloned().unwrap_or_default();
+            }
+            Ok((code, answer)) => return (code, answer),
+            Err(_) => return (502, String::new()),
+        }
+    }
+    let mut upstream_items = upstream_items.into_iter();
+    let items: Vec<Value> = rejected
+        .iter()
+        .map(|r| {
+            if *r {
+                json!({"create": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "injected"}}})
+            } else {
+                upstream_items.next().unwrap_or(Value::Null)
+            }
+        })
+        .collect();
+    (
+        200,
+        json!({"took": 1, "errors": true, "items": items}).to_string(),
+    )
+}
+
+fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    let mut x = RandomState::new().hash_one(seed) | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
