@@ -92,6 +92,13 @@ fn unavailable_and_unauthorized_clusters_pause_shipping_and_lose_nothing() {
     let agent = Agent::start(&node.config(&proxy.url, "", ""));
     wait_until(20, "503s to be retried", || proxy.seen().requests >= 2);
     assert_eq!(es.count("logs-*").unwrap(), 0);
+    // A refusal of the request as a whole (a wrong URL, a proxy): paused, not dead-lettered.
+    proxy.set(|f| f.status = Some(404));
+    wait_until(20, "health to name the 404", || {
+        agent.get("/health")["checks"]["elasticsearch"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("404"))
+    });
     // Credentials refused: shipping stops, says why, keeps everything.
     proxy.set(|f| f.status = Some(401));
     wait_until(20, "health to name the 401", || {

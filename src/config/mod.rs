@@ -442,12 +442,12 @@ fn key_path_at(text: &str, section: &str, pos: usize) -> Option<String> {
     Some(path)
 }
 
-/// The span of `a.b`'s key, for validation problems that know only the key.
+/// The span of `a.b`'s value, for validation problems that know only the key.
 fn find_key_span(text: &str, dotted: &str) -> Option<Range<usize>> {
     let table = DeTable::parse(text).ok()?;
     let mut parts = dotted.split('.');
     let first = parts.next()?;
-    let (mut key, mut value) = table
+    let (_, mut value) = table
         .get_ref()
         .iter()
         .find(|(k, _)| k.get_ref().as_ref() == first)?;
@@ -455,9 +455,8 @@ fn find_key_span(text: &str, dotted: &str) -> Option<Range<usize>> {
         let DeValue::Table(t) = value.get_ref() else {
             return None;
         };
-        (key, value) = t.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
+        (_, value) = t.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
     }
-    let _ = key;
     Some(value.span())
 }
 

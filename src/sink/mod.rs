@@ -67,8 +67,9 @@ enum Attempt {
     },
     /// Credentials refused: nothing will get through until they change.
     Unauthorized(String),
-    /// The cluster refused the request as a whole and will refuse it again.
-    Rejected(String),
+    /// The request as a whole was refused (a wrong URL, a proxy in the way): a configuration
+    /// problem, not a property of the records, so they wait rather than go to dead letters.
+    Refused(String),
 }
 
 struct ItemResult {
@@ -220,11 +221,9 @@ impl Shipper {
                         .await;
                     return;
                 }
-                Attempt::Rejected(reason) => {
-                    tracing::error!(%reason, items = pending.len(), "the cluster refused a bulk request; its items go to the dead-letter file");
-                    self.dead_letter(chunk, &pending, 400, "request_rejected", None)
-                        .await;
-                    return;
+                Attempt::Refused(reason) => {
+                    tracing::error!(%reason, "the cluster refuses bulk requests as a whole; shipping is paused and nothing is dropped");
+                    (reason, None)
                 }
                 Attempt::Unauthorized(reason) => {
                     tracing::error!(%reason, "Elasticsearch refused the credentials; shipping is paused and nothing is dropped");
@@ -341,7 +340,7 @@ impl Shipper {
         };
         let host_index = self.host.load(Ordering::Relaxed) % self.hosts.len().max(1);
         let Some(url) = self.hosts.get(host_index) else {
-            return Attempt::Rejected("no usable Elasticsearch host".into());
+            return Attempt::Refused("no usable Elasticsearch host".into());
         };
         let mut req = self
             .client
@@ -430,7 +429,7 @@ impl Shipper {
                 reason: format!("HTTP {status}"),
                 after: retry_after,
             },
-            _ => Attempt::Rejected(format!(
+            _ => Attempt::Refused(format!(
                 "HTTP {status}: {}",
                 String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
             )),
