@@ -240,6 +240,44 @@ fn an_unreachable_cluster_loses_nothing_and_says_why() {
 }
 
 #[test]
+fn a_shutdown_during_an_outage_exits_cleanly_and_the_restart_delivers() {
+    let node = Node::new();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut w = node.writer("shop", "stranded", "app", Format::Cri);
+    let expected: HashSet<(String, u64)> = (0..100)
+        .map(|seq| {
+            w.json_line(seq).unwrap();
+            ("stranded".to_owned(), seq)
+        })
+        .collect();
+    let config = node.config(&url, "", "");
+    let agent = Agent::start(&config);
+    wait_until(20, "the outage to be noticed", || {
+        agent.get("/health")["status"] == "degraded"
+    });
+    let started = std::time::Instant::now();
+    let status = agent.stop();
+    assert!(
+        status.success(),
+        "exit 0 even with records unshipped, got {status:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "bounded by the drain timeout"
+    );
+    let checkpoints = std::fs::read_to_string(node.data().join("checkpoints.json")).unwrap();
+    assert!(
+        checkpoints.contains("\"offset\": 0"),
+        "nothing acknowledged, nothing skipped: {checkpoints}"
+    );
+    let es = osmem_on(port);
+    let agent = Agent::start(&config);
+    assert_exactly_once(&es, &expected);
+    assert!(agent.stop().success());
+}
+
+#[test]
 fn truncated_deleted_and_unterminated_files_lose_nothing() {
     let es = osmem();
     let node = Node::new();
