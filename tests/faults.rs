@@ -19,20 +19,6 @@ fn write_lines(node: &Node, pod: &str, n: u64) -> HashSet<(String, u64)> {
         .collect()
 }
 
-fn assert_exactly_once(es: &Osmem, expected: &HashSet<(String, u64)>) {
-    let count = wait_for_count(es, expected.len() as u64, 60);
-    let docs = es.all_documents("logs-*").unwrap();
-    let counts = seq_counts(&docs);
-    let found: HashSet<&(String, u64)> = counts.keys().collect();
-    assert!(counts.values().all(|c| *c == 1), "duplicates in the index");
-    assert_eq!(found.len(), expected.len(), "records indexed");
-    assert!(
-        expected.iter().all(|e| found.contains(e)),
-        "a record is missing"
-    );
-    assert_eq!(count, expected.len() as u64);
-}
-
 fn metric(agent: &Agent, line_start: &str) -> u64 {
     agent
         .metrics()

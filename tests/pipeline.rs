@@ -2,38 +2,11 @@
 
 mod support;
 
-use serde_json::Value;
 use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::time::Duration;
 use support::*;
-
-fn docs(es: &Osmem) -> Vec<(String, Value)> {
-    es.all_documents("logs-*").expect("search")
-}
-
-/// Asserts that every (pod, seq) in `expected` is indexed exactly once and nothing else is.
-fn assert_exactly_once(es: &Osmem, expected: &HashSet<(String, u64)>) {
-    let n = expected.len() as u64;
-    let count = wait_for_count(es, n, 60);
-    let docs = docs(es);
-    let counts = seq_counts(&docs);
-    let missing: Vec<_> = expected
-        .iter()
-        .filter(|k| !counts.contains_key(*k))
-        .take(5)
-        .collect();
-    let dups: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).take(5).collect();
-    let ids: HashSet<&str> = docs.iter().map(|(id, _)| id.as_str()).collect();
-    assert!(
-        missing.is_empty(),
-        "missing records, e.g. {missing:?} (count {count} of {n})"
-    );
-    assert!(dups.is_empty(), "duplicated records, e.g. {dups:?}");
-    assert_eq!(count, n, "document count");
-    assert_eq!(ids.len() as u64, n, "distinct ids");
-}
 
 #[test]
 fn lines_across_files_rotations_partials_and_a_restart_arrive_exactly_once() {

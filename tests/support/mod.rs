@@ -7,7 +7,7 @@ pub mod proxy;
 
 pub use logferry::demo::{Format, LogWriter, Osmem, http_json};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -254,4 +254,30 @@ pub fn seq_counts(docs: &[(String, Value)]) -> HashMap<(String, u64), usize> {
         }
     }
     out
+}
+
+pub fn docs(es: &Osmem) -> Vec<(String, Value)> {
+    es.all_documents("logs-*").expect("search")
+}
+
+/// Asserts that every (pod, seq) in `expected` is indexed exactly once and nothing else is.
+pub fn assert_exactly_once(es: &Osmem, expected: &HashSet<(String, u64)>) {
+    let n = expected.len() as u64;
+    let count = wait_for_count(es, n, 60);
+    let docs = docs(es);
+    let counts = seq_counts(&docs);
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|k| !counts.contains_key(*k))
+        .take(5)
+        .collect();
+    let dups: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).take(5).collect();
+    let ids: HashSet<&str> = docs.iter().map(|(id, _)| id.as_str()).collect();
+    assert!(
+        missing.is_empty(),
+        "missing records, e.g. {missing:?} (count {count} of {n})"
+    );
+    assert!(dups.is_empty(), "duplicated records, e.g. {dups:?}");
+    assert_eq!(count, n, "document count");
+    assert_eq!(ids.len() as u64, n, "distinct ids");
 }
