@@ -71,9 +71,14 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+            let mut failing = false;
             loop {
                 tick.tick().await;
-                save(&checkpoints, &metrics).await;
+                let ok = save(&checkpoints, &metrics, !failing).await;
+                if ok && failing {
+                    tracing::info!("checkpoints are written again");
+                }
+                failing = !ok;
             }
         })
     };
@@ -111,19 +116,23 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
     }
     saver.abort();
     api.abort();
-    save(&checkpoints, &metrics).await;
+    save(&checkpoints, &metrics, true).await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn save(checkpoints: &Arc<Checkpoints>, metrics: &Metrics) {
+/// Writes the checkpoints; true on success. A failure is always counted, and logged when `log`
+/// (the first of a run of failures), so a full disk gives one line, not one a second.
+async fn save(checkpoints: &Arc<Checkpoints>, metrics: &Metrics, log: bool) -> bool {
     let c = checkpoints.clone();
-    match tokio::task::spawn_blocking(move || c.save()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            metrics.checkpoint_errors.inc();
-            tracing::error!(error = %e, "checkpoint write failed; will retry");
-        }
-        Err(e) => tracing::error!(error = %e, "checkpoint writer failed"),
+    let error = match tokio::task::spawn_blocking(move || c.save()).await {
+        Ok(Ok(())) => return true,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    metrics.checkpoint_errors.inc();
+    if log {
+        tracing::error!(%error, "checkpoint write failed; retrying every second (progress is kept in memory meanwhile)");
     }
+    false
 }

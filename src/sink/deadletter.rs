@@ -23,10 +23,6 @@ impl DeadLetters {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Appends one line per item (`item` is its action line and document line) and fsyncs.
     pub fn write(
         &self,

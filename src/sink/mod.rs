@@ -36,22 +36,50 @@ pub enum Error {
 /// What `/health` shows about the cluster.
 #[derive(Default)]
 pub struct SinkState {
-    /// `None` while shipping works; otherwise why it does not.
-    problem: Mutex<Option<String>>,
+    /// `None` while shipping works; otherwise the kind of failure, why, and since when.
+    problem: Mutex<Option<Problem>>,
 }
 
 impl SinkState {
-    fn set(&self, problem: Option<String>) {
-        *self.problem.lock().unwrap_or_else(PoisonError::into_inner) = problem;
+    /// Shipping works again. Says so once, if it did not before.
+    fn ok(&self) {
+        let before = self
+            .problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(p) = before {
+            tracing::info!(after_s = p.since.elapsed().as_secs(), last_problem = %p.reason, "shipping again");
+        }
+    }
+
+    /// Shipping fails for `reason`. True when this is news (the first failure, or another
+    /// kind of failure than before), so the caller logs it once rather than at every retry.
+    fn failing(&self, kind: &'static str, reason: &str) -> bool {
+        let mut p = self.problem.lock().unwrap_or_else(PoisonError::into_inner);
+        let news = p.as_ref().is_none_or(|old| old.kind != kind);
+        let since = p.as_ref().map_or_else(Instant::now, |old| old.since);
+        *p = Some(Problem {
+            kind,
+            reason: reason.to_owned(),
+            since,
+        });
+        news
     }
 
     /// (working, detail)
     pub fn describe(&self) -> (bool, String) {
         match &*self.problem.lock().unwrap_or_else(PoisonError::into_inner) {
             None => (true, "shipping".into()),
-            Some(p) => (false, p.clone()),
+            Some(p) => (false, p.reason.clone()),
         }
     }
+}
+
+struct Problem {
+    kind: &'static str,
+    reason: String,
+    since: Instant,
 }
 
 /// How one bulk attempt went, as far as the whole request is concerned.
@@ -200,13 +228,14 @@ impl Shipper {
                 Attempt::Items(results) => {
                     pending = self.settle(chunk, &pending, results).await;
                     if pending.is_empty() {
-                        self.state.set(None);
+                        self.state.ok();
                         return;
                     }
-                    (
-                        format!("{} items were refused for now (429/5xx)", pending.len()),
-                        None,
-                    )
+                    let reason = format!("{} items were refused for now (429/5xx)", pending.len());
+                    if self.state.failing("items", &reason) {
+                        tracing::warn!(%reason, "retrying the refused items alone");
+                    }
+                    (reason, None)
                 }
                 Attempt::TooLarge if pending.len() > 1 => {
                     // Each half is delivered on its own, and split again if need be.
@@ -222,16 +251,24 @@ impl Shipper {
                     return;
                 }
                 Attempt::Refused(reason) => {
-                    tracing::error!(%reason, "the cluster refuses bulk requests as a whole; shipping is paused and nothing is dropped");
+                    if self.state.failing("refused", &reason) {
+                        tracing::error!(%reason, "the cluster refuses bulk requests as a whole; shipping is paused and nothing is dropped");
+                    }
                     (reason, None)
                 }
                 Attempt::Unauthorized(reason) => {
-                    tracing::error!(%reason, "Elasticsearch refused the credentials; shipping is paused and nothing is dropped");
+                    if self.state.failing("unauthorized", &reason) {
+                        tracing::error!(%reason, "Elasticsearch refused the credentials; shipping is paused and nothing is dropped");
+                    }
                     (reason, None)
                 }
-                Attempt::Retry { reason, after } => (reason, after),
+                Attempt::Retry { reason, after } => {
+                    if self.state.failing("retry", &reason) {
+                        tracing::warn!(%reason, items = pending.len(), "bulk request failed; retrying with backoff until it succeeds");
+                    }
+                    (reason, after)
+                }
             };
-            self.state.set(Some(reason.clone()));
             if !self.cfg.retry_forever && started.elapsed() >= self.cfg.retry_timeout.0 {
                 tracing::error!(%reason, items = pending.len(), "retry_timeout passed; items go to the dead-letter file");
                 self.dead_letter(chunk, &pending, 0, "retry_timeout", None)
@@ -244,7 +281,7 @@ impl Shipper {
                 .documents
                 .get_or_create(&[("outcome", "retried")])
                 .inc_by(pending.len() as u64);
-            tracing::warn!(%reason, items = pending.len(), wait_ms = wait.as_millis() as u64, "bulk request failed; retrying");
+            tracing::debug!(%reason, items = pending.len(), wait_ms = wait.as_millis() as u64, "retrying");
             tokio::time::sleep(wait).await;
         }
     }
