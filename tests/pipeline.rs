@@ -451,3 +451,48 @@ fn a_line_without_its_newline_waits_for_it() {
     );
     assert!(agent.stop().success());
 }
+
+#[test]
+fn an_unwritable_data_dir_is_reported_once_and_shipping_goes_on() {
+    use std::os::unix::fs::PermissionsExt;
+    let es = osmem();
+    let node = Node::new();
+    let mode = |path: &std::path::Path, m: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(node.dir.path(), 0o755);
+    std::fs::create_dir_all(node.data()).unwrap();
+    mode(&node.data(), 0o777);
+    let mut w = node.writer("shop", "diskfull", "app", Format::Cri);
+    w.json_line(0).unwrap();
+    let agent = Agent::start_unprivileged(&node.config(&es.url, "", ""));
+    wait_for_count(&es, 1, 20);
+    // As good as a full disk for the checkpoint file: its directory refuses writes.
+    mode(&node.data(), 0o555);
+    for seq in 1..50 {
+        w.json_line(seq).unwrap();
+    }
+    wait_until(20, "the write failures to be counted", || {
+        !agent
+            .metrics()
+            .contains("logferry_checkpoint_write_errors_total 0")
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    let logs = agent.logs();
+    assert_eq!(logs.matches("checkpoint write failed").count(), 1, "{logs}");
+    mode(&node.data(), 0o777);
+    let expected: HashSet<(String, u64)> = (0..50).map(|s| ("diskfull".to_owned(), s)).collect();
+    assert_exactly_once(&es, &expected);
+    wait_until(10, "the recovery to be said", || {
+        agent.logs().contains("checkpoints are written again")
+    });
+    assert!(agent.stop().success());
+    let saved = std::fs::read_to_string(node.data().join("checkpoints.json")).unwrap();
+    assert!(
+        saved.contains(&format!(
+            "\"offset\": {}",
+            std::fs::metadata(&w.path).unwrap().len()
+        )),
+        "{saved}"
+    );
+}
