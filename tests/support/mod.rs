@@ -89,9 +89,13 @@ impl Agent {
     /// to it as they do on a node.
     pub fn start_unprivileged(config: &Path) -> Agent {
         if running_as_root() {
+            // The build tree may sit where `nobody` cannot reach (under /root): run a copy from
+            // the test's own directory instead.
+            let bin = config.with_file_name("logferry-bin");
+            std::fs::copy(env!("CARGO_BIN_EXE_logferry"), &bin).expect("copy the agent binary");
             let mut cmd = Command::new("setpriv");
             cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-                .arg(env!("CARGO_BIN_EXE_logferry"));
+                .arg(&bin);
             Agent::spawn(config, cmd)
         } else {
             Agent::start(config)
