@@ -378,7 +378,6 @@ fn read_from_end_skips_old_content_but_not_new_files() {
 
 #[test]
 fn an_unreadable_file_is_reported_once_and_read_once_it_can_be() {
-    use std::os::unix::fs::PermissionsExt;
     let es = osmem();
     let node = Node::new();
     let mut open = node.writer("shop", "open", "app", Format::Cri);
@@ -387,14 +386,8 @@ fn an_unreadable_file_is_reported_once_and_read_once_it_can_be() {
         open.json_line(seq).unwrap();
         locked.json_line(seq).unwrap();
     }
-    let mode = |path: &std::path::Path, m: u32| {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap()
-    };
-    // The agent may run as another user (see Agent::start_unprivileged).
-    mode(node.dir.path(), 0o755);
-    std::fs::create_dir_all(node.data()).unwrap();
-    mode(&node.data(), 0o777);
-    mode(&locked.path, 0o000);
+    node.share_with_other_users();
+    set_mode(&locked.path, 0o000);
     let agent = Agent::start_unprivileged(&node.config(&es.url, "", ""));
     let readable: HashSet<(String, u64)> = (0..20).map(|s| ("open".to_owned(), s)).collect();
     assert_exactly_once(&es, &readable);
@@ -414,7 +407,7 @@ fn an_unreadable_file_is_reported_once_and_read_once_it_can_be() {
         logs.contains("locked_shop_app-"),
         "the log names the file:\n{logs}"
     );
-    mode(&locked.path, 0o644);
+    set_mode(&locked.path, 0o644);
     let mut all = readable;
     all.extend((0..20).map(|s| ("locked".to_owned(), s)));
     assert_exactly_once(&es, &all);
@@ -454,21 +447,15 @@ fn a_line_without_its_newline_waits_for_it() {
 
 #[test]
 fn an_unwritable_data_dir_is_reported_once_and_shipping_goes_on() {
-    use std::os::unix::fs::PermissionsExt;
     let es = osmem();
     let node = Node::new();
-    let mode = |path: &std::path::Path, m: u32| {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap()
-    };
-    mode(node.dir.path(), 0o755);
-    std::fs::create_dir_all(node.data()).unwrap();
-    mode(&node.data(), 0o777);
+    node.share_with_other_users();
     let mut w = node.writer("shop", "diskfull", "app", Format::Cri);
     w.json_line(0).unwrap();
     let agent = Agent::start_unprivileged(&node.config(&es.url, "", ""));
     wait_for_count(&es, 1, 20);
     // As good as a full disk for the checkpoint file: its directory refuses writes.
-    mode(&node.data(), 0o555);
+    set_mode(&node.data(), 0o555);
     for seq in 1..50 {
         w.json_line(seq).unwrap();
     }
@@ -480,7 +467,7 @@ fn an_unwritable_data_dir_is_reported_once_and_shipping_goes_on() {
     std::thread::sleep(Duration::from_millis(2500));
     let logs = agent.logs();
     assert_eq!(logs.matches("checkpoint write failed").count(), 1, "{logs}");
-    mode(&node.data(), 0o777);
+    set_mode(&node.data(), 0o777);
     let expected: HashSet<(String, u64)> = (0..50).map(|s| ("diskfull".to_owned(), s)).collect();
     assert_exactly_once(&es, &expected);
     wait_until(10, "the recovery to be said", || {

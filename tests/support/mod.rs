@@ -33,6 +33,14 @@ impl Node {
         self.dir.path().join("data")
     }
 
+    /// Lets an agent running as another user (see [`Agent::start_unprivileged`]) into the
+    /// node's directory and its data directory.
+    pub fn share_with_other_users(&self) {
+        set_mode(self.dir.path(), 0o755);
+        std::fs::create_dir_all(self.data()).expect("data dir");
+        set_mode(&self.data(), 0o777);
+    }
+
     pub fn writer(&self, ns: &str, pod: &str, container: &str, format: Format) -> LogWriter {
         LogWriter::create(&self.logs(), ns, pod, container, format).expect("log writer")
     }
@@ -54,6 +62,11 @@ impl Node {
         std::fs::write(&path, text).expect("write config");
         path
     }
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
 pub fn free_port() -> u16 {
