@@ -389,7 +389,11 @@ impl Tailer {
         tracing::info!(path = %t.path.display(), at = t.read_pos, "file was truncated; reading it again from the start");
         self.out.metrics.truncations.inc();
         t.finish(&mut self.out);
-        // The old content is gone, so its checkpoint has nothing left to protect.
+        // The old content is gone, so its checkpoint has nothing left to protect. (If the new
+        // content starts with the very same first line, it has the same key, and a late
+        // acknowledgement of the old content could move the new checkpoint; after a crash that
+        // would skip lines. The kubelet never truncates; copytruncate setups with constant
+        // headers are the only exposure.)
         self.checkpoints.forget(&key);
         self.by_path.retain(|_, k| *k != key);
         if self.by_real.get(&t.real) == Some(&key) {
