@@ -1,0 +1,15 @@
+# A small image for the DaemonSet: build with the Rust toolchain, run on distroless (glibc and
+# libgcc only; no shell, no package manager).
+#   docker build -t logferry:0.1.0 .
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked
+
+FROM gcr.io/distroless/cc-debian12
+COPY --from=build /src/target/release/logferry /usr/local/bin/logferry
+# Root, to read root-owned container logs; the manifest drops every capability.
+USER 0
+ENTRYPOINT ["/usr/local/bin/logferry"]
+CMD ["--config", "/etc/logferry/logferry.toml"]
