@@ -233,11 +233,11 @@ pub struct Tailer {
     missed_events: Arc<AtomicBool>,
     /// Paths whose open/read failure was already logged, so it is logged once.
     reported: HashSet<PathBuf>,
-    /// When the scan before the current one started (the agent's start, at first): files renamed
-    /// after it cannot have been seen by any look before.
-    previous_scan: SystemTime,
+    /// When the scan before the current one started (`None` during the first scan): files
+    /// renamed after it cannot have been seen by any look before.
+    previous_scan: Option<SystemTime>,
     /// When the current scan started.
-    this_scan: SystemTime,
+    this_scan: Option<SystemTime>,
     /// Checkpoint entries were added since the last save. New files are saved at once (at the
     /// end of the pass), not on the next timer tick: a file the agent knows about survives a
     /// crash even if it is rotated away right after.
@@ -263,8 +263,8 @@ impl Tailer {
             discovery: Discovery::new(&cfg.input.include, &cfg.input.exclude),
             fresh_start: checkpoints.entries().is_empty(),
             unsaved: false,
-            previous_scan: SystemTime::now(),
-            this_scan: SystemTime::now(),
+            previous_scan: None,
+            this_scan: None,
             checkpoints,
             out,
             state,
@@ -407,7 +407,7 @@ impl Tailer {
 
     /// Expands the globs: opens new files, notices rotated and deleted ones.
     fn rescan(&mut self, first: bool) {
-        self.previous_scan = std::mem::replace(&mut self.this_scan, SystemTime::now());
+        self.previous_scan = self.this_scan.replace(SystemTime::now());
         self.watch_roots();
         let found = self.discovery.scan();
         let found_set: HashSet<&PathBuf> = found.iter().collect();
@@ -636,34 +636,38 @@ impl Tailer {
     /// siblings changed since the last look are picked up and read to their end.
     fn look(&mut self, path: &Path) -> Option<std::fs::Metadata> {
         let meta = std::fs::metadata(path).ok()?;
-        let now = Look {
-            real: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()),
-            dev: meta.dev(),
-            ino: meta.ino(),
-            at: SystemTime::now(),
+        let inode = (meta.dev(), meta.ino());
+        let prev = self.looks.remove(path);
+        // Resolving the symlink costs a syscall per path component: only when it may have changed.
+        let real = match &prev {
+            Some(p) if (p.dev, p.ino) == inode => p.real.clone(),
+            _ => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()),
         };
-        let real = now.real.clone();
-        match self.looks.insert(path.to_owned(), now) {
-            Some(prev) if (prev.dev, prev.ino) != (meta.dev(), meta.ino()) => {
-                self.rescue_renamed(&prev);
-            }
-            Some(_) => {}
+        match (&prev, self.previous_scan) {
+            (Some(p), _) if (p.dev, p.ino) != inode => self.rescue_renamed(&p.real, p.at),
             // A path never looked at before: a file there may already have been created,
-            // written and renamed since the previous scan, before anything could see it.
-            None => self.rescue_renamed(&Look {
-                real,
-                dev: 0,
-                ino: 0,
-                at: self.previous_scan,
-            }),
+            // written and renamed since the previous scan, before anything could see it. (Not
+            // on the first scan: what was renamed before the agent started is found through
+            // checkpoints.)
+            (None, Some(since)) => self.rescue_renamed(&real, since),
+            _ => {}
         }
+        self.looks.insert(
+            path.to_owned(),
+            Look {
+                real,
+                dev: meta.dev(),
+                ino: meta.ino(),
+                at: SystemTime::now(),
+            },
+        );
         Some(meta)
     }
 
-    /// Follows files renamed from `prev.real` (kubelet style, `0.log.<suffix>`) since `prev.at`
-    /// that are not followed yet.
-    fn rescue_renamed(&mut self, prev: &Look) {
-        let (Some(dir), Some(name)) = (prev.real.parent(), prev.real.file_name()) else {
+    /// Follows files renamed from `real` (kubelet style, `0.log.<suffix>`) since `since` that
+    /// are not followed yet.
+    fn rescue_renamed(&mut self, real: &Path, since: SystemTime) {
+        let (Some(dir), Some(name)) = (real.parent(), real.file_name()) else {
             return;
         };
         let prefix = format!("{}.", name.to_string_lossy());
@@ -688,7 +692,7 @@ impl Tailer {
                     meta.ctime().max(0) as u64,
                     meta.ctime_nsec().clamp(0, 999_999_999) as u32,
                 );
-            if known || !meta.is_file() || changed + Duration::from_secs(1) < prev.at {
+            if known || !meta.is_file() || changed + Duration::from_secs(1) < since {
                 continue;
             }
             let path = entry.path();
