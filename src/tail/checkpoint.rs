@@ -12,6 +12,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -47,7 +48,13 @@ pub struct Entry {
 #[serde(tag = "version")]
 enum Stored {
     #[serde(rename = "1")]
-    V1 { files: Vec<StoredFile> },
+    V1 {
+        files: Vec<StoredFile>,
+        /// When the agent last looked at every path (Unix milliseconds): after a restart, files
+        /// renamed since then may never have been seen.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_scan_ms: Option<u64>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -66,6 +73,7 @@ struct Inner {
     done: BTreeMap<u64, Vec<(FileKey, u64)>>,
     next_seq: u64,
     dirty: bool,
+    last_scan: Option<SystemTime>,
 }
 
 pub struct Checkpoints {
@@ -84,7 +92,12 @@ impl Checkpoints {
         let mut inner = Inner::default();
         match fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<Stored>(&bytes) {
-                Ok(Stored::V1 { files }) => {
+                Ok(Stored::V1 {
+                    files,
+                    last_scan_ms,
+                }) => {
+                    inner.last_scan =
+                        last_scan_ms.map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
                     for f in files {
                         let Ok(fingerprint) = u64::from_str_radix(&f.fingerprint, 16) else {
                             continue;
@@ -165,6 +178,19 @@ impl Checkpoints {
         }
     }
 
+    /// When the last run of the agent last looked at every path, as saved.
+    pub fn last_scan(&self) -> Option<SystemTime> {
+        self.lock().last_scan
+    }
+
+    /// Records a completed look at every path; written with the next save, which `persist`
+    /// forces (at shutdown) rather than waiting for other changes.
+    pub fn note_scan(&self, at: SystemTime, persist: bool) {
+        let mut inner = self.lock();
+        inner.last_scan = Some(at);
+        inner.dirty |= persist;
+    }
+
     /// Forgets a file outright (it is gone and cannot be read again).
     pub fn forget(&self, key: &FileKey) {
         let mut inner = self.lock();
@@ -217,7 +243,14 @@ impl Checkpoints {
                 })
                 .collect();
             files.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
-            Stored::V1 { files }
+            let last_scan_ms = inner.last_scan.and_then(|t| {
+                let ms = t.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_millis();
+                u64::try_from(ms).ok()
+            });
+            Stored::V1 {
+                files,
+                last_scan_ms,
+            }
         };
         let result = write_atomically(&self.path, &doc);
         if result.is_err() {

@@ -233,8 +233,9 @@ pub struct Tailer {
     missed_events: Arc<AtomicBool>,
     /// Paths whose open/read failure was already logged, so it is logged once.
     reported: HashSet<PathBuf>,
-    /// When the scan before the current one started (`None` during the first scan): files
-    /// renamed after it cannot have been seen by any look before.
+    /// When the scan before the current one started — during the first scan, the last scan of
+    /// the agent's previous run, from the checkpoint file (`None` on a node's very first start):
+    /// files renamed after it cannot have been seen by any look before.
     previous_scan: Option<SystemTime>,
     /// When the current scan started.
     this_scan: Option<SystemTime>,
@@ -263,7 +264,7 @@ impl Tailer {
             discovery: Discovery::new(&cfg.input.include, &cfg.input.exclude),
             fresh_start: checkpoints.entries().is_empty(),
             unsaved: false,
-            previous_scan: None,
+            previous_scan: checkpoints.last_scan(),
             this_scan: None,
             checkpoints,
             out,
@@ -324,6 +325,9 @@ impl Tailer {
         }
         self.out.seal();
         self.out.queue.close();
+        if let Some(at) = self.this_scan {
+            self.checkpoints.note_scan(at, true);
+        }
         tracing::info!(files = self.files.len(), "tailer stopped");
     }
 
@@ -407,7 +411,10 @@ impl Tailer {
 
     /// Expands the globs: opens new files, notices rotated and deleted ones.
     fn rescan(&mut self, first: bool) {
-        self.previous_scan = self.this_scan.replace(SystemTime::now());
+        let now = SystemTime::now();
+        if let Some(before) = self.this_scan.replace(now) {
+            self.previous_scan = Some(before);
+        }
         self.watch_roots();
         let found = self.discovery.scan();
         let found_set: HashSet<&PathBuf> = found.iter().collect();
@@ -458,6 +465,7 @@ impl Tailer {
             };
             self.open(path, start);
         }
+        self.checkpoints.note_scan(now, false);
     }
 
     /// Starts following the file at `path`.
@@ -646,9 +654,8 @@ impl Tailer {
         match (&prev, self.previous_scan) {
             (Some(p), _) if (p.dev, p.ino) != inode => self.rescue_renamed(&p.real, p.at),
             // A path never looked at before: a file there may already have been created,
-            // written and renamed since the previous scan, before anything could see it. (Not
-            // on the first scan: what was renamed before the agent started is found through
-            // checkpoints.)
+            // written and renamed since the previous scan (of this run, or of the last one),
+            // before anything could see it.
             (None, Some(since)) => self.rescue_renamed(&real, since),
             _ => {}
         }
