@@ -1,10 +1,15 @@
 //! The agent: builds every stage from a [`Config`], runs them, and shuts them down in order.
 //!
-//! Shutdown: the tailer stops reading and hands on its open chunk; shippers drain the queue for
-//! up to [`DRAIN_TIMEOUT`]; checkpoints are saved last, so they hold exactly what was
-//! acknowledged. Whatever was not acknowledged by then is read again on the next start.
+//! Threads: the tailer (reads, decodes, encodes, appends to the buffer), the committer (fsyncs
+//! the buffer and moves checkpoints), and tokio tasks for the shippers, the endpoints and the
+//! once-a-second saver (checkpoints, the buffer's ack cursor, buffer gauges).
+//!
+//! Shutdown: the tailer stops reading and appends its open chunk; the committer fsyncs it; no
+//! new batches leave the buffer, and requests in flight get up to [`DRAIN_TIMEOUT`] to finish;
+//! checkpoints and the ack cursor are saved last. What is buffered stays for the next start
+//! (Fluentd's `flush_at_shutdown false` for file buffers): a restart does not wait for a cluster.
 
-use crate::buffer::Queue;
+use crate::buffer::{self, Appender, Buffer};
 use crate::config::Config;
 use crate::observe::{self, Metrics, Status};
 use crate::parse::DocumentWriter;
@@ -16,9 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// How long shutdown waits for in-flight and queued chunks to be acknowledged.
+/// How long shutdown waits for requests in flight to be answered.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often acknowledged progress is written to the checkpoint file.
+/// How often progress is written to the checkpoint and cursor files.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the agent until `stop` resolves.
@@ -27,10 +32,23 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
         .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
     let checkpoints = Arc::new(Checkpoints::open(&cfg.data_dir)?);
     let metrics = Arc::new(Metrics::new());
-    let queue = Arc::new(Queue::new(
-        cfg.buffer.queue_limit_length,
-        cfg.buffer.chunk_limit_size.as_usize(),
-    ));
+    let buffer = Arc::new(Buffer::open(
+        buffer::Options {
+            dir: cfg.buffer_dir(),
+            max_size: cfg.buffer.max_size.0,
+            segment_size: cfg.buffer.chunk_limit_size.0,
+            overflow: cfg.buffer.overflow_action,
+        },
+        metrics.clone(),
+    )?);
+    metrics.buffer_max_bytes.set(cfg.buffer.max_size.0 as i64);
+    let committer = {
+        let (buffer, checkpoints) = (buffer.clone(), checkpoints.clone());
+        std::thread::Builder::new()
+            .name("committer".into())
+            .spawn(move || buffer.commit_loop(&checkpoints))
+            .context("cannot start the committer thread")?
+    };
     let shutdown = Arc::new(AtomicBool::new(false));
 
     let listener = observe::bind(cfg.api.listen)
@@ -42,7 +60,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
     let encoder = ItemEncoder::new(index, DocumentWriter::new(&cfg.parse));
     let out = Output::new(
         encoder,
-        queue.clone(),
+        Appender::new(buffer.clone()),
         metrics.clone(),
         shutdown.clone(),
         &cfg,
@@ -63,18 +81,20 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
         dead,
     )?);
     let workers: Vec<_> = (0..cfg.buffer.flush_thread_count)
-        .map(|_| tokio::spawn(shipper.clone().run(queue.clone(), checkpoints.clone())))
+        .map(|_| tokio::spawn(shipper.clone().run(buffer.clone())))
         .collect();
 
     let saver = {
         let checkpoints = checkpoints.clone();
+        let buffer = buffer.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
             let mut failing = false;
             loop {
                 tick.tick().await;
-                let ok = save(&checkpoints, &metrics, !failing).await;
+                update_gauges(&buffer, &metrics);
+                let ok = save(&checkpoints, &buffer, &metrics, !failing).await;
                 if ok && failing {
                     tracing::info!("checkpoints are written again");
                 }
@@ -86,6 +106,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
         metrics: metrics.clone(),
         tailer: tailer_state,
         sink: sink_state,
+        buffer: buffer.clone(),
     });
     let api = tokio::spawn(observe::serve(listener, status));
     tracing::info!(
@@ -94,14 +115,35 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
         "logferry started"
     );
 
-    stop.await;
-    tracing::info!("shutting down: stop reading, drain the queue, save checkpoints");
+    let fatal = {
+        let buffer = buffer.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Some(e) = buffer.fatal() {
+                    return e;
+                }
+            }
+        }
+    };
+    let fatal = tokio::select! {
+        () = stop => None,
+        e = fatal => Some(e),
+    };
+    tracing::info!("shutting down: stop reading, finish requests in flight, save checkpoints");
     shutdown.store(true, Ordering::Relaxed);
     tokio::task::spawn_blocking(move || tailer.join())
         .await
         .ok()
         .and_then(Result::ok)
         .ok_or_else(|| anyhow!("the tailer thread panicked"))?;
+    buffer.stop_committing();
+    tokio::task::spawn_blocking(move || committer.join())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| anyhow!("the committer thread panicked"))?;
+    buffer.close();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         for w in workers {
             let _ = w.await;
@@ -111,28 +153,47 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
     if drained.is_err() {
         tracing::warn!(
             timeout_s = DRAIN_TIMEOUT.as_secs(),
-            "Elasticsearch did not acknowledge everything before the drain timeout; the rest is read again on the next start"
+            "requests in flight were not answered before the drain timeout; their records stay in the buffer for the next start"
         );
     }
     saver.abort();
     api.abort();
-    save(&checkpoints, &metrics, true).await;
+    save(&checkpoints, &buffer, &metrics, true).await;
+    if let Some(e) = fatal {
+        return Err(anyhow!(e));
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Writes the checkpoints; true on success. A failure is always counted, and logged when `log`
-/// (the first of a run of failures), so a full disk gives one line, not one a second.
-async fn save(checkpoints: &Arc<Checkpoints>, metrics: &Metrics, log: bool) -> bool {
-    let c = checkpoints.clone();
-    let error = match tokio::task::spawn_blocking(move || c.save()).await {
+fn update_gauges(buffer: &Buffer, metrics: &Metrics) {
+    let s = buffer.stats();
+    metrics.buffer_bytes.set(s.bytes as i64);
+    metrics.buffer_records.set(s.records as i64);
+    metrics
+        .buffer_oldest_age
+        .set(s.oldest.map_or(0.0, |d| d.as_secs_f64()));
+}
+
+/// Writes the checkpoints and the buffer's ack cursor; true on success. A failure is always
+/// counted, and logged when `log` (the first of a run of failures), so a full disk gives one
+/// line, not one a second.
+async fn save(checkpoints: &Arc<Checkpoints>, buffer: &Arc<Buffer>, metrics: &Metrics, log: bool) -> bool {
+    let (c, b) = (checkpoints.clone(), buffer.clone());
+    let saved = tokio::task::spawn_blocking(move || {
+        // Independent files: one failing must not keep the other from being written.
+        let checkpoints = c.save().map_err(|e| e.to_string());
+        let cursor = b.save_cursor().map_err(|e| e.to_string());
+        checkpoints.and(cursor)
+    });
+    let error = match saved.await {
         Ok(Ok(())) => return true,
         Ok(Err(e)) => e.to_string(),
         Err(e) => e.to_string(),
     };
     metrics.checkpoint_errors.inc();
     if log {
-        tracing::error!(%error, "checkpoint write failed; retrying every second (progress is kept in memory meanwhile)");
+        tracing::error!(%error, "checkpoint or buffer cursor write failed; retrying every second (progress is kept in memory meanwhile)");
     }
     false
 }

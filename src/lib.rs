@@ -6,10 +6,11 @@
 //! - [`decode`] turns CRI and docker json-file lines into records, joining split lines;
 //! - [`parse`] merges JSON messages into the document and adds `@timestamp` and `stream`;
 //! - [`kube`] says which pod and container a file belongs to;
-//! - [`buffer`] holds encoded chunks between reading and shipping, bounded, so a slow cluster
-//!   pauses reading instead of growing memory;
-//! - [`sink`] bulk-indexes chunks with deterministic ids, retries what failed, dead-letters what
-//!   never will succeed, and acknowledges chunks back to the checkpoints;
+//! - [`buffer`] keeps encoded records on disk (CRC-framed segments, group-commit fsync) from
+//!   the moment they are read until Elasticsearch has them; checkpoints move once they are
+//!   durable there; a full buffer pauses reading or drops its oldest chunk, as configured;
+//! - [`sink`] bulk-indexes batches with deterministic ids, retries what failed, dead-letters what
+//!   never will succeed, and acknowledges batches back to the buffer;
 //! - [`observe`] exports metrics and serves `/metrics`, `/health` and `/ready`.
 //!
 //! [`agent`] wires the stages together; [`config`] is the TOML file they are built from.
@@ -21,6 +22,7 @@ pub mod buffer;
 pub mod config;
 pub mod decode;
 pub mod demo;
+pub mod disk;
 pub mod kube;
 pub mod observe;
 pub mod parse;

@@ -3,12 +3,14 @@
 //! written must reach the sink under exactly one document id — replays after a crash must
 //! reuse the ids of the first delivery, which is what turns them into 409s in Elasticsearch.
 //!
-//! The sink here is in-process: it decodes each chunk's action and document lines and keeps the
-//! first document per id, as a `create` into Elasticsearch does.
+//! The tailer writes into the real disk buffer; the sink here is in-process: it decodes each
+//! batch's action and document lines and keeps the first document per id, as a `create` into
+//! Elasticsearch does.
 
 mod support;
 
-use logferry::buffer::Queue;
+use logferry::buffer::{self, Appender, Buffer};
+use logferry::config::OverflowAction;
 use logferry::config::Config;
 use logferry::observe::Metrics;
 use logferry::parse::DocumentWriter;
@@ -52,27 +54,50 @@ struct Index {
     docs: HashMap<String, Value>,
 }
 
-/// One running tailer with its queue and a sink thread acknowledging what it receives.
+/// One running tailer with its buffer, committer, and a sink thread acknowledging batches.
 struct Running {
     shutdown: Arc<AtomicBool>,
     tailer: JoinHandle<()>,
+    committer: JoinHandle<()>,
     sink: JoinHandle<()>,
     /// Tells the sink to stop acknowledging and drop what it holds (a crash).
     crashed: Arc<AtomicBool>,
     checkpoints: Arc<Checkpoints>,
+    buffer: Arc<Buffer>,
 }
 
 fn start(cfg: &Config, index: Arc<Mutex<Index>>) -> Running {
     std::fs::create_dir_all(&cfg.data_dir).unwrap();
     let checkpoints = Arc::new(Checkpoints::open(&cfg.data_dir).unwrap());
-    let queue = Arc::new(Queue::new(4, 64 * 1024));
-    let shutdown = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(Metrics::new());
+    let buffer = Arc::new(
+        Buffer::open(
+            buffer::Options {
+                dir: cfg.buffer_dir(),
+                max_size: 1 << 20,
+                segment_size: 64 * 1024,
+                overflow: OverflowAction::Block,
+            },
+            metrics.clone(),
+        )
+        .unwrap(),
+    );
+    let committer = {
+        let (buffer, checkpoints) = (buffer.clone(), checkpoints.clone());
+        std::thread::spawn(move || buffer.commit_loop(&checkpoints))
+    };
+    let shutdown = Arc::new(AtomicBool::new(false));
     let encoder = ItemEncoder::new(
         IndexPattern::new("logs").unwrap(),
         DocumentWriter::new(&cfg.parse),
     );
-    let out = Output::new(encoder, queue.clone(), metrics, shutdown.clone(), cfg);
+    let out = Output::new(
+        encoder,
+        Appender::new(buffer.clone()),
+        metrics,
+        shutdown.clone(),
+        cfg,
+    );
     let state = Arc::new(TailerState::default());
     let tailer = Tailer::new(cfg, checkpoints.clone(), out, state.clone());
     let tailer = std::thread::spawn(move || tailer.run());
@@ -82,17 +107,18 @@ fn start(cfg: &Config, index: Arc<Mutex<Index>>) -> Running {
     }
     let crashed = Arc::new(AtomicBool::new(false));
     let sink = {
-        let (crashed, checkpoints) = (crashed.clone(), checkpoints.clone());
+        let (crashed, checkpoints, buffer) = (crashed.clone(), checkpoints.clone(), buffer.clone());
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
                 .build()
                 .unwrap();
-            while let Some(chunk) = rt.block_on(queue.pop()) {
+            while let Some(batch) = rt.block_on(buffer.next_batch(16 * 1024)) {
                 if crashed.load(Ordering::Relaxed) {
                     continue;
                 }
                 let mut idx = index.lock().unwrap();
-                let body = String::from_utf8(chunk.body.clone()).unwrap();
+                let body = String::from_utf8(batch.body.clone()).unwrap();
                 let mut lines = body.lines();
                 while let (Some(action), Some(doc)) = (lines.next(), lines.next()) {
                     let a: Value = serde_json::from_str(action).unwrap();
@@ -101,34 +127,45 @@ fn start(cfg: &Config, index: Arc<Mutex<Index>>) -> Running {
                     idx.docs.entry(id).or_insert(d);
                 }
                 drop(idx);
-                checkpoints.acknowledge(chunk.seq, chunk.advances);
+                buffer.acknowledge(batch.seq);
                 checkpoints.save().unwrap();
+                buffer.save_cursor().unwrap();
             }
         })
     };
     Running {
         shutdown,
         tailer,
+        committer,
         sink,
         crashed,
         checkpoints,
+        buffer,
     }
 }
 
 impl Running {
-    fn stop(self) {
+    fn halt(self) -> (Arc<Checkpoints>, Arc<Buffer>) {
         self.shutdown.store(true, Ordering::Relaxed);
         self.tailer.join().unwrap();
+        self.buffer.stop_committing();
+        self.committer.join().unwrap();
+        self.buffer.close();
         self.sink.join().unwrap();
-        self.checkpoints.save().unwrap();
+        (self.checkpoints, self.buffer)
     }
 
-    /// Stops without acknowledging anything still queued: those lines must be read again.
+    fn stop(self) {
+        let (checkpoints, buffer) = self.halt();
+        checkpoints.save().unwrap();
+        buffer.save_cursor().unwrap();
+    }
+
+    /// Stops without saving anything more and without acknowledging what the sink holds:
+    /// those records must be sent again.
     fn crash(self) {
         self.crashed.store(true, Ordering::Relaxed);
-        self.shutdown.store(true, Ordering::Relaxed);
-        self.tailer.join().unwrap();
-        self.sink.join().unwrap();
+        self.halt();
     }
 }
 

@@ -100,10 +100,13 @@ pub struct Buffer {
     pub flush_interval: Span,
     /// Upper bound of one bulk request body (before compression).
     pub chunk_limit_size: ByteSize,
-    /// How many full chunks may wait for the shipper before reading pauses.
-    pub queue_limit_length: usize,
-    /// What to do when the queue is full. Only `block` (pause reading; nothing is lost) is
-    /// available until the disk buffer lands.
+    /// Where the buffer's segment files live; `${data_dir}` stands for `data_dir`. Default
+    /// `${data_dir}/buffer`.
+    pub path: Option<String>,
+    /// Upper bound of the buffer's files on disk (Fluentd's `total_limit_size`).
+    pub max_size: ByteSize,
+    /// What a full buffer does: `block` pauses reading (nothing is lost), `drop_oldest_chunk`
+    /// deletes the oldest chunk no request has started on, and counts its records.
     pub overflow_action: OverflowAction,
     /// Bulk requests in flight at once.
     pub flush_thread_count: usize,
@@ -121,6 +124,7 @@ pub struct Buffer {
 #[serde(rename_all = "snake_case")]
 pub enum OverflowAction {
     Block,
+    DropOldestChunk,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,9 +173,10 @@ impl Default for Buffer {
         Buffer {
             flush_interval: Span(Duration::from_secs(1)),
             chunk_limit_size: ByteSize(5 * 1024 * 1024),
-            queue_limit_length: 8,
+            path: None,
+            max_size: ByteSize(1 << 30),
             overflow_action: OverflowAction::Block,
-            flush_thread_count: 1,
+            flush_thread_count: 2,
             retry_wait: Span(Duration::from_secs(1)),
             retry_max_interval: Span(Duration::from_secs(30)),
             retry_forever: true,
@@ -368,8 +373,19 @@ impl Config {
         if b.chunk_limit_size.0 < 1024 {
             bad("buffer.chunk_limit_size", "must be at least 1KiB".into());
         }
-        if b.queue_limit_length == 0 {
-            bad("buffer.queue_limit_length", "must be at least 1".into());
+        // Segments are deleted whole once acknowledged: the batches in flight, the segment
+        // being written and one more must fit, or a full buffer could never drain.
+        let least = b.chunk_limit_size.0 * (b.flush_thread_count as u64 + 2);
+        if b.max_size.0 < least {
+            bad(
+                "buffer.max_size",
+                format!("must be at least (flush_thread_count + 2) × chunk_limit_size = {least} bytes"),
+            );
+        }
+        if let Some(p) = &b.path
+            && p.trim().is_empty()
+        {
+            bad("buffer.path", "must not be empty".into());
         }
         if !(1..=64).contains(&b.flush_thread_count) {
             bad(
@@ -389,6 +405,22 @@ impl Config {
         out
     }
 }
+
+impl Config {
+    /// Where the buffer's segment files live.
+    pub fn buffer_dir(&self) -> PathBuf {
+        match &self.buffer.path {
+            None => self.data_dir.join("buffer"),
+            Some(p) => match p.strip_prefix(DATA_DIR) {
+                Some(rest) => self.data_dir.join(rest.trim_start_matches('/')),
+                None => PathBuf::from(p),
+            },
+        }
+    }
+}
+
+/// Stands for `data_dir` in `buffer.path`; not an environment variable.
+const DATA_DIR: &str = "${data_dir}";
 
 fn set<T>(slot: &mut T, value: Option<T>) {
     if let Some(v) = value {
@@ -514,6 +546,12 @@ fn interpolate(
                 break;
             };
             let name = &rest[i + 2..i + end];
+            if name == "data_dir" {
+                // Resolved once data_dir is known (see Config::buffer_dir).
+                out.push_str(DATA_DIR);
+                rest = &rest[i + end + 1..];
+                continue;
+            }
             match env(name) {
                 Some(v) if !v.contains('\n') => out.push_str(&v),
                 Some(_) => problems.push(Problem {

@@ -36,8 +36,17 @@ pub struct Metrics {
     /// Bulk requests by HTTP status class, or `error` when no response came.
     pub bulk_requests: Family<Labels, Counter>,
     pub bulk_duration: Histogram,
-    pub queue_chunks: Gauge,
-    pub queue_bytes: Gauge,
+    /// From a record entering the buffer to its batch being acknowledged.
+    pub delivery_latency: Histogram,
+    pub buffer_bytes: Gauge,
+    pub buffer_records: Gauge,
+    pub buffer_max_bytes: Gauge,
+    pub buffer_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Records deleted unsent by `overflow_action = "drop_oldest_chunk"`.
+    pub buffer_dropped: Counter,
+    /// Damage found in the buffer: `torn_write` (cut off at start-up), `corrupt_record` (skipped).
+    pub buffer_damage: Family<Labels, Counter>,
+    pub buffer_write_errors: Counter,
     pub checkpoint_errors: Counter,
 }
 
@@ -55,8 +64,14 @@ impl Metrics {
             documents: Family::default(),
             bulk_requests: Family::default(),
             bulk_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
-            queue_chunks: Gauge::default(),
-            queue_bytes: Gauge::default(),
+            delivery_latency: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
+            buffer_bytes: Gauge::default(),
+            buffer_records: Gauge::default(),
+            buffer_max_bytes: Gauge::default(),
+            buffer_oldest_age: Gauge::default(),
+            buffer_dropped: Counter::default(),
+            buffer_damage: Family::default(),
+            buffer_write_errors: Counter::default(),
             checkpoint_errors: Counter::default(),
             registry: Registry::default(),
         };
@@ -107,14 +122,44 @@ impl Metrics {
             m.bulk_duration.clone(),
         );
         r.register(
-            "queue_chunks",
-            "Chunks waiting to be shipped",
-            m.queue_chunks.clone(),
+            "delivery_latency_seconds",
+            "From a record entering the buffer to Elasticsearch acknowledging it",
+            m.delivery_latency.clone(),
         );
         r.register(
-            "queue_bytes",
-            "Bytes waiting to be shipped",
-            m.queue_bytes.clone(),
+            "buffer_bytes",
+            "Size of the buffer's segment files",
+            m.buffer_bytes.clone(),
+        );
+        r.register(
+            "buffer_max_bytes",
+            "The buffer's size limit (buffer.max_size)",
+            m.buffer_max_bytes.clone(),
+        );
+        r.register(
+            "buffer_records",
+            "Records buffered and not yet acknowledged",
+            m.buffer_records.clone(),
+        );
+        r.register(
+            "buffer_oldest_record_age_seconds",
+            "Age of the oldest record not yet acknowledged",
+            m.buffer_oldest_age.clone(),
+        );
+        r.register(
+            "buffer_dropped_records",
+            "Records deleted unsent because the buffer was full (drop_oldest_chunk)",
+            m.buffer_dropped.clone(),
+        );
+        r.register(
+            "buffer_damage",
+            "Damage found in buffer segments, by kind (torn_write, corrupt_record)",
+            m.buffer_damage.clone(),
+        );
+        r.register(
+            "buffer_write_errors",
+            "Failed writes to the buffer (a full disk, usually)",
+            m.buffer_write_errors.clone(),
         );
         r.register(
             "checkpoint_write_errors",
@@ -149,6 +194,28 @@ pub struct Status {
     pub metrics: Arc<Metrics>,
     pub tailer: Arc<crate::tail::TailerState>,
     pub sink: Arc<crate::sink::SinkState>,
+    pub buffer: Arc<crate::buffer::Buffer>,
+}
+
+/// Above this share of `max_size`, the buffer check says `degraded`.
+const BUFFER_WARN: f64 = 0.8;
+
+/// (status, detail) of the buffer: unhealthy once it cannot be trusted, degraded while it
+/// cannot be written or is nearly full.
+fn buffer_check(s: &crate::buffer::Stats) -> (&'static str, String) {
+    if let Some(f) = &s.fatal {
+        return ("unhealthy", f.clone());
+    }
+    if let Some(p) = &s.problem {
+        return ("degraded", p.clone());
+    }
+    let used = s.bytes as f64 / s.max_size.max(1) as f64;
+    let detail = format!("{} records, {} of {} bytes", s.records, s.bytes, s.max_size);
+    if used > BUFFER_WARN {
+        ("degraded", format!("over {:.0}% full: {detail}", BUFFER_WARN * 100.0))
+    } else {
+        ("healthy", detail)
+    }
 }
 
 /// Serves the endpoints until the process ends.
@@ -190,12 +257,29 @@ fn route(req: &Request<hyper::body::Incoming>, status: &Status) -> Response<Full
         ),
         "/health" => {
             let es = status.sink.describe();
-            let overall = if es.0 { "healthy" } else { "degraded" };
+            let es = (if es.0 { "healthy" } else { "degraded" }, es.1);
+            let buffer = buffer_check(&status.buffer.stats());
+            let overall = [es.0, buffer.0]
+                .into_iter()
+                .max_by_key(|s| match *s {
+                    "unhealthy" => 2,
+                    "degraded" => 1,
+                    _ => 0,
+                })
+                .unwrap_or("healthy");
             let body = serde_json::json!({
                 "status": overall,
-                "checks": {"elasticsearch": {"status": if es.0 {"healthy"} else {"degraded"}, "detail": es.1}},
+                "checks": {
+                    "elasticsearch": {"status": es.0, "detail": es.1},
+                    "buffer": {"status": buffer.0, "detail": buffer.1},
+                },
             });
-            response(StatusCode::OK, "application/json", body.to_string())
+            let code = if overall == "unhealthy" {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            response(code, "application/json", body.to_string())
         }
         "/ready" => {
             let ready = status.tailer.ready.load(Ordering::Relaxed);

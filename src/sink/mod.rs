@@ -1,11 +1,11 @@
-//! Shipping: chunks from the queue into Elasticsearch's `_bulk` API.
+//! Shipping: batches from the disk buffer into Elasticsearch's `_bulk` API.
 //!
 //! Owns the HTTP conversation: gzip, host failover, reading every item's result, retry with
 //! exponential backoff and full jitter (honouring `Retry-After`) of only the items that failed
 //! with a retryable status, splitting a request the cluster found too large (413), and the
-//! dead-letter file for items the cluster will never accept. A chunk counts as acknowledged —
-//! and its checkpoint advances are handed to [`Checkpoints`] — once every item in it is indexed,
-//! a duplicate (409 on `create`: an earlier delivery of the same id), or dead-lettered.
+//! dead-letter file for items the cluster will never accept. A batch is acknowledged to the
+//! [`Buffer`] — which may then delete its records — once every item in it is indexed, a
+//! duplicate (409 on `create`: an earlier delivery of the same id), or dead-lettered.
 
 mod deadletter;
 mod encode;
@@ -13,10 +13,9 @@ mod encode;
 pub use deadletter::DeadLetters;
 pub use encode::{IndexPattern, ItemEncoder, document_id};
 
-use crate::buffer::{Chunk, Queue};
+use crate::buffer::{Buffer, Chunk, now_ms};
 use crate::config;
 use crate::observe::Metrics;
-use crate::tail::Checkpoints;
 use backon::BackoffBuilder;
 use flate2::Compression as Level;
 use flate2::write::GzEncoder;
@@ -197,18 +196,17 @@ impl Shipper {
         })
     }
 
-    /// Ships chunks from the queue until it is closed and empty, acknowledging each to the
-    /// checkpoints.
-    pub async fn run(self: Arc<Self>, queue: Arc<Queue>, checkpoints: Arc<Checkpoints>) {
-        while let Some(chunk) = queue.pop().await {
-            let (chunks, bytes) = queue.depth();
-            self.metrics.queue_chunks.set(chunks as i64);
-            self.metrics.queue_bytes.set(bytes as i64);
-            if !chunk.items.is_empty() {
-                let all: Vec<usize> = (0..chunk.items.len()).collect();
-                self.deliver(&chunk, all).await;
-            }
-            checkpoints.acknowledge(chunk.seq, chunk.advances);
+    /// Ships batches from the buffer until it closes, acknowledging each once every item in it
+    /// has found its end.
+    pub async fn run(self: Arc<Self>, buffer: Arc<Buffer>) {
+        while let Some(batch) = buffer.next_batch(buffer.chunk_limit()).await {
+            let all: Vec<usize> = (0..batch.items.len()).collect();
+            self.deliver(&batch, all).await;
+            buffer.acknowledge(batch.seq);
+            let latency = now_ms().saturating_sub(batch.oldest_ms);
+            self.metrics
+                .delivery_latency
+                .observe(latency as f64 / 1000.0);
         }
     }
 

@@ -1,15 +1,15 @@
-//! Checkpoints: for each file, the offset up to which every line has been acknowledged.
+//! Checkpoints: for each file, the offset up to which every line is safe in the buffer.
 //!
-//! A checkpoint moves only when the chunks carrying a file's lines are acknowledged, and chunks
-//! are applied strictly in queue order, so it never passes a line that is still in flight. The
+//! A checkpoint moves only when the chunks carrying a file's lines are durable in the buffer,
+//! applied strictly in the order they were appended, so it never passes a line that could still
+//! be lost. The
 //! file on disk (`<data_dir>/checkpoints.json`) is a versioned document written to a temp file,
 //! fsynced and renamed over the old one: a crash leaves either the old or the new version.
 
 use super::FileKey;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -33,7 +33,7 @@ pub enum Error {
 /// What is remembered of one file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
-    /// Everything before this byte has been acknowledged.
+    /// Everything before this byte is durable in the buffer.
     pub offset: u64,
     /// Where the file was last seen (its real path, symlinks resolved): after a restart, a file
     /// that was rotated while the agent was down is looked for next to it.
@@ -69,9 +69,6 @@ struct StoredFile {
 #[derive(Default)]
 struct Inner {
     files: HashMap<FileKey, Entry>,
-    /// Acknowledged chunks waiting for an earlier one, by sequence number.
-    done: BTreeMap<u64, Vec<(FileKey, u64)>>,
-    next_seq: u64,
     dirty: bool,
     last_scan: Option<SystemTime>,
 }
@@ -165,7 +162,7 @@ impl Checkpoints {
         new
     }
 
-    /// The file will not be read further than `end`; drop it once that much is acknowledged.
+    /// The file will not be read further than `end`; drop it once that much is durable.
     pub fn retire(&self, key: FileKey, end: u64) {
         let mut inner = self.lock();
         if let Some(e) = inner.files.get_mut(&key) {
@@ -199,26 +196,19 @@ impl Checkpoints {
         }
     }
 
-    /// Chunk `seq` was acknowledged. Its advances take effect once every earlier chunk's have.
-    pub fn acknowledge(&self, seq: u64, advances: Vec<(FileKey, u64)>) {
+    /// A chunk is durable in the buffer: its files' checkpoints move forward. The buffer's
+    /// committer is the one caller, and it calls in append order.
+    pub fn advance(&self, advances: Vec<(FileKey, u64)>) {
         let mut inner = self.lock();
-        inner.done.insert(seq, advances);
-        loop {
-            let next = inner.next_seq;
-            let Some(advances) = inner.done.remove(&next) else {
-                break;
-            };
-            inner.next_seq += 1;
-            for (key, offset) in advances {
-                if let Some(e) = inner.files.get_mut(&key)
-                    && offset > e.offset
-                {
-                    e.offset = offset;
-                    if e.retire_at.is_some_and(|end| offset >= end) {
-                        inner.files.remove(&key);
-                    }
-                    inner.dirty = true;
+        for (key, offset) in advances {
+            if let Some(e) = inner.files.get_mut(&key)
+                && offset > e.offset
+            {
+                e.offset = offset;
+                if e.retire_at.is_some_and(|end| offset >= end) {
+                    inner.files.remove(&key);
                 }
+                inner.dirty = true;
             }
         }
     }
@@ -252,7 +242,12 @@ impl Checkpoints {
                 last_scan_ms,
             }
         };
-        let result = write_atomically(&self.path, &doc);
+        let result = serde_json::to_vec_pretty(&doc)
+            .map_err(std::io::Error::from)
+            .and_then(|mut bytes| {
+                bytes.push(b'\n');
+                crate::disk::write_atomically(&self.path, &bytes)
+            });
         if result.is_err() {
             // Try again at the next save.
             self.lock().dirty = true;
@@ -262,20 +257,6 @@ impl Checkpoints {
             source,
         })
     }
-}
-
-fn write_atomically(path: &Path, doc: &Stored) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut f = fs::File::create(&tmp)?;
-    serde_json::to_writer_pretty(&mut f, doc)?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -291,17 +272,12 @@ mod tests {
     }
 
     #[test]
-    fn acknowledgements_apply_in_queue_order_only() {
+    fn checkpoints_only_move_forward() {
         let dir = tempfile::tempdir().unwrap();
         let c = Checkpoints::open(dir.path()).unwrap();
         c.track(key(1), Path::new("/a"), 0);
-        c.acknowledge(1, vec![(key(1), 200)]);
-        assert_eq!(
-            c.get(&key(1)).unwrap().offset,
-            0,
-            "chunk 0 is still in flight"
-        );
-        c.acknowledge(0, vec![(key(1), 100)]);
+        c.advance(vec![(key(1), 200)]);
+        c.advance(vec![(key(1), 100)]);
         assert_eq!(c.get(&key(1)).unwrap().offset, 200);
     }
 
@@ -311,13 +287,13 @@ mod tests {
         let c = Checkpoints::open(dir.path()).unwrap();
         c.track(key(1), Path::new("/var/log/pods/a/0.log"), 0);
         c.track(key(2), Path::new("/var/log/pods/b/0.log"), 0);
-        c.acknowledge(0, vec![(key(1), 4096), (key(2), 10)]);
+        c.advance(vec![(key(1), 4096), (key(2), 10)]);
         c.retire(key(2), 20);
         c.save().unwrap();
         let again = Checkpoints::open(dir.path()).unwrap();
         assert_eq!(again.get(&key(1)).unwrap().offset, 4096);
         assert_eq!(again.get(&key(2)).unwrap().retire_at, Some(20));
-        again.acknowledge(0, vec![(key(2), 20)]);
+        again.advance(vec![(key(2), 20)]);
         assert!(again.get(&key(2)).is_none());
     }
 

@@ -7,10 +7,10 @@
 //!
 //! Runs on its own thread: reads are plain blocking syscalls on the page cache, and one thread
 //! that owns every file needs no locks. Each line goes through `decode`, `parse` and the bulk
-//! encoder straight into the open [`Chunk`], which is handed to the [`Queue`] when it is full
-//! and at the end of every pass over the files. A full queue blocks the hand-off, and with it
-//! reading: that is the backpressure. A file's checkpoint moves only when the chunks holding its
-//! lines are acknowledged by Elasticsearch.
+//! encoder straight into the open [`Chunk`], which is appended to the disk buffer when it is
+//! full and at the end of every pass over the files. A full buffer (or disk) blocks the append,
+//! and with it reading: that is the backpressure. A file's checkpoint moves only once the
+//! buffer has fsynced the chunks holding its lines.
 
 mod checkpoint;
 mod discover;
@@ -19,7 +19,7 @@ mod file;
 pub use checkpoint::{Checkpoints, Entry};
 pub use discover::Discovery;
 
-use crate::buffer::{Chunk, Queue};
+use crate::buffer::{Appender, Chunk};
 use crate::config::{self, ReadFrom};
 use crate::decode::Record;
 use crate::observe::Metrics;
@@ -70,11 +70,13 @@ const MAX_IDLE: Duration = Duration::from_millis(200);
 /// inotify events waiting for the tailer; past this they are dropped and a rescan covers them.
 const EVENT_QUEUE: usize = 4096;
 
-/// The tailer's way out: the open chunk, the encoder that fills it, and the queue it goes to.
+/// The tailer's way out: the open chunk, the encoder that fills it, and the buffer it goes to.
 pub struct Output {
     chunk: Chunk,
     encoder: ItemEncoder,
-    queue: Arc<Queue>,
+    appender: Appender,
+    /// Chunks are sealed at this size: the buffer's batch limit.
+    chunk_limit: usize,
     metrics: Arc<Metrics>,
     /// Per-record counters, looked up once rather than per line.
     counters: RecordCounters,
@@ -90,7 +92,7 @@ pub struct Output {
 impl Output {
     pub fn new(
         encoder: ItemEncoder,
-        queue: Arc<Queue>,
+        appender: Appender,
         metrics: Arc<Metrics>,
         shutdown: Arc<AtomicBool>,
         cfg: &config::Config,
@@ -107,7 +109,8 @@ impl Output {
         Output {
             chunk: Chunk::new(),
             encoder,
-            queue,
+            chunk_limit: appender.buffer().chunk_limit(),
+            appender,
             counters,
             metrics,
             shutdown,
@@ -138,7 +141,7 @@ impl Output {
                 counter.inc();
             }
         }
-        if self.chunk.body.len() > self.queue.chunk_limit() && self.chunk.items.len() > 1 {
+        if self.chunk.body.len() > self.chunk_limit && self.chunk.items.len() > 1 {
             let last = self.chunk.items.pop().map_or(0, |s| s as usize);
             let mut next = Chunk::new();
             next.items.push(0);
@@ -147,7 +150,7 @@ impl Output {
             self.chunk.advance(*key, before);
             let full = std::mem::replace(&mut self.chunk, next);
             self.hand_off(full);
-        } else if self.chunk.body.len() >= self.queue.chunk_limit() {
+        } else if self.chunk.body.len() >= self.chunk_limit {
             self.chunk.advance(*key, before);
             self.seal();
         }
@@ -167,7 +170,7 @@ impl Output {
         self.chunk.advance(key, offset);
     }
 
-    /// Hands the open chunk to the queue.
+    /// Appends the open chunk to the buffer.
     fn seal(&mut self) {
         let full = std::mem::take(&mut self.chunk);
         self.hand_off(full);
@@ -178,14 +181,17 @@ impl Output {
             return;
         }
         let shutdown = &self.shutdown;
-        if let Err(dropped) = self.queue.push(chunk, || shutdown.load(Ordering::Relaxed)) {
-            // Shutting down with the queue full: these lines are not acknowledged, so their
-            // checkpoints did not move and the next start reads them again. Every later chunk
-            // must be dropped too: acknowledging one would move checkpoints past these lines.
+        if let Err(dropped) = self
+            .appender
+            .append(chunk, || shutdown.load(Ordering::Relaxed))
+        {
+            // Shutting down while the buffer (or disk) is full: these lines are not buffered,
+            // so their checkpoints did not move and the next start reads them again. Every later
+            // chunk must be dropped too: committing one would move checkpoints past these lines.
             self.abandoned = true;
             tracing::info!(
                 records = dropped.items.len(),
-                "shutdown while the queue was full; unshipped records will be read again on restart"
+                "shutdown while the buffer was full; unbuffered lines will be read again on restart"
             );
         }
     }
@@ -283,7 +289,7 @@ impl Tailer {
         }
     }
 
-    /// Follows files until shutdown, then hands on what it has and closes the queue.
+    /// Follows files until shutdown, then appends what it has.
     pub fn run(mut self) {
         let mut buf = vec![0u8; READ_BLOCK];
         self.rescan(true);
@@ -324,7 +330,6 @@ impl Tailer {
             }
         }
         self.out.seal();
-        self.out.queue.close();
         if let Some(at) = self.this_scan {
             self.checkpoints.note_scan(at, true);
         }

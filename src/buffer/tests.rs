@@ -1,0 +1,382 @@
+use super::*;
+use proptest::prelude::*;
+use std::collections::HashSet;
+
+fn key() -> FileKey {
+    FileKey {
+        dev: 1,
+        ino: 2,
+        fingerprint: 3,
+    }
+}
+
+fn item(n: u64) -> Vec<u8> {
+    format!("{{\"create\":{{\"_id\":\"{n}\"}}}}\n{{\"n\":{n}}}\n").into_bytes()
+}
+
+fn chunk(ns: std::ops::Range<u64>) -> Chunk {
+    let mut c = Chunk::new();
+    for n in ns.clone() {
+        c.items.push(c.body.len() as u32);
+        c.body.extend_from_slice(&item(n));
+    }
+    c.advance(key(), ns.end);
+    c
+}
+
+/// The record numbers in a batch.
+fn numbers(c: &Chunk) -> Vec<u64> {
+    (0..c.items.len())
+        .map(|i| {
+            let text = std::str::from_utf8(c.item(i)).unwrap();
+            let doc = text.lines().nth(1).unwrap();
+            doc[5..doc.len() - 1].parse().unwrap()
+        })
+        .collect()
+}
+
+struct Rig {
+    dir: tempfile::TempDir,
+    metrics: Arc<Metrics>,
+    checkpoints: Arc<Checkpoints>,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = Arc::new(Checkpoints::open(dir.path()).unwrap());
+        checkpoints.track(key(), Path::new("/log"), 0);
+        Rig {
+            dir,
+            metrics: Arc::new(Metrics::new()),
+            checkpoints,
+        }
+    }
+
+    fn options(&self, max_size: u64, overflow: OverflowAction) -> Options {
+        Options {
+            dir: self.dir.path().join("buffer"),
+            max_size,
+            segment_size: 1024,
+            overflow,
+        }
+    }
+
+    fn open(&self, max_size: u64, overflow: OverflowAction) -> Arc<Buffer> {
+        Arc::new(Buffer::open(self.options(max_size, overflow), self.metrics.clone()).unwrap())
+    }
+
+    /// Runs the committer until the returned guard is dropped.
+    fn committer(&self, buffer: &Arc<Buffer>) -> Committer {
+        let (b, c) = (buffer.clone(), self.checkpoints.clone());
+        Committer {
+            buffer: buffer.clone(),
+            thread: Some(std::thread::spawn(move || b.commit_loop(&c))),
+        }
+    }
+
+    fn offset(&self) -> u64 {
+        self.checkpoints.get(&key()).unwrap().offset
+    }
+
+    fn segments(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(self.dir.path().join("buffer"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn damage(&self, kind: &'static str) -> u64 {
+        self.metrics
+            .buffer_damage
+            .get_or_create(&[("kind", kind)])
+            .get()
+    }
+}
+
+struct Committer {
+    buffer: Arc<Buffer>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.buffer.stop_committing();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// Reads every durable record now, acknowledging each batch.
+fn drain(b: &Buffer) -> Vec<u64> {
+    let mut out = Vec::new();
+    while let Some(batch) = b.read_batch(300) {
+        out.extend(numbers(&batch));
+        b.acknowledge(batch.seq);
+    }
+    out
+}
+
+fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn records_are_readable_and_checkpoints_move_only_once_fsynced() {
+    let rig = Rig::new();
+    let b = rig.open(1 << 20, OverflowAction::Block);
+    let mut app = Appender::new(b.clone());
+    app.append(chunk(0..3), || false).unwrap();
+    assert!(b.read_batch(1 << 20).is_none(), "not durable yet");
+    assert_eq!(rig.offset(), 0, "the checkpoint waits for the fsync");
+    let _c = rig.committer(&b);
+    wait_for("the commit", || rig.offset() == 3);
+    let batch = b.read_batch(1 << 20).unwrap();
+    assert_eq!(numbers(&batch), vec![0, 1, 2]);
+    assert_eq!(batch.item(1), item(1).as_slice());
+}
+
+#[test]
+fn acknowledged_segments_go_and_a_restart_resumes_at_the_saved_cursor() {
+    let rig = Rig::new();
+    {
+        let b = rig.open(1 << 20, OverflowAction::Block);
+        let _c = rig.committer(&b);
+        let mut app = Appender::new(b.clone());
+        // ~40 bytes per record, 1 KiB segments: several segments.
+        for n in 0..10 {
+            app.append(chunk(n * 10..n * 10 + 10), || false).unwrap();
+        }
+        wait_for("the commit", || rig.offset() == 100);
+        let before = rig.segments().len();
+        assert!(before >= 3, "{before} segments");
+        let mut acked = Vec::new();
+        while acked.len() < 50 {
+            let batch = b.read_batch(300).unwrap();
+            acked.extend(numbers(&batch));
+            b.acknowledge(batch.seq);
+        }
+        // In flight at the "crash": sent again after the restart.
+        let unacked = b.read_batch(300).unwrap();
+        assert!(!numbers(&unacked).is_empty());
+        assert!(rig.segments().len() < before, "acknowledged segments are deleted");
+        b.save_cursor().unwrap();
+        assert_eq!(acked, (0..acked.len() as u64).collect::<Vec<_>>());
+    }
+    let b = rig.open(1 << 20, OverflowAction::Block);
+    let rest = drain(&b);
+    let first = rest[0];
+    assert!(first >= 50, "acknowledged records are not sent again: {first}");
+    assert_eq!(rest, (first..100).collect::<Vec<_>>());
+    assert_eq!(b.stats().records, 0);
+}
+
+#[test]
+fn a_torn_write_and_a_corrupt_record_are_cut_out_at_start_up() {
+    let rig = Rig::new();
+    {
+        let b = rig.open(1 << 20, OverflowAction::Block);
+        let _c = rig.committer(&b);
+        let mut app = Appender::new(b.clone());
+        app.append(chunk(0..10), || false).unwrap();
+        wait_for("the commit", || rig.offset() == 10);
+    }
+    let seg = rig.segments().pop().unwrap();
+    let mut bytes = fs::read(&seg).unwrap();
+    // Flip a byte inside the fourth record, and leave half a frame at the end.
+    let fourth = DATA_START as usize + 3 * (frame::HEADER + item(0).len()) + frame::HEADER + 4;
+    bytes[fourth] ^= 0x01;
+    let mut torn = Vec::new();
+    frame::encode(&mut torn, 0, &item(99));
+    bytes.extend_from_slice(&torn[..torn.len() / 2]);
+    fs::write(&seg, &bytes).unwrap();
+
+    let b = rig.open(1 << 20, OverflowAction::Block);
+    assert_eq!((rig.damage("torn_write"), rig.damage("corrupt_record")), (1, 1));
+    assert_eq!(
+        fs::metadata(&seg).unwrap().len() as usize,
+        bytes.len() - torn.len() / 2,
+        "the torn tail is cut off"
+    );
+    assert_eq!(drain(&b), vec![0, 1, 2, 4, 5, 6, 7, 8, 9]);
+    // And the agent goes on appending.
+    let _c = rig.committer(&b);
+    Appender::new(b.clone())
+        .append(chunk(10..12), || false)
+        .unwrap();
+    wait_for("the commit", || rig.offset() == 12);
+    assert_eq!(drain(&b), vec![10, 11]);
+}
+
+#[test]
+fn a_file_that_is_not_a_segment_is_moved_aside() {
+    let rig = Rig::new();
+    let dir = rig.dir.path().join("buffer");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("00000000000000000003.seg"), b"garbage").unwrap();
+    let b = rig.open(1 << 20, OverflowAction::Block);
+    assert!(dir.join("00000000000000000003.seg.corrupt").exists());
+    assert!(b.read_batch(1000).is_none());
+}
+
+#[test]
+fn a_full_buffer_blocks_the_appender_until_records_are_acknowledged() {
+    let rig = Rig::new();
+    let b = rig.open(4096, OverflowAction::Block);
+    let _c = rig.committer(&b);
+    let b2 = b.clone();
+    let writer = std::thread::spawn(move || {
+        let mut app = Appender::new(b2);
+        for n in 0..40 {
+            app.append(chunk(n * 10..n * 10 + 10), || false).unwrap();
+        }
+    });
+    wait_for("a full buffer", || b.stats().bytes > 3000);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!writer.is_finished(), "the appender must wait");
+    assert!(b.stats().bytes <= 4096);
+    let mut got = Vec::new();
+    while got.len() < 400 {
+        match b.read_batch(300) {
+            Some(batch) => {
+                got.extend(numbers(&batch));
+                b.acknowledge(batch.seq);
+            }
+            None => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(got, (0..400).collect::<Vec<_>>(), "nothing lost, in order");
+    assert_eq!(rig.metrics.buffer_dropped.get(), 0);
+}
+
+#[test]
+fn drop_oldest_chunk_drops_unsent_segments_and_counts_exactly() {
+    let rig = Rig::new();
+    let b = rig.open(4096, OverflowAction::DropOldestChunk);
+    let _c = rig.committer(&b);
+    let mut app = Appender::new(b.clone());
+    // The first batch is in flight the whole time: never dropped.
+    app.append(chunk(0..5), || false).unwrap();
+    wait_for("the commit", || rig.offset() == 5);
+    let first = b.read_batch(200).unwrap();
+    for n in 1..40 {
+        app.append(chunk(n * 5..n * 5 + 5), || false).unwrap();
+    }
+    wait_for("the commit", || rig.offset() == 200);
+    assert!(b.stats().bytes <= 4096);
+    let mut got = numbers(&first);
+    b.acknowledge(first.seq);
+    got.extend(drain(&b));
+    let dropped = rig.metrics.buffer_dropped.get();
+    assert!(dropped > 0, "the buffer overflowed");
+    assert_eq!(got.len() as u64 + dropped, 200, "every record is delivered or counted as dropped");
+    let distinct: HashSet<_> = got.iter().collect();
+    assert_eq!(distinct.len(), got.len());
+    assert_eq!(&got[..5], &[0, 1, 2, 3, 4]);
+    assert_eq!(*got.last().unwrap(), 199, "the newest records are kept");
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(u64),
+    Read,
+    /// Acknowledge the in-flight batch at this index (mod the number in flight).
+    Ack(usize),
+    SaveCursor,
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1..12u64).prop_map(Op::Append),
+        4 => Just(Op::Read),
+        4 => any::<usize>().prop_map(Op::Ack),
+        1 => Just(Op::SaveCursor),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Against a model: whatever the order of appends, reads, out-of-order acknowledgements and
+    /// restarts, every record is delivered, and a record acknowledged
+    /// before a saved cursor is never delivered again.
+    #[test]
+    fn every_record_is_delivered_and_acknowledged_ones_never_again(ops in proptest::collection::vec(op(), 1..40)) {
+        let rig = Rig::new();
+        let mut b = rig.open(1 << 20, OverflowAction::Block);
+        let mut c = rig.committer(&b);
+        let mut app = Appender::new(b.clone());
+        let mut next = 0u64;
+        let mut in_flight: Vec<(u64, Vec<u64>)> = Vec::new();
+        let mut delivered: Vec<u64> = Vec::new();
+        let mut settled: HashSet<u64> = HashSet::new();
+        // Acknowledged in this run; lost at a restart unless a saved cursor settled them.
+        let mut acked: HashSet<u64> = HashSet::new();
+        let mut read_this_run: Option<u64> = None;
+        let commit = |app: &mut Appender, n: u64, next: &mut u64| {
+            app.append(chunk(*next..*next + n), || false).unwrap();
+            *next += n;
+        };
+        for o in ops {
+            match o {
+                Op::Append(n) => {
+                    commit(&mut app, n, &mut next);
+                    let want = next;
+                    wait_for("the commit", || rig.offset() == want);
+                }
+                Op::Read => {
+                    if let Some(batch) = b.read_batch(200) {
+                        let ns = numbers(&batch);
+                        for n in &ns {
+                            prop_assert!(!settled.contains(n), "{n} was acknowledged before a saved cursor");
+                        }
+                        delivered.extend(&ns);
+                        read_this_run = ns.iter().max().copied().max(read_this_run);
+                        in_flight.push((batch.seq, ns));
+                    }
+                }
+                Op::Ack(i) if !in_flight.is_empty() => {
+                    let (seq, ns) = in_flight.remove(i % in_flight.len());
+                    b.acknowledge(seq);
+                    acked.extend(ns);
+                }
+                Op::Ack(_) => {}
+                Op::SaveCursor => {
+                    b.save_cursor().unwrap();
+                    // Everything before the oldest unacknowledged batch is settled for good.
+                    let oldest = in_flight.iter().flat_map(|(_, ns)| ns.iter()).min().copied();
+                    let limit = oldest.unwrap_or_else(|| read_this_run.map_or(0, |m| m + 1));
+                    settled.extend(acked.iter().filter(|&&n| n < limit));
+                }
+                Op::Reopen => {
+                    drop(app);
+                    drop(c);
+                    b.close();
+                    drop(b);
+                    in_flight.clear();
+                    acked.clear();
+                    read_this_run = None;
+                    b = rig.open(1 << 20, OverflowAction::Block);
+                    c = rig.committer(&b);
+                    app = Appender::new(b.clone());
+                }
+            }
+        }
+        delivered.extend(drain(&b));
+        let all: HashSet<u64> = delivered.iter().copied().collect();
+        let missing: Vec<u64> = (0..next).filter(|n| !all.contains(n)).collect();
+        prop_assert!(missing.is_empty(), "never delivered: {:?}", missing);
+        drop(c);
+    }
+}
