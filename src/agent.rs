@@ -178,7 +178,12 @@ fn update_gauges(buffer: &Buffer, metrics: &Metrics) {
 /// Writes the checkpoints and the buffer's ack cursor; true on success. A failure is always
 /// counted, and logged when `log` (the first of a run of failures), so a full disk gives one
 /// line, not one a second.
-async fn save(checkpoints: &Arc<Checkpoints>, buffer: &Arc<Buffer>, metrics: &Metrics, log: bool) -> bool {
+async fn save(
+    checkpoints: &Arc<Checkpoints>,
+    buffer: &Arc<Buffer>,
+    metrics: &Metrics,
+    log: bool,
+) -> bool {
     let (c, b) = (checkpoints.clone(), buffer.clone());
     let saved = tokio::task::spawn_blocking(move || {
         // Independent files: one failing must not keep the other from being written.

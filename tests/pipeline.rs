@@ -245,11 +245,18 @@ fn a_shutdown_during_an_outage_exits_cleanly_and_the_restart_delivers() {
         started.elapsed() < Duration::from_secs(20),
         "bounded by the drain timeout"
     );
+    // The lines are safe in the buffer, so the file's checkpoint is past them all; the buffer
+    // delivers them after the restart.
     let checkpoints = std::fs::read_to_string(node.data().join("checkpoints.json")).unwrap();
+    let end = std::fs::metadata(&w.path).unwrap().len();
     assert!(
-        checkpoints.contains("\"offset\": 0"),
-        "nothing acknowledged, nothing skipped: {checkpoints}"
+        checkpoints.contains(&format!("\"offset\": {end}")),
+        "read and buffered: {checkpoints}"
     );
+    let segments = std::fs::read_dir(node.data().join("buffer"))
+        .unwrap()
+        .count();
+    assert!(segments > 0, "the records wait in the buffer");
     let es = osmem_on(port);
     let agent = Agent::start(&config);
     assert_exactly_once(&es, &expected);
@@ -466,7 +473,12 @@ fn an_unwritable_data_dir_is_reported_once_and_shipping_goes_on() {
     });
     std::thread::sleep(Duration::from_millis(2500));
     let logs = agent.logs();
-    assert_eq!(logs.matches("checkpoint write failed").count(), 1, "{logs}");
+    assert_eq!(
+        logs.matches("checkpoint or buffer cursor write failed")
+            .count(),
+        1,
+        "{logs}"
+    );
     set_mode(&node.data(), 0o777);
     let expected: HashSet<(String, u64)> = (0..50).map(|s| ("diskfull".to_owned(), s)).collect();
     assert_exactly_once(&es, &expected);

@@ -10,8 +10,8 @@
 mod support;
 
 use logferry::buffer::{self, Appender, Buffer};
-use logferry::config::OverflowAction;
 use logferry::config::Config;
+use logferry::config::OverflowAction;
 use logferry::observe::Metrics;
 use logferry::parse::DocumentWriter;
 use logferry::sink::{IndexPattern, ItemEncoder};

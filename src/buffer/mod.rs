@@ -186,7 +186,10 @@ struct State {
 impl State {
     /// Everything before this is acknowledged.
     fn acked(&self) -> Position {
-        self.in_flight.values().next().map_or(self.read, |b| b.start)
+        self.in_flight
+            .values()
+            .next()
+            .map_or(self.read, |b| b.start)
     }
 
     fn segment(&mut self, id: u64) -> Option<&mut Segment> {
@@ -330,8 +333,14 @@ impl Buffer {
                 "the buffer was damaged (a crash mid-write, or the disk); the damaged parts were cut out and everything else is kept"
             );
         }
-        metrics.buffer_damage.get_or_create(&[("kind", "torn_write")]).inc_by(torn);
-        metrics.buffer_damage.get_or_create(&[("kind", "corrupt_record")]).inc_by(corrupt);
+        metrics
+            .buffer_damage
+            .get_or_create(&[("kind", "torn_write")])
+            .inc_by(torn);
+        metrics
+            .buffer_damage
+            .get_or_create(&[("kind", "corrupt_record")])
+            .inc_by(corrupt);
         // Never reuse an id at or below the cursor: start-up deletes those as acknowledged.
         let next_segment = ids
             .last()
@@ -352,7 +361,12 @@ impl Buffer {
             },
         };
         if !segments.is_empty() {
-            tracing::info!(segments = segments.len(), records, bytes, "resuming the buffer");
+            tracing::info!(
+                segments = segments.len(),
+                records,
+                bytes,
+                "resuming the buffer"
+            );
         }
         Ok(Buffer {
             state: Mutex::new(State {
@@ -507,7 +521,11 @@ impl Buffer {
             let (id, from, to) = {
                 let mut st = self.state();
                 let read = st.read;
-                let next = st.segments.iter().find(|s| s.id > read.segment).map(|s| s.id);
+                let next = st
+                    .segments
+                    .iter()
+                    .find(|s| s.id > read.segment)
+                    .map(|s| s.id);
                 let Some(seg) = st.segment(read.segment) else {
                     // Deleted (acknowledged) or dropped: move on to the next one.
                     st.read = Position {
@@ -582,7 +600,11 @@ impl Buffer {
                         .inc();
                     if !reader.logged_corrupt {
                         reader.logged_corrupt = true;
-                        tracing::error!(segment = id, offset = at, "a corrupt record in the buffer was skipped (counted in logferry_buffer_damage_total)");
+                        tracing::error!(
+                            segment = id,
+                            offset = at,
+                            "a corrupt record in the buffer was skipped (counted in logferry_buffer_damage_total)"
+                        );
                     }
                     let mut st = self.state();
                     if let Some(seg) = st.segment(id) {
@@ -702,8 +724,7 @@ impl Buffer {
             if st.bytes + len <= self.opts.max_size {
                 return true;
             }
-            if self.opts.overflow == OverflowAction::DropOldestChunk && self.drop_oldest(&mut st)
-            {
+            if self.opts.overflow == OverflowAction::DropOldestChunk && self.drop_oldest(&mut st) {
                 continue;
             }
             if give_up() {
@@ -896,10 +917,7 @@ impl Appender {
                 Ok(()) => break,
                 Err(e) => {
                     let problem = format!("cannot write the buffer: {e}");
-                    self.buffer
-                        .metrics
-                        .buffer_write_errors
-                        .inc();
+                    self.buffer.metrics.buffer_write_errors.inc();
                     if !logged_disk {
                         logged_disk = true;
                         tracing::error!(dir = %self.buffer.opts.dir.display(), error = %e, "cannot write the buffer; reading pauses and the write is retried every second (nothing is lost)");

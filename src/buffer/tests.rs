@@ -167,14 +167,20 @@ fn acknowledged_segments_go_and_a_restart_resumes_at_the_saved_cursor() {
         // In flight at the "crash": sent again after the restart.
         let unacked = b.read_batch(300).unwrap();
         assert!(!numbers(&unacked).is_empty());
-        assert!(rig.segments().len() < before, "acknowledged segments are deleted");
+        assert!(
+            rig.segments().len() < before,
+            "acknowledged segments are deleted"
+        );
         b.save_cursor().unwrap();
         assert_eq!(acked, (0..acked.len() as u64).collect::<Vec<_>>());
     }
     let b = rig.open(1 << 20, OverflowAction::Block);
     let rest = drain(&b);
     let first = rest[0];
-    assert!(first >= 50, "acknowledged records are not sent again: {first}");
+    assert!(
+        first >= 50,
+        "acknowledged records are not sent again: {first}"
+    );
     assert_eq!(rest, (first..100).collect::<Vec<_>>());
     assert_eq!(b.stats().records, 0);
 }
@@ -200,7 +206,10 @@ fn a_torn_write_and_a_corrupt_record_are_cut_out_at_start_up() {
     fs::write(&seg, &bytes).unwrap();
 
     let b = rig.open(1 << 20, OverflowAction::Block);
-    assert_eq!((rig.damage("torn_write"), rig.damage("corrupt_record")), (1, 1));
+    assert_eq!(
+        (rig.damage("torn_write"), rig.damage("corrupt_record")),
+        (1, 1)
+    );
     assert_eq!(
         fs::metadata(&seg).unwrap().len() as usize,
         bytes.len() - torn.len() / 2,
@@ -278,7 +287,11 @@ fn drop_oldest_chunk_drops_unsent_segments_and_counts_exactly() {
     got.extend(drain(&b));
     let dropped = rig.metrics.buffer_dropped.get();
     assert!(dropped > 0, "the buffer overflowed");
-    assert_eq!(got.len() as u64 + dropped, 200, "every record is delivered or counted as dropped");
+    assert_eq!(
+        got.len() as u64 + dropped,
+        200,
+        "every record is delivered or counted as dropped"
+    );
     let distinct: HashSet<_> = got.iter().collect();
     assert_eq!(distinct.len(), got.len());
     assert_eq!(&got[..5], &[0, 1, 2, 3, 4]);

@@ -379,7 +379,9 @@ impl Config {
         if b.max_size.0 < least {
             bad(
                 "buffer.max_size",
-                format!("must be at least (flush_thread_count + 2) × chunk_limit_size = {least} bytes"),
+                format!(
+                    "must be at least (flush_thread_count + 2) × chunk_limit_size = {least} bytes"
+                ),
             );
         }
         if let Some(p) = &b.path

@@ -212,7 +212,10 @@ fn buffer_check(s: &crate::buffer::Stats) -> (&'static str, String) {
     let used = s.bytes as f64 / s.max_size.max(1) as f64;
     let detail = format!("{} records, {} of {} bytes", s.records, s.bytes, s.max_size);
     if used > BUFFER_WARN {
-        ("degraded", format!("over {:.0}% full: {detail}", BUFFER_WARN * 100.0))
+        (
+            "degraded",
+            format!("over {:.0}% full: {detail}", BUFFER_WARN * 100.0),
+        )
     } else {
         ("healthy", detail)
     }
