@@ -110,12 +110,18 @@ fn unavailable_and_unauthorized_clusters_pause_shipping_and_lose_nothing() {
 }
 
 #[test]
-fn a_mapping_conflict_goes_to_the_dead_letter_file_and_the_rest_is_indexed() {
+fn a_mapping_conflict_goes_to_the_dead_letter_file_and_index_and_the_rest_is_indexed() {
     let es = osmem();
     let node = Node::new();
     let mut w = node.writer("shop", "typed", "app", Format::Cri);
     w.line(r#"{"amount":5,"seq":0}"#).unwrap();
-    let agent = Agent::start(&node.config(&es.url, "", ""));
+    let config = node.config(&es.url, "", "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[elasticsearch]\n",
+        "[elasticsearch]\ndead_letter_index = \"logferry-dead-letters\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let agent = Agent::start(&config);
     wait_for_count(&es, 1, 20);
     // Same field, now an object: the index's mapping says long.
     w.line(r#"{"amount":{"value":5,"currency":"EUR"},"seq":1}"#)
@@ -138,11 +144,69 @@ fn a_mapping_conflict_goes_to_the_dead_letter_file_and_the_rest_is_indexed() {
     assert_eq!(entries[0]["document"]["seq"], 1);
     assert_eq!(entries[0]["document"]["amount"]["currency"], "EUR");
     assert!(entries[0]["action"]["create"]["_id"].is_string());
-    assert!(
+    assert_eq!(
         metric(
             &agent,
-            "logferry_documents_total{outcome=\"dead_lettered\"}"
-        ) == 1
+            "logferry_dead_letters_total{reason=\"mapper_parsing_exception\"}"
+        ),
+        1
+    );
+    // The searchable copy: the agent's own fields as they were, the application's as a string.
+    wait_until(20, "the dead-letter index", || {
+        es.count("logferry-dead-letters").unwrap_or(0) == 1
+    });
+    let copies = es.all_documents("logferry-dead-letters").unwrap();
+    let (id, copy) = &copies[0];
+    assert_eq!(id, entries[0]["action"]["create"]["_id"].as_str().unwrap());
+    assert_eq!(copy["kubernetes"]["pod_name"], "typed");
+    assert_eq!(copy["dead_letter"]["reason"], "mapper_parsing_exception");
+    assert_eq!(copy["dead_letter"]["status"], 400);
+    let original = copy["dead_letter"]["document"].as_str().unwrap();
+    assert!(original.contains("\"currency\":\"EUR\""), "{copy}");
+    assert!(
+        copy.get("amount").is_none(),
+        "the conflicting field is not indexed again"
+    );
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn retry_timeout_dead_letters_what_the_cluster_kept_refusing_but_never_what_credentials_hold() {
+    let es = osmem();
+    let proxy = FaultProxy::start(&es.url);
+    let node = Node::new();
+    let config = node.config(
+        &proxy.url,
+        "",
+        "retry_forever = false\nretry_timeout = \"1s\"",
+    );
+    // Credentials refused for longer than retry_timeout: everything waits.
+    proxy.set(|f| f.status = Some(401));
+    let expected = write_lines(&node, "held", 50);
+    let agent = Agent::start(&config);
+    wait_until(20, "the 401 to be seen", || proxy.seen().requests >= 2);
+    std::thread::sleep(Duration::from_millis(2500));
+    let dead = node.data().join("dead-letter/dead-letter.ndjson");
+    assert!(!dead.exists(), "a 401 never makes dead letters");
+    proxy.set(|f| f.status = None);
+    assert_exactly_once(&es, &expected);
+
+    // A cluster that keeps answering 503: after retry_timeout the items are dead-lettered.
+    proxy.set(|f| f.status = Some(503));
+    write_lines(&node, "refused", 5);
+    wait_until(30, "the dead letters", || dead.exists());
+    let text = std::fs::read_to_string(&dead).unwrap();
+    assert_eq!(text.lines().count(), 5, "{text}");
+    assert!(
+        text.lines()
+            .all(|l| l.contains("\"reason\":\"retry_timeout\""))
+    );
+    assert_eq!(
+        metric(
+            &agent,
+            "logferry_dead_letters_total{reason=\"retry_timeout\"}"
+        ),
+        5
     );
     assert!(agent.stop().success());
 }

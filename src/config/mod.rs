@@ -83,6 +83,10 @@ pub struct Elasticsearch {
     pub compression: Compression,
     /// How long one bulk request may take before it is abandoned and retried.
     pub request_timeout: Span,
+    /// Also index dead letters here (a fixed name), the application's fields turned into one
+    /// string so that nothing in them can conflict again; unset by default (the dead-letter file
+    /// under data_dir always has them).
+    pub dead_letter_index: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -164,6 +168,7 @@ impl Default for Elasticsearch {
             index: "logs-%Y.%m.%d".into(),
             compression: Compression::Gzip,
             request_timeout: Span(Duration::from_secs(30)),
+            dead_letter_index: None,
         }
     }
 }
@@ -368,6 +373,17 @@ impl Config {
         }
         if let Err(e) = crate::sink::IndexPattern::new(&self.elasticsearch.index) {
             bad("elasticsearch.index", e);
+        }
+        if let Some(dl) = &self.elasticsearch.dead_letter_index {
+            match crate::sink::IndexPattern::new(dl) {
+                // A replayed dead letter must land where the first copy did.
+                Ok(_) if dl.contains('%') => bad(
+                    "elasticsearch.dead_letter_index",
+                    "must be a fixed name, without strftime items".into(),
+                ),
+                Ok(_) => {}
+                Err(e) => bad("elasticsearch.dead_letter_index", e),
+            }
         }
         let b = &self.buffer;
         if b.chunk_limit_size.0 < 1024 {

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub json_failures: Counter,
     /// Documents by what Elasticsearch made of them.
     pub documents: Family<Labels, Counter>,
+    /// Dead-lettered documents by the cluster's reason (its error type: a bounded set).
+    pub dead_letters: Family<Vec<(&'static str, String)>, Counter>,
     /// Bulk requests by HTTP status class, or `error` when no response came.
     pub bulk_requests: Family<Labels, Counter>,
     pub bulk_duration: Histogram,
@@ -62,6 +64,7 @@ impl Metrics {
             records: Family::default(),
             json_failures: Counter::default(),
             documents: Family::default(),
+            dead_letters: Family::default(),
             bulk_requests: Family::default(),
             bulk_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             delivery_latency: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
@@ -110,6 +113,11 @@ impl Metrics {
             "documents",
             "Documents by Elasticsearch outcome",
             m.documents.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Documents written to the dead-letter store, by reason",
+            m.dead_letters.clone(),
         );
         r.register(
             "bulk_requests",

@@ -123,6 +123,72 @@ struct ErrorType {
     kind: Option<String>,
 }
 
+/// Where a delivery goes: the records' own index, or the dead-letter index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Index,
+    DeadLetterIndex,
+}
+
+/// Fields the agent writes itself, with types it controls: kept as they are in a dead letter,
+/// so it can be found by pod and time. Everything else is the application's, and one of those
+/// fields is what the cluster refused.
+const OWN_FIELDS: [&str; 5] = ["@timestamp", "kubernetes", "docker", "stream", "logferry"];
+
+/// Dead letters as documents for `index`, each under its original id (so a replay is a 409):
+/// the agent's own fields, the whole original document as one string, and why it was refused.
+fn wrap_dead_letters(
+    chunk: &Chunk,
+    items: &[usize],
+    index: &str,
+    status: u16,
+    reason: &str,
+    error: Option<&RawValue>,
+) -> Chunk {
+    let mut out = Chunk::new();
+    for &i in items {
+        let text = String::from_utf8_lossy(chunk.item(i));
+        let mut lines = text.splitn(2, '\n');
+        let action: serde_json::Value =
+            serde_json::from_str(lines.next().unwrap_or("")).unwrap_or_default();
+        let original = lines.next().unwrap_or("").trim_end();
+        let (target, id) = action
+            .as_object()
+            .and_then(|a| a.values().next())
+            .map(|m| (m["_index"].clone(), m["_id"].clone()))
+            .unwrap_or_default();
+        let mut doc = serde_json::Map::new();
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(original) {
+            for (k, v) in fields {
+                if OWN_FIELDS.contains(&k.as_str()) {
+                    doc.insert(k, v);
+                }
+            }
+        }
+        doc.insert(
+            "dead_letter".into(),
+            serde_json::json!({
+                "reason": reason,
+                "status": status,
+                "index": target,
+                "error": error.map(|e| e.get().to_owned()),
+                "document": original,
+            }),
+        );
+        let mut action = serde_json::json!({"create": {"_index": index}});
+        if !id.is_null() {
+            action["create"]["_id"] = id;
+        }
+        out.items.push(out.body.len() as u32);
+        // Serializing a Value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out.body, &action);
+        out.body.push(b'\n');
+        let _ = serde_json::to_writer(&mut out.body, &doc);
+        out.body.push(b'\n');
+    }
+    out
+}
+
 /// What should happen to one item after a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BulkItemOutcome {
@@ -161,6 +227,7 @@ pub struct Shipper {
     metrics: Arc<Metrics>,
     state: Arc<SinkState>,
     dead: Arc<DeadLetters>,
+    dead_letter_index: Option<String>,
 }
 
 impl Shipper {
@@ -193,6 +260,7 @@ impl Shipper {
             metrics,
             state,
             dead,
+            dead_letter_index: cfg.elasticsearch.dead_letter_index.clone(),
         })
     }
 
@@ -201,7 +269,7 @@ impl Shipper {
     pub async fn run(self: Arc<Self>, buffer: Arc<Buffer>) {
         while let Some(batch) = buffer.next_batch(buffer.chunk_limit()).await {
             let all: Vec<usize> = (0..batch.items.len()).collect();
-            self.deliver(&batch, all).await;
+            self.deliver(&batch, all, Route::Index).await;
             buffer.acknowledge(batch.seq);
             let latency = now_ms().saturating_sub(batch.oldest_ms);
             self.metrics
@@ -212,7 +280,7 @@ impl Shipper {
 
     /// Delivers the given items of a chunk: returns once each is indexed, a duplicate, or
     /// dead-lettered.
-    async fn deliver(&self, chunk: &Chunk, items: Vec<usize>) {
+    async fn deliver(&self, chunk: &Chunk, items: Vec<usize>, route: Route) {
         let mut pending = items;
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(self.cfg.retry_wait.0)
@@ -222,9 +290,9 @@ impl Shipper {
         let started = Instant::now();
         loop {
             let attempt = self.send(chunk, &pending).await;
-            let (reason, after) = match attempt {
+            let (reason, after, gives_up) = match attempt {
                 Attempt::Items(results) => {
-                    pending = self.settle(chunk, &pending, results).await;
+                    pending = self.settle(chunk, &pending, results, route).await;
                     if pending.is_empty() {
                         self.state.ok();
                         return;
@@ -233,43 +301,47 @@ impl Shipper {
                     if self.state.failing("items", &reason) {
                         tracing::warn!(%reason, "retrying the refused items alone");
                     }
-                    (reason, None)
+                    (reason, None, true)
                 }
                 Attempt::TooLarge if pending.len() > 1 => {
                     // Each half is delivered on its own, and split again if need be.
                     let half = pending.len() / 2;
                     let second = pending.split_off(half);
-                    Box::pin(self.deliver(chunk, pending)).await;
-                    Box::pin(self.deliver(chunk, second)).await;
+                    Box::pin(self.deliver(chunk, pending, route)).await;
+                    Box::pin(self.deliver(chunk, second, route)).await;
                     return;
                 }
                 Attempt::TooLarge => {
-                    self.dead_letter(chunk, &pending, 413, "request_entity_too_large", None)
+                    let reason = "request_entity_too_large";
+                    self.dead_letter(chunk, &pending, 413, reason, None, route)
                         .await;
                     return;
                 }
+                // Configuration problems, not properties of the records: they wait however long
+                // it takes, even without retry_forever, and never become dead letters.
                 Attempt::Refused(reason) => {
                     if self.state.failing("refused", &reason) {
                         tracing::error!(%reason, "the cluster refuses bulk requests as a whole; shipping is paused and nothing is dropped");
                     }
-                    (reason, None)
+                    (reason, None, false)
                 }
                 Attempt::Unauthorized(reason) => {
                     if self.state.failing("unauthorized", &reason) {
                         tracing::error!(%reason, "Elasticsearch refused the credentials; shipping is paused and nothing is dropped");
                     }
-                    (reason, None)
+                    (reason, None, false)
                 }
                 Attempt::Retry { reason, after } => {
                     if self.state.failing("retry", &reason) {
                         tracing::warn!(%reason, items = pending.len(), "bulk request failed; retrying with backoff until it succeeds");
                     }
-                    (reason, after)
+                    (reason, after, true)
                 }
             };
-            if !self.cfg.retry_forever && started.elapsed() >= self.cfg.retry_timeout.0 {
+            if gives_up && !self.cfg.retry_forever && started.elapsed() >= self.cfg.retry_timeout.0
+            {
                 tracing::error!(%reason, items = pending.len(), "retry_timeout passed; items go to the dead-letter file");
-                self.dead_letter(chunk, &pending, 0, "retry_timeout", None)
+                self.dead_letter(chunk, &pending, 0, "retry_timeout", None, route)
                     .await;
                 return;
             }
@@ -285,7 +357,13 @@ impl Shipper {
     }
 
     /// Sorts item results: returns the items to retry, dead-letters the refused ones.
-    async fn settle(&self, chunk: &Chunk, sent: &[usize], results: Vec<ItemResult>) -> Vec<usize> {
+    async fn settle(
+        &self,
+        chunk: &Chunk,
+        sent: &[usize],
+        results: Vec<ItemResult>,
+        route: Route,
+    ) -> Vec<usize> {
         let mut retry = Vec::new();
         let (mut indexed, mut duplicate) = (0u64, 0u64);
         for (i, &item) in sent.iter().enumerate() {
@@ -300,22 +378,56 @@ impl Shipper {
                 BulkItemOutcome::Retry => retry.push(item),
                 BulkItemOutcome::DeadLetter => {
                     let reason = r.error_type.as_deref().unwrap_or("unknown");
-                    self.dead_letter(chunk, &[item], r.status, reason, r.error.as_deref())
+                    self.dead_letter(chunk, &[item], r.status, reason, r.error.as_deref(), route)
                         .await;
                 }
             }
         }
         let docs = &self.metrics.documents;
-        docs.get_or_create(&[("outcome", "indexed")])
-            .inc_by(indexed);
-        docs.get_or_create(&[("outcome", "duplicate")])
-            .inc_by(duplicate);
+        if route == Route::Index {
+            docs.get_or_create(&[("outcome", "indexed")])
+                .inc_by(indexed);
+            docs.get_or_create(&[("outcome", "duplicate")])
+                .inc_by(duplicate);
+        } else {
+            docs.get_or_create(&[("outcome", "dead_letter_indexed")])
+                .inc_by(indexed + duplicate);
+        }
         retry
     }
 
     /// Writes items to the dead-letter file; retries that write until it succeeds, because an
-    /// item that is neither indexed nor dead-lettered must not be acknowledged.
+    /// item that is neither indexed nor dead-lettered must not be acknowledged. Then, if
+    /// `dead_letter_index` is set, indexes them there too (a dead letter of that index only goes
+    /// to the file).
     async fn dead_letter(
+        &self,
+        chunk: &Chunk,
+        items: &[usize],
+        status: u16,
+        reason: &str,
+        error: Option<&RawValue>,
+        route: Route,
+    ) {
+        if route == Route::DeadLetterIndex {
+            // Already in the dead-letter file; the fallback index refused its copy too.
+            tracing::warn!(%reason, items = items.len(), "the dead_letter_index refused dead letters; they are in the dead-letter file");
+            return;
+        }
+        self.dead_letter_file(chunk, items, status, reason, error)
+            .await;
+        self.metrics
+            .dead_letters
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc_by(items.len() as u64);
+        if let (Route::Index, Some(index)) = (route, &self.dead_letter_index) {
+            let wrapped = wrap_dead_letters(chunk, items, index, status, reason, error);
+            let all = (0..wrapped.items.len()).collect();
+            Box::pin(self.deliver(&wrapped, all, Route::DeadLetterIndex)).await;
+        }
+    }
+
+    async fn dead_letter_file(
         &self,
         chunk: &Chunk,
         items: &[usize],
