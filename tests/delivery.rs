@@ -223,6 +223,7 @@ fn a_full_buffer_with_drop_oldest_chunk_counts_exactly_what_it_dropped() {
         "nothing dropped once the cluster is back"
     );
     assert!(agent.stop().success());
+    eprintln!("drop_oldest_chunk: {indexed} indexed + {dropped} dropped = 300");
 }
 
 #[test]
