@@ -135,6 +135,9 @@ pub struct Position {
 }
 
 const DATA_START: u64 = frame::SEGMENT_MAGIC.len() as u64;
+/// A full buffer counts as having room again below this share of `max_size` (hysteresis, so
+/// that a buffer hovering at its limit is reported once, not at every append).
+const ROOM_AGAIN: f64 = 0.8;
 
 struct Segment {
     id: u64,
@@ -177,6 +180,8 @@ struct State {
     last_read_ms: Option<u64>,
     /// The ack cursor as last saved.
     saved: Option<Position>,
+    /// Reached `max_size`; said once, until the buffer is below [`ROOM_AGAIN`] of it.
+    full: bool,
     /// Why appending is failing right now (a full disk), for `/health`.
     problem: Option<String>,
     /// An fsync failed: nothing written since can be trusted, and the agent must restart.
@@ -379,6 +384,7 @@ impl Buffer {
                 next_segment,
                 closed: false,
                 last_read_ms: None,
+                full: false,
                 saved: cursor,
                 problem: None,
                 fatal: None,
@@ -719,10 +725,28 @@ impl Buffer {
     /// `seal` closes the appender's segment, so that it can be deleted once acknowledged.
     fn reserve(&self, len: u64, give_up: &dyn Fn() -> bool, seal: &mut dyn FnMut()) -> bool {
         let mut st = self.state();
-        let mut logged = false;
         loop {
-            if st.bytes + len <= self.opts.max_size {
+            // A record larger than the whole limit still goes in once the buffer is empty,
+            // rather than blocking reading for ever.
+            if st.bytes + len <= self.opts.max_size || st.records == 0 {
+                if st.full && (st.bytes as f64) < self.opts.max_size as f64 * ROOM_AGAIN {
+                    st.full = false;
+                    tracing::info!("the buffer has room again");
+                }
                 return true;
+            }
+            if !st.full {
+                st.full = true;
+                match self.opts.overflow {
+                    OverflowAction::Block => tracing::warn!(
+                        max_size = self.opts.max_size,
+                        "the buffer is full: reading pauses until Elasticsearch catches up"
+                    ),
+                    OverflowAction::DropOldestChunk => tracing::warn!(
+                        max_size = self.opts.max_size,
+                        "the buffer is full: its oldest unsent chunks are dropped (counted in logferry_buffer_dropped_records_total)"
+                    ),
+                }
             }
             if self.opts.overflow == OverflowAction::DropOldestChunk && self.drop_oldest(&mut st) {
                 continue;
@@ -730,17 +754,16 @@ impl Buffer {
             if give_up() {
                 return false;
             }
-            if !logged {
-                logged = true;
-                tracing::warn!(
-                    max_size = self.opts.max_size,
-                    "the buffer is full: reading pauses until Elasticsearch catches up"
-                );
+            if !st.segments.iter().any(|s| s.sealed) {
+                // Everything is in the segment being written, which is never deleted or
+                // dropped while open: close it, so that it can go once acknowledged.
                 drop(st);
                 seal();
                 st = self.state();
                 self.release(&mut st);
-                continue;
+                if st.segments.iter().any(|s| s.sealed) {
+                    continue;
+                }
             }
             st = self
                 .space
@@ -763,10 +786,7 @@ impl Buffer {
         st.records = st.records.saturating_sub(seg.records);
         let _ = fs::remove_file(segment_path(&self.opts.dir, seg.id));
         self.metrics.buffer_dropped.inc_by(seg.records);
-        tracing::warn!(
-            records = seg.records,
-            "buffer full: dropped its oldest unsent chunk (overflow_action = drop_oldest_chunk)"
-        );
+        tracing::debug!(records = seg.records, "dropped the oldest unsent chunk");
         true
     }
 }

@@ -393,3 +393,30 @@ proptest! {
         drop(c);
     }
 }
+
+#[test]
+fn a_record_larger_than_the_whole_limit_goes_in_alone_instead_of_blocking_for_ever() {
+    let rig = Rig::new();
+    let b = rig.open(4096, OverflowAction::Block);
+    let _c = rig.committer(&b);
+    let mut big = Chunk::new();
+    big.items.push(0);
+    big.body = format!(
+        "{{\"create\":{{}}}}\n{{\"n\":7,\"pad\":\"{}\"}}\n",
+        "x".repeat(6000)
+    )
+    .into_bytes();
+    big.advance(key(), 1);
+    let mut app = Appender::new(b.clone());
+    app.append(big, || false).unwrap();
+    wait_for("the commit", || rig.offset() == 1);
+    let batch = b
+        .read_batch(1024)
+        .expect("read alone, past the batch limit");
+    assert_eq!(batch.items.len(), 1);
+    assert!(batch.body.len() > 6000);
+    // The next append waits for it to be acknowledged.
+    assert!(app.append(chunk(1..2), || true).is_err());
+    b.acknowledge(batch.seq);
+    app.append(chunk(1..2), || false).unwrap();
+}
