@@ -23,6 +23,12 @@ use std::time::Duration;
 
 /// How long shutdown waits for requests in flight to be answered.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A tailer without a sign of life for this long is stalled, and `/health` says unhealthy.
+/// Generous: a pass over many busy files, or a slow disk, must not get the agent restarted.
+const TAILER_STALL: Duration = Duration::from_secs(120);
+/// How far past its promised next attempt shipping may be, with records waiting, before
+/// `/health` calls it stalled.
+const SHIPPING_GRACE: Duration = Duration::from_secs(60);
 /// How often progress is written to the checkpoint and cursor files.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -107,6 +113,8 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
         tailer: tailer_state,
         sink: sink_state,
         buffer: buffer.clone(),
+        tailer_stall: TAILER_STALL,
+        shipping_grace: SHIPPING_GRACE,
     });
     let api = tokio::spawn(observe::serve(listener, status));
     tracing::info!(

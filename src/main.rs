@@ -41,7 +41,6 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     match cli.command.unwrap_or(Cmd::Run) {
         Cmd::Validate => match Config::load(&cli.config) {
             Ok(_) => {
@@ -61,9 +60,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            init_logging(&cfg.log_level);
             finish(runtime().and_then(|rt| rt.block_on(logferry::agent::run(cfg, stop_signal()))))
         }
         Cmd::Demo { lines } => {
+            init_logging("info");
             finish(runtime().and_then(|rt| rt.block_on(logferry::demo::run(lines))))
         }
     }
@@ -107,10 +108,11 @@ async fn stop_signal() {
 }
 
 /// JSON on stderr for log collectors; plain text when a person is watching. The level comes
-/// from `LOGFERRY_LOG` (`info` by default), in `tracing`'s filter syntax.
-fn init_logging() {
+/// from `LOGFERRY_LOG` when set, else from the config's `log_level`, in `tracing`'s filter
+/// syntax.
+fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOGFERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -23,8 +23,12 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 /// `config/logferry.toml`.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where checkpoints and dead letters live. Must survive restarts (a hostPath on a node).
+    /// Where checkpoints, the buffer and dead letters live. Must survive restarts (a hostPath
+    /// on a node).
     pub data_dir: PathBuf,
+    /// The agent's own log level, in `tracing`'s filter syntax (`info`, `warn`,
+    /// `logferry=debug`); `LOGFERRY_LOG` in the environment overrides it.
+    pub log_level: String,
     pub input: Input,
     pub parse: Parse,
     pub elasticsearch: Elasticsearch,
@@ -202,6 +206,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("/var/lib/logferry"),
+            log_level: "info".into(),
             input: Input::default(),
             parse: Parse::default(),
             elasticsearch: Elasticsearch::default(),
@@ -295,6 +300,10 @@ impl Config {
                         config.data_dir = PathBuf::from(v);
                     }
                 }
+                "log_level" => set(
+                    &mut config.log_level,
+                    section(&text, name, value, &mut problems),
+                ),
                 "input" => set(&mut config.input, section(&text, name, value, &mut problems)),
                 "parse" => set(&mut config.parse, section(&text, name, value, &mut problems)),
                 "elasticsearch" => set(
@@ -307,7 +316,7 @@ impl Config {
                     &text,
                     Some(key.span()),
                     section_key,
-                    "unknown key; expected one of data_dir, input, parse, elasticsearch, buffer, api",
+                    "unknown key; expected one of data_dir, log_level, input, parse, elasticsearch, buffer, api",
                 )),
             }
         }
@@ -384,6 +393,12 @@ impl Config {
                 Ok(_) => {}
                 Err(e) => bad("elasticsearch.dead_letter_index", e),
             }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log_level) {
+            bad(
+                "log_level",
+                format!("{:?} is not a log filter: {e}", self.log_level),
+            );
         }
         let b = &self.buffer;
         if b.chunk_limit_size.0 < 1024 {

@@ -41,6 +41,9 @@ pub struct Flags {
     pub malformed: bool,
     /// The record never got its final piece (its file went away first).
     pub unterminated: bool,
+    /// The record was joined from more than one piece. Normal, so not written in the document;
+    /// counted.
+    pub joined: bool,
 }
 
 /// One logical log record: a whole message with its runtime metadata.
@@ -79,6 +82,7 @@ struct Pending {
     offset: u64,
     message: Vec<u8>,
     truncated: bool,
+    pieces: u32,
 }
 
 /// Per-file decoding state.
@@ -153,6 +157,7 @@ impl Decoder {
                     offset,
                     message: Vec::new(),
                     truncated: false,
+                    pieces: 0,
                 };
                 append_capped(&mut p, &piece.message, self.max_message);
                 *slot = Some(p);
@@ -190,7 +195,7 @@ impl Decoder {
             flags: Flags {
                 truncated,
                 malformed: true,
-                unterminated: false,
+                ..Flags::default()
             },
         }
     }
@@ -213,11 +218,13 @@ fn finish(p: Pending, stream: Stream, unterminated: bool) -> Record<'static> {
             truncated: p.truncated,
             malformed: false,
             unterminated,
+            joined: p.pieces > 1,
         },
     }
 }
 
 fn append_capped(p: &mut Pending, piece: &[u8], max: usize) {
+    p.pieces += 1;
     let room = max.saturating_sub(p.message.len());
     if piece.len() > room {
         let cut = utf8_floor(piece, room);
@@ -312,6 +319,8 @@ mod tests {
         assert_eq!(msg(&r), "hello world");
         assert_eq!(r.offset, 0);
         assert_eq!(r.time, "2026-11-26T17:00:00Z");
+        assert!(r.flags.joined);
+        assert!(!e.flags.joined, "a whole line is not joined");
         assert_eq!(d.pending_offset(), None);
     }
 

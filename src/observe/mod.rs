@@ -1,8 +1,14 @@
 //! Observability: the agent's own metrics and its HTTP endpoints.
 //!
-//! Owns the Prometheus registry (every metric the other stages update), and the server for
-//! `/metrics` (Prometheus text format), `/health` (liveness) and `/ready` (readiness). Metrics
-//! are updated in place by the stages; nothing here reads files or talks to Elasticsearch.
+//! Owns the Prometheus registry (every metric the other stages update in place), the process
+//! metrics read from `/proc` at each scrape, the server for `/metrics`, `/health` and `/ready`
+//! ([`serve`]), and the health checks behind the last two ([`health`]). Nothing here reads log
+//! files or talks to Elasticsearch.
+
+pub mod health;
+mod process;
+
+pub use health::Status;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -16,16 +22,20 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::AtomicU64;
 
 pub type Labels = [(&'static str, &'static str); 1];
+type GaugeF64 = Gauge<f64, AtomicU64>;
 
 /// Every metric the agent exports. Labels are low-cardinality by design: never a pod or a file.
 pub struct Metrics {
     registry: Registry,
+    process: process::Process,
     pub lines_read: Counter,
     pub bytes_read: Counter,
     pub files_watched: Gauge,
+    /// Bytes written to followed files and not read yet, summed over files.
+    pub input_lag_bytes: Gauge,
     pub read_errors: Counter,
     pub truncations: Counter,
     /// Records by decode outcome (`ok` counts every record; the others are flags on some).
@@ -38,12 +48,16 @@ pub struct Metrics {
     /// Bulk requests by HTTP status class, or `error` when no response came.
     pub bulk_requests: Family<Labels, Counter>,
     pub bulk_duration: Histogram,
-    /// From a record entering the buffer to its batch being acknowledged.
+    /// Bulk requests sent again after a failure (whole or of some items).
+    pub bulk_retries: Counter,
+    /// The wait before the next retry, 0 while requests succeed.
+    pub backoff_seconds: GaugeF64,
+    /// From a record being read (and buffered) to Elasticsearch acknowledging it.
     pub delivery_latency: Histogram,
     pub buffer_bytes: Gauge,
     pub buffer_records: Gauge,
     pub buffer_max_bytes: Gauge,
-    pub buffer_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub buffer_oldest_age: GaugeF64,
     /// Records deleted unsent by `overflow_action = "drop_oldest_chunk"`.
     pub buffer_dropped: Counter,
     /// Damage found in the buffer: `torn_write` (cut off at start-up), `corrupt_record` (skipped).
@@ -59,6 +73,7 @@ impl Metrics {
             lines_read: Counter::default(),
             bytes_read: Counter::default(),
             files_watched: Gauge::default(),
+            input_lag_bytes: Gauge::default(),
             read_errors: Counter::default(),
             truncations: Counter::default(),
             records: Family::default(),
@@ -67,113 +82,51 @@ impl Metrics {
             dead_letters: Family::default(),
             bulk_requests: Family::default(),
             bulk_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            bulk_retries: Counter::default(),
+            backoff_seconds: GaugeF64::default(),
             delivery_latency: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
             buffer_bytes: Gauge::default(),
             buffer_records: Gauge::default(),
             buffer_max_bytes: Gauge::default(),
-            buffer_oldest_age: Gauge::default(),
+            buffer_oldest_age: GaugeF64::default(),
             buffer_dropped: Counter::default(),
             buffer_damage: Family::default(),
             buffer_write_errors: Counter::default(),
             checkpoint_errors: Counter::default(),
             registry: Registry::default(),
+            process: process::Process::default(),
         };
-        r.register(
-            "input_lines",
-            "Physical lines read from log files",
-            m.lines_read.clone(),
-        );
-        r.register(
-            "input_bytes",
-            "Bytes read from log files",
-            m.bytes_read.clone(),
-        );
-        r.register(
-            "files_watched",
-            "Log files currently followed",
-            m.files_watched.clone(),
-        );
-        r.register(
-            "input_read_errors",
-            "Failed opens and reads of log files",
-            m.read_errors.clone(),
-        );
-        r.register(
-            "input_truncations",
-            "Log files found truncated (copytruncate)",
-            m.truncations.clone(),
-        );
-        r.register("records", "Records decoded, by outcome", m.records.clone());
-        r.register(
-            "json_parse_failures",
-            "Messages that looked like JSON objects but did not parse",
-            m.json_failures.clone(),
-        );
-        r.register(
-            "documents",
-            "Documents by Elasticsearch outcome",
-            m.documents.clone(),
-        );
-        r.register(
-            "dead_letters",
-            "Documents written to the dead-letter store, by reason",
-            m.dead_letters.clone(),
-        );
-        r.register(
-            "bulk_requests",
-            "Bulk requests by HTTP status class",
-            m.bulk_requests.clone(),
-        );
-        r.register(
-            "bulk_request_duration_seconds",
-            "Bulk request latency",
-            m.bulk_duration.clone(),
-        );
-        r.register(
-            "delivery_latency_seconds",
-            "From a record entering the buffer to Elasticsearch acknowledging it",
-            m.delivery_latency.clone(),
-        );
-        r.register(
-            "buffer_bytes",
-            "Size of the buffer's segment files",
-            m.buffer_bytes.clone(),
-        );
-        r.register(
-            "buffer_max_bytes",
-            "The buffer's size limit (buffer.max_size)",
-            m.buffer_max_bytes.clone(),
-        );
-        r.register(
-            "buffer_records",
-            "Records buffered and not yet acknowledged",
-            m.buffer_records.clone(),
-        );
-        r.register(
-            "buffer_oldest_record_age_seconds",
-            "Age of the oldest record not yet acknowledged",
-            m.buffer_oldest_age.clone(),
-        );
-        r.register(
-            "buffer_dropped_records",
-            "Records deleted unsent because the buffer was full (drop_oldest_chunk)",
-            m.buffer_dropped.clone(),
-        );
-        r.register(
-            "buffer_damage",
-            "Damage found in buffer segments, by kind (torn_write, corrupt_record)",
-            m.buffer_damage.clone(),
-        );
-        r.register(
-            "buffer_write_errors",
-            "Failed writes to the buffer (a full disk, usually)",
-            m.buffer_write_errors.clone(),
-        );
-        r.register(
-            "checkpoint_write_errors",
-            "Failed checkpoint writes",
-            m.checkpoint_errors.clone(),
-        );
+        // Registered in this order; names get the `logferry_` prefix.
+        macro_rules! register {
+            ($($name:literal, $help:literal, $metric:expr;)*) => {
+                $(r.register($name, $help, $metric.clone());)*
+            };
+        }
+        register! {
+            "input_lines", "Physical lines read from log files", m.lines_read;
+            "input_bytes", "Bytes read from log files", m.bytes_read;
+            "files_watched", "Log files currently followed", m.files_watched;
+            "input_lag_bytes", "Bytes written to followed log files and not read yet", m.input_lag_bytes;
+            "input_read_errors", "Failed opens and reads of log files", m.read_errors;
+            "input_truncations", "Log files found truncated (copytruncate)", m.truncations;
+            "records", "Records decoded, by outcome (ok counts all; the others are flags on some)", m.records;
+            "json_parse_failures", "Messages that looked like JSON objects but did not parse", m.json_failures;
+            "documents", "Documents by Elasticsearch outcome", m.documents;
+            "dead_letters", "Documents written to the dead-letter store, by reason", m.dead_letters;
+            "bulk_requests", "Bulk requests by HTTP status class", m.bulk_requests;
+            "bulk_request_duration_seconds", "Bulk request latency", m.bulk_duration;
+            "bulk_retries", "Bulk requests sent again after a failure of the request or of some items", m.bulk_retries;
+            "backoff_seconds", "Wait before the next retry; 0 while requests succeed", m.backoff_seconds;
+            "delivery_latency_seconds", "From a line being read and buffered to Elasticsearch acknowledging it", m.delivery_latency;
+            "buffer_bytes", "Size of the buffer's segment files", m.buffer_bytes;
+            "buffer_max_bytes", "The buffer's size limit (buffer.max_size)", m.buffer_max_bytes;
+            "buffer_records", "Records buffered and not yet acknowledged", m.buffer_records;
+            "buffer_oldest_record_age_seconds", "Age of the oldest record not yet acknowledged", m.buffer_oldest_age;
+            "buffer_dropped_records", "Records deleted unsent because the buffer was full (drop_oldest_chunk)", m.buffer_dropped;
+            "buffer_damage", "Damage found in buffer segments, by kind (torn_write, corrupt_record)", m.buffer_damage;
+            "buffer_write_errors", "Failed writes to the buffer (a full disk, usually)", m.buffer_write_errors;
+            "checkpoint_write_errors", "Failed writes of the checkpoint or buffer cursor files", m.checkpoint_errors;
+        }
         r.register(
             "build",
             "Build information",
@@ -182,12 +135,18 @@ impl Metrics {
         Metrics { registry: r, ..m }
     }
 
-    /// The registry in Prometheus text format.
-    pub fn render(&self) -> String {
+    /// Every metric in the OpenMetrics text format, or in Prometheus' classic text format
+    /// (0.0.4) when `openmetrics` is false: Prometheus negotiates OpenMetrics, while
+    /// `promtool check metrics`, older scrapers and people with curl get the classic one.
+    pub fn render(&self, openmetrics: bool) -> String {
         let mut out = String::new();
         // Formatting into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
-        out
+        let mut process = String::new();
+        let _ = encode(&mut process, &self.process.registry());
+        let mut all = out.trim_end().trim_end_matches("# EOF").to_owned();
+        all.push_str(&process);
+        if openmetrics { all } else { classic_text(&all) }
     }
 }
 
@@ -197,36 +156,44 @@ impl Default for Metrics {
     }
 }
 
-/// What `/health` and `/ready` report on.
-pub struct Status {
-    pub metrics: Arc<Metrics>,
-    pub tailer: Arc<crate::tail::TailerState>,
-    pub sink: Arc<crate::sink::SinkState>,
-    pub buffer: Arc<crate::buffer::Buffer>,
-}
-
-/// Above this share of `max_size`, the buffer check says `degraded`.
-const BUFFER_WARN: f64 = 0.8;
-
-/// (status, detail) of the buffer: unhealthy once it cannot be trusted, degraded while it
-/// cannot be written or is nearly full.
-fn buffer_check(s: &crate::buffer::Stats) -> (&'static str, String) {
-    if let Some(f) = &s.fatal {
-        return ("unhealthy", f.clone());
+/// OpenMetrics text as the classic Prometheus text format: counter and info families are named
+/// with their `_total` / `_info` sample names (an info becomes a gauge), `# UNIT` and `# EOF`
+/// go. Everything else — samples, label escaping, histograms — is the same in both.
+fn classic_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut kinds = std::collections::HashMap::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some((name, kind)) = rest.split_once(' ')
+        {
+            kinds.insert(name.to_owned(), kind.to_owned());
+        }
     }
-    if let Some(p) = &s.problem {
-        return ("degraded", p.clone());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let header = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        if let Some((prefix, rest)) = header {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            let (name, tail) = match kinds.get(name).map(String::as_str) {
+                Some("counter") => (format!("{name}_total"), tail),
+                Some("info") if prefix == "# TYPE " => (format!("{name}_info"), "gauge"),
+                Some("info") => (format!("{name}_info"), tail),
+                _ => (name.to_owned(), tail),
+            };
+            out.push_str(prefix);
+            out.push_str(&name);
+            out.push(' ');
+            out.push_str(tail);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
     }
-    let used = s.bytes as f64 / s.max_size.max(1) as f64;
-    let detail = format!("{} records, {} of {} bytes", s.records, s.bytes, s.max_size);
-    if used > BUFFER_WARN {
-        (
-            "degraded",
-            format!("over {:.0}% full: {detail}", BUFFER_WARN * 100.0),
-        )
-    } else {
-        ("healthy", detail)
-    }
+    out
 }
 
 /// Serves the endpoints until the process ends.
@@ -261,50 +228,40 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 
 fn route(req: &Request<hyper::body::Incoming>, status: &Status) -> Response<Full<Bytes>> {
     match req.uri().path() {
-        "/metrics" => response(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            status.metrics.render(),
-        ),
+        "/metrics" => {
+            let openmetrics = req
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("application/openmetrics-text"));
+            let content_type = if openmetrics {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            } else {
+                "text/plain; version=0.0.4; charset=utf-8"
+            };
+            response(
+                StatusCode::OK,
+                content_type,
+                status.metrics.render(openmetrics),
+            )
+        }
         "/health" => {
-            let es = status.sink.describe();
-            let es = (if es.0 { "healthy" } else { "degraded" }, es.1);
-            let buffer = buffer_check(&status.buffer.stats());
-            let overall = [es.0, buffer.0]
-                .into_iter()
-                .max_by_key(|s| match *s {
-                    "unhealthy" => 2,
-                    "degraded" => 1,
-                    _ => 0,
-                })
-                .unwrap_or("healthy");
-            let body = serde_json::json!({
-                "status": overall,
-                "checks": {
-                    "elasticsearch": {"status": es.0, "detail": es.1},
-                    "buffer": {"status": buffer.0, "detail": buffer.1},
-                },
-            });
-            let code = if overall == "unhealthy" {
+            let report = status.health();
+            let code = if report.status == health::Level::Unhealthy {
                 StatusCode::SERVICE_UNAVAILABLE
             } else {
                 StatusCode::OK
             };
-            response(code, "application/json", body.to_string())
+            response(code, "application/json", report.to_json())
         }
         "/ready" => {
-            let ready = status.tailer.ready.load(Ordering::Relaxed);
-            let body = serde_json::json!({
-                "status": if ready {"healthy"} else {"unhealthy"},
-                "checks": {"tailer": {"status": if ready {"healthy"} else {"unhealthy"},
-                           "detail": if ready {"first discovery pass done"} else {"discovering files"}}},
-            });
-            let code = if ready {
+            let report = status.ready();
+            let code = if report.status == health::Level::Healthy {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            response(code, "application/json", body.to_string())
+            response(code, "application/json", report.to_json())
         }
         _ => response(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
@@ -317,4 +274,35 @@ fn response(code: StatusCode, content_type: &str, body: String) -> Response<Full
         r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_format_names_counter_and_info_families_by_their_samples() {
+        let m = Metrics::new();
+        m.lines_read.inc_by(3);
+        let om = m.render(true);
+        assert!(om.contains("# TYPE logferry_input_lines counter"), "{om}");
+        assert!(om.trim_end().ends_with("# EOF"));
+        assert_eq!(om.matches("# EOF").count(), 1);
+        let text = m.render(false);
+        assert!(
+            text.contains(
+                "# TYPE logferry_input_lines_total counter\nlogferry_input_lines_total 3\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE logferry_build_info gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE process_resident_memory_bytes gauge\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"));
+    }
 }

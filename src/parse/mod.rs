@@ -344,6 +344,7 @@ mod tests {
             truncated: true,
             malformed: false,
             unterminated: true,
+            joined: true,
         };
         let (v, _) = doc(defaults(), b"x", flags);
         assert_eq!(

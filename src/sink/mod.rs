@@ -22,7 +22,7 @@ use flate2::write::GzEncoder;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -37,10 +37,13 @@ pub enum Error {
 pub struct SinkState {
     /// `None` while shipping works; otherwise the kind of failure, why, and since when.
     problem: Mutex<Option<Problem>>,
+    /// By when (Unix ms) a shipper has promised its next sign of life: the end of the request
+    /// or of the backoff wait it is in. Shipping that is past it while records wait is stalled.
+    deadline_ms: AtomicU64,
 }
 
 impl SinkState {
-    /// Shipping works again. Says so once, if it did not before.
+    /// Shipping works again. Says so once, with how often it failed, if it did not before.
     fn ok(&self) {
         let before = self
             .problem
@@ -48,7 +51,7 @@ impl SinkState {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(p) = before {
-            tracing::info!(after_s = p.since.elapsed().as_secs(), last_problem = %p.reason, "shipping again");
+            tracing::info!(after_s = p.since.elapsed().as_secs(), failed_attempts = p.failures, last_problem = %p.reason, "shipping again");
         }
     }
 
@@ -58,12 +61,24 @@ impl SinkState {
         let mut p = self.problem.lock().unwrap_or_else(PoisonError::into_inner);
         let news = p.as_ref().is_none_or(|old| old.kind != kind);
         let since = p.as_ref().map_or_else(Instant::now, |old| old.since);
+        let failures = p.as_ref().map_or(0, |old| old.failures) + 1;
         *p = Some(Problem {
             kind,
             reason: reason.to_owned(),
             since,
+            failures,
         });
         news
+    }
+
+    /// A shipper will show a sign of life within `within`.
+    fn promise(&self, within: Duration) {
+        self.deadline_ms
+            .store(now_ms() + within.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn deadline_ms(&self) -> u64 {
+        self.deadline_ms.load(Ordering::Relaxed)
     }
 
     /// (working, detail)
@@ -79,6 +94,8 @@ struct Problem {
     kind: &'static str,
     reason: String,
     since: Instant,
+    /// Failed attempts since `since`, said when shipping works again.
+    failures: u64,
 }
 
 /// How one bulk attempt went, as far as the whole request is concerned.
@@ -228,6 +245,8 @@ pub struct Shipper {
     state: Arc<SinkState>,
     dead: Arc<DeadLetters>,
     dead_letter_index: Option<String>,
+    /// The longest a request may take, with some slack: what a shipper promises per attempt.
+    patience: Duration,
 }
 
 impl Shipper {
@@ -251,6 +270,9 @@ impl Shipper {
             .filter_map(|h| reqwest::Url::parse(h).ok())
             .filter_map(|u| u.join("_bulk").ok())
             .collect();
+        let patience = cfg.elasticsearch.request_timeout.0 + Duration::from_secs(10);
+        // Nothing has been tried yet: the first batch is due within one request's time.
+        state.promise(patience);
         Ok(Shipper {
             client,
             hosts,
@@ -261,6 +283,7 @@ impl Shipper {
             state,
             dead,
             dead_letter_index: cfg.elasticsearch.dead_letter_index.clone(),
+            patience,
         })
     }
 
@@ -268,6 +291,7 @@ impl Shipper {
     /// has found its end.
     pub async fn run(self: Arc<Self>, buffer: Arc<Buffer>) {
         while let Some(batch) = buffer.next_batch(buffer.chunk_limit()).await {
+            self.state.promise(self.patience);
             let all: Vec<usize> = (0..batch.items.len()).collect();
             self.deliver(&batch, all, Route::Index).await;
             buffer.acknowledge(batch.seq);
@@ -289,12 +313,14 @@ impl Shipper {
             .build();
         let started = Instant::now();
         loop {
+            self.state.promise(self.patience);
             let attempt = self.send(chunk, &pending).await;
             let (reason, after, gives_up) = match attempt {
                 Attempt::Items(results) => {
                     pending = self.settle(chunk, &pending, results, route).await;
                     if pending.is_empty() {
                         self.state.ok();
+                        self.metrics.backoff_seconds.set(0.0);
                         return;
                     }
                     let reason = format!("{} items were refused for now (429/5xx)", pending.len());
@@ -351,6 +377,9 @@ impl Shipper {
                 .documents
                 .get_or_create(&[("outcome", "retried")])
                 .inc_by(pending.len() as u64);
+            self.metrics.bulk_retries.inc();
+            self.metrics.backoff_seconds.set(wait.as_secs_f64());
+            self.state.promise(wait + self.patience);
             tracing::debug!(%reason, items = pending.len(), wait_ms = wait.as_millis() as u64, "retrying");
             tokio::time::sleep(wait).await;
         }

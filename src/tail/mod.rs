@@ -83,6 +83,8 @@ pub struct Output {
     shutdown: Arc<AtomicBool>,
     /// A chunk was dropped at shutdown; nothing more may be handed on.
     abandoned: bool,
+    /// Beaten while waiting for the buffer, so a long wait is not taken for a stall.
+    state: Arc<TailerState>,
     /// A physical line longer than this is cut before decoding: twice the message cap leaves
     /// room for the runtime's prefix and docker's JSON escaping.
     max_physical_line: usize,
@@ -104,6 +106,7 @@ impl Output {
             truncated: outcome("truncated"),
             malformed: outcome("malformed"),
             unterminated: outcome("unterminated"),
+            joined: outcome("partial_joined"),
             json_failed: metrics.json_failures.clone(),
         };
         Output {
@@ -115,6 +118,7 @@ impl Output {
             metrics,
             shutdown,
             abandoned: false,
+            state: Arc::new(TailerState::default()),
             max_physical_line: cfg.input.max_line_bytes.as_usize() * 2 + 4096,
             flush_interval: cfg.buffer.flush_interval.0,
         }
@@ -136,6 +140,7 @@ impl Output {
             (rec.flags.truncated, &c.truncated),
             (rec.flags.malformed, &c.malformed),
             (rec.flags.unterminated, &c.unterminated),
+            (rec.flags.joined, &c.joined),
         ] {
             if set {
                 counter.inc();
@@ -180,11 +185,11 @@ impl Output {
         if self.abandoned {
             return;
         }
-        let shutdown = &self.shutdown;
-        if let Err(dropped) = self
-            .appender
-            .append(chunk, || shutdown.load(Ordering::Relaxed))
-        {
+        let (shutdown, state) = (&self.shutdown, &self.state);
+        if let Err(dropped) = self.appender.append(chunk, || {
+            state.beat();
+            shutdown.load(Ordering::Relaxed)
+        }) {
             // Shutting down while the buffer (or disk) is full: these lines are not buffered,
             // so their checkpoints did not move and the next start reads them again. Every later
             // chunk must be dropped too: committing one would move checkpoints past these lines.
@@ -203,6 +208,7 @@ struct RecordCounters {
     truncated: Counter,
     malformed: Counter,
     unterminated: Counter,
+    joined: Counter,
     json_failed: Counter,
 }
 
@@ -211,6 +217,10 @@ struct RecordCounters {
 pub struct TailerState {
     /// The first discovery pass has completed.
     pub ready: AtomicBool,
+    /// When the tailer last showed it is alive (Unix ms): every turn of its loop, every file it
+    /// reads, and every wait on a full buffer or disk. `/health` calls it stalled when this
+    /// stops moving.
+    pub heartbeat_ms: std::sync::atomic::AtomicU64,
 }
 
 pub struct Tailer {
@@ -255,13 +265,22 @@ pub struct Tailer {
     fresh_start: bool,
 }
 
+impl TailerState {
+    fn beat(&self) {
+        self.heartbeat_ms
+            .store(crate::buffer::now_ms(), Ordering::Relaxed);
+    }
+}
+
 impl Tailer {
     pub fn new(
         cfg: &config::Config,
         checkpoints: Arc<Checkpoints>,
-        out: Output,
+        mut out: Output,
         state: Arc<TailerState>,
     ) -> Tailer {
+        out.state = state.clone();
+        state.beat();
         let (tx, rx) = sync_channel(EVENT_QUEUE);
         let missed = Arc::new(AtomicBool::new(false));
         let watcher = make_watcher(tx, missed.clone());
@@ -298,6 +317,7 @@ impl Tailer {
         self.state.ready.store(true, Ordering::Relaxed);
         let mut next_rescan = Instant::now() + self.cfg.rescan_interval.0;
         while !self.out.shutdown.load(Ordering::Relaxed) {
+            self.state.beat();
             let mut rescan = self.drain_events();
             if self.missed_events.swap(false, Ordering::Relaxed) || Instant::now() >= next_rescan {
                 rescan = true;
@@ -306,6 +326,7 @@ impl Tailer {
             }
             if rescan {
                 self.rescan(false);
+                self.measure_lag();
                 next_rescan = Instant::now() + self.cfg.rescan_interval.0;
             }
             self.retry_waiting();
@@ -371,6 +392,7 @@ impl Tailer {
             let Some(t) = self.files.get_mut(&key) else {
                 continue;
             };
+            self.state.beat();
             match t.read(buf, &mut self.out, PASS_BUDGET) {
                 Ok(ReadOutcome::More) => {
                     self.dirty.insert(key);
@@ -387,6 +409,17 @@ impl Tailer {
                 }
             }
         }
+    }
+
+    /// Bytes written to the followed files but not read yet, for `logferry_input_lag_bytes`:
+    /// one fstat per file per rescan.
+    fn measure_lag(&self) {
+        let lag: u64 = self
+            .files
+            .values()
+            .filter_map(|t| Some(t.file.metadata().ok()?.len().saturating_sub(t.read_pos)))
+            .sum();
+        self.out.metrics.input_lag_bytes.set(lag as i64);
     }
 
     /// The file was cut short (copytruncate): what was read stays shipped, and the file is

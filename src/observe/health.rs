@@ -1,0 +1,176 @@
+//! `/health` and `/ready`: one check per component, each `healthy`, `degraded` (working, but
+//! something needs attention) or `unhealthy` (not working); the worst one is the overall status.
+//!
+//! Liveness (`/health`) answers 503 only when restarting the agent would help: the tailer or
+//! the shipping has stopped making progress while there is work, or the buffer can no longer be
+//! trusted. A cluster that refuses is `degraded`: a restart would not fix it. Readiness
+//! (`/ready`) is 200 once the config is loaded (the agent would not be running otherwise), the
+//! first discovery pass is done and the buffer is writable.
+
+use super::Metrics;
+use crate::buffer::{Buffer, Stats, now_ms};
+use crate::sink::SinkState;
+use crate::tail::TailerState;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Above this share of `max_size`, the buffer check says `degraded`.
+const BUFFER_WARN: f64 = 0.8;
+
+/// What the endpoints report on.
+pub struct Status {
+    pub metrics: Arc<Metrics>,
+    pub tailer: Arc<TailerState>,
+    pub sink: Arc<SinkState>,
+    pub buffer: Arc<Buffer>,
+    /// The tailer showing no sign of life for this long is a stall.
+    pub tailer_stall: Duration,
+    /// How long past its own deadline shipping may be, while records wait, before it counts as
+    /// stalled.
+    pub shipping_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+impl Level {
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Healthy => "healthy",
+            Level::Degraded => "degraded",
+            Level::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+pub struct Report {
+    pub status: Level,
+    checks: Vec<(&'static str, Level, String)>,
+}
+
+impl Report {
+    fn new(checks: Vec<(&'static str, Level, String)>) -> Report {
+        let status = checks.iter().map(|c| c.1).max().unwrap_or(Level::Healthy);
+        Report { status, checks }
+    }
+
+    pub fn to_json(&self) -> String {
+        let checks: serde_json::Map<String, serde_json::Value> = self
+            .checks
+            .iter()
+            .map(|(name, level, detail)| {
+                (
+                    (*name).to_owned(),
+                    serde_json::json!({"status": level.as_str(), "detail": detail}),
+                )
+            })
+            .collect();
+        serde_json::json!({"status": self.status.as_str(), "checks": checks}).to_string()
+    }
+}
+
+impl Status {
+    pub fn health(&self) -> Report {
+        let stats = self.buffer.stats();
+        let tailer = self.tailer_check();
+        let es = self.elasticsearch_check(&stats);
+        let buffer = buffer_check(&stats);
+        Report::new(vec![
+            ("tailer", tailer.0, tailer.1),
+            ("elasticsearch", es.0, es.1),
+            ("buffer", buffer.0, buffer.1),
+            (
+                "kubernetes",
+                Level::Healthy,
+                "API enrichment not enabled: pod identity comes from file paths".into(),
+            ),
+        ])
+    }
+
+    pub fn ready(&self) -> Report {
+        let stats = self.buffer.stats();
+        let discovered = self.tailer.ready.load(Ordering::Relaxed);
+        let buffer = match (&stats.fatal, &stats.problem) {
+            (Some(f), _) => (Level::Unhealthy, f.clone()),
+            (None, Some(p)) => (Level::Unhealthy, p.clone()),
+            (None, None) => (Level::Healthy, "writable".into()),
+        };
+        Report::new(vec![
+            ("config", Level::Healthy, "loaded".into()),
+            (
+                "tailer",
+                if discovered {
+                    Level::Healthy
+                } else {
+                    Level::Unhealthy
+                },
+                if discovered {
+                    "first discovery pass done".into()
+                } else {
+                    "discovering files".into()
+                },
+            ),
+            ("buffer", buffer.0, buffer.1),
+        ])
+    }
+
+    fn tailer_check(&self) -> (Level, String) {
+        let idle = now_ms().saturating_sub(self.tailer.heartbeat_ms.load(Ordering::Relaxed));
+        if idle > self.tailer_stall.as_millis() as u64 {
+            return (
+                Level::Unhealthy,
+                format!("stalled: no progress for {} s", idle / 1000),
+            );
+        }
+        let files = self.metrics.files_watched.get();
+        let lag = self.metrics.input_lag_bytes.get();
+        (
+            Level::Healthy,
+            format!("following {files} files, {lag} bytes not read yet"),
+        )
+    }
+
+    fn elasticsearch_check(&self, stats: &Stats) -> (Level, String) {
+        let late = now_ms().saturating_sub(self.sink.deadline_ms());
+        if stats.records > 0 && late > self.shipping_grace.as_millis() as u64 {
+            return (
+                Level::Unhealthy,
+                format!(
+                    "shipping stalled: {} records wait and no request has been made for {} s past its time",
+                    stats.records,
+                    late / 1000
+                ),
+            );
+        }
+        match self.sink.describe() {
+            (true, detail) => (Level::Healthy, detail),
+            (false, detail) => (Level::Degraded, detail),
+        }
+    }
+}
+
+/// Unhealthy once the buffer cannot be trusted; degraded while it cannot be written or is
+/// nearly full.
+fn buffer_check(s: &Stats) -> (Level, String) {
+    if let Some(f) = &s.fatal {
+        return (Level::Unhealthy, f.clone());
+    }
+    if let Some(p) = &s.problem {
+        return (Level::Degraded, p.clone());
+    }
+    let used = s.bytes as f64 / s.max_size.max(1) as f64;
+    let detail = format!("{} records, {} of {} bytes", s.records, s.bytes, s.max_size);
+    if used > BUFFER_WARN {
+        (
+            Level::Degraded,
+            format!("over {:.0}% full: {detail}", BUFFER_WARN * 100.0),
+        )
+    } else {
+        (Level::Healthy, detail)
+    }
+}
