@@ -100,6 +100,10 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
             loop {
                 tick.tick().await;
                 update_gauges(&buffer, &metrics);
+                let c = checkpoints.clone();
+                if let Ok(lag) = tokio::task::spawn_blocking(move || c.lag()).await {
+                    metrics.input_lag_bytes.set(lag as i64);
+                }
                 let ok = save(&checkpoints, &buffer, &metrics, !failing).await;
                 if ok && failing {
                     tracing::info!("checkpoints are written again");

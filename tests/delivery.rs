@@ -12,16 +12,6 @@ use std::time::Duration;
 use support::proxy::FaultProxy;
 use support::*;
 
-fn metric(agent: &Agent, line_start: &str) -> u64 {
-    agent
-        .metrics()
-        .lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 /// Resident memory of a process, from /proc.
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -75,14 +65,14 @@ fn a_long_outage_with_lines_coming_delivers_everything_once_and_memory_stays_fla
     };
     write(0, 1000);
     wait_until(30, "the first lines to be buffered", || {
-        metric(&agent, "logferry_buffer_bytes ") > 2_000_000
+        agent.metric("logferry_buffer_bytes ") > 2_000_000
     });
-    let (early_rss, early_buffer) = (rss_bytes(pid), metric(&agent, "logferry_buffer_bytes "));
+    let (early_rss, early_buffer) = (rss_bytes(pid), agent.metric("logferry_buffer_bytes "));
     write(1000, 8000);
     wait_until(60, "every line to be buffered", || {
-        metric(&agent, "logferry_buffer_records ") >= 8000
+        agent.metric("logferry_buffer_records ") >= 8000
     });
-    let (late_rss, late_buffer) = (rss_bytes(pid), metric(&agent, "logferry_buffer_bytes "));
+    let (late_rss, late_buffer) = (rss_bytes(pid), agent.metric("logferry_buffer_bytes "));
     assert!(
         late_buffer > early_buffer + 12_000_000,
         "the buffer grows on disk: {early_buffer} → {late_buffer}"
@@ -99,7 +89,7 @@ fn a_long_outage_with_lines_coming_delivers_everything_once_and_memory_stays_fla
     proxy.set(|f| f.down = false);
     assert_exactly_once(&es, &expected);
     wait_until(10, "the buffer to empty", || {
-        metric(&agent, "logferry_buffer_records ") == 0
+        agent.metric("logferry_buffer_records ") == 0
     });
     assert!(agent.stop().success());
     eprintln!(
@@ -168,14 +158,14 @@ fn a_full_buffer_with_block_pauses_reading_and_loses_nothing() {
         "reading pauses: checkpoint {} of {file_len}",
         checkpoint_offset(&node)
     );
-    let bytes = metric(&agent, "logferry_buffer_bytes ");
+    let bytes = agent.metric("logferry_buffer_bytes ");
     assert!(
         bytes <= 8 * 1024 + 1024,
         "the buffer keeps its bound: {bytes}"
     );
     proxy.set(|f| f.down = false);
     assert_exactly_once(&es, &expected);
-    assert_eq!(metric(&agent, "logferry_buffer_dropped_records_total"), 0);
+    assert_eq!(agent.metric("logferry_buffer_dropped_records_total"), 0);
     assert!(agent.stop().success());
 }
 
@@ -198,7 +188,7 @@ fn a_full_buffer_with_drop_oldest_chunk_counts_exactly_what_it_dropped() {
     wait_until(20, "every line to be read", || {
         checkpoint_offset(&node) == file_len
     });
-    let dropped = metric(&agent, "logferry_buffer_dropped_records_total");
+    let dropped = agent.metric("logferry_buffer_dropped_records_total");
     assert!(
         dropped > 200,
         "most of 300 lines cannot fit in 8 KiB: {dropped}"
@@ -218,7 +208,7 @@ fn a_full_buffer_with_drop_oldest_chunk_counts_exactly_what_it_dropped() {
         "the newest lines are kept"
     );
     assert_eq!(
-        metric(&agent, "logferry_buffer_dropped_records_total"),
+        agent.metric("logferry_buffer_dropped_records_total"),
         dropped,
         "nothing dropped once the cluster is back"
     );
@@ -256,14 +246,11 @@ fn a_damaged_buffer_is_recovered_counted_and_the_agent_runs_on() {
     let indexed = wait_for_count(&es, 199, 30);
     assert_eq!(indexed, 199, "exactly the corrupt record is lost");
     assert_eq!(
-        metric(
-            &agent,
-            "logferry_buffer_damage_total{kind=\"corrupt_record\"}"
-        ),
+        agent.metric("logferry_buffer_damage_total{kind=\"corrupt_record\"}"),
         1
     );
     assert_eq!(
-        metric(&agent, "logferry_buffer_damage_total{kind=\"torn_write\"}"),
+        agent.metric("logferry_buffer_damage_total{kind=\"torn_write\"}"),
         1
     );
     let logs = agent.logs();
@@ -330,7 +317,7 @@ fn a_full_disk_pauses_reading_says_so_and_resumes_when_space_returns() {
         w.json_line(seq).unwrap();
     }
     wait_until(20, "the write failure to be reported", || {
-        metric(&agent, "logferry_buffer_write_errors_total") > 0
+        agent.metric("logferry_buffer_write_errors_total") > 0
     });
     let health = agent.get("/health");
     assert_eq!(health["checks"]["buffer"]["status"], "degraded", "{health}");

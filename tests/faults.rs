@@ -19,16 +19,6 @@ fn write_lines(node: &Node, pod: &str, n: u64) -> HashSet<(String, u64)> {
         .collect()
 }
 
-fn metric(agent: &Agent, line_start: &str) -> u64 {
-    agent
-        .metrics()
-        .lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn items_refused_with_429_are_retried_alone_and_arrive_once() {
     let es = osmem();
@@ -46,8 +36,7 @@ fn items_refused_with_429_are_retried_alone_and_arrive_once() {
     // Only refused items are sent again: every item arrived once, plus once per refusal.
     assert_eq!(seen.items, 600 + seen.rejected_items, "{seen:?}");
     assert!(
-        metric(&agent, "logferry_documents_total{outcome=\"retried\"}")
-            >= seen.rejected_items.min(1)
+        agent.metric("logferry_documents_total{outcome=\"retried\"}") >= seen.rejected_items.min(1)
     );
     assert!(agent.stop().success());
 }
@@ -145,10 +134,7 @@ fn a_mapping_conflict_goes_to_the_dead_letter_file_and_index_and_the_rest_is_ind
     assert_eq!(entries[0]["document"]["amount"]["currency"], "EUR");
     assert!(entries[0]["action"]["create"]["_id"].is_string());
     assert_eq!(
-        metric(
-            &agent,
-            "logferry_dead_letters_total{reason=\"mapper_parsing_exception\"}"
-        ),
+        agent.metric("logferry_dead_letters_total{reason=\"mapper_parsing_exception\"}"),
         1
     );
     // The searchable copy: the agent's own fields as they were, the application's as a string.
@@ -202,10 +188,7 @@ fn retry_timeout_dead_letters_what_the_cluster_kept_refusing_but_never_what_cred
             .all(|l| l.contains("\"reason\":\"retry_timeout\""))
     );
     assert_eq!(
-        metric(
-            &agent,
-            "logferry_dead_letters_total{reason=\"retry_timeout\"}"
-        ),
+        agent.metric("logferry_dead_letters_total{reason=\"retry_timeout\"}"),
         5
     );
     assert!(agent.stop().success());

@@ -174,3 +174,74 @@ fn buffer_check(s: &Stats) -> (Level, String) {
         (Level::Healthy, detail)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::{Appender, Chunk, Options};
+    use crate::config::OverflowAction;
+
+    fn status(dir: &std::path::Path) -> Status {
+        let metrics = Arc::new(Metrics::new());
+        let buffer = Buffer::open(
+            Options {
+                dir: dir.to_owned(),
+                max_size: 1 << 20,
+                segment_size: 64 << 10,
+                overflow: OverflowAction::Block,
+            },
+            metrics.clone(),
+        )
+        .unwrap();
+        let tailer = Arc::new(TailerState::default());
+        tailer.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+        Status {
+            metrics,
+            tailer,
+            sink: Arc::new(SinkState::default()),
+            buffer: Arc::new(buffer),
+            tailer_stall: Duration::from_secs(120),
+            shipping_grace: Duration::from_secs(60),
+        }
+    }
+
+    fn check<'a>(r: &'a Report, name: &str) -> &'a (&'static str, Level, String) {
+        r.checks.iter().find(|c| c.0 == name).unwrap()
+    }
+
+    #[test]
+    fn a_silent_tailer_is_unhealthy_and_a_busy_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = status(dir.path());
+        assert_eq!(s.health().status, Level::Healthy);
+        s.tailer
+            .heartbeat_ms
+            .store(now_ms() - 121_000, Ordering::Relaxed);
+        let r = s.health();
+        assert_eq!(r.status, Level::Unhealthy);
+        assert!(check(&r, "tailer").2.contains("stalled"), "{}", r.to_json());
+    }
+
+    #[test]
+    fn shipping_is_stalled_only_when_records_wait_past_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = status(dir.path());
+        // Nothing waits: an old deadline means an idle shipper, not a stalled one.
+        assert_eq!(check(&s.health(), "elasticsearch").1, Level::Healthy);
+        let mut c = Chunk::new();
+        c.items.push(0);
+        c.body.extend_from_slice(b"{\"create\":{}}\n{}\n");
+        Appender::new(s.buffer.clone()).append(c, || false).unwrap();
+        let r = s.health();
+        assert_eq!(
+            check(&r, "elasticsearch").1,
+            Level::Unhealthy,
+            "{}",
+            r.to_json()
+        );
+        assert_eq!(r.status, Level::Unhealthy);
+        // A shipper in a backoff wait has promised to come back: not stalled.
+        s.sink.promise(Duration::from_secs(30));
+        assert_eq!(check(&s.health(), "elasticsearch").1, Level::Healthy);
+    }
+}

@@ -34,7 +34,7 @@ pub struct Metrics {
     pub lines_read: Counter,
     pub bytes_read: Counter,
     pub files_watched: Gauge,
-    /// Bytes written to followed files and not read yet, summed over files.
+    /// Bytes written to followed files and not yet safe in the buffer, summed over files.
     pub input_lag_bytes: Gauge,
     pub read_errors: Counter,
     pub truncations: Counter,
@@ -106,7 +106,7 @@ impl Metrics {
             "input_lines", "Physical lines read from log files", m.lines_read;
             "input_bytes", "Bytes read from log files", m.bytes_read;
             "files_watched", "Log files currently followed", m.files_watched;
-            "input_lag_bytes", "Bytes written to followed log files and not read yet", m.input_lag_bytes;
+            "input_lag_bytes", "Bytes written to followed log files and not yet read into the buffer", m.input_lag_bytes;
             "input_read_errors", "Failed opens and reads of log files", m.read_errors;
             "input_truncations", "Log files found truncated (copytruncate)", m.truncations;
             "records", "Records decoded, by outcome (ok counts all; the others are flags on some)", m.records;

@@ -72,7 +72,7 @@ impl SinkState {
     }
 
     /// A shipper will show a sign of life within `within`.
-    fn promise(&self, within: Duration) {
+    pub(crate) fn promise(&self, within: Duration) {
         self.deadline_ms
             .store(now_ms() + within.as_millis() as u64, Ordering::Relaxed);
     }

@@ -188,6 +188,26 @@ impl Checkpoints {
         inner.dirty |= persist;
     }
 
+    /// Bytes in the known files past their checkpoints: what is not yet safe in the buffer.
+    /// A stat per file, by path, counted only while the path still holds the same file: from
+    /// the agent's timer, so that it is measured even while reading is paused.
+    pub fn lag(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let files: Vec<(FileKey, PathBuf, u64)> = self
+            .lock()
+            .files
+            .iter()
+            .map(|(k, e)| (*k, e.path.clone(), e.offset))
+            .collect();
+        files
+            .into_iter()
+            .filter_map(|(key, path, offset)| {
+                let m = fs::metadata(path).ok()?;
+                (m.dev() == key.dev && m.ino() == key.ino).then(|| m.len().saturating_sub(offset))
+            })
+            .sum()
+    }
+
     /// Forgets a file outright (it is gone and cannot be read again).
     pub fn forget(&self, key: &FileKey) {
         let mut inner = self.lock();

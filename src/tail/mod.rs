@@ -326,7 +326,6 @@ impl Tailer {
             }
             if rescan {
                 self.rescan(false);
-                self.measure_lag();
                 next_rescan = Instant::now() + self.cfg.rescan_interval.0;
             }
             self.retry_waiting();
@@ -409,17 +408,6 @@ impl Tailer {
                 }
             }
         }
-    }
-
-    /// Bytes written to the followed files but not read yet, for `logferry_input_lag_bytes`:
-    /// one fstat per file per rescan.
-    fn measure_lag(&self) {
-        let lag: u64 = self
-            .files
-            .values()
-            .filter_map(|t| Some(t.file.metadata().ok()?.len().saturating_sub(t.read_pos)))
-            .sum();
-        self.out.metrics.input_lag_bytes.set(lag as i64);
     }
 
     /// The file was cut short (copytruncate): what was read stays shipped, and the file is

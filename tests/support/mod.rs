@@ -194,6 +194,22 @@ impl Agent {
         http_json("GET", &format!("http://{}{path}", self.api), None).unwrap_or(Value::Null)
     }
 
+    /// The value of one series of `/metrics`, e.g. `logferry_buffer_bytes` or
+    /// `logferry_documents_total{outcome="indexed"}`; 0 when absent.
+    pub fn metric_f64(&self, series: &str) -> f64 {
+        let series = series.trim_end();
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// [`Agent::metric_f64`] for counts.
+    pub fn metric(&self, series: &str) -> u64 {
+        self.metric_f64(series) as u64
+    }
+
     pub fn metrics(&self) -> String {
         use std::io::{Read, Write};
         let Ok(mut s) = std::net::TcpStream::connect(&self.api) else {
@@ -205,7 +221,9 @@ impl Agent {
         );
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
-        out
+        // The body only.
+        out.split_once("\r\n\r\n")
+            .map_or(String::new(), |(_, body)| body.to_owned())
     }
 }
 
