@@ -127,6 +127,27 @@ impl Metrics {
             "buffer_write_errors", "Failed writes to the buffer (a full disk, usually)", m.buffer_write_errors;
             "checkpoint_write_errors", "Failed writes of the checkpoint or buffer cursor files", m.checkpoint_errors;
         }
+        // Known label values exist from the start, at 0: a series that appears only on its first
+        // event makes rate() and alerts miss that event.
+        for outcome in [
+            "ok",
+            "partial_joined",
+            "truncated",
+            "invalid_utf8",
+            "malformed",
+            "unterminated",
+        ] {
+            m.records.get_or_create(&[("outcome", outcome)]);
+        }
+        for outcome in ["indexed", "duplicate", "retried", "dead_lettered"] {
+            m.documents.get_or_create(&[("outcome", outcome)]);
+        }
+        for status in ["2xx", "4xx", "5xx", "error"] {
+            m.bulk_requests.get_or_create(&[("status", status)]);
+        }
+        for kind in ["torn_write", "corrupt_record"] {
+            m.buffer_damage.get_or_create(&[("kind", kind)]);
+        }
         r.register(
             "build",
             "Build information",
