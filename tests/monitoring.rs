@@ -44,8 +44,8 @@ fn promtool(args: &[&str], dir: &Path) -> String {
         .current_dir(dir)
         .output()
         .expect("promtool must be installed: run scripts/install-deps (Debian package prometheus)");
-    let said = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "promtool {args:?}:\n{said}");
     said
 }
@@ -64,15 +64,13 @@ fn rule_file() -> (tempfile::TempDir, PathBuf) {
 fn exported() -> BTreeSet<String> {
     let m = logferry::observe::Metrics::new();
     // Its labels come from the cluster's answers, so it has no series until the first one.
-    m.dead_letters
+    let _ = m.dead_letters
         .get_or_create(&vec![("reason", "mapper_parsing_exception".to_owned())])
         .inc();
     let text = m.render(false);
     let mut names = BTreeSet::new();
     for line in text.lines() {
-        let Some((name, kind)) = line
-            .strip_prefix("# TYPE ")
-            .and_then(|r| r.split_once(' '))
+        let Some((name, kind)) = line.strip_prefix("# TYPE ").and_then(|r| r.split_once(' '))
         else {
             continue;
         };
@@ -139,9 +137,15 @@ fn alert_rules_pass_promtool_and_each_says_what_to_do() {
                 "{alert} has no {a}"
             );
         }
-        assert!(r["labels"]["severity"].is_string(), "{alert} has no severity");
+        assert!(
+            r["labels"]["severity"].is_string(),
+            "{alert} has no severity"
+        );
         for m in metrics_in(r["expr"].as_str().unwrap()) {
-            assert!(known.contains(&m), "{alert} uses {m}, which the agent does not export");
+            assert!(
+                known.contains(&m),
+                "{alert} uses {m}, which the agent does not export"
+            );
         }
     }
 }
@@ -176,7 +180,10 @@ fn every_dashboard_query_is_valid_promql_over_exported_metrics() {
         let used = metrics_in(expr);
         assert!(!used.is_empty(), "{title}: {expr}");
         for m in used {
-            assert!(known.contains(&m), "panel {title:?} uses {m}, which the agent does not export");
+            assert!(
+                known.contains(&m),
+                "panel {title:?} uses {m}, which the agent does not export"
+            );
         }
     }
     // Grafana's variables resolved as Grafana would, then each query as a recording rule:

@@ -250,6 +250,17 @@ struct Reader {
     file: Option<(u64, File)>,
     /// A corrupt frame found while reading was already logged.
     logged_corrupt: bool,
+    /// Reads failing in a row: logged when it starts, and with the count when it ends.
+    failures: u64,
+}
+
+impl Reader {
+    fn failed(&mut self, segment: u64, e: &std::io::Error) {
+        if self.failures == 0 {
+            tracing::error!(segment, error = %e, "cannot read the buffer; retrying every second");
+        }
+        self.failures += 1;
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -516,7 +527,8 @@ impl Buffer {
                 self.data.notify_one();
                 return Some(batch);
             }
-            notified.await;
+            // Woken by new data, or after a while anyway: a read that failed is tried again.
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
         }
     }
 
@@ -561,7 +573,7 @@ impl Buffer {
                 _ => match File::open(segment_path(&self.opts.dir, id)) {
                     Ok(f) => &reader.file.insert((id, f)).1,
                     Err(e) => {
-                        tracing::error!(segment = id, error = %e, "cannot open a buffer segment; retrying");
+                        reader.failed(id, &e);
                         return None;
                     }
                 },
@@ -591,6 +603,12 @@ impl Buffer {
                     );
                     st.read.offset = end;
                     st.last_read_ms = Some(newest_ms);
+                    if reader.failures > 0 {
+                        tracing::info!(
+                            failures = std::mem::take(&mut reader.failures),
+                            "the buffer is readable again"
+                        );
+                    }
                     let mut c = Chunk::new();
                     c.seq = seq;
                     c.body = body;
@@ -621,7 +639,7 @@ impl Buffer {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(segment = id, error = %e, "cannot read the buffer; retrying");
+                    reader.failed(id, &e);
                     return None;
                 }
             }

@@ -137,16 +137,16 @@ impl Metrics {
             "malformed",
             "unterminated",
         ] {
-            m.records.get_or_create(&[("outcome", outcome)]);
+            let _ = m.records.get_or_create(&[("outcome", outcome)]);
         }
         for outcome in ["indexed", "duplicate", "retried", "dead_lettered"] {
-            m.documents.get_or_create(&[("outcome", outcome)]);
+            let _ = m.documents.get_or_create(&[("outcome", outcome)]);
         }
         for status in ["2xx", "4xx", "5xx", "error"] {
-            m.bulk_requests.get_or_create(&[("status", status)]);
+            let _ = m.bulk_requests.get_or_create(&[("status", status)]);
         }
         for kind in ["torn_write", "corrupt_record"] {
-            m.buffer_damage.get_or_create(&[("kind", kind)]);
+            let _ = m.buffer_damage.get_or_create(&[("kind", kind)]);
         }
         r.register(
             "build",

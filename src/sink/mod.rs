@@ -465,6 +465,7 @@ impl Shipper {
         error: Option<&RawValue>,
     ) {
         let mut wait = Duration::from_secs(1);
+        let mut failures = 0u64;
         loop {
             let dead = self.dead.clone();
             let docs: Vec<Vec<u8>> = items.iter().map(|&i| chunk.item(i).to_vec()).collect();
@@ -480,13 +481,19 @@ impl Shipper {
                         .documents
                         .get_or_create(&[("outcome", "dead_lettered")])
                         .inc_by(items.len() as u64);
+                    if failures > 0 {
+                        tracing::info!(failures, "the dead-letter file is writable again");
+                    }
                     return;
                 }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "cannot write the dead-letter file; shipping waits for it")
+                Ok(Err(e)) if failures == 0 => {
+                    tracing::error!(error = %e, "cannot write the dead-letter file; shipping waits for it and retries")
                 }
-                Err(e) => tracing::error!(error = %e, "dead-letter writer failed"),
+                Err(e) if failures == 0 => tracing::error!(error = %e, "dead-letter writer failed"),
+                _ => {}
             }
+            failures += 1;
+            self.state.promise(wait + self.patience);
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(30));
         }
