@@ -64,7 +64,8 @@ fn rule_file() -> (tempfile::TempDir, PathBuf) {
 fn exported() -> BTreeSet<String> {
     let m = logferry::observe::Metrics::new();
     // Its labels come from the cluster's answers, so it has no series until the first one.
-    let _ = m.dead_letters
+    let _ = m
+        .dead_letters
         .get_or_create(&vec![("reason", "mapper_parsing_exception".to_owned())])
         .inc();
     let text = m.render(false);
