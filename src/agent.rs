@@ -13,7 +13,7 @@ use crate::buffer::{self, Appender, Buffer};
 use crate::config::Config;
 use crate::observe::{self, Metrics, Status};
 use crate::parse::DocumentWriter;
-use crate::sink::{DeadLetters, IndexPattern, ItemEncoder, Shipper, SinkState};
+use crate::sink::{Connector, DeadLetters, IndexPattern, ItemEncoder, Shipper, SinkState};
 use crate::tail::{Checkpoints, Output, Tailer, TailerState};
 use anyhow::{Context, anyhow};
 use std::future::Future;
@@ -29,6 +29,8 @@ const TAILER_STALL: Duration = Duration::from_secs(120);
 /// How far past its promised next attempt shipping may be, with records waiting, before
 /// `/health` calls it stalled.
 const SHIPPING_GRACE: Duration = Duration::from_secs(60);
+/// How often the TLS and credential files are checked for a change (a rotated Secret).
+const SECRET_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 /// How often progress is written to the checkpoint and cursor files.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -36,6 +38,8 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
+    // First: unreadable certificates or secret files stop the start, before anything is read.
+    let connector = Arc::new(Connector::new(&cfg.elasticsearch)?);
     let checkpoints = Arc::new(Checkpoints::open(&cfg.data_dir)?);
     let metrics = Arc::new(Metrics::new());
     let buffer = Arc::new(Buffer::open(
@@ -78,14 +82,16 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
         .spawn(move || tailer.run())
         .context("cannot start the tailer thread")?;
 
+    let watcher = tokio::spawn(connector.clone().watch(SECRET_RELOAD_INTERVAL));
     let sink_state = Arc::new(SinkState::default());
     let dead = Arc::new(DeadLetters::new(&cfg.data_dir));
     let shipper = Arc::new(Shipper::new(
         &cfg,
+        connector,
         metrics.clone(),
         sink_state.clone(),
         dead,
-    )?);
+    ));
     let workers: Vec<_> = (0..cfg.buffer.flush_thread_count)
         .map(|_| tokio::spawn(shipper.clone().run(buffer.clone())))
         .collect();
@@ -170,6 +176,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
     }
     saver.abort();
     api.abort();
+    watcher.abort();
     save(&checkpoints, &buffer, &metrics, true).await;
     if let Some(e) = fatal {
         return Err(anyhow!(e));

@@ -91,6 +91,79 @@ pub struct Elasticsearch {
     /// string so that nothing in them can conflict again; unset by default (the dead-letter file
     /// under data_dir always has them).
     pub dead_letter_index: Option<String>,
+    /// How `https://` hosts are trusted, and the client certificate to present.
+    pub tls: Tls,
+    /// Credentials sent with every request; none by default.
+    pub auth: Auth,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM bundle of the CAs to trust; the system's roots when unset.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM), for clusters that require one; with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// The name the server's certificate must carry, when it is not the host in the URL (an
+    /// IP address, or a name behind a load balancer).
+    pub server_name: Option<String>,
+    /// Check the server's certificate and name (the default). `false` accepts any server and
+    /// is warned about at every start.
+    pub verify: bool,
+}
+
+/// Credentials, one kind at most. Each secret comes from a file (as a mounted Kubernetes
+/// Secret provides it; re-read when it changes) or from the config, where it should be an
+/// `${ENV}` reference rather than the secret itself.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Basic authentication: the user, with `password_file` or `password`.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password: Option<Secret>,
+    /// An Elasticsearch API key (the base64 `id:key` form), sent as `Authorization: ApiKey …`.
+    pub api_key_file: Option<PathBuf>,
+    pub api_key: Option<Secret>,
+    /// A bearer token (a service account token, an OAuth token).
+    pub token_file: Option<PathBuf>,
+    pub token: Option<Secret>,
+}
+
+/// A value that must never be shown: `Debug` prints `Secret(redacted)`, and there is no
+/// `Display`. Only the code that puts it on the wire calls [`Secret::expose`].
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            server_name: None,
+            verify: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -173,6 +246,8 @@ impl Default for Elasticsearch {
             compression: Compression::Gzip,
             request_timeout: Span(Duration::from_secs(30)),
             dead_letter_index: None,
+            tls: Tls::default(),
+            auth: Auth::default(),
         }
     }
 }
@@ -364,21 +439,95 @@ impl Config {
         if self.elasticsearch.hosts.is_empty() {
             bad("elasticsearch.hosts", "needs at least one URL".into());
         }
+        let mut https = false;
         for h in &self.elasticsearch.hosts {
+            // Never echo a URL that may carry a password.
+            let shown = redact_userinfo(h);
             match reqwest::Url::parse(h) {
-                Ok(u) if u.scheme() == "http" => {}
-                Ok(u) if u.scheme() == "https" => bad(
+                Ok(u) if !u.username().is_empty() || u.password().is_some() => bad(
                     "elasticsearch.hosts",
                     format!(
-                        "{h:?}: https is not supported yet (TLS support is tracked separately)"
+                        "{shown:?}: credentials in the URL would end up in logs; use [elasticsearch.auth]"
                     ),
                 ),
+                Ok(u) if u.scheme() == "http" => {}
+                Ok(u) if u.scheme() == "https" => https = true,
                 Ok(_) => bad(
                     "elasticsearch.hosts",
-                    format!("{h:?}: the scheme must be http"),
+                    format!("{shown:?}: the scheme must be http or https"),
                 ),
-                Err(e) => bad("elasticsearch.hosts", format!("{h:?} is not a URL: {e}")),
+                Err(e) => bad(
+                    "elasticsearch.hosts",
+                    format!("{shown:?} is not a URL: {e}"),
+                ),
             }
+        }
+        let tls = &self.elasticsearch.tls;
+        let tls_set = tls.ca_file.is_some()
+            || tls.cert_file.is_some()
+            || tls.key_file.is_some()
+            || tls.server_name.is_some()
+            || !tls.verify;
+        if tls_set && !https {
+            bad(
+                "elasticsearch.tls",
+                "is set, but no host in elasticsearch.hosts uses https".into(),
+            );
+        }
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(_), None) => bad("elasticsearch.tls.cert_file", "needs key_file too".into()),
+            (None, Some(_)) => bad("elasticsearch.tls.key_file", "needs cert_file too".into()),
+            _ => {}
+        }
+        if let Some(name) = &tls.server_name
+            && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
+        {
+            bad(
+                "elasticsearch.tls.server_name",
+                format!("{name:?} is not a DNS name or IP address"),
+            );
+        }
+        let a = &self.elasticsearch.auth;
+        let both =
+            |file: &Option<PathBuf>, inline: &Option<Secret>| file.is_some() && inline.is_some();
+        for (key, twice) in [
+            (
+                "elasticsearch.auth.password",
+                both(&a.password_file, &a.password),
+            ),
+            (
+                "elasticsearch.auth.api_key",
+                both(&a.api_key_file, &a.api_key),
+            ),
+            ("elasticsearch.auth.token", both(&a.token_file, &a.token)),
+        ] {
+            if twice {
+                bad(key, "set both in the config and as a file; keep one".into());
+            }
+        }
+        let basic = a.user.is_some() || a.password.is_some() || a.password_file.is_some();
+        let kinds = [
+            basic,
+            a.api_key.is_some() || a.api_key_file.is_some(),
+            a.token.is_some() || a.token_file.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() > 1 {
+            bad(
+                "elasticsearch.auth",
+                "choose one of user + password, api_key, token".into(),
+            );
+        }
+        if basic && a.user.is_none() {
+            bad(
+                "elasticsearch.auth.user",
+                "is needed with a password".into(),
+            );
+        }
+        if a.user.is_some() && a.password.is_none() && a.password_file.is_none() {
+            bad(
+                "elasticsearch.auth.password_file",
+                "is needed with user (or password)".into(),
+            );
         }
         if let Err(e) = crate::sink::IndexPattern::new(&self.elasticsearch.index) {
             bad("elasticsearch.index", e);
@@ -449,6 +598,15 @@ impl Config {
                 None => PathBuf::from(p),
             },
         }
+    }
+}
+
+/// `scheme://user:password@host` → `scheme://…@host`, for messages.
+fn redact_userinfo(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}…{}", &url[..s + 3], &url[at..]),
+        (None, Some(at)) => format!("…{}", &url[at..]),
+        _ => url.to_owned(),
     }
 }
 

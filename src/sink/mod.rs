@@ -7,9 +7,11 @@
 //! [`Buffer`] — which may then delete its records — once every item in it is indexed, a
 //! duplicate (409 on `create`: an earlier delivery of the same id), or dead-lettered.
 
+mod client;
 mod deadletter;
 mod encode;
 
+pub use client::Connector;
 pub use deadletter::DeadLetters;
 pub use encode::{IndexPattern, ItemEncoder, document_id};
 
@@ -25,12 +27,6 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
-}
 
 /// What `/health` shows about the cluster.
 #[derive(Default)]
@@ -235,7 +231,8 @@ pub fn classify(status: u16, error_type: Option<&str>) -> BulkItemOutcome {
 }
 
 pub struct Shipper {
-    client: reqwest::Client,
+    /// The HTTP client and credentials, rebuilt when their files change.
+    connector: Arc<Connector>,
     hosts: Vec<reqwest::Url>,
     /// The host to try next; moves on after a failure.
     host: AtomicUsize,
@@ -252,17 +249,11 @@ pub struct Shipper {
 impl Shipper {
     pub fn new(
         cfg: &config::Config,
+        connector: Arc<Connector>,
         metrics: Arc<Metrics>,
         state: Arc<SinkState>,
         dead: Arc<DeadLetters>,
-    ) -> Result<Shipper, Error> {
-        let client = reqwest::Client::builder()
-            .timeout(cfg.elasticsearch.request_timeout.0)
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .user_agent(concat!("logferry/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(Error::Client)?;
+    ) -> Shipper {
         let hosts = cfg
             .elasticsearch
             .hosts
@@ -273,8 +264,8 @@ impl Shipper {
         let patience = cfg.elasticsearch.request_timeout.0 + Duration::from_secs(10);
         // Nothing has been tried yet: the first batch is due within one request's time.
         state.promise(patience);
-        Ok(Shipper {
-            client,
+        Shipper {
+            connector,
             hosts,
             host: AtomicUsize::new(0),
             gzip: cfg.elasticsearch.compression == config::Compression::Gzip,
@@ -284,7 +275,7 @@ impl Shipper {
             dead,
             dead_letter_index: cfg.elasticsearch.dead_letter_index.clone(),
             patience,
-        })
+        }
     }
 
     /// Ships batches from the buffer until it closes, acknowledging each once every item in it
@@ -381,7 +372,11 @@ impl Shipper {
             self.metrics.backoff_seconds.set(wait.as_secs_f64());
             self.state.promise(wait + self.patience);
             tracing::debug!(%reason, items = pending.len(), wait_ms = wait.as_millis() as u64, "retrying");
-            tokio::time::sleep(wait).await;
+            // New credentials or certificates are worth trying at once.
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.connector.changed.notified() => {}
+            }
         }
     }
 
@@ -525,10 +520,14 @@ impl Shipper {
         let Some(url) = self.hosts.get(host_index) else {
             return Attempt::Refused("no usable Elasticsearch host".into());
         };
-        let mut req = self
+        let endpoint = self.connector.current();
+        let mut req = endpoint
             .client
             .post(url.clone())
             .header("content-type", "application/x-ndjson");
+        if let Some(auth) = &endpoint.auth {
+            req = req.header(reqwest::header::AUTHORIZATION, auth.clone());
+        }
         if self.gzip {
             req = req.header("content-encoding", "gzip");
         }

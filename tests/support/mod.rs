@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod tls;
 
 pub use logferry::demo::{Format, LogWriter, Osmem, http_json};
 use serde_json::Value;
@@ -95,7 +96,15 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(config: &Path) -> Agent {
-        Agent::spawn(config, Command::new(env!("CARGO_BIN_EXE_logferry")))
+        Agent::start_env(config, &[])
+    }
+
+    /// Starts the agent with these environment variables set for it.
+    pub fn start_env(config: &Path, env: &[(&str, &str)]) -> Agent {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+        cmd.env("LOGFERRY_LOG", "info");
+        cmd.envs(env.iter().copied());
+        Agent::spawn(config, cmd)
     }
 
     /// Runs the agent as `nobody` when the tests run as root, so that file permissions apply
@@ -128,7 +137,6 @@ impl Agent {
         let child = cmd
             .arg("--config")
             .arg(config)
-            .env("LOGFERRY_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
