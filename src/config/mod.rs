@@ -864,6 +864,25 @@ hostz = []
     }
 
     #[test]
+    fn secrets_stay_out_of_debug_output_and_problems() {
+        let text = "[elasticsearch]\nhosts = [\"https://u:pw-123@es:9200\"]\n[elasticsearch.auth]\nuser = \"u\"\npassword = \"${PW}\"\n";
+        let env = |n: &str| (n == "PW").then(|| "pw-123".to_owned());
+        let problems = Config::from_toml(text, env).unwrap_err();
+        let shown = format!("{problems:?}");
+        assert!(shown.contains("elasticsearch.hosts"), "{shown}");
+        assert!(!shown.contains("pw-123"), "{shown}");
+        let ok = text.replace("u:pw-123@", "");
+        let cfg = Config::from_toml(&ok, env).unwrap();
+        assert_eq!(
+            cfg.elasticsearch.auth.password.as_ref().map(Secret::expose),
+            Some("pw-123")
+        );
+        let debug = format!("{cfg:?}");
+        assert!(!debug.contains("pw-123"), "{debug}");
+        assert!(debug.contains("Secret(redacted)"));
+    }
+
+    #[test]
     fn validation_names_the_key() {
         let problems =
             load("[elasticsearch]\nhosts = [\"ftp://x\"]\nindex = \"Logs/%Y\"\n").unwrap_err();

@@ -353,6 +353,32 @@ mod tests {
         );
     }
 
+    /// Found by the `json_merge` fuzz target: a number beyond f64's range is valid JSON and is
+    /// copied as written (Elasticsearch then refuses the document and it is dead-lettered, not
+    /// lost); the document around it must stay well-formed.
+    #[test]
+    fn a_number_too_large_for_a_double_is_copied_verbatim_into_a_well_formed_document() {
+        let message = b"{\"dee\xf0\":[55555E5555555555555555555555555    ]}";
+        let cfg = config::Parse {
+            target: "app".into(),
+            ..defaults()
+        };
+        let rec = Record {
+            time: "2026-11-26T17:00:00.5Z".into(),
+            stream: Some(Stream::Stdout),
+            message: Cow::Borrowed(message),
+            offset: 0,
+            flags: Flags::default(),
+        };
+        let mut out = Vec::new();
+        let o = DocumentWriter::new(&cfg).write(&mut out, &rec, b"");
+        assert!(o.json && o.invalid_utf8);
+        let raw: &serde_json::value::RawValue = serde_json::from_slice(&out)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
+        assert!(raw.get().contains("55555E5555555555555555555555555"));
+        assert!(raw.get().starts_with("{\"@timestamp\":"));
+    }
+
     #[test]
     fn deep_nesting_is_kept_as_a_string_not_a_crash() {
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(10_000), "]".repeat(10_000));
