@@ -3,21 +3,9 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::time::Duration;
 use support::proxy::FaultProxy;
 use support::*;
-
-/// Writes `n` JSON lines for `pod`, returning what must end up in the index.
-fn write_lines(node: &Node, pod: &str, n: u64) -> HashSet<(String, u64)> {
-    let mut w = node.writer("shop", pod, "app", Format::Cri);
-    (0..n)
-        .map(|seq| {
-            w.json_line(seq).unwrap();
-            (pod.to_owned(), seq)
-        })
-        .collect()
-}
 
 #[test]
 fn items_refused_with_429_are_retried_alone_and_arrive_once() {
@@ -25,7 +13,7 @@ fn items_refused_with_429_are_retried_alone_and_arrive_once() {
     let proxy = FaultProxy::start(&es.url);
     proxy.set(|f| f.reject_items = 0.5);
     let node = Node::new();
-    let expected = write_lines(&node, "busy", 600);
+    let expected = node.json_lines("busy", 600);
     let agent = Agent::start(&node.config(&proxy.url, "", "chunk_limit_size = \"16KiB\""));
     wait_until(30, "items to be refused", || {
         proxy.seen().rejected_items > 200
@@ -47,7 +35,7 @@ fn a_request_too_large_for_the_cluster_is_split() {
     let proxy = FaultProxy::start(&es.url);
     proxy.set(|f| f.max_body = Some(20 * 1024));
     let node = Node::new();
-    let expected = write_lines(&node, "wide", 500);
+    let expected = node.json_lines("wide", 500);
     let agent = Agent::start(&node.config(&proxy.url, "", "chunk_limit_size = \"256KiB\""));
     assert_exactly_once(&es, &expected);
     assert!(
@@ -63,7 +51,7 @@ fn unavailable_and_unauthorized_clusters_pause_shipping_and_lose_nothing() {
     let proxy = FaultProxy::start(&es.url);
     proxy.set(|f| f.status = Some(503));
     let node = Node::new();
-    let mut expected = write_lines(&node, "patient-a", 100);
+    let mut expected = node.json_lines("patient-a", 100);
     let agent = Agent::start(&node.config(&proxy.url, "", ""));
     wait_until(20, "503s to be retried", || proxy.seen().requests >= 2);
     assert_eq!(es.count("logs-*").unwrap(), 0);
@@ -82,7 +70,7 @@ fn unavailable_and_unauthorized_clusters_pause_shipping_and_lose_nothing() {
             .is_some_and(|d| d.contains("401"))
     });
     assert_eq!(agent.get("/health")["status"], "degraded");
-    expected.extend(write_lines(&node, "patient-b", 100));
+    expected.extend(node.json_lines("patient-b", 100));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(es.count("logs-*").unwrap(), 0);
     proxy.set(|f| f.status = None);
@@ -168,7 +156,7 @@ fn retry_timeout_dead_letters_what_the_cluster_kept_refusing_but_never_what_cred
     );
     // Credentials refused for longer than retry_timeout: everything waits.
     proxy.set(|f| f.status = Some(401));
-    let expected = write_lines(&node, "held", 50);
+    let expected = node.json_lines("held", 50);
     let agent = Agent::start(&config);
     wait_until(20, "the 401 to be seen", || proxy.seen().requests >= 2);
     std::thread::sleep(Duration::from_millis(2500));
@@ -179,7 +167,7 @@ fn retry_timeout_dead_letters_what_the_cluster_kept_refusing_but_never_what_cred
 
     // A cluster that keeps answering 503: after retry_timeout the items are dead-lettered.
     proxy.set(|f| f.status = Some(503));
-    write_lines(&node, "refused", 5);
+    node.json_lines("refused", 5);
     wait_until(30, "the dead letters", || dead.exists());
     let text = std::fs::read_to_string(&dead).unwrap();
     assert_eq!(text.lines().count(), 5, "{text}");

@@ -4,7 +4,6 @@
 mod support;
 
 use base64::Engine;
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::tls::{Ca, TlsProxy};
@@ -23,16 +22,6 @@ fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, content).unwrap();
     p
-}
-
-fn lines(node: &Node, pod: &str, n: u64) -> HashSet<(String, u64)> {
-    let mut w = node.writer("shop", pod, "app", Format::Cri);
-    (0..n)
-        .map(|s| {
-            w.json_line(s).unwrap();
-            (pod.to_owned(), s)
-        })
-        .collect()
 }
 
 fn es_detail(agent: &Agent) -> String {
@@ -54,7 +43,7 @@ fn a_trusted_ca_works_an_untrusted_one_fails_clearly_and_nothing_is_lost_meanwhi
         &proxy.url,
         &format!("[elasticsearch.tls]\nca_file = {ca_file:?}\n"),
     );
-    let expected = lines(&node, "tls", 50);
+    let expected = node.json_lines("tls", 50);
     let agent = Agent::start(&config);
     wait_until(20, "the untrusted certificate to be reported", || {
         es_detail(&agent).contains("UnknownIssuer")
@@ -79,7 +68,7 @@ fn the_hostname_is_checked_and_server_name_names_the_expected_one() {
     let proxy = TlsProxy::start(&es.url, "127.0.0.1", &ca.leaf(&["es.internal"]), None);
     let node = Node::new();
     let ca_file = write(node.dir.path(), "ca.pem", &ca.pem());
-    let expected = lines(&node, "named", 20);
+    let expected = node.json_lines("named", 20);
     let tls = format!("[elasticsearch.tls]\nca_file = {ca_file:?}\n");
     let agent = Agent::start(&config_with(&node, &proxy.url, &tls));
     wait_until(20, "the wrong name to be reported", || {
@@ -101,7 +90,7 @@ fn a_required_client_certificate_is_presented() {
     let node = Node::new();
     let dir = node.dir.path();
     let ca_file = write(dir, "ca.pem", &ca.pem());
-    let expected = lines(&node, "mtls", 20);
+    let expected = node.json_lines("mtls", 20);
     let tls = format!("[elasticsearch.tls]\nca_file = {ca_file:?}\n");
     let agent = Agent::start(&config_with(&node, &proxy.url, &tls));
     wait_until(20, "the refused handshake", || {
@@ -134,7 +123,7 @@ fn basic_api_key_and_bearer_are_accepted_and_a_wrong_secret_waits_for_the_right_
     proxy.require_auth(&format!("Basic {}", b64("elastic:right-password")));
     let password = write(dir, "password", "wrong-password\n");
     let auth = format!("[elasticsearch.auth]\nuser = \"elastic\"\npassword_file = {password:?}\n");
-    let mut expected = lines(&node, "basic", 30);
+    let mut expected = node.json_lines("basic", 30);
     let agent = Agent::start(&config_with(&node, &proxy.url, &format!("{tls}{auth}")));
     wait_until(20, "the 401 to be reported", || {
         es_detail(&agent).contains("401")
@@ -155,7 +144,7 @@ fn basic_api_key_and_bearer_are_accepted_and_a_wrong_secret_waits_for_the_right_
     proxy.require_auth("ApiKey a2V5LWlkOmtleS1zZWNyZXQ=");
     let key = write(dir, "api-key", "a2V5LWlkOmtleS1zZWNyZXQ=\n");
     let auth = format!("[elasticsearch.auth]\napi_key_file = {key:?}\n");
-    expected.extend(lines(&node, "apikey", 10));
+    expected.extend(node.json_lines("apikey", 10));
     let agent = Agent::start(&config_with(&node, &proxy.url, &format!("{tls}{auth}")));
     assert_exactly_once(&es, &expected);
     assert!(agent.stop().success());
@@ -163,7 +152,7 @@ fn basic_api_key_and_bearer_are_accepted_and_a_wrong_secret_waits_for_the_right_
     // A bearer token from the environment.
     proxy.require_auth("Bearer token-from-env");
     let auth = "[elasticsearch.auth]\ntoken = \"${LOGFERRY_TEST_TOKEN}\"\n";
-    expected.extend(lines(&node, "bearer", 10));
+    expected.extend(node.json_lines("bearer", 10));
     let config = config_with(&node, &proxy.url, &format!("{tls}{auth}"));
     let agent = Agent::start_env(&config, &[("LOGFERRY_TEST_TOKEN", "token-from-env")]);
     assert_exactly_once(&es, &expected);
@@ -185,7 +174,7 @@ fn secrets_never_appear_in_logs_metrics_health_or_validate() {
         "[elasticsearch.tls]\nca_file = {ca_file:?}\n[elasticsearch.auth]\nuser = \"elastic\"\npassword_file = {password:?}\n"
     );
     let config = config_with(&node, &proxy.url, &extra);
-    lines(&node, "secretive", 20);
+    node.json_lines("secretive", 20);
     let agent = Agent::start_env(&config, &[("LOGFERRY_LOG", "debug")]);
     wait_until(20, "the 401", || proxy.unauthorized() >= 2);
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!("elastic:{secret}"));

@@ -46,6 +46,17 @@ impl Node {
         LogWriter::create(&self.logs(), ns, pod, container, format).expect("log writer")
     }
 
+    /// Writes `n` JSON lines for a new pod `pod` (CRI), returning what must end up in the index.
+    pub fn json_lines(&self, pod: &str, n: u64) -> HashSet<(String, u64)> {
+        let mut w = self.writer("shop", pod, "app", Format::Cri);
+        (0..n)
+            .map(|seq| {
+                w.json_line(seq).unwrap();
+                (pod.to_owned(), seq)
+            })
+            .collect()
+    }
+
     /// A config for this node shipping to `es_url`, with extra keys for the `[input]` and
     /// `[buffer]` sections (short rotate_wait, rescan and retry waits for quick tests).
     pub fn config(&self, es_url: &str, extra_input: &str, extra_buffer: &str) -> PathBuf {
