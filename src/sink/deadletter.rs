@@ -9,6 +9,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
+/// One refused item: its action and document lines, and the cluster's reason.
+pub struct Entry {
+    pub item: Vec<u8>,
+    pub status: u16,
+    pub reason: String,
+    /// The item's `error` object as the cluster sent it (JSON), if any.
+    pub error: Option<String>,
+}
+
 pub struct DeadLetters {
     path: PathBuf,
     /// Serializes writers so lines never interleave.
@@ -23,22 +32,17 @@ impl DeadLetters {
         }
     }
 
-    /// Appends one line per item (`item` is its action line and document line) and fsyncs.
-    pub fn write(
-        &self,
-        items: &[Vec<u8>],
-        status: u16,
-        reason: &str,
-        error: Option<&str>,
-    ) -> std::io::Result<()> {
+    /// Appends one line per entry and fsyncs, once for all of them.
+    pub fn write(&self, entries: &[Entry]) -> std::io::Result<()> {
         let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir)?;
         }
         let mut out = Vec::new();
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        for item in items {
-            let text = String::from_utf8_lossy(item);
+        for e in entries {
+            let (status, reason, error) = (e.status, &e.reason, e.error.as_deref());
+            let text = String::from_utf8_lossy(&e.item);
             let mut lines = text.splitn(2, '\n');
             let action = lines.next().unwrap_or("null");
             let document = lines.next().unwrap_or("null").trim_end();

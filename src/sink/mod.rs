@@ -150,17 +150,11 @@ const OWN_FIELDS: [&str; 5] = ["@timestamp", "kubernetes", "docker", "stream", "
 
 /// Dead letters as documents for `index`, each under its original id (so a replay is a 409):
 /// the agent's own fields, the whole original document as one string, and why it was refused.
-fn wrap_dead_letters(
-    chunk: &Chunk,
-    items: &[usize],
-    index: &str,
-    status: u16,
-    reason: &str,
-    error: Option<&RawValue>,
-) -> Chunk {
+fn wrap_dead_letters(chunk: &Chunk, refused: &[Refusal<'_>], index: &str) -> Chunk {
     let mut out = Chunk::new();
-    for &i in items {
-        let text = String::from_utf8_lossy(chunk.item(i));
+    for r in refused {
+        let (status, reason, error) = (r.status, r.reason, r.error);
+        let text = String::from_utf8_lossy(chunk.item(r.item));
         let mut lines = text.splitn(2, '\n');
         let action: serde_json::Value =
             serde_json::from_str(lines.next().unwrap_or("")).unwrap_or_default();
@@ -200,6 +194,28 @@ fn wrap_dead_letters(
         out.body.push(b'\n');
     }
     out
+}
+
+/// An item the cluster will never accept, and why.
+struct Refusal<'a> {
+    item: usize,
+    status: u16,
+    reason: &'a str,
+    error: Option<&'a RawValue>,
+}
+
+impl Refusal<'static> {
+    fn all(items: &[usize], status: u16, reason: &'static str) -> Vec<Refusal<'static>> {
+        items
+            .iter()
+            .map(|&item| Refusal {
+                item,
+                status,
+                reason,
+                error: None,
+            })
+            .collect()
+    }
 }
 
 /// What should happen to one item after a response.
@@ -329,9 +345,8 @@ impl Shipper {
                     return;
                 }
                 Attempt::TooLarge => {
-                    let reason = "request_entity_too_large";
-                    self.dead_letter(chunk, &pending, 413, reason, None, route)
-                        .await;
+                    let refused = Refusal::all(&pending, 413, "request_entity_too_large");
+                    self.dead_letter(chunk, &refused, route).await;
                     return;
                 }
                 // Configuration problems, not properties of the records: they wait however long
@@ -358,8 +373,8 @@ impl Shipper {
             if gives_up && !self.cfg.retry_forever && started.elapsed() >= self.cfg.retry_timeout.0
             {
                 tracing::error!(%reason, items = pending.len(), "retry_timeout passed; items go to the dead-letter file");
-                self.dead_letter(chunk, &pending, 0, "retry_timeout", None, route)
-                    .await;
+                let refused = Refusal::all(&pending, 0, "retry_timeout");
+                self.dead_letter(chunk, &refused, route).await;
                 return;
             }
             let cap = backoff.next().unwrap_or(self.cfg.retry_max_interval.0);
@@ -389,6 +404,7 @@ impl Shipper {
         route: Route,
     ) -> Vec<usize> {
         let mut retry = Vec::new();
+        let mut refused = Vec::new();
         let (mut indexed, mut duplicate) = (0u64, 0u64);
         for (i, &item) in sent.iter().enumerate() {
             let Some(r) = results.get(i) else {
@@ -400,13 +416,15 @@ impl Shipper {
                 BulkItemOutcome::Indexed => indexed += 1,
                 BulkItemOutcome::Duplicate => duplicate += 1,
                 BulkItemOutcome::Retry => retry.push(item),
-                BulkItemOutcome::DeadLetter => {
-                    let reason = r.error_type.as_deref().unwrap_or("unknown");
-                    self.dead_letter(chunk, &[item], r.status, reason, r.error.as_deref(), route)
-                        .await;
-                }
+                BulkItemOutcome::DeadLetter => refused.push(Refusal {
+                    item,
+                    status: r.status,
+                    reason: r.error_type.as_deref().unwrap_or("unknown"),
+                    error: r.error.as_deref(),
+                }),
             }
         }
+        self.dead_letter(chunk, &refused, route).await;
         let docs = &self.metrics.documents;
         if route == Route::Index {
             docs.get_or_create(&[("outcome", "indexed")])
@@ -420,62 +438,58 @@ impl Shipper {
         retry
     }
 
-    /// Writes items to the dead-letter file; retries that write until it succeeds, because an
-    /// item that is neither indexed nor dead-lettered must not be acknowledged. Then, if
-    /// `dead_letter_index` is set, indexes them there too (a dead letter of that index only goes
-    /// to the file).
-    async fn dead_letter(
-        &self,
-        chunk: &Chunk,
-        items: &[usize],
-        status: u16,
-        reason: &str,
-        error: Option<&RawValue>,
-        route: Route,
-    ) {
-        if route == Route::DeadLetterIndex {
-            // Already in the dead-letter file; the fallback index refused its copy too.
-            tracing::warn!(%reason, items = items.len(), "the dead_letter_index refused dead letters; they are in the dead-letter file");
+    /// Writes refused items to the dead-letter file, all in one write; retries that write
+    /// until it succeeds, because an item that is neither indexed nor dead-lettered must not be
+    /// acknowledged. Then, if `dead_letter_index` is set, indexes them there too, in one request
+    /// (a dead letter of that index only goes to the file).
+    async fn dead_letter(&self, chunk: &Chunk, refused: &[Refusal<'_>], route: Route) {
+        if refused.is_empty() {
             return;
         }
-        self.dead_letter_file(chunk, items, status, reason, error)
-            .await;
-        self.metrics
-            .dead_letters
-            .get_or_create(&vec![("reason", reason.to_owned())])
-            .inc_by(items.len() as u64);
-        if let (Route::Index, Some(index)) = (route, &self.dead_letter_index) {
-            let wrapped = wrap_dead_letters(chunk, items, index, status, reason, error);
+        if route == Route::DeadLetterIndex {
+            // Already in the dead-letter file; the fallback index refused its copy too.
+            tracing::warn!(
+                items = refused.len(),
+                reason = refused[0].reason,
+                "the dead_letter_index refused dead letters; they are in the dead-letter file"
+            );
+            return;
+        }
+        let entries: Vec<deadletter::Entry> = refused
+            .iter()
+            .map(|r| deadletter::Entry {
+                item: chunk.item(r.item).to_vec(),
+                status: r.status,
+                reason: r.reason.to_owned(),
+                error: r.error.map(|e| e.get().to_owned()),
+            })
+            .collect();
+        self.dead_letter_file(Arc::new(entries)).await;
+        for r in refused {
+            self.metrics
+                .dead_letters
+                .get_or_create(&vec![("reason", r.reason.to_owned())])
+                .inc();
+        }
+        if let Some(index) = &self.dead_letter_index {
+            let wrapped = wrap_dead_letters(chunk, refused, index);
             let all = (0..wrapped.items.len()).collect();
             Box::pin(self.deliver(&wrapped, all, Route::DeadLetterIndex)).await;
         }
     }
 
-    async fn dead_letter_file(
-        &self,
-        chunk: &Chunk,
-        items: &[usize],
-        status: u16,
-        reason: &str,
-        error: Option<&RawValue>,
-    ) {
+    async fn dead_letter_file(&self, entries: Arc<Vec<deadletter::Entry>>) {
         let mut wait = Duration::from_secs(1);
         let mut failures = 0u64;
         loop {
-            let dead = self.dead.clone();
-            let docs: Vec<Vec<u8>> = items.iter().map(|&i| chunk.item(i).to_vec()).collect();
-            let reason_owned = reason.to_owned();
-            let error = error.map(|e| e.get().to_owned());
-            let res = tokio::task::spawn_blocking(move || {
-                dead.write(&docs, status, &reason_owned, error.as_deref())
-            })
-            .await;
+            let (dead, batch) = (self.dead.clone(), entries.clone());
+            let res = tokio::task::spawn_blocking(move || dead.write(&batch)).await;
             match res {
                 Ok(Ok(())) => {
                     self.metrics
                         .documents
                         .get_or_create(&[("outcome", "dead_lettered")])
-                        .inc_by(items.len() as u64);
+                        .inc_by(entries.len() as u64);
                     if failures > 0 {
                         tracing::info!(failures, "the dead-letter file is writable again");
                     }
