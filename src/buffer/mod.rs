@@ -827,9 +827,10 @@ fn read_frames(file: &File, from: u64, to: u64, limit: usize) -> std::io::Result
     loop {
         let mut raw = vec![0u8; want];
         file.read_exact_at(&mut raw, from)?;
-        let mut body = Vec::with_capacity(raw.len());
-        let mut items = Vec::new();
-        let (mut at, mut oldest, mut newest) = (0usize, u64::MAX, 0u64);
+        // Payload ranges first; then the payloads are moved down over the headers in place,
+        // so a batch costs one buffer, not two.
+        let mut payloads: Vec<(usize, usize)> = Vec::new();
+        let (mut at, mut size, mut oldest, mut newest) = (0usize, 0usize, u64::MAX, 0u64);
         while at < raw.len() {
             match frame::decode(&raw[at..]) {
                 frame::Frame::Record {
@@ -837,11 +838,11 @@ fn read_frames(file: &File, from: u64, to: u64, limit: usize) -> std::io::Result
                     payload,
                     len,
                 } => {
-                    if !items.is_empty() && body.len() + payload.len() > limit {
+                    if !payloads.is_empty() && size + payload.len() > limit {
                         break;
                     }
-                    items.push(body.len() as u32);
-                    body.extend_from_slice(payload);
+                    payloads.push((at + frame::HEADER, at + len));
+                    size += payload.len();
                     oldest = oldest.min(time_ms);
                     newest = newest.max(time_ms);
                     at += len;
@@ -864,8 +865,16 @@ fn read_frames(file: &File, from: u64, to: u64, limit: usize) -> std::io::Result
         if at == 0 {
             continue;
         }
+        let mut items = Vec::with_capacity(payloads.len());
+        let mut w = 0;
+        for (start, end) in payloads {
+            items.push(w as u32);
+            raw.copy_within(start..end, w);
+            w += end - start;
+        }
+        raw.truncate(w);
         return Ok(Read::Frames {
-            body,
+            body: raw,
             items,
             end: from + at as u64,
             oldest_ms: oldest,
