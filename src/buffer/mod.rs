@@ -634,6 +634,8 @@ impl Buffer {
                     if let Some(seg) = st.segment(id) {
                         seg.corrupt.push((at, next));
                     }
+                    // At least one record is gone; it will never be acknowledged.
+                    st.records = st.records.saturating_sub(1);
                     if st.read.segment == id && st.read.offset == at {
                         st.read.offset = next;
                     }

@@ -420,3 +420,23 @@ fn a_record_larger_than_the_whole_limit_goes_in_alone_instead_of_blocking_for_ev
     b.acknowledge(batch.seq);
     app.append(chunk(1..2), || false).unwrap();
 }
+
+#[test]
+fn damage_that_appears_while_running_is_skipped_and_counted() {
+    let rig = Rig::new();
+    let b = rig.open(1 << 20, OverflowAction::Block);
+    let _c = rig.committer(&b);
+    Appender::new(b.clone())
+        .append(chunk(0..6), || false)
+        .unwrap();
+    wait_for("the commit", || rig.offset() == 6);
+    // The disk flips a byte in the third record after it was written.
+    let seg = rig.segments().pop().unwrap();
+    let mut bytes = fs::read(&seg).unwrap();
+    let third = DATA_START as usize + 2 * (frame::HEADER + item(0).len()) + frame::HEADER + 3;
+    bytes[third] ^= 0x08;
+    fs::write(&seg, &bytes).unwrap();
+    assert_eq!(drain(&b), vec![0, 1, 3, 4, 5]);
+    assert_eq!(rig.damage("corrupt_record"), 1);
+    assert_eq!(b.stats().records, 0, "the lost record is not waited for");
+}
