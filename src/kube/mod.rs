@@ -6,6 +6,8 @@
 //! [`PodRef`] per file, encoded once as the document's `kubernetes` and `docker` objects (field
 //! names of fluent-plugin-kubernetes_metadata_filter, so existing dashboards keep working).
 
+pub mod metadata;
+
 use std::path::Path;
 
 /// What the file path says about a container.
