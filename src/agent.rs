@@ -11,6 +11,7 @@
 
 use crate::buffer::{self, Appender, Buffer};
 use crate::config::Config;
+use crate::kube::cache as kube_cache;
 use crate::observe::{self, Metrics, Status};
 use crate::parse::DocumentWriter;
 use crate::sink::{Connector, DeadLetters, IndexPattern, ItemEncoder, Shipper, SinkState};
@@ -68,13 +69,29 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
 
     let index = IndexPattern::new(&cfg.elasticsearch.index).map_err(|e| anyhow!(e))?;
     let encoder = ItemEncoder::new(index, DocumentWriter::new(&cfg.parse));
-    let out = Output::new(
+    let mut out = Output::new(
         encoder,
         Appender::new(buffer.clone()),
         metrics.clone(),
         shutdown.clone(),
         &cfg,
     );
+    let kube = if cfg.kubernetes.enabled {
+        let node = kube_cache::node_name(&cfg.kubernetes)?;
+        let client = kube_cache::client(&cfg.kubernetes).await?;
+        let cache = Arc::new(kube_cache::Cache::new(&cfg.kubernetes, metrics.clone()));
+        tokio::spawn(kube_cache::watch_pods(
+            cache.clone(),
+            client.clone(),
+            node.clone(),
+        ));
+        tokio::spawn(kube_cache::watch_namespaces(cache.clone(), client));
+        tracing::info!(%node, "watching this node's pods and all namespaces for metadata");
+        out = out.with_kubernetes(cache.clone());
+        Some(cache)
+    } else {
+        None
+    };
     let tailer_state = Arc::new(TailerState::default());
     let tailer = Tailer::new(&cfg, checkpoints.clone(), out, tailer_state.clone());
     let tailer = std::thread::Builder::new()
@@ -123,6 +140,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
         tailer: tailer_state,
         sink: sink_state,
         buffer: buffer.clone(),
+        kube,
         tailer_stall: TAILER_STALL,
         shipping_grace: SHIPPING_GRACE,
     });

@@ -111,8 +111,9 @@ async fn stop_signal() {
 /// from `LOGFERRY_LOG` when set, else from the config's `log_level`, in `tracing`'s filter
 /// syntax.
 fn init_logging(level: &str) {
+    // kube's client logs every failed request as an error; the agent says it once itself.
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOGFERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},kube_client=off")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -33,6 +33,7 @@ pub struct Config {
     pub parse: Parse,
     pub elasticsearch: Elasticsearch,
     pub buffer: Buffer,
+    pub kubernetes: Kubernetes,
     pub api: Api,
 }
 
@@ -208,6 +209,50 @@ pub enum OverflowAction {
     DropOldestChunk,
 }
 
+/// Pod metadata from the Kubernetes API server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kubernetes {
+    /// Watch this node's pods and all namespaces, and add their metadata to documents. Off by
+    /// default (outside a cluster there is nothing to watch); the DaemonSet turns it on.
+    pub enabled: bool,
+    /// The node whose pods are watched; `NODE_NAME` from the environment when empty (the
+    /// DaemonSet sets it from the downward API).
+    pub node_name: String,
+    /// The API server's URL, for development; in-cluster config (or the kubeconfig) when unset.
+    pub api_server: Option<String>,
+    /// Copy the pod's labels (`kubernetes.labels`).
+    pub labels: bool,
+    /// Annotations copied into documents: exact keys, or prefixes ending in `*`. None by default.
+    pub annotations: Vec<String>,
+    /// Copy the namespace's labels (`kubernetes.namespace_labels`).
+    pub namespace_labels: bool,
+    /// Replace `.` in label and annotation keys with `_` (`app.kubernetes.io/name` →
+    /// `app_kubernetes_io/name`), as fluent-plugin-kubernetes_metadata_filter does.
+    pub de_dot: bool,
+    /// How long a deleted pod's metadata is kept, for lines read after the pod is gone.
+    pub deleted_pod_ttl: Span,
+    /// How long lines of a pod the cache does not know yet wait for it before they are shipped
+    /// with what the file path says (flagged `kubernetes.metadata: "partial"`).
+    pub wait_for_metadata: Span,
+}
+
+impl Default for Kubernetes {
+    fn default() -> Self {
+        Kubernetes {
+            enabled: false,
+            node_name: String::new(),
+            api_server: None,
+            labels: true,
+            annotations: Vec::new(),
+            namespace_labels: true,
+            de_dot: true,
+            deleted_pod_ttl: Span(Duration::from_secs(300)),
+            wait_for_metadata: Span(Duration::from_secs(2)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Api {
@@ -286,6 +331,7 @@ impl Default for Config {
             parse: Parse::default(),
             elasticsearch: Elasticsearch::default(),
             buffer: Buffer::default(),
+            kubernetes: Kubernetes::default(),
             api: Api::default(),
         }
     }
@@ -386,12 +432,16 @@ impl Config {
                     section(&text, name, value, &mut problems),
                 ),
                 "buffer" => set(&mut config.buffer, section(&text, name, value, &mut problems)),
+                "kubernetes" => set(
+                    &mut config.kubernetes,
+                    section(&text, name, value, &mut problems),
+                ),
                 "api" => set(&mut config.api, section(&text, name, value, &mut problems)),
                 _ => problems.push(problem_at(
                     &text,
                     Some(key.span()),
                     section_key,
-                    "unknown key; expected one of data_dir, log_level, input, parse, elasticsearch, buffer, api",
+                    "unknown key; expected one of data_dir, log_level, input, parse, elasticsearch, buffer, kubernetes, api",
                 )),
             }
         }
@@ -548,6 +598,11 @@ impl Config {
                 "log_level",
                 format!("{:?} is not a log filter: {e}", self.log_level),
             );
+        }
+        if let Some(url) = &self.kubernetes.api_server
+            && reqwest::Url::parse(url).is_err()
+        {
+            bad("kubernetes.api_server", format!("{url:?} is not a URL"));
         }
         let b = &self.buffer;
         if b.chunk_limit_size.0 < 1024 {

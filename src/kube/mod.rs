@@ -6,6 +6,7 @@
 //! [`PodRef`] per file, encoded once as the document's `kubernetes` and `docker` objects (field
 //! names of fluent-plugin-kubernetes_metadata_filter, so existing dashboards keep working).
 
+pub mod cache;
 pub mod metadata;
 
 use std::path::Path;
@@ -67,7 +68,20 @@ impl PodRef {
     /// The document fields this identity contributes, as a JSON fragment that starts with a
     /// comma: `,"kubernetes":{…},"docker":{…}`. Built once per file, copied into every document.
     pub fn json_fields(&self) -> Vec<u8> {
+        self.fields(false)
+    }
+
+    /// [`PodRef::json_fields`] with `kubernetes.metadata: "partial"`: the API server was asked
+    /// and did not (yet) know the pod, or could not be asked.
+    pub fn json_fields_partial(&self) -> Vec<u8> {
+        self.fields(true)
+    }
+
+    fn fields(&self, partial: bool) -> Vec<u8> {
         let mut k = serde_json::Map::new();
+        if partial {
+            k.insert("metadata".into(), "partial".into());
+        }
         k.insert("namespace_name".into(), self.namespace.clone().into());
         k.insert("pod_name".into(), self.pod.clone().into());
         k.insert("container_name".into(), self.container.clone().into());

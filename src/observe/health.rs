@@ -24,6 +24,8 @@ pub struct Status {
     pub tailer: Arc<TailerState>,
     pub sink: Arc<SinkState>,
     pub buffer: Arc<Buffer>,
+    /// Pod metadata, when `[kubernetes]` is enabled.
+    pub kube: Option<Arc<crate::kube::cache::Cache>>,
     /// The tailer showing no sign of life for this long is a stall.
     pub tailer_stall: Duration,
     /// How long past its own deadline shipping may be, while records wait, before it counts as
@@ -84,11 +86,23 @@ impl Status {
             ("tailer", tailer.0, tailer.1),
             ("elasticsearch", es.0, es.1),
             ("buffer", buffer.0, buffer.1),
-            (
-                "kubernetes",
-                Level::Healthy,
-                "API enrichment not enabled: pod identity comes from file paths".into(),
-            ),
+            match &self.kube {
+                None => (
+                    "kubernetes",
+                    Level::Healthy,
+                    "not enabled: pod identity comes from file paths".into(),
+                ),
+                Some(cache) => match cache.describe() {
+                    (true, detail) => ("kubernetes", Level::Healthy, detail),
+                    (false, detail) => (
+                        "kubernetes",
+                        Level::Degraded,
+                        format!(
+                            "{detail}; lines are shipped with what their file path says, flagged partial"
+                        ),
+                    ),
+                },
+            },
         ])
     }
 
@@ -200,6 +214,7 @@ mod tests {
             tailer,
             sink: Arc::new(SinkState::default()),
             buffer: Arc::new(buffer),
+            kube: None,
             tailer_stall: Duration::from_secs(120),
             shipping_grace: Duration::from_secs(60),
         }

@@ -64,6 +64,14 @@ pub struct Metrics {
     pub buffer_damage: Family<Labels, Counter>,
     pub buffer_write_errors: Counter,
     pub checkpoint_errors: Counter,
+    /// Pods in the metadata cache (this node's, and recently deleted ones).
+    pub kubernetes_pods: Gauge,
+    /// Failed list/watch calls to the API server (each one is retried: a watch restart).
+    pub kubernetes_watch_errors: Counter,
+    /// Records shipped with only what the file path says.
+    pub kubernetes_partial: Counter,
+    /// Records dropped because their pod says `logferry.io/exclude: "true"`.
+    pub kubernetes_excluded: Counter,
 }
 
 impl Metrics {
@@ -93,6 +101,10 @@ impl Metrics {
             buffer_damage: Family::default(),
             buffer_write_errors: Counter::default(),
             checkpoint_errors: Counter::default(),
+            kubernetes_pods: Gauge::default(),
+            kubernetes_watch_errors: Counter::default(),
+            kubernetes_partial: Counter::default(),
+            kubernetes_excluded: Counter::default(),
             registry: Registry::default(),
             process: process::Process::default(),
         };
@@ -126,6 +138,10 @@ impl Metrics {
             "buffer_damage", "Damage found in buffer segments, by kind (torn_write, corrupt_record)", m.buffer_damage;
             "buffer_write_errors", "Failed writes to the buffer (a full disk, usually)", m.buffer_write_errors;
             "checkpoint_write_errors", "Failed writes of the checkpoint or buffer cursor files", m.checkpoint_errors;
+            "kubernetes_pods_cached", "Pods in the metadata cache (this node's, and recently deleted ones)", m.kubernetes_pods;
+            "kubernetes_watch_errors", "Failed list or watch calls to the Kubernetes API (each retried)", m.kubernetes_watch_errors;
+            "kubernetes_records_without_metadata", "Records shipped with only what the file path says (kubernetes.metadata partial)", m.kubernetes_partial;
+            "kubernetes_excluded_records", "Records dropped because their pod is annotated logferry.io/exclude", m.kubernetes_excluded;
         }
         // Known label values exist from the start, at 0: a series that appears only on its first
         // event makes rate() and alerts miss that event.

@@ -56,6 +56,12 @@ impl DocumentWriter {
     /// Appends the document for `rec` to `out` (no trailing newline). `extra` is a JSON
     /// fragment beginning with a comma (the file's pod fields), or empty.
     pub fn write(&self, out: &mut Vec<u8>, rec: &Record, extra: &[u8]) -> Outcome {
+        self.write_as(out, rec, extra, true)
+    }
+
+    /// [`DocumentWriter::write`], with JSON parsing off when `json` is false (a pod annotated
+    /// `logferry.io/parser: "none"`).
+    pub fn write_as(&self, out: &mut Vec<u8>, rec: &Record, extra: &[u8], json: bool) -> Outcome {
         let mut outcome = Outcome::default();
         let message: Cow<str> = match std::str::from_utf8(&rec.message) {
             Ok(s) => Cow::Borrowed(s),
@@ -71,7 +77,7 @@ impl DocumentWriter {
             out.extend_from_slice(s.as_str().as_bytes());
             out.push(b'"');
         }
-        let fields = if self.json && looks_like_object(&message) {
+        let fields = if self.json && json && looks_like_object(&message) {
             let parsed = parse_object(&message);
             outcome.json = parsed.is_some();
             outcome.json_failed = parsed.is_none();

@@ -130,6 +130,7 @@ impl ItemEncoder {
         key: &FileKey,
         rec: &Record,
         extra: &[u8],
+        json: bool,
     ) -> Outcome {
         chunk
             .items
@@ -140,7 +141,7 @@ impl ItemEncoder {
         out.extend_from_slice(b"\",\"_id\":\"");
         out.extend_from_slice(&document_id(key, rec.offset));
         out.extend_from_slice(b"\"}}\n");
-        let outcome = self.documents.write(out, rec, extra);
+        let outcome = self.documents.write_as(out, rec, extra, json);
         let _ = out.write_all(b"\n");
         outcome
     }

@@ -2,6 +2,8 @@
 
 use super::{FileKey, Output};
 use crate::decode::Decoder;
+use crate::kube::PodRef;
+use crate::kube::cache::FileMeta;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -57,8 +59,14 @@ pub struct Tracked {
     /// skipped up to its newline.
     pub discarding: bool,
     pub decoder: Decoder,
-    /// The document fields from the pod identity, encoded once.
-    pub pod_fields: Vec<u8>,
+    /// What the path says about the pod, for looking it up in the Kubernetes cache.
+    pub pod: Option<PodRef>,
+    /// The document fields for this file's pod, and what its annotations ask for.
+    pub meta: FileMeta,
+    /// The cache generation `meta` was looked up at; 0 when never.
+    pub meta_generation: u64,
+    /// When the file was opened: lines of an unknown pod wait from here, briefly.
+    pub opened: Instant,
     /// Set once the file's path points elsewhere (rotated) or is gone (deleted): the file is
     /// read to its end, then let go.
     pub draining: bool,
@@ -80,10 +88,13 @@ pub enum ReadOutcome {
 impl Tracked {
     pub fn open(path: &Path, file: File, key: FileKey, offset: u64, max_message: usize) -> Self {
         let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-        let pod_fields = crate::kube::PodRef::from_path(path)
-            .or_else(|| crate::kube::PodRef::from_path(&real))
-            .map(|p| p.json_fields())
-            .unwrap_or_default();
+        let pod = PodRef::from_path(path).or_else(|| PodRef::from_path(&real));
+        let meta = FileMeta {
+            fields: pod.as_ref().map(PodRef::json_fields).unwrap_or_default(),
+            excluded: false,
+            parse_json: true,
+            partial: false,
+        };
         Tracked {
             file,
             key,
@@ -94,7 +105,10 @@ impl Tracked {
             carry: Vec::new(),
             discarding: false,
             decoder: Decoder::new(max_message),
-            pod_fields,
+            pod,
+            meta,
+            meta_generation: 0,
+            opened: Instant::now(),
             draining: false,
             last_data: Instant::now(),
         }
@@ -187,7 +201,7 @@ impl Tracked {
         let before = self.safe_offset();
         if let Some(mut rec) = self.decoder.decode(line, self.line_start) {
             rec.flags.truncated |= cut;
-            out.emit(&self.key, &rec, &self.pod_fields, before);
+            out.emit(&self.key, &rec, &self.meta, before);
         }
     }
 
@@ -201,12 +215,12 @@ impl Tracked {
             out.metrics.lines_read.inc();
             if let Some(mut rec) = self.decoder.decode(&carry, self.line_start) {
                 rec.flags.unterminated = true;
-                out.emit(&self.key, &rec, &self.pod_fields, before);
+                out.emit(&self.key, &rec, &self.meta, before);
             }
         }
         for mut rec in self.decoder.finish() {
             rec.flags.unterminated = true;
-            out.emit(&self.key, &rec, &self.pod_fields, before);
+            out.emit(&self.key, &rec, &self.meta, before);
         }
         self.carry.clear();
         self.discarding = false;

@@ -22,6 +22,7 @@ pub use discover::Discovery;
 use crate::buffer::{Appender, Chunk};
 use crate::config::{self, ReadFrom};
 use crate::decode::Record;
+use crate::kube::cache::{Cache, FileMeta};
 use crate::observe::Metrics;
 use crate::sink::ItemEncoder;
 use file::{ReadOutcome, Tracked, identify};
@@ -85,6 +86,10 @@ pub struct Output {
     abandoned: bool,
     /// Beaten while waiting for the buffer, so a long wait is not taken for a stall.
     state: Arc<TailerState>,
+    /// Pod metadata from the API server, when `[kubernetes]` is enabled.
+    kube: Option<Arc<Cache>>,
+    /// How long lines of a pod the cache does not know wait for it.
+    wait_for_metadata: Duration,
     /// A physical line longer than this is cut before decoding: twice the message cap leaves
     /// room for the runtime's prefix and docker's JSON escaping.
     max_physical_line: usize,
@@ -92,6 +97,13 @@ pub struct Output {
 }
 
 impl Output {
+    /// Documents get their pod's metadata from `cache`.
+    #[must_use]
+    pub fn with_kubernetes(mut self, cache: Arc<Cache>) -> Output {
+        self.kube = Some(cache);
+        self
+    }
+
     pub fn new(
         encoder: ItemEncoder,
         appender: Appender,
@@ -119,6 +131,8 @@ impl Output {
             shutdown,
             abandoned: false,
             state: Arc::new(TailerState::default()),
+            kube: None,
+            wait_for_metadata: cfg.kubernetes.wait_for_metadata.0,
             max_physical_line: cfg.input.max_line_bytes.as_usize() * 2 + 4096,
             flush_interval: cfg.buffer.flush_interval.0,
         }
@@ -127,11 +141,20 @@ impl Output {
     /// Encodes one record. `before` is the file's safe offset before this record: if the item
     /// overflows the chunk, the full chunk is sealed with that offset and the item starts the
     /// next one.
-    fn emit(&mut self, key: &FileKey, rec: &Record, extra: &[u8], before: u64) {
+    fn emit(&mut self, key: &FileKey, rec: &Record, meta: &FileMeta, before: u64) {
+        if meta.excluded {
+            self.metrics.kubernetes_excluded.inc();
+            return;
+        }
+        if meta.partial {
+            self.metrics.kubernetes_partial.inc();
+        }
         if self.chunk.items.is_empty() {
             self.chunk.created = Instant::now();
         }
-        let outcome = self.encoder.encode(&mut self.chunk, key, rec, extra);
+        let outcome = self
+            .encoder
+            .encode(&mut self.chunk, key, rec, &meta.fields, meta.parse_json);
         let c = &self.counters;
         c.ok.inc();
         for (set, counter) in [
@@ -236,6 +259,8 @@ pub struct Tailer {
     by_real: HashMap<PathBuf, FileKey>,
     /// Files with data to read now.
     dirty: HashSet<FileKey>,
+    /// Files whose pod the Kubernetes cache does not know yet: read again next pass.
+    waiting_meta: HashSet<FileKey>,
     /// Matched paths whose file has no identity yet (its first line is incomplete), held open
     /// from the first look so that a deletion or rename cannot take their lines away.
     waiting: HashMap<PathBuf, Waiting>,
@@ -298,6 +323,7 @@ impl Tailer {
             by_path: HashMap::new(),
             by_real: HashMap::new(),
             dirty: HashSet::new(),
+            waiting_meta: HashSet::new(),
             waiting: HashMap::new(),
             looks: HashMap::new(),
             watcher,
@@ -318,6 +344,7 @@ impl Tailer {
         let mut next_rescan = Instant::now() + self.cfg.rescan_interval.0;
         while !self.out.shutdown.load(Ordering::Relaxed) {
             self.state.beat();
+            self.dirty.extend(self.waiting_meta.drain());
             let mut rescan = self.drain_events();
             if self.missed_events.swap(false, Ordering::Relaxed) || Instant::now() >= next_rescan {
                 rescan = true;
@@ -391,6 +418,25 @@ impl Tailer {
             let Some(t) = self.files.get_mut(&key) else {
                 continue;
             };
+            if let Some(cache) = &self.out.kube
+                && let Some(pod) = &t.pod
+            {
+                let generation = cache.generation();
+                if t.meta_generation != generation {
+                    t.meta = cache.lookup(pod);
+                    t.meta_generation = generation;
+                }
+                // A pod the cache does not know yet is likely just created, and before the
+                // first lists are in nothing is known: lines wait a little for metadata,
+                // unless the API server is known to be away.
+                if (t.meta.partial || !cache.ready())
+                    && cache.healthy()
+                    && t.opened.elapsed() < self.out.wait_for_metadata
+                {
+                    self.waiting_meta.insert(key);
+                    continue;
+                }
+            }
             self.state.beat();
             match t.read(buf, &mut self.out, PASS_BUDGET) {
                 Ok(ReadOutcome::More) => {

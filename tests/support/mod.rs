@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod kubeapi;
 pub mod proxy;
 pub mod tls;
 

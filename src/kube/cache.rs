@@ -1,0 +1,338 @@
+//! The node's pods and the cluster's namespaces, as the API server says they are: filled by two
+//! kube-runtime watchers (list, then watch; a 410 Gone or a broken stream re-lists, with
+//! backoff), read by the tailer for every file it opens and again whenever anything changed.
+//!
+//! When the API server cannot be reached or refuses (RBAC), lines keep flowing with what the
+//! file path says, flagged `kubernetes.metadata: "partial"`; the failure is counted, logged once,
+//! and shown in `/health`, and the watchers recover by themselves.
+
+use super::PodRef;
+use super::metadata::{FieldOptions, PodMeta};
+use crate::config;
+use crate::observe::Metrics;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::runtime::{WatchStreamExt, watcher};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes.node_name is empty and NODE_NAME is not set: which node's pods to watch?")]
+    NoNode,
+    #[error("kubernetes.api_server {0:?} is not a URL")]
+    Url(String),
+    #[error("no Kubernetes API config (in-cluster or kubeconfig): {0}")]
+    Config(#[source] kube::config::InferConfigError),
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+}
+
+/// What the tailer gets for one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMeta {
+    /// `,"kubernetes":{…},"docker":{…}` for its documents.
+    pub fields: Vec<u8>,
+    /// The pod asked for its logs to be dropped (`logferry.io/exclude: "true"`).
+    pub excluded: bool,
+    /// JSON parsing for its lines (`logferry.io/parser: "none"` turns it off).
+    pub parse_json: bool,
+    /// Only what the path says: the pod is not (yet) known.
+    pub partial: bool,
+}
+
+struct Entry {
+    meta: Arc<PodMeta>,
+    /// When the pod was deleted; its metadata stays for `deleted_pod_ttl`.
+    deleted: Option<Instant>,
+}
+
+pub struct Cache {
+    pods: RwLock<HashMap<(String, String), Entry>>,
+    namespaces: RwLock<HashMap<String, BTreeMap<String, String>>>,
+    /// Moves on every change, so the tailer knows to look again.
+    generation: AtomicU64,
+    /// The first list of pods is in.
+    synced: AtomicBool,
+    /// The first list of namespaces is in.
+    namespaces_synced: AtomicBool,
+    /// Why the API server cannot be used right now, per watcher (pods, namespaces).
+    problem: Mutex<[Option<String>; 2]>,
+    opts: FieldOptions,
+    labels: bool,
+    namespace_labels: bool,
+    ttl: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Cache {
+    pub fn new(cfg: &config::Kubernetes, metrics: Arc<Metrics>) -> Cache {
+        Cache {
+            pods: RwLock::new(HashMap::new()),
+            namespaces: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(1),
+            synced: AtomicBool::new(false),
+            namespaces_synced: AtomicBool::new(false),
+            problem: Mutex::new([None, None]),
+            opts: FieldOptions {
+                annotations: cfg.annotations.clone(),
+                de_dot: cfg.de_dot,
+            },
+            labels: cfg.labels,
+            namespace_labels: cfg.namespace_labels,
+            ttl: cfg.deleted_pod_ttl.0,
+            metrics,
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// No failure is known: the API server answers, or has not been asked yet. An unknown pod
+    /// may then still appear, and is worth a short wait.
+    pub fn healthy(&self) -> bool {
+        self.problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .all(Option::is_none)
+    }
+
+    /// Both first lists are in: what the cache says now is what the API server says.
+    pub fn ready(&self) -> bool {
+        self.synced.load(Ordering::Relaxed) && self.namespaces_synced.load(Ordering::Relaxed)
+    }
+
+    /// (working, detail) for `/health`.
+    pub fn describe(&self) -> (bool, String) {
+        if let Some(p) = self
+            .problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .flatten()
+            .next()
+        {
+            return (false, p.clone());
+        }
+        let pods = self
+            .pods
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        if !self.synced.load(Ordering::Relaxed) {
+            return (true, "listing pods".into());
+        }
+        (true, format!("{pods} pods cached"))
+    }
+
+    /// What documents of this file carry; `partial` when the pod is not known.
+    pub fn lookup(&self, r: &PodRef) -> FileMeta {
+        let pods = self.pods.read().unwrap_or_else(PoisonError::into_inner);
+        let found = pods
+            .get(&(r.namespace.clone(), r.pod.clone()))
+            // A pod re-created under the same name is another pod.
+            .filter(|e| r.pod_id.as_ref().is_none_or(|uid| *uid == e.meta.uid));
+        let Some(e) = found else {
+            return FileMeta {
+                fields: r.json_fields_partial(),
+                excluded: false,
+                parse_json: true,
+                partial: true,
+            };
+        };
+        let ns = self.namespace_labels.then(|| {
+            self.namespaces
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&r.namespace)
+                .cloned()
+        });
+        let meta = if self.labels {
+            e.meta.clone()
+        } else {
+            let mut m = (*e.meta).clone();
+            m.labels.clear();
+            Arc::new(m)
+        };
+        FileMeta {
+            fields: meta.json_fields(&r.container, ns.flatten().as_ref(), &self.opts),
+            excluded: meta.excluded(),
+            parse_json: meta.parse_json(),
+            partial: false,
+        }
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn apply_pod(&self, pod: &Pod) -> Option<(String, String)> {
+        let meta = PodMeta::from_pod(pod)?;
+        let key = (meta.namespace.clone(), meta.name.clone());
+        let mut pods = self.pods.write().unwrap_or_else(PoisonError::into_inner);
+        pods.insert(
+            key.clone(),
+            Entry {
+                meta: Arc::new(meta),
+                deleted: None,
+            },
+        );
+        self.metrics.kubernetes_pods.set(pods.len() as i64);
+        Some(key)
+    }
+
+    fn delete_pod(&self, pod: &Pod) {
+        let (Some(ns), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
+            return;
+        };
+        let mut pods = self.pods.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = pods.get_mut(&(ns.clone(), name.clone())) {
+            e.deleted.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// After a (re-)list: pods not in it are gone, and kept for the TTL like deleted ones.
+    fn relisted(&self, seen: &HashSet<(String, String)>) {
+        let mut pods = self.pods.write().unwrap_or_else(PoisonError::into_inner);
+        for (key, e) in pods.iter_mut() {
+            if !seen.contains(key) {
+                e.deleted.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+
+    fn prune(&self) {
+        let mut pods = self.pods.write().unwrap_or_else(PoisonError::into_inner);
+        let ttl = self.ttl;
+        pods.retain(|_, e| e.deleted.is_none_or(|at| at.elapsed() < ttl));
+        self.metrics.kubernetes_pods.set(pods.len() as i64);
+    }
+
+    /// A watcher failed; `which` is 0 for pods, 1 for namespaces. A 410 Gone (history
+    /// expired) is routine: the watcher lists again, and that is only counted.
+    fn failing(&self, which: usize, e: &watcher::Error) {
+        self.metrics.kubernetes_watch_errors.inc();
+        if matches!(e, watcher::Error::WatchError(s) if s.code == 410) {
+            return;
+        }
+        let mut p = self.problem.lock().unwrap_or_else(PoisonError::into_inner);
+        if p.iter().all(Option::is_none) {
+            tracing::warn!(error = %e, "Kubernetes API: watch failed; lines get the metadata their file path gives, flagged partial, until it recovers (retrying with backoff)");
+        }
+        p[which] = Some(format!("Kubernetes API: {e}"));
+    }
+
+    fn working(&self, which: usize) {
+        let mut p = self.problem.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = p[which].take()
+            && p.iter().all(Option::is_none)
+        {
+            tracing::info!(last_problem = %old, "Kubernetes API: watching again");
+        }
+    }
+}
+
+/// Builds the client: the explicit URL when configured, else in-cluster or the kubeconfig.
+pub async fn client(cfg: &config::Kubernetes) -> Result<kube::Client, Error> {
+    let mut config = match &cfg.api_server {
+        Some(url) => kube::Config::new(url.parse().map_err(|_| Error::Url(url.clone()))?),
+        None => kube::Config::infer().await.map_err(Error::Config)?,
+    };
+    // The watchers back off and retry on their own; retries inside the client would only hide
+    // a failing API server from /health for longer.
+    config.default_retry = false;
+    kube::Client::try_from(config).map_err(Error::Client)
+}
+
+/// The node to watch: the config's, else `NODE_NAME`.
+pub fn node_name(cfg: &config::Kubernetes) -> Result<String, Error> {
+    if !cfg.node_name.is_empty() {
+        return Ok(cfg.node_name.clone());
+    }
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .ok_or(Error::NoNode)
+}
+
+/// Keeps the cache in step with this node's pods until the process ends.
+pub async fn watch_pods(cache: Arc<Cache>, client: kube::Client, node: String) {
+    let api = kube::Api::<Pod>::all(client);
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut listing: HashSet<(String, String)> = HashSet::new();
+    let mut last_prune = Instant::now();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Init) => listing.clear(),
+            Ok(watcher::Event::InitApply(pod)) => {
+                if let Some(key) = cache.apply_pod(&pod) {
+                    listing.insert(key);
+                }
+            }
+            Ok(watcher::Event::InitDone) => {
+                cache.relisted(&listing);
+                cache.synced.store(true, Ordering::Relaxed);
+                cache.working(0);
+                cache.changed();
+            }
+            Ok(watcher::Event::Apply(pod)) => {
+                cache.apply_pod(&pod);
+                cache.working(0);
+                cache.changed();
+            }
+            Ok(watcher::Event::Delete(pod)) => {
+                cache.delete_pod(&pod);
+                cache.working(0);
+            }
+            Err(e) => {
+                cache.failing(0, &e);
+                cache.changed();
+            }
+        }
+        if last_prune.elapsed() > Duration::from_secs(10) {
+            last_prune = Instant::now();
+            cache.prune();
+        }
+    }
+}
+
+/// Keeps the namespaces' labels in the cache until the process ends.
+pub async fn watch_namespaces(cache: Arc<Cache>, client: kube::Client) {
+    let api = kube::Api::<Namespace>::all(client);
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(event) = stream.next().await {
+        let mut ns = cache
+            .namespaces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match event {
+            Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
+                if let Some(name) = n.metadata.name {
+                    ns.insert(name, n.metadata.labels.unwrap_or_default());
+                }
+            }
+            Ok(watcher::Event::Delete(n)) => {
+                if let Some(name) = n.metadata.name {
+                    ns.remove(&name);
+                }
+            }
+            Ok(watcher::Event::InitDone) => cache.namespaces_synced.store(true, Ordering::Relaxed),
+            Ok(watcher::Event::Init) => {}
+            Err(e) => {
+                drop(ns);
+                cache.failing(1, &e);
+                continue;
+            }
+        }
+        drop(ns);
+        cache.working(1);
+        cache.changed();
+    }
+}
