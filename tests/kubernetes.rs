@@ -9,14 +9,13 @@ use support::kubeapi::{FakeApi, pod};
 use support::*;
 
 fn config(node: &Node, es: &str, api: &FakeApi) -> PathBuf {
-    let path = node.config(es, "", "");
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(&format!(
-        "[kubernetes]\nenabled = true\nnode_name = \"node-a\"\napi_server = {:?}\nannotations = [\"prometheus.io/*\"]\n",
-        api.url
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
+    node.config_with(
+        es,
+        &format!(
+            "[kubernetes]\nenabled = true\nnode_name = \"node-a\"\napi_server = {:?}\nannotations = [\"prometheus.io/*\"]\n",
+            api.url
+        ),
+    )
 }
 
 fn docs_of(es: &Osmem, pod: &str) -> Vec<Value> {

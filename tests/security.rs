@@ -9,15 +9,6 @@ use std::time::Duration;
 use support::tls::{Ca, TlsProxy};
 use support::*;
 
-/// `node.config(...)` plus more TOML (extra tables) at the end.
-fn config_with(node: &Node, url: &str, extra: &str) -> PathBuf {
-    let path = node.config(url, "", "");
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(extra);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, content).unwrap();
@@ -38,8 +29,7 @@ fn a_trusted_ca_works_an_untrusted_one_fails_clearly_and_nothing_is_lost_meanwhi
     let proxy = TlsProxy::start(&es.url, "localhost", &ca.leaf(&["localhost"]), None);
     let node = Node::new();
     let ca_file = write(node.dir.path(), "ca.pem", &other.pem());
-    let config = config_with(
-        &node,
+    let config = node.config_with(
         &proxy.url,
         &format!("[elasticsearch.tls]\nca_file = {ca_file:?}\n"),
     );
@@ -70,14 +60,14 @@ fn the_hostname_is_checked_and_server_name_names_the_expected_one() {
     let ca_file = write(node.dir.path(), "ca.pem", &ca.pem());
     let expected = node.json_lines("named", 20);
     let tls = format!("[elasticsearch.tls]\nca_file = {ca_file:?}\n");
-    let agent = Agent::start(&config_with(&node, &proxy.url, &tls));
+    let agent = Agent::start(&node.config_with(&proxy.url, &tls));
     wait_until(20, "the wrong name to be reported", || {
         es_detail(&agent).contains("certificate not valid for name")
     });
     assert_eq!(es.count("logs-*").unwrap(), 0);
     assert!(agent.stop().success());
     let tls = format!("{tls}server_name = \"es.internal\"\n");
-    let agent = Agent::start(&config_with(&node, &proxy.url, &tls));
+    let agent = Agent::start(&node.config_with(&proxy.url, &tls));
     assert_exactly_once(&es, &expected);
     assert!(agent.stop().success());
 }
@@ -92,7 +82,7 @@ fn a_required_client_certificate_is_presented() {
     let ca_file = write(dir, "ca.pem", &ca.pem());
     let expected = node.json_lines("mtls", 20);
     let tls = format!("[elasticsearch.tls]\nca_file = {ca_file:?}\n");
-    let agent = Agent::start(&config_with(&node, &proxy.url, &tls));
+    let agent = Agent::start(&node.config_with(&proxy.url, &tls));
     wait_until(20, "the refused handshake", || {
         proxy.handshake_failures() > 0 && agent.get("/health")["status"] == "degraded"
     });
@@ -102,7 +92,7 @@ fn a_required_client_certificate_is_presented() {
     let cert = write(dir, "client.pem", &client.cert);
     let key = write(dir, "client.key", &client.key);
     let tls = format!("{tls}cert_file = {cert:?}\nkey_file = {key:?}\n");
-    let agent = Agent::start(&config_with(&node, &proxy.url, &tls));
+    let agent = Agent::start(&node.config_with(&proxy.url, &tls));
     assert_exactly_once(&es, &expected);
     assert!(proxy.client_certificates() > 0);
     assert!(agent.stop().success());
@@ -124,7 +114,7 @@ fn basic_api_key_and_bearer_are_accepted_and_a_wrong_secret_waits_for_the_right_
     let password = write(dir, "password", "wrong-password\n");
     let auth = format!("[elasticsearch.auth]\nuser = \"elastic\"\npassword_file = {password:?}\n");
     let mut expected = node.json_lines("basic", 30);
-    let agent = Agent::start(&config_with(&node, &proxy.url, &format!("{tls}{auth}")));
+    let agent = Agent::start(&node.config_with(&proxy.url, &format!("{tls}{auth}")));
     wait_until(20, "the 401 to be reported", || {
         es_detail(&agent).contains("401")
     });
@@ -145,7 +135,7 @@ fn basic_api_key_and_bearer_are_accepted_and_a_wrong_secret_waits_for_the_right_
     let key = write(dir, "api-key", "a2V5LWlkOmtleS1zZWNyZXQ=\n");
     let auth = format!("[elasticsearch.auth]\napi_key_file = {key:?}\n");
     expected.extend(node.json_lines("apikey", 10));
-    let agent = Agent::start(&config_with(&node, &proxy.url, &format!("{tls}{auth}")));
+    let agent = Agent::start(&node.config_with(&proxy.url, &format!("{tls}{auth}")));
     assert_exactly_once(&es, &expected);
     assert!(agent.stop().success());
 
@@ -153,7 +143,7 @@ fn basic_api_key_and_bearer_are_accepted_and_a_wrong_secret_waits_for_the_right_
     proxy.require_auth("Bearer token-from-env");
     let auth = "[elasticsearch.auth]\ntoken = \"${LOGFERRY_TEST_TOKEN}\"\n";
     expected.extend(node.json_lines("bearer", 10));
-    let config = config_with(&node, &proxy.url, &format!("{tls}{auth}"));
+    let config = node.config_with(&proxy.url, &format!("{tls}{auth}"));
     let agent = Agent::start_env(&config, &[("LOGFERRY_TEST_TOKEN", "token-from-env")]);
     assert_exactly_once(&es, &expected);
     assert!(agent.stop().success());
@@ -173,7 +163,7 @@ fn secrets_never_appear_in_logs_metrics_health_or_validate() {
     let extra = format!(
         "[elasticsearch.tls]\nca_file = {ca_file:?}\n[elasticsearch.auth]\nuser = \"elastic\"\npassword_file = {password:?}\n"
     );
-    let config = config_with(&node, &proxy.url, &extra);
+    let config = node.config_with(&proxy.url, &extra);
     node.json_lines("secretive", 20);
     let agent = Agent::start_env(&config, &[("LOGFERRY_LOG", "debug")]);
     wait_until(20, "the 401", || proxy.unauthorized() >= 2);

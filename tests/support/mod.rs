@@ -58,6 +58,15 @@ impl Node {
             .collect()
     }
 
+    /// [`Node::config`], with more TOML (whole tables) at its end.
+    pub fn config_with(&self, es_url: &str, extra: &str) -> PathBuf {
+        let path = self.config(es_url, "", "");
+        let mut text = std::fs::read_to_string(&path).expect("config");
+        text.push_str(extra);
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
     /// A config for this node shipping to `es_url`, with extra keys for the `[input]` and
     /// `[buffer]` sections (short rotate_wait, rescan and retry waits for quick tests).
     pub fn config(&self, es_url: &str, extra_input: &str, extra_buffer: &str) -> PathBuf {
