@@ -162,15 +162,7 @@ impl PodMeta {
                 serde_json::json!({"kind": kind, "name": name}),
             );
         }
-        let mut out = b",\"kubernetes\":".to_vec();
-        // Serializing a map of strings into a Vec cannot fail.
-        out.extend_from_slice(Value::Object(k).to_string().as_bytes());
-        if let Some(id) = c.and_then(|c| c.container_id.as_ref()) {
-            out.extend_from_slice(b",\"docker\":{\"container_id\":");
-            out.extend_from_slice(Value::from(id.as_str()).to_string().as_bytes());
-            out.push(b'}');
-        }
-        out
+        super::document_fields(k, c.and_then(|c| c.container_id.as_deref()))
     }
 }
 

@@ -88,16 +88,25 @@ impl PodRef {
         if let Some(uid) = &self.pod_id {
             k.insert("pod_id".into(), uid.clone().into());
         }
-        let mut out = b",\"kubernetes\":".to_vec();
-        // Serializing a map of strings into a Vec cannot fail.
-        out.extend_from_slice(serde_json::Value::Object(k).to_string().as_bytes());
-        if let Some(id) = &self.container_id {
-            out.extend_from_slice(b",\"docker\":{\"container_id\":");
-            out.extend_from_slice(serde_json::Value::from(id.as_str()).to_string().as_bytes());
-            out.push(b'}');
-        }
-        out
+        document_fields(k, self.container_id.as_deref())
     }
+}
+
+/// `,"kubernetes":{…}` from `kubernetes`, and `,"docker":{"container_id":…}` when the id is
+/// known: the fragment every document of a file carries.
+fn document_fields(
+    kubernetes: serde_json::Map<String, serde_json::Value>,
+    container_id: Option<&str>,
+) -> Vec<u8> {
+    let mut out = b",\"kubernetes\":".to_vec();
+    // Serializing a map of strings into a Vec cannot fail.
+    out.extend_from_slice(serde_json::Value::Object(kubernetes).to_string().as_bytes());
+    if let Some(id) = container_id {
+        out.extend_from_slice(b",\"docker\":{\"container_id\":");
+        out.extend_from_slice(serde_json::Value::from(id).to_string().as_bytes());
+        out.push(b'}');
+    }
+    out
 }
 
 #[cfg(test)]
