@@ -1,0 +1,157 @@
+//! The agent under test: the release binary with its default settings, but for where it reads,
+//! where it keeps its files and where it ships. Measured from outside through /proc.
+
+use anyhow::{Context, bail};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Agent {
+    child: Child,
+    pub started: Instant,
+    api: SocketAddr,
+}
+
+/// CPU time and memory of a process, from /proc.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    /// user + sys, seconds.
+    pub cpu: f64,
+    /// Peak resident set (VmHWM), bytes.
+    pub peak_rss: u64,
+    /// Current resident set (VmRSS), bytes.
+    pub rss: u64,
+}
+
+impl Agent {
+    pub fn start(bin: &Path, work: &Path, sink: SocketAddr) -> anyhow::Result<Agent> {
+        let api = {
+            let l = TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?
+        };
+        let config = work.join("logferry.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {data:?}\nlog_level = \"warn\"\n\n[input]\ninclude = [{logs:?}]\n\n\
+                 [elasticsearch]\nhosts = [\"http://{sink}\"]\n\n[api]\nlisten = \"{api}\"\n",
+                data = work.join("data").display().to_string(),
+                logs = work.join("containers/*.log").display().to_string(),
+            ),
+        )?;
+        std::fs::create_dir_all(work.join("data"))?;
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(work.join("agent.log"))?)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Agent {
+            child,
+            started: Instant::now(),
+            api,
+        })
+    }
+
+    pub fn usage(&self) -> anyhow::Result<Usage> {
+        let pid = self.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let cpu = (ticks(11) + ticks(12)) as f64 / hz;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+                * 1024
+        };
+        Ok(Usage {
+            cpu,
+            peak_rss: kib("VmHWM:"),
+            rss: kib("VmRSS:"),
+        })
+    }
+
+    /// A value from the agent's /metrics (the sum over its label sets).
+    pub fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = get(self.api, "/metrics")?;
+        let mut sum = None;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            if !(rest.starts_with(' ') || rest.starts_with('{')) {
+                continue;
+            }
+            if let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+                *sum.get_or_insert(0.0) += v;
+            }
+        }
+        sum.with_context(|| format!("{name} is not in /metrics"))
+    }
+
+    pub fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if get(self.api, "/ready").is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("the agent was not ready after {timeout:?}")
+    }
+
+    pub fn exited(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("the agent exited with {status}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    if !out.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {}", out.lines().next().unwrap_or(""));
+    }
+    Ok(out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default())
+}

@@ -1,0 +1,268 @@
+//! A fast `_bulk` endpoint on loopback. It does the work a cluster's coordinating node does with
+//! a request — gunzip, split the NDJSON, parse every action and every document in full — keeps
+//! every `_id` it accepted (a second `create` of one gets the 409 Elasticsearch would give), and
+//! answers with real per-item results. It stores nothing else, so it is never the bottleneck.
+
+use chrono::DateTime;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Default)]
+pub struct State {
+    /// Answer every request with 503 (a cluster outage).
+    pub down: AtomicBool,
+    /// Record each document's age (now − its `@timestamp`) when acknowledged.
+    pub record_latency: AtomicBool,
+    pub accepted: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub malformed: AtomicU64,
+    pub requests: AtomicU64,
+    pub refused_requests: AtomicU64,
+    ids: Mutex<HashSet<u128>>,
+    pub first_ok: Mutex<Option<Instant>>,
+    pub last_ack: Mutex<Option<Instant>>,
+    pub latencies_us: Mutex<Vec<u64>>,
+}
+
+impl State {
+    pub fn reset(&self) {
+        self.down.store(false, Ordering::SeqCst);
+        self.record_latency.store(false, Ordering::SeqCst);
+        for c in [
+            &self.accepted,
+            &self.duplicates,
+            &self.malformed,
+            &self.requests,
+            &self.refused_requests,
+        ] {
+            c.store(0, Ordering::SeqCst);
+        }
+        lock(&self.ids).clear();
+        *lock(&self.first_ok) = None;
+        *lock(&self.last_ack) = None;
+        lock(&self.latencies_us).clear();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub struct Sink {
+    pub addr: SocketAddr,
+    pub state: Arc<State>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Sink {
+    pub fn start() -> anyhow::Result<Sink> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let state = Arc::new(State::default());
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let addr = listener.local_addr()?;
+        let st = state.clone();
+        runtime.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(st.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Sink {
+            addr,
+            state,
+            _runtime: runtime,
+        })
+    }
+}
+
+async fn handle(
+    st: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let gzip = req
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let bulk = req.uri().path().ends_with("/_bulk");
+    let body = req.into_body().collect().await?.to_bytes();
+    if !bulk {
+        return Ok(json(
+            200,
+            br#"{"version":{"number":"2.19.0","distribution":"opensearch"}}"#.to_vec(),
+        ));
+    }
+    st.requests.fetch_add(1, Ordering::Relaxed);
+    if st.down.load(Ordering::SeqCst) {
+        st.refused_requests.fetch_add(1, Ordering::Relaxed);
+        return Ok(json(
+            503,
+            br#"{"error":{"type":"cluster_block_exception","reason":"no master"},"status":503}"#
+                .to_vec(),
+        ));
+    }
+    let answer = tokio::task::block_in_place(|| bulk_response(&st, &body, gzip));
+    Ok(match answer {
+        Ok(b) => json(200, b),
+        Err(reason) => json(
+            400,
+            format!(r#"{{"error":{{"type":"parse_exception","reason":{reason:?}}},"status":400}}"#)
+                .into_bytes(),
+        ),
+    })
+}
+
+fn json(status: u16, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    r.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+#[derive(Deserialize)]
+struct Action<'a> {
+    #[serde(borrow)]
+    create: Option<Meta<'a>>,
+    #[serde(borrow)]
+    index: Option<Meta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Meta<'a> {
+    #[serde(borrow)]
+    _index: Cow<'a, str>,
+    #[serde(borrow)]
+    _id: Option<Cow<'a, str>>,
+}
+
+/// Deserializing into this checks the whole document (serde_json validates what it skips).
+#[derive(Deserialize)]
+struct Document<'a> {
+    #[serde(rename = "@timestamp", borrow)]
+    timestamp: Option<Cow<'a, str>>,
+}
+
+fn bulk_response(st: &State, body: &[u8], gzip: bool) -> Result<Vec<u8>, String> {
+    let mut plain = Vec::new();
+    let body = if gzip {
+        flate2::read::GzDecoder::new(body)
+            .read_to_end(&mut plain)
+            .map_err(|e| format!("gzip: {e}"))?;
+        &plain[..]
+    } else {
+        body
+    };
+    let record = st.record_latency.load(Ordering::Relaxed);
+    let mut lines = body.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+    let mut items: Vec<(String, String, u128, bool)> = Vec::new();
+    let mut ages = Vec::new();
+    while let Some(action) = lines.next() {
+        let action: Action =
+            serde_json::from_slice(action).map_err(|e| format!("action line: {e}"))?;
+        let meta = action
+            .create
+            .or(action.index)
+            .ok_or("action is neither create nor index")?;
+        let doc = lines.next().ok_or("action without a document")?;
+        let ok = match serde_json::from_slice::<Document>(doc) {
+            Ok(d) => {
+                if record
+                    && let Some(t) = d
+                        .timestamp
+                        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                {
+                    ages.push(t.timestamp_nanos_opt().unwrap_or(0) as u128);
+                }
+                true
+            }
+            Err(_) => false,
+        };
+        let id = meta._id.as_deref().unwrap_or("");
+        let key = u128::from_str_radix(id, 16).unwrap_or_else(|_| {
+            // Not one of the agent's hex ids: any stable hash does.
+            id.bytes().fold(0xcbf2_9ce4_8422_2325u128, |h, b| {
+                (h ^ b as u128).wrapping_mul(0x1000_0000_01b3)
+            })
+        });
+        items.push((meta._index.into_owned(), id.to_owned(), key, ok));
+    }
+    let mut out = Vec::with_capacity(64 + items.len() * 200);
+    let mut errors = false;
+    let mut accepted = 0;
+    {
+        let mut ids = lock(&st.ids);
+        out.extend_from_slice(b"{\"took\":1,\"errors\":ERRORS,\"items\":[");
+        for (n, (index, id, key, ok)) in items.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            let seq = ids.len();
+            if !ok {
+                errors = true;
+                st.malformed.fetch_add(1, Ordering::Relaxed);
+                let _ = std::io::Write::write_fmt(
+                    &mut out,
+                    format_args!(
+                        r#"{{"create":{{"_index":"{index}","_id":"{id}","status":400,"error":{{"type":"mapper_parsing_exception","reason":"failed to parse"}}}}}}"#
+                    ),
+                );
+            } else if ids.insert(*key) {
+                accepted += 1;
+                let _ = std::io::Write::write_fmt(
+                    &mut out,
+                    format_args!(
+                        r#"{{"create":{{"_index":"{index}","_id":"{id}","_version":1,"result":"created","_shards":{{"total":1,"successful":1,"failed":0}},"_seq_no":{seq},"_primary_term":1,"status":201}}}}"#
+                    ),
+                );
+            } else {
+                errors = true;
+                st.duplicates.fetch_add(1, Ordering::Relaxed);
+                let _ = std::io::Write::write_fmt(
+                    &mut out,
+                    format_args!(
+                        r#"{{"create":{{"_index":"{index}","_id":"{id}","status":409,"error":{{"type":"version_conflict_engine_exception","reason":"[{id}]: version conflict, document already exists (current version [1])","index":"{index}"}}}}}}"#
+                    ),
+                );
+            }
+        }
+        out.extend_from_slice(b"]}");
+        let now = Instant::now();
+        if accepted > 0 {
+            lock(&st.first_ok).get_or_insert(now);
+        }
+        *lock(&st.last_ack) = Some(now);
+        st.accepted.fetch_add(accepted, Ordering::SeqCst);
+    }
+    if record {
+        // Acknowledged now: the response is built.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        lock(&st.latencies_us).extend(ages.iter().map(|t| (now.saturating_sub(*t) / 1000) as u64));
+    }
+    let flag: &[u8] = if errors { b"true  " } else { b"false " };
+    out[19..25].copy_from_slice(flag);
+    Ok(out)
+}
