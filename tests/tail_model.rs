@@ -118,7 +118,7 @@ fn start(cfg: &Config, index: Arc<Mutex<Index>>) -> Running {
                     continue;
                 }
                 let mut idx = index.lock().unwrap();
-                let body = String::from_utf8(batch.body.clone()).unwrap();
+                let body = String::from_utf8(batch.body().unwrap()).unwrap();
                 let mut lines = body.lines();
                 while let (Some(action), Some(doc)) = (lines.next(), lines.next()) {
                     let a: Value = serde_json::from_str(action).unwrap();

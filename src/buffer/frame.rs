@@ -20,13 +20,21 @@ const MAX_PAYLOAD: usize = 1 << 30;
 /// Appends one frame to `out`.
 pub fn encode(out: &mut Vec<u8>, time_ms: u64, payload: &[u8]) {
     let start = out.len();
-    out.extend_from_slice(FRAME_MAGIC);
-    // Payloads are bounded by chunk_limit_size and max_line_bytes, both far below 4 GiB.
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&time_ms.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[start..start + 16]), payload);
-    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&[0; HEADER]);
     out.extend_from_slice(payload);
+    seal(&mut out[start..], time_ms);
+}
+
+/// Fills in the header of `frame`: [`HEADER`] bytes of room followed by the payload. Lets the
+/// encoder write items straight into their frames, with no copy.
+pub fn seal(frame: &mut [u8], time_ms: u64) {
+    let (header, payload) = frame.split_at_mut(HEADER);
+    header[..4].copy_from_slice(FRAME_MAGIC);
+    // Payloads are bounded by chunk_limit_size and max_line_bytes, both far below 4 GiB.
+    header[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[8..16].copy_from_slice(&time_ms.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[..16]), payload);
+    header[16..20].copy_from_slice(&crc.to_le_bytes());
 }
 
 #[derive(Debug, PartialEq, Eq)]

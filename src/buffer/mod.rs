@@ -21,7 +21,10 @@
 //! - **Start-up**: every segment is checked. A torn last write is cut off; a corrupt frame is
 //!   skipped; both are counted and logged once. A file that is not a segment is moved aside.
 
+mod batch;
 pub mod frame;
+
+pub use batch::{Batch, Pieces};
 
 use crate::config::OverflowAction;
 use crate::disk;
@@ -57,32 +60,31 @@ pub enum Error {
     },
 }
 
-/// Encoded bulk items: the tailer fills one and appends it; shippers read them back as batches.
+/// Encoded bulk items on their way into the buffer: the tailer fills one and appends it. Items
+/// are written straight into their frames, so appending is one write with no copy; shippers
+/// read them back as [`Batch`]es.
 #[derive(Debug)]
 pub struct Chunk {
-    /// For a batch: its place in the order shippers took batches.
-    pub seq: u64,
-    /// NDJSON: an action line and a document line per item.
+    /// Frames back to back, each holding an action line and a document line.
     pub body: Vec<u8>,
-    /// Where each item starts in `body`; it ends where the next starts.
+    /// Where each frame starts in `body`; it ends where the next starts.
     pub items: Vec<u32>,
-    /// For the tailer's chunk: file offsets a checkpoint may move to once the chunk is durable.
+    /// File offsets a checkpoint may move to once the chunk is durable.
     pub advances: Vec<(FileKey, u64)>,
     /// When the first item was encoded, for the tailer's flush timing.
     pub created: Instant,
-    /// For a batch: when its oldest record was buffered (Unix ms), for latency.
-    pub oldest_ms: u64,
+    /// The same, in Unix ms: the time written into every frame of the chunk.
+    created_ms: u64,
 }
 
 impl Chunk {
     pub fn new() -> Chunk {
         Chunk {
-            seq: 0,
             body: Vec::new(),
             items: Vec::new(),
             advances: Vec::new(),
             created: Instant::now(),
-            oldest_ms: 0,
+            created_ms: now_ms(),
         }
     }
 
@@ -90,9 +92,33 @@ impl Chunk {
         self.items.is_empty() && self.advances.is_empty()
     }
 
+    /// Starts an item: what is written to `body` until [`Chunk::end_item`] is its payload.
+    pub fn begin_item(&mut self) {
+        if self.items.is_empty() {
+            self.created = Instant::now();
+            self.created_ms = now_ms();
+        }
+        // Chunks are sealed at chunk_limit_size, far below 4 GiB.
+        self.items.push(self.body.len() as u32);
+        self.body.extend_from_slice(&[0; frame::HEADER]);
+    }
+
+    /// Ends the item begun last: fills in its frame header.
+    pub fn end_item(&mut self) {
+        let start = self.items.last().map_or(0, |&s| s as usize);
+        frame::seal(&mut self.body[start..], self.created_ms);
+    }
+
+    /// Adds one whole item.
+    pub fn push_item(&mut self, item: &[u8]) {
+        self.begin_item();
+        self.body.extend_from_slice(item);
+        self.end_item();
+    }
+
     /// The bytes of item `i`: its action line and its document line.
     pub fn item(&self, i: usize) -> &[u8] {
-        let start = self.items[i] as usize;
+        let start = self.items[i] as usize + frame::HEADER;
         let end = self
             .items
             .get(i + 1)
@@ -106,6 +132,13 @@ impl Chunk {
             Some((_, o)) => *o = (*o).max(offset),
             None => self.advances.push((key, offset)),
         }
+    }
+
+    /// Empties the chunk, keeping its memory for the next one.
+    fn clear(&mut self) {
+        self.body.clear();
+        self.items.clear();
+        self.advances.clear();
     }
 }
 
@@ -247,7 +280,7 @@ pub struct Buffer {
 #[derive(Default)]
 struct Reader {
     /// The segment being read, kept open between batches.
-    file: Option<(u64, File)>,
+    file: Option<(u64, Arc<File>)>,
     /// A corrupt frame found while reading was already logged.
     logged_corrupt: bool,
     /// Reads failing in a row: logged when it starts, and with the count when it ends.
@@ -513,7 +546,7 @@ impl Buffer {
 
     /// The next batch of at most `limit` bytes (one larger item goes alone), waiting for one;
     /// `None` once the buffer is closed.
-    pub async fn next_batch(&self, limit: usize) -> Option<Chunk> {
+    pub async fn next_batch(&self, limit: usize) -> Option<Batch> {
         loop {
             let notified = self.data.notified();
             {
@@ -533,7 +566,7 @@ impl Buffer {
     }
 
     /// Takes the next batch of durable records, if there is one now.
-    pub fn read_batch(&self, limit: usize) -> Option<Chunk> {
+    pub fn read_batch(&self, limit: usize) -> Option<Batch> {
         let mut reader = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             let (id, from, to) = {
@@ -569,18 +602,17 @@ impl Buffer {
                 (seg.id, read.offset, seg.durable)
             };
             let file = match &reader.file {
-                Some((open, f)) if *open == id => f,
+                Some((open, f)) if *open == id => f.clone(),
                 _ => match File::open(segment_path(&self.opts.dir, id)) {
-                    Ok(f) => &reader.file.insert((id, f)).1,
+                    Ok(f) => reader.file.insert((id, Arc::new(f))).1.clone(),
                     Err(e) => {
                         reader.failed(id, &e);
                         return None;
                     }
                 },
             };
-            match read_frames(file, from, to, limit) {
+            match read_frames(&file, from, to, limit) {
                 Ok(Read::Frames {
-                    body,
                     items,
                     end,
                     oldest_ms,
@@ -609,12 +641,10 @@ impl Buffer {
                             "the buffer is readable again"
                         );
                     }
-                    let mut c = Chunk::new();
-                    c.seq = seq;
-                    c.body = body;
-                    c.items = items;
-                    c.oldest_ms = oldest_ms;
-                    return Some(c);
+                    let mut batch = Batch::in_segment(file, items);
+                    batch.seq = seq;
+                    batch.oldest_ms = oldest_ms;
+                    return Some(batch);
                 }
                 Ok(Read::Corrupt { at, next }) => {
                     // Damage that appeared after start-up: skip it, count it, say it once.
@@ -813,8 +843,8 @@ impl Buffer {
 
 enum Read {
     Frames {
-        body: Vec<u8>,
-        items: Vec<u32>,
+        /// Where each item's payload is in the segment: offset and length.
+        items: Vec<(u64, u32)>,
         end: u64,
         oldest_ms: u64,
         newest_ms: u64,
@@ -823,66 +853,66 @@ enum Read {
     Corrupt { at: u64, next: u64 },
 }
 
-/// Reads the frames in `[from, to)` of a segment, up to about `limit` payload bytes.
+/// How much of a segment is checked at once while a batch is read.
+const READ_WINDOW: usize = 256 * 1024;
+
+/// Checks the frames in `[from, to)` of a segment, up to about `limit` payload bytes, and says
+/// where their payloads are. Reads through a small window: the payloads stay on disk until
+/// the batch's request body is built.
 fn read_frames(file: &File, from: u64, to: u64, limit: usize) -> std::io::Result<Read> {
-    let mut want = (to - from).min(limit as u64 + frame::HEADER as u64) as usize;
-    loop {
-        let mut raw = vec![0u8; want];
-        file.read_exact_at(&mut raw, from)?;
-        // Payload ranges first; then the payloads are moved down over the headers in place,
-        // so a batch costs one buffer, not two.
-        let mut payloads: Vec<(usize, usize)> = Vec::new();
-        let (mut at, mut size, mut oldest, mut newest) = (0usize, 0usize, u64::MAX, 0u64);
-        while at < raw.len() {
-            match frame::decode(&raw[at..]) {
+    let mut window = vec![0u8; READ_WINDOW];
+    let mut items = Vec::new();
+    let (mut at, mut size, mut oldest, mut newest) = (from, 0usize, u64::MAX, 0u64);
+    'windows: while at < to {
+        let len = (to - at).min(window.len() as u64) as usize;
+        file.read_exact_at(&mut window[..len], at)?;
+        let mut p = 0;
+        while p < len {
+            match frame::decode(&window[p..len]) {
                 frame::Frame::Record {
                     time_ms,
                     payload,
-                    len,
+                    len: frame_len,
                 } => {
-                    if !payloads.is_empty() && size + payload.len() > limit {
-                        break;
+                    if !items.is_empty() && size + payload.len() > limit {
+                        at += p as u64;
+                        break 'windows;
                     }
-                    payloads.push((at + frame::HEADER, at + len));
+                    items.push(((at + (p + frame::HEADER) as u64), payload.len() as u32));
                     size += payload.len();
                     oldest = oldest.min(time_ms);
                     newest = newest.max(time_ms);
-                    at += len;
+                    p += frame_len;
                 }
-                frame::Frame::Incomplete { len } if at == 0 && len as u64 <= to - from => {
-                    // One record larger than the limit: it goes alone.
-                    want = len;
+                frame::Frame::Incomplete { len: need } if at + (p + need) as u64 <= to => {
+                    // The frame goes on past the window: the next window starts with it, and
+                    // one record larger than the window gets a window of its own size.
+                    if p == 0 {
+                        window.resize(need, 0);
+                    }
                     break;
                 }
-                // Cut by the window, or damage the next call reports from its start.
-                _ if at > 0 => break,
+                // Damage: the next call reports it, from its start.
+                _ if !items.is_empty() => {
+                    at += p as u64;
+                    break 'windows;
+                }
                 _ => {
-                    let mut rest = vec![0u8; (to - from) as usize];
-                    file.read_exact_at(&mut rest, from)?;
-                    let next = frame::next_valid(&rest, 1).map_or(to, |n| from + n as u64);
-                    return Ok(Read::Corrupt { at: from, next });
+                    let mut rest = vec![0u8; (to - at) as usize];
+                    file.read_exact_at(&mut rest, at)?;
+                    let next = frame::next_valid(&rest, 1).map_or(to, |n| at + n as u64);
+                    return Ok(Read::Corrupt { at, next });
                 }
             }
         }
-        if at == 0 {
-            continue;
-        }
-        let mut items = Vec::with_capacity(payloads.len());
-        let mut w = 0;
-        for (start, end) in payloads {
-            items.push(w as u32);
-            raw.copy_within(start..end, w);
-            w += end - start;
-        }
-        raw.truncate(w);
-        return Ok(Read::Frames {
-            body: raw,
-            items,
-            end: from + at as u64,
-            oldest_ms: oldest,
-            newest_ms: newest,
-        });
+        at += p as u64;
     }
+    Ok(Read::Frames {
+        items,
+        end: at,
+        oldest_ms: oldest,
+        newest_ms: newest,
+    })
 }
 
 /// Intact records in `content` at or after `from`.
@@ -911,8 +941,6 @@ pub struct Appender {
     /// The segment being written, and its id and length.
     active: Option<(u64, Arc<File>)>,
     written: u64,
-    /// Frames of the chunk being appended; reused.
-    frames: Vec<u8>,
     /// The active segment's file was created since the last commit.
     new_file: bool,
 }
@@ -923,7 +951,6 @@ impl Appender {
             buffer,
             active: None,
             written: 0,
-            frames: Vec::new(),
             new_file: false,
         }
     }
@@ -933,9 +960,10 @@ impl Appender {
     }
 
     /// Writes the chunk's items to the active segment; once the committer has fsynced them,
-    /// the chunk's checkpoint advances apply. Waits while the buffer or the disk is full;
-    /// returns the chunk if `give_up` says to stop waiting (shutdown).
-    pub fn append(&mut self, chunk: Chunk, give_up: impl Fn() -> bool) -> Result<(), Chunk> {
+    /// the chunk's checkpoint advances apply. The chunk is left empty for reuse. Waits while the
+    /// buffer or the disk is full; returns `Err` with the chunk untouched if `give_up` says to
+    /// stop waiting (shutdown).
+    pub fn append(&mut self, chunk: &mut Chunk, give_up: impl Fn() -> bool) -> Result<(), ()> {
         if chunk.items.is_empty() {
             // Advances without records (blank lines, a block that ended mid-line) must still
             // wait for the records appended before them.
@@ -945,24 +973,21 @@ impl Appender {
                     file: None,
                     upto: 0,
                     new_file: false,
-                    advances: chunk.advances,
+                    advances: std::mem::take(&mut chunk.advances),
                 });
             }
+            chunk.clear();
             return Ok(());
         }
-        let now = now_ms();
-        self.frames.clear();
-        for i in 0..chunk.items.len() {
-            frame::encode(&mut self.frames, now, chunk.item(i));
-        }
-        let len = self.frames.len() as u64;
+        let now = chunk.created_ms;
+        let len = chunk.body.len() as u64;
         let mut logged_disk = false;
         let buffer = self.buffer.clone();
         loop {
             if !buffer.reserve(len, &give_up, &mut || self.seal()) {
-                return Err(chunk);
+                return Err(());
             }
-            match self.write() {
+            match self.write(&chunk.body) {
                 Ok(()) => break,
                 Err(e) => {
                     let problem = format!("cannot write the buffer: {e}");
@@ -975,7 +1000,7 @@ impl Appender {
                     let until = Instant::now() + Duration::from_secs(1);
                     while Instant::now() < until {
                         if give_up() {
-                            return Err(chunk);
+                            return Err(());
                         }
                         std::thread::sleep(Duration::from_millis(50));
                     }
@@ -1004,16 +1029,16 @@ impl Appender {
             file: Some(file.clone()),
             upto: self.written,
             new_file: std::mem::take(&mut self.new_file),
-            advances: chunk.advances,
+            advances: std::mem::take(&mut chunk.advances),
         });
+        chunk.clear();
         Ok(())
     }
 
-    /// Writes `self.frames` at the end of the active segment, starting a new one when it is
-    /// full. A failed write is cut back off, so the segment never holds a torn frame behind
-    /// good ones.
-    fn write(&mut self) -> std::io::Result<()> {
-        let len = self.frames.len() as u64;
+    /// Writes `frames` at the end of the active segment, starting a new one when it is full.
+    /// A failed write is cut back off, so the segment never holds a torn frame behind good ones.
+    fn write(&mut self, frames: &[u8]) -> std::io::Result<()> {
+        let len = frames.len() as u64;
         let full = self.written > DATA_START && self.written + len > self.buffer.opts.segment_size;
         if full {
             self.seal();
@@ -1024,7 +1049,7 @@ impl Appender {
         let Some((_, file)) = &self.active else {
             return Ok(());
         };
-        if let Err(e) = file.write_all_at(&self.frames, self.written) {
+        if let Err(e) = file.write_all_at(frames, self.written) {
             if file.set_len(self.written).is_err() {
                 // The tail cannot be cut: leave this segment behind (readers stop at its last
                 // good frame, start-up cuts the rest) and write the next attempt elsewhere.

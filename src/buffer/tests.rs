@@ -17,18 +17,18 @@ fn item(n: u64) -> Vec<u8> {
 fn chunk(ns: std::ops::Range<u64>) -> Chunk {
     let mut c = Chunk::new();
     for n in ns.clone() {
-        c.items.push(c.body.len() as u32);
-        c.body.extend_from_slice(&item(n));
+        c.push_item(&item(n));
     }
     c.advance(key(), ns.end);
     c
 }
 
 /// The record numbers in a batch.
-fn numbers(c: &Chunk) -> Vec<u64> {
-    (0..c.items.len())
+fn numbers(c: &Batch) -> Vec<u64> {
+    (0..c.len())
         .map(|i| {
-            let text = std::str::from_utf8(c.item(i)).unwrap();
+            let item = c.item(i).unwrap();
+            let text = std::str::from_utf8(&item).unwrap();
             let doc = text.lines().nth(1).unwrap();
             doc[5..doc.len() - 1].parse().unwrap()
         })
@@ -134,14 +134,14 @@ fn records_are_readable_and_checkpoints_move_only_once_fsynced() {
     let rig = Rig::new();
     let b = rig.open(1 << 20, OverflowAction::Block);
     let mut app = Appender::new(b.clone());
-    app.append(chunk(0..3), || false).unwrap();
+    app.append(&mut chunk(0..3), || false).unwrap();
     assert!(b.read_batch(1 << 20).is_none(), "not durable yet");
     assert_eq!(rig.offset(), 0, "the checkpoint waits for the fsync");
     let _c = rig.committer(&b);
     wait_for("the commit", || rig.offset() == 3);
     let batch = b.read_batch(1 << 20).unwrap();
     assert_eq!(numbers(&batch), vec![0, 1, 2]);
-    assert_eq!(batch.item(1), item(1).as_slice());
+    assert_eq!(batch.item(1).unwrap(), item(1));
 }
 
 #[test]
@@ -153,7 +153,8 @@ fn acknowledged_segments_go_and_a_restart_resumes_at_the_saved_cursor() {
         let mut app = Appender::new(b.clone());
         // ~40 bytes per record, 1 KiB segments: several segments.
         for n in 0..10 {
-            app.append(chunk(n * 10..n * 10 + 10), || false).unwrap();
+            app.append(&mut chunk(n * 10..n * 10 + 10), || false)
+                .unwrap();
         }
         wait_for("the commit", || rig.offset() == 100);
         let before = rig.segments().len();
@@ -192,7 +193,7 @@ fn a_torn_write_and_a_corrupt_record_are_cut_out_at_start_up() {
         let b = rig.open(1 << 20, OverflowAction::Block);
         let _c = rig.committer(&b);
         let mut app = Appender::new(b.clone());
-        app.append(chunk(0..10), || false).unwrap();
+        app.append(&mut chunk(0..10), || false).unwrap();
         wait_for("the commit", || rig.offset() == 10);
     }
     let seg = rig.segments().pop().unwrap();
@@ -219,7 +220,7 @@ fn a_torn_write_and_a_corrupt_record_are_cut_out_at_start_up() {
     // And the agent goes on appending.
     let _c = rig.committer(&b);
     Appender::new(b.clone())
-        .append(chunk(10..12), || false)
+        .append(&mut chunk(10..12), || false)
         .unwrap();
     wait_for("the commit", || rig.offset() == 12);
     assert_eq!(drain(&b), vec![10, 11]);
@@ -245,7 +246,8 @@ fn a_full_buffer_blocks_the_appender_until_records_are_acknowledged() {
     let writer = std::thread::spawn(move || {
         let mut app = Appender::new(b2);
         for n in 0..40 {
-            app.append(chunk(n * 10..n * 10 + 10), || false).unwrap();
+            app.append(&mut chunk(n * 10..n * 10 + 10), || false)
+                .unwrap();
         }
     });
     wait_for("a full buffer", || b.stats().bytes > 3000);
@@ -274,11 +276,11 @@ fn drop_oldest_chunk_drops_unsent_segments_and_counts_exactly() {
     let _c = rig.committer(&b);
     let mut app = Appender::new(b.clone());
     // The first batch is in flight the whole time: never dropped.
-    app.append(chunk(0..5), || false).unwrap();
+    app.append(&mut chunk(0..5), || false).unwrap();
     wait_for("the commit", || rig.offset() == 5);
     let first = b.read_batch(200).unwrap();
     for n in 1..40 {
-        app.append(chunk(n * 5..n * 5 + 5), || false).unwrap();
+        app.append(&mut chunk(n * 5..n * 5 + 5), || false).unwrap();
     }
     wait_for("the commit", || rig.offset() == 200);
     assert!(b.stats().bytes <= 4096);
@@ -338,7 +340,7 @@ proptest! {
         let mut acked: HashSet<u64> = HashSet::new();
         let mut read_this_run: Option<u64> = None;
         let commit = |app: &mut Appender, n: u64, next: &mut u64| {
-            app.append(chunk(*next..*next + n), || false).unwrap();
+            app.append(&mut chunk(*next..*next + n), || false).unwrap();
             *next += n;
         };
         for o in ops {
@@ -400,25 +402,26 @@ fn a_record_larger_than_the_whole_limit_goes_in_alone_instead_of_blocking_for_ev
     let b = rig.open(4096, OverflowAction::Block);
     let _c = rig.committer(&b);
     let mut big = Chunk::new();
-    big.items.push(0);
-    big.body = format!(
-        "{{\"create\":{{}}}}\n{{\"n\":7,\"pad\":\"{}\"}}\n",
-        "x".repeat(6000)
-    )
-    .into_bytes();
+    big.push_item(
+        format!(
+            "{{\"create\":{{}}}}\n{{\"n\":7,\"pad\":\"{}\"}}\n",
+            "x".repeat(6000)
+        )
+        .as_bytes(),
+    );
     big.advance(key(), 1);
     let mut app = Appender::new(b.clone());
-    app.append(big, || false).unwrap();
+    app.append(&mut big, || false).unwrap();
     wait_for("the commit", || rig.offset() == 1);
     let batch = b
         .read_batch(1024)
         .expect("read alone, past the batch limit");
-    assert_eq!(batch.items.len(), 1);
-    assert!(batch.body.len() > 6000);
+    assert_eq!(batch.len(), 1);
+    assert!(batch.body().unwrap().len() > 6000);
     // The next append waits for it to be acknowledged.
-    assert!(app.append(chunk(1..2), || true).is_err());
+    assert!(app.append(&mut chunk(1..2), || true).is_err());
     b.acknowledge(batch.seq);
-    app.append(chunk(1..2), || false).unwrap();
+    app.append(&mut chunk(1..2), || false).unwrap();
 }
 
 #[test]
@@ -427,7 +430,7 @@ fn damage_that_appears_while_running_is_skipped_and_counted() {
     let b = rig.open(1 << 20, OverflowAction::Block);
     let _c = rig.committer(&b);
     Appender::new(b.clone())
-        .append(chunk(0..6), || false)
+        .append(&mut chunk(0..6), || false)
         .unwrap();
     wait_for("the commit", || rig.offset() == 6);
     // The disk flips a byte in the third record after it was written.

@@ -244,9 +244,10 @@ mod tests {
         // Nothing waits: an old deadline means an idle shipper, not a stalled one.
         assert_eq!(check(&s.health(), "elasticsearch").1, Level::Healthy);
         let mut c = Chunk::new();
-        c.items.push(0);
-        c.body.extend_from_slice(b"{\"create\":{}}\n{}\n");
-        Appender::new(s.buffer.clone()).append(c, || false).unwrap();
+        c.push_item(b"{\"create\":{}}\n{}\n");
+        Appender::new(s.buffer.clone())
+            .append(&mut c, || false)
+            .unwrap();
         let r = s.health();
         assert_eq!(
             check(&r, "elasticsearch").1,

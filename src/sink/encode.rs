@@ -132,9 +132,7 @@ impl ItemEncoder {
         extra: &[u8],
         json: bool,
     ) -> Outcome {
-        chunk
-            .items
-            .push(u32::try_from(chunk.body.len()).unwrap_or(u32::MAX));
+        chunk.begin_item();
         let out = &mut chunk.body;
         out.extend_from_slice(b"{\"create\":{\"_index\":\"");
         out.extend_from_slice(self.index.index_for(&rec.time).as_bytes());
@@ -143,6 +141,7 @@ impl ItemEncoder {
         out.extend_from_slice(b"\"}}\n");
         let outcome = self.documents.write_as(out, rec, extra, json);
         let _ = out.write_all(b"\n");
+        chunk.end_item();
         outcome
     }
 }

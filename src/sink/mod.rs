@@ -7,6 +7,7 @@
 //! [`Buffer`] — which may then delete its records — once every item in it is indexed, a
 //! duplicate (409 on `create`: an earlier delivery of the same id), or dead-lettered.
 
+mod body;
 mod client;
 mod deadletter;
 mod encode;
@@ -15,15 +16,12 @@ pub use client::Connector;
 pub use deadletter::DeadLetters;
 pub use encode::{IndexPattern, ItemEncoder, document_id};
 
-use crate::buffer::{Buffer, Chunk, now_ms};
+use crate::buffer::{Batch, Buffer, now_ms};
 use crate::config;
 use crate::observe::Metrics;
 use backon::BackoffBuilder;
-use flate2::Compression as Level;
-use flate2::write::GzEncoder;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -150,11 +148,11 @@ const OWN_FIELDS: [&str; 5] = ["@timestamp", "kubernetes", "docker", "stream", "
 
 /// Dead letters as documents for `index`, each under its original id (so a replay is a 409):
 /// the agent's own fields, the whole original document as one string, and why it was refused.
-fn wrap_dead_letters(chunk: &Chunk, refused: &[Refusal<'_>], index: &str) -> Chunk {
-    let mut out = Chunk::new();
-    for r in refused {
+fn wrap_dead_letters(items: &[Vec<u8>], refused: &[Refusal<'_>], index: &str) -> Batch {
+    let (mut body, mut starts) = (Vec::new(), Vec::new());
+    for (r, item) in refused.iter().zip(items) {
         let (status, reason, error) = (r.status, r.reason, r.error);
-        let text = String::from_utf8_lossy(chunk.item(r.item));
+        let text = String::from_utf8_lossy(item);
         let mut lines = text.splitn(2, '\n');
         let action: serde_json::Value =
             serde_json::from_str(lines.next().unwrap_or("")).unwrap_or_default();
@@ -186,14 +184,14 @@ fn wrap_dead_letters(chunk: &Chunk, refused: &[Refusal<'_>], index: &str) -> Chu
         if !id.is_null() {
             action["create"]["_id"] = id;
         }
-        out.items.push(out.body.len() as u32);
+        starts.push(body.len() as u32);
         // Serializing a Value into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out.body, &action);
-        out.body.push(b'\n');
-        let _ = serde_json::to_writer(&mut out.body, &doc);
-        out.body.push(b'\n');
+        let _ = serde_json::to_writer(&mut body, &action);
+        body.push(b'\n');
+        let _ = serde_json::to_writer(&mut body, &doc);
+        body.push(b'\n');
     }
-    out
+    Batch::in_memory(body, &starts)
 }
 
 /// An item the cluster will never accept, and why.
@@ -299,7 +297,7 @@ impl Shipper {
     pub async fn run(self: Arc<Self>, buffer: Arc<Buffer>) {
         while let Some(batch) = buffer.next_batch(buffer.chunk_limit()).await {
             self.state.promise(self.patience);
-            let all: Vec<usize> = (0..batch.items.len()).collect();
+            let all: Vec<usize> = (0..batch.len()).collect();
             self.deliver(&batch, all, Route::Index).await;
             buffer.acknowledge(batch.seq);
             let latency = now_ms().saturating_sub(batch.oldest_ms);
@@ -311,7 +309,7 @@ impl Shipper {
 
     /// Delivers the given items of a chunk: returns once each is indexed, a duplicate, or
     /// dead-lettered.
-    async fn deliver(&self, chunk: &Chunk, items: Vec<usize>, route: Route) {
+    async fn deliver(&self, chunk: &Batch, items: Vec<usize>, route: Route) {
         let mut pending = items;
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(self.cfg.retry_wait.0)
@@ -398,7 +396,7 @@ impl Shipper {
     /// Sorts item results: returns the items to retry, dead-letters the refused ones.
     async fn settle(
         &self,
-        chunk: &Chunk,
+        chunk: &Batch,
         sent: &[usize],
         results: Vec<ItemResult>,
         route: Route,
@@ -442,7 +440,7 @@ impl Shipper {
     /// until it succeeds, because an item that is neither indexed nor dead-lettered must not be
     /// acknowledged. Then, if `dead_letter_index` is set, indexes them there too, in one request
     /// (a dead letter of that index only goes to the file).
-    async fn dead_letter(&self, chunk: &Chunk, refused: &[Refusal<'_>], route: Route) {
+    async fn dead_letter(&self, chunk: &Batch, refused: &[Refusal<'_>], route: Route) {
         if refused.is_empty() {
             return;
         }
@@ -455,10 +453,12 @@ impl Shipper {
             );
             return;
         }
+        let items = self.read_items(chunk, refused).await;
         let entries: Vec<deadletter::Entry> = refused
             .iter()
-            .map(|r| deadletter::Entry {
-                item: chunk.item(r.item).to_vec(),
+            .zip(&items)
+            .map(|(r, item)| deadletter::Entry {
+                item: item.clone(),
                 status: r.status,
                 reason: r.reason.to_owned(),
                 error: r.error.map(|e| e.get().to_owned()),
@@ -472,9 +472,26 @@ impl Shipper {
                 .inc();
         }
         if let Some(index) = &self.dead_letter_index {
-            let wrapped = wrap_dead_letters(chunk, refused, index);
-            let all = (0..wrapped.items.len()).collect();
+            let wrapped = wrap_dead_letters(&items, refused, index);
+            let all = (0..wrapped.len()).collect();
             Box::pin(self.deliver(&wrapped, all, Route::DeadLetterIndex)).await;
+        }
+    }
+
+    /// The refused items' bytes, read back from the buffer. Retried until the read works: an
+    /// item must be neither dropped nor acknowledged unread.
+    async fn read_items(&self, chunk: &Batch, refused: &[Refusal<'_>]) -> Vec<Vec<u8>> {
+        let mut failures = 0u64;
+        loop {
+            match refused.iter().map(|r| chunk.item(r.item)).collect() {
+                Ok(items) => return items,
+                Err(e) if failures == 0 => {
+                    tracing::error!(error = %e, "cannot read refused items back from the buffer; retrying");
+                }
+                Err(_) => {}
+            }
+            failures += 1;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
@@ -508,27 +525,22 @@ impl Shipper {
         }
     }
 
-    async fn send(&self, chunk: &Chunk, items: &[usize]) -> Attempt {
-        let subset: Vec<u8>;
-        let body: &[u8] = if items.len() == chunk.items.len() {
-            &chunk.body
-        } else {
-            subset = items.iter().flat_map(|&i| chunk.item(i)).copied().collect();
-            &subset
-        };
+    async fn send(&self, chunk: &Batch, items: &[usize]) -> Attempt {
+        let len = chunk.body_len(items);
+        let pieces = chunk.pieces(items.to_vec());
         let body = if self.gzip {
             // Compressing megabytes takes milliseconds: keep it off the async workers' queue.
-            match tokio::task::block_in_place(|| gzip(body)) {
-                Ok(b) => b,
+            match tokio::task::block_in_place(|| body::gzip(pieces, len)) {
+                Ok(b) => reqwest::Body::from(b),
                 Err(e) => {
                     return Attempt::Retry {
-                        reason: format!("compression failed: {e}"),
+                        reason: format!("building the request body: {e}"),
                         after: None,
                     };
                 }
             }
         } else {
-            body.to_vec()
+            reqwest::Body::wrap(body::Streamed::new(pieces, len))
         };
         let host_index = self.host.load(Ordering::Relaxed) % self.hosts.len().max(1);
         let Some(url) = self.hosts.get(host_index) else {
@@ -631,13 +643,6 @@ impl Shipper {
             )),
         }
     }
-}
-
-fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
-    // Level 1: logs compress well even at the fastest level, and CPU is the node's.
-    let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 4), Level::fast());
-    enc.write_all(body)?;
-    enc.finish()
 }
 
 /// A uniformly random wait in `[0, cap]` (AWS's "full jitter"), at least 10 ms.

@@ -66,6 +66,9 @@ impl FileKey {
 const READ_BLOCK: usize = 256 * 1024;
 /// How much one file may read in one pass before the others get their turn.
 const PASS_BUDGET: usize = 4 * 1024 * 1024;
+/// The tailer hands its chunk to the buffer at this size at most (less with a smaller
+/// chunk_limit_size).
+const CHUNK_WRITE: usize = 1024 * 1024;
 /// The longest the loop sleeps, so shutdown and rotate_wait are noticed promptly.
 const MAX_IDLE: Duration = Duration::from_millis(200);
 /// inotify events waiting for the tailer; past this they are dropped and a rescan covers them.
@@ -76,8 +79,10 @@ pub struct Output {
     chunk: Chunk,
     encoder: ItemEncoder,
     appender: Appender,
-    /// Chunks are sealed at this size: the buffer's batch limit.
+    /// Chunks are sealed at this size (a write to the buffer; batches span chunks).
     chunk_limit: usize,
+    /// An item on its way from a full chunk to the next one.
+    carry: Vec<u8>,
     metrics: Arc<Metrics>,
     /// Per-record counters, looked up once rather than per line.
     counters: RecordCounters,
@@ -124,7 +129,9 @@ impl Output {
         Output {
             chunk: Chunk::new(),
             encoder,
-            chunk_limit: appender.buffer().chunk_limit(),
+            // Smaller than a batch: the chunk is the tailer's memory, and it is reused.
+            chunk_limit: appender.buffer().chunk_limit().min(CHUNK_WRITE),
+            carry: Vec::new(),
             appender,
             counters,
             metrics,
@@ -149,9 +156,6 @@ impl Output {
         if meta.partial {
             self.metrics.kubernetes_partial.inc();
         }
-        if self.chunk.items.is_empty() {
-            self.chunk.created = Instant::now();
-        }
         let outcome = self
             .encoder
             .encode(&mut self.chunk, key, rec, &meta.fields, meta.parse_json);
@@ -170,14 +174,17 @@ impl Output {
             }
         }
         if self.chunk.body.len() > self.chunk_limit && self.chunk.items.len() > 1 {
+            // The item starts the next chunk: its frame moves out and back in after the append.
             let last = self.chunk.items.pop().map_or(0, |s| s as usize);
-            let mut next = Chunk::new();
-            next.items.push(0);
-            next.body.extend_from_slice(&self.chunk.body[last..]);
+            self.carry.clear();
+            self.carry.extend_from_slice(&self.chunk.body[last..]);
             self.chunk.body.truncate(last);
             self.chunk.advance(*key, before);
-            let full = std::mem::replace(&mut self.chunk, next);
-            self.hand_off(full);
+            self.seal();
+            if !self.abandoned {
+                self.chunk.items.push(0);
+                self.chunk.body.extend_from_slice(&self.carry);
+            }
         } else if self.chunk.body.len() >= self.chunk_limit {
             self.chunk.advance(*key, before);
             self.seal();
@@ -200,25 +207,24 @@ impl Output {
 
     /// Appends the open chunk to the buffer.
     fn seal(&mut self) {
-        let full = std::mem::take(&mut self.chunk);
-        self.hand_off(full);
-    }
-
-    fn hand_off(&mut self, chunk: Chunk) {
         if self.abandoned {
             return;
         }
         let (shutdown, state) = (&self.shutdown, &self.state);
-        if let Err(dropped) = self.appender.append(chunk, || {
-            state.beat();
-            shutdown.load(Ordering::Relaxed)
-        }) {
+        if self
+            .appender
+            .append(&mut self.chunk, || {
+                state.beat();
+                shutdown.load(Ordering::Relaxed)
+            })
+            .is_err()
+        {
             // Shutting down while the buffer (or disk) is full: these lines are not buffered,
             // so their checkpoints did not move and the next start reads them again. Every later
             // chunk must be dropped too: committing one would move checkpoints past these lines.
             self.abandoned = true;
             tracing::info!(
-                records = dropped.items.len(),
+                records = self.chunk.items.len(),
                 "shutdown while the buffer was full; unbuffered lines will be read again on restart"
             );
         }
