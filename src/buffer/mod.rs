@@ -935,6 +935,11 @@ fn frames_from(content: &[u8], from: u64, corrupt: &[(u64, u64)]) -> u64 {
     n
 }
 
+/// The appender stopped waiting for room (shutdown): the chunk was not written.
+#[derive(Debug, thiserror::Error)]
+#[error("gave up waiting for room in the buffer")]
+pub struct GaveUp;
+
 /// The tailer's handle for writing into the buffer.
 pub struct Appender {
     buffer: Arc<Buffer>,
@@ -963,7 +968,7 @@ impl Appender {
     /// the chunk's checkpoint advances apply. The chunk is left empty for reuse. Waits while the
     /// buffer or the disk is full; returns `Err` with the chunk untouched if `give_up` says to
     /// stop waiting (shutdown).
-    pub fn append(&mut self, chunk: &mut Chunk, give_up: impl Fn() -> bool) -> Result<(), ()> {
+    pub fn append(&mut self, chunk: &mut Chunk, give_up: impl Fn() -> bool) -> Result<(), GaveUp> {
         if chunk.items.is_empty() {
             // Advances without records (blank lines, a block that ended mid-line) must still
             // wait for the records appended before them.
@@ -985,7 +990,7 @@ impl Appender {
         let buffer = self.buffer.clone();
         loop {
             if !buffer.reserve(len, &give_up, &mut || self.seal()) {
-                return Err(());
+                return Err(GaveUp);
             }
             match self.write(&chunk.body) {
                 Ok(()) => break,
@@ -1000,7 +1005,7 @@ impl Appender {
                     let until = Instant::now() + Duration::from_secs(1);
                     while Instant::now() < until {
                         if give_up() {
-                            return Err(());
+                            return Err(GaveUp);
                         }
                         std::thread::sleep(Duration::from_millis(50));
                     }
