@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -103,6 +103,11 @@ async fn handle(
         .get("content-encoding")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     let bulk = req.uri().path().ends_with("/_bulk");
+    // Elasticsearch's response filtering, for the form the agent uses: only status and error.
+    let brief = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.contains("filter_path=") && q.contains("items.*.status"));
     let body = req.into_body().collect().await?.to_bytes();
     if !bulk {
         return Ok(json(
@@ -119,7 +124,7 @@ async fn handle(
                 .to_vec(),
         ));
     }
-    let answer = tokio::task::block_in_place(|| bulk_response(&st, &body, gzip));
+    let answer = tokio::task::block_in_place(|| bulk_response(&st, &body, gzip, brief));
     Ok(match answer {
         Ok(b) => json(200, b),
         Err(reason) => json(
@@ -163,7 +168,7 @@ struct Document<'a> {
     timestamp: Option<Cow<'a, str>>,
 }
 
-fn bulk_response(st: &State, body: &[u8], gzip: bool) -> Result<Vec<u8>, String> {
+fn bulk_response(st: &State, body: &[u8], gzip: bool, brief: bool) -> Result<Vec<u8>, String> {
     let mut plain = Vec::new();
     let body = if gzip {
         flate2::read::GzDecoder::new(body)
@@ -218,33 +223,39 @@ fn bulk_response(st: &State, body: &[u8], gzip: bool) -> Result<Vec<u8>, String>
                 out.push(b',');
             }
             let seq = ids.len();
-            if !ok {
-                errors = true;
+            let (status, error) = if !ok {
                 st.malformed.fetch_add(1, Ordering::Relaxed);
-                let _ = std::io::Write::write_fmt(
-                    &mut out,
-                    format_args!(
-                        r#"{{"create":{{"_index":"{index}","_id":"{id}","status":400,"error":{{"type":"mapper_parsing_exception","reason":"failed to parse"}}}}}}"#
-                    ),
-                );
+                (
+                    400,
+                    r#"{"type":"mapper_parsing_exception","reason":"failed to parse"}"#.to_owned(),
+                )
             } else if ids.insert(*key) {
                 accepted += 1;
-                let _ = std::io::Write::write_fmt(
-                    &mut out,
-                    format_args!(
-                        r#"{{"create":{{"_index":"{index}","_id":"{id}","_version":1,"result":"created","_shards":{{"total":1,"successful":1,"failed":0}},"_seq_no":{seq},"_primary_term":1,"status":201}}}}"#
-                    ),
-                );
+                (201, String::new())
             } else {
-                errors = true;
                 st.duplicates.fetch_add(1, Ordering::Relaxed);
-                let _ = std::io::Write::write_fmt(
-                    &mut out,
-                    format_args!(
-                        r#"{{"create":{{"_index":"{index}","_id":"{id}","status":409,"error":{{"type":"version_conflict_engine_exception","reason":"[{id}]: version conflict, document already exists (current version [1])","index":"{index}"}}}}}}"#
+                (
+                    409,
+                    format!(
+                        r#"{{"type":"version_conflict_engine_exception","reason":"[{id}]: version conflict, document already exists (current version [1])","index":"{index}"}}"#
                     ),
-                );
-            }
+                )
+            };
+            errors |= status != 201;
+            let _ = match (brief, error.is_empty()) {
+                (true, true) => write!(out, r#"{{"create":{{"status":{status}}}}}"#),
+                (true, false) => {
+                    write!(out, r#"{{"create":{{"status":{status},"error":{error}}}}}"#)
+                }
+                (false, true) => write!(
+                    out,
+                    r#"{{"create":{{"_index":"{index}","_id":"{id}","_version":1,"result":"created","_shards":{{"total":1,"successful":1,"failed":0}},"_seq_no":{seq},"_primary_term":1,"status":201}}}}"#
+                ),
+                (false, false) => write!(
+                    out,
+                    r#"{{"create":{{"_index":"{index}","_id":"{id}","status":{status},"error":{error}}}}}"#
+                ),
+            };
         }
         out.extend_from_slice(b"]}");
         let now = Instant::now();

@@ -118,7 +118,37 @@ struct ItemResult {
 
 #[derive(Deserialize)]
 struct BulkResponse {
-    items: Vec<std::collections::HashMap<String, BulkItem>>,
+    items: Vec<OneItem>,
+}
+
+/// A bulk response item, `{"create": {...}}`: the action name is not needed, so the object is
+/// read without building a map per item.
+struct OneItem(Option<BulkItem>);
+
+impl<'de> Deserialize<'de> for OneItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OneItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a bulk response item")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<OneItem, A::Error> {
+                let item = m
+                    .next_entry::<serde::de::IgnoredAny, BulkItem>()?
+                    .map(|(_, item)| item);
+                while m
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(OneItem(item))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -274,6 +304,12 @@ impl Shipper {
             .iter()
             .filter_map(|h| reqwest::Url::parse(h).ok())
             .filter_map(|u| u.join("_bulk").ok())
+            .map(|mut u| {
+                // Only what the agent reads: a response of ~25 bytes per item instead of ~200
+                // (Elasticsearch and OpenSearch both support filter_path).
+                u.set_query(Some("filter_path=errors,items.*.status,items.*.error"));
+                u
+            })
             .collect();
         let patience = cfg.elasticsearch.request_timeout.0 + Duration::from_secs(10);
         // Nothing has been tried yet: the first batch is due within one request's time.
@@ -608,7 +644,7 @@ impl Shipper {
                     r.items
                         .into_iter()
                         .map(|m| {
-                            let item = m.into_values().next();
+                            let item = m.0;
                             let (status, error) = item.map_or((0, None), |i| (i.status, i.error));
                             let error_type = error
                                 .as_deref()
