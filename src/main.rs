@@ -40,6 +40,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Cmd::Run) {
         Cmd::Validate => match Config::load(&cli.config) {
@@ -67,6 +68,18 @@ fn main() -> ExitCode {
             init_logging("info");
             finish(runtime().and_then(|rt| rt.block_on(logferry::demo::run(lines))))
         }
+    }
+}
+
+/// glibc gives each thread that allocates its own arena (up to 8 per core), and memory freed in
+/// one is not reused by the others: the tailer, the committer and the runtime's workers would
+/// each keep a high-water mark. Two arenas cost no measurable CPU here and cut the benchmark's
+/// peak RSS by about a seventh (README, "Speed"). Must run before any thread starts.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tunables; no other thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 
