@@ -495,3 +495,45 @@ fn an_unwritable_data_dir_is_reported_once_and_shipping_goes_on() {
         "{saved}"
     );
 }
+
+#[test]
+fn uncompressed_requests_carry_every_line_once_even_lines_larger_than_a_read() {
+    // compression = "none" streams each body from the buffer with its length known up front;
+    // a small chunk_limit_size makes many requests, and 300 KiB lines are larger than one read
+    // of the buffer.
+    let es = osmem();
+    let node = Node::new();
+    let mut w = node.writer("shop", "api-0", "app", Format::Cri);
+    let mut expected = HashSet::new();
+    for seq in 0..600 {
+        if seq % 150 == 7 {
+            let pad = "y".repeat(300 * 1024);
+            w.line(&format!(r#"{{"seq":{seq},"pad":"{pad}"}}"#))
+                .unwrap();
+        } else {
+            w.json_line(seq).unwrap();
+        }
+        expected.insert((w.pod.clone(), seq));
+    }
+    let config = node.config(
+        &es.url,
+        "max_line_bytes = \"1MiB\"",
+        "chunk_limit_size = \"64KiB\"\nmax_size = \"64MiB\"",
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(
+        "[elasticsearch]\n",
+        "[elasticsearch]\ncompression = \"none\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let agent = Agent::start(&config);
+    assert_exactly_once(&es, &expected);
+    let docs = docs(&es);
+    let big = docs
+        .iter()
+        .map(|(_, d)| d)
+        .find(|d| d["seq"] == 157)
+        .expect("the 300 KiB line");
+    assert_eq!(big["pad"].as_str().map(str::len), Some(300 * 1024));
+    assert!(agent.stop().success());
+}

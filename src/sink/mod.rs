@@ -34,6 +34,9 @@ pub struct SinkState {
     /// By when (Unix ms) a shipper has promised its next sign of life: the end of the request
     /// or of the backoff wait it is in. Shipping that is past it while records wait is stalled.
     deadline_ms: AtomicU64,
+    /// Shipping works again after failing: shippers waiting out a backoff try at once, so
+    /// their batches do not wait up to retry_max_interval behind ones that already flow.
+    recovered: tokio::sync::Notify,
 }
 
 impl SinkState {
@@ -46,6 +49,7 @@ impl SinkState {
             .take();
         if let Some(p) = before {
             tracing::info!(after_s = p.since.elapsed().as_secs(), failed_attempts = p.failures, last_problem = %p.reason, "shipping again");
+            self.recovered.notify_waiters();
         }
     }
 
@@ -421,10 +425,12 @@ impl Shipper {
             self.metrics.backoff_seconds.set(wait.as_secs_f64());
             self.state.promise(wait + self.patience);
             tracing::debug!(%reason, items = pending.len(), wait_ms = wait.as_millis() as u64, "retrying");
-            // New credentials or certificates are worth trying at once.
+            // New credentials or certificates are worth trying at once, and so is a cluster
+            // that has just taken another shipper's request.
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.connector.changed.notified() => {}
+                () = self.state.recovered.notified() => {}
             }
         }
     }
