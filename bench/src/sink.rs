@@ -277,3 +277,55 @@ fn bulk_response(st: &State, body: &[u8], gzip: bool, brief: bool) -> Result<Vec
     out[19..25].copy_from_slice(flag);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(body: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(body).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn answers_each_item_as_elasticsearch_does_and_counts_only_new_ids() {
+        let st = State::default();
+        let body = concat!(
+            "{\"create\":{\"_index\":\"logs\",\"_id\":\"0a\"}}\n{\"@timestamp\":\"2026-11-26T23:00:00.5Z\",\"m\":[1,{\"x\":\"y\"}]}\n",
+            "{\"create\":{\"_index\":\"logs\",\"_id\":\"0a\"}}\n{\"m\":2}\n",
+            "{\"create\":{\"_index\":\"logs\",\"_id\":\"0b\"}}\n{\"m\":\n",
+        );
+        let out = bulk_response(&st, &gzip(body.as_bytes()), true, false).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["errors"], true);
+        let status: Vec<u64> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["create"]["status"].as_u64().unwrap())
+            .collect();
+        assert_eq!(status, [201, 409, 400]);
+        assert_eq!(v["items"][0]["create"]["_id"], "0a");
+        assert_eq!(st.accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(st.duplicates.load(Ordering::SeqCst), 1);
+        assert_eq!(st.malformed.load(Ordering::SeqCst), 1);
+
+        // filter_path: only status (and error) per item; a clean request says errors false.
+        let out = bulk_response(
+            &st,
+            b"{\"index\":{\"_index\":\"logs\",\"_id\":\"0c\"}}\n{}\n",
+            false,
+            true,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["errors"], false);
+        assert_eq!(
+            v["items"][0],
+            serde_json::json!({"create": {"status": 201}})
+        );
+        assert!(bulk_response(&st, b"not json\n{}\n", false, true).is_err());
+    }
+}
