@@ -79,8 +79,11 @@ impl DocumentWriter {
         }
         let fields = if self.json && json && looks_like_object(&message) {
             let parsed = parse_object(&message);
+            // Too deep for the index (or for the parser): kept as a string, which is not a
+            // failure to parse.
+            outcome.json_failed = parsed.is_none() && depth_within(message.as_bytes(), MAX_DEPTH);
+            let parsed = parsed.filter(|f| f.within_depth());
             outcome.json = parsed.is_some();
-            outcome.json_failed = parsed.is_none();
             parsed
         } else {
             None
@@ -165,7 +168,7 @@ pub const MAX_DEPTH: usize = 20;
 
 fn looks_like_object(s: &str) -> bool {
     let t = s.trim_ascii();
-    t.starts_with('{') && t.ends_with('}') && depth_within(t.as_bytes(), MAX_DEPTH)
+    t.starts_with('{') && t.ends_with('}')
 }
 
 /// Whether brackets outside strings nest at most `max` deep.
@@ -206,6 +209,17 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// The top-level members of a JSON object; values stay as the application wrote them.
 struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl Fields<'_> {
+    /// Whether the object nests at most [`MAX_DEPTH`] deep. Only values that are objects or
+    /// arrays are scanned: most log fields are strings and numbers, and this runs per line.
+    fn within_depth(&self) -> bool {
+        self.0.iter().all(|(_, v)| {
+            let v = v.get().as_bytes();
+            !matches!(v.first(), Some(b'{' | b'[')) || depth_within(v, MAX_DEPTH - 1)
+        })
+    }
+}
 
 fn parse_object(s: &str) -> Option<Fields<'_>> {
     struct V;
@@ -400,5 +414,12 @@ mod tests {
         );
         let (v, o) = doc(defaults(), ok.as_bytes(), Flags::default());
         assert!(o.json, "{v}");
+        // The object itself is the first level: 19 more fit, 20 do not (and that is not a
+        // parse failure).
+        let nest = |n: usize| format!("{{\"a\":{}1{}}}", "[".repeat(n), "]".repeat(n));
+        let (_, o) = doc(defaults(), nest(19).as_bytes(), Flags::default());
+        assert!(o.json);
+        let (_, o) = doc(defaults(), nest(20).as_bytes(), Flags::default());
+        assert!(!o.json && !o.json_failed);
     }
 }
