@@ -73,7 +73,7 @@ const CHUNK_WRITE: usize = 1024 * 1024;
 const MAX_IDLE: Duration = Duration::from_millis(200);
 /// The least time between two read passes woken by writes: at 10k lines/s written a few at a
 /// time, a pass per write costs several times the CPU for latency nobody needs (see
-/// README, "Speed").
+/// README, "Speed and cost").
 const COALESCE: Duration = Duration::from_millis(25);
 /// inotify events waiting for the tailer; past this they are dropped and a rescan covers them.
 const EVENT_QUEUE: usize = 4096;
