@@ -94,13 +94,23 @@ impl Chunk {
 
     /// Starts an item: what is written to `body` until [`Chunk::end_item`] is its payload.
     pub fn begin_item(&mut self) {
+        self.start_item();
+        self.body.extend_from_slice(&[0; frame::HEADER]);
+    }
+
+    fn start_item(&mut self) {
         if self.items.is_empty() {
             self.created = Instant::now();
             self.created_ms = now_ms();
         }
         // Chunks are sealed at chunk_limit_size, far below 4 GiB.
         self.items.push(self.body.len() as u32);
-        self.body.extend_from_slice(&[0; frame::HEADER]);
+    }
+
+    /// Adds an item already framed (by another chunk: it did not fit there).
+    pub fn push_frame(&mut self, frame: &[u8]) {
+        self.start_item();
+        self.body.extend_from_slice(frame);
     }
 
     /// Ends the item begun last: fills in its frame header.
@@ -114,16 +124,6 @@ impl Chunk {
         self.begin_item();
         self.body.extend_from_slice(item);
         self.end_item();
-    }
-
-    /// The bytes of item `i`: its action line and its document line.
-    pub fn item(&self, i: usize) -> &[u8] {
-        let start = self.items[i] as usize + frame::HEADER;
-        let end = self
-            .items
-            .get(i + 1)
-            .map_or(self.body.len(), |&e| e as usize);
-        &self.body[start..end]
     }
 
     /// Records that once this chunk is durable, `key`'s checkpoint may be `offset`.

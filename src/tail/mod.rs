@@ -186,8 +186,7 @@ impl Output {
             self.chunk.advance(*key, before);
             self.seal();
             if !self.abandoned {
-                self.chunk.items.push(0);
-                self.chunk.body.extend_from_slice(&self.carry);
+                self.chunk.push_frame(&self.carry);
             }
         } else if self.chunk.body.len() >= self.chunk_limit {
             self.chunk.advance(*key, before);
