@@ -72,8 +72,11 @@ fn metrics_and_health_follow_shipping_a_failing_cluster_and_its_recovery() {
     let mut w = node.writer("shop", "observed", "app", Format::Cri);
     let agent = Agent::start(&node.config(&proxy.url, "", ""));
 
+    // Ready once the first discovery pass is done (not ready before: that is the point of it).
+    wait_until(10, "agent ready", || {
+        agent.get("/ready")["status"] == "healthy"
+    });
     let ready = agent.get("/ready");
-    assert_eq!(ready["status"], "healthy", "{ready}");
     assert_eq!(ready["checks"]["tailer"]["status"], "healthy", "{ready}");
     assert_eq!(ready["checks"]["buffer"]["status"], "healthy", "{ready}");
 
