@@ -17,7 +17,8 @@ pub const HEADER: usize = 20;
 /// Larger payloads are not ours: a record is capped far below this by `max_line_bytes`.
 const MAX_PAYLOAD: usize = 1 << 30;
 
-/// Appends one frame to `out`.
+/// Appends one frame to `out` (the agent writes frames in place: [`seal`]).
+#[cfg(test)]
 pub fn encode(out: &mut Vec<u8>, time_ms: u64, payload: &[u8]) {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER]);

@@ -285,6 +285,8 @@ struct Reader {
     logged_corrupt: bool,
     /// Reads failing in a row: logged when it starts, and with the count when it ends.
     failures: u64,
+    /// Where frames are checked while a batch is read; kept between batches.
+    window: Vec<u8>,
 }
 
 impl Reader {
@@ -611,7 +613,7 @@ impl Buffer {
                     }
                 },
             };
-            match read_frames(&file, from, to, limit) {
+            match read_frames(&file, from, to, limit, &mut reader.window) {
                 Ok(Read::Frames {
                     items,
                     end,
@@ -859,8 +861,15 @@ const READ_WINDOW: usize = 256 * 1024;
 /// Checks the frames in `[from, to)` of a segment, up to about `limit` payload bytes, and says
 /// where their payloads are. Reads through a small window: the payloads stay on disk until
 /// the batch's request body is built.
-fn read_frames(file: &File, from: u64, to: u64, limit: usize) -> std::io::Result<Read> {
-    let mut window = vec![0u8; READ_WINDOW];
+fn read_frames(
+    file: &File,
+    from: u64,
+    to: u64,
+    limit: usize,
+    window: &mut Vec<u8>,
+) -> std::io::Result<Read> {
+    // A record larger than the window may have grown it last time: read a window at a time again.
+    window.resize(READ_WINDOW, 0);
     let mut items = Vec::new();
     let (mut at, mut size, mut oldest, mut newest) = (from, 0usize, u64::MAX, 0u64);
     'windows: while at < to {
