@@ -954,6 +954,81 @@ hostz = []
         );
     }
 
+    /// Issue 12, item 11: a pattern whose names Elasticsearch refuses, or that would break the
+    /// NDJSON action line, is caught by `validate`, naming the item or character at fault,
+    /// instead of stopping shipping on the first record.
+    #[test]
+    fn index_patterns_elasticsearch_would_refuse_or_that_break_ndjson_are_refused() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("logs-%Y.%m.%d", None),
+            ("logs-%F", None),
+            ("logs-%G.%V", None),
+            ("logs-%Y.%j-%H.%M", None),
+            ("logs-%-m.%-d", None),
+            ("app.logs_v2-%y%m%d", None),
+            ("logs-%Y%n", Some("%n")),
+            ("logs-%Y%t", Some("%t")),
+            ("logs-%b", Some("%b")),
+            ("logs-%B", Some("%B")),
+            ("logs-%A", Some("%A")),
+            ("logs-%a", Some("%a")),
+            ("logs-%Z", Some("%Z")),
+            ("logs-%z", Some("%z")),
+            ("logs-%c", Some("%c")),
+            ("logs-%+", Some("%+")),
+            ("logs-%e", Some("%e")),
+            ("logs-%_m", Some("%_")),
+            ("logs-%D", Some("%D")),
+            ("logs-%T", Some("%T")),
+            ("logs-%p", Some("%p")),
+            ("logs-%s", Some("per record")),
+            ("logs-%f", Some("per record")),
+            ("logs-%Q", Some("%Q")),
+            ("logs-%", Some("unfinished")),
+            ("Logs-%Y", Some("'L'")),
+            ("logs\\%Y", Some("'\\\\'")),
+            ("logs/%Y", Some("'/'")),
+            ("logs*", Some("'*'")),
+            ("logs?", Some("'?'")),
+            ("logs\"x", Some("'\"'")),
+            ("logs<", Some("'<'")),
+            ("logs>", Some("'>'")),
+            ("logs|", Some("'|'")),
+            ("logs %Y", Some("' '")),
+            ("logs,x", Some("','")),
+            ("logs#x", Some("'#'")),
+            ("logs:x", Some("':'")),
+            ("logs\tx", Some("'\\t'")),
+            ("logs\nx", Some("'\\n'")),
+            ("-logs", Some("starting with")),
+            ("_logs", Some("starting with")),
+            ("+logs", Some("starting with")),
+            (".", Some("leading dot")),
+            ("..", Some("\"..\"")),
+            ("", Some("empty")),
+        ];
+        for (pattern, refused) in cases {
+            let got = crate::sink::IndexPattern::new(pattern);
+            match (refused, &got) {
+                (None, Ok(_)) => {}
+                (Some(what), Err(e)) => assert!(e.contains(what), "{pattern:?}: {e}"),
+                _ => panic!("{pattern:?}: {:?}", got.err()),
+            }
+        }
+        let long = format!("logs-{}-%Y", "a".repeat(245));
+        assert!(crate::sink::IndexPattern::new(&long).is_ok(), "255 bytes");
+        let too_long = format!("logs-{}-%Y", "a".repeat(246));
+        let e = crate::sink::IndexPattern::new(&too_long)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("256 bytes"), "{e}");
+        // Through the config: the key and line are named.
+        let p = load("[elasticsearch]\nindex = \"logs-%b\"\n").unwrap_err();
+        assert_eq!(p[0].key.as_deref(), Some("elasticsearch.index"));
+        assert_eq!(p[0].line, Some(2));
+        assert!(p[0].message.contains("%b"), "{p:?}");
+    }
+
     #[test]
     fn shipped_configs_are_valid() {
         for file in ["config/logferry.toml", "config/fluentd-equivalent.toml"] {
