@@ -236,6 +236,10 @@ pub struct Kubernetes {
     /// How long lines of a pod the cache does not know yet wait for it before they are shipped
     /// with what the file path says (flagged `kubernetes.metadata: "partial"`).
     pub wait_for_metadata: Span,
+    /// Drop the logs of pods annotated `logferry.io/exclude: "true"`. Off by default: on a
+    /// platform whose logs are evidence, a pod must not be able to switch its own logging off;
+    /// the cluster's operator opts in.
+    pub honour_exclude_annotation: bool,
 }
 
 impl Default for Kubernetes {
@@ -250,6 +254,7 @@ impl Default for Kubernetes {
             de_dot: true,
             deleted_pod_ttl: Span(Duration::from_secs(300)),
             wait_for_metadata: Span(Duration::from_secs(2)),
+            honour_exclude_annotation: false,
         }
     }
 }
@@ -890,6 +895,10 @@ mod tests {
         assert_eq!(c.buffer.chunk_limit_size, ByteSize(5 << 20));
         assert_eq!(c.buffer.flush_interval, Span(Duration::from_secs(1)));
         assert_eq!(c.api.listen.to_string(), "127.0.0.1:2020");
+        assert!(
+            !c.kubernetes.honour_exclude_annotation,
+            "a pod cannot opt out unless allowed"
+        );
     }
 
     #[test]

@@ -70,8 +70,12 @@ pub struct Metrics {
     pub kubernetes_watch_errors: Counter,
     /// Records shipped with only what the file path says.
     pub kubernetes_partial: Counter,
-    /// Records dropped because their pod says `logferry.io/exclude: "true"`.
+    /// Records dropped because their pod says `logferry.io/exclude: "true"` (only with
+    /// `kubernetes.honour_exclude_annotation`).
     pub kubernetes_excluded: Counter,
+    /// Pods that say `logferry.io/exclude: "true"` while `honour_exclude_annotation` is off:
+    /// their lines are shipped anyway; counted once per pod.
+    pub kubernetes_exclude_ignored: Counter,
 }
 
 impl Metrics {
@@ -105,6 +109,7 @@ impl Metrics {
             kubernetes_watch_errors: Counter::default(),
             kubernetes_partial: Counter::default(),
             kubernetes_excluded: Counter::default(),
+            kubernetes_exclude_ignored: Counter::default(),
             registry: Registry::default(),
             process: process::Process::default(),
         };
@@ -141,7 +146,8 @@ impl Metrics {
             "kubernetes_pods_cached", "Pods in the metadata cache (this node's, and recently deleted ones)", m.kubernetes_pods;
             "kubernetes_watch_errors", "Failed list or watch calls to the Kubernetes API (each retried)", m.kubernetes_watch_errors;
             "kubernetes_records_without_metadata", "Records shipped with only what the file path says (kubernetes.metadata partial)", m.kubernetes_partial;
-            "kubernetes_excluded_records", "Records dropped because their pod is annotated logferry.io/exclude", m.kubernetes_excluded;
+            "kubernetes_excluded_records", "Records dropped because their pod is annotated logferry.io/exclude (kubernetes.honour_exclude_annotation)", m.kubernetes_excluded;
+            "kubernetes_exclude_ignored_pods", "Pods annotated logferry.io/exclude whose logs are shipped anyway (kubernetes.honour_exclude_annotation is false)", m.kubernetes_exclude_ignored;
         }
         // Known label values exist from the start, at 0: a series that appears only on its first
         // event makes rate() and alerts miss that event.
