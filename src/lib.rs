@@ -13,12 +13,14 @@
 //!   never will succeed, and acknowledges batches back to the buffer;
 //! - [`observe`] exports metrics and serves `/metrics`, `/health` and `/ready`.
 //!
-//! [`agent`] wires the stages together; [`config`] is the TOML file they are built from.
+//! [`agent`] wires the stages together; [`config`] is the TOML file they are built from;
+//! [`clock`] is the monotonic clock liveness is judged by.
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod buffer;
+pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod demo;

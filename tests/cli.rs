@@ -72,6 +72,27 @@ fn run_refuses_a_broken_config_before_doing_anything() {
     );
 }
 
+/// Issue 12, item 12: the variable's value used to be pasted into the TOML text, where a `"`
+/// ended the string and the file no longer parsed.
+#[test]
+fn a_password_from_the_environment_holding_quotes_and_backslashes_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[elasticsearch]\nhosts = [\"https://es:9200\"]\n[elasticsearch.auth]\nuser = \"elastic\"\npassword = \"${LOGFERRY_TEST_PASSWORD}\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_logferry"))
+        .args(["validate", "--config", &path.display().to_string()])
+        .env("LOGFERRY_TEST_PASSWORD", "s3\"cr\\et\t${HOME}\"\n")
+        .output()
+        .expect("run logferry");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("s3"), "the secret is never shown: {err}");
+}
+
 #[test]
 fn help_and_version() {
     let (code, out, _) = logferry(&["--help"]);

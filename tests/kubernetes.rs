@@ -9,10 +9,15 @@ use support::kubeapi::{FakeApi, pod};
 use support::*;
 
 fn config(node: &Node, es: &str, api: &FakeApi) -> PathBuf {
+    config_extra(node, es, api, "")
+}
+
+/// [`config`] with more `[kubernetes]` keys.
+fn config_extra(node: &Node, es: &str, api: &FakeApi, extra: &str) -> PathBuf {
     node.config_with(
         es,
         &format!(
-            "[kubernetes]\nenabled = true\nnode_name = \"node-a\"\napi_server = {:?}\nannotations = [\"prometheus.io/*\"]\n",
+            "[kubernetes]\nenabled = true\nnode_name = \"node-a\"\napi_server = {:?}\nannotations = [\"prometheus.io/*\"]\n{extra}\n",
             api.url
         ),
     )
@@ -55,7 +60,12 @@ fn documents_carry_labels_namespace_labels_and_owner_even_after_the_pod_is_delet
         noisy.json_line(seq).unwrap();
         raw.json_line(seq).unwrap();
     }
-    let agent = Agent::start(&config(&node, &es.url, &api));
+    let agent = Agent::start(&config_extra(
+        &node,
+        &es.url,
+        &api,
+        "honour_exclude_annotation = true",
+    ));
     assert_eq!(
         wait_for_count(&es, 40, 30),
         40,
@@ -127,6 +137,97 @@ fn documents_carry_labels_namespace_labels_and_owner_even_after_the_pod_is_delet
     assert_eq!(
         agent.get("/health")["checks"]["kubernetes"]["status"],
         "healthy"
+    );
+    assert!(agent.stop().success());
+}
+
+/// Issue 12, item 13: on a platform whose logs are evidence, a pod annotated
+/// `logferry.io/exclude: "true"` used to switch its own logging off.
+#[test]
+fn a_pod_cannot_switch_its_own_logging_off_unless_the_operator_allows_it() {
+    let es = osmem();
+    let api = FakeApi::start();
+    api.put_namespace("shop", json!({}));
+    api.put_pod(pod(
+        "shop",
+        "quiet-1",
+        "node-a",
+        json!({"logferry.io/exclude": "true"}),
+    ));
+    api.put_pod(pod("shop", "plain-1", "node-a", json!({})));
+    let node = Node::new();
+    let mut quiet = node.writer("shop", "quiet-1", "api", Format::Cri);
+    let mut plain = node.writer("shop", "plain-1", "api", Format::Cri);
+    for seq in 0..25 {
+        quiet.json_line(seq).unwrap();
+        plain.json_line(seq).unwrap();
+    }
+    let agent = Agent::start(&config(&node, &es.url, &api));
+    assert_eq!(wait_for_count(&es, 50, 30), 50, "every line is shipped");
+    let shipped = docs_of(&es, "quiet-1");
+    assert_eq!(shipped.len(), 25);
+    assert!(
+        shipped
+            .iter()
+            .all(|d| d["kubernetes"].get("metadata").is_none()),
+        "with its metadata: {shipped:?}"
+    );
+    assert_eq!(
+        agent.metric("logferry_kubernetes_excluded_records_total"),
+        0
+    );
+    assert_eq!(
+        agent.metric("logferry_kubernetes_exclude_ignored_pods_total"),
+        1
+    );
+    // An update of the pod (a relabel) is not news: said once per pod.
+    let mut relabelled = pod(
+        "shop",
+        "quiet-1",
+        "node-a",
+        json!({"logferry.io/exclude": "true"}),
+    );
+    relabelled["metadata"]["labels"]["version"] = "v2".into();
+    api.put_pod(relabelled);
+    for seq in 25..30 {
+        quiet.json_line(seq).unwrap();
+    }
+    assert_eq!(wait_for_count(&es, 55, 30), 55);
+    assert_eq!(
+        agent.metric("logferry_kubernetes_exclude_ignored_pods_total"),
+        1
+    );
+    let logs = agent.logs();
+    assert_eq!(
+        logs.matches("honour_exclude_annotation is false").count(),
+        1,
+        "{logs}"
+    );
+    assert!(agent.stop().success());
+
+    // The operator opts in: the same pod's new lines are dropped, and counted.
+    let es = osmem();
+    let node = Node::new();
+    let mut quiet = node.writer("shop", "quiet-1", "api", Format::Cri);
+    let mut plain = node.writer("shop", "plain-1", "api", Format::Cri);
+    for seq in 0..25 {
+        quiet.json_line(seq).unwrap();
+        plain.json_line(seq).unwrap();
+    }
+    let agent = Agent::start(&config_extra(
+        &node,
+        &es.url,
+        &api,
+        "honour_exclude_annotation = true",
+    ));
+    assert_eq!(wait_for_count(&es, 25, 30), 25);
+    assert!(docs_of(&es, "quiet-1").is_empty());
+    wait_until(10, "the dropped lines to be counted", || {
+        agent.metric("logferry_kubernetes_excluded_records_total") == 25
+    });
+    assert_eq!(
+        agent.metric("logferry_kubernetes_exclude_ignored_pods_total"),
+        0
     );
     assert!(agent.stop().success());
 }

@@ -198,3 +198,171 @@ fn a_filling_buffer_and_paused_reading_show_in_health_and_metrics() {
     });
     assert!(agent.stop().success());
 }
+
+/// Raises this test process's soft limit on open files towards `want` (as far as the hard limit
+/// allows) and returns the soft limit now in force: the flood below needs more sockets than
+/// the usual 1,024.
+fn raise_fd_limit(want: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < want {
+            let raised = libc::rlimit {
+                rlim_cur: want.min(lim.rlim_max),
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Descriptors the process `pid` holds open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Issue 12, item 14: a client holding thousands of idle sockets to the API used to hold as
+/// many of the agent's descriptors, the ones the tailer needs for log files.
+#[test]
+fn thousands_of_idle_connections_cannot_exhaust_the_agents_file_descriptors() {
+    let limit = raise_fd_limit(4096);
+    let flood = 2000.min(limit.saturating_sub(200) as usize);
+    let node = Node::new();
+    let mut w = node.writer("shop", "flooded", "app", Format::Cri);
+    let es = osmem();
+    let agent = Agent::start(&node.config(&es.url, "", ""));
+    wait_until(20, "agent ready", || {
+        agent.get("/ready")["status"] == "healthy"
+    });
+    let pid = agent.child.id();
+    let before = open_fds(pid);
+
+    let mut held = Vec::with_capacity(flood);
+    let mut most = before;
+    for i in 0..flood {
+        if let Ok(s) = std::net::TcpStream::connect_timeout(
+            &agent.api.parse().unwrap(),
+            std::time::Duration::from_secs(5),
+        ) {
+            held.push(s);
+        }
+        if i % 100 == 0 {
+            most = most.max(open_fds(pid));
+        }
+    }
+    assert!(held.len() > flood / 2, "only {} connected", held.len());
+    // Give the agent time to accept every one of them, measuring as it goes.
+    let bound = before + 64 + 16;
+    wait_until(30, "the flood to be accepted and turned away", || {
+        most = most.max(open_fds(pid));
+        most > bound
+            || agent.metric("logferry_api_connections_refused_total") as usize + 64 >= held.len()
+    });
+    most = most.max(open_fds(pid));
+    eprintln!(
+        "agent descriptors: {before} before, at most {most} with {} idle sockets held",
+        held.len()
+    );
+    assert!(
+        most <= bound,
+        "the agent held {most} descriptors (from {before}) for {} idle sockets",
+        held.len()
+    );
+    // The idle ones it kept are let go after the header timeout: /metrics answers again, while
+    // the client still holds every socket, and lines still flow.
+    wait_until(60, "/metrics to answer during the flood", || {
+        agent
+            .metrics()
+            .contains("logferry_api_connections_refused_total")
+    });
+    for seq in 0..10 {
+        w.json_line(seq).unwrap();
+    }
+    assert_eq!(wait_for_count(&es, 10, 30), 10);
+    wait_until(30, "the agent's descriptors to return to normal", || {
+        open_fds(pid) <= before + 8
+    });
+    let logs = agent.logs();
+    assert_eq!(
+        logs.matches("too many connections at once").count(),
+        1,
+        "said once: {logs}"
+    );
+    drop(held);
+    assert!(agent.stop().success());
+}
+
+/// Issue 12, item 14: a client that sends half a request head and then trickles the rest, or
+/// sends nothing after its last request, used to keep its connection for ever.
+#[test]
+fn a_slowloris_client_and_an_idle_keep_alive_connection_are_disconnected() {
+    use std::io::{ErrorKind, Read};
+    let node = Node::new();
+    let agent = Agent::start(&node.config("http://127.0.0.1:9", "", ""));
+    let started = std::time::Instant::now();
+    let mut slow = std::net::TcpStream::connect(&agent.api).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut idle = std::net::TcpStream::connect(&agent.api).unwrap();
+    idle.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    idle.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+
+    let closed = |s: &mut std::net::TcpStream, seen: &mut Vec<u8>| {
+        let mut buf = [0u8; 4096];
+        match s.read(&mut buf) {
+            Ok(0) => true,
+            Ok(n) => {
+                seen.extend_from_slice(&buf[..n]);
+                false
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
+            Err(_) => true,
+        }
+    };
+    let (mut slow_seen, mut idle_seen) = (Vec::new(), Vec::new());
+    let (mut slow_closed, mut idle_closed) = (None, None);
+    let deadline = started + std::time::Duration::from_secs(60);
+    while (slow_closed.is_none() || idle_closed.is_none()) && std::time::Instant::now() < deadline {
+        if slow_closed.is_none() {
+            // One more header byte at a time, never the blank line that ends the head.
+            if slow.write_all(b"X").is_err() || closed(&mut slow, &mut slow_seen) {
+                slow_closed = Some(started.elapsed());
+            }
+        }
+        if idle_closed.is_none() && closed(&mut idle, &mut idle_seen) {
+            idle_closed = Some(started.elapsed());
+        }
+    }
+    let idle_text = String::from_utf8_lossy(&idle_seen);
+    assert!(idle_text.starts_with("HTTP/1.1 200"), "{idle_text}");
+    let slow_after = slow_closed.expect("the slowloris client was never disconnected");
+    let idle_after = idle_closed.expect("the idle keep-alive connection was never closed");
+    // Not before the timeout either: a scraper on a busy node must not be cut off.
+    for after in [slow_after, idle_after] {
+        assert!(after >= std::time::Duration::from_secs(5), "{after:?}");
+    }
+    assert!(
+        !String::from_utf8_lossy(&slow_seen).contains("logferry_"),
+        "half a request head is not a request"
+    );
+    // The server itself is fine.
+    assert!(
+        agent
+            .metrics()
+            .contains("logferry_api_connections_refused_total")
+    );
+    assert!(agent.stop().success());
+}

@@ -11,6 +11,7 @@ pub use units::{ByteSize, Span, parse_duration, parse_size};
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -235,6 +236,10 @@ pub struct Kubernetes {
     /// How long lines of a pod the cache does not know yet wait for it before they are shipped
     /// with what the file path says (flagged `kubernetes.metadata: "partial"`).
     pub wait_for_metadata: Span,
+    /// Drop the logs of pods annotated `logferry.io/exclude: "true"`. Off by default: on a
+    /// platform whose logs are evidence, a pod must not be able to switch its own logging off;
+    /// the cluster's operator opts in.
+    pub honour_exclude_annotation: bool,
 }
 
 impl Default for Kubernetes {
@@ -249,6 +254,7 @@ impl Default for Kubernetes {
             de_dot: true,
             deleted_pod_ttl: Span(Duration::from_secs(300)),
             wait_for_metadata: Span(Duration::from_secs(2)),
+            honour_exclude_annotation: false,
         }
     }
 }
@@ -402,43 +408,50 @@ impl Config {
         text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> std::result::Result<Config, Vec<Problem>> {
-        let text = interpolate(text, env)?;
-        let (table, syntax) = DeTable::parse_recoverable(&text);
+        let (mut table, syntax) = DeTable::parse_recoverable(text);
         if !syntax.is_empty() {
             return Err(syntax
                 .iter()
-                .map(|e| problem_at(&text, e.span(), None, e.message()))
+                .map(|e| problem_at(text, e.span(), None, e.message()))
                 .collect());
         }
         let mut problems = Vec::new();
+        for (key, value) in table.get_mut().iter_mut() {
+            let mut dotted = key.get_ref().to_string();
+            interpolate(text, &mut dotted, value, &env, &mut problems);
+        }
+        if !problems.is_empty() {
+            problems.sort_by_key(|p| (p.line, p.column));
+            return Err(problems);
+        }
         let mut config = Config::default();
         for (key, value) in table.into_inner() {
             let name = key.get_ref().as_ref();
             let section_key = Some(name.to_owned());
             match name {
                 "data_dir" => {
-                    if let Some(v) = section::<String>(&text, name, value, &mut problems) {
+                    if let Some(v) = section::<String>(text, name, value, &mut problems) {
                         config.data_dir = PathBuf::from(v);
                     }
                 }
                 "log_level" => set(
                     &mut config.log_level,
-                    section(&text, name, value, &mut problems),
+                    section(text, name, value, &mut problems),
                 ),
-                "input" => set(&mut config.input, section(&text, name, value, &mut problems)),
-                "parse" => set(&mut config.parse, section(&text, name, value, &mut problems)),
+                "input" => set(&mut config.input, section(text, name, value, &mut problems)),
+                "parse" => set(&mut config.parse, section(text, name, value, &mut problems)),
                 "elasticsearch" => set(
                     &mut config.elasticsearch,
-                    section(&text, name, value, &mut problems),
+                    section(text, name, value, &mut problems),
                 ),
-                "buffer" => set(&mut config.buffer, section(&text, name, value, &mut problems)),
+                "buffer" => set(&mut config.buffer, section(text, name, value, &mut problems)),
                 "kubernetes" => set(
                     &mut config.kubernetes,
-                    section(&text, name, value, &mut problems),
+                    section(text, name, value, &mut problems),
                 ),
-                "api" => set(&mut config.api, section(&text, name, value, &mut problems)),
+                "api" => set(&mut config.api, section(text, name, value, &mut problems)),
                 _ => problems.push(problem_at(
-                    &text,
+                    text,
                     Some(key.span()),
                     section_key,
                     "unknown key; expected one of data_dir, log_level, input, parse, elasticsearch, buffer, kubernetes, api",
@@ -448,8 +461,8 @@ impl Config {
         // Semantic checks only make sense on values that parsed.
         if problems.is_empty() {
             for (key, message) in config.validate() {
-                let span = find_key_span(&text, &key);
-                problems.push(problem_at(&text, span, Some(key), &message));
+                let span = find_key_span(text, &key);
+                problems.push(problem_at(text, span, Some(key), &message));
             }
         }
         if problems.is_empty() {
@@ -761,88 +774,104 @@ fn line_col(text: &str, pos: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Replaces `${NAME}` with the environment's value, line by line so that line numbers in later
-/// errors stay true. `$${` is a literal `${`. An unset variable is an error, not an empty string:
-/// an empty host or password would fail later and far less clearly.
+/// Replaces `${NAME}` with the environment's value in every string value of the parsed file,
+/// never in its text: a value holding `"`, `\\`, a tab or `${` arrives byte for byte, and
+/// cannot change the file's structure (add keys, end a string). The replacement is not scanned
+/// again. `$${` is a literal `${`. Keys and comments are left alone. An unset variable is an
+/// error, not an empty string: an empty host or password would fail later and far less clearly.
 fn interpolate(
     text: &str,
-    env: impl Fn(&str) -> Option<String>,
-) -> std::result::Result<String, Vec<Problem>> {
-    let mut out = String::with_capacity(text.len());
-    let mut problems = Vec::new();
-    for (n, line) in text.split_inclusive('\n').enumerate() {
-        // Comments are left alone: they may well mention `${NAME}` to explain it.
-        let (mut rest, comment) = line.split_at(comment_start(line));
-        while let Some(i) = rest.find("${") {
-            if i > 0 && rest.as_bytes()[i - 1] == b'$' {
-                out.push_str(&rest[..i - 1]);
-                out.push_str("${");
-                rest = &rest[i + 2..];
-                continue;
+    dotted: &mut String,
+    value: &mut Spanned<DeValue<'_>>,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) {
+    let span = value.span();
+    match value.get_mut() {
+        DeValue::String(s) => match substitute(s, env) {
+            Ok(None) => {}
+            Ok(Some(replaced)) => *s = Cow::Owned(replaced),
+            Err(unresolved) => {
+                for (needle, message) in unresolved {
+                    // Point at the reference itself when the value's text shows it as written
+                    // (it does unless escapes spell it), else at the value.
+                    let raw = text.get(span.clone()).unwrap_or("");
+                    let at = raw.find(&needle).map_or(span.start, |i| span.start + i);
+                    problems.push(problem_at(
+                        text,
+                        Some(at..at),
+                        Some(dotted.clone()),
+                        &message,
+                    ));
+                }
             }
-            out.push_str(&rest[..i]);
-            let Some(end) = rest[i..].find('}') else {
-                problems.push(Problem {
-                    line: Some(n + 1),
-                    column: Some(i + 1),
-                    key: None,
-                    message: "unclosed ${ in interpolation".into(),
-                });
-                rest = "";
-                break;
-            };
-            let name = &rest[i + 2..i + end];
-            if name == "data_dir" {
-                // Resolved once data_dir is known (see Config::buffer_dir).
-                out.push_str(DATA_DIR);
-                rest = &rest[i + end + 1..];
-                continue;
+        },
+        DeValue::Array(items) => {
+            for item in items.iter_mut() {
+                interpolate(text, dotted, item, env, problems);
             }
-            match env(name) {
-                Some(v) if !v.contains('\n') => out.push_str(&v),
-                Some(_) => problems.push(Problem {
-                    line: Some(n + 1),
-                    column: Some(i + 1),
-                    key: None,
-                    message: format!("environment variable {name} contains a newline"),
-                }),
-                None => problems.push(Problem {
-                    line: Some(n + 1),
-                    column: Some(i + 1),
-                    key: None,
-                    message: format!("environment variable {name} is not set"),
-                }),
-            }
-            rest = &rest[i + end + 1..];
         }
-        out.push_str(rest);
-        out.push_str(comment);
-    }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(problems)
+        DeValue::Table(table) => {
+            for (key, item) in table.iter_mut() {
+                let len = dotted.len();
+                if !dotted.is_empty() {
+                    dotted.push('.');
+                }
+                dotted.push_str(key.get_ref());
+                interpolate(text, dotted, item, env, problems);
+                dotted.truncate(len);
+            }
+        }
+        DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) | DeValue::Datetime(_) => {}
     }
 }
 
-/// Where a line's comment starts: the first `#` outside a basic or literal string.
-fn comment_start(line: &str) -> usize {
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for (i, c) in line.char_indices() {
-        match (quote, c) {
-            (Some('"'), '\\') if !escaped => {
-                escaped = true;
-                continue;
-            }
-            (Some(q), c) if c == q && !escaped => quote = None,
-            (None, '"' | '\'') => quote = Some(c),
-            (None, '#') => return i,
-            _ => {}
-        }
-        escaped = false;
+/// `s` with its `${NAME}` references resolved; `None` when it has none (nothing to copy). On
+/// failure, each unresolved reference as it is written and what is wrong with it.
+fn substitute(
+    s: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<Option<String>, Vec<(String, String)>> {
+    if !s.contains("${") {
+        return Ok(None);
     }
-    line.len()
+    let mut out = String::with_capacity(s.len());
+    let mut problems = Vec::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        if i > 0 && rest.as_bytes()[i - 1] == b'$' {
+            out.push_str(&rest[..i - 1]);
+            out.push_str("${");
+            rest = &rest[i + 2..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let Some(end) = rest[i..].find('}') else {
+            problems.push(("${".to_owned(), "unclosed ${ in interpolation".to_owned()));
+            rest = "";
+            break;
+        };
+        let name = &rest[i + 2..i + end];
+        if name == "data_dir" {
+            // Resolved once data_dir is known (see Config::buffer_dir).
+            out.push_str(DATA_DIR);
+        } else {
+            match env(name) {
+                Some(v) => out.push_str(&v),
+                None => problems.push((
+                    format!("${{{name}}}"),
+                    format!("environment variable {name} is not set"),
+                )),
+            }
+        }
+        rest = &rest[i + end + 1..];
+    }
+    out.push_str(rest);
+    if problems.is_empty() {
+        Ok(Some(out))
+    } else {
+        Err(problems)
+    }
 }
 
 #[cfg(test)]
@@ -866,6 +895,10 @@ mod tests {
         assert_eq!(c.buffer.chunk_limit_size, ByteSize(5 << 20));
         assert_eq!(c.buffer.flush_interval, Span(Duration::from_secs(1)));
         assert_eq!(c.api.listen.to_string(), "127.0.0.1:2020");
+        assert!(
+            !c.kubernetes.honour_exclude_annotation,
+            "a pod cannot opt out unless allowed"
+        );
     }
 
     #[test]
@@ -877,6 +910,68 @@ mod tests {
         let e = load("data_dir = \"/x\"\n[api]\nlisten = \"${NOPE}\"\n").unwrap_err();
         assert_eq!(e[0].line, Some(3));
         assert!(e[0].message.contains("NOPE is not set"), "{e:?}");
+    }
+
+    /// Issue 12, item 12: the environment's value used to be pasted into the TOML text, so a
+    /// password holding `"` ended the string (or added keys), `\` started an escape, a tab
+    /// was refused and `${` was expanded again.
+    #[test]
+    fn a_password_with_quotes_backslashes_tabs_and_dollar_braces_arrives_byte_for_byte() {
+        let password = "p\"w\\d\t${NOT_A_VAR}\\n'x' # y $${z} \u{e9}\n";
+        let text = "[elasticsearch.auth]\nuser = \"${ES_USER}\" # ${IN_A_COMMENT}\npassword = \"${ES_PASSWORD}\"\n";
+        let env = |name: &str| match name {
+            "ES_USER" => Some("elastic".to_owned()),
+            "ES_PASSWORD" => Some(password.to_owned()),
+            _ => None,
+        };
+        let c = Config::from_toml(text, env).unwrap();
+        assert_eq!(
+            c.elasticsearch.auth.password.as_ref().map(Secret::expose),
+            Some(password)
+        );
+        assert_eq!(c.elasticsearch.auth.user.as_deref(), Some("elastic"));
+        // Literal strings, arrays, escapes in the file and `$${` still work as written.
+        let text = "data_dir = '/d/${ES_USER}'\n[elasticsearch]\nhosts = [\"http://a\", \"http://${ES_USER}\\u0031:9200\"]\nindex = \"x$${y}\"\n";
+        let c = Config::from_toml(text, env).unwrap();
+        assert_eq!(c.elasticsearch.index, "x${y}");
+        assert_eq!(c.data_dir, PathBuf::from("/d/elastic"));
+        assert_eq!(
+            c.elasticsearch.hosts,
+            vec!["http://a", "http://elastic1:9200"]
+        );
+    }
+
+    #[test]
+    fn an_unset_variable_is_reported_at_its_line_and_column_with_its_key() {
+        let text = "data_dir = \"/x\"\n[elasticsearch]\nhosts = [\"http://a\", \"http://${ES_HOST}\", \"https://${NOPE}:9200\"]\n[elasticsearch.auth]\nuser = \"u\"\npassword = \"${ALSO_NOPE}\"\nbad = \"${unclosed\"\n";
+        let e = load(text).unwrap_err();
+        let found: Vec<_> = e
+            .iter()
+            .map(|p| (p.line, p.column, p.key.as_deref(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (
+                    Some(3),
+                    Some(52),
+                    Some("elasticsearch.hosts"),
+                    "environment variable NOPE is not set"
+                ),
+                (
+                    Some(6),
+                    Some(13),
+                    Some("elasticsearch.auth.password"),
+                    "environment variable ALSO_NOPE is not set"
+                ),
+                (
+                    Some(7),
+                    Some(8),
+                    Some("elasticsearch.auth.bad"),
+                    "unclosed ${ in interpolation"
+                ),
+            ]
+        );
     }
 
     #[test]
@@ -952,6 +1047,81 @@ hostz = []
                 (Some(3), "elasticsearch.index".to_owned())
             ]
         );
+    }
+
+    /// Issue 12, item 11: a pattern whose names Elasticsearch refuses, or that would break the
+    /// NDJSON action line, is caught by `validate`, naming the item or character at fault,
+    /// instead of stopping shipping on the first record.
+    #[test]
+    fn index_patterns_elasticsearch_would_refuse_or_that_break_ndjson_are_refused() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("logs-%Y.%m.%d", None),
+            ("logs-%F", None),
+            ("logs-%G.%V", None),
+            ("logs-%Y.%j-%H.%M", None),
+            ("logs-%-m.%-d", None),
+            ("app.logs_v2-%y%m%d", None),
+            ("logs-%Y%n", Some("%n")),
+            ("logs-%Y%t", Some("%t")),
+            ("logs-%b", Some("%b")),
+            ("logs-%B", Some("%B")),
+            ("logs-%A", Some("%A")),
+            ("logs-%a", Some("%a")),
+            ("logs-%Z", Some("%Z")),
+            ("logs-%z", Some("%z")),
+            ("logs-%c", Some("%c")),
+            ("logs-%+", Some("%+")),
+            ("logs-%e", Some("%e")),
+            ("logs-%_m", Some("%_")),
+            ("logs-%D", Some("%D")),
+            ("logs-%T", Some("%T")),
+            ("logs-%p", Some("%p")),
+            ("logs-%s", Some("per record")),
+            ("logs-%f", Some("per record")),
+            ("logs-%Q", Some("%Q")),
+            ("logs-%", Some("unfinished")),
+            ("Logs-%Y", Some("'L'")),
+            ("logs\\%Y", Some("'\\\\'")),
+            ("logs/%Y", Some("'/'")),
+            ("logs*", Some("'*'")),
+            ("logs?", Some("'?'")),
+            ("logs\"x", Some("'\"'")),
+            ("logs<", Some("'<'")),
+            ("logs>", Some("'>'")),
+            ("logs|", Some("'|'")),
+            ("logs %Y", Some("' '")),
+            ("logs,x", Some("','")),
+            ("logs#x", Some("'#'")),
+            ("logs:x", Some("':'")),
+            ("logs\tx", Some("'\\t'")),
+            ("logs\nx", Some("'\\n'")),
+            ("-logs", Some("starting with")),
+            ("_logs", Some("starting with")),
+            ("+logs", Some("starting with")),
+            (".", Some("leading dot")),
+            ("..", Some("\"..\"")),
+            ("", Some("empty")),
+        ];
+        for (pattern, refused) in cases {
+            let got = crate::sink::IndexPattern::new(pattern);
+            match (refused, &got) {
+                (None, Ok(_)) => {}
+                (Some(what), Err(e)) => assert!(e.contains(what), "{pattern:?}: {e}"),
+                _ => panic!("{pattern:?}: {:?}", got.err()),
+            }
+        }
+        let long = format!("logs-{}-%Y", "a".repeat(245));
+        assert!(crate::sink::IndexPattern::new(&long).is_ok(), "255 bytes");
+        let too_long = format!("logs-{}-%Y", "a".repeat(246));
+        let e = crate::sink::IndexPattern::new(&too_long)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("256 bytes"), "{e}");
+        // Through the config: the key and line are named.
+        let p = load("[elasticsearch]\nindex = \"logs-%b\"\n").unwrap_err();
+        assert_eq!(p[0].key.as_deref(), Some("elasticsearch.index"));
+        assert_eq!(p[0].line, Some(2));
+        assert!(p[0].message.contains("%b"), "{p:?}");
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub enum Error {
 pub struct FileMeta {
     /// `,"kubernetes":{…},"docker":{…}` for its documents.
     pub fields: Vec<u8>,
-    /// The pod asked for its logs to be dropped (`logferry.io/exclude: "true"`).
+    /// Drop this file's lines: the pod asked (`logferry.io/exclude: "true"`) and
+    /// `kubernetes.honour_exclude_annotation` lets it.
     pub excluded: bool,
     /// JSON parsing for its lines (`logferry.io/parser: "none"` turns it off).
     pub parse_json: bool,
@@ -64,6 +65,8 @@ pub struct Cache {
     labels: bool,
     namespace_labels: bool,
     ttl: Duration,
+    /// `kubernetes.honour_exclude_annotation`: whether a pod may switch its own logs off.
+    honour_exclude: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -83,6 +86,7 @@ impl Cache {
             labels: cfg.labels,
             namespace_labels: cfg.namespace_labels,
             ttl: cfg.deleted_pod_ttl.0,
+            honour_exclude: cfg.honour_exclude_annotation,
             metrics,
         }
     }
@@ -160,7 +164,7 @@ impl Cache {
         };
         FileMeta {
             fields: meta.json_fields(&r.container, ns.flatten().as_ref(), &self.opts),
-            excluded: meta.excluded(),
+            excluded: self.honour_exclude && meta.excluded(),
             parse_json: meta.parse_json(),
             partial: false,
         }
@@ -173,8 +177,9 @@ impl Cache {
     fn apply_pod(&self, pod: &Pod) -> Option<(String, String)> {
         let meta = PodMeta::from_pod(pod)?;
         let key = (meta.namespace.clone(), meta.name.clone());
+        let ignored = !self.honour_exclude && meta.excluded();
         let mut pods = self.pods.write().unwrap_or_else(PoisonError::into_inner);
-        pods.insert(
+        let before = pods.insert(
             key.clone(),
             Entry {
                 meta: Arc::new(meta),
@@ -182,6 +187,15 @@ impl Cache {
             },
         );
         self.metrics.kubernetes_pods.set(pods.len() as i64);
+        // Once per pod, not per update or re-list: the same pod asked before.
+        let asked_before = before.is_some_and(|b| {
+            pods.get(&key)
+                .is_some_and(|now| now.meta.uid == b.meta.uid && b.meta.excluded())
+        });
+        if ignored && !asked_before {
+            self.metrics.kubernetes_exclude_ignored.inc();
+            tracing::warn!(namespace = %key.0, pod = %key.1, annotation = super::metadata::EXCLUDE, "a pod asks for its logs to be dropped; they are shipped, because kubernetes.honour_exclude_annotation is false");
+        }
         Some(key)
     }
 
@@ -334,5 +348,57 @@ pub async fn watch_namespaces(cache: Arc<Cache>, client: kube::Client) {
         drop(ns);
         cache.working(1);
         cache.changed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotated_pod(uid: &str) -> Pod {
+        let mut pod: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/pod-orders-api.json")).unwrap();
+        pod["metadata"]["uid"] = uid.into();
+        pod["metadata"]["annotations"][super::super::metadata::EXCLUDE] = "true".into();
+        serde_json::from_value(pod).unwrap()
+    }
+
+    fn file_of(pod: &Pod) -> PodRef {
+        PodRef {
+            namespace: pod.metadata.namespace.clone().unwrap(),
+            pod: pod.metadata.name.clone().unwrap(),
+            container: "api".into(),
+            container_id: None,
+            pod_id: None,
+        }
+    }
+
+    #[test]
+    fn a_pod_cannot_switch_its_own_logs_off_unless_the_operator_allows_it() {
+        let pod = annotated_pod("uid-1");
+        let metrics = Arc::new(Metrics::new());
+        let cache = Cache::new(&config::Kubernetes::default(), metrics.clone());
+        cache.apply_pod(&pod);
+        assert!(!cache.lookup(&file_of(&pod)).excluded, "shipped by default");
+        // Counted (and logged) once per pod, not at every update or re-list.
+        cache.apply_pod(&pod);
+        cache.apply_pod(&pod);
+        assert_eq!(metrics.kubernetes_exclude_ignored.get(), 1);
+        // The same name, another pod: it asks again.
+        cache.apply_pod(&annotated_pod("uid-2"));
+        assert_eq!(metrics.kubernetes_exclude_ignored.get(), 2);
+
+        let honour = config::Kubernetes {
+            honour_exclude_annotation: true,
+            ..config::Kubernetes::default()
+        };
+        let metrics = Arc::new(Metrics::new());
+        let cache = Cache::new(&honour, metrics.clone());
+        cache.apply_pod(&pod);
+        assert!(
+            cache.lookup(&file_of(&pod)).excluded,
+            "dropped when allowed"
+        );
+        assert_eq!(metrics.kubernetes_exclude_ignored.get(), 0);
     }
 }

@@ -6,9 +6,15 @@
 //! trusted. A cluster that refuses is `degraded`: a restart would not fix it. Readiness
 //! (`/ready`) is 200 once the config is loaded (the agent would not be running otherwise), the
 //! first discovery pass is done and the buffer is writable.
+//!
+//! Stalls are judged on [`crate::clock`], the monotonic clock: the tailer's heartbeat and the
+//! shippers' deadlines are monotonic readings, and so is "now" here. An NTP step either way
+//! therefore neither restarts a working agent nor hides a stalled one. The checks themselves
+//! take "now" as an argument, so they are tested by feeding times.
 
 use super::Metrics;
-use crate::buffer::{Buffer, Stats, now_ms};
+use crate::buffer::{Buffer, Stats};
+use crate::clock;
 use crate::sink::SinkState;
 use crate::tail::TailerState;
 use std::sync::Arc;
@@ -78,9 +84,14 @@ impl Report {
 
 impl Status {
     pub fn health(&self) -> Report {
+        self.health_at(clock::now_ms())
+    }
+
+    /// [`Status::health`] as of `now`, a reading of [`clock::now_ms`].
+    fn health_at(&self, now: u64) -> Report {
         let stats = self.buffer.stats();
-        let tailer = self.tailer_check();
-        let es = self.elasticsearch_check(&stats);
+        let tailer = self.tailer_check(now);
+        let es = self.elasticsearch_check(now, &stats);
         let buffer = buffer_check(&stats);
         Report::new(vec![
             ("tailer", tailer.0, tailer.1),
@@ -133,9 +144,10 @@ impl Status {
         ])
     }
 
-    fn tailer_check(&self) -> (Level, String) {
-        let idle = now_ms().saturating_sub(self.tailer.heartbeat_ms.load(Ordering::Relaxed));
-        if idle > self.tailer_stall.as_millis() as u64 {
+    /// `now` and the heartbeat are both monotonic readings ([`clock::now_ms`]).
+    fn tailer_check(&self, now: u64) -> (Level, String) {
+        let idle = now.saturating_sub(self.tailer.heartbeat_ms.load(Ordering::Relaxed));
+        if u128::from(idle) > self.tailer_stall.as_millis() {
             return (
                 Level::Unhealthy,
                 format!("stalled: no progress for {} s", idle / 1000),
@@ -149,9 +161,10 @@ impl Status {
         )
     }
 
-    fn elasticsearch_check(&self, stats: &Stats) -> (Level, String) {
-        let late = now_ms().saturating_sub(self.sink.deadline_ms());
-        if stats.records > 0 && late > self.shipping_grace.as_millis() as u64 {
+    /// `now` and the shippers' deadline are both monotonic readings ([`clock::now_ms`]).
+    fn elasticsearch_check(&self, now: u64, stats: &Stats) -> (Level, String) {
+        let late = now.saturating_sub(self.sink.deadline_ms());
+        if stats.records > 0 && u128::from(late) > self.shipping_grace.as_millis() {
             return (
                 Level::Unhealthy,
                 format!(
@@ -208,7 +221,9 @@ mod tests {
         )
         .unwrap();
         let tailer = Arc::new(TailerState::default());
-        tailer.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+        tailer
+            .heartbeat_ms
+            .store(clock::now_ms(), Ordering::Relaxed);
         Status {
             metrics,
             tailer,
@@ -229,10 +244,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = status(dir.path());
         assert_eq!(s.health().status, Level::Healthy);
-        s.tailer
-            .heartbeat_ms
-            .store(now_ms() - 121_000, Ordering::Relaxed);
-        let r = s.health();
+        let now = clock::now_ms() + 121_000;
+        let r = s.health_at(now);
         assert_eq!(r.status, Level::Unhealthy);
         assert!(check(&r, "tailer").2.contains("stalled"), "{}", r.to_json());
     }
@@ -248,7 +261,8 @@ mod tests {
         Appender::new(s.buffer.clone())
             .append(&mut c, || false)
             .unwrap();
-        let r = s.health();
+        // No promise was ever made (deadline 0, the clock's start): a minute past the grace.
+        let r = s.health_at(clock::now_ms() + 61_000);
         assert_eq!(
             check(&r, "elasticsearch").1,
             Level::Unhealthy,
@@ -259,5 +273,41 @@ mod tests {
         // A shipper in a backoff wait has promised to come back: not stalled.
         s.sink.promise(Duration::from_secs(30));
         assert_eq!(check(&s.health(), "elasticsearch").1, Level::Healthy);
+    }
+
+    /// The checks see monotonic readings only, so what the wall clock does between two of them
+    /// cannot matter: these times are what the tailer and the shippers would have stored, and
+    /// the wall clock is never consulted.
+    #[test]
+    fn an_ntp_step_neither_restarts_the_agent_nor_hides_a_stall() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = status(dir.path());
+        let beat = 5_000;
+        s.tailer.heartbeat_ms.store(beat, Ordering::Relaxed);
+        // The wall clock stepped an hour forward after the beat; one monotonic second passed.
+        let r = s.health_at(beat + 1_000);
+        assert_eq!(check(&r, "tailer").1, Level::Healthy, "{}", r.to_json());
+        // The wall clock stepped an hour back while the tailer sat still for 121 s.
+        let r = s.health_at(beat + 121_000);
+        assert_eq!(check(&r, "tailer").1, Level::Unhealthy, "{}", r.to_json());
+        assert!(check(&r, "tailer").2.contains("121 s"), "{}", r.to_json());
+        // The same for shipping: records wait and no promise is kept for 61 s past the grace.
+        let mut c = Chunk::new();
+        c.push_item(b"{\"create\":{}}\n{}\n");
+        Appender::new(s.buffer.clone())
+            .append(&mut c, || false)
+            .unwrap();
+        s.tailer.heartbeat_ms.store(200_000, Ordering::Relaxed);
+        let r = s.health_at(200_000);
+        assert_eq!(
+            check(&r, "elasticsearch").1,
+            Level::Unhealthy,
+            "{}",
+            r.to_json()
+        );
+        assert_eq!(check(&r, "tailer").1, Level::Healthy, "{}", r.to_json());
+        // A heartbeat "from the future" (stored just before the reading was taken) is not idle.
+        s.tailer.heartbeat_ms.store(300_001, Ordering::Relaxed);
+        assert_eq!(check(&s.health_at(300_000), "tailer").1, Level::Healthy);
     }
 }

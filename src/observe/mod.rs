@@ -23,6 +23,7 @@ use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 pub type Labels = [(&'static str, &'static str); 1];
 type GaugeF64 = Gauge<f64, AtomicU64>;
@@ -57,6 +58,8 @@ pub struct Metrics {
     pub buffer_bytes: Gauge,
     pub buffer_records: Gauge,
     pub buffer_max_bytes: Gauge,
+    /// On the wall clock, unlike liveness (see [`crate::clock`]): it is about when the oldest
+    /// waiting line was read, a calendar fact an operator compares with the time of day.
     pub buffer_oldest_age: GaugeF64,
     /// Records deleted unsent by `overflow_action = "drop_oldest_chunk"`.
     pub buffer_dropped: Counter,
@@ -70,8 +73,14 @@ pub struct Metrics {
     pub kubernetes_watch_errors: Counter,
     /// Records shipped with only what the file path says.
     pub kubernetes_partial: Counter,
-    /// Records dropped because their pod says `logferry.io/exclude: "true"`.
+    /// Records dropped because their pod says `logferry.io/exclude: "true"` (only with
+    /// `kubernetes.honour_exclude_annotation`).
     pub kubernetes_excluded: Counter,
+    /// Pods that say `logferry.io/exclude: "true"` while `honour_exclude_annotation` is off:
+    /// their lines are shipped anyway; counted once per pod.
+    pub kubernetes_exclude_ignored: Counter,
+    /// Connections to the API closed at once because `MAX_CONNECTIONS` were being served.
+    pub api_connections_refused: Counter,
 }
 
 impl Metrics {
@@ -105,6 +114,8 @@ impl Metrics {
             kubernetes_watch_errors: Counter::default(),
             kubernetes_partial: Counter::default(),
             kubernetes_excluded: Counter::default(),
+            kubernetes_exclude_ignored: Counter::default(),
+            api_connections_refused: Counter::default(),
             registry: Registry::default(),
             process: process::Process::default(),
         };
@@ -141,7 +152,9 @@ impl Metrics {
             "kubernetes_pods_cached", "Pods in the metadata cache (this node's, and recently deleted ones)", m.kubernetes_pods;
             "kubernetes_watch_errors", "Failed list or watch calls to the Kubernetes API (each retried)", m.kubernetes_watch_errors;
             "kubernetes_records_without_metadata", "Records shipped with only what the file path says (kubernetes.metadata partial)", m.kubernetes_partial;
-            "kubernetes_excluded_records", "Records dropped because their pod is annotated logferry.io/exclude", m.kubernetes_excluded;
+            "kubernetes_excluded_records", "Records dropped because their pod is annotated logferry.io/exclude (kubernetes.honour_exclude_annotation)", m.kubernetes_excluded;
+            "kubernetes_exclude_ignored_pods", "Pods annotated logferry.io/exclude whose logs are shipped anyway (kubernetes.honour_exclude_annotation is false)", m.kubernetes_exclude_ignored;
+            "api_connections_refused", "Connections to /metrics, /health and /ready closed at once because too many were open", m.api_connections_refused;
         }
         // Known label values exist from the start, at 0: a series that appears only on its first
         // event makes rate() and alerts miss that event.
@@ -233,28 +246,86 @@ fn classic_text(openmetrics: &str) -> String {
     out
 }
 
-/// Serves the endpoints until the process ends.
+/// How long a client has to send a request's head whenever the server waits for one: on a new
+/// connection and between the requests of a kept-alive one (hyper starts the timer as soon as
+/// it waits for a head), so it is the idle timeout too. A scraper sends its few hundred bytes
+/// at once; a client that dribbles its headers (slowloris) or only holds the socket gives the
+/// descriptor back after this long.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest one connection is served, however busy. A client that keeps sending requests
+/// slowly, or reads its responses slowly, still gives its descriptor back; the response in
+/// flight is finished first (within [`SHUTDOWN_GRACE`]). Prometheus just connects again.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// How long a connection past its lifetime may take to finish the response in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Connections served at once. The descriptors belong to the tailer first (every followed file
+/// holds one), so the API's share is small and fixed: a scraper, a probe or two, and a person
+/// with curl need a handful. Connections over the cap are accepted and closed at once with a
+/// 503, rather than left unaccepted: those would wait in the kernel's backlog behind a flood,
+/// so that the next probe hangs until its own timeout instead of hearing "busy" at once, and
+/// the flood's sockets would be served, one cap-full at a time, long after they were opened.
+const MAX_CONNECTIONS: usize = 64;
+
+/// What a connection over [`MAX_CONNECTIONS`] hears before it is closed.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 10\r\n\r\n";
+
+/// Serves the endpoints until the process ends, at most [`MAX_CONNECTIONS`] at a time, each
+/// bounded by [`HEADER_READ_TIMEOUT`] and [`CONNECTION_LIFETIME`]: however many sockets a
+/// client on the node opens and holds, the agent keeps at most that many descriptors for them.
 pub async fn serve(listener: tokio::net::TcpListener, status: Arc<Status>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    // Said once per episode of refusals, not per refused connection.
+    let mut refusing = false;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of file descriptors, usually: wait instead of spinning.
                 tracing::warn!(error = %e, "api: accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            status.metrics.api_connections_refused.inc();
+            if !refusing {
+                refusing = true;
+                tracing::warn!(
+                    max_connections = MAX_CONNECTIONS,
+                    "api: too many connections at once; further ones are closed with a 503 until some end (counted in logferry_api_connections_refused_total)"
+                );
+            }
+            // Best effort, never waiting: the socket is closed either way.
+            let _ = stream.try_write(BUSY);
+            continue;
+        };
+        if refusing && slots.available_permits() > MAX_CONNECTIONS / 2 {
+            refusing = false;
+        }
         let status = status.clone();
         tokio::spawn(async move {
+            // Held for as long as the connection is served.
+            let _slot = permit;
             let io = hyper_util::rt::TokioIo::new(stream);
             let svc = hyper::service::service_fn(move |req| {
                 let status = status.clone();
                 async move { Ok::<_, std::convert::Infallible>(route(&req, &status)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, svc)
-                .await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(io, svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = tokio::time::sleep(CONNECTION_LIFETIME) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                }
+            }
         });
     }
 }

@@ -25,34 +25,82 @@ pub struct IndexPattern {
 }
 
 impl IndexPattern {
+    /// Checks `pattern` and everything it can produce against what Elasticsearch accepts as an
+    /// index name and what keeps a bulk action line one line of valid JSON: the literal text,
+    /// and each strftime item, which must be on an allow-list of items that give digits only
+    /// (`%b`, `%Z` or `%c` give upper case, `%n` and `%t` a newline or a tab, `%e` a space, `%s`
+    /// and `%f` an index per record). The error names the item or character at fault.
     pub fn new(pattern: &str) -> Result<IndexPattern, String> {
+        /// Items that give ASCII digits (and `-` for `%F`), whatever the time: a conservative
+        /// list, because an index name that is refused stops shipping for good.
+        const ALLOWED: &str = "YCyGgmdjVUWuwHMF";
+        const SHOWN: &str = "%Y %C %y %G %g %m %d %j %V %U %W %u %w %H %M %F";
+        /// Elasticsearch refuses these in index names (`:` since 7.0); `"` and `\` would also
+        /// end or escape the JSON string of the action line.
+        const REFUSED: &[char] = &['\\', '/', '*', '?', '"', '<', '>', '|', ' ', ',', '#', ':'];
+        let mut chars = pattern.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                if c.is_uppercase() || c.is_control() || c.is_whitespace() || REFUSED.contains(&c) {
+                    return Err(format!(
+                        "{pattern:?}: {c:?} is not allowed in an index name (no upper case, \
+                         whitespace, control characters or any of \\ / * ? \" < > | , # :)"
+                    ));
+                }
+                continue;
+            }
+            // chrono's padding modifiers: `-` (none) and `0` (zeros) keep digits only; `_` pads
+            // with spaces.
+            let mut item = String::from('%');
+            let mut spec = chars.next();
+            while let Some(m @ ('-' | '0')) = spec {
+                item.push(m);
+                spec = chars.next();
+            }
+            let Some(spec) = spec else {
+                return Err(format!("{pattern:?} ends with an unfinished strftime item"));
+            };
+            item.push(spec);
+            if matches!(spec, 's' | 'f' | '.' | 'S' | '3' | '6' | '9') {
+                return Err(format!(
+                    "{pattern:?}: {item} would create an index per second or per record"
+                ));
+            }
+            if !ALLOWED.contains(spec) {
+                return Err(format!(
+                    "{pattern:?}: the strftime item {item} can give characters an index name \
+                     cannot hold (upper case, spaces, newlines, tabs, punctuation) or is not \
+                     supported; use only {SHOWN}"
+                ));
+            }
+        }
         let items: Vec<Item> = StrftimeItems::new(pattern).collect();
         if items.iter().any(|i| matches!(i, Item::Error)) {
             return Err(format!("{pattern:?} has an invalid strftime item"));
         }
-        if pattern.contains("%f") || pattern.contains("%.") || pattern.contains("%s") {
-            return Err(format!(
-                "{pattern:?}: sub-second and epoch items would create an index per record"
-            ));
-        }
+        // The widest name the pattern gives: padded items, which have their most digits anyway.
+        let widest = pattern.replace("%-", "%");
         let sample = DateTime::<Utc>::from_timestamp(1_764_000_000, 0)
             .unwrap_or_default()
-            .format(pattern)
+            .format(&widest)
             .to_string();
-        if let Some(c) = sample.chars().find(|c| {
-            c.is_ascii_uppercase()
-                || matches!(
-                    c,
-                    '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':'
-                )
-        }) {
+        if sample.is_empty() || sample.starts_with(['-', '_', '+']) || sample == ".." {
             return Err(format!(
-                "{pattern:?} gives index names like {sample:?}, but {c:?} is not allowed in an index name"
+                "{pattern:?} gives index names like {sample:?}, which Elasticsearch refuses \
+                 (empty, \"..\", or starting with - _ +)"
             ));
         }
-        if sample.is_empty() || sample.starts_with(['-', '_', '+', '.']) {
+        // `.` alone is refused; a leading dot makes a hidden (system) index.
+        if sample.starts_with('.') {
             return Err(format!(
-                "{pattern:?} gives index names like {sample:?}, which Elasticsearch refuses"
+                "{pattern:?} gives index names like {sample:?}: a leading dot is for hidden and \
+                 system indices"
+            ));
+        }
+        if sample.len() > 255 {
+            return Err(format!(
+                "{pattern:?} gives index names of {} bytes; Elasticsearch allows 255",
+                sample.len()
             ));
         }
         Ok(IndexPattern {
