@@ -72,6 +72,10 @@ pub struct Metrics {
     pub kubernetes_partial: Counter,
     /// Records dropped because their pod says `logferry.io/exclude: "true"`.
     pub kubernetes_excluded: Counter,
+    /// Elasticsearch hosts requests go to (`alive`) and hosts set aside after failing.
+    pub elasticsearch_hosts: Family<Labels, Gauge>,
+    /// `GET _nodes/http` attempts that failed (sniffing keeps the hosts it knew).
+    pub elasticsearch_sniff_failures: Counter,
 }
 
 impl Metrics {
@@ -105,6 +109,8 @@ impl Metrics {
             kubernetes_watch_errors: Counter::default(),
             kubernetes_partial: Counter::default(),
             kubernetes_excluded: Counter::default(),
+            elasticsearch_hosts: Family::default(),
+            elasticsearch_sniff_failures: Counter::default(),
             registry: Registry::default(),
             process: process::Process::default(),
         };
@@ -142,6 +148,8 @@ impl Metrics {
             "kubernetes_watch_errors", "Failed list or watch calls to the Kubernetes API (each retried)", m.kubernetes_watch_errors;
             "kubernetes_records_without_metadata", "Records shipped with only what the file path says (kubernetes.metadata partial)", m.kubernetes_partial;
             "kubernetes_excluded_records", "Records dropped because their pod is annotated logferry.io/exclude", m.kubernetes_excluded;
+            "elasticsearch_hosts", "Elasticsearch hosts by state: alive (taking requests) or set_aside (failed, retried after a backoff)", m.elasticsearch_hosts;
+            "elasticsearch_sniff_failures", "Failed GET _nodes/http attempts (sniffing keeps the hosts it knew)", m.elasticsearch_sniff_failures;
         }
         // Known label values exist from the start, at 0: a series that appears only on its first
         // event makes rate() and alerts miss that event.
@@ -160,6 +168,9 @@ impl Metrics {
         }
         for status in ["2xx", "4xx", "5xx", "error"] {
             let _ = m.bulk_requests.get_or_create(&[("status", status)]);
+        }
+        for state in ["alive", "set_aside"] {
+            let _ = m.elasticsearch_hosts.get_or_create(&[("state", state)]);
         }
         for kind in ["torn_write", "corrupt_record"] {
             let _ = m.buffer_damage.get_or_create(&[("kind", kind)]);
