@@ -15,7 +15,8 @@
 //! `GET _nodes/http` ([`HostPool::sniff_every`]) and ships to those instead of the configured
 //! hosts, refreshing them every `sniff_interval` for clusters that grow and shrink. A learned
 //! host keeps the configured host's scheme and path prefix; the configured hosts stay the
-//! seeds that sniffing falls back to. A failed sniff keeps the current set.
+//! seeds sniffing asks first (the learned nodes only when no seed answers). A failed sniff
+//! keeps the current set.
 //!
 //! The pool never decides whether a record is delivered; it only says where to try.
 
@@ -192,7 +193,7 @@ struct Members {
 /// with its own backoff. Shared by every shipper task.
 pub struct HostPool {
     /// From the config: the members until sniffing learns others, and the seeds sniffing asks
-    /// when no learned host answers.
+    /// first.
     configured: Vec<Host>,
     members: Mutex<Members>,
     set_aside: SetAside,
@@ -368,19 +369,19 @@ impl HostPool {
         }
     }
 
-    /// The cluster's HTTP nodes, asked of the live members first, then of the configured
-    /// hosts; the first answer counts.
+    /// The cluster's HTTP nodes, asked of the configured hosts first — the addresses the
+    /// operator named, usually a stable service name, where learned nodes come and go — then
+    /// of the live members, then of those set aside; the first answer counts.
     async fn sniff(&self, connector: &Connector) -> Result<Vec<Host>> {
-        let mut ask: Vec<Host> = Vec::new();
+        let mut ask: Vec<Host> = self.configured.clone();
         {
             let m = self.lock();
             let (alive, aside): (Vec<&Member>, Vec<&Member>) =
                 m.list.iter().partition(|x| x.state == State::Alive);
-            ask.extend(alive.into_iter().chain(aside).map(|x| x.host.clone()));
-        }
-        for h in &self.configured {
-            if !ask.contains(h) {
-                ask.push(h.clone());
+            for x in alive.into_iter().chain(aside) {
+                if !ask.contains(&x.host) {
+                    ask.push(x.host.clone());
+                }
             }
         }
         let mut last = Error::NoHosts;
