@@ -309,7 +309,7 @@ fn sniffing_ships_to_the_learned_nodes_and_follows_the_cluster_as_it_shrinks() {
     let node = Node::new();
     let agent = Agent::start(&config(
         &node,
-        &[standin.url.clone()],
+        std::slice::from_ref(&standin.url),
         "sniff = true\nsniff_interval = \"1s\"",
     ));
     wait_until(30, "the learned nodes", || alive(&agent) == 2.0);

@@ -129,6 +129,9 @@ impl std::fmt::Display for Host {
 pub struct SetAside {
     pub first: Duration,
     pub max: Duration,
+    /// The longest a trial request can take (the request timeout, with slack): a trial that
+    /// never said how it went — its task ended — does not keep the host out for good.
+    pub trial: Duration,
 }
 
 impl SetAside {
@@ -159,7 +162,7 @@ enum State {
     SetAside { until: Instant },
     /// Its backoff ended and one request is trying it: no other request goes there until that
     /// one says how it went, so a host that is still down costs one request, not one per
-    /// shipper.
+    /// shipper. `until` is when that request must have ended; then another may try.
     OnTrial { until: Instant },
 }
 
@@ -237,8 +240,10 @@ impl HostPool {
             let member = &mut m.list[i];
             match member.state {
                 State::Alive => {}
-                State::SetAside { until } if until <= now => {
-                    member.state = State::OnTrial { until };
+                State::SetAside { until } | State::OnTrial { until } if until <= now => {
+                    member.state = State::OnTrial {
+                        until: now.checked_add(self.set_aside.trial).unwrap_or(now),
+                    };
                 }
                 State::SetAside { .. } | State::OnTrial { .. } => continue,
             }
@@ -489,6 +494,7 @@ mod tests {
     const QUICK: SetAside = SetAside {
         first: Duration::from_secs(1),
         max: Duration::from_secs(8),
+        trial: Duration::from_secs(40),
     };
 
     fn pool(urls: &[&str]) -> HostPool {
@@ -560,6 +566,25 @@ mod tests {
         let back: Vec<Host> = (0..4).filter_map(|_| p.next_at(later)).collect();
         assert_eq!(names(back).iter().filter(|n| *n == "a:9200").count(), 2);
         assert!(p.set_aside_hosts().is_empty());
+    }
+
+    #[test]
+    fn a_trial_request_that_never_reports_back_does_not_keep_its_host_out() {
+        let p = pool(&["http://a:9200", "http://b:9200"]);
+        let t0 = Instant::now();
+        let a = p.next_at(t0).unwrap();
+        p.failed_at(&a, "timeout", t0);
+        let later = t0 + QUICK.first;
+        let a_in = |round: Vec<Host>| round.iter().filter(|h| **h == a).count();
+        let trial: Vec<Host> = (0..2).filter_map(|_| p.next_at(later)).collect();
+        assert_eq!(a_in(trial), 1, "the trial request");
+        // That request's task ended without a word: a is not handed out while it may still
+        // be running, and is tried again once it cannot be.
+        let during: Vec<Host> = (0..4).filter_map(|_| p.next_at(later)).collect();
+        assert_eq!(a_in(during), 0);
+        let after = later + QUICK.trial;
+        let again: Vec<Host> = (0..4).filter_map(|_| p.next_at(after)).collect();
+        assert_eq!(a_in(again), 1, "a new trial");
     }
 
     #[test]

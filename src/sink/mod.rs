@@ -306,6 +306,7 @@ impl Shipper {
         let set_aside = hosts::SetAside {
             first: cfg.buffer.retry_wait.0,
             max: cfg.buffer.retry_max_interval.0,
+            trial: cfg.elasticsearch.request_timeout.0 + Duration::from_secs(10),
         };
         let hosts = Arc::new(HostPool::new(
             &cfg.elasticsearch.hosts,
