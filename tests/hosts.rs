@@ -337,3 +337,45 @@ fn sniffing_ships_to_the_learned_nodes_and_follows_the_cluster_as_it_shrinks() {
     );
     assert!(agent.stop().success());
 }
+
+/// A cluster whose `_nodes/http` fails (here: a gateway that forwards bulk requests but
+/// answers 500 to everything else) keeps the hosts known so far: shipping goes on, each failed
+/// sniff is counted, and the failure is logged once, not at every interval.
+#[test]
+fn a_failing_sniff_keeps_the_known_hosts_and_is_logged_once() {
+    let es = osmem();
+    let upstream = es.url.clone();
+    let gateway = Front::start(Arc::new(move |method, path, body, gzip| {
+        if !path.starts_with("/_bulk") {
+            return (500, json!({"error": "injected"}).to_string());
+        }
+        let body = if gzip { gunzip(body) } else { body.to_vec() };
+        logferry::demo::http(
+            method,
+            &format!("{upstream}{path}"),
+            "application/x-ndjson",
+            &body,
+        )
+        .unwrap_or((502, String::new()))
+    }));
+    let node = Node::new();
+    let agent = Agent::start(&config(
+        &node,
+        std::slice::from_ref(&gateway.url),
+        "sniff = true\nsniff_interval = \"1s\"",
+    ));
+    wait_until(30, "three failed sniffs", || {
+        agent.metric("logferry_elasticsearch_sniff_failures_total") >= 3
+    });
+    let expected = node.json_lines("unsniffed", 500);
+    assert_exactly_once(&es, &expected);
+    assert_eq!(alive(&agent), 1.0, "the configured host is kept");
+    let logs = agent.logs();
+    assert_eq!(
+        logs.matches("sniffing the cluster's nodes failed").count(),
+        1,
+        "{logs}"
+    );
+    assert!(logs.contains("HTTP 500"), "the log says why: {logs}");
+    assert!(agent.stop().success());
+}
