@@ -624,6 +624,33 @@ mod tests {
     }
 
     #[test]
+    fn sniffing_is_off_by_default_and_its_interval_is_a_duration() {
+        use crate::config::Config;
+        let none = |_: &str| None;
+        let c = Config::from_toml("", none).unwrap();
+        assert!(!c.elasticsearch.sniff);
+        assert_eq!(c.elasticsearch.sniff_interval.0, Duration::from_secs(300));
+        let c = Config::from_toml(
+            "[elasticsearch]\nsniff = true\nsniff_interval = \"30s\"\n",
+            none,
+        )
+        .unwrap();
+        assert!(c.elasticsearch.sniff);
+        assert_eq!(c.elasticsearch.sniff_interval.0, Duration::from_secs(30));
+        // A zero interval would ask the cluster in a loop.
+        let problems = Config::from_toml(
+            "[elasticsearch]\nsniff = true\nsniff_interval = \"0s\"\n",
+            none,
+        )
+        .unwrap_err();
+        assert_eq!(
+            problems[0].key.as_deref(),
+            Some("elasticsearch.sniff_interval"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn sniffed_nodes_keep_the_scheme_and_prefix_and_skip_dedicated_masters() {
         let like = Host::parse("https://gw.example/es").unwrap();
         let body = br#"{"_nodes":{"total":4},"cluster_name":"c","nodes":{
