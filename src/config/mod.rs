@@ -97,6 +97,12 @@ pub struct Elasticsearch {
     pub tls: Tls,
     /// Credentials sent with every request; none by default.
     pub auth: Auth,
+    /// Learn the cluster's HTTP nodes from `GET _nodes/http` and ship to those (keeping the
+    /// hosts' scheme and path prefix) instead of `hosts`, which stay the seeds asked. Off by
+    /// default: behind a load balancer or a gateway the nodes' own addresses are unreachable.
+    pub sniff: bool,
+    /// How often sniffing asks again, for clusters that grow and shrink. Default `"5m"`.
+    pub sniff_interval: Span,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -299,6 +305,8 @@ impl Default for Elasticsearch {
             dead_letter_index: None,
             tls: Tls::default(),
             auth: Auth::default(),
+            sniff: false,
+            sniff_interval: Span(Duration::from_secs(300)),
         }
     }
 }
@@ -524,6 +532,10 @@ impl Config {
                     format!("{shown:?} is not a URL: {e}"),
                 ),
             }
+        }
+        if self.elasticsearch.sniff && self.elasticsearch.sniff_interval.0 < Duration::from_secs(1)
+        {
+            bad("elasticsearch.sniff_interval", "must be at least 1s".into());
         }
         let tls = &self.elasticsearch.tls;
         let tls_set = tls.ca_file.is_some()

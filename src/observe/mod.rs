@@ -81,6 +81,10 @@ pub struct Metrics {
     pub kubernetes_exclude_ignored: Counter,
     /// Connections to the API closed at once because `MAX_CONNECTIONS` were being served.
     pub api_connections_refused: Counter,
+    /// Elasticsearch hosts requests go to (`alive`) and hosts set aside after failing.
+    pub elasticsearch_hosts: Family<Labels, Gauge>,
+    /// `GET _nodes/http` attempts that failed (sniffing keeps the hosts it knew).
+    pub elasticsearch_sniff_failures: Counter,
 }
 
 impl Metrics {
@@ -116,6 +120,8 @@ impl Metrics {
             kubernetes_excluded: Counter::default(),
             kubernetes_exclude_ignored: Counter::default(),
             api_connections_refused: Counter::default(),
+            elasticsearch_hosts: Family::default(),
+            elasticsearch_sniff_failures: Counter::default(),
             registry: Registry::default(),
             process: process::Process::default(),
         };
@@ -155,6 +161,8 @@ impl Metrics {
             "kubernetes_excluded_records", "Records dropped because their pod is annotated logferry.io/exclude (kubernetes.honour_exclude_annotation)", m.kubernetes_excluded;
             "kubernetes_exclude_ignored_pods", "Pods annotated logferry.io/exclude whose logs are shipped anyway (kubernetes.honour_exclude_annotation is false)", m.kubernetes_exclude_ignored;
             "api_connections_refused", "Connections to /metrics, /health and /ready closed at once because too many were open", m.api_connections_refused;
+            "elasticsearch_hosts", "Elasticsearch hosts by state: alive (taking requests) or set_aside (failed, retried after a backoff)", m.elasticsearch_hosts;
+            "elasticsearch_sniff_failures", "Failed GET _nodes/http attempts (sniffing keeps the hosts it knew)", m.elasticsearch_sniff_failures;
         }
         // Known label values exist from the start, at 0: a series that appears only on its first
         // event makes rate() and alerts miss that event.
@@ -173,6 +181,9 @@ impl Metrics {
         }
         for status in ["2xx", "4xx", "5xx", "error"] {
             let _ = m.bulk_requests.get_or_create(&[("status", status)]);
+        }
+        for state in ["alive", "set_aside"] {
+            let _ = m.elasticsearch_hosts.get_or_create(&[("state", state)]);
         }
         for kind in ["torn_write", "corrupt_record"] {
             let _ = m.buffer_damage.get_or_create(&[("kind", kind)]);

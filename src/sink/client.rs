@@ -122,6 +122,16 @@ impl Connector {
         }
     }
 
+    /// A `GET` of `url` with the current client and credentials (sniffing asks `_nodes/http`).
+    pub fn get(&self, url: reqwest::Url) -> reqwest::RequestBuilder {
+        let endpoint = self.current();
+        let req = endpoint.client.get(url);
+        match &endpoint.auth {
+            Some(auth) => req.header(reqwest::header::AUTHORIZATION, auth.clone()),
+            None => req,
+        }
+    }
+
     /// Checks the files every `every` until the process ends.
     pub async fn watch(self: Arc<Self>, every: Duration) {
         let mut tick = tokio::time::interval(every);

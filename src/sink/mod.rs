@@ -11,10 +11,12 @@ mod body;
 mod client;
 mod deadletter;
 mod encode;
+mod hosts;
 
 pub use client::Connector;
 pub use deadletter::DeadLetters;
 pub use encode::{IndexPattern, ItemEncoder, document_id};
+pub use hosts::{Host, HostPool};
 
 use crate::buffer::{Batch, Buffer, now_ms};
 use crate::config;
@@ -22,7 +24,7 @@ use crate::observe::Metrics;
 use backon::BackoffBuilder;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -281,9 +283,8 @@ pub fn classify(status: u16, error_type: Option<&str>) -> BulkItemOutcome {
 pub struct Shipper {
     /// The HTTP client and credentials, rebuilt when their files change.
     connector: Arc<Connector>,
-    hosts: Vec<reqwest::Url>,
-    /// The host to try next; moves on after a failure.
-    host: AtomicUsize,
+    /// Where each request goes: round robin over the hosts that answer.
+    hosts: Arc<HostPool>,
     gzip: bool,
     cfg: config::Buffer,
     metrics: Arc<Metrics>,
@@ -302,26 +303,28 @@ impl Shipper {
         state: Arc<SinkState>,
         dead: Arc<DeadLetters>,
     ) -> Shipper {
-        let hosts = cfg
-            .elasticsearch
-            .hosts
-            .iter()
-            .filter_map(|h| reqwest::Url::parse(h).ok())
-            .filter_map(|u| u.join("_bulk").ok())
-            .map(|mut u| {
-                // Only what the agent reads: a response of ~25 bytes per item instead of ~200
-                // (Elasticsearch and OpenSearch both support filter_path).
-                u.set_query(Some("filter_path=errors,items.*.status,items.*.error"));
-                u
-            })
-            .collect();
+        let set_aside = hosts::SetAside {
+            first: cfg.buffer.retry_wait.0,
+            max: cfg.buffer.retry_max_interval.0,
+            trial: cfg.elasticsearch.request_timeout.0 + Duration::from_secs(10),
+        };
+        let hosts = Arc::new(HostPool::new(
+            &cfg.elasticsearch.hosts,
+            set_aside,
+            metrics.clone(),
+        ));
+        if cfg.elasticsearch.sniff
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let every = cfg.elasticsearch.sniff_interval.0;
+            rt.spawn(hosts.clone().sniff_every(connector.clone(), every));
+        }
         let patience = cfg.elasticsearch.request_timeout.0 + Duration::from_secs(10);
         // Nothing has been tried yet: the first batch is due within one request's time.
         state.promise(patience);
         Shipper {
             connector,
             hosts,
-            host: AtomicUsize::new(0),
             gzip: cfg.elasticsearch.compression == config::Compression::Gzip,
             cfg: cfg.buffer.clone(),
             metrics,
@@ -584,10 +587,10 @@ impl Shipper {
         } else {
             reqwest::Body::wrap(body::Streamed::new(pieces, len))
         };
-        let host_index = self.host.load(Ordering::Relaxed) % self.hosts.len().max(1);
-        let Some(url) = self.hosts.get(host_index) else {
+        let Some(host) = self.hosts.next() else {
             return Attempt::Refused("no usable Elasticsearch host".into());
         };
+        let url = host.bulk_url();
         let endpoint = self.connector.current();
         let mut req = endpoint
             .client
@@ -611,14 +614,21 @@ impl Shipper {
                     .bulk_requests
                     .get_or_create(&[("status", "error")])
                     .inc();
-                self.host.fetch_add(1, Ordering::Relaxed);
+                let reason = format!("{}: {}", host.name(), error_chain(&e));
+                self.hosts.failed(&host, &reason);
                 return Attempt::Retry {
-                    reason: format!("{}: {}", url.host_str().unwrap_or("?"), error_chain(&e)),
+                    reason,
                     after: None,
                 };
             }
         };
         let status = resp.status().as_u16();
+        // A 5xx for the whole request: the host (or the gateway in front of it) is unwell.
+        if (500..=599).contains(&status) {
+            self.hosts.failed(&host, &format!("HTTP {status}"));
+        } else {
+            self.hosts.succeeded(&host);
+        }
         let class = match status {
             200..=299 => "2xx",
             400..=499 => "4xx",
