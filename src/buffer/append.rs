@@ -126,49 +126,20 @@ impl Appender {
             chunk.clear();
             return Ok(());
         }
-        let now = chunk.created_ms;
-        let len = chunk.body.len() as u64;
-        let mut logged_disk = false;
-        let buffer = self.buffer.clone();
-        loop {
-            if !buffer.reserve(len, &give_up, &mut || self.seal()) {
-                return Err(GaveUp);
-            }
-            match self.write(&chunk.body) {
-                Ok(()) => break,
-                Err(e) => {
-                    let problem = format!("cannot write the buffer: {e}");
-                    self.buffer.metrics.buffer_write_errors.inc();
-                    if !logged_disk {
-                        logged_disk = true;
-                        tracing::error!(dir = %self.buffer.opts.dir.display(), error = %e, "cannot write the buffer; reading pauses and the write is retried every second (nothing is lost)");
-                    }
-                    self.buffer.state().problem = Some(problem);
-                    let until = Instant::now() + Duration::from_secs(1);
-                    while Instant::now() < until {
-                        if give_up() {
-                            return Err(GaveUp);
-                        }
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                }
-            }
-        }
-        if logged_disk {
-            tracing::info!("the buffer is writable again");
+        if !self.write_waiting(&chunk.body, &give_up) {
+            return Err(GaveUp);
         }
         let Some((id, file)) = &self.active else {
             return Ok(());
         };
         {
             let mut st = self.buffer.state();
-            st.problem = None;
-            st.bytes += len;
+            st.bytes += chunk.body.len() as u64;
             st.records += chunk.items.len() as u64;
             if let Some(seg) = st.segment(*id) {
                 seg.written = self.written;
                 seg.records += chunk.items.len() as u64;
-                seg.first_ms.get_or_insert(now);
+                seg.first_ms.get_or_insert(chunk.created_ms);
             }
         }
         self.buffer.commit(Pending {
@@ -180,6 +151,53 @@ impl Appender {
         });
         chunk.clear();
         Ok(())
+    }
+
+    /// Writes `frames` once there is room for them, in the buffer and on the disk; false if
+    /// `give_up` said to stop waiting.
+    fn write_waiting(&mut self, frames: &[u8], give_up: &dyn Fn() -> bool) -> bool {
+        let buffer = self.buffer.clone();
+        let mut failures = 0u64;
+        loop {
+            if !buffer.reserve(frames.len() as u64, give_up, &mut || self.seal()) {
+                return false;
+            }
+            let e = match self.write(frames) {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            if failures == 0 {
+                tracing::error!(dir = %buffer.opts.dir.display(), error = %e, "cannot write the buffer; reading pauses and the write is retried every second (nothing is lost)");
+            }
+            failures += 1;
+            buffer.metrics.buffer_write_errors.inc();
+            {
+                let mut st = buffer.state();
+                st.problem = Some(format!("cannot write the buffer: {e}"));
+                st.problem_since.get_or_insert_with(Instant::now);
+            }
+            // The segment being written is left to be shipped and deleted (on a volume
+            // smaller than a segment, the disk fills before the segment does, and an open
+            // segment is never deleted): the next attempt starts a new one, and writes as
+            // soon as the old one's space is free.
+            if self.written > DATA_START {
+                self.seal();
+            }
+            let until = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < until {
+                if give_up() {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        if failures > 0 {
+            tracing::info!(failures, "the buffer is writable again");
+            let mut st = buffer.state();
+            st.problem = None;
+            st.problem_since = None;
+        }
+        true
     }
 
     /// Writes `frames` at the end of the active segment, starting a new one when it is full.
@@ -216,7 +234,7 @@ impl Appender {
             id
         };
         let path = segment_path(&self.buffer.opts.dir, id);
-        let file = fs::OpenOptions::new()
+        let file = disk::private_file()
             .read(true)
             .write(true)
             .create_new(true)

@@ -25,16 +25,22 @@ impl Buffer {
                 }
                 std::mem::take(&mut c.pending)
             };
-            if let Err(e) = self.sync(&batch) {
-                // After a failed fsync the kernel may have dropped the dirty pages while
-                // reporting success to a retry (PostgreSQL's "fsyncgate"): nothing written since
-                // the last good fsync can be trusted. Stop moving checkpoints; the agent exits
-                // and its next start reads those lines again.
-                let msg = format!("fsync of the buffer failed: {e}");
-                tracing::error!(error = %msg, "the buffer can no longer be trusted; the agent stops and re-reads the unconfirmed lines after restart");
-                self.state().fatal = Some(msg);
-                self.data.notify_waiters();
-                self.data.notify_one();
+            let synced = match self.sync(&batch) {
+                Ok(synced) => synced,
+                Err(e) => {
+                    // After a failed fsync the kernel may have dropped the dirty pages while
+                    // reporting success to a retry (PostgreSQL's "fsyncgate"): nothing written since
+                    // the last good fsync can be trusted. Stop moving checkpoints; the agent exits
+                    // and its next start reads those lines again.
+                    let msg = format!("fsync of the buffer failed: {e}");
+                    tracing::error!(error = %msg, "the buffer can no longer be trusted; the agent stops and re-reads the unconfirmed lines after restart");
+                    self.state().fatal = Some(msg);
+                    self.data.notify_waiters();
+                    self.data.notify_one();
+                    return;
+                }
+            };
+            if !synced {
                 return;
             }
             {
@@ -52,7 +58,10 @@ impl Buffer {
         }
     }
 
-    fn sync(&self, batch: &[Pending]) -> std::io::Result<()> {
+    /// Fsyncs the files in `batch`, and the directory if one of them is new. `Ok(false)` when
+    /// the directory could not even be opened and the committer is stopping: nothing is
+    /// confirmed, and those lines are read again after the restart.
+    fn sync(&self, batch: &[Pending]) -> std::io::Result<bool> {
         let mut synced: Vec<u64> = Vec::new();
         // Later entries for a segment cover earlier ones: fsync each file once.
         for p in batch.iter().rev() {
@@ -64,9 +73,61 @@ impl Buffer {
             }
         }
         if batch.iter().any(|p| p.new_file) {
-            disk::sync_dir(&self.opts.dir)?;
+            let Some(dir) = self.open_dir_patiently() else {
+                return Ok(false);
+            };
+            dir.sync_all()?;
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Opens the buffer's directory for its fsync, waiting as long as that fails. A failed
+    /// open — no descriptor left (EMFILE, ENFILE) above all — says nothing about what was
+    /// written, unlike a failed fsync: it is waited out (backing off to a second, counted in
+    /// `logferry_buffer_sync_open_waits_total`, logged once), never fatal. `None` only when
+    /// the committer is asked to stop meanwhile.
+    fn open_dir_patiently(&self) -> Option<File> {
+        let dir = &self.opts.dir;
+        let mut wait = Duration::from_millis(10);
+        let mut failures = 0u64;
+        loop {
+            let e = match disk::open_dir(dir) {
+                Ok(f) => {
+                    if failures > 0 {
+                        tracing::info!(
+                            failures,
+                            "the buffer's directory opens again; commits go on"
+                        );
+                        self.state().problem = None;
+                    }
+                    return Some(f);
+                }
+                Err(e) => e,
+            };
+            if failures == 0 {
+                let why = if disk::out_of_descriptors(&e) {
+                    "no file descriptor is free"
+                } else {
+                    "the directory cannot be opened"
+                };
+                tracing::error!(dir = %dir.display(), error = %e, "cannot open the buffer's directory for its fsync ({why}); nothing is lost, commits wait and retry");
+                self.state().problem = Some(format!(
+                    "cannot open the buffer's directory for its fsync: {e}"
+                ));
+            }
+            failures += 1;
+            self.metrics.buffer_sync_open_waits.inc();
+            if self
+                .commits
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .stop
+            {
+                return None;
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(Duration::from_secs(1));
+        }
     }
 
     /// The committer finishes what is pending and returns.

@@ -19,7 +19,10 @@
 //!   (reading pauses); `drop_oldest_chunk` deletes the oldest segment no shipper has started on
 //!   and counts its records as dropped. A full disk makes the appender wait too, and says so.
 //! - **Start-up**: every segment is checked. A torn last write is cut off; a corrupt frame is
-//!   skipped; both are counted and logged once. A file that is not a segment is moved aside.
+//!   skipped; a damaged segment header is rewritten and its frames kept; a segment that cannot
+//!   be read, or is not a segment, is moved aside. All of it is counted and logged once: the
+//!   agent never fails to start over its own files.
+//! - **Files**: segments and the cursor are `0600` in a `0700` directory (see [`crate::disk`]).
 
 mod append;
 mod batch;
@@ -30,6 +33,7 @@ mod recovery;
 
 pub use append::{Appender, GaveUp};
 pub use batch::{Batch, Pieces};
+pub use recovery::check_free_space;
 
 use crate::config::OverflowAction;
 use crate::disk;
@@ -176,6 +180,9 @@ const DATA_START: u64 = frame::SEGMENT_MAGIC.len() as u64;
 /// A full buffer counts as having room again below this share of `max_size` (hysteresis, so
 /// that a buffer hovering at its limit is reported once, not at every append).
 const ROOM_AGAIN: f64 = 0.8;
+/// How long appends may fail, with nothing buffered that shipping could free, before the
+/// buffer counts as stuck rather than waiting out a passing full disk.
+pub const STUCK_AFTER: Duration = Duration::from_secs(30);
 
 struct Segment {
     id: u64,
@@ -222,6 +229,9 @@ struct State {
     full: bool,
     /// Why appending is failing right now (a full disk), for `/health`.
     problem: Option<String>,
+    /// Since when appending has been failing without a break (monotonic), for telling a
+    /// passing full disk from a buffer that is stuck.
+    problem_since: Option<Instant>,
     /// An fsync failed: nothing written since can be trusted, and the agent must restart.
     fatal: Option<String>,
 }
@@ -233,6 +243,20 @@ impl State {
             .values()
             .next()
             .map_or(self.read, |b| b.start)
+    }
+
+    /// Why the buffer cannot make progress by itself any more, if it cannot.
+    fn stuck(&self, dir: &Path) -> Option<String> {
+        let since = self.problem_since?.elapsed();
+        if since < STUCK_AFTER || self.records > 0 {
+            return None;
+        }
+        Some(format!(
+            "stuck for {} s: {}, and nothing is left to ship and free; make room on the volume of {} (or give buffer.path a larger one)",
+            since.as_secs(),
+            self.problem.as_deref().unwrap_or("appends fail"),
+            dir.display()
+        ))
     }
 
     fn segment(&mut self, id: u64) -> Option<&mut Segment> {
@@ -265,6 +289,10 @@ pub struct Stats {
     pub oldest: Option<Duration>,
     pub max_size: u64,
     pub problem: Option<String>,
+    /// Appending has failed for longer than [`STUCK_AFTER`] with nothing left to ship and
+    /// free: the buffer will not move again by itself (a volume filled by something else, or
+    /// too small). `/health` says unhealthy with this reason.
+    pub stuck: Option<String>,
     pub fatal: Option<String>,
 }
 
@@ -363,6 +391,7 @@ impl Buffer {
             oldest: oldest_ms.map(|ms| Duration::from_millis(now_ms().saturating_sub(ms))),
             max_size: self.opts.max_size,
             problem: st.problem.clone(),
+            stuck: st.stuck(&self.opts.dir),
             fatal: st.fatal.clone(),
         }
     }

@@ -31,38 +31,7 @@ impl Buffer {
     pub fn read_batch(&self, limit: usize) -> Option<Batch> {
         let mut reader = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            let (id, from, to) = {
-                let mut st = self.state();
-                let read = st.read;
-                let next = st
-                    .segments
-                    .iter()
-                    .find(|s| s.id > read.segment)
-                    .map(|s| s.id);
-                let Some(seg) = st.segment(read.segment) else {
-                    // Deleted (acknowledged) or dropped: move on to the next one.
-                    st.read = Position {
-                        segment: next?,
-                        offset: DATA_START,
-                    };
-                    continue;
-                };
-                if let Some(&(_, end)) = seg.corrupt.iter().find(|c| c.0 == read.offset) {
-                    st.read.offset = end;
-                    continue;
-                }
-                if read.offset >= seg.durable {
-                    if seg.sealed && seg.durable == seg.written {
-                        st.read = Position {
-                            segment: next?,
-                            offset: DATA_START,
-                        };
-                        continue;
-                    }
-                    return None;
-                }
-                (seg.id, read.offset, seg.durable)
-            };
+            let (id, from, to) = self.next_span(&mut reader)?;
             let file = match &reader.file {
                 Some((open, f)) if *open == id => f.clone(),
                 _ => match File::open(segment_path(&self.opts.dir, id)) {
@@ -80,63 +49,124 @@ impl Buffer {
                     oldest_ms,
                     newest_ms,
                 }) => {
-                    let mut st = self.state();
-                    let seq = st.next_batch;
-                    st.next_batch += 1;
-                    st.in_flight.insert(
-                        seq,
-                        InFlight {
-                            start: Position {
-                                segment: id,
-                                offset: from,
-                            },
-                            records: items.len() as u64,
-                            oldest_ms,
-                            done: false,
+                    let span = (
+                        Position {
+                            segment: id,
+                            offset: from,
                         },
+                        end,
                     );
-                    st.read.offset = end;
-                    st.last_read_ms = Some(newest_ms);
+                    let batch = self.hand_out(span, file, items, (oldest_ms, newest_ms));
                     if reader.failures > 0 {
                         tracing::info!(
                             failures = std::mem::take(&mut reader.failures),
                             "the buffer is readable again"
                         );
                     }
-                    let mut batch = Batch::in_segment(file, items);
-                    batch.seq = seq;
-                    batch.oldest_ms = oldest_ms;
                     return Some(batch);
                 }
-                Ok(Read::Corrupt { at, next }) => {
-                    // Damage that appeared after start-up: skip it, count it, say it once.
-                    self.metrics
-                        .buffer_damage
-                        .get_or_create(&[("kind", "corrupt_record")])
-                        .inc();
-                    if !reader.logged_corrupt {
-                        reader.logged_corrupt = true;
-                        tracing::error!(
-                            segment = id,
-                            offset = at,
-                            "a corrupt record in the buffer was skipped (counted in logferry_buffer_damage_total)"
-                        );
-                    }
-                    let mut st = self.state();
-                    if let Some(seg) = st.segment(id) {
-                        seg.corrupt.push((at, next));
-                    }
-                    // At least one record is gone; it will never be acknowledged.
-                    st.records = st.records.saturating_sub(1);
-                    if st.read.segment == id && st.read.offset == at {
-                        st.read.offset = next;
-                    }
-                }
+                Ok(Read::Corrupt { at, next }) => self.skip_corrupt(&mut reader, id, at, next),
                 Err(e) => {
                     reader.failed(id, &e);
                     return None;
                 }
             }
+        }
+    }
+
+    /// Where the next durable frames are: a segment and a byte range in it. Moves the read
+    /// position past deleted segments, known damage and sealed segments read to their end.
+    fn next_span(&self, reader: &mut Reader) -> Option<(u64, u64, u64)> {
+        let mut st = self.state();
+        if let Some((open, _)) = &reader.file
+            && st.segment(*open).is_none()
+        {
+            // Deleted: the space of a file is freed only once nobody holds it open, and on a
+            // small volume the next segment is waiting for that space.
+            reader.file = None;
+        }
+        loop {
+            let read = st.read;
+            let next = st
+                .segments
+                .iter()
+                .find(|s| s.id > read.segment)
+                .map(|s| s.id);
+            let Some(seg) = st.segment(read.segment) else {
+                // Deleted (acknowledged) or dropped: move on to the next one.
+                st.read = Position {
+                    segment: next?,
+                    offset: DATA_START,
+                };
+                continue;
+            };
+            if let Some(&(_, end)) = seg.corrupt.iter().find(|c| c.0 == read.offset) {
+                st.read.offset = end;
+                continue;
+            }
+            if read.offset < seg.durable {
+                return Some((seg.id, read.offset, seg.durable));
+            }
+            if !(seg.sealed && seg.durable == seg.written) {
+                return None;
+            }
+            st.read = Position {
+                segment: next?,
+                offset: DATA_START,
+            };
+        }
+    }
+
+    /// Records the frames from `span.0` to `span.1` as a batch in flight, and hands it out.
+    fn hand_out(
+        &self,
+        span: (Position, u64),
+        file: Arc<File>,
+        items: Vec<(u64, u32)>,
+        (oldest_ms, newest_ms): (u64, u64),
+    ) -> Batch {
+        let mut st = self.state();
+        let seq = st.next_batch;
+        st.next_batch += 1;
+        st.in_flight.insert(
+            seq,
+            InFlight {
+                start: span.0,
+                records: items.len() as u64,
+                oldest_ms,
+                done: false,
+            },
+        );
+        st.read.offset = span.1;
+        st.last_read_ms = Some(newest_ms);
+        let mut batch = Batch::in_segment(file, items);
+        batch.seq = seq;
+        batch.oldest_ms = oldest_ms;
+        batch
+    }
+
+    /// Damage that appeared after start-up: skip it, count it, say it once.
+    fn skip_corrupt(&self, reader: &mut Reader, id: u64, at: u64, next: u64) {
+        self.metrics
+            .buffer_damage
+            .get_or_create(&[("kind", "corrupt_record")])
+            .inc();
+        if !reader.logged_corrupt {
+            reader.logged_corrupt = true;
+            tracing::error!(
+                segment = id,
+                offset = at,
+                "a corrupt record in the buffer was skipped (counted in logferry_buffer_damage_total)"
+            );
+        }
+        let mut st = self.state();
+        if let Some(seg) = st.segment(id) {
+            seg.corrupt.push((at, next));
+        }
+        // At least one record is gone; it will never be acknowledged.
+        st.records = st.records.saturating_sub(1);
+        if st.read.segment == id && st.read.offset == at {
+            st.read.offset = next;
         }
     }
 }
