@@ -16,6 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use std::collections::VecDeque;
 use std::fs;
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -159,7 +160,12 @@ impl DeadLetters {
             let entry = entry?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let size = entry.metadata()?.len();
+            let meta = entry.metadata()?;
+            let size = meta.len();
+            if meta.permissions().mode() & 0o077 != 0 {
+                // Left readable by others by an older version: dead letters are whole lines.
+                fs::set_permissions(entry.path(), fs::Permissions::from_mode(disk::FILE_MODE))?;
+            }
             if name == CURRENT {
                 files.current = size;
             } else if let Some(n) = rotated_number(name) {
@@ -224,7 +230,6 @@ fn encode(entries: &[Entry]) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn entry(n: u64) -> Entry {
         Entry {
@@ -288,8 +293,13 @@ mod tests {
     }
 
     #[test]
-    fn dead_letter_files_are_private() {
+    fn dead_letter_files_are_private_even_those_an_older_version_left_readable() {
         let data = tempfile::tempdir().unwrap();
+        let old = data.path().join("dead-letter");
+        fs::create_dir(&old).unwrap();
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(old.join(CURRENT), b"{}\n").unwrap();
+        fs::set_permissions(old.join(CURRENT), fs::Permissions::from_mode(0o644)).unwrap();
         let dead = DeadLetters::new(data.path()).bounded(2048, Counter::default());
         for n in 0..40 {
             dead.write(&[entry(n)]).unwrap();
