@@ -37,7 +37,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the agent until `stop` resolves.
 pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir)
+    crate::disk::create_private_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
     // First: unreadable certificates or secret files stop the start, before anything is read.
     let connector = Arc::new(Connector::new(&cfg.elasticsearch)?);
@@ -101,7 +101,10 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
 
     let watcher = tokio::spawn(connector.clone().watch(SECRET_RELOAD_INTERVAL));
     let sink_state = Arc::new(SinkState::default());
-    let dead = Arc::new(DeadLetters::new(&cfg.data_dir));
+    let dead = Arc::new(DeadLetters::new(&cfg.data_dir).bounded(
+        cfg.elasticsearch.dead_letter_max_size.0,
+        metrics.dead_letters_rotated_out.clone(),
+    ));
     let shipper = Arc::new(Shipper::new(
         &cfg,
         connector,

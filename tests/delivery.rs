@@ -263,6 +263,58 @@ fn a_damaged_buffer_is_recovered_counted_and_the_agent_runs_on() {
     assert!(agent.stop().success());
 }
 
+#[test]
+fn a_segment_that_cannot_be_read_or_has_a_damaged_header_does_not_stop_the_start() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let node = Node::new();
+    let mut w = node.writer("shop", "unreadable", "app", Format::Cri);
+    for seq in 0..200 {
+        w.json_line(seq).unwrap();
+    }
+    let file_len = std::fs::metadata(&w.path).unwrap().len();
+    let config = node.config(&url, "", "");
+    let agent = Agent::start(&config);
+    wait_until(20, "the lines to be buffered", || {
+        checkpoint_offset(&node) == file_len
+    });
+    assert!(agent.stop().success());
+
+    // The segment's own header is overwritten, and a directory sits where a later segment
+    // would be: reading it fails (EISDIR), as an I/O error on a bad block would.
+    let seg = segments(&node).pop().expect("a segment");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[..8].copy_from_slice(b"garbage!");
+    std::fs::write(&seg, &bytes).unwrap();
+    let unreadable = node.data().join("buffer/00000000000000000999.seg");
+    std::fs::create_dir(&unreadable).unwrap();
+
+    let es = osmem_on(port);
+    let agent = Agent::start(&config);
+    let expected: HashSet<(String, u64)> = (0..200).map(|s| ("unreadable".to_owned(), s)).collect();
+    assert_exactly_once(&es, &expected);
+    assert_eq!(
+        agent.metric("logferry_buffer_damage_total{kind=\"unreadable_segment\"}"),
+        1
+    );
+    assert_eq!(
+        agent.metric("logferry_buffer_damage_total{kind=\"damaged_header\"}"),
+        1
+    );
+    assert!(
+        node.data()
+            .join("buffer/00000000000000000999.seg.corrupt")
+            .is_dir()
+    );
+    let logs = agent.logs();
+    assert_eq!(logs.matches("the buffer was damaged").count(), 1, "{logs}");
+    for seq in 200..210 {
+        w.json_line(seq).unwrap();
+    }
+    assert_eq!(wait_for_count(&es, 210, 30), 210, "the agent runs on");
+    assert!(agent.stop().success());
+}
+
 /// A small tmpfs mounted over a directory, unmounted on drop.
 struct Tmpfs(PathBuf);
 

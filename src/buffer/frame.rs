@@ -113,15 +113,25 @@ pub struct Scan {
     pub end: u64,
     /// Bytes after `end` (a write cut short by a crash or a full disk).
     pub torn: u64,
+    /// The segment's own magic is damaged (the frames after it are checked as usual).
+    pub header_damaged: bool,
 }
 
-/// Checks a whole segment file's content. `None` when it does not even start like a segment.
+/// Checks a whole segment file's content. `None` when it does not even look like a segment:
+/// neither [`SEGMENT_MAGIC`] nor a single intact frame after where it would be. A damaged
+/// magic alone loses nothing: the frames carry their own magic and CRC, so the ones after it
+/// are kept ([`Scan::header_damaged`]).
 pub fn scan(buf: &[u8]) -> Option<Scan> {
-    if buf.len() < SEGMENT_MAGIC.len() || &buf[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
+    let data = SEGMENT_MAGIC.len();
+    let header_damaged = buf.len() < data || &buf[..data] != SEGMENT_MAGIC;
+    if header_damaged && (buf.len() <= data || next_valid(buf, data).is_none()) {
         return None;
     }
-    let mut s = Scan::default();
-    let mut at = SEGMENT_MAGIC.len();
+    let mut s = Scan {
+        header_damaged,
+        ..Scan::default()
+    };
+    let mut at = data;
     s.end = at as u64;
     while at < buf.len() {
         match decode(&buf[at..]) {
@@ -205,6 +215,25 @@ mod tests {
     fn a_file_that_is_not_a_segment_is_refused() {
         assert_eq!(scan(b"LFSEG"), None);
         assert_eq!(scan(b"hello, world"), None);
+    }
+
+    #[test]
+    fn a_segment_whose_header_is_damaged_keeps_its_good_frames() {
+        let whole = segment(&[b"one", b"two", b"three"]);
+        for i in 0..SEGMENT_MAGIC.len() {
+            let mut buf = whole.clone();
+            buf[i] ^= 0x01;
+            let s = scan(&buf).unwrap();
+            assert!(s.header_damaged, "flip at {i}");
+            assert_eq!((s.records, s.torn), (3, 0), "flip at {i}");
+            assert!(s.corrupt.is_empty(), "flip at {i}");
+        }
+        // The header and the first frame's magic both gone: the others are still found.
+        let mut buf = whole.clone();
+        buf[..SEGMENT_MAGIC.len() + 2].fill(0);
+        let s = scan(&buf).unwrap();
+        assert_eq!(s.records, 2);
+        assert_eq!(s.corrupt.len(), 1);
     }
 
     proptest! {

@@ -93,6 +93,10 @@ pub struct Elasticsearch {
     /// string so that nothing in them can conflict again; unset by default (the dead-letter file
     /// under data_dir always has them).
     pub dead_letter_index: Option<String>,
+    /// Bound of the dead-letter files under data_dir together; default `"1GiB"`. The current
+    /// file is rotated at a quarter of it, and the oldest rotated file is deleted (its records
+    /// counted in `logferry_dead_letters_rotated_out_total`) to stay within it.
+    pub dead_letter_max_size: ByteSize,
     /// How `https://` hosts are trusted, and the client certificate to present.
     pub tls: Tls,
     /// Credentials sent with every request; none by default.
@@ -303,6 +307,7 @@ impl Default for Elasticsearch {
             compression: Compression::Gzip,
             request_timeout: Span(Duration::from_secs(30)),
             dead_letter_index: None,
+            dead_letter_max_size: ByteSize(1 << 30),
             tls: Tls::default(),
             auth: Auth::default(),
             sniff: false,

@@ -187,6 +187,9 @@ fn buffer_check(s: &Stats) -> (Level, String) {
     if let Some(f) = &s.fatal {
         return (Level::Unhealthy, f.clone());
     }
+    if let Some(stuck) = &s.stuck {
+        return (Level::Unhealthy, stuck.clone());
+    }
     if let Some(p) = &s.problem {
         return (Level::Degraded, p.clone());
     }

@@ -63,9 +63,15 @@ pub struct Metrics {
     pub buffer_oldest_age: GaugeF64,
     /// Records deleted unsent by `overflow_action = "drop_oldest_chunk"`.
     pub buffer_dropped: Counter,
-    /// Damage found in the buffer: `torn_write` (cut off at start-up), `corrupt_record` (skipped).
+    /// Damage found in the buffer: `torn_write` (cut off at start-up), `corrupt_record` (skipped),
+    /// `unreadable_segment` (moved aside), `damaged_header` (rewritten, frames kept).
     pub buffer_damage: Family<Labels, Counter>,
     pub buffer_write_errors: Counter,
+    /// The agent's own files (issue 12, items 15-17): waits for the buffer's directory to open
+    /// for its fsync (EMFILE and the like, never fatal), and dead-letter records deleted with
+    /// the oldest dead-letter file when `dead_letter_max_size` is reached.
+    pub buffer_sync_open_waits: Counter,
+    pub dead_letters_rotated_out: Counter,
     pub checkpoint_errors: Counter,
     /// Pods in the metadata cache (this node's, and recently deleted ones).
     pub kubernetes_pods: Gauge,
@@ -113,6 +119,8 @@ impl Metrics {
             buffer_dropped: Counter::default(),
             buffer_damage: Family::default(),
             buffer_write_errors: Counter::default(),
+            buffer_sync_open_waits: Counter::default(),
+            dead_letters_rotated_out: Counter::default(),
             checkpoint_errors: Counter::default(),
             kubernetes_pods: Gauge::default(),
             kubernetes_watch_errors: Counter::default(),
@@ -152,8 +160,10 @@ impl Metrics {
             "buffer_records", "Records buffered and not yet acknowledged", m.buffer_records;
             "buffer_oldest_record_age_seconds", "Age of the oldest record not yet acknowledged", m.buffer_oldest_age;
             "buffer_dropped_records", "Records deleted unsent because the buffer was full (drop_oldest_chunk)", m.buffer_dropped;
-            "buffer_damage", "Damage found in buffer segments, by kind (torn_write, corrupt_record)", m.buffer_damage;
+            "buffer_damage", "Damage found in buffer segments, by kind (torn_write, corrupt_record, unreadable_segment, damaged_header)", m.buffer_damage;
             "buffer_write_errors", "Failed writes to the buffer (a full disk, usually)", m.buffer_write_errors;
+            "buffer_sync_open_waits", "Times the buffer's directory could not be opened for its fsync (EMFILE, ENFILE) and the commit waited", m.buffer_sync_open_waits;
+            "dead_letters_rotated_out", "Dead-letter records deleted with the oldest dead-letter file to keep dead_letter_max_size", m.dead_letters_rotated_out;
             "checkpoint_write_errors", "Failed writes of the checkpoint or buffer cursor files", m.checkpoint_errors;
             "kubernetes_pods_cached", "Pods in the metadata cache (this node's, and recently deleted ones)", m.kubernetes_pods;
             "kubernetes_watch_errors", "Failed list or watch calls to the Kubernetes API (each retried)", m.kubernetes_watch_errors;
@@ -185,7 +195,12 @@ impl Metrics {
         for state in ["alive", "set_aside"] {
             let _ = m.elasticsearch_hosts.get_or_create(&[("state", state)]);
         }
-        for kind in ["torn_write", "corrupt_record"] {
+        for kind in [
+            "torn_write",
+            "corrupt_record",
+            "unreadable_segment",
+            "damaged_header",
+        ] {
             let _ = m.buffer_damage.get_or_create(&[("kind", kind)]);
         }
         r.register(
