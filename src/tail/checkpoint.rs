@@ -294,11 +294,15 @@ impl Checkpoints {
             other => other,
         };
         // The inode holds other content now (rewritten with another first line, or freed and
-        // reused): what was remembered for the old content has nothing left to protect.
-        let dev = key.dev;
-        inner
-            .files
-            .retain(|k, _| !(k.dev == dev && k.ino == key.ino && k.fingerprint != key.fingerprint));
+        // reused): what was remembered for the old content has nothing left to protect. Not for
+        // a placeholder: a truncated file is empty for a moment, and its new generation must
+        // still be found when its first line is written.
+        if !key.is_placeholder() {
+            let (dev, ino, fingerprint) = (key.dev, key.ino, key.fingerprint);
+            inner
+                .files
+                .retain(|k, _| !(k.dev == dev && k.ino == ino && k.fingerprint != fingerprint));
+        }
         let new = existing.is_none();
         let mut e = existing.unwrap_or_else(|| {
             let first_seen_ns = now_ns();
@@ -747,6 +751,22 @@ mod tests {
         tracked(&c, other_first_line, "/a");
         assert_eq!(c.entries().len(), 1);
         assert!(c.get(&old).is_none());
+    }
+
+    #[test]
+    fn a_truncated_file_waiting_for_its_first_line_keeps_its_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(dir.path()).unwrap();
+        let first = tracked(&c, key(1), "/a");
+        c.start_over(&first, true);
+        // Empty for a moment after the truncation: remembered by inode only.
+        tracked(&c, FileKey::placeholder(2049, 1), "/a");
+        c.forget(&FileKey::placeholder(2049, 1));
+        let second = tracked(&c, key(1), "/a");
+        assert_ne!(
+            second.ids, first.ids,
+            "the same first line again, a new generation"
+        );
     }
 
     #[test]
