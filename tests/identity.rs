@@ -168,3 +168,70 @@ fn lines_read_again_after_a_restart_keep_their_ids() {
     );
     assert!(agent.stop().success());
 }
+
+#[test]
+fn a_reused_inode_with_the_same_first_line_is_indexed_as_a_new_file() {
+    use std::os::unix::fs::MetadataExt;
+    let es = osmem();
+    let node = Node::new();
+    let banner = b"2026-11-26T16:59:59Z stdout F batch-job 1.0 starting\n";
+    let mut w = node.writer("shop", "batch", "app", Format::Cri);
+    OpenOptions::new()
+        .append(true)
+        .open(&w.path)
+        .unwrap()
+        .write_all(banner)
+        .unwrap();
+    for seq in 0..20 {
+        w.json_line(seq).unwrap();
+    }
+    let agent = Agent::start_env(&node.config(&es.url, "", ""), &NODE);
+    assert_eq!(wait_for_count(&es, 21, 60), 21);
+    let old_inode = std::fs::metadata(&w.path).unwrap().ino();
+    let (path, link) = (w.path.clone(), w.link.clone());
+    // The writer's handle would keep the inode from being freed.
+    drop(w);
+    std::fs::remove_file(&link).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    wait_until(30, "the deleted file to be let go", || {
+        agent.metric("logferry_files_watched") == 0
+    });
+    // The filesystem hands out the freed inode again sooner or later: hold on to other new
+    // (empty) files until the one at the old path gets it.
+    let mut fillers = Vec::new();
+    let mut reused = false;
+    for i in 0..200 {
+        std::fs::write(&path, b"").unwrap();
+        if std::fs::metadata(&path).unwrap().ino() == old_inode {
+            reused = true;
+            break;
+        }
+        let filler = path.with_file_name(format!("filler-{i}"));
+        std::fs::rename(&path, &filler).unwrap();
+        fillers.push(filler);
+    }
+    for f in fillers {
+        std::fs::remove_file(f).unwrap();
+    }
+    if !reused {
+        eprintln!("the filesystem did not reuse the inode: only no-loss is checked");
+    }
+    let mut w = node.writer("shop", "batch", "app", Format::Cri);
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(banner)
+        .unwrap();
+    for seq in 20..40 {
+        w.json_line(seq).unwrap();
+    }
+    // Same inode, same first line, same offsets: before, the new file's banner and first line
+    // got the deleted file's ids and were dropped as duplicates.
+    assert_exactly_once_plus(&es, &expect("batch", 0..40), 2);
+    assert_eq!(
+        agent.metric("logferry_documents_total{outcome=\"duplicate\"}"),
+        0
+    );
+    assert!(agent.stop().success());
+}

@@ -1,8 +1,8 @@
 //! Tailing: which files to follow, reading them, and remembering how far shipping has got.
 //!
 //! Owns discovery (include/exclude globs, inotify through `notify`, and a periodic rescan
-//! because inotify drops events), file identity (device + inode + a fingerprint of the first
-//! line, never the path), rotation (a renamed or deleted file is read to its end and kept for
+//! because inotify drops events), file identity (inode + a fingerprint of the first line, the
+//! device only a hint, never the path: see `identity`), rotation (a renamed or deleted file is read to its end and kept for
 //! `rotate_wait` before it is let go), truncation (reading restarts at 0), and checkpoints.
 //!
 //! Runs on its own thread: reads are plain blocking syscalls on the page cache, and one thread
