@@ -176,22 +176,29 @@ impl ItemEncoder {
         extra: &[u8],
         json: bool,
     ) -> Outcome {
-        // A malformed line's time is its neighbour's (or empty): never the line's own.
-        let mut rec = Cow::Borrowed(rec);
-        if rec.flags.malformed || self.index.index_for(&rec.time).is_none() {
-            let rec = rec.to_mut();
-            rec.flags.time_inferred = true;
-            if self.index.index_for(&rec.time).is_none() {
-                rec.time = Cow::Owned(anchor_time(key));
-            }
-        }
         chunk.begin_item();
         let out = &mut chunk.body;
         out.extend_from_slice(b"{\"create\":{\"_index\":\"");
-        match self.index.index_for(&rec.time) {
-            Some(name) => out.extend_from_slice(name.as_bytes()),
-            // Not reached (the anchor always parses); the pattern as it is, never the clock.
-            None => out.extend_from_slice(self.index.pattern.as_bytes()),
+        let mut rec = Cow::Borrowed(rec);
+        let index = self.index.index_for(&rec.time);
+        match index {
+            // The line's own time: the one lookup on the common path.
+            Some(name) if !rec.flags.malformed => out.extend_from_slice(name.as_bytes()),
+            // A malformed line's time is its neighbour's (or empty), never the line's own.
+            _ => {
+                let parsed = index.is_some();
+                let rec = rec.to_mut();
+                rec.flags.time_inferred = true;
+                if !parsed {
+                    rec.time = Cow::Owned(anchor_time(key));
+                }
+                match self.index.index_for(&rec.time) {
+                    Some(name) => out.extend_from_slice(name.as_bytes()),
+                    // Not reached (the anchor always parses): the pattern as it is, never
+                    // the clock.
+                    None => out.extend_from_slice(self.index.pattern.as_bytes()),
+                }
+            }
         }
         out.extend_from_slice(b"\",\"_id\":\"");
         out.extend_from_slice(&document_id(key, rec.offset));

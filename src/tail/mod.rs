@@ -2,8 +2,9 @@
 //!
 //! Owns discovery (include/exclude globs, inotify through `notify`, and a periodic rescan
 //! because inotify drops events), file identity (inode + a fingerprint of the first line, the
-//! device only a hint, never the path: see `identity`), rotation (a renamed or deleted file is read to its end and kept for
-//! `rotate_wait` before it is let go), truncation (reading restarts at 0), and checkpoints.
+//! device only a hint, never the path: see `identity`), rotation (a renamed or deleted file is
+//! read to its end and kept for `rotate_wait` before it is let go), truncation (reading restarts
+//! at 0, as a new generation of the file), and checkpoints.
 //!
 //! Runs on its own thread: reads are plain blocking syscalls on the page cache, and one thread
 //! that owns every file needs no locks. Each line goes through `decode`, `parse` and the bulk
