@@ -84,6 +84,12 @@ impl FileKey {
     pub fn is_placeholder(&self) -> bool {
         self.fingerprint == 0
     }
+
+    /// Equal, and not told apart by birth times either: where both are known and differ, the
+    /// inode was freed and reused by a file that starts with the same line.
+    pub fn same_file(&self, other: &FileKey) -> bool {
+        self == other && (self.born_ns == 0 || other.born_ns == 0 || self.born_ns == other.born_ns)
+    }
 }
 
 /// The id seed of a file first tracked by this version: everything that tells two files'
@@ -141,6 +147,19 @@ mod tests {
         assert!(set.contains(&after_reboot));
         assert_ne!(before, FileKey::new(2049, 7, 0xbeef), "other first line");
         assert_ne!(before, FileKey::new(2049, 8, 0xfeed), "other inode");
+    }
+
+    #[test]
+    fn a_reused_inode_is_told_apart_by_its_birth_time() {
+        let born = |ns| FileKey {
+            born_ns: ns,
+            ..FileKey::new(2049, 7, 0xfeed)
+        };
+        assert!(born(1_000).same_file(&born(1_000)));
+        assert!(!born(1_000).same_file(&born(2_000)));
+        // Unknown on one side (a filesystem without birth times, an old checkpoint): the
+        // inode and first line decide.
+        assert!(born(0).same_file(&born(2_000)));
     }
 
     #[test]

@@ -803,7 +803,7 @@ impl Tailer {
                 identify(file, true)
                     .ok()
                     .flatten()
-                    .filter(|k| key.is_placeholder() || *k == key)
+                    .filter(|k| key.is_placeholder() || k.same_file(&key))
             });
             if key.is_placeholder() {
                 self.checkpoints.forget(&key);
