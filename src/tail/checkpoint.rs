@@ -1,10 +1,20 @@
-//! Checkpoints: for each file, the offset up to which every line is safe in the buffer.
+//! Checkpoints: for each file, the offset up to which every line is safe in the buffer, and
+//! what the file's records are named by.
 //!
 //! A checkpoint moves only when the chunks carrying a file's lines are durable in the buffer,
 //! applied strictly in the order they were appended, so it never passes a line that could still
-//! be lost. The
-//! file on disk (`<data_dir>/checkpoints.json`) is a versioned document written to a temp file,
-//! fsynced and renamed over the old one: a crash leaves either the old or the new version.
+//! be lost. The file on disk (`<data_dir>/checkpoints.json`) is a versioned document written to
+//! a temp file, fsynced and renamed over the old one: a crash leaves either the old or the new
+//! version.
+//!
+//! Each entry also keeps what was settled when its file was first tracked: the basis of its
+//! document ids, its birth time and first-seen time (the anchor for records without a time), and
+//! its truncation generation. Lines read again after a crash therefore get the ids and times
+//! they had; entries written by format 1 keep format 1's ids. Entries are matched by inode and
+//! fingerprint, never by device number, and a differing birth time marks a reused inode.
+//!
+//! Beside it, `checkpoints.first-start` records that the agent ever started on this node, so a
+//! lost or unreadable checkpoints file never passes for a first start (`read_from = "end"`).
 
 use super::identity::{self, FileKey, IdBasis};
 use serde::{Deserialize, Serialize};
