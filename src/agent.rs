@@ -41,7 +41,9 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
         .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
     // First: unreadable certificates or secret files stop the start, before anything is read.
     let connector = Arc::new(Connector::new(&cfg.elasticsearch)?);
-    let checkpoints = Arc::new(Checkpoints::open(&cfg.data_dir)?);
+    // The node's name goes into the document ids of files first tracked from now on.
+    let id_node = crate::tail::node_name(&cfg.kubernetes.node_name);
+    let checkpoints = Arc::new(Checkpoints::open_on(&cfg.data_dir, &id_node)?);
     let metrics = Arc::new(Metrics::new());
     let buffer = Arc::new(Buffer::open(
         buffer::Options {

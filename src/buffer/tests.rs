@@ -3,11 +3,7 @@ use proptest::prelude::*;
 use std::collections::HashSet;
 
 fn key() -> FileKey {
-    FileKey {
-        dev: 1,
-        ino: 2,
-        fingerprint: 3,
-    }
+    FileKey::new(1, 2, 3)
 }
 
 fn item(n: u64) -> Vec<u8> {
@@ -45,7 +41,7 @@ impl Rig {
     fn new() -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let checkpoints = Arc::new(Checkpoints::open(dir.path()).unwrap());
-        checkpoints.track(key(), Path::new("/log"), 0);
+        checkpoints.track(&mut key(), Path::new("/log"), 0);
         Rig {
             dir,
             metrics: Arc::new(Metrics::new()),

@@ -44,6 +44,9 @@ pub struct Flags {
     /// The record was joined from more than one piece. Normal, so not written in the document;
     /// counted.
     pub joined: bool,
+    /// `@timestamp` is not the line's own (it had none that parses): set by the encoder, which
+    /// gives such a record a replay-stable time.
+    pub time_inferred: bool,
 }
 
 /// One logical log record: a whole message with its runtime metadata.
@@ -219,6 +222,7 @@ fn finish(p: Pending, stream: Stream, unterminated: bool) -> Record<'static> {
             malformed: false,
             unterminated,
             joined: p.pieces > 1,
+            time_inferred: false,
         },
     }
 }

@@ -9,7 +9,7 @@
 //! pod identity. These names belong to the agent: an application field with one of them is kept
 //! as `app_<name>` rather than dropped or allowed to overwrite the agent's. Anything the agent
 //! did to a line is said in a `logferry` object (`truncated`, `invalid_utf8`, `malformed`,
-//! `unterminated`), present only when something happened.
+//! `unterminated`, `time_inferred`), present only when something happened.
 
 use crate::config;
 use crate::decode::Record;
@@ -103,7 +103,7 @@ impl DocumentWriter {
         }
         out.extend_from_slice(extra);
         let f = rec.flags;
-        if f.truncated || f.malformed || f.unterminated || outcome.invalid_utf8 {
+        if f.truncated || f.malformed || f.unterminated || f.time_inferred || outcome.invalid_utf8 {
             out.extend_from_slice(b",\"logferry\":{");
             let mut first = true;
             for (set, name) in [
@@ -111,6 +111,7 @@ impl DocumentWriter {
                 (outcome.invalid_utf8, "invalid_utf8"),
                 (f.malformed, "malformed"),
                 (f.unterminated, "unterminated"),
+                (f.time_inferred, "time_inferred"),
             ] {
                 if set {
                     if !first {
@@ -365,6 +366,7 @@ mod tests {
             malformed: false,
             unterminated: true,
             joined: true,
+            time_inferred: false,
         };
         let (v, _) = doc(defaults(), b"x", flags);
         assert_eq!(

@@ -3,14 +3,23 @@
 //! The id is a hash of where the record came from — the file's identity and the byte offset of
 //! the record's first piece — so reading the same line twice (after a crash, a restart, a
 //! replay) produces the same id, and the `create` action turns the second copy into a 409
-//! instead of a duplicate. The index comes from the record's own timestamp for the same reason.
+//! instead of a duplicate. What the id is computed from is settled per file when it is first
+//! tracked ([`IdBasis`]) and kept in its checkpoint, so it does not move with the device number,
+//! the node's name or a later version's formula.
+//!
+//! The index comes from the record's own timestamp for the same reason, never from the clock. A
+//! record without a usable time (a malformed line, or a time that does not parse) keeps the
+//! time of the line before it in its file where the decoder has one, else takes its file's time
+//! anchor (the birth time of the file, else when it was first tracked, kept in its checkpoint):
+//! the same on every replay. Such records say so with `logferry.time_inferred`.
 
 use crate::buffer::Chunk;
 use crate::decode::Record;
 use crate::parse::{DocumentWriter, Outcome};
-use crate::tail::FileKey;
+use crate::tail::{FileKey, IdBasis};
 use chrono::format::{Item, StrftimeItems};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
+use std::borrow::Cow;
 use std::io::Write as _;
 
 /// An index name pattern: strftime items applied to a record's timestamp in UTC.
@@ -19,8 +28,8 @@ pub struct IndexPattern {
     pattern: String,
     /// Whether the pattern has any time item at all; if not the name is constant.
     dynamic: bool,
-    /// The last (whole seconds, zone, index name) computed: lines arrive in time order, so
-    /// almost every lookup hits.
+    /// The last (whole seconds, zone, index name) computed, for a time that parsed: lines
+    /// arrive in time order, so almost every lookup hits.
     cache: Option<(String, String, String)>,
 }
 
@@ -112,52 +121,87 @@ impl IndexPattern {
         })
     }
 
-    /// The index for a record with this RFC 3339 time. A time that does not parse (a malformed
-    /// line at the very start of a file) falls back to the current time.
-    pub fn index_for(&mut self, time: &str) -> &str {
-        if !self.dynamic {
-            return &self.pattern;
-        }
-        let (head, zone) = second_key(time);
+    /// The index for a record with this RFC 3339 time, or `None` when the time does not parse
+    /// (whatever the pattern): the caller gives the record a time that does, never the clock's.
+    pub fn index_for(&mut self, time: &str) -> Option<&str> {
+        let (head, zone) = second_key(time)?;
         let hit = matches!(&self.cache, Some((h, z, _)) if h == head && z == zone);
         if !hit {
-            let when = DateTime::parse_from_rfc3339(time)
-                .map(|t| t.with_timezone(&Utc))
-                .unwrap_or_else(|_| Utc::now());
-            let name = when.format(&self.pattern).to_string();
+            let when = DateTime::parse_from_rfc3339(time).ok()?.with_timezone(&Utc);
+            let name = if self.dynamic {
+                when.format(&self.pattern).to_string()
+            } else {
+                self.pattern.clone()
+            };
             self.cache = Some((head.to_owned(), zone.to_owned(), name));
         }
-        self.cache
-            .as_ref()
-            .map_or(&self.pattern, |(_, _, name)| name)
+        self.cache.as_ref().map(|(_, _, name)| name.as_str())
     }
 }
 
 /// Splits an RFC 3339 time into the part up to whole seconds and its zone, leaving out the
 /// fraction: all times with the same two parts fall into the same index.
-fn second_key(time: &str) -> (&str, &str) {
-    if time.len() < 19 || !time.is_char_boundary(19) {
-        return (time, "");
+/// `None` when the time cannot be RFC 3339 (too short, or a fraction without digits), so that a
+/// cache hit is only ever a time that parses.
+fn second_key(time: &str) -> Option<(&str, &str)> {
+    if time.len() < 20 || !time.is_char_boundary(19) {
+        return None;
     }
     let (head, rest) = time.split_at(19);
-    let zone = rest.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
-    (head, zone)
+    let zone = match rest.strip_prefix('.') {
+        Some(fraction) => {
+            let zone = fraction.trim_start_matches(|c: char| c.is_ascii_digit());
+            if zone.len() == fraction.len() {
+                return None;
+            }
+            zone
+        }
+        None => rest,
+    };
+    Some((head, zone))
 }
 
-/// The document id for the record at `offset` of the file `key`: 128 bits of xxh3, in hex.
+/// The document id for the record at `offset` of the file `key`: 128 bits of xxh3, in hex, of
+/// the file's id basis and the offset.
 pub fn document_id(key: &FileKey, offset: u64) -> [u8; 32] {
-    let mut input = [0u8; 32];
-    input[..8].copy_from_slice(&key.dev.to_le_bytes());
-    input[8..16].copy_from_slice(&key.ino.to_le_bytes());
-    input[16..24].copy_from_slice(&key.fingerprint.to_le_bytes());
-    input[24..].copy_from_slice(&offset.to_le_bytes());
-    let h = xxhash_rust::xxh3::xxh3_128(&input);
+    let h = match key.ids {
+        IdBasis::V1 { dev } => {
+            // Exactly the first version's input, for files it first tracked.
+            let mut input = [0u8; 32];
+            input[..8].copy_from_slice(&dev.to_le_bytes());
+            input[8..16].copy_from_slice(&key.ino.to_le_bytes());
+            input[16..24].copy_from_slice(&key.fingerprint.to_le_bytes());
+            input[24..].copy_from_slice(&offset.to_le_bytes());
+            xxhash_rust::xxh3::xxh3_128(&input)
+        }
+        IdBasis::V2 { seed } => v2_id(seed, offset),
+        IdBasis::Unsettled => {
+            debug_assert!(false, "a record of an untracked file: {key:?}");
+            v2_id(
+                crate::tail::seed("", key.ino, key.fingerprint, key.born_ns, 0),
+                offset,
+            )
+        }
+    };
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
     for (i, byte) in out.iter_mut().enumerate() {
         *byte = HEX[((h >> (124 - 4 * i)) & 0xf) as usize];
     }
     out
+}
+
+fn v2_id(seed: u128, offset: u64) -> u128 {
+    let mut input = [0u8; 24];
+    input[..16].copy_from_slice(&seed.to_le_bytes());
+    input[16..].copy_from_slice(&offset.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_128(&input)
+}
+
+/// The file's time anchor as an RFC 3339 time, for records without a usable time of their own.
+fn anchor_time(key: &FileKey) -> String {
+    DateTime::<Utc>::from_timestamp_nanos(key.time_anchor_ns)
+        .to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
 /// Turns records into bulk items appended to a chunk.
@@ -183,11 +227,31 @@ impl ItemEncoder {
         chunk.begin_item();
         let out = &mut chunk.body;
         out.extend_from_slice(b"{\"create\":{\"_index\":\"");
-        out.extend_from_slice(self.index.index_for(&rec.time).as_bytes());
+        let mut rec = Cow::Borrowed(rec);
+        let index = self.index.index_for(&rec.time);
+        match index {
+            // The line's own time: the one lookup on the common path.
+            Some(name) if !rec.flags.malformed => out.extend_from_slice(name.as_bytes()),
+            // A malformed line's time is its neighbour's (or empty), never the line's own.
+            _ => {
+                let parsed = index.is_some();
+                let rec = rec.to_mut();
+                rec.flags.time_inferred = true;
+                if !parsed {
+                    rec.time = Cow::Owned(anchor_time(key));
+                }
+                match self.index.index_for(&rec.time) {
+                    Some(name) => out.extend_from_slice(name.as_bytes()),
+                    // Not reached (the anchor always parses): the pattern as it is, never
+                    // the clock.
+                    None => out.extend_from_slice(self.index.pattern.as_bytes()),
+                }
+            }
+        }
         out.extend_from_slice(b"\",\"_id\":\"");
         out.extend_from_slice(&document_id(key, rec.offset));
         out.extend_from_slice(b"\"}}\n");
-        let outcome = self.documents.write_as(out, rec, extra, json);
+        let outcome = self.documents.write_as(out, &rec, extra, json);
         let _ = out.write_all(b"\n");
         chunk.end_item();
         outcome
@@ -197,6 +261,8 @@ impl ItemEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::{Flags, Stream};
+    use serde_json::Value;
 
     #[test]
     fn index_names_follow_the_record_time_in_utc() {
@@ -209,10 +275,33 @@ mod tests {
             ("2026-12-31T23:00:00.1-05:00", "logs-2027.01.01"),
         ];
         for (time, want) in cases {
-            assert_eq!(p.index_for(time), want, "{time}");
+            assert_eq!(p.index_for(time), Some(want), "{time}");
         }
         let mut fixed = IndexPattern::new("klear-karma-logs").unwrap();
-        assert_eq!(fixed.index_for("garbage"), "klear-karma-logs");
+        assert_eq!(
+            fixed.index_for("2026-11-26T17:00:00Z"),
+            Some("klear-karma-logs")
+        );
+    }
+
+    #[test]
+    fn a_time_that_does_not_parse_gets_no_index_rather_than_todays() {
+        for pattern in ["logs-%Y.%m.%d", "klear-karma-logs"] {
+            let mut p = IndexPattern::new(pattern).unwrap();
+            // A good time first, so the cache is warm: none of these may hit it.
+            assert!(p.index_for("2026-11-26T17:00:00.5Z").is_some());
+            for bad in [
+                "",
+                "garbage",
+                "2026-11-26T17:00:00",
+                "2026-11-26T17:00:00.Z",
+                "2026-11-26T17:00:00.5",
+                "2026-11-26T17:00:00.5Zjunk",
+                "2026-13-26T17:00:00Z",
+            ] {
+                assert_eq!(p.index_for(bad), None, "{pattern} {bad:?}");
+            }
+        }
     }
 
     #[test]
@@ -227,9 +316,8 @@ mod tests {
     #[test]
     fn ids_depend_on_origin_only() {
         let k = FileKey {
-            dev: 1,
-            ino: 2,
-            fingerprint: 3,
+            ids: IdBasis::V1 { dev: 1 },
+            ..FileKey::new(1, 2, 3)
         };
         assert_eq!(document_id(&k, 10), document_id(&k, 10));
         assert_ne!(document_id(&k, 10), document_id(&k, 11));
@@ -238,5 +326,97 @@ mod tests {
         // Pinned: if this changes (layout, hash, or the xxhash crate), every replay after an
         // upgrade would index duplicates instead of getting 409s.
         assert_eq!(&document_id(&k, 10), b"a0df0c9515009817e58584af5d988b1c");
+        // A version 1 file keeps its ids on a renumbered device: the basis holds the old one.
+        let rebooted = FileKey { dev: 64768, ..k };
+        assert_eq!(document_id(&rebooted, 10), document_id(&k, 10));
+    }
+
+    #[test]
+    fn version_2_ids_depend_on_the_seed_and_offset_only() {
+        let k = FileKey {
+            ids: IdBasis::V2 { seed: 42 },
+            ..FileKey::new(1, 2, 3)
+        };
+        let moved = FileKey {
+            dev: 7,
+            born_ns: 5,
+            time_anchor_ns: 6,
+            ..k
+        };
+        assert_eq!(document_id(&k, 10), document_id(&moved, 10));
+        assert_ne!(document_id(&k, 10), document_id(&k, 11));
+        let other = FileKey {
+            ids: IdBasis::V2 { seed: 43 },
+            ..k
+        };
+        assert_ne!(document_id(&k, 10), document_id(&other, 10));
+        // Pinned, like version 1: the ids of records already buffered must not change.
+        assert_eq!(&document_id(&k, 10), b"dc230e0e8139e558fdc74f75709e97a4");
+    }
+
+    fn encode(key: &FileKey, time: &str, flags: Flags) -> (String, Value) {
+        let mut enc = ItemEncoder::new(
+            IndexPattern::new("logs-%Y.%m.%d").unwrap(),
+            DocumentWriter::new(&crate::config::Parse::default()),
+        );
+        let rec = Record {
+            time: time.into(),
+            stream: Some(Stream::Stdout),
+            message: std::borrow::Cow::Borrowed(b"no time here"),
+            offset: 0,
+            flags,
+        };
+        let mut chunk = Chunk::new();
+        enc.encode(&mut chunk, key, &rec, b"", true);
+        // The item follows its frame header in the chunk.
+        let start = chunk.body.iter().position(|&b| b == b'{').unwrap();
+        let text = String::from_utf8(chunk.body[start..].to_vec()).unwrap();
+        let mut lines = text.lines();
+        let action: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        let doc: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        (action["create"]["_index"].as_str().unwrap().to_owned(), doc)
+    }
+
+    #[test]
+    fn a_record_without_a_time_gets_its_files_anchor_never_the_clock() {
+        let key = FileKey {
+            // 2026-01-02T03:04:05.000000006Z, long before today.
+            time_anchor_ns: 1_767_323_045_000_000_006,
+            ids: IdBasis::V2 { seed: 1 },
+            ..FileKey::new(1, 2, 3)
+        };
+        let malformed = Flags {
+            malformed: true,
+            ..Flags::default()
+        };
+        for (case, time, flags) in [
+            ("a malformed first line", "", malformed),
+            (
+                "a time that does not parse",
+                "2026-11-26T25:00:00Z",
+                Flags::default(),
+            ),
+        ] {
+            let (index, doc) = encode(&key, time, flags);
+            assert_eq!(index, "logs-2026.01.02", "{case}");
+            assert_eq!(
+                doc["@timestamp"], "2026-01-02T03:04:05.000000006Z",
+                "{case}"
+            );
+            assert_eq!(doc["logferry"]["time_inferred"], true, "{case}");
+            assert_eq!(
+                encode(&key, time, flags),
+                (index, doc),
+                "{case}: same on replay"
+            );
+        }
+        // A malformed line after a good one keeps its neighbour's time, and says it is not its own.
+        let (index, doc) = encode(&key, "2026-11-26T17:00:00Z", malformed);
+        assert_eq!(index, "logs-2026.11.26");
+        assert_eq!(doc["@timestamp"], "2026-11-26T17:00:00Z");
+        assert_eq!(doc["logferry"]["time_inferred"], true);
+        // A line with its own time is not flagged.
+        let (_, doc) = encode(&key, "2026-11-26T17:00:00Z", Flags::default());
+        assert!(doc.get("logferry").is_none(), "{doc}");
     }
 }

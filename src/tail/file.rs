@@ -35,11 +35,23 @@ pub fn identify(file: &File, force: bool) -> io::Result<Option<FileKey>> {
         None if n == FINGERPRINT_BYTES || (force && n > 0) => n,
         None => return Ok(None),
     };
-    Ok(Some(FileKey {
-        dev: meta.dev(),
-        ino: meta.ino(),
-        fingerprint: xxhash_rust::xxh3::xxh3_64(&head[..end]),
-    }))
+    let mut key = FileKey::new(
+        meta.dev(),
+        meta.ino(),
+        xxhash_rust::xxh3::xxh3_64(&head[..end]),
+    );
+    key.born_ns = birth_ns(&meta);
+    Ok(Some(key))
+}
+
+/// The file's birth time (statx `btime`) in Unix nanoseconds, or 0 where the filesystem does
+/// not keep one (the checkpoint then stands in with when the file was first tracked).
+fn birth_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0)
 }
 
 pub struct Tracked {

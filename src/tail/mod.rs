@@ -1,9 +1,10 @@
 //! Tailing: which files to follow, reading them, and remembering how far shipping has got.
 //!
 //! Owns discovery (include/exclude globs, inotify through `notify`, and a periodic rescan
-//! because inotify drops events), file identity (device + inode + a fingerprint of the first
-//! line, never the path), rotation (a renamed or deleted file is read to its end and kept for
-//! `rotate_wait` before it is let go), truncation (reading restarts at 0), and checkpoints.
+//! because inotify drops events), file identity (inode + a fingerprint of the first line, the
+//! device only a hint, never the path: see `identity`), rotation (a renamed or deleted file is
+//! read to its end and kept for `rotate_wait` before it is let go), truncation (reading restarts
+//! at 0, as a new generation of the file), and checkpoints.
 //!
 //! Runs on its own thread: reads are plain blocking syscalls on the page cache, and one thread
 //! that owns every file needs no locks. Each line goes through `decode`, `parse` and the bulk
@@ -15,9 +16,11 @@
 mod checkpoint;
 mod discover;
 mod file;
+mod identity;
 
 pub use checkpoint::{Checkpoints, Entry};
 pub use discover::Discovery;
+pub use identity::{FileKey, IdBasis, node_name, seed};
 
 use crate::buffer::{Appender, Chunk};
 use crate::config::{self, ReadFrom};
@@ -36,31 +39,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant, SystemTime};
-
-/// What names a file's content across renames: device and inode, plus a fingerprint of its
-/// first line so that a reused inode is not mistaken for the file that had it before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileKey {
-    pub dev: u64,
-    pub ino: u64,
-    pub fingerprint: u64,
-}
-
-impl FileKey {
-    /// Stands for a file seen but not yet identifiable (its first line is incomplete): it is
-    /// remembered by inode so that a crash cannot make the agent forget it.
-    pub fn placeholder(dev: u64, ino: u64) -> FileKey {
-        FileKey {
-            dev,
-            ino,
-            fingerprint: 0,
-        }
-    }
-
-    pub fn is_placeholder(&self) -> bool {
-        self.fingerprint == 0
-    }
-}
 
 /// One read() asks for this much; large blocks keep syscalls per line low.
 const READ_BLOCK: usize = 256 * 1024;
@@ -321,7 +299,7 @@ impl Tailer {
         Tailer {
             cfg: cfg.input.clone(),
             discovery: Discovery::new(&cfg.input.include, &cfg.input.exclude),
-            fresh_start: checkpoints.entries().is_empty(),
+            fresh_start: checkpoints.first_start(),
             unsaved: false,
             previous_scan: checkpoints.last_scan(),
             this_scan: None,
@@ -479,12 +457,10 @@ impl Tailer {
         tracing::info!(path = %t.path.display(), at = t.read_pos, "file was truncated; reading it again from the start");
         self.out.metrics.truncations.inc();
         t.finish(&mut self.out);
-        // The old content is gone, so its checkpoint has nothing left to protect. (If the new
-        // content starts with the very same first line, it has the same key, and a late
-        // acknowledgement of the old content could move the new checkpoint; after a crash that
-        // would skip lines. The kubelet never truncates; copytruncate setups with constant
-        // headers are the only exposure.)
-        self.checkpoints.forget(&key);
+        // The old content is gone, so its checkpoint has nothing left to protect. New content
+        // with the very same first line has the same key: it starts a new generation, with ids
+        // of its own and a checkpoint that late acknowledgements of the old content cannot move.
+        self.checkpoints.start_over(&key, !t.draining);
         self.by_path.retain(|_, k| *k != key);
         if self.by_real.get(&t.real) == Some(&key) {
             self.by_real.remove(&t.real);
@@ -612,8 +588,8 @@ impl Tailer {
             (Start::AtEnd, _) => size,
             _ => 0,
         };
-        let t = Tracked::open(path, file, key, offset, self.cfg.max_line_bytes.as_usize());
-        self.unsaved |= self.checkpoints.track(key, &t.real, offset);
+        let mut t = Tracked::open(path, file, key, offset, self.cfg.max_line_bytes.as_usize());
+        self.unsaved |= self.checkpoints.track(&mut t.key, &t.real, offset);
         self.follow(path, t);
     }
 
@@ -621,8 +597,8 @@ impl Tailer {
     fn wait_for_first_line(&mut self, path: &Path, file: File) {
         let Ok(meta) = file.metadata() else { return };
         let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-        let placeholder = FileKey::placeholder(meta.dev(), meta.ino());
-        self.unsaved |= self.checkpoints.track(placeholder, &real, 0);
+        let mut placeholder = FileKey::placeholder(meta.dev(), meta.ino());
+        self.unsaved |= self.checkpoints.track(&mut placeholder, &real, 0);
         // Its writes must wake the loop, or a short-lived file could come and go unread.
         self.watch_file(&real);
         let w = Waiting {
@@ -814,24 +790,20 @@ impl Tailer {
             if self.files.contains_key(&key) {
                 continue;
             }
-            if key.is_placeholder()
-                && self
-                    .looks
-                    .values()
-                    .any(|l| (l.dev, l.ino) == (key.dev, key.ino))
-            {
+            if key.is_placeholder() && self.looks.values().any(|l| l.ino == key.ino) {
                 // Still where it was, still waiting for its first line.
                 continue;
             }
             let found = find_rotated(&entry.path, |file, meta| {
-                let same_inode = (meta.dev(), meta.ino()) == (key.dev, key.ino);
+                // Not the device: it may be numbered differently since the last run (a reboot).
+                let same_inode = meta.ino() == key.ino;
                 if !same_inode {
                     return None;
                 }
                 identify(file, true)
                     .ok()
                     .flatten()
-                    .filter(|k| key.is_placeholder() || *k == key)
+                    .filter(|k| key.is_placeholder() || k.same_file(&key))
             });
             if key.is_placeholder() {
                 self.checkpoints.forget(&key);
@@ -860,7 +832,7 @@ impl Tailer {
     fn follow_draining(&mut self, path: &Path, file: File, key: FileKey, offset: u64) {
         let mut t = Tracked::open(path, file, key, offset, self.cfg.max_line_bytes.as_usize());
         t.draining = true;
-        self.unsaved |= self.checkpoints.track(key, &t.real, offset);
+        self.unsaved |= self.checkpoints.track(&mut t.key, &t.real, offset);
         self.follow(path, t);
         self.by_path.remove(path);
     }
