@@ -6,22 +6,32 @@
 //! dead-letter file for items the cluster will never accept. A batch is acknowledged to the
 //! [`Buffer`] — which may then delete its records — once every item in it is indexed, a
 //! duplicate (409 on `create`: an earlier delivery of the same id), or dead-lettered.
+//!
+//! Reading and judging answers is [`response`]'s; what `/health` is told is [`SinkState`]'s.
+//! Each batch is delivered in a task of its own while the shipper holds the batch, so a
+//! shipper that fails (panics) is started again with that same batch: a batch is acknowledged
+//! only after a delivery of it returned, and a second delivery of it is 409s, never copies.
 
 mod body;
 mod client;
 mod deadletter;
 mod encode;
+mod response;
+mod supervise;
 
 pub use client::Connector;
 pub use deadletter::DeadLetters;
 pub use encode::{IndexPattern, ItemEncoder, document_id};
+pub use response::{BulkItemOutcome, classify};
+pub use supervise::panic_message;
 
 use crate::buffer::{Batch, Buffer, now_ms};
 use crate::config;
 use crate::observe::Metrics;
 use backon::BackoffBuilder;
-use serde::Deserialize;
+use response::{Attempt, ItemResult};
 use serde_json::value::RawValue;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -37,7 +47,13 @@ pub struct SinkState {
     /// Shipping works again after failing: shippers waiting out a backoff try at once, so
     /// their batches do not wait up to retry_max_interval behind ones that already flow.
     recovered: tokio::sync::Notify,
+    /// Shippers that failed and were restarted: a bug, said in `/health` as well as the log.
+    restarts: Mutex<Option<Restarts>>,
 }
+
+/// How long after a shipper restart `/health` stays degraded saying so: long enough for a
+/// person or a probe to see it, short enough that one old fault does not hide newer news.
+const RESTART_NOTICE: Duration = Duration::from_secs(600);
 
 impl SinkState {
     /// Shipping works again. Says so once, with how often it failed, if it did not before.
@@ -81,11 +97,53 @@ impl SinkState {
 
     /// (working, detail)
     pub fn describe(&self) -> (bool, String) {
-        match &*self.problem.lock().unwrap_or_else(PoisonError::into_inner) {
-            None => (true, "shipping".into()),
-            Some(p) => (false, p.reason.clone()),
+        let restarts = self.restarts_note();
+        match (
+            &*self.problem.lock().unwrap_or_else(PoisonError::into_inner),
+            restarts,
+        ) {
+            (Some(p), Some((true, r))) => (false, format!("{}; {r}", p.reason)),
+            (Some(p), _) => (false, p.reason.clone()),
+            (None, Some((true, r))) => (false, r),
+            (None, Some((false, r))) => (true, format!("shipping; earlier, {r}")),
+            (None, None) => (true, "shipping".into()),
         }
     }
+
+    /// A shipper failed with `why` and is started again. True when this is news (the first
+    /// restart, or another failure than the last), so the caller logs it once.
+    pub fn restarted(&self, why: &str) -> bool {
+        let mut r = self.restarts.lock().unwrap_or_else(PoisonError::into_inner);
+        let news = r.as_ref().is_none_or(|old| old.why != why);
+        let count = r.as_ref().map_or(0, |old| old.count) + 1;
+        *r = Some(Restarts {
+            count,
+            last: Instant::now(),
+            why: why.to_owned(),
+        });
+        news
+    }
+
+    /// (recent, what to say) about shipper restarts, if there were any.
+    fn restarts_note(&self) -> Option<(bool, String)> {
+        let r = self.restarts.lock().unwrap_or_else(PoisonError::into_inner);
+        r.as_ref().map(|r| {
+            (
+                r.last.elapsed() < RESTART_NOTICE,
+                format!(
+                    "a shipper failed ({}) and was restarted with its batch, {} time(s) since start",
+                    r.why, r.count
+                ),
+            )
+        })
+    }
+}
+
+struct Restarts {
+    count: u64,
+    last: Instant,
+    /// The last failure's panic message.
+    why: String,
 }
 
 struct Problem {
@@ -94,78 +152,6 @@ struct Problem {
     since: Instant,
     /// Failed attempts since `since`, said when shipping works again.
     failures: u64,
-}
-
-/// How one bulk attempt went, as far as the whole request is concerned.
-enum Attempt {
-    /// Per-item statuses, in request order.
-    Items(Vec<ItemResult>),
-    /// The request body is too large for the cluster.
-    TooLarge,
-    /// Try again later (connection error, timeout, 429, 5xx), after at least this long.
-    Retry {
-        reason: String,
-        after: Option<Duration>,
-    },
-    /// Credentials refused: nothing will get through until they change.
-    Unauthorized(String),
-    /// The request as a whole was refused (a wrong URL, a proxy in the way): a configuration
-    /// problem, not a property of the records, so they wait rather than go to dead letters.
-    Refused(String),
-}
-
-struct ItemResult {
-    status: u16,
-    error: Option<Box<RawValue>>,
-    error_type: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct BulkResponse {
-    items: Vec<OneItem>,
-}
-
-/// A bulk response item, `{"create": {...}}`: the action name is not needed, so the object is
-/// read without building a map per item.
-struct OneItem(Option<BulkItem>);
-
-impl<'de> Deserialize<'de> for OneItem {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = OneItem;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a bulk response item")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> Result<OneItem, A::Error> {
-                let item = m
-                    .next_entry::<serde::de::IgnoredAny, BulkItem>()?
-                    .map(|(_, item)| item);
-                while m
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(OneItem(item))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-#[derive(Deserialize)]
-struct BulkItem {
-    status: u16,
-    #[serde(default)]
-    error: Option<Box<RawValue>>,
-}
-
-#[derive(Deserialize)]
-struct ErrorType {
-    #[serde(rename = "type")]
-    kind: Option<String>,
 }
 
 /// Where a delivery goes: the records' own index, or the dead-letter index.
@@ -250,34 +236,6 @@ impl Refusal<'static> {
     }
 }
 
-/// What should happen to one item after a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BulkItemOutcome {
-    Indexed,
-    Duplicate,
-    Retry,
-    DeadLetter,
-}
-
-/// The delivery contract's classification of one item's result.
-pub fn classify(status: u16, error_type: Option<&str>) -> BulkItemOutcome {
-    match status {
-        200 | 201 => BulkItemOutcome::Indexed,
-        409 => BulkItemOutcome::Duplicate,
-        429 | 500..=599 => BulkItemOutcome::Retry,
-        // Write blocks (flood-stage watermark, read-only index) are lifted by operators; the
-        // items must wait, not be thrown away. Older clusters answered them with 403.
-        _ if matches!(
-            error_type,
-            Some("cluster_block_exception") | Some("index_closed_exception")
-        ) =>
-        {
-            BulkItemOutcome::Retry
-        }
-        _ => BulkItemOutcome::DeadLetter,
-    }
-}
-
 pub struct Shipper {
     /// The HTTP client and credentials, rebuilt when their files change.
     connector: Arc<Connector>,
@@ -315,9 +273,25 @@ impl Shipper {
                 u
             })
             .collect();
-        let patience = cfg.elasticsearch.request_timeout.0 + Duration::from_secs(10);
+        let patience = cfg
+            .elasticsearch
+            .request_timeout
+            .0
+            .saturating_add(Duration::from_secs(10));
         // Nothing has been tried yet: the first batch is due within one request's time.
         state.promise(patience);
+        // Every label value exists from the start, at 0, so the first event is not missed by
+        // rate() and alerts.
+        for reason in response::dead_letter_labels() {
+            let _ = metrics
+                .dead_letters
+                .get_or_create(&vec![("reason", (*reason).to_owned())]);
+        }
+        for reason in response::Error::LABELS {
+            let _ = metrics
+                .bulk_invalid_responses
+                .get_or_create(&[("reason", reason)]);
+        }
         Shipper {
             connector,
             hosts,
@@ -333,18 +307,39 @@ impl Shipper {
     }
 
     /// Ships batches from the buffer until it closes, acknowledging each once every item in it
-    /// has found its end.
+    /// has found its end. Each batch is delivered under [`supervise::until_delivered`], so a
+    /// delivery that panics is started again with the same batch rather than losing it.
     pub async fn run(self: Arc<Self>, buffer: Arc<Buffer>) {
         while let Some(batch) = buffer.next_batch(buffer.chunk_limit()).await {
             self.state.promise(self.patience);
-            let all: Vec<usize> = (0..batch.len()).collect();
-            self.deliver(&batch, all, Route::Index).await;
+            let batch = Arc::new(batch);
+            let me = self.clone();
+            let delivered = supervise::until_delivered(&self, &batch, move |batch| {
+                let me = me.clone();
+                async move {
+                    let all: Vec<usize> = (0..batch.len()).collect();
+                    me.deliver(&batch, all, Route::Index).await;
+                }
+            })
+            .await;
+            if !delivered {
+                // The runtime is shutting down: the batch stays in the buffer for the next start.
+                return;
+            }
             buffer.acknowledge(batch.seq);
             let latency = now_ms().saturating_sub(batch.oldest_ms);
             self.metrics
                 .delivery_latency
                 .observe(latency as f64 / 1000.0);
         }
+    }
+
+    /// Promises a sign of life after `wait` and one more request. Saturating, and bounded so
+    /// that no configured wait can overflow the deadline.
+    fn promise_after(&self, wait: Duration) {
+        const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+        self.state
+            .promise(wait.saturating_add(self.patience).min(LONGEST));
     }
 
     /// Delivers the given items of a chunk: returns once each is indexed, a duplicate, or
@@ -362,17 +357,25 @@ impl Shipper {
             let attempt = self.send(chunk, &pending).await;
             let (reason, after, gives_up) = match attempt {
                 Attempt::Items(results) => {
-                    pending = self.settle(chunk, &pending, results, route).await;
-                    if pending.is_empty() {
+                    let settled = self.settle(chunk, &pending, results, route).await;
+                    if settled.pending.is_empty() {
                         self.state.ok();
                         self.metrics.backoff_seconds.set(0.0);
                         return;
                     }
-                    let reason = format!("{} items were refused for now (429/5xx)", pending.len());
-                    if self.state.failing("items", &reason) {
-                        tracing::warn!(%reason, "retrying the refused items alone");
+                    pending = settled.pending;
+                    if settled.paused {
+                        // Like a refused request: the operator's setup, however long it takes.
+                        if self.state.failing("items_paused", &settled.reason) {
+                            tracing::error!(reason = %settled.reason, "the cluster refuses items for its own setup (privileges, a missing index); they wait and are never dead letters");
+                        }
+                        (settled.reason, None, false)
+                    } else {
+                        if self.state.failing("items", &settled.reason) {
+                            tracing::warn!(reason = %settled.reason, "retrying the refused items alone");
+                        }
+                        (settled.reason, None, true)
                     }
-                    (reason, None, true)
                 }
                 Attempt::TooLarge if pending.len() > 1 => {
                     // Each half is delivered on its own, and split again if need be.
@@ -386,6 +389,19 @@ impl Shipper {
                     let refused = Refusal::all(&pending, 413, "request_entity_too_large");
                     self.dead_letter(chunk, &refused, route).await;
                     return;
+                }
+                // An answer that cannot be trusted says nothing about the records: sent again
+                // whole, never given up on. Items indexed meanwhile come back as 409s.
+                Attempt::Invalid(e) => {
+                    self.metrics
+                        .bulk_invalid_responses
+                        .get_or_create(&[("reason", e.label())])
+                        .inc();
+                    let reason = format!("{e}; the request is sent again");
+                    if self.state.failing(e.label(), &reason) {
+                        tracing::error!(%reason, items = pending.len(), "a bulk answer cannot be trusted; nothing in it is counted");
+                    }
+                    (reason, None, false)
                 }
                 // Configuration problems, not properties of the records: they wait however long
                 // it takes, even without retry_forever, and never become dead letters.
@@ -415,51 +431,68 @@ impl Shipper {
                 self.dead_letter(chunk, &refused, route).await;
                 return;
             }
-            let cap = backoff.next().unwrap_or(self.cfg.retry_max_interval.0);
-            let wait = full_jitter(cap).max(after.unwrap_or_default());
-            self.metrics
-                .documents
-                .get_or_create(&[("outcome", "retried")])
-                .inc_by(pending.len() as u64);
-            self.metrics.bulk_retries.inc();
-            self.metrics.backoff_seconds.set(wait.as_secs_f64());
-            self.state.promise(wait + self.patience);
-            tracing::debug!(%reason, items = pending.len(), wait_ms = wait.as_millis() as u64, "retrying");
-            // New credentials or certificates are worth trying at once, and so is a cluster
-            // that has just taken another shipper's request.
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.connector.changed.notified() => {}
-                () = self.state.recovered.notified() => {}
-            }
+            self.back_off(&reason, pending.len(), backoff.next(), after)
+                .await;
         }
     }
 
-    /// Sorts item results: returns the items to retry, dead-letters the refused ones.
+    /// Waits before the next attempt: full jitter under the backoff's `cap`, at least what the
+    /// cluster asked for (`after`, already capped at retry_max_interval).
+    async fn back_off(
+        &self,
+        reason: &str,
+        items: usize,
+        cap: Option<Duration>,
+        after: Option<Duration>,
+    ) {
+        let cap = cap.unwrap_or(self.cfg.retry_max_interval.0);
+        let wait = full_jitter(cap).max(after.unwrap_or_default());
+        self.metrics
+            .documents
+            .get_or_create(&[("outcome", "retried")])
+            .inc_by(items as u64);
+        self.metrics.bulk_retries.inc();
+        self.metrics.backoff_seconds.set(wait.as_secs_f64());
+        self.promise_after(wait);
+        tracing::debug!(%reason, items, wait_ms = wait.as_millis() as u64, "retrying");
+        // New credentials or certificates are worth trying at once, and so is a cluster
+        // that has just taken another shipper's request.
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = self.connector.changed.notified() => {}
+            () = self.state.recovered.notified() => {}
+        }
+    }
+
+    /// Sorts item results: returns the items to send again and why, dead-letters the refused
+    /// ones. `results` holds exactly one result per item sent (checked when it was read).
     async fn settle(
         &self,
         chunk: &Batch,
         sent: &[usize],
         results: Vec<ItemResult>,
         route: Route,
-    ) -> Vec<usize> {
-        let mut retry = Vec::new();
+    ) -> Settled {
+        let mut pending = Vec::new();
         let mut refused = Vec::new();
+        // What came back for the items sent again, by status and error type: for the log.
+        let mut again: BTreeMap<(u16, &str), usize> = BTreeMap::new();
+        let mut paused = false;
         let (mut indexed, mut duplicate) = (0u64, 0u64);
-        for (i, &item) in sent.iter().enumerate() {
-            let Some(r) = results.get(i) else {
-                // Fewer results than items: never count an item as done without a status.
-                retry.push(item);
-                continue;
-            };
-            match classify(r.status, r.error_type.as_deref()) {
+        for (&item, r) in sent.iter().zip(&results) {
+            let kind = r.error_type.as_deref();
+            match classify(r.status, kind) {
                 BulkItemOutcome::Indexed => indexed += 1,
                 BulkItemOutcome::Duplicate => duplicate += 1,
-                BulkItemOutcome::Retry => retry.push(item),
+                outcome @ (BulkItemOutcome::Retry | BulkItemOutcome::Paused) => {
+                    paused |= outcome == BulkItemOutcome::Paused;
+                    *again.entry((r.status, kind.unwrap_or(""))).or_default() += 1;
+                    pending.push(item);
+                }
                 BulkItemOutcome::DeadLetter => refused.push(Refusal {
                     item,
                     status: r.status,
-                    reason: r.error_type.as_deref().unwrap_or("unknown"),
+                    reason: kind.unwrap_or("unknown"),
                     error: r.error.as_deref(),
                 }),
             }
@@ -475,7 +508,12 @@ impl Shipper {
             docs.get_or_create(&[("outcome", "dead_letter_indexed")])
                 .inc_by(indexed + duplicate);
         }
-        retry
+        let reason = refused_for_now(pending.len(), sent.len(), &again);
+        Settled {
+            pending,
+            paused,
+            reason,
+        }
     }
 
     /// Writes refused items to the dead-letter file, all in one write; retries that write
@@ -510,7 +548,10 @@ impl Shipper {
         for r in refused {
             self.metrics
                 .dead_letters
-                .get_or_create(&vec![("reason", r.reason.to_owned())])
+                .get_or_create(&vec![(
+                    "reason",
+                    response::dead_letter_label(r.reason).to_owned(),
+                )])
                 .inc();
         }
         if let Some(index) = &self.dead_letter_index {
@@ -561,7 +602,7 @@ impl Shipper {
                 _ => {}
             }
             failures += 1;
-            self.state.promise(wait + self.patience);
+            self.promise_after(wait);
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(30));
         }
@@ -613,13 +654,16 @@ impl Shipper {
                     .inc();
                 self.host.fetch_add(1, Ordering::Relaxed);
                 return Attempt::Retry {
-                    reason: format!("{}: {}", url.host_str().unwrap_or("?"), error_chain(&e)),
+                    reason: format!(
+                        "{}: {}",
+                        url.host_str().unwrap_or("?"),
+                        response::error_chain(&e)
+                    ),
                     after: None,
                 };
             }
         };
-        let status = resp.status().as_u16();
-        let class = match status {
+        let class = match resp.status().as_u16() {
             200..=299 => "2xx",
             400..=499 => "4xx",
             500..=599 => "5xx",
@@ -629,62 +673,36 @@ impl Shipper {
             .bulk_requests
             .get_or_create(&[("status", class)])
             .inc();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                return Attempt::Retry {
-                    reason: format!("reading the response: {}", error_chain(&e)),
-                    after: None,
-                };
-            }
-        };
-        match status {
-            200..=299 => match serde_json::from_slice::<BulkResponse>(&bytes) {
-                Ok(r) => Attempt::Items(
-                    r.items
-                        .into_iter()
-                        .map(|m| {
-                            let item = m.0;
-                            let (status, error) = item.map_or((0, None), |i| (i.status, i.error));
-                            let error_type = error
-                                .as_deref()
-                                .and_then(|e| serde_json::from_str::<ErrorType>(e.get()).ok())
-                                .and_then(|e| e.kind);
-                            ItemResult {
-                                status,
-                                error,
-                                error_type,
-                            }
-                        })
-                        .collect(),
-                ),
-                Err(e) => Attempt::Retry {
-                    reason: format!("unreadable bulk response: {e}"),
-                    after: None,
-                },
-            },
-            401 | 403 => Attempt::Unauthorized(format!(
-                "HTTP {status} from {}: {}",
-                url.host_str().unwrap_or("?"),
-                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-            )),
-            413 => Attempt::TooLarge,
-            408 | 429 | 500..=599 => Attempt::Retry {
-                reason: format!("HTTP {status}"),
-                after: retry_after,
-            },
-            _ => Attempt::Refused(format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-            )),
-        }
+        let host = url.host_str().unwrap_or("?");
+        response::interpret(resp, host, items.len(), self.cfg.retry_max_interval.0).await
     }
+}
+
+/// What [`Shipper::settle`] leaves to do.
+struct Settled {
+    /// The items to send again.
+    pending: Vec<usize>,
+    /// Some of them wait for the operator (privileges, a missing index): never given up on.
+    paused: bool,
+    /// What came back for them, for the log and `/health`.
+    reason: String,
+}
+
+/// "3 of 100 items refused for now: 2 × 429 es_rejected_execution_exception, 1 × 503": what
+/// actually came back, the most frequent answers first, at most four of them.
+fn refused_for_now(pending: usize, sent: usize, again: &BTreeMap<(u16, &str), usize>) -> String {
+    let mut answers: Vec<_> = again.iter().collect();
+    answers.sort_by(|a, b| b.1.cmp(a.1));
+    let said: Vec<String> = answers
+        .iter()
+        .take(4)
+        .map(|((status, kind), n)| format!("{n} × {status} {kind}").trim_end().to_owned())
+        .collect();
+    let more = if answers.len() > 4 { ", …" } else { "" };
+    format!(
+        "{pending} of {sent} items refused for now: {}{more}",
+        said.join(", ")
+    )
 }
 
 /// A uniformly random wait in `[0, cap]` (AWS's "full jitter"), at least 10 ms.
@@ -696,53 +714,9 @@ fn full_jitter(cap: Duration) -> Duration {
     cap.mul_f64(fraction).max(Duration::from_millis(10))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classification_follows_the_delivery_contract() {
-        let cases = [
-            (201, None, BulkItemOutcome::Indexed),
-            (200, None, BulkItemOutcome::Indexed),
-            (
-                409,
-                Some("version_conflict_engine_exception"),
-                BulkItemOutcome::Duplicate,
-            ),
-            (
-                429,
-                Some("es_rejected_execution_exception"),
-                BulkItemOutcome::Retry,
-            ),
-            (503, None, BulkItemOutcome::Retry),
-            (403, Some("cluster_block_exception"), BulkItemOutcome::Retry),
-            (
-                400,
-                Some("mapper_parsing_exception"),
-                BulkItemOutcome::DeadLetter,
-            ),
-            (
-                404,
-                Some("index_not_found_exception"),
-                BulkItemOutcome::DeadLetter,
-            ),
-        ];
-        for (status, kind, want) in cases {
-            assert_eq!(classify(status, kind), want, "{status} {kind:?}");
-        }
-    }
 
     #[test]
     fn jitter_stays_within_the_cap() {
