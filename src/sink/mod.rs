@@ -16,6 +16,7 @@ mod body;
 mod client;
 mod deadletter;
 mod encode;
+mod refused;
 mod response;
 mod supervise;
 
@@ -29,8 +30,8 @@ use crate::buffer::{Batch, Buffer, now_ms};
 use crate::config;
 use crate::observe::Metrics;
 use backon::BackoffBuilder;
+use refused::Refusal;
 use response::{Attempt, ItemResult};
-use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -161,81 +162,6 @@ enum Route {
     DeadLetterIndex,
 }
 
-/// Fields the agent writes itself, with types it controls: kept as they are in a dead letter,
-/// so it can be found by pod and time. Everything else is the application's, and one of those
-/// fields is what the cluster refused.
-const OWN_FIELDS: [&str; 5] = ["@timestamp", "kubernetes", "docker", "stream", "logferry"];
-
-/// Dead letters as documents for `index`, each under its original id (so a replay is a 409):
-/// the agent's own fields, the whole original document as one string, and why it was refused.
-fn wrap_dead_letters(items: &[Vec<u8>], refused: &[Refusal<'_>], index: &str) -> Batch {
-    let (mut body, mut starts) = (Vec::new(), Vec::new());
-    for (r, item) in refused.iter().zip(items) {
-        let (status, reason, error) = (r.status, r.reason, r.error);
-        let text = String::from_utf8_lossy(item);
-        let mut lines = text.splitn(2, '\n');
-        let action: serde_json::Value =
-            serde_json::from_str(lines.next().unwrap_or("")).unwrap_or_default();
-        let original = lines.next().unwrap_or("").trim_end();
-        let (target, id) = action
-            .as_object()
-            .and_then(|a| a.values().next())
-            .map(|m| (m["_index"].clone(), m["_id"].clone()))
-            .unwrap_or_default();
-        let mut doc = serde_json::Map::new();
-        if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(original) {
-            for (k, v) in fields {
-                if OWN_FIELDS.contains(&k.as_str()) {
-                    doc.insert(k, v);
-                }
-            }
-        }
-        doc.insert(
-            "dead_letter".into(),
-            serde_json::json!({
-                "reason": reason,
-                "status": status,
-                "index": target,
-                "error": error.map(|e| e.get().to_owned()),
-                "document": original,
-            }),
-        );
-        let mut action = serde_json::json!({"create": {"_index": index}});
-        if !id.is_null() {
-            action["create"]["_id"] = id;
-        }
-        starts.push(body.len() as u32);
-        // Serializing a Value into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut body, &action);
-        body.push(b'\n');
-        let _ = serde_json::to_writer(&mut body, &doc);
-        body.push(b'\n');
-    }
-    Batch::in_memory(body, &starts)
-}
-
-/// An item the cluster will never accept, and why.
-struct Refusal<'a> {
-    item: usize,
-    status: u16,
-    reason: &'a str,
-    error: Option<&'a RawValue>,
-}
-
-impl Refusal<'static> {
-    fn all(items: &[usize], status: u16, reason: &'static str) -> Vec<Refusal<'static>> {
-        items
-            .iter()
-            .map(|&item| Refusal {
-                item,
-                status,
-                reason,
-                error: None,
-            })
-            .collect()
-    }
-}
-
 pub struct Shipper {
     /// The HTTP client and credentials, rebuilt when their files change.
     connector: Arc<Connector>,
@@ -355,27 +281,20 @@ impl Shipper {
         loop {
             self.state.promise(self.patience);
             let attempt = self.send(chunk, &pending).await;
-            let (reason, after, gives_up) = match attempt {
+            let Again {
+                reason,
+                after,
+                gives_up,
+            } = match attempt {
                 Attempt::Items(results) => {
                     let settled = self.settle(chunk, &pending, results, route).await;
-                    if settled.pending.is_empty() {
+                    pending = settled.pending;
+                    if pending.is_empty() {
                         self.state.ok();
                         self.metrics.backoff_seconds.set(0.0);
                         return;
                     }
-                    pending = settled.pending;
-                    if settled.paused {
-                        // Like a refused request: the operator's setup, however long it takes.
-                        if self.state.failing("items_paused", &settled.reason) {
-                            tracing::error!(reason = %settled.reason, "the cluster refuses items for its own setup (privileges, a missing index); they wait and are never dead letters");
-                        }
-                        (settled.reason, None, false)
-                    } else {
-                        if self.state.failing("items", &settled.reason) {
-                            tracing::warn!(reason = %settled.reason, "retrying the refused items alone");
-                        }
-                        (settled.reason, None, true)
-                    }
+                    self.items_again(settled.reason, settled.paused)
                 }
                 Attempt::TooLarge if pending.len() > 1 => {
                     // Each half is delivered on its own, and split again if need be.
@@ -390,39 +309,7 @@ impl Shipper {
                     self.dead_letter(chunk, &refused, route).await;
                     return;
                 }
-                // An answer that cannot be trusted says nothing about the records: sent again
-                // whole, never given up on. Items indexed meanwhile come back as 409s.
-                Attempt::Invalid(e) => {
-                    self.metrics
-                        .bulk_invalid_responses
-                        .get_or_create(&[("reason", e.label())])
-                        .inc();
-                    let reason = format!("{e}; the request is sent again");
-                    if self.state.failing(e.label(), &reason) {
-                        tracing::error!(%reason, items = pending.len(), "a bulk answer cannot be trusted; nothing in it is counted");
-                    }
-                    (reason, None, false)
-                }
-                // Configuration problems, not properties of the records: they wait however long
-                // it takes, even without retry_forever, and never become dead letters.
-                Attempt::Refused(reason) => {
-                    if self.state.failing("refused", &reason) {
-                        tracing::error!(%reason, "the cluster refuses bulk requests as a whole; shipping is paused and nothing is dropped");
-                    }
-                    (reason, None, false)
-                }
-                Attempt::Unauthorized(reason) => {
-                    if self.state.failing("unauthorized", &reason) {
-                        tracing::error!(%reason, "Elasticsearch refused the credentials; shipping is paused and nothing is dropped");
-                    }
-                    (reason, None, false)
-                }
-                Attempt::Retry { reason, after } => {
-                    if self.state.failing("retry", &reason) {
-                        tracing::warn!(%reason, items = pending.len(), "bulk request failed; retrying with backoff until it succeeds");
-                    }
-                    (reason, after, true)
-                }
+                whole => self.request_again(whole, pending.len()),
             };
             if gives_up && !self.cfg.retry_forever && started.elapsed() >= self.cfg.retry_timeout.0
             {
@@ -433,6 +320,71 @@ impl Shipper {
             }
             self.back_off(&reason, pending.len(), backoff.next(), after)
                 .await;
+        }
+    }
+
+    /// Some items are to be sent again, for `reason`; `paused` when some wait for the
+    /// operator. Told to `/health`, and logged when it is news.
+    fn items_again(&self, reason: String, paused: bool) -> Again {
+        if paused {
+            // Like a refused request: the operator's setup, however long it takes.
+            if self.state.failing("items_paused", &reason) {
+                tracing::error!(%reason, "the cluster refuses items for its own setup (privileges, a missing index); they wait and are never dead letters");
+            }
+        } else if self.state.failing("items", &reason) {
+            tracing::warn!(%reason, "retrying the refused items alone");
+        }
+        Again {
+            reason,
+            after: None,
+            gives_up: !paused,
+        }
+    }
+
+    /// The request as a whole is to be sent again (`attempt` is neither items nor a 413).
+    /// Told to `/health`, counted, and logged when it is news.
+    fn request_again(&self, attempt: Attempt, items: usize) -> Again {
+        let (reason, after, gives_up) = match attempt {
+            // An answer that cannot be trusted says nothing about the records: sent again
+            // whole, never given up on. Items indexed meanwhile come back as 409s.
+            Attempt::Invalid(e) => {
+                self.metrics
+                    .bulk_invalid_responses
+                    .get_or_create(&[("reason", e.label())])
+                    .inc();
+                let reason = format!("{e}; the request is sent again");
+                if self.state.failing(e.label(), &reason) {
+                    tracing::error!(%reason, items, "a bulk answer cannot be trusted; nothing in it is counted");
+                }
+                (reason, None, false)
+            }
+            // Configuration problems, not properties of the records: they wait however long
+            // it takes, even without retry_forever, and never become dead letters.
+            Attempt::Refused(reason) => {
+                if self.state.failing("refused", &reason) {
+                    tracing::error!(%reason, "the cluster refuses bulk requests as a whole; shipping is paused and nothing is dropped");
+                }
+                (reason, None, false)
+            }
+            Attempt::Unauthorized(reason) => {
+                if self.state.failing("unauthorized", &reason) {
+                    tracing::error!(%reason, "Elasticsearch refused the credentials; shipping is paused and nothing is dropped");
+                }
+                (reason, None, false)
+            }
+            Attempt::Retry { reason, after } => {
+                if self.state.failing("retry", &reason) {
+                    tracing::warn!(%reason, items, "bulk request failed; retrying with backoff until it succeeds");
+                }
+                (reason, after, true)
+            }
+            // Handled by the caller; here only so that the match is complete.
+            Attempt::Items(_) | Attempt::TooLarge => ("unexpected".into(), None, false),
+        };
+        Again {
+            reason,
+            after,
+            gives_up,
         }
     }
 
@@ -516,98 +468,6 @@ impl Shipper {
         }
     }
 
-    /// Writes refused items to the dead-letter file, all in one write; retries that write
-    /// until it succeeds, because an item that is neither indexed nor dead-lettered must not be
-    /// acknowledged. Then, if `dead_letter_index` is set, indexes them there too, in one request
-    /// (a dead letter of that index only goes to the file).
-    async fn dead_letter(&self, chunk: &Batch, refused: &[Refusal<'_>], route: Route) {
-        if refused.is_empty() {
-            return;
-        }
-        if route == Route::DeadLetterIndex {
-            // Already in the dead-letter file; the fallback index refused its copy too.
-            tracing::warn!(
-                items = refused.len(),
-                reason = refused[0].reason,
-                "the dead_letter_index refused dead letters; they are in the dead-letter file"
-            );
-            return;
-        }
-        let items = self.read_items(chunk, refused).await;
-        let entries: Vec<deadletter::Entry> = refused
-            .iter()
-            .zip(&items)
-            .map(|(r, item)| deadletter::Entry {
-                item: item.clone(),
-                status: r.status,
-                reason: r.reason.to_owned(),
-                error: r.error.map(|e| e.get().to_owned()),
-            })
-            .collect();
-        self.dead_letter_file(Arc::new(entries)).await;
-        for r in refused {
-            self.metrics
-                .dead_letters
-                .get_or_create(&vec![(
-                    "reason",
-                    response::dead_letter_label(r.reason).to_owned(),
-                )])
-                .inc();
-        }
-        if let Some(index) = &self.dead_letter_index {
-            let wrapped = wrap_dead_letters(&items, refused, index);
-            let all = (0..wrapped.len()).collect();
-            Box::pin(self.deliver(&wrapped, all, Route::DeadLetterIndex)).await;
-        }
-    }
-
-    /// The refused items' bytes, read back from the buffer. Retried until the read works: an
-    /// item must be neither dropped nor acknowledged unread.
-    async fn read_items(&self, chunk: &Batch, refused: &[Refusal<'_>]) -> Vec<Vec<u8>> {
-        let mut failures = 0u64;
-        loop {
-            match refused.iter().map(|r| chunk.item(r.item)).collect() {
-                Ok(items) => return items,
-                Err(e) if failures == 0 => {
-                    tracing::error!(error = %e, "cannot read refused items back from the buffer; retrying");
-                }
-                Err(_) => {}
-            }
-            failures += 1;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-
-    async fn dead_letter_file(&self, entries: Arc<Vec<deadletter::Entry>>) {
-        let mut wait = Duration::from_secs(1);
-        let mut failures = 0u64;
-        loop {
-            let (dead, batch) = (self.dead.clone(), entries.clone());
-            let res = tokio::task::spawn_blocking(move || dead.write(&batch)).await;
-            match res {
-                Ok(Ok(())) => {
-                    self.metrics
-                        .documents
-                        .get_or_create(&[("outcome", "dead_lettered")])
-                        .inc_by(entries.len() as u64);
-                    if failures > 0 {
-                        tracing::info!(failures, "the dead-letter file is writable again");
-                    }
-                    return;
-                }
-                Ok(Err(e)) if failures == 0 => {
-                    tracing::error!(error = %e, "cannot write the dead-letter file; shipping waits for it and retries")
-                }
-                Err(e) if failures == 0 => tracing::error!(error = %e, "dead-letter writer failed"),
-                _ => {}
-            }
-            failures += 1;
-            self.promise_after(wait);
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(30));
-        }
-    }
-
     async fn send(&self, chunk: &Batch, items: &[usize]) -> Attempt {
         let len = chunk.body_len(items);
         let pieces = chunk.pieces(items.to_vec());
@@ -676,6 +536,17 @@ impl Shipper {
         let host = url.host_str().unwrap_or("?");
         response::interpret(resp, host, items.len(), self.cfg.retry_max_interval.0).await
     }
+}
+
+/// Another attempt is due.
+struct Again {
+    /// Why: what came back, for the log and `/health`.
+    reason: String,
+    /// At least this long first (`Retry-After`, capped).
+    after: Option<Duration>,
+    /// Whether `retry_timeout` applies (without `retry_forever`): only to what the cluster
+    /// refused for now, never to setup problems or untrustworthy answers.
+    gives_up: bool,
 }
 
 /// What [`Shipper::settle`] leaves to do.
