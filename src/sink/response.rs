@@ -123,7 +123,7 @@ pub fn classify(status: u16, error_type: Option<&str>) -> BulkItemOutcome {
 /// Why items are dead-lettered, as far as the `reason` label of
 /// `logferry_dead_letters_total` goes: the error types a cluster refuses documents with, the
 /// agent's own reasons, then `other` — never a value from the response as such.
-const DEAD_LETTER_REASONS: [&str; 11] = [
+const DEAD_LETTER_REASONS: [&str; 12] = [
     "mapper_parsing_exception",
     "document_parsing_exception",
     "strict_dynamic_mapping_exception",
@@ -134,6 +134,7 @@ const DEAD_LETTER_REASONS: [&str; 11] = [
     "version_conflict_engine_exception",
     "request_entity_too_large",
     "retry_timeout",
+    "shipper_failed",
     "other",
 ];
 

@@ -8,8 +8,14 @@
 //! the shipper, only after a delivery of it returned; and every record goes with its own
 //! deterministic id and `create`, so what the failed delivery got indexed comes back as 409s
 //! the second time.
+//!
+//! A failure that repeats with every delivery of one batch holds the ack cursor for as long
+//! as the operator allows: forever with `retry_forever` (the default; `/health` says why), or
+//! until `retry_timeout`, after which the batch goes to the dead-letter file with reason
+//! `shipper_failed` — kept on disk, and the records behind it move on.
 
-use super::Shipper;
+use super::refused::Refusal;
+use super::{Route, Shipper};
 use crate::buffer::Batch;
 use std::future::Future;
 use std::sync::Arc;
@@ -17,7 +23,9 @@ use std::sync::Arc;
 /// Runs `deliver(batch)` in a task until one run returns; true then. A run that panics is
 /// counted, logged once, shown in `/health`, and started again after a backoff (retry_wait
 /// doubling to retry_max_interval). False only when the runtime cancelled the task (it is
-/// shutting down): the batch is not delivered and must not be acknowledged.
+/// shutting down): the batch is not delivered and must not be acknowledged. Without
+/// `retry_forever`, a batch whose deliveries keep failing past `retry_timeout` is
+/// dead-lettered instead (and true is returned: every item found its end).
 pub(super) async fn until_delivered<F, Fut>(
     shipper: &Shipper,
     batch: &Arc<Batch>,
@@ -28,6 +36,7 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut wait = shipper.cfg.retry_wait.0;
+    let started = std::time::Instant::now();
     loop {
         let failure = match tokio::spawn(deliver(batch.clone())).await {
             Ok(()) => return true,
@@ -42,6 +51,13 @@ where
                 retry_in_ms = wait.as_millis() as u64,
                 "a shipper failed while delivering a batch; it is restarted with the same batch (nothing is lost; what got indexed comes back as duplicates)"
             );
+        }
+        if !shipper.cfg.retry_forever && started.elapsed() >= shipper.cfg.retry_timeout.0 {
+            tracing::error!(%failure, items = batch.len(), "retry_timeout passed with every delivery of a batch failing; it goes to the dead-letter file");
+            let all: Vec<usize> = (0..batch.len()).collect();
+            let refused = Refusal::all(&all, 0, "shipper_failed");
+            shipper.dead_letter(batch, &refused, Route::Index).await;
+            return true;
         }
         shipper.promise_after(wait);
         tokio::time::sleep(wait).await;
@@ -72,10 +88,15 @@ mod tests {
     use std::time::Duration;
 
     fn shipper(dir: &std::path::Path) -> Arc<Shipper> {
+        shipper_with(dir, |_| {})
+    }
+
+    fn shipper_with(dir: &std::path::Path, change: impl FnOnce(&mut Config)) -> Arc<Shipper> {
         let mut cfg = Config::default();
         cfg.elasticsearch.hosts = vec!["http://127.0.0.1:9".into()];
         cfg.buffer.retry_wait.0 = Duration::from_millis(10);
         cfg.buffer.retry_max_interval.0 = Duration::from_millis(50);
+        change(&mut cfg);
         Arc::new(Shipper::new(
             &cfg,
             Arc::new(Connector::new(&cfg.elasticsearch).unwrap()),
@@ -118,5 +139,23 @@ mod tests {
                 && detail.contains("overflow when adding durations"),
             "{detail}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_that_fails_every_delivery_is_dead_lettered_after_retry_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shipper_with(dir.path(), |cfg| {
+            cfg.buffer.retry_forever = false;
+            cfg.buffer.retry_timeout.0 = Duration::from_millis(100);
+        });
+        let item = b"{\"create\":{\"_id\":\"a\"}}\n{\"seq\":1}\n".to_vec();
+        let batch = Arc::new(Batch::in_memory(item, &[0]));
+        let delivered = until_delivered(&s, &batch, |_| async { panic!("always") }).await;
+        assert!(delivered, "the batch found its end: the dead-letter file");
+        let text =
+            std::fs::read_to_string(dir.path().join("dead-letter/dead-letter.ndjson")).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("\"reason\":\"shipper_failed\""), "{text}");
+        assert!(s.metrics.shipper_restarts.get() >= 1);
     }
 }
