@@ -114,9 +114,14 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
         sink_state.clone(),
         dead,
     ));
-    let workers: Vec<_> = (0..cfg.buffer.flush_thread_count)
-        .map(|_| tokio::spawn(shipper.clone().run(buffer.clone())))
-        .collect();
+    let shipping = tokio::spawn(ship(
+        shipper,
+        buffer.clone(),
+        cfg.buffer.flush_thread_count,
+        metrics.clone(),
+        sink_state.clone(),
+        cfg.buffer.retry_wait.0,
+    ));
 
     let saver = {
         let checkpoints = checkpoints.clone();
@@ -185,12 +190,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
         .and_then(Result::ok)
         .ok_or_else(|| anyhow!("the committer thread panicked"))?;
     buffer.close();
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        for w in workers {
-            let _ = w.await;
-        }
-    })
-    .await;
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, shipping).await;
     if drained.is_err() {
         tracing::warn!(
             timeout_s = DRAIN_TIMEOUT.as_secs(),
@@ -206,6 +206,41 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs `count` shippers until the buffer closes. A shipper that ends by failing (a panic
+/// outside a delivery: a delivery's own failures are handled inside it, batch and all) is
+/// counted, logged once, shown in `/health`, and started again after `pause`; one that ends
+/// because the buffer closed is done.
+async fn ship(
+    shipper: Arc<Shipper>,
+    buffer: Arc<Buffer>,
+    count: usize,
+    metrics: Arc<Metrics>,
+    state: Arc<SinkState>,
+    pause: Duration,
+) {
+    let mut shippers = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        shippers.spawn(shipper.clone().run(buffer.clone()));
+    }
+    while let Some(ended) = shippers.join_next().await {
+        let failure = match ended {
+            Err(e) if e.is_panic() => crate::sink::panic_message(e),
+            // Done (the buffer closed) or cancelled (the runtime is going away).
+            _ => continue,
+        };
+        metrics.shipper_restarts.inc();
+        if state.restarted(&failure) {
+            tracing::error!(%failure, "a shipper failed and is restarted");
+        }
+        let (shipper, buffer) = (shipper.clone(), buffer.clone());
+        shippers.spawn(async move {
+            // Not at once: a failure that repeats must not spin a core.
+            tokio::time::sleep(pause).await;
+            shipper.run(buffer).await;
+        });
+    }
 }
 
 fn update_gauges(buffer: &Buffer, metrics: &Metrics) {

@@ -53,6 +53,10 @@ pub struct Metrics {
     pub bulk_retries: Counter,
     /// The wait before the next retry, 0 while requests succeed.
     pub backoff_seconds: GaugeF64,
+    /// 2xx bulk answers that could not be trusted (and were retried whole), by reason.
+    pub bulk_invalid_responses: Family<Labels, Counter>,
+    /// Shippers that failed (panicked) and were started again with the batch they held.
+    pub shipper_restarts: Counter,
     /// From a record being read (and buffered) to Elasticsearch acknowledging it.
     pub delivery_latency: Histogram,
     pub buffer_bytes: Gauge,
@@ -111,6 +115,8 @@ impl Metrics {
             bulk_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             bulk_retries: Counter::default(),
             backoff_seconds: GaugeF64::default(),
+            bulk_invalid_responses: Family::default(),
+            shipper_restarts: Counter::default(),
             delivery_latency: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
             buffer_bytes: Gauge::default(),
             buffer_records: Gauge::default(),
@@ -154,6 +160,8 @@ impl Metrics {
             "bulk_request_duration_seconds", "Bulk request latency", m.bulk_duration;
             "bulk_retries", "Bulk requests sent again after a failure of the request or of some items", m.bulk_retries;
             "backoff_seconds", "Wait before the next retry; 0 while requests succeed", m.backoff_seconds;
+            "bulk_invalid_responses", "2xx bulk answers not taken at their word (not JSON, cut short, too large, wrong item count, an item without status), retried whole, by reason", m.bulk_invalid_responses;
+            "shipper_restarts", "Shippers that failed unexpectedly and were restarted with the batch they held", m.shipper_restarts;
             "delivery_latency_seconds", "From a line being read and buffered to Elasticsearch acknowledging it", m.delivery_latency;
             "buffer_bytes", "Size of the buffer's segment files", m.buffer_bytes;
             "buffer_max_bytes", "The buffer's size limit (buffer.max_size)", m.buffer_max_bytes;

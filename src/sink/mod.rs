@@ -6,24 +6,35 @@
 //! dead-letter file for items the cluster will never accept. A batch is acknowledged to the
 //! [`Buffer`] — which may then delete its records — once every item in it is indexed, a
 //! duplicate (409 on `create`: an earlier delivery of the same id), or dead-lettered.
+//!
+//! Reading and judging answers is [`response`]'s; what `/health` is told is [`SinkState`]'s.
+//! Each batch is delivered in a task of its own while the shipper holds the batch, so a
+//! shipper that fails (panics) is started again with that same batch: a batch is acknowledged
+//! only after a delivery of it returned, and a second delivery of it is 409s, never copies.
 
 mod body;
 mod client;
 mod deadletter;
 mod encode;
 mod hosts;
+mod refused;
+mod response;
+mod supervise;
 
 pub use client::Connector;
 pub use deadletter::DeadLetters;
 pub use encode::{IndexPattern, ItemEncoder, document_id};
 pub use hosts::{Host, HostPool};
+pub use response::{BulkItemOutcome, classify};
+pub use supervise::panic_message;
 
 use crate::buffer::{Batch, Buffer, now_ms};
 use crate::config;
 use crate::observe::Metrics;
 use backon::BackoffBuilder;
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use refused::Refusal;
+use response::{Attempt, ItemResult};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -39,7 +50,13 @@ pub struct SinkState {
     /// Shipping works again after failing: shippers waiting out a backoff try at once, so
     /// their batches do not wait up to retry_max_interval behind ones that already flow.
     recovered: tokio::sync::Notify,
+    /// Shippers that failed and were restarted: a bug, said in `/health` as well as the log.
+    restarts: Mutex<Option<Restarts>>,
 }
+
+/// How long after a shipper restart `/health` stays degraded saying so: long enough for a
+/// person or a probe to see it, short enough that one old fault does not hide newer news.
+const RESTART_NOTICE: Duration = Duration::from_secs(600);
 
 impl SinkState {
     /// Shipping works again. Says so once, with how often it failed, if it did not before.
@@ -83,11 +100,53 @@ impl SinkState {
 
     /// (working, detail)
     pub fn describe(&self) -> (bool, String) {
-        match &*self.problem.lock().unwrap_or_else(PoisonError::into_inner) {
-            None => (true, "shipping".into()),
-            Some(p) => (false, p.reason.clone()),
+        let restarts = self.restarts_note();
+        match (
+            &*self.problem.lock().unwrap_or_else(PoisonError::into_inner),
+            restarts,
+        ) {
+            (Some(p), Some((true, r))) => (false, format!("{}; {r}", p.reason)),
+            (Some(p), _) => (false, p.reason.clone()),
+            (None, Some((true, r))) => (false, r),
+            (None, Some((false, r))) => (true, format!("shipping; earlier, {r}")),
+            (None, None) => (true, "shipping".into()),
         }
     }
+
+    /// A shipper failed with `why` and is started again. True when this is news (the first
+    /// restart, or another failure than the last), so the caller logs it once.
+    pub fn restarted(&self, why: &str) -> bool {
+        let mut r = self.restarts.lock().unwrap_or_else(PoisonError::into_inner);
+        let news = r.as_ref().is_none_or(|old| old.why != why);
+        let count = r.as_ref().map_or(0, |old| old.count) + 1;
+        *r = Some(Restarts {
+            count,
+            last: Instant::now(),
+            why: why.to_owned(),
+        });
+        news
+    }
+
+    /// (recent, what to say) about shipper restarts, if there were any.
+    fn restarts_note(&self) -> Option<(bool, String)> {
+        let r = self.restarts.lock().unwrap_or_else(PoisonError::into_inner);
+        r.as_ref().map(|r| {
+            (
+                r.last.elapsed() < RESTART_NOTICE,
+                format!(
+                    "a shipper failed ({}) and was restarted with its batch, {} time(s) since start",
+                    r.why, r.count
+                ),
+            )
+        })
+    }
+}
+
+struct Restarts {
+    count: u64,
+    last: Instant,
+    /// The last failure's panic message.
+    why: String,
 }
 
 struct Problem {
@@ -98,186 +157,11 @@ struct Problem {
     failures: u64,
 }
 
-/// How one bulk attempt went, as far as the whole request is concerned.
-enum Attempt {
-    /// Per-item statuses, in request order.
-    Items(Vec<ItemResult>),
-    /// The request body is too large for the cluster.
-    TooLarge,
-    /// Try again later (connection error, timeout, 429, 5xx), after at least this long.
-    Retry {
-        reason: String,
-        after: Option<Duration>,
-    },
-    /// Credentials refused: nothing will get through until they change.
-    Unauthorized(String),
-    /// The request as a whole was refused (a wrong URL, a proxy in the way): a configuration
-    /// problem, not a property of the records, so they wait rather than go to dead letters.
-    Refused(String),
-}
-
-struct ItemResult {
-    status: u16,
-    error: Option<Box<RawValue>>,
-    error_type: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct BulkResponse {
-    items: Vec<OneItem>,
-}
-
-/// A bulk response item, `{"create": {...}}`: the action name is not needed, so the object is
-/// read without building a map per item.
-struct OneItem(Option<BulkItem>);
-
-impl<'de> Deserialize<'de> for OneItem {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = OneItem;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a bulk response item")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> Result<OneItem, A::Error> {
-                let item = m
-                    .next_entry::<serde::de::IgnoredAny, BulkItem>()?
-                    .map(|(_, item)| item);
-                while m
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(OneItem(item))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-#[derive(Deserialize)]
-struct BulkItem {
-    status: u16,
-    #[serde(default)]
-    error: Option<Box<RawValue>>,
-}
-
-#[derive(Deserialize)]
-struct ErrorType {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-}
-
 /// Where a delivery goes: the records' own index, or the dead-letter index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Index,
     DeadLetterIndex,
-}
-
-/// Fields the agent writes itself, with types it controls: kept as they are in a dead letter,
-/// so it can be found by pod and time. Everything else is the application's, and one of those
-/// fields is what the cluster refused.
-const OWN_FIELDS: [&str; 5] = ["@timestamp", "kubernetes", "docker", "stream", "logferry"];
-
-/// Dead letters as documents for `index`, each under its original id (so a replay is a 409):
-/// the agent's own fields, the whole original document as one string, and why it was refused.
-fn wrap_dead_letters(items: &[Vec<u8>], refused: &[Refusal<'_>], index: &str) -> Batch {
-    let (mut body, mut starts) = (Vec::new(), Vec::new());
-    for (r, item) in refused.iter().zip(items) {
-        let (status, reason, error) = (r.status, r.reason, r.error);
-        let text = String::from_utf8_lossy(item);
-        let mut lines = text.splitn(2, '\n');
-        let action: serde_json::Value =
-            serde_json::from_str(lines.next().unwrap_or("")).unwrap_or_default();
-        let original = lines.next().unwrap_or("").trim_end();
-        let (target, id) = action
-            .as_object()
-            .and_then(|a| a.values().next())
-            .map(|m| (m["_index"].clone(), m["_id"].clone()))
-            .unwrap_or_default();
-        let mut doc = serde_json::Map::new();
-        if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(original) {
-            for (k, v) in fields {
-                if OWN_FIELDS.contains(&k.as_str()) {
-                    doc.insert(k, v);
-                }
-            }
-        }
-        doc.insert(
-            "dead_letter".into(),
-            serde_json::json!({
-                "reason": reason,
-                "status": status,
-                "index": target,
-                "error": error.map(|e| e.get().to_owned()),
-                "document": original,
-            }),
-        );
-        let mut action = serde_json::json!({"create": {"_index": index}});
-        if !id.is_null() {
-            action["create"]["_id"] = id;
-        }
-        starts.push(body.len() as u32);
-        // Serializing a Value into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut body, &action);
-        body.push(b'\n');
-        let _ = serde_json::to_writer(&mut body, &doc);
-        body.push(b'\n');
-    }
-    Batch::in_memory(body, &starts)
-}
-
-/// An item the cluster will never accept, and why.
-struct Refusal<'a> {
-    item: usize,
-    status: u16,
-    reason: &'a str,
-    error: Option<&'a RawValue>,
-}
-
-impl Refusal<'static> {
-    fn all(items: &[usize], status: u16, reason: &'static str) -> Vec<Refusal<'static>> {
-        items
-            .iter()
-            .map(|&item| Refusal {
-                item,
-                status,
-                reason,
-                error: None,
-            })
-            .collect()
-    }
-}
-
-/// What should happen to one item after a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BulkItemOutcome {
-    Indexed,
-    Duplicate,
-    Retry,
-    DeadLetter,
-}
-
-/// The delivery contract's classification of one item's result.
-pub fn classify(status: u16, error_type: Option<&str>) -> BulkItemOutcome {
-    match status {
-        200 | 201 => BulkItemOutcome::Indexed,
-        409 => BulkItemOutcome::Duplicate,
-        429 | 500..=599 => BulkItemOutcome::Retry,
-        // Write blocks (flood-stage watermark, read-only index) are lifted by operators; the
-        // items must wait, not be thrown away. Older clusters answered them with 403.
-        _ if matches!(
-            error_type,
-            Some("cluster_block_exception") | Some("index_closed_exception")
-        ) =>
-        {
-            BulkItemOutcome::Retry
-        }
-        _ => BulkItemOutcome::DeadLetter,
-    }
 }
 
 pub struct Shipper {
@@ -306,7 +190,11 @@ impl Shipper {
         let set_aside = hosts::SetAside {
             first: cfg.buffer.retry_wait.0,
             max: cfg.buffer.retry_max_interval.0,
-            trial: cfg.elasticsearch.request_timeout.0 + Duration::from_secs(10),
+            trial: cfg
+                .elasticsearch
+                .request_timeout
+                .0
+                .saturating_add(Duration::from_secs(10)),
         };
         let hosts = Arc::new(HostPool::new(
             &cfg.elasticsearch.hosts,
@@ -319,9 +207,25 @@ impl Shipper {
             let every = cfg.elasticsearch.sniff_interval.0;
             rt.spawn(hosts.clone().sniff_every(connector.clone(), every));
         }
-        let patience = cfg.elasticsearch.request_timeout.0 + Duration::from_secs(10);
+        let patience = cfg
+            .elasticsearch
+            .request_timeout
+            .0
+            .saturating_add(Duration::from_secs(10));
         // Nothing has been tried yet: the first batch is due within one request's time.
         state.promise(patience);
+        // Every label value exists from the start, at 0, so the first event is not missed by
+        // rate() and alerts.
+        for reason in response::dead_letter_labels() {
+            let _ = metrics
+                .dead_letters
+                .get_or_create(&vec![("reason", (*reason).to_owned())]);
+        }
+        for reason in response::Error::LABELS {
+            let _ = metrics
+                .bulk_invalid_responses
+                .get_or_create(&[("reason", reason)]);
+        }
         Shipper {
             connector,
             hosts,
@@ -336,18 +240,39 @@ impl Shipper {
     }
 
     /// Ships batches from the buffer until it closes, acknowledging each once every item in it
-    /// has found its end.
+    /// has found its end. Each batch is delivered under [`supervise::until_delivered`], so a
+    /// delivery that panics is started again with the same batch rather than losing it.
     pub async fn run(self: Arc<Self>, buffer: Arc<Buffer>) {
         while let Some(batch) = buffer.next_batch(buffer.chunk_limit()).await {
             self.state.promise(self.patience);
-            let all: Vec<usize> = (0..batch.len()).collect();
-            self.deliver(&batch, all, Route::Index).await;
+            let batch = Arc::new(batch);
+            let me = self.clone();
+            let delivered = supervise::until_delivered(&self, &batch, move |batch| {
+                let me = me.clone();
+                async move {
+                    let all: Vec<usize> = (0..batch.len()).collect();
+                    me.deliver(&batch, all, Route::Index).await;
+                }
+            })
+            .await;
+            if !delivered {
+                // The runtime is shutting down: the batch stays in the buffer for the next start.
+                return;
+            }
             buffer.acknowledge(batch.seq);
             let latency = now_ms().saturating_sub(batch.oldest_ms);
             self.metrics
                 .delivery_latency
                 .observe(latency as f64 / 1000.0);
         }
+    }
+
+    /// Promises a sign of life after `wait` and one more request. Saturating, and bounded so
+    /// that no configured wait can overflow the deadline.
+    fn promise_after(&self, wait: Duration) {
+        const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+        self.state
+            .promise(wait.saturating_add(self.patience).min(LONGEST));
     }
 
     /// Delivers the given items of a chunk: returns once each is indexed, a duplicate, or
@@ -363,19 +288,20 @@ impl Shipper {
         loop {
             self.state.promise(self.patience);
             let attempt = self.send(chunk, &pending).await;
-            let (reason, after, gives_up) = match attempt {
+            let Again {
+                reason,
+                after,
+                gives_up,
+            } = match attempt {
                 Attempt::Items(results) => {
-                    pending = self.settle(chunk, &pending, results, route).await;
+                    let settled = self.settle(chunk, &pending, results, route).await;
+                    pending = settled.pending;
                     if pending.is_empty() {
                         self.state.ok();
                         self.metrics.backoff_seconds.set(0.0);
                         return;
                     }
-                    let reason = format!("{} items were refused for now (429/5xx)", pending.len());
-                    if self.state.failing("items", &reason) {
-                        tracing::warn!(%reason, "retrying the refused items alone");
-                    }
-                    (reason, None, true)
+                    self.items_again(settled.reason, settled.paused)
                 }
                 Attempt::TooLarge if pending.len() > 1 => {
                     // Each half is delivered on its own, and split again if need be.
@@ -390,26 +316,7 @@ impl Shipper {
                     self.dead_letter(chunk, &refused, route).await;
                     return;
                 }
-                // Configuration problems, not properties of the records: they wait however long
-                // it takes, even without retry_forever, and never become dead letters.
-                Attempt::Refused(reason) => {
-                    if self.state.failing("refused", &reason) {
-                        tracing::error!(%reason, "the cluster refuses bulk requests as a whole; shipping is paused and nothing is dropped");
-                    }
-                    (reason, None, false)
-                }
-                Attempt::Unauthorized(reason) => {
-                    if self.state.failing("unauthorized", &reason) {
-                        tracing::error!(%reason, "Elasticsearch refused the credentials; shipping is paused and nothing is dropped");
-                    }
-                    (reason, None, false)
-                }
-                Attempt::Retry { reason, after } => {
-                    if self.state.failing("retry", &reason) {
-                        tracing::warn!(%reason, items = pending.len(), "bulk request failed; retrying with backoff until it succeeds");
-                    }
-                    (reason, after, true)
-                }
+                whole => self.request_again(whole, pending.len()),
             };
             if gives_up && !self.cfg.retry_forever && started.elapsed() >= self.cfg.retry_timeout.0
             {
@@ -418,51 +325,133 @@ impl Shipper {
                 self.dead_letter(chunk, &refused, route).await;
                 return;
             }
-            let cap = backoff.next().unwrap_or(self.cfg.retry_max_interval.0);
-            let wait = full_jitter(cap).max(after.unwrap_or_default());
-            self.metrics
-                .documents
-                .get_or_create(&[("outcome", "retried")])
-                .inc_by(pending.len() as u64);
-            self.metrics.bulk_retries.inc();
-            self.metrics.backoff_seconds.set(wait.as_secs_f64());
-            self.state.promise(wait + self.patience);
-            tracing::debug!(%reason, items = pending.len(), wait_ms = wait.as_millis() as u64, "retrying");
-            // New credentials or certificates are worth trying at once, and so is a cluster
-            // that has just taken another shipper's request.
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.connector.changed.notified() => {}
-                () = self.state.recovered.notified() => {}
-            }
+            self.back_off(&reason, pending.len(), backoff.next(), after)
+                .await;
         }
     }
 
-    /// Sorts item results: returns the items to retry, dead-letters the refused ones.
+    /// Some items are to be sent again, for `reason`; `paused` when some wait for the
+    /// operator. Told to `/health`, and logged when it is news.
+    fn items_again(&self, reason: String, paused: bool) -> Again {
+        if paused {
+            // Like a refused request: the operator's setup, however long it takes.
+            if self.state.failing("items_paused", &reason) {
+                tracing::error!(%reason, "the cluster refuses items for its own setup (privileges, a missing index); they wait and are never dead letters");
+            }
+        } else if self.state.failing("items", &reason) {
+            tracing::warn!(%reason, "retrying the refused items alone");
+        }
+        Again {
+            reason,
+            after: None,
+            gives_up: !paused,
+        }
+    }
+
+    /// The request as a whole is to be sent again (`attempt` is neither items nor a 413).
+    /// Told to `/health`, counted, and logged when it is news.
+    fn request_again(&self, attempt: Attempt, items: usize) -> Again {
+        let (reason, after, gives_up) = match attempt {
+            // An answer that cannot be trusted says nothing about the records: sent again
+            // whole, never given up on. Items indexed meanwhile come back as 409s.
+            Attempt::Invalid(e) => {
+                self.metrics
+                    .bulk_invalid_responses
+                    .get_or_create(&[("reason", e.label())])
+                    .inc();
+                let reason = format!("{e}; the request is sent again");
+                if self.state.failing(e.label(), &reason) {
+                    tracing::error!(%reason, items, "a bulk answer cannot be trusted; nothing in it is counted");
+                }
+                (reason, None, false)
+            }
+            // Configuration problems, not properties of the records: they wait however long
+            // it takes, even without retry_forever, and never become dead letters.
+            Attempt::Refused(reason) => {
+                if self.state.failing("refused", &reason) {
+                    tracing::error!(%reason, "the cluster refuses bulk requests as a whole; shipping is paused and nothing is dropped");
+                }
+                (reason, None, false)
+            }
+            Attempt::Unauthorized(reason) => {
+                if self.state.failing("unauthorized", &reason) {
+                    tracing::error!(%reason, "Elasticsearch refused the credentials; shipping is paused and nothing is dropped");
+                }
+                (reason, None, false)
+            }
+            Attempt::Retry { reason, after } => {
+                if self.state.failing("retry", &reason) {
+                    tracing::warn!(%reason, items, "bulk request failed; retrying with backoff until it succeeds");
+                }
+                (reason, after, true)
+            }
+            // Handled by the caller; here only so that the match is complete.
+            Attempt::Items(_) | Attempt::TooLarge => ("unexpected".into(), None, false),
+        };
+        Again {
+            reason,
+            after,
+            gives_up,
+        }
+    }
+
+    /// Waits before the next attempt: full jitter under the backoff's `cap`, at least what the
+    /// cluster asked for (`after`, already capped at retry_max_interval).
+    async fn back_off(
+        &self,
+        reason: &str,
+        items: usize,
+        cap: Option<Duration>,
+        after: Option<Duration>,
+    ) {
+        let cap = cap.unwrap_or(self.cfg.retry_max_interval.0);
+        let wait = full_jitter(cap).max(after.unwrap_or_default());
+        self.metrics
+            .documents
+            .get_or_create(&[("outcome", "retried")])
+            .inc_by(items as u64);
+        self.metrics.bulk_retries.inc();
+        self.metrics.backoff_seconds.set(wait.as_secs_f64());
+        self.promise_after(wait);
+        tracing::debug!(%reason, items, wait_ms = wait.as_millis() as u64, "retrying");
+        // New credentials or certificates are worth trying at once, and so is a cluster
+        // that has just taken another shipper's request.
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = self.connector.changed.notified() => {}
+            () = self.state.recovered.notified() => {}
+        }
+    }
+
+    /// Sorts item results: returns the items to send again and why, dead-letters the refused
+    /// ones. `results` holds exactly one result per item sent (checked when it was read).
     async fn settle(
         &self,
         chunk: &Batch,
         sent: &[usize],
         results: Vec<ItemResult>,
         route: Route,
-    ) -> Vec<usize> {
-        let mut retry = Vec::new();
+    ) -> Settled {
+        let mut pending = Vec::new();
         let mut refused = Vec::new();
+        // What came back for the items sent again, by status and error type: for the log.
+        let mut again: BTreeMap<(u16, &str), usize> = BTreeMap::new();
+        let mut paused = false;
         let (mut indexed, mut duplicate) = (0u64, 0u64);
-        for (i, &item) in sent.iter().enumerate() {
-            let Some(r) = results.get(i) else {
-                // Fewer results than items: never count an item as done without a status.
-                retry.push(item);
-                continue;
-            };
-            match classify(r.status, r.error_type.as_deref()) {
+        for (&item, r) in sent.iter().zip(&results) {
+            let kind = r.error_type.as_deref();
+            match classify(r.status, kind) {
                 BulkItemOutcome::Indexed => indexed += 1,
                 BulkItemOutcome::Duplicate => duplicate += 1,
-                BulkItemOutcome::Retry => retry.push(item),
+                outcome @ (BulkItemOutcome::Retry | BulkItemOutcome::Paused) => {
+                    paused |= outcome == BulkItemOutcome::Paused;
+                    *again.entry((r.status, kind.unwrap_or(""))).or_default() += 1;
+                    pending.push(item);
+                }
                 BulkItemOutcome::DeadLetter => refused.push(Refusal {
                     item,
                     status: r.status,
-                    reason: r.error_type.as_deref().unwrap_or("unknown"),
+                    reason: kind.unwrap_or("unknown"),
                     error: r.error.as_deref(),
                 }),
             }
@@ -478,95 +467,11 @@ impl Shipper {
             docs.get_or_create(&[("outcome", "dead_letter_indexed")])
                 .inc_by(indexed + duplicate);
         }
-        retry
-    }
-
-    /// Writes refused items to the dead-letter file, all in one write; retries that write
-    /// until it succeeds, because an item that is neither indexed nor dead-lettered must not be
-    /// acknowledged. Then, if `dead_letter_index` is set, indexes them there too, in one request
-    /// (a dead letter of that index only goes to the file).
-    async fn dead_letter(&self, chunk: &Batch, refused: &[Refusal<'_>], route: Route) {
-        if refused.is_empty() {
-            return;
-        }
-        if route == Route::DeadLetterIndex {
-            // Already in the dead-letter file; the fallback index refused its copy too.
-            tracing::warn!(
-                items = refused.len(),
-                reason = refused[0].reason,
-                "the dead_letter_index refused dead letters; they are in the dead-letter file"
-            );
-            return;
-        }
-        let items = self.read_items(chunk, refused).await;
-        let entries: Vec<deadletter::Entry> = refused
-            .iter()
-            .zip(&items)
-            .map(|(r, item)| deadletter::Entry {
-                item: item.clone(),
-                status: r.status,
-                reason: r.reason.to_owned(),
-                error: r.error.map(|e| e.get().to_owned()),
-            })
-            .collect();
-        self.dead_letter_file(Arc::new(entries)).await;
-        for r in refused {
-            self.metrics
-                .dead_letters
-                .get_or_create(&vec![("reason", r.reason.to_owned())])
-                .inc();
-        }
-        if let Some(index) = &self.dead_letter_index {
-            let wrapped = wrap_dead_letters(&items, refused, index);
-            let all = (0..wrapped.len()).collect();
-            Box::pin(self.deliver(&wrapped, all, Route::DeadLetterIndex)).await;
-        }
-    }
-
-    /// The refused items' bytes, read back from the buffer. Retried until the read works: an
-    /// item must be neither dropped nor acknowledged unread.
-    async fn read_items(&self, chunk: &Batch, refused: &[Refusal<'_>]) -> Vec<Vec<u8>> {
-        let mut failures = 0u64;
-        loop {
-            match refused.iter().map(|r| chunk.item(r.item)).collect() {
-                Ok(items) => return items,
-                Err(e) if failures == 0 => {
-                    tracing::error!(error = %e, "cannot read refused items back from the buffer; retrying");
-                }
-                Err(_) => {}
-            }
-            failures += 1;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-
-    async fn dead_letter_file(&self, entries: Arc<Vec<deadletter::Entry>>) {
-        let mut wait = Duration::from_secs(1);
-        let mut failures = 0u64;
-        loop {
-            let (dead, batch) = (self.dead.clone(), entries.clone());
-            let res = tokio::task::spawn_blocking(move || dead.write(&batch)).await;
-            match res {
-                Ok(Ok(())) => {
-                    self.metrics
-                        .documents
-                        .get_or_create(&[("outcome", "dead_lettered")])
-                        .inc_by(entries.len() as u64);
-                    if failures > 0 {
-                        tracing::info!(failures, "the dead-letter file is writable again");
-                    }
-                    return;
-                }
-                Ok(Err(e)) if failures == 0 => {
-                    tracing::error!(error = %e, "cannot write the dead-letter file; shipping waits for it and retries")
-                }
-                Err(e) if failures == 0 => tracing::error!(error = %e, "dead-letter writer failed"),
-                _ => {}
-            }
-            failures += 1;
-            self.state.promise(wait + self.patience);
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(30));
+        let reason = refused_for_now(pending.len(), sent.len(), &again);
+        Settled {
+            pending,
+            paused,
+            reason,
         }
     }
 
@@ -614,7 +519,7 @@ impl Shipper {
                     .bulk_requests
                     .get_or_create(&[("status", "error")])
                     .inc();
-                let reason = format!("{}: {}", host.name(), error_chain(&e));
+                let reason = format!("{}: {}", host.name(), response::error_chain(&e));
                 self.hosts.failed(&host, &reason);
                 return Attempt::Retry {
                     reason,
@@ -639,62 +544,52 @@ impl Shipper {
             .bulk_requests
             .get_or_create(&[("status", class)])
             .inc();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                return Attempt::Retry {
-                    reason: format!("reading the response: {}", error_chain(&e)),
-                    after: None,
-                };
-            }
-        };
-        match status {
-            200..=299 => match serde_json::from_slice::<BulkResponse>(&bytes) {
-                Ok(r) => Attempt::Items(
-                    r.items
-                        .into_iter()
-                        .map(|m| {
-                            let item = m.0;
-                            let (status, error) = item.map_or((0, None), |i| (i.status, i.error));
-                            let error_type = error
-                                .as_deref()
-                                .and_then(|e| serde_json::from_str::<ErrorType>(e.get()).ok())
-                                .and_then(|e| e.kind);
-                            ItemResult {
-                                status,
-                                error,
-                                error_type,
-                            }
-                        })
-                        .collect(),
-                ),
-                Err(e) => Attempt::Retry {
-                    reason: format!("unreadable bulk response: {e}"),
-                    after: None,
-                },
-            },
-            401 | 403 => Attempt::Unauthorized(format!(
-                "HTTP {status} from {}: {}",
-                url.host_str().unwrap_or("?"),
-                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-            )),
-            413 => Attempt::TooLarge,
-            408 | 429 | 500..=599 => Attempt::Retry {
-                reason: format!("HTTP {status}"),
-                after: retry_after,
-            },
-            _ => Attempt::Refused(format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-            )),
-        }
+        response::interpret(
+            resp,
+            &host.name(),
+            items.len(),
+            self.cfg.retry_max_interval.0,
+        )
+        .await
     }
+}
+
+/// Another attempt is due.
+struct Again {
+    /// Why: what came back, for the log and `/health`.
+    reason: String,
+    /// At least this long first (`Retry-After`, capped).
+    after: Option<Duration>,
+    /// Whether `retry_timeout` applies (without `retry_forever`): only to what the cluster
+    /// refused for now, never to setup problems or untrustworthy answers.
+    gives_up: bool,
+}
+
+/// What [`Shipper::settle`] leaves to do.
+struct Settled {
+    /// The items to send again.
+    pending: Vec<usize>,
+    /// Some of them wait for the operator (privileges, a missing index): never given up on.
+    paused: bool,
+    /// What came back for them, for the log and `/health`.
+    reason: String,
+}
+
+/// "3 of 100 items refused for now: 2 × 429 es_rejected_execution_exception, 1 × 503": what
+/// actually came back, the most frequent answers first, at most four of them.
+fn refused_for_now(pending: usize, sent: usize, again: &BTreeMap<(u16, &str), usize>) -> String {
+    let mut answers: Vec<_> = again.iter().collect();
+    answers.sort_by(|a, b| b.1.cmp(a.1));
+    let said: Vec<String> = answers
+        .iter()
+        .take(4)
+        .map(|((status, kind), n)| format!("{n} × {status} {kind}").trim_end().to_owned())
+        .collect();
+    let more = if answers.len() > 4 { ", …" } else { "" };
+    format!(
+        "{pending} of {sent} items refused for now: {}{more}",
+        said.join(", ")
+    )
 }
 
 /// A uniformly random wait in `[0, cap]` (AWS's "full jitter"), at least 10 ms.
@@ -706,52 +601,24 @@ fn full_jitter(cap: Duration) -> Duration {
     cap.mul_f64(fraction).max(Duration::from_millis(10))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn classification_follows_the_delivery_contract() {
-        let cases = [
-            (201, None, BulkItemOutcome::Indexed),
-            (200, None, BulkItemOutcome::Indexed),
-            (
-                409,
-                Some("version_conflict_engine_exception"),
-                BulkItemOutcome::Duplicate,
-            ),
-            (
-                429,
-                Some("es_rejected_execution_exception"),
-                BulkItemOutcome::Retry,
-            ),
-            (503, None, BulkItemOutcome::Retry),
-            (403, Some("cluster_block_exception"), BulkItemOutcome::Retry),
-            (
-                400,
-                Some("mapper_parsing_exception"),
-                BulkItemOutcome::DeadLetter,
-            ),
-            (
-                404,
-                Some("index_not_found_exception"),
-                BulkItemOutcome::DeadLetter,
-            ),
-        ];
-        for (status, kind, want) in cases {
-            assert_eq!(classify(status, kind), want, "{status} {kind:?}");
+    fn the_log_names_what_came_back_for_the_items_sent_again() {
+        let mut again = BTreeMap::new();
+        again.insert((429, "es_rejected_execution_exception"), 2);
+        again.insert((503, ""), 1);
+        assert_eq!(
+            refused_for_now(3, 100, &again),
+            "3 of 100 items refused for now: 2 × 429 es_rejected_execution_exception, 1 × 503"
+        );
+        for (i, kind) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            again.insert((500, kind), i);
         }
+        let said = refused_for_now(9, 9, &again);
+        assert!(said.ends_with(", …"), "at most four answers: {said}");
     }
 
     #[test]

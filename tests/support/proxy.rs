@@ -1,7 +1,10 @@
 //! A fault-injecting HTTP proxy between the agent and osmem-server: it can be down (connections
 //! reset), answer every request with a status (503 with Retry-After, 401, …), refuse bodies over
-//! a size with 413, or fail a random share of the items in each bulk request with 429 while
-//! passing the rest on — the faults a real cluster produces, on demand.
+//! a size with 413, or fail a random share of the items in each bulk request with 429 (or
+//! another status and error type) while passing the rest on — the faults a real cluster
+//! produces, on demand. It can also garble bulk answers the way a broken proxy or load balancer
+//! does ([`BulkAnswer`]): a canned body, too few or too many items, an item without a status,
+//! a body cut short.
 
 use flate2::read::GzDecoder;
 use serde_json::{Value, json};
@@ -21,6 +24,29 @@ pub struct Faults {
     pub max_body: Option<usize>,
     /// Fail this share of the items of each bulk request with a per-item 429.
     pub reject_items: f64,
+    /// The per-item status and error type of `reject_items` instead of 429
+    /// `es_rejected_execution_exception`.
+    pub reject_with: Option<(u16, String)>,
+    /// Headers sent with a `status` answer, instead of the default `Retry-After: 1`.
+    pub headers: Vec<(String, String)>,
+    /// Answer bulk requests wrongly, this way.
+    pub bulk_answer: Option<BulkAnswer>,
+}
+
+/// How a bulk answer is garbled.
+#[derive(Debug, Clone)]
+pub enum BulkAnswer {
+    /// This status and body, verbatim; nothing is passed on.
+    Verbatim(u16, String),
+    /// Everything passed on; the answer keeps only its first item.
+    Fewer,
+    /// Only the first half passed on; the answer claims one more item than was sent, all
+    /// created: an agent that believes it loses the second half.
+    More,
+    /// Everything passed on; the first item of the answer loses its status.
+    WithoutStatus,
+    /// Everything passed on; the answer announces its full length, sends half, and closes.
+    CutShort,
 }
 
 /// What went through.
@@ -32,6 +58,8 @@ pub struct Seen {
     /// Items answered with a per-item 429.
     pub rejected_items: u64,
     pub too_large: u64,
+    /// Bulk answers garbled as `bulk_answer` says.
+    pub garbled: u64,
 }
 
 pub struct FaultProxy {
@@ -142,8 +170,22 @@ fn handle(
         } else if f.max_body.is_some_and(|m| body.len() > m) {
             seen.lock().unwrap().too_large += 1;
             (413, String::new())
+        } else if let (true, Some(garble)) = (path.starts_with("/_bulk"), &f.bulk_answer) {
+            seen.lock().unwrap().garbled += 1;
+            let (status, answer) = garbled(garble, &body, seen, upstream);
+            if matches!(garble, BulkAnswer::CutShort) {
+                write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    answer.len(),
+                )?;
+                conn.write_all(&answer.as_bytes()[..answer.len() / 2])?;
+                conn.flush()?;
+                return Ok(());
+            }
+            (status, answer)
         } else if path.starts_with("/_bulk") {
-            bulk(&body, f.reject_items, seen, upstream)
+            bulk(&body, &f, seen, upstream)
         } else {
             logferry::demo::http(
                 "POST",
@@ -153,10 +195,15 @@ fn handle(
             )
             .unwrap_or((502, String::new()))
         };
-        let retry_after = if matches!(status, 429 | 503) {
-            "Retry-After: 1\r\n"
+        let retry_after = if f.status.is_some() && !f.headers.is_empty() {
+            f.headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\r\n"))
+                .collect()
+        } else if matches!(status, 429 | 503) {
+            "Retry-After: 1\r\n".to_owned()
         } else {
-            ""
+            String::new()
         };
         write!(
             conn,
@@ -167,14 +214,83 @@ fn handle(
     }
 }
 
-/// Passes a bulk request on, failing `reject` of its items with a per-item 429.
-fn bulk(body: &[u8], reject: f64, seen: &Mutex<Seen>, upstream: &str) -> (u16, String) {
+/// Passes (some of) a bulk request on and garbles the answer as `how` says.
+fn garbled(how: &BulkAnswer, body: &[u8], seen: &Mutex<Seen>, upstream: &str) -> (u16, String) {
     let text = String::from_utf8_lossy(body);
+    let pairs = pairs(&text);
+    let sent = pairs.len();
+    let forward = match how {
+        BulkAnswer::Verbatim(status, answer) => return (*status, answer.clone()),
+        BulkAnswer::More => &pairs[..sent / 2],
+        _ => &pairs[..],
+    };
+    seen.lock().unwrap().items += forward.len() as u64;
+    let mut items = match upstream_bulk(forward, upstream) {
+        Ok(items) => items,
+        Err(answer) => return answer,
+    };
+    match how {
+        BulkAnswer::Fewer => items.truncate(1),
+        BulkAnswer::More => items.resize(sent + 1, json!({"create": {"status": 201}})),
+        BulkAnswer::WithoutStatus => {
+            if let Some(first) = items.first_mut() {
+                first["create"].as_object_mut().map(|o| o.remove("status"));
+            }
+        }
+        BulkAnswer::Verbatim(..) | BulkAnswer::CutShort => {}
+    }
+    (
+        200,
+        json!({"took": 1, "errors": false, "items": items}).to_string(),
+    )
+}
+
+/// The (action, document) pairs of an NDJSON bulk body.
+fn pairs(text: &str) -> Vec<(&str, &str)> {
     let lines: Vec<&str> = text.lines().collect();
-    let pairs: Vec<(&str, &str)> = lines
+    lines
         .chunks(2)
         .map(|c| (c[0], c.get(1).copied().unwrap_or("")))
-        .collect();
+        .collect()
+}
+
+/// Sends these pairs to the upstream's `_bulk`: its items, or the answer to pass back as is.
+fn upstream_bulk(pairs: &[(&str, &str)], upstream: &str) -> Result<Vec<Value>, (u16, String)> {
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut forward = String::new();
+    for (action, doc) in pairs {
+        forward.push_str(action);
+        forward.push('\n');
+        forward.push_str(doc);
+        forward.push('\n');
+    }
+    match logferry::demo::http(
+        "POST",
+        &format!("{upstream}/_bulk"),
+        "application/x-ndjson",
+        forward.as_bytes(),
+    ) {
+        Ok((200, answer)) => {
+            let v: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
+            Ok(v["items"].as_array().cloned().unwrap_or_default())
+        }
+        Ok(answer) => Err(answer),
+        Err(_) => Err((502, String::new())),
+    }
+}
+
+/// Passes a bulk request on, failing `f.reject_items` of its items with a per-item 429 (or
+/// `f.reject_with`).
+fn bulk(body: &[u8], f: &Faults, seen: &Mutex<Seen>, upstream: &str) -> (u16, String) {
+    let reject = f.reject_items;
+    let (reject_status, reject_type) = f
+        .reject_with
+        .clone()
+        .unwrap_or((429, "es_rejected_execution_exception".into()));
+    let text = String::from_utf8_lossy(body);
+    let pairs = pairs(&text);
     let mut rng = xorshift(pairs.len() as u64 ^ 0x9e37_79b9);
     let rejected: Vec<bool> = pairs
         .iter()
@@ -185,37 +301,21 @@ fn bulk(body: &[u8], reject: f64, seen: &Mutex<Seen>, upstream: &str) -> (u16, S
         s.items += pairs.len() as u64;
         s.rejected_items += rejected.iter().filter(|r| **r).count() as u64;
     }
-    let mut forward = String::new();
-    for ((action, doc), r) in pairs.iter().zip(&rejected) {
-        if !r {
-            forward.push_str(action);
-            forward.push('\n');
-            forward.push_str(doc);
-            forward.push('\n');
-        }
-    }
-    let mut upstream_items = Vec::new();
-    if !forward.is_empty() {
-        match logferry::demo::http(
-            "POST",
-            &format!("{upstream}/_bulk"),
-            "application/x-ndjson",
-            forward.as_bytes(),
-        ) {
-            Ok((200, answer)) => {
-                let v: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
-                upstream_items = v["items"].as_array().cloned().unwrap_or_default();
-            }
-            Ok((code, answer)) => return (code, answer),
-            Err(_) => return (502, String::new()),
-        }
-    }
-    let mut upstream_items = upstream_items.into_iter();
+    let forward: Vec<(&str, &str)> = pairs
+        .iter()
+        .zip(&rejected)
+        .filter(|(_, r)| !**r)
+        .map(|(p, _)| *p)
+        .collect();
+    let mut upstream_items = match upstream_bulk(&forward, upstream) {
+        Ok(items) => items.into_iter(),
+        Err(answer) => return answer,
+    };
     let items: Vec<Value> = rejected
         .iter()
         .map(|r| {
             if *r {
-                json!({"create": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "injected"}}})
+                json!({"create": {"status": reject_status, "error": {"type": reject_type, "reason": "injected"}}})
             } else {
                 upstream_items.next().unwrap_or(Value::Null)
             }
