@@ -35,13 +35,9 @@ fn limit_descriptors(n: u64) {
 #[test]
 fn running_out_of_descriptors_before_the_buffer_fsync_is_waited_out_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
-    let key = FileKey {
-        dev: 1,
-        ino: 2,
-        fingerprint: 3,
-    };
+    let mut key = FileKey::new(1, 2, 3);
     let checkpoints = Arc::new(Checkpoints::open(dir.path()).unwrap());
-    checkpoints.track(key, Path::new("/log"), 0);
+    checkpoints.track(&mut key, Path::new("/log"), 0);
     let metrics = Arc::new(Metrics::new());
     let options = Options {
         dir: dir.path().join("buffer"),
