@@ -7,7 +7,7 @@
 //! recovery of files rotated while the agent was down.
 //!
 //! What it hands on: every file it opens, identified, with the offset to read from, goes to the
-//! reading thread over a bounded channel ([`Handoff`]); and which followed files no longer sit
+//! reading thread over a bounded channel ([`Handoff`], in [`super::handoff`]); and which followed files no longer sit
 //! at their path (they are read to their end there). An open file keeps a deleted file's data
 //! readable, so once a file is open here, a reading thread blocked on a full buffer or a
 //! stalled disk cannot lose it. What does not fit in the channel waits here, in order.
@@ -15,9 +15,10 @@
 //! What it guarantees: a file is in the checkpoints (so a crash cannot forget it) from the
 //! moment it is opened here; checkpoint offsets themselves only move with the buffer.
 
-use super::budget::{Descriptors, out_of_descriptors};
+use super::budget::out_of_descriptors;
 use super::file::identify;
 use super::globs::Discovery;
+use super::handoff::{Handoff, Opened, Shared, lock};
 use super::{Checkpoints, FileKey, TailerState};
 use crate::config::{self, ReadFrom};
 use crate::observe::Metrics;
@@ -26,9 +27,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 /// The longest the loop sleeps, so shutdown and returned files are noticed promptly.
@@ -36,118 +37,6 @@ const MAX_IDLE: Duration = Duration::from_millis(200);
 /// How soon files waiting for their first line, for a descriptor, or for room in the channel
 /// are tried again.
 const RETRY: Duration = Duration::from_millis(25);
-
-/// What the discovery thread tells the reading thread, in the order it happened.
-pub enum Handoff {
-    /// A file opened and identified: read it from `offset`.
-    Follow(Opened),
-    /// The followed file's path no longer leads to it (rotated or deleted): read it to its end.
-    Drain(FileKey),
-    /// inotify says these real paths were written to.
-    Wrote(Vec<PathBuf>),
-    /// Write events were lost: look at every file.
-    ReadAll,
-}
-
-pub struct Opened {
-    /// The path the include glob matched, or the real path of a rotated file.
-    pub path: PathBuf,
-    pub file: File,
-    pub key: FileKey,
-    pub offset: u64,
-    /// No include glob leads to it any more (rotated or deleted before it was read to its end).
-    pub draining: bool,
-}
-
-/// A file the reading thread gives back: truncated and written again, to be followed again
-/// from its new beginning.
-pub struct Returned {
-    pub path: PathBuf,
-    pub file: File,
-}
-
-/// What both threads share. Each lock is held for a few map operations, never across I/O on
-/// the buffer.
-pub struct Shared {
-    /// Files the reading thread follows (open or closed for the budget): discovery neither
-    /// rescues them again nor takes them for new.
-    pub followed: Mutex<HashSet<FileKey>>,
-    pub returned: Mutex<Vec<Returned>>,
-    pub descriptors: Descriptors,
-    pub watcher: Mutex<Option<notify::RecommendedWatcher>>,
-    /// Write events did not fit the reading thread's channel: it looks at every file. (Its own
-    /// `Arc`: the watcher's handler holds it, and the watcher lives here.)
-    pub missed_writes: Arc<AtomicBool>,
-}
-
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Shared {
-    pub fn watch(&self, real: &Path) {
-        if let Some(w) = lock(&self.watcher).as_mut()
-            && let Err(e) = notify::Watcher::watch(w, real, RecursiveMode::NonRecursive)
-        {
-            // Reading still works through the periodic pass; only latency suffers.
-            tracing::debug!(path = %real.display(), error = %e, "cannot watch file");
-        }
-    }
-
-    pub fn unwatch(&self, real: &Path) {
-        if let Some(w) = lock(&self.watcher).as_mut() {
-            let _ = notify::Watcher::unwatch(w, real);
-        }
-    }
-
-    pub(super) fn is_followed(&self, key: &FileKey) -> bool {
-        lock(&self.followed).contains(key)
-    }
-
-    pub(super) fn follows_inode(&self, dev: u64, ino: u64) -> bool {
-        lock(&self.followed)
-            .iter()
-            .any(|k| (k.dev, k.ino) == (dev, ino))
-    }
-}
-
-/// Builds the inotify watcher: structural events go to discovery, writes to the reader.
-pub fn make_watcher(
-    discovery: SyncSender<notify::Event>,
-    missed_structure: Arc<AtomicBool>,
-    reader: SyncSender<Handoff>,
-    missed_writes: Arc<AtomicBool>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::EventKind;
-    let handler = move |res: notify::Result<notify::Event>| match res {
-        Ok(ev) => {
-            let structural = matches!(
-                ev.kind,
-                EventKind::Create(_)
-                    | EventKind::Remove(_)
-                    | EventKind::Modify(notify::event::ModifyKind::Name(_))
-            );
-            if structural {
-                if let Err(TrySendError::Full(_)) = discovery.try_send(ev) {
-                    missed_structure.store(true, Ordering::Relaxed);
-                }
-            } else if let Err(TrySendError::Full(_)) = reader.try_send(Handoff::Wrote(ev.paths)) {
-                missed_writes.store(true, Ordering::Relaxed);
-            }
-        }
-        Err(_) => {
-            missed_structure.store(true, Ordering::Relaxed);
-            missed_writes.store(true, Ordering::Relaxed);
-        }
-    };
-    match notify::recommended_watcher(handler) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, "inotify is unavailable; new lines are found by the periodic rescan only");
-            None
-        }
-    }
-}
 
 pub struct Discoverer {
     pub(super) cfg: config::Input,

@@ -30,6 +30,7 @@ mod checkpoint;
 mod discover;
 mod file;
 mod globs;
+mod handoff;
 mod output;
 mod parked;
 mod rotated;
@@ -41,14 +42,16 @@ pub use output::Output;
 
 use crate::config;
 use budget::Descriptors;
-use discover::{Discoverer, Handoff, Opened, Returned, Shared, lock, make_watcher};
+use discover::Discoverer;
 use file::{ReadOutcome, Tracked, identify};
+use handoff::{Handoff, Opened, Returned, Shared, lock, make_watcher};
 use parked::Parked;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// What names a file's content across renames: device and inode, plus a fingerprint of its
@@ -250,19 +253,7 @@ impl Tailer {
         let mut buf = vec![0u8; READ_BLOCK];
         let mut next_full_pass = Instant::now() + self.cfg.rescan_interval.0;
         while !self.out.shutdown.load(Ordering::Relaxed) {
-            self.state.beat();
-            self.dirty.extend(self.waiting_meta.drain());
-            while let Ok(h) = self.handoffs.try_recv() {
-                self.take(h);
-            }
-            if self.shared.missed_writes.swap(false, Ordering::Relaxed)
-                || Instant::now() >= next_full_pass
-            {
-                self.full_pass();
-                next_full_pass = Instant::now() + self.cfg.rescan_interval.0;
-            }
-            self.reopen_wanting();
-            self.make_room();
+            self.tick(&mut next_full_pass);
             let pass_started = Instant::now();
             self.read_pass(&mut buf);
             self.let_go_of_drained(&mut buf);
@@ -288,8 +279,30 @@ impl Tailer {
                 }
             }
         }
-        // Discovery stops first; what it opened last is read once more, so that a file
-        // deleted just before shutdown does not take its lines with it.
+        self.stop(discovery, &mut buf);
+    }
+
+    /// What each turn of the loop does before reading: take what discovery handed on, the
+    /// periodic look at every file, and keeping within the descriptor budget.
+    fn tick(&mut self, next_full_pass: &mut Instant) {
+        self.state.beat();
+        self.dirty.extend(self.waiting_meta.drain());
+        while let Ok(h) = self.handoffs.try_recv() {
+            self.take(h);
+        }
+        if self.shared.missed_writes.swap(false, Ordering::Relaxed)
+            || Instant::now() >= *next_full_pass
+        {
+            self.full_pass();
+            *next_full_pass = Instant::now() + self.cfg.rescan_interval.0;
+        }
+        self.reopen_wanting();
+        self.make_room();
+    }
+
+    /// Discovery stops first; what it opened last is read once more, so that a file deleted
+    /// just before shutdown does not take its lines with it. Then the open chunk is appended.
+    fn stop(&mut self, discovery: Option<JoinHandle<VecDeque<Handoff>>>, buf: &mut [u8]) {
         let unsent = match discovery.map(|h| h.join()) {
             Some(Ok(unsent)) => unsent,
             Some(Err(_)) => {
@@ -304,7 +317,7 @@ impl Tailer {
         for h in unsent {
             self.take(h);
         }
-        self.read_pass(&mut buf);
+        self.read_pass(buf);
         self.out.seal();
         tracing::info!(
             files = self.files.len() + self.parked.len(),
@@ -358,6 +371,7 @@ impl Tailer {
             }
             return;
         }
+        self.parked_wanting.remove(&o.key);
         let offset = match self.parked.remove(&o.key) {
             // Found again at another path while closed: continue where reading was.
             Some(p) => p.read_pos,

@@ -111,17 +111,18 @@ impl Tailer {
     }
 
     /// Reopens a parked file whose size at its path changed. One whose path leads elsewhere or
-    /// nowhere is left to discovery, which says so with a [`super::Handoff::Drain`].
+    /// nowhere is left to discovery, which says so with a [`super::handoff::Handoff::Drain`].
     pub(super) fn unpark_if_grown(&mut self, key: FileKey) {
         let Some(p) = self.parked.get(&key) else {
+            self.parked_wanting.remove(&key);
             return;
         };
-        let Ok(meta) = std::fs::metadata(&p.path) else {
+        let here = std::fs::metadata(&p.path).ok();
+        let Some(meta) = here.filter(|m| (m.dev(), m.ino()) == (key.dev, key.ino)) else {
+            // Not at its path any more: it waits for discovery's word, not for a descriptor.
+            self.parked_wanting.remove(&key);
             return;
         };
-        if (meta.dev(), meta.ino()) != (key.dev, key.ino) {
-            return;
-        }
         if meta.len() == p.read_pos {
             self.parked_wanting.remove(&key);
             return;
