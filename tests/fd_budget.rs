@@ -77,6 +77,30 @@ fn more_log_files_than_descriptors_are_all_shipped_and_the_agent_stays_up() {
     });
     let open = agent.metric("logferry_files_open ");
     assert!(open <= BUDGET, "{open} descriptors held, budget {BUDGET}");
+    // Most files were closed to make room; each one grows again and is reopened where it was.
+    for (i, p) in paths.iter().enumerate() {
+        append(p, "2026-11-26T18:00:01.000000000Z stdout F {\"seq\":4}\n");
+        expected.insert((format!("pod-{i}"), 4));
+    }
+    assert_exactly_once(&es, &expected);
+    let open = agent.metric("logferry_files_open ");
+    assert!(open <= BUDGET, "{open} descriptors held, budget {BUDGET}");
+    // The kubelet rotates every file right after a last write, closed or not: each rotated
+    // file is found again by its identity and read to its end, the new ones from their start.
+    for (i, p) in paths.iter().enumerate() {
+        append(p, "2026-11-26T18:00:02.000000000Z stdout F {\"seq\":5}\n");
+        std::fs::rename(p, p.with_file_name("0.log.20261126-180002")).expect("rotate");
+        std::fs::write(p, "2026-11-26T18:00:03.000000000Z stdout F {\"seq\":6}\n")
+            .expect("new file");
+        expected.insert((format!("pod-{i}"), 5));
+        expected.insert((format!("pod-{i}"), 6));
+    }
+    assert_exactly_once(&es, &expected);
+    let open = agent.metric("logferry_files_open ");
+    assert!(
+        open <= BUDGET + 64,
+        "{open} descriptors held, budget {BUDGET}"
+    );
     let logs = agent.logs();
     assert!(
         !logs.contains("can no longer be trusted"),

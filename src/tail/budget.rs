@@ -71,13 +71,18 @@ impl Descriptors {
         self.budget.saturating_sub(self.in_use())
     }
 
-    /// Discovery takes one before opening a file; false when the budget is spent.
+    /// Taken before opening a file (by discovery, and by the reader reopening a closed one, which
+    /// puts it back once it has published its count); false when the budget is spent.
+    ///
+    /// Sound across the two threads: the reader's own count only grows for a descriptor
+    /// already counted here (a handover, or one it took here itself), so a compare-and-swap on
+    /// this counter is the only place the total can grow.
     pub fn take(&self) -> bool {
-        if self.room() == 0 {
-            return false;
-        }
-        self.discovery.fetch_add(1, Ordering::Relaxed);
-        true
+        self.discovery
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                (self.reader.load(Ordering::Acquire) + d < self.budget).then_some(d + 1)
+            })
+            .is_ok()
     }
 
     /// Discovery opens a rotated file that was not read to its end: it gets its descriptor even
@@ -94,8 +99,8 @@ impl Descriptors {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
-    /// The reading thread received a file from discovery: the descriptor is its own now, and
-    /// counted in what it publishes.
+    /// The reading thread received a file from discovery and has published its new count: the
+    /// descriptor is its own now. (Published first, so it is never counted nowhere.)
     pub fn handed_over(&self) {
         self.put_back();
     }

@@ -362,13 +362,14 @@ impl Tailer {
     }
 
     fn follow(&mut self, o: Opened) {
-        self.shared.descriptors.handed_over();
         lock(&self.shared.followed).insert(o.key);
         if let Some(t) = self.files.get_mut(&o.key) {
             // Already followed (matched again, or through a second path): keep the one open.
             if !o.draining {
                 t.draining = false;
             }
+            drop(o.file);
+            self.shared.descriptors.handed_over();
             return;
         }
         self.parked_wanting.remove(&o.key);
@@ -389,6 +390,7 @@ impl Tailer {
         self.dirty.insert(o.key);
         self.files.insert(o.key, t);
         self.shared.descriptors.set_reader(self.files.len());
+        self.shared.descriptors.handed_over();
     }
 
     /// The file's path no longer leads to it: read it to its end, then let it go.

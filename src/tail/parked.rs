@@ -13,7 +13,7 @@
 
 use super::budget::out_of_descriptors;
 use super::file::{Tracked, identify};
-use super::rotated::find_rotated;
+use super::rotated::locate_rotated;
 use super::{FileKey, Tailer};
 use crate::kube::cache::FileMeta;
 use std::fs::File;
@@ -30,6 +30,8 @@ pub struct Parked {
     opened: Instant,
     meta: FileMeta,
     meta_generation: u64,
+    /// Discovery said its path no longer leads to it: it is read to its end where it went.
+    rotated: bool,
 }
 
 impl Tailer {
@@ -94,6 +96,7 @@ impl Tailer {
                 opened: t.opened,
                 meta: t.meta,
                 meta_generation: t.meta_generation,
+                rotated: false,
             },
         );
         true
@@ -106,15 +109,18 @@ impl Tailer {
             if self.shared.descriptors.room() == 0 {
                 return;
             }
-            self.unpark_if_grown(key);
+            if self.parked.get(&key).is_some_and(|p| p.rotated) {
+                self.unpark_to_drain(key);
+            } else {
+                self.unpark_if_grown(key);
+            }
         }
     }
 
     /// Reopens a parked file whose size at its path changed. One whose path leads elsewhere or
     /// nowhere is left to discovery, which says so with a [`super::handoff::Handoff::Drain`].
     pub(super) fn unpark_if_grown(&mut self, key: FileKey) {
-        let Some(p) = self.parked.get(&key) else {
-            self.parked_wanting.remove(&key);
+        let Some(p) = self.parked.get(&key).filter(|p| !p.rotated) else {
             return;
         };
         let here = std::fs::metadata(&p.path).ok();
@@ -127,14 +133,16 @@ impl Tailer {
             self.parked_wanting.remove(&key);
             return;
         }
-        if self.shared.descriptors.room() == 0 {
+        let path = p.path.clone();
+        if !self.shared.descriptors.take() {
             self.parked_wanting.insert(key);
             return;
         }
-        let path = p.path.clone();
-        let file = match File::open(&path) {
+        let opened = File::open(&path);
+        let file = match opened {
             Ok(f) => f,
             Err(e) => {
+                self.shared.descriptors.put_back();
                 if out_of_descriptors(&e) {
                     self.parked_wanting.insert(key);
                 } else {
@@ -149,6 +157,8 @@ impl Tailer {
         let inode = file.metadata().map(|m| (m.dev(), m.ino())).ok();
         if inode != Some((key.dev, key.ino)) {
             // Rotated between the look and the open: discovery will say so.
+            drop(file);
+            self.shared.descriptors.put_back();
             return;
         }
         // Same inode but no longer the same first line: replaced while it was closed.
@@ -159,36 +169,67 @@ impl Tailer {
         }
     }
 
-    /// A parked file's path no longer leads to it: find it next to its old path by identity
-    /// and read it to its end.
+    /// A parked file's path no longer leads to it: find it next to its old path by its inode
+    /// (a `stat`, no descriptor) and read it to its end. Without a descriptor to spare it waits,
+    /// marked rotated, and counts as waiting: the kubelet keeps the newest rotated file
+    /// uncompressed, so it is still there when its turn comes.
     pub(super) fn unpark_to_drain(&mut self, key: FileKey) {
-        let Some(real) = self.parked.get(&key).map(|p| p.real.clone()) else {
+        let Some(p) = self.parked.get_mut(&key) else {
             return;
         };
-        let found = find_rotated(&real, |file, meta| {
-            if (meta.dev(), meta.ino()) != (key.dev, key.ino) {
-                return None;
+        p.rotated = true;
+        let real = p.real.clone();
+        let Some(path) = locate_rotated(&real, key.dev, key.ino) else {
+            self.forget_parked(key);
+            return;
+        };
+        if !self.shared.descriptors.take() {
+            self.parked_wanting.insert(key);
+            return;
+        }
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.shared.descriptors.put_back();
+                if out_of_descriptors(&e) {
+                    self.parked_wanting.insert(key);
+                } else {
+                    // Gone between the stat and the open.
+                    self.forget_parked(key);
+                }
+                return;
             }
-            identify(file, true).ok().flatten().filter(|k| *k == key)
-        });
-        match found {
-            Some((path, file, _)) => self.unpark(key, path, file, true),
-            None => {
-                let Some(p) = self.parked.remove(&key) else {
-                    return;
-                };
-                self.parked_wanting.remove(&key);
-                // It was read to its end when it was closed, and inotify would have had it
-                // reopened at its next write: only a write in the moment before its deletion
-                // can be missing.
-                tracing::info!(path = %p.real.display(), at = p.read_pos, "a file closed for the descriptor budget was deleted; it had been read to its end");
-                self.let_go(key, &p.real, p.read_pos);
-            }
+        };
+        let same = file
+            .metadata()
+            .is_ok_and(|m| (m.dev(), m.ino()) == (key.dev, key.ino))
+            && matches!(identify(&file, true), Ok(Some(k)) if k == key);
+        if same {
+            self.unpark(key, path, file, true);
+        } else {
+            drop(file);
+            self.shared.descriptors.put_back();
+            self.forget_parked(key);
         }
     }
 
+    /// A parked file that is nowhere to be found any more (deleted, or compressed).
+    fn forget_parked(&mut self, key: FileKey) {
+        let Some(p) = self.parked.remove(&key) else {
+            return;
+        };
+        self.parked_wanting.remove(&key);
+        // It was read to its end when it was closed, and inotify would have had it reopened at
+        // its next write: only a write in the moment before its deletion can be missing.
+        tracing::info!(path = %p.real.display(), at = p.read_pos, "a file closed for the descriptor budget was deleted; it had been read to its end");
+        self.let_go(key, &p.real, p.read_pos);
+    }
+
+    /// Follows a parked file again through `file`, whose descriptor was taken from the budget.
     fn unpark(&mut self, key: FileKey, path: PathBuf, file: File, draining: bool) {
         let Some(p) = self.parked.remove(&key) else {
+            drop(file);
+            self.shared.descriptors.put_back();
             return;
         };
         self.parked_wanting.remove(&key);
@@ -209,6 +250,8 @@ impl Tailer {
         self.by_real.insert(t.real.clone(), key);
         self.files.insert(key, t);
         self.dirty.insert(key);
+        // The descriptor was taken from the budget to open it: it is counted as the reader's now.
         self.shared.descriptors.set_reader(self.files.len());
+        self.shared.descriptors.put_back();
     }
 }

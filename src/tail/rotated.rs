@@ -173,3 +173,21 @@ pub fn find_rotated(
         Some((p, f, key))
     })
 }
+
+/// Where the file with this inode sits now: at `old`, or renamed from it (`old.<suffix>`, not
+/// compressed). Looks with `stat` only, so it needs no descriptor.
+pub fn locate_rotated(old: &Path, dev: u64, ino: u64) -> Option<PathBuf> {
+    let dir = old.parent()?;
+    let name = old.file_name()?.to_str()?;
+    let same = |p: &Path| std::fs::metadata(p).is_ok_and(|m| (m.dev(), m.ino()) == (dev, ino));
+    if same(old) {
+        return Some(old.to_owned());
+    }
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
+        let n = entry.file_name();
+        let n = n.to_str()?;
+        let renamed = n.starts_with(name) && n.len() > name.len() && !n.ends_with(".gz");
+        let p = entry.path();
+        (renamed && same(&p)).then_some(p)
+    })
+}
