@@ -62,6 +62,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&cfg.log_level);
+            raise_open_files_limit();
             finish(runtime().and_then(|rt| rt.block_on(logferry::agent::run(cfg, stop_signal()))))
         }
         Cmd::Demo { lines } => {
@@ -81,6 +82,42 @@ fn limit_malloc_arenas() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+}
+
+/// A node's log files each cost the tailer a descriptor while it reads them, and the default
+/// soft limit (1024) is far below what a busy node needs, while the hard limit is there to be
+/// claimed: raise the soft limit to it. The tailer keeps within whatever it gets (its budget is
+/// this limit less a reserve for the buffer, checkpoints, sockets and the API).
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if !got {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-files limit");
+        return;
+    }
+    let soft = lim.rlim_cur;
+    if soft < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        } else {
+            tracing::warn!(error = %std::io::Error::last_os_error(), soft, "cannot raise the open-files limit");
+        }
+    }
+    tracing::info!(
+        was = soft,
+        now = lim.rlim_cur,
+        hard = lim.rlim_max,
+        "open-files limit"
+    );
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {

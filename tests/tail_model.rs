@@ -341,6 +341,24 @@ fn a_file_renamed_just_before_a_restart_is_read() {
     }
 }
 
+/// Found by the model once discovery had a thread of its own: a file still waiting for its
+/// first line when the agent stopped, and deleted just before, was dropped with the discovery
+/// thread's state instead of being read in the last pass.
+#[test]
+fn a_file_deleted_just_before_a_shutdown_is_read() {
+    use Action::*;
+    let actions = vec![
+        Crash,
+        Split { file: 2 },
+        Delete { file: 2 },
+        Write { file: 1, lines: 35 },
+        Crash,
+    ];
+    for _ in 0..5 {
+        run_model(actions.clone()).unwrap();
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 12,

@@ -155,6 +155,15 @@ impl Status {
         }
         let files = self.metrics.files_watched.get();
         let lag = self.metrics.input_lag_bytes.get();
+        let starved = self.tailer.waiting_for_descriptor();
+        if starved > 0 {
+            return (
+                Level::Degraded,
+                format!(
+                    "{starved} files wait for a descriptor; following {files} files, {lag} bytes not read yet"
+                ),
+            );
+        }
         (
             Level::Healthy,
             format!("following {files} files, {lag} bytes not read yet"),

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub lines_read: Counter,
     pub bytes_read: Counter,
     pub files_watched: Gauge,
+    /// Followed log files holding a descriptor now (at most the tailer's descriptor budget).
+    pub files_open: Gauge,
     /// Bytes written to followed files and not yet safe in the buffer, summed over files.
     pub input_lag_bytes: Gauge,
     pub read_errors: Counter,
@@ -104,6 +106,7 @@ impl Metrics {
             lines_read: Counter::default(),
             bytes_read: Counter::default(),
             files_watched: Gauge::default(),
+            files_open: Gauge::default(),
             input_lag_bytes: Gauge::default(),
             read_errors: Counter::default(),
             truncations: Counter::default(),
@@ -149,6 +152,7 @@ impl Metrics {
             "input_lines", "Physical lines read from log files", m.lines_read;
             "input_bytes", "Bytes read from log files", m.bytes_read;
             "files_watched", "Log files currently followed", m.files_watched;
+            "files_open", "Followed log files holding a file descriptor (idle ones are closed when the budget is spent)", m.files_open;
             "input_lag_bytes", "Bytes written to followed log files and not yet read into the buffer", m.input_lag_bytes;
             "input_read_errors", "Failed opens and reads of log files", m.read_errors;
             "input_truncations", "Log files found truncated (copytruncate)", m.truncations;

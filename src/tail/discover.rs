@@ -1,114 +1,509 @@
-//! Discovery: which files the include and exclude globs select right now.
+//! The discovery thread: finds the files to follow and opens them, and never touches the buffer.
+//!
+//! Owns the include/exclude globs ([`Discovery`]), inotify's structural events (creations,
+//! renames, removals) plus the periodic rescan (inotify drops events), what each matched path
+//! led to at the last look (to notice rotations between two looks, and rescue files renamed
+//! before they were read), files whose first line is still incomplete (held open), and the
+//! recovery of files rotated while the agent was down.
+//!
+//! What it hands on: every file it opens, identified, with the offset to read from, goes to the
+//! reading thread over a bounded channel ([`Handoff`], in [`super::handoff`]); and which followed files no longer sit
+//! at their path (they are read to their end there). An open file keeps a deleted file's data
+//! readable, so once a file is open here, a reading thread blocked on a full buffer or a
+//! stalled disk cannot lose it. What does not fit in the channel waits here, in order.
+//!
+//! What it guarantees: a file is in the checkpoints (so a crash cannot forget it) from the
+//! moment it is opened here; checkpoint offsets themselves only move with the buffer.
 
-use std::path::{Component, Path, PathBuf};
+use super::budget::out_of_descriptors;
+use super::file::identify;
+use super::globs::Discovery;
+use super::handoff::{Handoff, Opened, Shared, lock};
+use super::{Checkpoints, FileKey, TailerState};
+use crate::config::{self, ReadFrom};
+use crate::observe::Metrics;
+use notify::RecursiveMode;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant, SystemTime};
 
-pub struct Discovery {
-    include: Vec<String>,
-    exclude: Vec<glob::Pattern>,
+/// The longest the loop sleeps, so shutdown and returned files are noticed promptly.
+const MAX_IDLE: Duration = Duration::from_millis(200);
+/// How soon files waiting for their first line, for a descriptor, or for room in the channel
+/// are tried again.
+const RETRY: Duration = Duration::from_millis(25);
+
+pub struct Discoverer {
+    pub(super) cfg: config::Input,
+    pub(super) globs: Discovery,
+    pub(super) checkpoints: Arc<Checkpoints>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) state: Arc<TailerState>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) shutdown: Arc<AtomicBool>,
+    pub(super) to_reader: SyncSender<Handoff>,
+    pub(super) events: Receiver<notify::Event>,
+    /// inotify events were dropped (queue overflow or watcher error): rescan.
+    pub(super) missed_events: Arc<AtomicBool>,
+    /// Handoffs the reader's channel had no room for yet, oldest first.
+    pub(super) pending: VecDeque<Handoff>,
+    /// Include-matched path → the file handed to the reader for it.
+    pub(super) by_path: HashMap<PathBuf, FileKey>,
+    /// Matched paths whose file has no identity yet (its first line is incomplete), held open
+    /// from the first look so that a deletion or rename cannot take their lines away.
+    pub(super) waiting: HashMap<PathBuf, Waiting>,
+    /// What each matched path led to when last looked at, to notice rotations that happened
+    /// between two looks.
+    pub(super) looks: HashMap<PathBuf, Look>,
+    /// Matched paths not opened for lack of a descriptor, with where they would start.
+    pub(super) starved: BTreeMap<PathBuf, Start>,
+    pub(super) watched_roots: HashSet<PathBuf>,
+    /// Paths whose open failure was already logged, so it is logged once.
+    pub(super) reported: HashSet<PathBuf>,
+    /// When the scan before the current one started — during the first scan, the last scan of
+    /// the agent's previous run, from the checkpoint file (`None` on a node's very first start):
+    /// files renamed after it cannot have been seen by any look before.
+    pub(super) previous_scan: Option<SystemTime>,
+    /// When the current scan started.
+    pub(super) this_scan: Option<SystemTime>,
+    /// Checkpoint entries were added since the last save. New files are saved at once, not on
+    /// the next timer tick: a file the agent knows about survives a crash even if it is rotated
+    /// away right after.
+    pub(super) unsaved: bool,
+    /// No checkpoints existed at start-up: the agent has never run on this node. Only then does
+    /// `read_from = "end"` skip content; after that, a file without a checkpoint appeared while
+    /// the agent was down, and all of it is new.
+    pub(super) fresh_start: bool,
 }
 
-impl Discovery {
-    /// The globs were validated with the config; one that fails here is skipped.
-    pub fn new(include: &[String], exclude: &[String]) -> Self {
-        Discovery {
-            include: include.to_vec(),
-            exclude: exclude
-                .iter()
-                .filter_map(|g| glob::Pattern::new(g).ok())
-                .collect(),
+/// A file seen at a matched path whose first line is not complete yet.
+pub struct Waiting {
+    file: File,
+    real: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+/// What a matched path led to at one moment.
+pub struct Look {
+    pub(super) real: PathBuf,
+    pub(super) dev: u64,
+    pub(super) ino: u64,
+    pub(super) at: SystemTime,
+}
+
+/// Where a newly seen file starts when it has no checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Beginning,
+    /// `read_from = "end"` for files present at start-up.
+    AtEnd,
+    /// The file was truncated: from 0, whatever the checkpoint says.
+    Over,
+}
+
+impl Discoverer {
+    /// Finds and opens files until shutdown; returns what the reader's channel had no room for.
+    pub fn run(mut self) -> VecDeque<Handoff> {
+        self.rescan(true);
+        self.recover_rotated_while_down();
+        self.hand_on();
+        self.save_if_new();
+        self.state.ready.store(true, Ordering::Relaxed);
+        let mut next_rescan = Instant::now() + self.cfg.rescan_interval.0;
+        let mut rescan = false;
+        while !self.shutdown.load(Ordering::Relaxed) {
+            rescan |= self.drain_events();
+            if self.missed_events.swap(false, Ordering::Relaxed) {
+                rescan = true;
+                self.pending.push_back(Handoff::ReadAll);
+            }
+            if std::mem::take(&mut rescan) || Instant::now() >= next_rescan {
+                self.rescan(false);
+                next_rescan = Instant::now() + self.cfg.rescan_interval.0;
+            }
+            self.follow_returned();
+            self.retry_waiting();
+            self.retry_starved();
+            self.hand_on();
+            self.save_if_new();
+            self.publish();
+            // Files waiting for their first line are held open: trying them every MAX_IDLE
+            // costs nothing in lines, and retrying faster would cost a read each.
+            let busy = !self.pending.is_empty()
+                || (!self.starved.is_empty() && self.shared.descriptors.room() > 0);
+            let wait = if busy { RETRY } else { MAX_IDLE }
+                .min(next_rescan.saturating_duration_since(Instant::now()));
+            match self.events.recv_timeout(wait) {
+                Ok(ev) => rescan |= structural(&ev),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+            }
         }
+        // A file deleted while it waited for its first line would be gone by the next start:
+        // whatever it holds is handed on now, for the reader's last pass.
+        self.retry_waiting();
+        self.hand_on();
+        if let Some(at) = self.this_scan {
+            self.checkpoints.note_scan(at, true);
+        }
+        std::mem::take(&mut self.pending)
     }
 
-    /// Every regular file (following symlinks) matched now, sorted, without duplicates.
-    pub fn scan(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        for pattern in &self.include {
-            let Ok(paths) = glob::glob(pattern) else {
-                continue;
-            };
-            // Unreadable directory entries are skipped; the next scan tries again.
-            for path in paths.flatten() {
-                if self.exclude.iter().any(|e| e.matches_path(&path)) {
-                    continue;
+    fn publish(&self) {
+        self.state
+            .waiting_new
+            .store(self.starved.len(), Ordering::Relaxed);
+        self.metrics
+            .files_open
+            .set(self.shared.descriptors.in_use() as i64);
+    }
+
+    /// Handles all queued events; true when the set of files may have changed.
+    fn drain_events(&mut self) -> bool {
+        let mut rescan = false;
+        while let Ok(ev) = self.events.try_recv() {
+            rescan |= structural(&ev);
+        }
+        rescan
+    }
+
+    /// Sends what waits for the reader, in order, as far as its channel has room.
+    fn hand_on(&mut self) {
+        while let Some(h) = self.pending.pop_front() {
+            match self.to_reader.try_send(h) {
+                Ok(()) => {}
+                Err(TrySendError::Full(h)) => {
+                    self.pending.push_front(h);
+                    return;
                 }
-                if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-                    out.push(path);
+                // The reader is gone (shutting down): nothing more to hand on.
+                Err(TrySendError::Disconnected(_)) => {
+                    self.pending.clear();
+                    return;
                 }
             }
         }
-        out.sort();
-        out.dedup();
-        out
     }
 
-    /// The deepest directory of each include glob that has no glob characters: watching it
-    /// finds new files without waiting for a rescan.
-    pub fn roots(&self) -> Vec<PathBuf> {
-        let mut roots: Vec<PathBuf> = self.include.iter().map(|p| static_prefix(p)).collect();
-        roots.sort();
-        roots.dedup();
-        roots
-    }
-}
-
-fn static_prefix(pattern: &str) -> PathBuf {
-    let mut root = PathBuf::new();
-    for c in Path::new(pattern).components() {
-        if let Component::Normal(s) = c
-            && s.to_string_lossy().contains(['*', '?', '['])
+    fn save_if_new(&mut self) {
+        if std::mem::take(&mut self.unsaved)
+            && let Err(e) = self.checkpoints.save()
         {
-            break;
+            self.metrics.checkpoint_errors.inc();
+            tracing::error!(error = %e, "checkpoint write failed; will retry");
         }
-        root.push(c);
     }
-    if root.as_os_str() == pattern {
-        // No glob at all: the pattern names one file; watch its directory.
-        root.pop();
+
+    /// Expands the globs: opens new files, notices rotated and deleted ones.
+    fn rescan(&mut self, first: bool) {
+        let now = SystemTime::now();
+        if let Some(before) = self.this_scan.replace(now) {
+            self.previous_scan = Some(before);
+        }
+        self.watch_roots();
+        let found = self.globs.scan();
+        let found_set: HashSet<&PathBuf> = found.iter().collect();
+        let gone: Vec<PathBuf> = self
+            .by_path
+            .keys()
+            .filter(|p| !found_set.contains(p))
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(key) = self.by_path.remove(&path) {
+                self.pending.push_back(Handoff::Drain(key));
+            }
+        }
+        let vanished: Vec<(PathBuf, Look)> = self
+            .looks
+            .extract_if(|p, _| !found_set.contains(p))
+            .collect();
+        for (path, _) in vanished {
+            self.starved.remove(&path);
+            if let Some(w) = self.waiting.remove(&path) {
+                self.abandon_waiting(w);
+            }
+        }
+        let start = if first && self.cfg.read_from == ReadFrom::End && self.fresh_start {
+            Start::AtEnd
+        } else {
+            Start::Beginning
+        };
+        for path in &found {
+            self.consider(path, start);
+        }
+        self.checkpoints.note_scan(now, false);
     }
-    root
+
+    /// Looks at one matched path: a file there that is not followed yet is opened.
+    fn consider(&mut self, path: &Path, start: Start) {
+        let Some(meta) = self.look(path) else {
+            return;
+        };
+        if let Some(&key) = self.by_path.get(path) {
+            if key.dev == meta.dev() && key.ino == meta.ino() {
+                // Still the same file. (One truncated and written again is the reader's to
+                // notice: it holds the file.)
+                return;
+            }
+            // The path now names another file: the old one was rotated away.
+            self.by_path.remove(path);
+            self.pending.push_back(Handoff::Drain(key));
+        }
+        self.open(path, start);
+    }
+
+    /// Paths that found no descriptor: try again while the budget has room.
+    fn retry_starved(&mut self) {
+        while self.shared.descriptors.room() > 0 {
+            let Some((path, start)) = self.starved.pop_first() else {
+                return;
+            };
+            if self.by_path.contains_key(&path) || self.waiting.contains_key(&path) {
+                continue;
+            }
+            self.consider(&path, start);
+        }
+    }
+
+    /// Opens a file for discovery, within the descriptor budget. `None` when the budget is
+    /// spent (the path is remembered in `starved` when it is a matched path) or the open failed.
+    pub(super) fn open_counted(&mut self, path: &Path, starve: Option<Start>) -> Option<File> {
+        if !self.shared.descriptors.take() {
+            if let Some(start) = starve {
+                self.starve(path, start);
+            }
+            return None;
+        }
+        match File::open(path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                self.shared.descriptors.put_back();
+                if out_of_descriptors(&e) {
+                    // The budget's reserve was not enough (another part of the agent, or the
+                    // whole node, holds more than expected): wait like for the budget.
+                    if let Some(start) = starve {
+                        self.starve(path, start);
+                    }
+                } else if starve.is_some() {
+                    self.metrics.read_errors.inc();
+                    if self.reported.insert(path.to_owned()) {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot open file; will retry");
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn starve(&mut self, path: &Path, start: Start) {
+        if self.starved.is_empty() {
+            tracing::warn!(
+                budget = self.shared.descriptors.budget(),
+                "log files wait for a file descriptor; the longest-idle read files are closed to make room"
+            );
+        }
+        self.starved.insert(path.to_owned(), start);
+    }
+
+    /// Drops a file discovery opened and will not hand on.
+    pub(super) fn close(&self, file: File) {
+        drop(file);
+        self.shared.descriptors.put_back();
+    }
+
+    /// Starts following the file at `path`.
+    fn open(&mut self, path: &Path, start: Start) {
+        let held = match self.waiting.remove(path) {
+            Some(w)
+                if self
+                    .looks
+                    .get(path)
+                    .is_some_and(|l| (l.dev, l.ino) == (w.dev, w.ino)) =>
+            {
+                Some(w.file)
+            }
+            Some(w) => {
+                self.abandon_waiting(w);
+                None
+            }
+            None => None,
+        };
+        let file = match held {
+            Some(f) => f,
+            None => match self.open_counted(path, Some(start)) {
+                Some(f) => f,
+                None => return,
+            },
+        };
+        self.adopt(path, file, start);
+    }
+
+    /// Identifies a file opened at `path` and hands it to the reader (or holds it until its
+    /// first line is whole).
+    fn adopt(&mut self, path: &Path, file: File, start: Start) {
+        let key = match identify(&file, false) {
+            Ok(Some(k)) => k,
+            Ok(None) => {
+                self.wait_for_first_line(path, file);
+                return;
+            }
+            Err(e) => {
+                self.metrics.read_errors.inc();
+                if self.reported.insert(path.to_owned()) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read file; will retry");
+                }
+                self.close(file);
+                return;
+            }
+        };
+        self.reported.remove(path);
+        self.checkpoints
+            .forget(&FileKey::placeholder(key.dev, key.ino));
+        self.by_path.insert(path.to_owned(), key);
+        if self.shared.is_followed(&key) {
+            // Already followed (matched again, or through a second path): the reader keeps its
+            // own and only learns that a path leads to it again.
+            let offset = self.checkpoints.get(&key).map_or(0, |e| e.offset);
+            self.hand(path, file, key, offset, false);
+            return;
+        }
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let checkpoint = self.checkpoints.get(&key).map(|e| e.offset);
+        let offset = match (start, checkpoint) {
+            (Start::Over, _) => 0,
+            // A checkpoint past the end means the content was replaced: start over.
+            (_, Some(c)) if c <= size => c,
+            (Start::AtEnd, _) => size,
+            _ => 0,
+        };
+        let real = self.real_path(path);
+        let mut key = key;
+        self.unsaved |= self.checkpoints.track(&mut key, &real, offset);
+        self.shared.watch(&real);
+        self.hand(path, file, key, offset, false);
+    }
+
+    fn real_path(&self, path: &Path) -> PathBuf {
+        match self.looks.get(path) {
+            Some(l) => l.real.clone(),
+            None => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()),
+        }
+    }
+
+    fn hand(&mut self, path: &Path, file: File, key: FileKey, offset: u64, draining: bool) {
+        tracing::debug!(path = %path.display(), offset, draining, "following file");
+        lock(&self.shared.followed).insert(key);
+        self.pending.push_back(Handoff::Follow(Opened {
+            path: path.to_owned(),
+            file,
+            key,
+            offset,
+            draining,
+        }));
+    }
+
+    /// Follows a file no include glob leads to any more, to its end.
+    pub(super) fn follow_draining(&mut self, path: &Path, file: File, key: FileKey, offset: u64) {
+        let mut key = key;
+        self.unsaved |= self.checkpoints.track(&mut key, path, offset);
+        self.shared.watch(path);
+        self.hand(path, file, key, offset, true);
+    }
+
+    /// Holds a file without an identity yet, and makes sure a crash cannot forget it.
+    fn wait_for_first_line(&mut self, path: &Path, file: File) {
+        let Ok(meta) = file.metadata() else {
+            self.close(file);
+            return;
+        };
+        let real = self.real_path(path);
+        let mut placeholder = FileKey::placeholder(meta.dev(), meta.ino());
+        self.unsaved |= self.checkpoints.track(&mut placeholder, &real, 0);
+        let w = Waiting {
+            file,
+            real,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        self.waiting.insert(path.to_owned(), w);
+    }
+
+    /// A waiting file's path went away or leads elsewhere now: whatever it holds will not grow
+    /// into a whole first line, so it is read to its end as it is.
+    fn abandon_waiting(&mut self, w: Waiting) {
+        self.checkpoints.forget(&FileKey::placeholder(w.dev, w.ino));
+        match identify(&w.file, true) {
+            Ok(Some(key)) if !self.shared.is_followed(&key) => {
+                let path = w.real.clone();
+                self.follow_draining(&path, w.file, key, 0);
+            }
+            _ => self.close(w.file),
+        }
+    }
+
+    /// Paths whose first line was incomplete: try to identify them again.
+    fn retry_waiting(&mut self) {
+        let paths: Vec<PathBuf> = self.waiting.keys().cloned().collect();
+        for p in paths {
+            if self.look(&p).is_none() {
+                if let Some(w) = self.waiting.remove(&p) {
+                    self.abandon_waiting(w);
+                }
+                continue;
+            }
+            self.open(&p, Start::Beginning);
+        }
+    }
+
+    /// Files the reader found truncated: followed again from 0 if their path still leads to
+    /// them (a rotated one is done with).
+    fn follow_returned(&mut self) {
+        let returned = std::mem::take(&mut *lock(&self.shared.returned));
+        for r in returned {
+            let inode = r.file.metadata().map(|m| (m.dev(), m.ino())).ok();
+            self.by_path
+                .retain(|p, k| p != &r.path || Some((k.dev, k.ino)) != inode);
+            let here = self
+                .look(&r.path)
+                .map(|m| (m.dev(), m.ino()))
+                .filter(|i| Some(*i) == inode);
+            if here.is_some() {
+                self.adopt(&r.path, r.file, Start::Over);
+            } else {
+                self.close(r.file);
+            }
+        }
+    }
+
+    fn watch_roots(&mut self) {
+        let mut watcher = lock(&self.shared.watcher);
+        let Some(w) = watcher.as_mut() else {
+            return;
+        };
+        for root in self.globs.roots() {
+            if !self.watched_roots.contains(&root)
+                && root.is_dir()
+                && notify::Watcher::watch(w, &root, RecursiveMode::NonRecursive).is_ok()
+            {
+                self.watched_roots.insert(root);
+            }
+        }
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn roots_stop_at_the_first_glob() {
-        let d = Discovery::new(
-            &[
-                "/var/log/containers/*.log".into(),
-                "/var/log/pods/*/*/*.log".into(),
-                "/var/log/app.log".into(),
-            ],
-            &[],
-        );
-        assert_eq!(
-            d.roots(),
-            vec![
-                PathBuf::from("/var/log"),
-                PathBuf::from("/var/log/containers"),
-                PathBuf::from("/var/log/pods")
-            ]
-        );
-    }
-
-    #[test]
-    fn scan_follows_symlinks_and_applies_excludes() {
-        let dir = tempfile::tempdir().unwrap();
-        let real = dir.path().join("real.log");
-        std::fs::write(&real, "x\n").unwrap();
-        std::os::unix::fs::symlink(&real, dir.path().join("link.log")).unwrap();
-        std::os::unix::fs::symlink(dir.path().join("missing"), dir.path().join("dangling.log"))
-            .unwrap();
-        std::fs::write(dir.path().join("skip-me.log"), "x\n").unwrap();
-        std::fs::create_dir(dir.path().join("dir.log")).unwrap();
-        let base = dir.path().display();
-        let d = Discovery::new(&[format!("{base}/*.log")], &[format!("{base}/skip-*")]);
-        let names: Vec<String> = d
-            .scan()
-            .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, vec!["link.log", "real.log"]);
-    }
+fn structural(ev: &notify::Event) -> bool {
+    use notify::EventKind;
+    matches!(
+        ev.kind,
+        EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(notify::event::ModifyKind::Name(_))
+    )
 }

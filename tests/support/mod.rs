@@ -128,6 +128,17 @@ impl Agent {
         Agent::spawn(config, cmd)
     }
 
+    /// Starts the agent with its open-files limit (soft and hard) set to `limit`, so that it
+    /// cannot raise it, as `prlimit` would on a node.
+    pub fn start_with_open_files_limit(config: &Path, limit: u64) -> Agent {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={limit}:{limit}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_logferry"));
+        cmd.env("LOGFERRY_LOG", "info");
+        Agent::spawn(config, cmd)
+    }
+
     /// Runs the agent as `nobody` when the tests run as root, so that file permissions apply
     /// to it as they do on a node.
     pub fn start_unprivileged(config: &Path) -> Agent {

@@ -1,0 +1,115 @@
+//! Which files the include and exclude globs select right now, and which directories to watch
+//! for new ones. Used by the discovery thread ([`super::discover`]).
+
+use std::path::{Component, Path, PathBuf};
+
+pub struct Discovery {
+    include: Vec<String>,
+    exclude: Vec<glob::Pattern>,
+}
+
+impl Discovery {
+    /// The globs were validated with the config; one that fails here is skipped.
+    pub fn new(include: &[String], exclude: &[String]) -> Self {
+        Discovery {
+            include: include.to_vec(),
+            exclude: exclude
+                .iter()
+                .filter_map(|g| glob::Pattern::new(g).ok())
+                .collect(),
+        }
+    }
+
+    /// Every regular file (following symlinks) matched now, sorted, without duplicates.
+    pub fn scan(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for pattern in &self.include {
+            let Ok(paths) = glob::glob(pattern) else {
+                continue;
+            };
+            // Unreadable directory entries are skipped; the next scan tries again.
+            for path in paths.flatten() {
+                if self.exclude.iter().any(|e| e.matches_path(&path)) {
+                    continue;
+                }
+                if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                    out.push(path);
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The deepest directory of each include glob that has no glob characters: watching it
+    /// finds new files without waiting for a rescan.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        let mut roots: Vec<PathBuf> = self.include.iter().map(|p| static_prefix(p)).collect();
+        roots.sort();
+        roots.dedup();
+        roots
+    }
+}
+
+fn static_prefix(pattern: &str) -> PathBuf {
+    let mut root = PathBuf::new();
+    for c in Path::new(pattern).components() {
+        if let Component::Normal(s) = c
+            && s.to_string_lossy().contains(['*', '?', '['])
+        {
+            break;
+        }
+        root.push(c);
+    }
+    if root.as_os_str() == pattern {
+        // No glob at all: the pattern names one file; watch its directory.
+        root.pop();
+    }
+    root
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_stop_at_the_first_glob() {
+        let d = Discovery::new(
+            &[
+                "/var/log/containers/*.log".into(),
+                "/var/log/pods/*/*/*.log".into(),
+                "/var/log/app.log".into(),
+            ],
+            &[],
+        );
+        assert_eq!(
+            d.roots(),
+            vec![
+                PathBuf::from("/var/log"),
+                PathBuf::from("/var/log/containers"),
+                PathBuf::from("/var/log/pods")
+            ]
+        );
+    }
+
+    #[test]
+    fn scan_follows_symlinks_and_applies_excludes() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.log");
+        std::fs::write(&real, "x\n").unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link.log")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("missing"), dir.path().join("dangling.log"))
+            .unwrap();
+        std::fs::write(dir.path().join("skip-me.log"), "x\n").unwrap();
+        std::fs::create_dir(dir.path().join("dir.log")).unwrap();
+        let base = dir.path().display();
+        let d = Discovery::new(&[format!("{base}/*.log")], &[format!("{base}/skip-*")]);
+        let names: Vec<String> = d
+            .scan()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["link.log", "real.log"]);
+    }
+}

@@ -1,0 +1,189 @@
+//! Rotation seen from discovery: what a matched path led to at the last look, files renamed
+//! away before they were read to their end (between two looks, or while the agent was down),
+//! and finding a file again next to its old path by its identity.
+//!
+//! A file found here is followed *draining*: read to its end, then let go. It gets its
+//! descriptor even over the budget, since waiting could let the kubelet compress it unread.
+
+use super::FileKey;
+use super::discover::{Discoverer, Look};
+use super::file::identify;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+impl Discoverer {
+    /// Looks at what `path` leads to now. If that is another file than last time, the file it
+    /// led to was renamed away in between — possibly before it was ever read (a file still
+    /// waiting for its first line, or one rotated twice between two looks) — so renamed
+    /// siblings changed since the last look are picked up and read to their end.
+    pub(super) fn look(&mut self, path: &Path) -> Option<std::fs::Metadata> {
+        let meta = std::fs::metadata(path).ok()?;
+        let inode = (meta.dev(), meta.ino());
+        let prev = self.looks.remove(path);
+        // Resolving the symlink costs a syscall per path component: only when it may have changed.
+        let real = match &prev {
+            Some(p) if (p.dev, p.ino) == inode => p.real.clone(),
+            _ => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()),
+        };
+        match (&prev, self.previous_scan) {
+            (Some(p), _) if (p.dev, p.ino) != inode => self.rescue_renamed(&p.real, p.at),
+            // A path never looked at before: a file there may already have been created,
+            // written and renamed since the previous scan (of this run, or of the last one),
+            // before anything could see it.
+            (None, Some(since)) => self.rescue_renamed(&real, since),
+            _ => {}
+        }
+        self.looks.insert(
+            path.to_owned(),
+            Look {
+                real,
+                dev: meta.dev(),
+                ino: meta.ino(),
+                at: SystemTime::now(),
+            },
+        );
+        Some(meta)
+    }
+
+    /// Follows files renamed from `real` (kubelet style, `0.log.<suffix>`) since `since` that
+    /// are not followed yet.
+    fn rescue_renamed(&mut self, real: &Path, since: SystemTime) {
+        let (Some(dir), Some(name)) = (real.parent(), real.file_name()) else {
+            return;
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let n = entry.file_name();
+            let n = n.to_string_lossy();
+            if !n.starts_with(&prefix) || n.ends_with(".gz") {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            // A rename sets the inode's change time: older files were rotated before the last
+            // look and are not ours to read.
+            let changed = SystemTime::UNIX_EPOCH
+                + Duration::new(
+                    meta.ctime().max(0) as u64,
+                    meta.ctime_nsec().clamp(0, 999_999_999) as u32,
+                );
+            if !meta.is_file()
+                || changed + Duration::from_secs(1) < since
+                || self.shared.follows_inode(meta.dev(), meta.ino())
+            {
+                continue;
+            }
+            let path = entry.path();
+            self.shared.descriptors.take_anyway();
+            let Ok(file) = File::open(&path) else {
+                self.shared.descriptors.put_back();
+                continue;
+            };
+            match identify(&file, true) {
+                Ok(Some(key)) if !self.shared.is_followed(&key) => {
+                    let offset = self.checkpoints.get(&key).map_or(0, |e| e.offset);
+                    tracing::info!(path = %path.display(), offset, "reading a file that was rotated before it was read to its end");
+                    self.checkpoints
+                        .forget(&FileKey::placeholder(key.dev, key.ino));
+                    self.follow_draining(&path, file, key, offset);
+                }
+                _ => self.close(file),
+            }
+        }
+    }
+
+    /// A file rotated while the agent was down is no longer matched by the globs (the kubelet
+    /// renames `0.log` to `0.log.<timestamp>`), but its checkpoint says where it was: look for it
+    /// next to its old path and read the rest of it.
+    pub(super) fn recover_rotated_while_down(&mut self) {
+        for (key, entry) in self.checkpoints.entries() {
+            if self.shared.is_followed(&key) {
+                continue;
+            }
+            if key.is_placeholder() && self.looks.values().any(|l| l.ino == key.ino) {
+                // Still where it was, still waiting for its first line.
+                continue;
+            }
+            self.shared.descriptors.take_anyway();
+            let found = find_rotated(&entry.path, |file, meta| {
+                // Not the device: it may be numbered differently since the last run (a reboot).
+                let same_inode = meta.ino() == key.ino;
+                if !same_inode {
+                    return None;
+                }
+                identify(file, true)
+                    .ok()
+                    .flatten()
+                    .filter(|k| key.is_placeholder() || k.same_file(&key))
+            });
+            if key.is_placeholder() {
+                self.checkpoints.forget(&key);
+            }
+            match found {
+                Some((path, file, found)) if !self.shared.is_followed(&found) => {
+                    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    let offset = if key.is_placeholder() {
+                        0
+                    } else {
+                        entry.offset.min(size)
+                    };
+                    tracing::info!(path = %path.display(), offset, "finishing a file rotated while the agent was down");
+                    self.follow_draining(&path, file, found, offset);
+                }
+                Some((_, file, _)) => self.close(file),
+                None => {
+                    self.shared.descriptors.put_back();
+                    tracing::info!(path = %entry.path.display(), "file from the last run is gone");
+                    self.checkpoints.forget(&key);
+                }
+            }
+        }
+    }
+}
+
+/// Looks at `old` and at the files renamed from it (`old.<suffix>`, not compressed) for the one
+/// `pick` recognises, and returns it with the identity `pick` gave it. Opens one candidate at a
+/// time.
+pub fn find_rotated(
+    old: &Path,
+    pick: impl Fn(&File, &std::fs::Metadata) -> Option<FileKey>,
+) -> Option<(PathBuf, File, FileKey)> {
+    let dir = old.parent()?;
+    let name = old.file_name()?.to_str()?;
+    let mut candidates = vec![old.to_owned()];
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let n = entry.file_name();
+        let Some(n) = n.to_str() else { continue };
+        if n.starts_with(name) && n.len() > name.len() && !n.ends_with(".gz") {
+            candidates.push(entry.path());
+        }
+    }
+    candidates.into_iter().find_map(|p| {
+        let f = File::open(&p).ok()?;
+        let meta = f.metadata().ok()?;
+        let key = pick(&f, &meta)?;
+        Some((p, f, key))
+    })
+}
+
+/// Where the file with this inode sits now: at `old`, or renamed from it (`old.<suffix>`, not
+/// compressed). Looks with `stat` only, so it needs no descriptor.
+pub fn locate_rotated(old: &Path, dev: u64, ino: u64) -> Option<PathBuf> {
+    let dir = old.parent()?;
+    let name = old.file_name()?.to_str()?;
+    let same = |p: &Path| std::fs::metadata(p).is_ok_and(|m| (m.dev(), m.ino()) == (dev, ino));
+    if same(old) {
+        return Some(old.to_owned());
+    }
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
+        let n = entry.file_name();
+        let n = n.to_str()?;
+        let renamed = n.starts_with(name) && n.len() > name.len() && !n.ends_with(".gz");
+        let p = entry.path();
+        (renamed && same(&p)).then_some(p)
+    })
+}
