@@ -41,10 +41,18 @@ enum Cmd {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    // The monotonic clock's zero: liveness deadlines are measured from here, not from the
+    // first reading somewhere in a stage.
+    let _ = logferry::clock::now_ms();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Cmd::Run) {
         Cmd::Validate => match Config::load(&cli.config) {
-            Ok(_) => {
+            Ok(cfg) => {
+                // Not an error: the volume may be mounted, or emptied, before the agent starts.
+                let segment = cfg.buffer.chunk_limit_size.0;
+                if let Some(w) = logferry::buffer::check_free_space(&cfg.buffer_dir(), segment) {
+                    eprintln!("{}: warning: {w}", cli.config.display());
+                }
                 println!("{}: ok", cli.config.display());
                 ExitCode::SUCCESS
             }

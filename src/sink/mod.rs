@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 pub struct SinkState {
     /// `None` while shipping works; otherwise the kind of failure, why, and since when.
     problem: Mutex<Option<Problem>>,
-    /// By when (Unix ms) a shipper has promised its next sign of life: the end of the request
+    /// By when (a `crate::clock` reading, monotonic) a shipper has promised its next sign of life: the end of the request
     /// or of the backoff wait it is in. Shipping that is past it while records wait is stalled.
     deadline_ms: AtomicU64,
     /// Shipping works again after failing: shippers waiting out a backoff try at once, so
@@ -91,7 +91,7 @@ impl SinkState {
     /// A shipper will show a sign of life within `within`.
     pub(crate) fn promise(&self, within: Duration) {
         self.deadline_ms
-            .store(now_ms() + within.as_millis() as u64, Ordering::Relaxed);
+            .store(crate::clock::after_ms(within), Ordering::Relaxed);
     }
 
     pub fn deadline_ms(&self) -> u64 {

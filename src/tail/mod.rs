@@ -79,7 +79,7 @@ const HANDOFF_QUEUE: usize = 1024;
 pub struct TailerState {
     /// The first discovery pass has completed.
     pub ready: AtomicBool,
-    /// When the tailer last showed it is alive (Unix ms): every turn of its loop, every file it
+    /// When the tailer last showed it is alive (a `crate::clock` reading, monotonic): every turn of its loop, every file it
     /// reads, and every wait on a full buffer or disk. `/health` calls it stalled when this
     /// stops moving.
     pub heartbeat_ms: std::sync::atomic::AtomicU64,
@@ -92,7 +92,7 @@ pub struct TailerState {
 impl TailerState {
     fn beat(&self) {
         self.heartbeat_ms
-            .store(crate::buffer::now_ms(), Ordering::Relaxed);
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
     }
 
     /// Files with lines to read that wait for a file descriptor (the budget is spent and no
