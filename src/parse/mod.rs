@@ -486,8 +486,9 @@ mod tests {
             keep_original: true,
             ..defaults()
         };
-        // (config, message without its closing brace, key → value expected in the document)
-        let cases: [(&config::Parse, &str, &[(&str, Value)]); 4] = [
+        /// The config, the message, and key → value expected in the document.
+        type Case<'a> = (&'a config::Parse, &'a str, &'a [(&'a str, Value)]);
+        let cases: [Case; 4] = [
             (
                 &defaults(),
                 r#"{"stream":1,"app_stream":2"#,
