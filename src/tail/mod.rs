@@ -367,6 +367,11 @@ impl Tailer {
             self.retry_waiting();
             let pass_started = Instant::now();
             self.read_pass(&mut buf);
+            // Partial records whose end never came are shipped flagged, even from quiet files.
+            let now = Instant::now();
+            for t in self.files.values_mut() {
+                t.flush_expired(now, self.cfg.partial_timeout.0, &mut self.out);
+            }
             self.save_if_new();
             self.let_go_of_drained(&mut buf);
             self.out.seal();
