@@ -57,6 +57,10 @@ pub struct Input {
     /// How often the include globs are re-expanded. inotify finds new files at once; this
     /// catches what it dropped.
     pub rescan_interval: Span,
+    /// How long a partial record (a CRI `P` piece, a docker piece without `\n`) waits for its
+    /// next piece before it is shipped as it is, flagged `unterminated`, so that it neither
+    /// holds its file's checkpoint nor is read again at every restart.
+    pub partial_timeout: Span,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -285,6 +289,7 @@ impl Default for Input {
             max_line_bytes: ByteSize(256 * 1024),
             rotate_wait: Span(Duration::from_secs(5)),
             rescan_interval: Span(Duration::from_secs(1)),
+            partial_timeout: Span(Duration::from_secs(5)),
         }
     }
 }
@@ -511,6 +516,9 @@ impl Config {
         }
         if self.input.rescan_interval.0 < Duration::from_millis(100) {
             bad("input.rescan_interval", "must be at least 100ms".into());
+        }
+        if self.input.partial_timeout.0.is_zero() {
+            bad("input.partial_timeout", "must be more than 0s".into());
         }
         if self.elasticsearch.hosts.is_empty() {
             bad("elasticsearch.hosts", "needs at least one URL".into());

@@ -6,11 +6,19 @@
 //! `\n`) into one record, per stream, with a hard cap on the joined size. Hands [`Record`]s to
 //! `parse`; tells the tailer the offset of the oldest piece still waiting for its end, so a
 //! checkpoint never moves past half a record.
+//!
+//! A record whose end never comes (a runtime killed between a `P` piece and its `F`, a writer
+//! that dies mid-record) must not hold the checkpoint forever, or every restart would read what
+//! follows it again: the tailer asks [`Decoder::flush_expired`] on its tick, and a record whose
+//! last piece came longer than `input.partial_timeout` ago is handed on flagged `unterminated`.
+//! Time here is monotonic ([`Instant`]): a wall clock step can neither flush a record early nor
+//! keep it forever.
 
 mod cri;
 mod docker;
 
 use std::borrow::Cow;
+use std::time::{Duration, Instant};
 
 /// Which of the container's output streams a record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +47,8 @@ pub struct Flags {
     pub truncated: bool,
     /// The line did not follow the file's format; the whole raw line is the message.
     pub malformed: bool,
-    /// The record never got its final piece (its file went away first).
+    /// The record never got its final piece: its file went away first, or no piece came for
+    /// `input.partial_timeout`.
     pub unterminated: bool,
     /// The record was joined from more than one piece. Normal, so not written in the document;
     /// counted.
@@ -86,6 +95,8 @@ struct Pending {
     message: Vec<u8>,
     truncated: bool,
     pieces: u32,
+    /// When the last piece was decoded: the record is given up on `partial_timeout` after it.
+    last_piece: Instant,
 }
 
 /// Per-file decoding state.
@@ -124,9 +135,50 @@ impl Decoder {
         *self = Decoder::new(self.max_message);
     }
 
+    /// When the oldest pending record's wait for its next piece runs out, given the timeout;
+    /// `None` when nothing is pending.
+    pub fn expiry(&self, timeout: Duration) -> Option<Instant> {
+        self.pending
+            .iter()
+            .flatten()
+            .map(|p| p.last_piece.checked_add(timeout).unwrap_or(p.last_piece))
+            .min()
+    }
+
+    /// Emits, flagged `unterminated`, the pending records whose last piece came `timeout` or
+    /// more before `now`, oldest first. A piece of the same stream that comes later starts a
+    /// record of its own (a final piece alone is a whole record), with its own offset, so
+    /// nothing is shipped twice; its document simply lacks the flushed head.
+    pub fn flush_expired(&mut self, now: Instant, timeout: Duration) -> Vec<Record<'static>> {
+        let mut out: Vec<Record<'static>> = Vec::new();
+        for s in [Stream::Stdout, Stream::Stderr] {
+            let slot = &mut self.pending[s.index()];
+            if slot
+                .as_ref()
+                .is_some_and(|p| now.saturating_duration_since(p.last_piece) >= timeout)
+                && let Some(p) = slot.take()
+            {
+                out.push(finish(p, s, true));
+            }
+        }
+        out.sort_by_key(|r| r.offset);
+        out
+    }
+
     /// Decodes one physical line (without its `\n`) that starts at `offset`. Returns a record
     /// when the line completes one.
     pub fn decode<'a>(&mut self, line: &'a [u8], offset: u64) -> Option<Record<'a>> {
+        self.decode_at(line, offset, Instant::now)
+    }
+
+    /// [`Decoder::decode`] with the clock a partial piece is stamped with; read only for
+    /// partial records, so a whole line costs no clock read.
+    fn decode_at<'a>(
+        &mut self,
+        line: &'a [u8],
+        offset: u64,
+        now: impl FnOnce() -> Instant,
+    ) -> Option<Record<'a>> {
         let format = *self.format.get_or_insert_with(|| detect(line));
         let piece = match format {
             Format::Cri => cri::parse(line),
@@ -161,6 +213,7 @@ impl Decoder {
                     message: Vec::new(),
                     truncated: false,
                     pieces: 0,
+                    last_piece: now(),
                 };
                 append_capped(&mut p, &piece.message, self.max_message);
                 *slot = Some(p);
@@ -169,6 +222,7 @@ impl Decoder {
             (Some(mut p), partial) => {
                 append_capped(&mut p, &piece.message, self.max_message);
                 if partial {
+                    p.last_piece = now();
                     *slot = Some(p);
                     return None;
                 }
@@ -405,6 +459,123 @@ mod tests {
         assert!(out[0].flags.unterminated);
         assert_eq!(msg(&out[0]), "tail");
         assert_eq!(d.pending_offset(), None);
+    }
+
+    /// One step of a partial-timeout case, at a time in seconds from the case's start.
+    enum Step {
+        /// Decode `line` at `offset`; the record it completes, if any, with its offset.
+        Line(u64, &'static str, u64, Option<(&'static str, u64)>),
+        /// Flush what has expired: the records given up on, and the pending offset after.
+        Flush(u64, &'static [(&'static str, u64)], Option<u64>),
+    }
+
+    #[test]
+    fn partial_records_that_never_end_are_flushed_after_the_timeout() {
+        use Step::{Flush, Line};
+        const TIMEOUT: Duration = Duration::from_secs(5);
+        let cases: [(&str, &[Step]); 6] = [
+            (
+                "a P piece with no F is given up on after the timeout, not before",
+                &[
+                    Line(0, "2026-11-26T17:00:00Z stdout P hel", 0, None),
+                    Flush(4, &[], Some(0)),
+                    Flush(5, &[("hel", 0)], None),
+                ],
+            ),
+            (
+                "each piece starts the wait again",
+                &[
+                    Line(0, "2026-11-26T17:00:00Z stdout P a", 0, None),
+                    Line(3, "2026-11-26T17:00:03Z stdout P b", 40, None),
+                    Flush(6, &[], Some(0)),
+                    Flush(8, &[("ab", 0)], None),
+                ],
+            ),
+            (
+                "each stream waits on its own",
+                &[
+                    Line(0, "2026-11-26T17:00:00Z stdout P o", 0, None),
+                    Line(4, "2026-11-26T17:00:04Z stderr P e", 40, None),
+                    Flush(5, &[("o", 0)], Some(40)),
+                    Flush(9, &[("e", 40)], None),
+                ],
+            ),
+            (
+                "a final piece after the flush is a record of its own",
+                &[
+                    Line(0, "2026-11-26T17:00:00Z stdout P head", 0, None),
+                    Flush(5, &[("head", 0)], None),
+                    Line(
+                        6,
+                        "2026-11-26T17:00:06Z stdout F tail",
+                        40,
+                        Some(("tail", 40)),
+                    ),
+                    Flush(60, &[], None),
+                ],
+            ),
+            (
+                "a docker piece without its newline",
+                &[
+                    Line(
+                        0,
+                        r#"{"log":"half","stream":"stdout","time":"2026-11-26T17:00:00Z"}"#,
+                        0,
+                        None,
+                    ),
+                    Flush(5, &[("half", 0)], None),
+                ],
+            ),
+            (
+                "whole lines never wait",
+                &[
+                    Line(0, "2026-11-26T17:00:00Z stdout F x", 0, Some(("x", 0))),
+                    Flush(60, &[], None),
+                ],
+            ),
+        ];
+        for (name, steps) in cases {
+            let start = Instant::now();
+            let at = |s: u64| start + Duration::from_secs(s);
+            let mut d = Decoder::new(1024);
+            for step in steps {
+                match *step {
+                    Line(t, line, offset, want) => {
+                        let got = d.decode_at(line.as_bytes(), offset, || at(t));
+                        let got = got.map(|r| {
+                            assert!(!r.flags.unterminated && !r.flags.joined, "{name}");
+                            (msg(&r), r.offset)
+                        });
+                        assert_eq!(got, want.map(|(m, o)| (m.to_owned(), o)), "{name}");
+                    }
+                    Flush(t, want, pending) => {
+                        let flushed = d.flush_expired(at(t), TIMEOUT);
+                        assert!(flushed.iter().all(|r| r.flags.unterminated), "{name}");
+                        let got: Vec<(String, u64)> =
+                            flushed.iter().map(|r| (msg(r), r.offset)).collect();
+                        let want: Vec<(String, u64)> =
+                            want.iter().map(|&(m, o)| (m.to_owned(), o)).collect();
+                        assert_eq!(got, want, "{name} at {t} s");
+                        assert_eq!(d.pending_offset(), pending, "{name} at {t} s");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn expiry_is_the_oldest_pending_piece_plus_the_timeout() {
+        let start = Instant::now();
+        let mut d = Decoder::new(1024);
+        let timeout = Duration::from_secs(5);
+        assert_eq!(d.expiry(timeout), None);
+        d.decode_at(b"2026-11-26T17:00:00Z stderr P e", 0, || start);
+        d.decode_at(b"2026-11-26T17:00:00Z stdout P o", 40, || {
+            start + Duration::from_secs(2)
+        });
+        assert_eq!(d.expiry(timeout), Some(start + timeout));
+        // An absurd timeout saturates instead of panicking.
+        assert!(d.expiry(Duration::MAX).is_some());
     }
 
     #[test]

@@ -7,7 +7,11 @@
 //!
 //! Every document has `@timestamp` (the runtime's time), `stream`, and the fields of its file's
 //! pod identity. These names belong to the agent: an application field with one of them is kept
-//! as `app_<name>` rather than dropped or allowed to overwrite the agent's. Anything the agent
+//! as `app_<name>` rather than dropped or allowed to overwrite the agent's (`app_app_<name>` if
+//! the application has an `app_<name>` too, and so on). A key the message gives more than once
+//! is written once, with its last value, as `JSON.parse` does: a document never has two equal
+//! keys, which Elasticsearch would refuse. Finding repeats costs time linear in the number of
+//! keys, so a line with thousands of them cannot stall the tailer. Anything the agent
 //! did to a line is said in a `logferry` object (`truncated`, `invalid_utf8`, `malformed`,
 //! `unterminated`, `time_inferred`), present only when something happened.
 
@@ -16,6 +20,7 @@ use crate::decode::Record;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 
 /// The keys the agent writes itself.
@@ -137,10 +142,11 @@ impl DocumentWriter {
             out.extend_from_slice(b":{");
         }
         let mut first = nested;
+        let keys = KeyIndex::new(&fields.0);
         for (i, (key, value)) in fields.0.iter().enumerate() {
             // A key given twice keeps its last value, as JSON.parse does; Elasticsearch would
-            // reject the document otherwise.
-            if fields.0[i + 1..].iter().any(|(k, _)| k == key) {
+            // reject the document otherwise ("Duplicate field").
+            if !keys.is_last(i, key) {
                 continue;
             }
             if !first {
@@ -150,7 +156,7 @@ impl DocumentWriter {
             let renamed = !nested
                 && (RESERVED.contains(&key.as_ref()) || (self.keep_original && key == "log"));
             if renamed {
-                write_str(out, &format!("app_{key}"));
+                write_str(out, &keys.free_name(key));
             } else {
                 write_str(out, key);
             }
@@ -220,6 +226,88 @@ impl Fields<'_> {
             !matches!(v.first(), Some(b'{' | b'[')) || depth_within(v, MAX_DEPTH - 1)
         })
     }
+}
+
+/// Up to this many members, a key is looked for by scanning the others: a usual log line has
+/// about a dozen, and comparing a dozen short strings is cheaper than building a hash map per
+/// line. Above it, a map keeps the work linear in the number of keys.
+const SCAN_MAX_KEYS: usize = 32;
+
+/// The keys of one object, to find which member of a repeated key is written and which name a
+/// renamed key can take.
+enum KeyIndex<'f, 'a> {
+    Scan(&'f [(Cow<'a, str>, &'a RawValue)]),
+    /// Each key and the position of its last member.
+    Hashed(HashMap<&'f str, usize>),
+}
+
+impl<'f, 'a> KeyIndex<'f, 'a> {
+    fn new(fields: &'f [(Cow<'a, str>, &'a RawValue)]) -> Self {
+        if fields.len() <= SCAN_MAX_KEYS {
+            return KeyIndex::Scan(fields);
+        }
+        let mut last = HashMap::with_capacity(fields.len());
+        for (i, (k, _)) in fields.iter().enumerate() {
+            probed();
+            last.insert(k.as_ref(), i);
+        }
+        KeyIndex::Hashed(last)
+    }
+
+    /// Whether member `i` (named `key`) is the last with its key, the one that is written.
+    fn is_last(&self, i: usize, key: &str) -> bool {
+        match self {
+            KeyIndex::Scan(fields) => !fields[i + 1..].iter().any(|(k, _)| {
+                probed();
+                k == key
+            }),
+            KeyIndex::Hashed(last) => {
+                probed();
+                last.get(key) == Some(&i)
+            }
+        }
+    }
+
+    /// Whether the object has a member named `name`.
+    fn contains(&self, name: &str) -> bool {
+        match self {
+            KeyIndex::Scan(fields) => fields.iter().any(|(k, _)| {
+                probed();
+                k == name
+            }),
+            KeyIndex::Hashed(last) => {
+                probed();
+                last.contains_key(name)
+            }
+        }
+    }
+
+    /// The name an application key that belongs to the agent is written under: `app_<key>`,
+    /// or, when the application has that key too, `app_app_<key>`, and so on until the object
+    /// has no such key. No two keys of a document can then be equal: reserved names never
+    /// start with `app_`, each reserved key is written once (repeats keep the last), and two
+    /// different reserved keys cannot end in the same name. The search is bounded by the
+    /// message size: every `app_` more needs a longer key in the line.
+    fn free_name(&self, key: &str) -> String {
+        let mut name = format!("app_{key}");
+        while self.contains(&name) {
+            name.insert_str(0, "app_");
+        }
+        name
+    }
+}
+
+// Counts key comparisons and hash probes in tests, so that the cost of a wide object can be
+// asserted without a clock.
+#[cfg(test)]
+thread_local! {
+    static KEY_PROBES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+#[inline]
+fn probed() {
+    #[cfg(test)]
+    KEY_PROBES.with(|c| c.set(c.get() + 1));
 }
 
 fn parse_object(s: &str) -> Option<Fields<'_>> {
@@ -325,6 +413,154 @@ mod tests {
         assert_eq!(v["kubernetes"]["pod_name"], "p");
         assert_eq!(v["app_kubernetes"], 1);
         assert_eq!(v["a"], 2);
+    }
+
+    /// The top-level keys of a written document in order, repeats included (a `Value` would
+    /// hide them).
+    fn written_keys(cfg: &config::Parse, message: &[u8]) -> Vec<String> {
+        let rec = Record {
+            time: "2026-11-26T17:00:00.5Z".into(),
+            stream: Some(Stream::Stdout),
+            message: Cow::Borrowed(message),
+            offset: 0,
+            flags: Flags::default(),
+        };
+        let mut out = Vec::new();
+        DocumentWriter::new(cfg).write(&mut out, &rec, b",\"kubernetes\":{}");
+        let out = String::from_utf8(out).unwrap();
+        let fields = parse_object(&out).unwrap_or_else(|| panic!("not an object: {out}"));
+        fields.0.into_iter().map(|(k, _)| k.into_owned()).collect()
+    }
+
+    fn assert_unique(keys: &[String]) {
+        let mut sorted = keys.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), keys.len(), "repeated keys in {keys:?}");
+    }
+
+    /// Issue 12: the repeat check compared every key with all the keys after it, so 20 lines of
+    /// 20,000 keys cost 13.6 CPU-s and the tailer read no other file meanwhile. The work is
+    /// counted, not timed: key comparisons and hash probes.
+    #[test]
+    fn a_line_with_twenty_thousand_keys_is_parsed_in_linear_time() {
+        let wide = |n: usize| {
+            let mut m = String::from("{\"stream\":\"mine\"");
+            for k in 0..n {
+                m.push_str(&format!(",\"k{k:05}\":{}", k % 10));
+            }
+            m.push('}');
+            m
+        };
+        let probes = |message: &str| {
+            KEY_PROBES.with(|c| c.set(0));
+            let keys = written_keys(&defaults(), message.as_bytes());
+            (KEY_PROBES.with(|c| c.get()), keys)
+        };
+        let (p20, keys) = probes(&wide(20_000));
+        // @timestamp, stream, the 20,001 application keys (stream renamed), kubernetes.
+        assert_eq!(keys.len(), 20_004);
+        assert!(keys.contains(&"app_stream".to_owned()));
+        assert_unique(&keys);
+        assert!(p20 <= 4 * 20_000, "{p20} probes for 20,000 keys");
+        let (p40, _) = probes(&wide(40_000));
+        assert!(
+            p40 <= p20 * 5 / 2,
+            "{p40} probes for 40,000 keys, {p20} for 20,000"
+        );
+    }
+
+    /// A usual line stays on the scan: a handful of comparisons, no map built.
+    #[test]
+    fn a_usual_line_is_checked_without_a_hash_map() {
+        let line = br#"{"level":"info","msg":"done","status":200,"path":"/x","ms":1.5}"#;
+        let fields = parse_object(std::str::from_utf8(line).unwrap()).unwrap();
+        assert!(matches!(KeyIndex::new(&fields.0), KeyIndex::Scan(_)));
+    }
+
+    /// Renaming `stream` to `app_stream` must not produce a second `app_stream` when the
+    /// application wrote one itself; checked on the scan (few keys) and the map (many).
+    #[test]
+    fn a_renamed_key_never_collides_with_an_application_key() {
+        let padding: String = (0..40).map(|i| format!(",\"pad{i}\":0")).collect();
+        let keep = config::Parse {
+            keep_original: true,
+            ..defaults()
+        };
+        /// The config, the message, and key → value expected in the document.
+        type Case<'a> = (&'a config::Parse, &'a str, &'a [(&'a str, Value)]);
+        let cases: [Case; 4] = [
+            (
+                &defaults(),
+                r#"{"stream":1,"app_stream":2"#,
+                &[
+                    ("stream", json!("stdout")),
+                    ("app_stream", json!(2)),
+                    ("app_app_stream", json!(1)),
+                ],
+            ),
+            (
+                &defaults(),
+                r#"{"app_app_stream":3,"stream":1,"app_stream":2"#,
+                &[
+                    ("app_app_stream", json!(3)),
+                    ("app_stream", json!(2)),
+                    ("app_app_app_stream", json!(1)),
+                ],
+            ),
+            (
+                &defaults(),
+                r#"{"@timestamp":"t","app_@timestamp":"u","kubernetes":"k","app_kubernetes":"l"}"#,
+                &[
+                    ("app_@timestamp", json!("u")),
+                    ("app_app_@timestamp", json!("t")),
+                    ("app_kubernetes", json!("l")),
+                    ("app_app_kubernetes", json!("k")),
+                ],
+            ),
+            (
+                &keep,
+                r#"{"log":"a","app_log":"b""#,
+                &[("app_log", json!("b")), ("app_app_log", json!("a"))],
+            ),
+        ];
+        for (cfg, head, want) in cases {
+            let head = head.strip_suffix('}').unwrap_or(head);
+            for message in [format!("{head}}}"), format!("{head}{padding}}}")] {
+                let keys = written_keys(cfg, message.as_bytes());
+                assert_unique(&keys);
+                let (v, _) = doc(cfg.clone(), message.as_bytes(), Flags::default());
+                for (k, value) in want {
+                    assert_eq!(&v[k], value, "{k} in {message}");
+                }
+            }
+        }
+    }
+
+    /// A message that repeats a key (valid JSON, refused by Elasticsearch) is written with the
+    /// key once, holding its last value, wherever the repeats are.
+    #[test]
+    fn a_repeated_key_is_written_once_with_its_last_value() {
+        let padding: String = (0..40).map(|i| format!(",\"pad{i}\":0")).collect();
+        for pad in ["", padding.as_str()] {
+            let message =
+                format!(r#"{{"a":1,"b":2,"a":3{pad},"stream":"x","\u0061":4,"stream":"y"}}"#);
+            let keys = written_keys(&defaults(), message.as_bytes());
+            assert_unique(&keys);
+            let (v, _) = doc(defaults(), message.as_bytes(), Flags::default());
+            assert_eq!((&v["a"], &v["b"]), (&json!(4), &json!(2)), "{message}");
+            assert_eq!(v["app_stream"], "y");
+            // Nested under a target, the same.
+            let nested = config::Parse {
+                target: "app".into(),
+                ..defaults()
+            };
+            let (v, _) = doc(nested, message.as_bytes(), Flags::default());
+            assert_eq!(
+                (&v["app"]["a"], &v["app"]["stream"]),
+                (&json!(4), &json!("y"))
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A carry buffer grown past this by one long line is given back after the line.
 const CARRY_KEEP: usize = 64 * 1024;
@@ -215,6 +215,31 @@ impl Tracked {
             rec.flags.truncated |= cut;
             out.emit(&self.key, &rec, &self.meta, before);
         }
+    }
+
+    /// Hands on, flagged `unterminated`, the records whose next piece has not come for
+    /// `timeout` (see [`Decoder::flush_expired`]), and lets the checkpoint move past them. Called
+    /// on the tailer's tick, so it happens even when the file gets no more writes. A file with
+    /// unread bytes is read first: the missing piece may be among them (the tailer was busy
+    /// with other files, or waited for the buffer), and a record is only given up on when its
+    /// file holds nothing more.
+    pub fn flush_expired(&mut self, now: Instant, timeout: Duration, out: &mut Output) {
+        if self.decoder.expiry(timeout).is_none_or(|at| at > now) {
+            return;
+        }
+        // A failed stat says nothing about the file's end: wait for a read to settle it.
+        if self
+            .file
+            .metadata()
+            .map_or(true, |m| m.len() > self.read_pos)
+        {
+            return;
+        }
+        let before = self.safe_offset();
+        for rec in self.decoder.flush_expired(now, timeout) {
+            out.emit(&self.key, &rec, &self.meta, before);
+        }
+        out.advance(self.key, self.safe_offset());
     }
 
     /// The file is let go: a last line without its newline and records still missing their

@@ -233,6 +233,11 @@ impl Tailer {
             self.tick(&mut next_full_pass);
             let pass_started = Instant::now();
             self.read_pass(&mut buf);
+            // Partial records whose end never came are shipped flagged, even from quiet files.
+            let now = Instant::now();
+            for t in self.files.values_mut() {
+                t.flush_expired(now, self.cfg.partial_timeout.0, &mut self.out);
+            }
             self.let_go_of_drained(&mut buf);
             self.out.seal();
             self.publish();

@@ -79,6 +79,11 @@ impl Tailer {
         if t.file.metadata().ok().map(|m| m.len()) != Some(t.read_pos) {
             return false;
         }
+        // A partial line or a record waiting for its last piece lives in the reader's state,
+        // which a parked file does not keep: it would be lost.
+        if t.safe_offset() != t.read_pos {
+            return false;
+        }
         let here = std::fs::metadata(&t.path).map(|m| (m.dev(), m.ino()));
         if here.ok() != Some((key.dev, key.ino)) {
             return false;
