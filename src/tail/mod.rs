@@ -355,22 +355,23 @@ impl Tailer {
             return;
         }
         self.parked_wanting.remove(&o.key);
-        let offset = match self.parked.remove(&o.key) {
-            // Found again at another path while closed: continue where reading was.
-            Some(p) => p.read_pos,
-            None => o.offset,
+        let (key, offset) = match self.parked.remove_entry(&o.key) {
+            // Found again at another path while closed: continue where reading was, under the
+            // key its checkpoint settled (discovery identified it afresh, without its ids).
+            Some((key, p)) => (key, p.read_pos),
+            None => (o.key, o.offset),
         };
         let mut t = Tracked::open(
             &o.path,
             o.file,
-            o.key,
+            key,
             offset,
             self.cfg.max_line_bytes.as_usize(),
         );
         t.draining = o.draining;
-        self.by_real.insert(t.real.clone(), o.key);
-        self.dirty.insert(o.key);
-        self.files.insert(o.key, t);
+        self.by_real.insert(t.real.clone(), key);
+        self.dirty.insert(key);
+        self.files.insert(key, t);
         self.shared.descriptors.set_reader(self.files.len());
         self.shared.descriptors.handed_over();
     }

@@ -79,11 +79,6 @@ impl Tailer {
         if t.file.metadata().ok().map(|m| m.len()) != Some(t.read_pos) {
             return false;
         }
-        // A partial line or a record waiting for its last piece lives in the reader's state,
-        // which a parked file does not keep: it would be lost.
-        if t.safe_offset() != t.read_pos {
-            return false;
-        }
         let here = std::fs::metadata(&t.path).map(|m| (m.dev(), m.ino()));
         if here.ok() != Some((key.dev, key.ino)) {
             return false;
@@ -232,7 +227,9 @@ impl Tailer {
 
     /// Follows a parked file again through `file`, whose descriptor was taken from the budget.
     fn unpark(&mut self, key: FileKey, path: PathBuf, file: File, draining: bool) {
-        let Some(p) = self.parked.remove(&key) else {
+        // The key as parked, with the ids its checkpoint settled: the one asked with may come
+        // from discovery, which identified the file afresh.
+        let Some((key, p)) = self.parked.remove_entry(&key) else {
             drop(file);
             self.shared.descriptors.put_back();
             return;
