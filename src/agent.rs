@@ -1,8 +1,10 @@
 //! The agent: builds every stage from a [`Config`], runs them, and shuts them down in order.
 //!
-//! Threads: the tailer (reads, decodes, encodes, appends to the buffer), the committer (fsyncs
-//! the buffer and moves checkpoints), and tokio tasks for the shippers, the endpoints and the
-//! once-a-second saver (checkpoints, the buffer's ack cursor, buffer gauges).
+//! Threads: discovery (finds and opens files, never touches the buffer), the tailer (reads,
+//! decodes, encodes, appends to the buffer), the committer (fsyncs the buffer and moves
+//! checkpoints), and tokio tasks for the shippers (supervised: one that panics is restarted
+//! with its batch), the endpoints and the once-a-second saver (checkpoints, the buffer's ack
+//! cursor, buffer gauges).
 //!
 //! Shutdown: the tailer stops reading and appends its open chunk; the committer fsyncs it; no
 //! new batches leave the buffer, and requests in flight get up to [`DRAIN_TIMEOUT`] to finish;
