@@ -368,8 +368,9 @@ mod tests {
         };
         let mut chunk = Chunk::new();
         enc.encode(&mut chunk, key, &rec, b"", true);
-        // The item follows its frame header in the chunk.
-        let start = chunk.body.iter().position(|&b| b == b'{').unwrap();
+        // The item follows its frame header in the chunk. (Not the first `{`: the header holds
+        // the time in binary, which can contain that byte.)
+        let start = crate::buffer::frame::HEADER;
         let text = String::from_utf8(chunk.body[start..].to_vec()).unwrap();
         let mut lines = text.lines();
         let action: Value = serde_json::from_str(lines.next().unwrap()).unwrap();

@@ -303,6 +303,20 @@ impl Shipper {
                     }
                     self.items_again(settled.reason, settled.paused)
                 }
+                // An answer over the read limit (long errors for many items) would come back the
+                // same every time: smaller requests get smaller answers. Items indexed by the
+                // first attempt come back as 409s.
+                Attempt::Invalid(e @ response::Error::TooLarge { .. }) if pending.len() > 1 => {
+                    self.metrics
+                        .bulk_invalid_responses
+                        .get_or_create(&[("reason", e.label())])
+                        .inc();
+                    let half = pending.len() / 2;
+                    let second = pending.split_off(half);
+                    Box::pin(self.deliver(chunk, pending, route)).await;
+                    Box::pin(self.deliver(chunk, second, route)).await;
+                    return;
+                }
                 Attempt::TooLarge if pending.len() > 1 => {
                     // Each half is delivered on its own, and split again if need be.
                     let half = pending.len() / 2;

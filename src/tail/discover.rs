@@ -103,6 +103,9 @@ pub enum Start {
     Beginning,
     /// `read_from = "end"` for files present at start-up.
     AtEnd,
+    /// `read_from = "end"`, at the size the file had when first seen: a file that waited for a
+    /// descriptor is not skipped past what was written meanwhile.
+    At(u64),
     /// The file was truncated: from 0, whatever the checkpoint says.
     Over,
 }
@@ -246,6 +249,10 @@ impl Discoverer {
         let Some(meta) = self.look(path) else {
             return;
         };
+        let start = match start {
+            Start::AtEnd => Start::At(meta.len()),
+            other => other,
+        };
         if let Some(&key) = self.by_path.get(path) {
             if key.dev == meta.dev() && key.ino == meta.ino() {
                 // Still the same file. (One truncated and written again is the reader's to
@@ -370,6 +377,13 @@ impl Discoverer {
         if self.shared.is_followed(&key) {
             // Already followed (matched again, or through a second path): the reader keeps its
             // own and only learns that a path leads to it again.
+            // Settled like any other: should the reader have let it go meanwhile, this key is
+            // the one it follows, and its records need the ids the checkpoint holds. (A new
+            // file that only looks like the followed one, a reused inode, gets an entry of its
+            // own from `track`, starting at 0.)
+            let mut key = key;
+            let real = self.real_path(path);
+            self.unsaved |= self.checkpoints.track(&mut key, &real, 0);
             let offset = self.checkpoints.get(&key).map_or(0, |e| e.offset);
             self.hand(path, file, key, offset, false);
             return;
@@ -381,8 +395,15 @@ impl Discoverer {
             // A checkpoint past the end means the content was replaced: start over.
             (_, Some(c)) if c <= size => c,
             (Start::AtEnd, _) => size,
+            (Start::At(seen), _) => seen.min(size),
             _ => 0,
         };
+        if checkpoint.is_some_and(|c| c > size) && start != Start::Over {
+            // Cut back and written again while nobody watched (copytruncate while the agent
+            // was down): the new content is a new generation, with ids of its own, or its
+            // records would meet the old ones' ids and be taken for duplicates.
+            self.checkpoints.start_over(&key, true);
+        }
         let real = self.real_path(path);
         let mut key = key;
         self.unsaved |= self.checkpoints.track(&mut key, &real, offset);

@@ -357,8 +357,10 @@ impl Tailer {
         self.parked_wanting.remove(&o.key);
         let (key, offset) = match self.parked.remove_entry(&o.key) {
             // Found again at another path while closed: continue where reading was, under the
-            // key its checkpoint settled (discovery identified it afresh, without its ids).
-            Some((key, p)) => (key, p.read_pos),
+            // key its checkpoint settled.
+            Some((key, p)) if key.same_file(&o.key) => (key, p.read_pos),
+            // The closed file is gone and a new one has its inode and first line.
+            Some(_) => (o.key, o.offset),
             None => (o.key, o.offset),
         };
         let mut t = Tracked::open(

@@ -162,7 +162,7 @@ impl Tailer {
             return;
         }
         // Same inode but no longer the same first line: replaced while it was closed.
-        let rewritten = !matches!(identify(&file, false), Ok(Some(k)) if k == key);
+        let rewritten = !matches!(identify(&file, false), Ok(Some(k)) if k.same_file(&key));
         self.unpark(key, path, file, false);
         if rewritten {
             self.truncated(key);
@@ -203,7 +203,7 @@ impl Tailer {
         let same = file
             .metadata()
             .is_ok_and(|m| (m.dev(), m.ino()) == (key.dev, key.ino))
-            && matches!(identify(&file, true), Ok(Some(k)) if k == key);
+            && matches!(identify(&file, true), Ok(Some(k)) if k.same_file(&key));
         if same {
             self.unpark(key, path, file, true);
         } else {

@@ -104,12 +104,14 @@ impl Discoverer {
             if self.shared.is_followed(&key) {
                 continue;
             }
-            if key.is_placeholder() && self.looks.values().any(|l| l.ino == key.ino) {
-                // Still where it was, still waiting for its first line.
+            if self.looks.values().any(|l| l.ino == key.ino) {
+                // Still at a matched path: found by the scan (followed, waiting for its first
+                // line or for a descriptor). Not rotated; its checkpoint must stay.
                 continue;
             }
             self.shared.descriptors.take_anyway();
-            let found = find_rotated(&entry.path, |file, meta| {
+            let mut later = false;
+            let found = find_rotated(&entry.path, &mut later, |file, meta| {
                 // Not the device: it may be numbered differently since the last run (a reboot).
                 let same_inode = meta.ino() == key.ino;
                 if !same_inode {
@@ -120,6 +122,13 @@ impl Discoverer {
                     .flatten()
                     .filter(|k| key.is_placeholder() || k.same_file(&key))
             });
+            if later {
+                // Out of descriptors: "not found" would forget a file that is there. The next
+                // start looks again; meanwhile its checkpoint holds its place.
+                self.shared.descriptors.put_back();
+                tracing::warn!(path = %entry.path.display(), "no descriptor to look for a file rotated while the agent was down; it is looked for at the next start");
+                continue;
+            }
             if key.is_placeholder() {
                 self.checkpoints.forget(&key);
             }
@@ -147,9 +156,11 @@ impl Discoverer {
 
 /// Looks at `old` and at the files renamed from it (`old.<suffix>`, not compressed) for the one
 /// `pick` recognises, and returns it with the identity `pick` gave it. Opens one candidate at a
-/// time.
+/// time. Sets `later` when a candidate could not be opened for want of a descriptor, so that
+/// "not found" is not mistaken for "gone".
 pub fn find_rotated(
     old: &Path,
+    later: &mut bool,
     pick: impl Fn(&File, &std::fs::Metadata) -> Option<FileKey>,
 ) -> Option<(PathBuf, File, FileKey)> {
     let dir = old.parent()?;
@@ -163,7 +174,13 @@ pub fn find_rotated(
         }
     }
     candidates.into_iter().find_map(|p| {
-        let f = File::open(&p).ok()?;
+        let f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) => {
+                *later |= super::budget::out_of_descriptors(&e);
+                return None;
+            }
+        };
         let meta = f.metadata().ok()?;
         let key = pick(&f, &meta)?;
         Some((p, f, key))
