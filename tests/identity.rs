@@ -235,3 +235,45 @@ fn a_reused_inode_with_the_same_first_line_is_indexed_as_a_new_file() {
     );
     assert!(agent.stop().success());
 }
+
+/// Regression (review of issue 12): a file cut back and written again with the same first line
+/// while the agent was down was resumed as the same generation, so its new lines met the old
+/// lines' ids at the same offsets and were answered 409: lost.
+#[test]
+fn copytruncate_while_the_agent_is_down_keeps_both_generations() {
+    let es = osmem();
+    let node = Node::new();
+    let mut w = node.writer("shop", "legacy", "app", Format::Cri);
+    let banner = b"2026-11-26T16:59:59Z stdout F legacy-billing 4.2 starting\n";
+    let append = |path: &std::path::Path, bytes: &[u8]| {
+        OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+    };
+    append(&w.path, banner);
+    for seq in 0..30 {
+        w.json_line(seq).unwrap();
+    }
+    let agent = Agent::start_env(&node.config(&es.url, "", ""), &NODE);
+    assert_eq!(wait_for_count(&es, 31, 60), 31);
+    assert!(agent.stop().success());
+    // Shorter than before, so the checkpoint lies past its end; same banner, same line lengths,
+    // so the new lines start at the offsets the old ones had.
+    OpenOptions::new()
+        .write(true)
+        .open(&w.path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&w.path, banner);
+    for seq in 100..110 {
+        w.json_line(seq).unwrap();
+    }
+    let _agent = Agent::start_env(&node.config(&es.url, "", ""), &NODE);
+    let mut want = expect("legacy", 0..30);
+    want.extend(expect("legacy", 100..110));
+    assert_exactly_once_plus(&es, &want, 2);
+}
