@@ -28,11 +28,13 @@ mod append;
 mod batch;
 mod commit;
 pub mod frame;
+mod lease;
 mod read;
 mod recovery;
 
 pub use append::{Appender, GaveUp};
 pub use batch::{Batch, Pieces};
+pub use lease::Lease;
 pub use recovery::check_free_space;
 
 use crate::config::OverflowAction;
@@ -217,6 +219,9 @@ struct State {
     read: Position,
     /// Batches by `seq`; the first one's start is the ack cursor.
     in_flight: BTreeMap<u64, InFlight>,
+    /// Batches handed out and given back unacknowledged (their shipper failed): handed out
+    /// again, first, under the same `seq`.
+    returned: VecDeque<Arc<Batch>>,
     next_batch: u64,
     next_segment: u64,
     /// No more batches are handed out (shutdown): what is left stays for the next start.

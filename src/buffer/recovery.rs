@@ -102,6 +102,7 @@ impl Buffer {
             records,
             read,
             in_flight: BTreeMap::new(),
+            returned: VecDeque::new(),
             next_batch: 0,
             next_segment,
             closed: false,

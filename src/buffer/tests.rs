@@ -593,3 +593,52 @@ fn a_batch_reads_back_exactly_its_items_for_any_selection_across_read_windows() 
     assert_eq!(mem.body().unwrap(), body);
     assert_eq!(mem.item(3).unwrap(), sized_item(3));
 }
+
+/// Regression (issue 12, item 1): a shipper that failed outside a delivery kept its batch in
+/// flight for ever, so the ack cursor could not pass it and no segment behind it was freed.
+#[test]
+fn a_batch_whose_shipper_failed_is_handed_out_again_and_never_pins_the_cursor() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let rig = Rig::new();
+    let b = rig.open(1 << 20, OverflowAction::Block);
+    let _c = rig.committer(&b);
+    let mut app = Appender::new(b.clone());
+    for n in 0..10 {
+        app.append(&mut chunk(n * 10..n * 10 + 10), || false)
+            .unwrap();
+    }
+    wait_for("the commit", || rig.offset() == 100);
+    let before = rig.segments().len();
+    let (seq, lost) = {
+        let lease = rt.block_on(b.lease(300)).unwrap();
+        let held = (lease.batch().seq, numbers(lease.batch()));
+        // The shipper fails: what it held is dropped while unwinding.
+        let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _held = lease;
+            panic!("a shipper fails");
+        }));
+        assert!(failed.is_err());
+        held
+    };
+    let mut delivered = Vec::new();
+    let mut first = true;
+    while delivered.len() < 100 {
+        let lease = rt.block_on(b.lease(300)).unwrap();
+        if first {
+            assert_eq!(lease.batch().seq, seq, "the given-back batch comes first");
+            assert_eq!(numbers(lease.batch()), lost);
+            first = false;
+        }
+        delivered.extend(numbers(lease.batch()));
+        lease.acknowledge();
+    }
+    assert_eq!(delivered, (0..100).collect::<Vec<_>>());
+    assert_eq!(b.stats().records, 0, "every record acknowledged");
+    assert!(
+        rig.segments().len() < before,
+        "segments behind the given-back batch are freed"
+    );
+}

@@ -241,11 +241,13 @@ impl Shipper {
 
     /// Ships batches from the buffer until it closes, acknowledging each once every item in it
     /// has found its end. Each batch is delivered under [`supervise::until_delivered`], so a
-    /// delivery that panics is started again with the same batch rather than losing it.
+    /// delivery that panics is started again with the same batch rather than losing it; and it
+    /// is held as a [`Lease`](crate::buffer::Lease), so a shipper that fails anywhere else gives it back to the buffer
+    /// for the next one instead of pinning the ack cursor.
     pub async fn run(self: Arc<Self>, buffer: Arc<Buffer>) {
-        while let Some(batch) = buffer.next_batch(buffer.chunk_limit()).await {
+        while let Some(lease) = buffer.lease(buffer.chunk_limit()).await {
             self.state.promise(self.patience);
-            let batch = Arc::new(batch);
+            let batch = lease.batch().clone();
             let me = self.clone();
             let delivered = supervise::until_delivered(&self, &batch, move |batch| {
                 let me = me.clone();
@@ -259,7 +261,7 @@ impl Shipper {
                 // The runtime is shutting down: the batch stays in the buffer for the next start.
                 return;
             }
-            buffer.acknowledge(batch.seq);
+            lease.acknowledge();
             let latency = now_ms().saturating_sub(batch.oldest_ms);
             self.metrics
                 .delivery_latency
