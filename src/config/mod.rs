@@ -550,6 +550,14 @@ impl Config {
         {
             bad("elasticsearch.sniff_interval", "must be at least 1s".into());
         }
+        // Below this a rotation would delete the dead letters it has just written: they are
+        // the only copy of what the cluster refused.
+        if self.elasticsearch.dead_letter_max_size.0 < 1024 * 1024 {
+            bad(
+                "elasticsearch.dead_letter_max_size",
+                "must be at least 1MiB".into(),
+            );
+        }
         let tls = &self.elasticsearch.tls;
         let tls_set = tls.ca_file.is_some()
             || tls.cert_file.is_some()
@@ -1072,6 +1080,18 @@ hostz = []
                 (Some(3), "elasticsearch.index".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn a_dead_letter_bound_too_small_to_keep_what_was_written_is_refused_by_name() {
+        let problems = load("[elasticsearch]\ndead_letter_max_size = \"0B\"\n").unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].line, Some(2));
+        assert_eq!(
+            problems[0].key.as_deref(),
+            Some("elasticsearch.dead_letter_max_size")
+        );
+        assert!(load("[elasticsearch]\ndead_letter_max_size = \"1MiB\"\n").is_ok());
     }
 
     /// Issue 12, item 11: a pattern whose names Elasticsearch refuses, or that would break the
