@@ -291,11 +291,14 @@ fn thousands_of_idle_connections_cannot_exhaust_the_agents_file_descriptors() {
     wait_until(30, "the agent's descriptors to return to normal", || {
         open_fds(pid) <= before + 8
     });
+    // Said once per episode, not per refused connection. Under load the agent may accept the
+    // last of the flood only after the first idle ones timed out, which is a second episode.
     let logs = agent.logs();
-    assert_eq!(
-        logs.matches("too many connections at once").count(),
-        1,
-        "said once: {logs}"
+    let said = logs.matches("too many connections at once").count();
+    let refused = agent.metric("logferry_api_connections_refused_total");
+    assert!(
+        (1..=3).contains(&said) && refused > 100,
+        "said {said} times for {refused} refusals: {logs}"
     );
     drop(held);
     assert!(agent.stop().success());
