@@ -16,8 +16,9 @@ use crate::config::Config;
 use crate::kube::cache as kube_cache;
 use crate::observe::{self, Metrics, Status};
 use crate::parse::DocumentWriter;
-use crate::sink::{Connector, DeadLetters, IndexPattern, ItemEncoder, Shipper, SinkState};
+use crate::sink::{Connector, DeadLetters, ItemEncoder, Shipper, SinkState};
 use crate::tail::{Checkpoints, Output, Tailer, TailerState};
+use crate::vocab::IndexPattern;
 use anyhow::{Context, anyhow};
 use std::future::Future;
 use std::sync::Arc;
@@ -44,7 +45,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
     // First: unreadable certificates or secret files stop the start, before anything is read.
     let connector = Arc::new(Connector::new(&cfg.elasticsearch)?);
     // The node's name goes into the document ids of files first tracked from now on.
-    let id_node = crate::tail::node_name(&cfg.kubernetes.node_name);
+    let id_node = crate::vocab::node_name(&cfg.kubernetes.node_name);
     let checkpoints = Arc::new(Checkpoints::open_on(&cfg.data_dir, &id_node)?);
     let metrics = Arc::new(Metrics::new());
     let buffer = Arc::new(Buffer::open(

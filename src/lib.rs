@@ -20,7 +20,6 @@
 
 pub mod agent;
 pub mod buffer;
-pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod demo;
@@ -30,3 +29,4 @@ pub mod observe;
 pub mod parse;
 pub mod sink;
 pub mod tail;
+pub mod vocab;

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
     limit_malloc_arenas();
     // The monotonic clock's zero: liveness deadlines are measured from here, not from the
     // first reading somewhere in a stage.
-    let _ = logferry::clock::now_ms();
+    let _ = logferry::vocab::clock::now_ms();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Cmd::Run) {
         Cmd::Validate => match Config::load(&cli.config) {

@@ -5,7 +5,8 @@
 use logferry::buffer::{Appender, Buffer, Chunk, Options};
 use logferry::config::OverflowAction;
 use logferry::observe::Metrics;
-use logferry::tail::{Checkpoints, FileKey};
+use logferry::tail::Checkpoints;
+use logferry::vocab::FileKey;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -625,11 +625,11 @@ impl Config {
                 "is needed with user (or password)".into(),
             );
         }
-        if let Err(e) = crate::sink::IndexPattern::new(&self.elasticsearch.index) {
+        if let Err(e) = crate::vocab::IndexPattern::new(&self.elasticsearch.index) {
             bad("elasticsearch.index", e);
         }
         if let Some(dl) = &self.elasticsearch.dead_letter_index {
-            match crate::sink::IndexPattern::new(dl) {
+            match crate::vocab::IndexPattern::new(dl) {
                 // A replayed dead letter must land where the first copy did.
                 Ok(_) if dl.contains('%') => bad(
                     "elasticsearch.dead_letter_index",
@@ -1148,7 +1148,7 @@ hostz = []
             ("", Some("empty")),
         ];
         for (pattern, refused) in cases {
-            let got = crate::sink::IndexPattern::new(pattern);
+            let got = crate::vocab::IndexPattern::new(pattern);
             match (refused, &got) {
                 (None, Ok(_)) => {}
                 (Some(what), Err(e)) => assert!(e.contains(what), "{pattern:?}: {e}"),
@@ -1156,9 +1156,9 @@ hostz = []
             }
         }
         let long = format!("logs-{}-%Y", "a".repeat(245));
-        assert!(crate::sink::IndexPattern::new(&long).is_ok(), "255 bytes");
+        assert!(crate::vocab::IndexPattern::new(&long).is_ok(), "255 bytes");
         let too_long = format!("logs-{}-%Y", "a".repeat(246));
-        let e = crate::sink::IndexPattern::new(&too_long)
+        let e = crate::vocab::IndexPattern::new(&too_long)
             .err()
             .unwrap_or_default();
         assert!(e.contains("256 bytes"), "{e}");

@@ -14,9 +14,9 @@
 
 use super::Metrics;
 use crate::buffer::{Buffer, Stats};
-use crate::clock;
 use crate::sink::SinkState;
 use crate::tail::TailerState;
+use crate::vocab::clock;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -16,7 +16,7 @@
 //! `unterminated`, `time_inferred`), present only when something happened.
 
 use crate::config;
-use crate::decode::Record;
+use crate::vocab::Record;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -334,7 +334,7 @@ fn parse_object(s: &str) -> Option<Fields<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{Flags, Stream};
+    use crate::vocab::{Flags, Stream};
     use serde_json::{Value, json};
 
     fn doc(cfg: config::Parse, message: &[u8], flags: Flags) -> (Value, Outcome) {

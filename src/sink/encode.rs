@@ -14,152 +14,11 @@
 //! the same on every replay. Such records say so with `logferry.time_inferred`.
 
 use crate::buffer::Chunk;
-use crate::decode::Record;
 use crate::parse::{DocumentWriter, Outcome};
-use crate::tail::{FileKey, IdBasis};
-use chrono::format::{Item, StrftimeItems};
+use crate::vocab::{FileKey, IdBasis, IndexPattern, Record};
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::borrow::Cow;
 use std::io::Write as _;
-
-/// An index name pattern: strftime items applied to a record's timestamp in UTC.
-#[derive(Debug, Clone)]
-pub struct IndexPattern {
-    pattern: String,
-    /// Whether the pattern has any time item at all; if not the name is constant.
-    dynamic: bool,
-    /// The last (whole seconds, zone, index name) computed, for a time that parsed: lines
-    /// arrive in time order, so almost every lookup hits.
-    cache: Option<(String, String, String)>,
-}
-
-impl IndexPattern {
-    /// Checks `pattern` and everything it can produce against what Elasticsearch accepts as an
-    /// index name and what keeps a bulk action line one line of valid JSON: the literal text,
-    /// and each strftime item, which must be on an allow-list of items that give digits only
-    /// (`%b`, `%Z` or `%c` give upper case, `%n` and `%t` a newline or a tab, `%e` a space, `%s`
-    /// and `%f` an index per record). The error names the item or character at fault.
-    pub fn new(pattern: &str) -> Result<IndexPattern, String> {
-        /// Items that give ASCII digits (and `-` for `%F`), whatever the time: a conservative
-        /// list, because an index name that is refused stops shipping for good.
-        const ALLOWED: &str = "YCyGgmdjVUWuwHMF";
-        const SHOWN: &str = "%Y %C %y %G %g %m %d %j %V %U %W %u %w %H %M %F";
-        /// Elasticsearch refuses these in index names (`:` since 7.0); `"` and `\` would also
-        /// end or escape the JSON string of the action line.
-        const REFUSED: &[char] = &['\\', '/', '*', '?', '"', '<', '>', '|', ' ', ',', '#', ':'];
-        let mut chars = pattern.chars();
-        while let Some(c) = chars.next() {
-            if c != '%' {
-                if c.is_uppercase() || c.is_control() || c.is_whitespace() || REFUSED.contains(&c) {
-                    return Err(format!(
-                        "{pattern:?}: {c:?} is not allowed in an index name (no upper case, \
-                         whitespace, control characters or any of \\ / * ? \" < > | , # :)"
-                    ));
-                }
-                continue;
-            }
-            // chrono's padding modifiers: `-` (none) and `0` (zeros) keep digits only; `_` pads
-            // with spaces.
-            let mut item = String::from('%');
-            let mut spec = chars.next();
-            while let Some(m @ ('-' | '0')) = spec {
-                item.push(m);
-                spec = chars.next();
-            }
-            let Some(spec) = spec else {
-                return Err(format!("{pattern:?} ends with an unfinished strftime item"));
-            };
-            item.push(spec);
-            if matches!(spec, 's' | 'f' | '.' | 'S' | '3' | '6' | '9') {
-                return Err(format!(
-                    "{pattern:?}: {item} would create an index per second or per record"
-                ));
-            }
-            if !ALLOWED.contains(spec) {
-                return Err(format!(
-                    "{pattern:?}: the strftime item {item} can give characters an index name \
-                     cannot hold (upper case, spaces, newlines, tabs, punctuation) or is not \
-                     supported; use only {SHOWN}"
-                ));
-            }
-        }
-        let items: Vec<Item> = StrftimeItems::new(pattern).collect();
-        if items.iter().any(|i| matches!(i, Item::Error)) {
-            return Err(format!("{pattern:?} has an invalid strftime item"));
-        }
-        // The widest name the pattern gives: padded items, which have their most digits anyway.
-        let widest = pattern.replace("%-", "%");
-        let sample = DateTime::<Utc>::from_timestamp(1_764_000_000, 0)
-            .unwrap_or_default()
-            .format(&widest)
-            .to_string();
-        if sample.is_empty() || sample.starts_with(['-', '_', '+']) || sample == ".." {
-            return Err(format!(
-                "{pattern:?} gives index names like {sample:?}, which Elasticsearch refuses \
-                 (empty, \"..\", or starting with - _ +)"
-            ));
-        }
-        // `.` alone is refused; a leading dot makes a hidden (system) index.
-        if sample.starts_with('.') {
-            return Err(format!(
-                "{pattern:?} gives index names like {sample:?}: a leading dot is for hidden and \
-                 system indices"
-            ));
-        }
-        if sample.len() > 255 {
-            return Err(format!(
-                "{pattern:?} gives index names of {} bytes; Elasticsearch allows 255",
-                sample.len()
-            ));
-        }
-        Ok(IndexPattern {
-            pattern: pattern.to_owned(),
-            dynamic: items
-                .iter()
-                .any(|i| !matches!(i, Item::Literal(_) | Item::Space(_))),
-            cache: None,
-        })
-    }
-
-    /// The index for a record with this RFC 3339 time, or `None` when the time does not parse
-    /// (whatever the pattern): the caller gives the record a time that does, never the clock's.
-    pub fn index_for(&mut self, time: &str) -> Option<&str> {
-        let (head, zone) = second_key(time)?;
-        let hit = matches!(&self.cache, Some((h, z, _)) if h == head && z == zone);
-        if !hit {
-            let when = DateTime::parse_from_rfc3339(time).ok()?.with_timezone(&Utc);
-            let name = if self.dynamic {
-                when.format(&self.pattern).to_string()
-            } else {
-                self.pattern.clone()
-            };
-            self.cache = Some((head.to_owned(), zone.to_owned(), name));
-        }
-        self.cache.as_ref().map(|(_, _, name)| name.as_str())
-    }
-}
-
-/// Splits an RFC 3339 time into the part up to whole seconds and its zone, leaving out the
-/// fraction: all times with the same two parts fall into the same index.
-/// `None` when the time cannot be RFC 3339 (too short, or a fraction without digits), so that a
-/// cache hit is only ever a time that parses.
-fn second_key(time: &str) -> Option<(&str, &str)> {
-    if time.len() < 20 || !time.is_char_boundary(19) {
-        return None;
-    }
-    let (head, rest) = time.split_at(19);
-    let zone = match rest.strip_prefix('.') {
-        Some(fraction) => {
-            let zone = fraction.trim_start_matches(|c: char| c.is_ascii_digit());
-            if zone.len() == fraction.len() {
-                return None;
-            }
-            zone
-        }
-        None => rest,
-    };
-    Some((head, zone))
-}
 
 /// The document id for the record at `offset` of the file `key`: 128 bits of xxh3, in hex, of
 /// the file's id basis and the offset.
@@ -178,7 +37,7 @@ pub fn document_id(key: &FileKey, offset: u64) -> [u8; 32] {
         IdBasis::Unsettled => {
             debug_assert!(false, "a record of an untracked file: {key:?}");
             v2_id(
-                crate::tail::seed("", key.ino, key.fingerprint, key.born_ns, 0),
+                crate::vocab::seed("", key.ino, key.fingerprint, key.born_ns, 0),
                 offset,
             )
         }
@@ -244,7 +103,7 @@ impl ItemEncoder {
                     Some(name) => out.extend_from_slice(name.as_bytes()),
                     // Not reached (the anchor always parses): the pattern as it is, never
                     // the clock.
-                    None => out.extend_from_slice(self.index.pattern.as_bytes()),
+                    None => out.extend_from_slice(self.index.as_str().as_bytes()),
                 }
             }
         }
@@ -261,58 +120,8 @@ impl ItemEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{Flags, Stream};
+    use crate::vocab::{Flags, Stream};
     use serde_json::Value;
-
-    #[test]
-    fn index_names_follow_the_record_time_in_utc() {
-        let mut p = IndexPattern::new("logs-%Y.%m.%d").unwrap();
-        let cases = [
-            ("2026-11-26T17:00:00.123456789Z", "logs-2026.11.26"),
-            ("2026-11-26T23:59:59.999Z", "logs-2026.11.26"),
-            ("2026-11-27T00:30:00+02:00", "logs-2026.11.26"),
-            ("2026-12-31T23:00:00-05:00", "logs-2027.01.01"),
-            ("2026-12-31T23:00:00.1-05:00", "logs-2027.01.01"),
-        ];
-        for (time, want) in cases {
-            assert_eq!(p.index_for(time), Some(want), "{time}");
-        }
-        let mut fixed = IndexPattern::new("klear-karma-logs").unwrap();
-        assert_eq!(
-            fixed.index_for("2026-11-26T17:00:00Z"),
-            Some("klear-karma-logs")
-        );
-    }
-
-    #[test]
-    fn a_time_that_does_not_parse_gets_no_index_rather_than_todays() {
-        for pattern in ["logs-%Y.%m.%d", "klear-karma-logs"] {
-            let mut p = IndexPattern::new(pattern).unwrap();
-            // A good time first, so the cache is warm: none of these may hit it.
-            assert!(p.index_for("2026-11-26T17:00:00.5Z").is_some());
-            for bad in [
-                "",
-                "garbage",
-                "2026-11-26T17:00:00",
-                "2026-11-26T17:00:00.Z",
-                "2026-11-26T17:00:00.5",
-                "2026-11-26T17:00:00.5Zjunk",
-                "2026-13-26T17:00:00Z",
-            ] {
-                assert_eq!(p.index_for(bad), None, "{pattern} {bad:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn bad_patterns_are_refused() {
-        for p in [
-            "Logs-%Y", "logs/%Y", "_logs", "logs-%Q", "logs-%s", "logs %Y",
-        ] {
-            assert!(IndexPattern::new(p).is_err(), "{p}");
-        }
-    }
-
     #[test]
     fn ids_depend_on_origin_only() {
         let k = FileKey {

@@ -23,7 +23,7 @@ mod supervise;
 
 pub use client::Connector;
 pub use deadletter::DeadLetters;
-pub use encode::{IndexPattern, ItemEncoder, document_id};
+pub use encode::{ItemEncoder, document_id};
 pub use hosts::{Host, HostPool};
 pub use response::{BulkItemOutcome, classify};
 pub use supervise::panic_message;
@@ -91,7 +91,7 @@ impl SinkState {
     /// A shipper will show a sign of life within `within`.
     pub(crate) fn promise(&self, within: Duration) {
         self.deadline_ms
-            .store(crate::clock::after_ms(within), Ordering::Relaxed);
+            .store(crate::vocab::clock::after_ms(within), Ordering::Relaxed);
     }
 
     pub fn deadline_ms(&self) -> u64 {

@@ -31,7 +31,6 @@ mod discover;
 mod file;
 mod globs;
 mod handoff;
-mod identity;
 mod output;
 mod parked;
 mod rotated;
@@ -39,10 +38,12 @@ mod rotated;
 pub use budget::{RESERVE, RESERVE_PER_SHIPPER};
 pub use checkpoint::{Checkpoints, Entry};
 pub use globs::Discovery;
-pub use identity::{FileKey, IdBasis, node_name, seed};
 pub use output::Output;
 
 use crate::config;
+// `identity` for the checkpoint code, which names the file vocabulary so.
+use crate::vocab::FileKey;
+use crate::vocab::file as identity;
 use budget::Descriptors;
 use discover::Discoverer;
 use file::{ReadOutcome, Tracked, identify};
@@ -92,7 +93,7 @@ pub struct TailerState {
 impl TailerState {
     fn beat(&self) {
         self.heartbeat_ms
-            .store(crate::clock::now_ms(), Ordering::Relaxed);
+            .store(crate::vocab::clock::now_ms(), Ordering::Relaxed);
     }
 
     /// Files with lines to read that wait for a file descriptor (the budget is spent and no

@@ -7,10 +7,10 @@
 use super::{FileKey, TailerState};
 use crate::buffer::{Appender, Chunk};
 use crate::config;
-use crate::decode::Record;
 use crate::kube::cache::{Cache, FileMeta};
 use crate::observe::Metrics;
 use crate::sink::ItemEncoder;
+use crate::vocab::Record;
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -63,7 +63,7 @@ impl Hash for FileKey {
 }
 
 impl FileKey {
-    /// A key as [`identify`](super::file::identify) finds it: not settled by a checkpoint yet.
+    /// A key as the tailer's `identify` finds it: not settled by a checkpoint yet.
     pub fn new(dev: u64, ino: u64, fingerprint: u64) -> FileKey {
         FileKey {
             dev,
