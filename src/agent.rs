@@ -14,7 +14,8 @@
 use crate::buffer::{self, Appender, Buffer};
 use crate::config::Config;
 use crate::kube::cache as kube_cache;
-use crate::observe::{self, Metrics, Status};
+use crate::metrics::Metrics;
+use crate::observe::{self, Status};
 use crate::parse::DocumentWriter;
 use crate::sink::{Connector, DeadLetters, ItemEncoder, Shipper, SinkState};
 use crate::tail::{Checkpoints, Output, Tailer, TailerState};

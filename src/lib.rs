@@ -25,6 +25,7 @@ pub mod decode;
 pub mod demo;
 pub mod disk;
 pub mod kube;
+pub mod metrics;
 pub mod observe;
 pub mod parse;
 pub mod sink;

@@ -4,7 +4,7 @@
 
 use logferry::buffer::{Appender, Buffer, Chunk, Options};
 use logferry::config::OverflowAction;
-use logferry::observe::Metrics;
+use logferry::metrics::Metrics;
 use logferry::tail::Checkpoints;
 use logferry::vocab::FileKey;
 use std::path::Path;

@@ -62,7 +62,7 @@ fn rule_file() -> (tempfile::TempDir, PathBuf) {
 
 /// Every metric name the agent exports, histograms with their series suffixes.
 fn exported() -> BTreeSet<String> {
-    let m = logferry::observe::Metrics::new();
+    let m = logferry::metrics::Metrics::new();
     // Its labels come from the cluster's answers, so it has no series until the first one.
     let _ = m
         .dead_letters

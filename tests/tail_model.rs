@@ -12,7 +12,7 @@ mod support;
 use logferry::buffer::{self, Appender, Buffer};
 use logferry::config::Config;
 use logferry::config::OverflowAction;
-use logferry::observe::Metrics;
+use logferry::metrics::Metrics;
 use logferry::parse::DocumentWriter;
 use logferry::sink::ItemEncoder;
 use logferry::tail::{Checkpoints, Output, Tailer, TailerState};

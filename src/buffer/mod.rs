@@ -39,7 +39,7 @@ pub use recovery::check_free_space;
 
 use crate::config::OverflowAction;
 use crate::disk;
-use crate::observe::Metrics;
+use crate::metrics::Metrics;
 use crate::tail::Checkpoints;
 use crate::vocab::FileKey;
 use serde::{Deserialize, Serialize};

@@ -9,7 +9,7 @@
 use super::PodRef;
 use super::metadata::{FieldOptions, PodMeta};
 use crate::config;
-use crate::observe::Metrics;
+use crate::metrics::Metrics;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::runtime::{WatchStreamExt, watcher};

@@ -12,8 +12,8 @@
 //! therefore neither restarts a working agent nor hides a stalled one. The checks themselves
 //! take "now" as an argument, so they are tested by feeding times.
 
-use super::Metrics;
 use crate::buffer::{Buffer, Stats};
+use crate::metrics::Metrics;
 use crate::sink::SinkState;
 use crate::tail::TailerState;
 use crate::vocab::clock;

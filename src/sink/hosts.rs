@@ -21,7 +21,7 @@
 //! The pool never decides whether a record is delivered; it only says where to try.
 
 use super::client::Connector;
-use crate::observe::Metrics;
+use crate::metrics::Metrics;
 use reqwest::Url;
 use serde::Deserialize;
 use std::collections::HashMap;

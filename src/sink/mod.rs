@@ -30,7 +30,7 @@ pub use supervise::panic_message;
 
 use crate::buffer::{Batch, Buffer, now_ms};
 use crate::config;
-use crate::observe::Metrics;
+use crate::metrics::Metrics;
 use backon::BackoffBuilder;
 use refused::Refusal;
 use response::{Attempt, ItemResult};

@@ -82,7 +82,7 @@ pub fn panic_message(e: tokio::task::JoinError) -> String {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::observe::Metrics;
+    use crate::metrics::Metrics;
     use crate::sink::{Connector, DeadLetters, SinkState};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;

@@ -21,7 +21,7 @@ use super::globs::Discovery;
 use super::handoff::{Handoff, Opened, Shared, lock};
 use super::{Checkpoints, FileKey, TailerState};
 use crate::config::{self, ReadFrom};
-use crate::observe::Metrics;
+use crate::metrics::Metrics;
 use notify::RecursiveMode;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;

@@ -8,7 +8,7 @@ use super::{FileKey, TailerState};
 use crate::buffer::{Appender, Chunk};
 use crate::config;
 use crate::kube::cache::{Cache, FileMeta};
-use crate::observe::Metrics;
+use crate::metrics::Metrics;
 use crate::sink::ItemEncoder;
 use crate::vocab::Record;
 use prometheus_client::metrics::counter::Counter;
