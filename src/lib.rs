@@ -24,6 +24,7 @@ pub mod config;
 pub mod decode;
 pub mod demo;
 pub mod disk;
+pub mod encode;
 pub mod kube;
 pub mod metrics;
 pub mod observe;

@@ -9,13 +9,14 @@
 
 mod support;
 
+use logferry::agent::BufferOutput;
 use logferry::buffer::{self, Appender, Buffer};
 use logferry::config::Config;
 use logferry::config::OverflowAction;
+use logferry::encode::ItemEncoder;
 use logferry::metrics::Metrics;
 use logferry::parse::DocumentWriter;
-use logferry::sink::ItemEncoder;
-use logferry::tail::{Checkpoints, Output, Tailer, TailerState};
+use logferry::tail::{self, Checkpoints, Tailer, TailerState};
 use logferry::vocab::IndexPattern;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -92,15 +93,25 @@ fn start(cfg: &Config, index: Arc<Mutex<Index>>) -> Running {
         IndexPattern::new("logs").unwrap(),
         DocumentWriter::new(&cfg.parse),
     );
-    let out = Output::new(
+    let state = Arc::new(TailerState::default());
+    let give_up = {
+        let shutdown = shutdown.clone();
+        Box::new(move || shutdown.load(Ordering::Relaxed))
+    };
+    let out = BufferOutput::new(
         encoder,
         Appender::new(buffer.clone()),
-        metrics,
-        shutdown.clone(),
+        metrics.clone(),
+        give_up,
         cfg,
     );
-    let state = Arc::new(TailerState::default());
-    let tailer = Tailer::new(cfg, checkpoints.clone(), out, state.clone());
+    let ctx = tail::Context {
+        metrics,
+        shutdown: shutdown.clone(),
+        state: state.clone(),
+        kube: None,
+    };
+    let tailer = Tailer::new(cfg, checkpoints.clone(), Box::new(out), ctx);
     let tailer = std::thread::spawn(move || tailer.run());
     // As on a node: the agent has looked at its files before anything else happens to them.
     while !state.ready.load(Ordering::Relaxed) {

@@ -15,7 +15,6 @@
 mod body;
 mod client;
 mod deadletter;
-mod encode;
 mod hosts;
 mod refused;
 mod response;
@@ -23,7 +22,6 @@ mod supervise;
 
 pub use client::Connector;
 pub use deadletter::DeadLetters;
-pub use encode::{ItemEncoder, document_id};
 pub use hosts::{Host, HostPool};
 pub use response::{BulkItemOutcome, classify};
 pub use supervise::panic_message;

@@ -1,6 +1,6 @@
 //! One followed file: its identity, its read position, and the line splitting.
 
-use super::{FileKey, Output};
+use super::{FileKey, Outlet};
 use crate::decode::Decoder;
 use crate::kube::PodRef;
 use crate::kube::cache::FileMeta;
@@ -137,7 +137,7 @@ impl Tracked {
     pub fn read(
         &mut self,
         buf: &mut [u8],
-        out: &mut Output,
+        out: &mut Outlet,
         budget: usize,
     ) -> io::Result<ReadOutcome> {
         let mut done = 0;
@@ -163,7 +163,7 @@ impl Tracked {
     }
 
     /// Splits a block read at `self.read_pos` into lines and emits each whole one.
-    fn split(&mut self, block: &[u8], out: &mut Output) {
+    fn split(&mut self, block: &[u8], out: &mut Outlet) {
         let cap = out.max_physical_line;
         let mut i = 0;
         for nl in memchr::memchr_iter(b'\n', block) {
@@ -207,7 +207,7 @@ impl Tracked {
         }
     }
 
-    fn emit_line(&mut self, line: &[u8], cut: bool, out: &mut Output) {
+    fn emit_line(&mut self, line: &[u8], cut: bool, out: &mut Outlet) {
         out.metrics.lines_read.inc();
         // Where a restart would resume if this line were not handed on.
         let before = self.safe_offset();
@@ -223,7 +223,7 @@ impl Tracked {
     /// unread bytes is read first: the missing piece may be among them (the tailer was busy
     /// with other files, or waited for the buffer), and a record is only given up on when its
     /// file holds nothing more.
-    pub fn flush_expired(&mut self, now: Instant, timeout: Duration, out: &mut Output) {
+    pub fn flush_expired(&mut self, now: Instant, timeout: Duration, out: &mut Outlet) {
         if self.decoder.expiry(timeout).is_none_or(|at| at > now) {
             return;
         }
@@ -245,7 +245,7 @@ impl Tracked {
     /// The file is let go: a last line without its newline and records still missing their
     /// final piece are emitted, flagged, so nothing that was read is dropped. Returns the offset
     /// the checkpoint ends at.
-    pub fn finish(&mut self, out: &mut Output) -> u64 {
+    pub fn finish(&mut self, out: &mut Outlet) -> u64 {
         let before = self.safe_offset();
         if !self.carry.is_empty() && !self.discarding {
             let carry = std::mem::take(&mut self.carry);

@@ -38,7 +38,7 @@ mod rotated;
 pub use budget::{RESERVE, RESERVE_PER_SHIPPER};
 pub use checkpoint::{Checkpoints, Entry};
 pub use globs::Discovery;
-pub use output::Output;
+pub use output::{Context, Output};
 
 use crate::config;
 // `identity` for the checkpoint code, which names the file vocabulary so.
@@ -48,6 +48,7 @@ use budget::Descriptors;
 use discover::Discoverer;
 use file::{ReadOutcome, Tracked, identify};
 use handoff::{Handoff, Opened, Returned, Shared, lock, make_watcher};
+use output::Outlet;
 use parked::Parked;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -91,7 +92,8 @@ pub struct TailerState {
 }
 
 impl TailerState {
-    fn beat(&self) {
+    /// Shows the tailer is alive; also called while it waits for room in the buffer.
+    pub fn beat(&self) {
         self.heartbeat_ms
             .store(crate::vocab::clock::now_ms(), Ordering::Relaxed);
     }
@@ -107,7 +109,7 @@ impl TailerState {
 pub struct Tailer {
     cfg: config::Input,
     checkpoints: Arc<Checkpoints>,
-    out: Output,
+    out: Outlet,
     state: Arc<TailerState>,
     files: HashMap<FileKey, Tracked>,
     /// Files closed to stay within the descriptor budget: read to their end, still at their
@@ -130,17 +132,17 @@ pub struct Tailer {
 }
 
 impl Tailer {
+    /// A tailer that hands what it reads to `output`.
     pub fn new(
         cfg: &config::Config,
         checkpoints: Arc<Checkpoints>,
-        mut out: Output,
-        state: Arc<TailerState>,
+        output: Box<dyn Output>,
+        ctx: Context,
     ) -> Tailer {
-        out.state = state;
         Tailer::with_descriptors(
             cfg,
             checkpoints,
-            out,
+            Outlet::new(output, ctx, cfg),
             Descriptors::for_this_process(cfg.buffer.flush_thread_count),
         )
     }
@@ -148,7 +150,7 @@ impl Tailer {
     fn with_descriptors(
         cfg: &config::Config,
         checkpoints: Arc<Checkpoints>,
-        out: Output,
+        out: Outlet,
         descriptors: Descriptors,
     ) -> Tailer {
         let state = out.state.clone();

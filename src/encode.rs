@@ -1,4 +1,7 @@
-//! Bulk encoding: the action line of each item, with its index and its deterministic id.
+//! Bulk encoding: each record becomes one `_bulk` item — an action line with its index and its
+//! deterministic id, and the document line `parse` writes — before it is buffered, so the buffer
+//! holds exactly the bytes a request sends. Sits between `parse` (and the pod fields `kube`
+//! gives) and the buffer; knows neither the buffer's framing nor the tailer.
 //!
 //! The id is a hash of where the record came from — the file's identity and the byte offset of
 //! the record's first piece — so reading the same line twice (after a crash, a restart, a
@@ -13,7 +16,6 @@
 //! anchor (the birth time of the file, else when it was first tracked, kept in its checkpoint):
 //! the same on every replay. Such records say so with `logferry.time_inferred`.
 
-use crate::buffer::Chunk;
 use crate::parse::{DocumentWriter, Outcome};
 use crate::vocab::{FileKey, IdBasis, IndexPattern, Record};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -63,7 +65,7 @@ fn anchor_time(key: &FileKey) -> String {
         .to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
-/// Turns records into bulk items appended to a chunk.
+/// Turns records into bulk items: an action line and a document line each.
 pub struct ItemEncoder {
     index: IndexPattern,
     documents: DocumentWriter,
@@ -74,17 +76,16 @@ impl ItemEncoder {
         ItemEncoder { index, documents }
     }
 
-    /// Appends `rec` from file `key` as one `create` item. `extra` is the file's pod fields.
+    /// Appends `rec` from file `key` to `out` as one `create` item. `extra` is the file's pod
+    /// fields. Whatever frames the item (the buffer's chunk) is the caller's.
     pub fn encode(
         &mut self,
-        chunk: &mut Chunk,
+        out: &mut Vec<u8>,
         key: &FileKey,
         rec: &Record,
         extra: &[u8],
         json: bool,
     ) -> Outcome {
-        chunk.begin_item();
-        let out = &mut chunk.body;
         out.extend_from_slice(b"{\"create\":{\"_index\":\"");
         let mut rec = Cow::Borrowed(rec);
         let index = self.index.index_for(&rec.time);
@@ -112,7 +113,6 @@ impl ItemEncoder {
         out.extend_from_slice(b"\"}}\n");
         let outcome = self.documents.write_as(out, &rec, extra, json);
         let _ = out.write_all(b"\n");
-        chunk.end_item();
         outcome
     }
 }
@@ -175,12 +175,9 @@ mod tests {
             offset: 0,
             flags,
         };
-        let mut chunk = Chunk::new();
-        enc.encode(&mut chunk, key, &rec, b"", true);
-        // The item follows its frame header in the chunk. (Not the first `{`: the header holds
-        // the time in binary, which can contain that byte.)
-        let start = crate::buffer::frame::HEADER;
-        let text = String::from_utf8(chunk.body[start..].to_vec()).unwrap();
+        let mut item = Vec::new();
+        enc.encode(&mut item, key, &rec, b"", true);
+        let text = String::from_utf8(item).unwrap();
         let mut lines = text.lines();
         let action: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
         let doc: Value = serde_json::from_str(lines.next().unwrap()).unwrap();

@@ -11,14 +11,19 @@
 //! checkpoints and the ack cursor are saved last. What is buffered stays for the next start
 //! (Fluentd's `flush_at_shutdown false` for file buffers): a restart does not wait for a cluster.
 
+mod output;
+
+pub use output::{BufferOutput, GiveUp};
+
 use crate::buffer::{self, Appender, Buffer};
 use crate::config::Config;
+use crate::encode::ItemEncoder;
 use crate::kube::cache as kube_cache;
 use crate::metrics::Metrics;
 use crate::observe::{self, Status};
 use crate::parse::DocumentWriter;
-use crate::sink::{Connector, DeadLetters, ItemEncoder, Shipper, SinkState};
-use crate::tail::{Checkpoints, Output, Tailer, TailerState};
+use crate::sink::{Connector, DeadLetters, Shipper, SinkState};
+use crate::tail::{self, Checkpoints, Tailer, TailerState};
 use crate::vocab::IndexPattern;
 use anyhow::{Context, anyhow};
 use std::future::Future;
@@ -75,11 +80,19 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
 
     let index = IndexPattern::new(&cfg.elasticsearch.index).map_err(|e| anyhow!(e))?;
     let encoder = ItemEncoder::new(index, DocumentWriter::new(&cfg.parse));
-    let mut out = Output::new(
+    let tailer_state = Arc::new(TailerState::default());
+    let give_up: GiveUp = {
+        let (state, shutdown) = (tailer_state.clone(), shutdown.clone());
+        Box::new(move || {
+            state.beat();
+            shutdown.load(Ordering::Relaxed)
+        })
+    };
+    let out = BufferOutput::new(
         encoder,
         Appender::new(buffer.clone()),
         metrics.clone(),
-        shutdown.clone(),
+        give_up,
         &cfg,
     );
     let kube = if cfg.kubernetes.enabled {
@@ -93,13 +106,21 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
         ));
         tokio::spawn(kube_cache::watch_namespaces(cache.clone(), client));
         tracing::info!(%node, "watching this node's pods and all namespaces for metadata");
-        out = out.with_kubernetes(cache.clone());
         Some(cache)
     } else {
         None
     };
-    let tailer_state = Arc::new(TailerState::default());
-    let tailer = Tailer::new(&cfg, checkpoints.clone(), out, tailer_state.clone());
+    let tailer = Tailer::new(
+        &cfg,
+        checkpoints.clone(),
+        Box::new(out),
+        tail::Context {
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+            state: tailer_state.clone(),
+            kube: kube.clone(),
+        },
+    );
     let tailer = std::thread::Builder::new()
         .name("tailer".into())
         .spawn(move || tailer.run())

@@ -1,0 +1,181 @@
+//! The tailer's way out, as the agent wires it: each record the tailer hands on is encoded
+//! ([`crate::encode`]) straight into the open [`Chunk`], which is appended to the disk buffer
+//! when it is full, when it has waited `flush_interval`, and at the end of every read pass. A
+//! full buffer (or disk) blocks the append, and with it the reading thread: that is the
+//! backpressure. Discovery runs on a thread of its own and never comes here, so a blocked append
+//! cannot keep a new file from being opened.
+//!
+//! Here rather than in `tail` or `buffer`: it is the one place that knows both the encoder and
+//! the buffer, and neither of those knows the other or the tailer.
+
+use crate::buffer::{Appender, Chunk};
+use crate::config;
+use crate::encode::ItemEncoder;
+use crate::kube::cache::FileMeta;
+use crate::metrics::Metrics;
+use crate::tail::Output;
+use crate::vocab::{FileKey, Record};
+use prometheus_client::metrics::counter::Counter;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The tailer hands its chunk to the buffer at this size at most (less with a smaller
+/// chunk_limit_size).
+const CHUNK_WRITE: usize = 1024 * 1024;
+
+/// Asked while an append waits for room in the buffer (or on the disk): shows the waiting
+/// thread is alive, and says whether to give up (shutdown).
+pub type GiveUp = Box<dyn Fn() -> bool + Send>;
+
+/// The open chunk, the encoder that fills it, and the buffer it goes to.
+pub struct BufferOutput {
+    chunk: Chunk,
+    encoder: ItemEncoder,
+    appender: Appender,
+    /// Chunks are sealed at this size (a write to the buffer; batches span chunks).
+    chunk_limit: usize,
+    /// An item on its way from a full chunk to the next one.
+    carry: Vec<u8>,
+    metrics: Arc<Metrics>,
+    /// Per-record counters, looked up once rather than per line.
+    counters: RecordCounters,
+    /// Called while an append waits; true gives up (shutdown).
+    give_up: GiveUp,
+    /// A chunk was dropped at shutdown; nothing more may be handed on.
+    abandoned: bool,
+    flush_interval: Duration,
+}
+
+impl BufferOutput {
+    pub fn new(
+        encoder: ItemEncoder,
+        appender: Appender,
+        metrics: Arc<Metrics>,
+        give_up: GiveUp,
+        cfg: &config::Config,
+    ) -> BufferOutput {
+        let outcome = |name| metrics.records.get_or_create(&[("outcome", name)]).clone();
+        let counters = RecordCounters {
+            ok: outcome("ok"),
+            invalid_utf8: outcome("invalid_utf8"),
+            truncated: outcome("truncated"),
+            malformed: outcome("malformed"),
+            unterminated: outcome("unterminated"),
+            joined: outcome("partial_joined"),
+            json_failed: metrics.json_failures.clone(),
+        };
+        BufferOutput {
+            chunk: Chunk::new(),
+            encoder,
+            // Smaller than a batch: the chunk is the tailer's memory, and it is reused.
+            chunk_limit: appender.buffer().chunk_limit().min(CHUNK_WRITE),
+            carry: Vec::new(),
+            appender,
+            counters,
+            metrics,
+            give_up,
+            abandoned: false,
+            flush_interval: cfg.buffer.flush_interval.0,
+        }
+    }
+
+    /// Appends the open chunk to the buffer.
+    fn seal(&mut self) {
+        if self.abandoned {
+            return;
+        }
+        if self
+            .appender
+            .append(&mut self.chunk, &self.give_up)
+            .is_err()
+        {
+            // Shutting down while the buffer (or disk) is full: these lines are not buffered,
+            // so their checkpoints did not move and the next start reads them again. Every later
+            // chunk must be dropped too: committing one would move checkpoints past these lines.
+            self.abandoned = true;
+            tracing::info!(
+                records = self.chunk.items.len(),
+                "shutdown while the buffer was full; unbuffered lines will be read again on restart"
+            );
+        }
+    }
+}
+
+impl Output for BufferOutput {
+    /// Encodes one record into the open chunk. If the item overflows the chunk, the full chunk
+    /// is sealed with `before` as the file's offset and the item starts the next one.
+    fn emit(&mut self, key: &FileKey, rec: &Record, meta: &FileMeta, before: u64) {
+        if meta.excluded {
+            self.metrics.kubernetes_excluded.inc();
+            return;
+        }
+        if meta.partial {
+            self.metrics.kubernetes_partial.inc();
+        }
+        self.chunk.begin_item();
+        let outcome = self.encoder.encode(
+            &mut self.chunk.body,
+            key,
+            rec,
+            &meta.fields,
+            meta.parse_json,
+        );
+        self.chunk.end_item();
+        let c = &self.counters;
+        c.ok.inc();
+        for (set, counter) in [
+            (outcome.invalid_utf8, &c.invalid_utf8),
+            (outcome.json_failed, &c.json_failed),
+            (rec.flags.truncated, &c.truncated),
+            (rec.flags.malformed, &c.malformed),
+            (rec.flags.unterminated, &c.unterminated),
+            (rec.flags.joined, &c.joined),
+        ] {
+            if set {
+                counter.inc();
+            }
+        }
+        if self.chunk.body.len() > self.chunk_limit && self.chunk.items.len() > 1 {
+            // The item starts the next chunk: its frame moves out and back in after the append.
+            let last = self.chunk.items.pop().map_or(0, |s| s as usize);
+            self.carry.clear();
+            self.carry.extend_from_slice(&self.chunk.body[last..]);
+            self.chunk.body.truncate(last);
+            self.chunk.advance(*key, before);
+            self.seal();
+            if !self.abandoned {
+                self.chunk.push_frame(&self.carry);
+            }
+        } else if self.chunk.body.len() >= self.chunk_limit {
+            self.chunk.advance(*key, before);
+            self.seal();
+        }
+    }
+
+    /// Also where a long pass (a big backlog) hands its chunk on once it has waited
+    /// `flush_interval`: checking per block, not per line, keeps the clock off the hot path.
+    fn block_done(&mut self, key: FileKey, offset: u64) {
+        self.chunk.advance(key, offset);
+        if !self.chunk.items.is_empty() && self.chunk.created.elapsed() >= self.flush_interval {
+            self.seal();
+        }
+    }
+
+    fn advance(&mut self, key: FileKey, offset: u64) {
+        self.chunk.advance(key, offset);
+    }
+
+    fn flush(&mut self) {
+        self.seal();
+    }
+}
+
+struct RecordCounters {
+    ok: Counter,
+    invalid_utf8: Counter,
+    truncated: Counter,
+    malformed: Counter,
+    unterminated: Counter,
+    joined: Counter,
+    json_failed: Counter,
+}
