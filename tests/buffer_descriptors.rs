@@ -70,7 +70,7 @@ fn running_out_of_descriptors_before_the_buffer_fsync_is_waited_out_not_fatal() 
     }
     let committer = {
         let (b, c) = (buffer.clone(), checkpoints.clone());
-        std::thread::spawn(move || b.commit_loop(&c))
+        std::thread::spawn(move || b.commit_loop(|durable| c.advance(durable)))
     };
     wait_for("the committer to wait for a descriptor", || {
         metrics.buffer_sync_open_waits.get() > 0

@@ -86,7 +86,7 @@ fn start(cfg: &Config, index: Arc<Mutex<Index>>) -> Running {
     );
     let committer = {
         let (buffer, checkpoints) = (buffer.clone(), checkpoints.clone());
-        std::thread::spawn(move || buffer.commit_loop(&checkpoints))
+        std::thread::spawn(move || buffer.commit_loop(|durable| checkpoints.advance(durable)))
     };
     let shutdown = Arc::new(AtomicBool::new(false));
     let encoder = ItemEncoder::new(

@@ -68,7 +68,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
         let (buffer, checkpoints) = (buffer.clone(), checkpoints.clone());
         std::thread::Builder::new()
             .name("committer".into())
-            .spawn(move || buffer.commit_loop(&checkpoints))
+            .spawn(move || buffer.commit_loop(|durable| checkpoints.advance(durable)))
             .context("cannot start the committer thread")?
     };
     let shutdown = Arc::new(AtomicBool::new(false));

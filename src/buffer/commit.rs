@@ -1,7 +1,8 @@
 //! Making appends durable and acknowledgements final.
 //!
 //! The committer thread fsyncs what the [`Appender`](super::Appender) wrote (group commit),
-//! then makes it readable and applies the checkpoint advances that waited for it. Shippers'
+//! then makes it readable and reports the file positions that waited for it ("durable up to
+//! here", through a callback: the buffer does not know what a checkpoint is). Shippers'
 //! acknowledgements move the ack cursor; segments it has passed are deleted, and the cursor is
 //! saved so that a restart resumes there.
 
@@ -9,8 +10,9 @@ use super::*;
 
 impl Buffer {
     /// Runs the committer on this thread until [`Buffer::stop_committing`]: fsyncs what the
-    /// appender wrote, then makes it readable and moves the checkpoints.
-    pub fn commit_loop(&self, checkpoints: &Checkpoints) {
+    /// appender wrote, then makes it readable and calls `durable` with the file positions its
+    /// chunks carried (the agent moves the checkpoints there).
+    pub fn commit_loop(&self, mut durable: impl FnMut(Vec<(FileKey, u64)>)) {
         loop {
             let batch = {
                 let mut c = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
@@ -53,7 +55,7 @@ impl Buffer {
             }
             self.data.notify_one();
             for p in batch {
-                checkpoints.advance(p.advances);
+                durable(p.advances);
             }
         }
     }

@@ -6,9 +6,9 @@
 //!
 //! - **In**: the tailer's [`Appender`] writes a [`Chunk`] of items with one `write`; the
 //!   committer thread fsyncs whatever has been written since its last fsync (group commit: one
-//!   fsync covers every chunk that arrived meanwhile, never one per line) and only then applies
-//!   the chunk's checkpoint advances. A file's checkpoint therefore never passes a line that
-//!   is not durable here.
+//!   fsync covers every chunk that arrived meanwhile, never one per line) and only then reports
+//!   the file positions the chunk carried as durable (the agent moves the checkpoints there). A
+//!   file's checkpoint therefore never passes a line that is not durable here.
 //! - **Out**: shippers take batches of durable items in order ([`Buffer::next_batch`]) and
 //!   acknowledge them in any order ([`Buffer::acknowledge`]); the ack cursor is the start of the
 //!   oldest batch not yet acknowledged. A segment file is deleted once the ack cursor has passed
@@ -40,7 +40,6 @@ pub use recovery::check_free_space;
 use crate::config::OverflowAction;
 use crate::disk;
 use crate::metrics::Metrics;
-use crate::tail::Checkpoints;
 use crate::vocab::FileKey;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
