@@ -11,6 +11,7 @@
 //! checkpoints and the ack cursor are saved last. What is buffered stays for the next start
 //! (Fluentd's `flush_at_shutdown false` for file buffers): a restart does not wait for a cluster.
 
+mod checks;
 mod output;
 
 pub use output::{BufferOutput, GiveUp};
@@ -33,12 +34,6 @@ use std::time::Duration;
 
 /// How long shutdown waits for requests in flight to be answered.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// A tailer without a sign of life for this long is stalled, and `/health` says unhealthy.
-/// Generous: a pass over many busy files, or a slow disk, must not get the agent restarted.
-const TAILER_STALL: Duration = Duration::from_secs(120);
-/// How far past its promised next attempt shipping may be, with records waiting, before
-/// `/health` calls it stalled.
-const SHIPPING_GRACE: Duration = Duration::from_secs(60);
 /// How often the TLS and credential files are checked for a change (a rotated Secret).
 const SECRET_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 /// How often progress is written to the checkpoint and cursor files.
@@ -172,12 +167,13 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
     };
     let status = Arc::new(Status {
         metrics: metrics.clone(),
-        tailer: tailer_state,
-        sink: sink_state,
-        buffer: buffer.clone(),
-        kube,
-        tailer_stall: TAILER_STALL,
-        shipping_grace: SHIPPING_GRACE,
+        checks: checks::all(checks::Parts {
+            metrics: metrics.clone(),
+            tailer: tailer_state,
+            sink: sink_state,
+            buffer: buffer.clone(),
+            kube,
+        }),
     });
     let api = tokio::spawn(observe::serve(listener, status));
     tracing::info!(

@@ -28,6 +28,7 @@ mod append;
 mod batch;
 mod commit;
 pub mod frame;
+mod health;
 mod lease;
 mod read;
 mod recovery;

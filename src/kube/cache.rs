@@ -10,6 +10,7 @@ use super::PodRef;
 use super::metadata::{FieldOptions, PodMeta};
 use crate::config;
 use crate::metrics::Metrics;
+use crate::observe::health::{Check, Level};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -348,6 +349,26 @@ pub async fn watch_namespaces(cache: Arc<Cache>, client: kube::Client) {
         drop(ns);
         cache.working(1);
         cache.changed();
+    }
+}
+
+impl Check for Cache {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    /// Degraded, never unhealthy, while the API server cannot be read: lines keep flowing with
+    /// what their path says, and a restart would not bring the API server back.
+    fn health(&self, _now: u64) -> (Level, String) {
+        match self.describe() {
+            (true, detail) => (Level::Healthy, detail),
+            (false, detail) => (
+                Level::Degraded,
+                format!(
+                    "{detail}; lines are shipped with what their file path says, flagged partial"
+                ),
+            ),
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 mod body;
 mod client;
 mod deadletter;
+mod health;
 mod hosts;
 mod refused;
 mod response;
@@ -22,6 +23,7 @@ mod supervise;
 
 pub use client::Connector;
 pub use deadletter::DeadLetters;
+pub use health::ShippingCheck;
 pub use hosts::{Host, HostPool};
 pub use response::{BulkItemOutcome, classify};
 pub use supervise::panic_message;

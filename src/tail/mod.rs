@@ -31,6 +31,7 @@ mod discover;
 mod file;
 mod globs;
 mod handoff;
+mod health;
 mod output;
 mod parked;
 mod rotated;
@@ -38,6 +39,7 @@ mod rotated;
 pub use budget::{RESERVE, RESERVE_PER_SHIPPER};
 pub use checkpoint::{Checkpoints, Entry};
 pub use globs::Discovery;
+pub use health::TailerCheck;
 pub use output::{Context, Output};
 
 use crate::config;
