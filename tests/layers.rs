@@ -131,10 +131,14 @@ fn char_literal_len(s: &[u8]) -> Option<usize> {
     if s.get(1) == Some(&b'\\') {
         return s[2..].iter().position(|&c| c == b'\'').map(|p| p + 3);
     }
-    let text = std::str::from_utf8(&s[1..s.len().min(6)]).ok().or_else(|| {
-        // A cut in the middle of a multi-byte character: take what decodes.
-        (1..5).rev().find_map(|n| std::str::from_utf8(&s[1..s.len().min(1 + n)]).ok())
-    })?;
+    let text = std::str::from_utf8(&s[1..s.len().min(6)])
+        .ok()
+        .or_else(|| {
+            // A cut in the middle of a multi-byte character: take what decodes.
+            (1..5)
+                .rev()
+                .find_map(|n| std::str::from_utf8(&s[1..s.len().min(1 + n)]).ok())
+        })?;
     let c = text.chars().next()?;
     (s.get(1 + c.len_utf8()) == Some(&b'\'')).then_some(2 + c.len_utf8())
 }
@@ -142,7 +146,12 @@ fn char_literal_len(s: &[u8]) -> Option<usize> {
 /// The top-level module a file belongs to: `src/tail/file.rs` → `tail`, `src/disk.rs` → `disk`.
 fn module_of(root: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(root).unwrap();
-    let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
     first.trim_end_matches(".rs").to_owned()
 }
 
@@ -223,7 +232,11 @@ fn no_stage_imports_a_later_or_sibling_one() {
         unplaced.is_empty(),
         "modules missing from LAYERS in tests/layers.rs (place each in the data path): {unplaced:?}"
     );
-    assert!(wrong.is_empty(), "imports against the layers:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "imports against the layers:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
@@ -257,7 +270,11 @@ fn the_leaves_import_nothing_of_the_crate_and_metrics_only_prometheus_client() {
             }
         }
     }
-    assert!(wrong.is_empty(), "leaf modules importing:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "leaf modules importing:\n{}",
+        wrong.join("\n")
+    );
 }
 
 /// Each `fn` from its line to its closing brace.
@@ -320,7 +337,10 @@ fn no_file_or_function_is_too_long_to_read() {
         }
         for (line, name, len) in functions(&code_only(&src)) {
             if len > MAX_FN_LINES {
-                long.push(format!("{}:{line}: fn {name} is {len} lines", file.display()));
+                long.push(format!(
+                    "{}:{line}: fn {name} is {len} lines",
+                    file.display()
+                ));
             }
         }
     }

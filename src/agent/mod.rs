@@ -41,137 +41,29 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the agent until `stop` resolves.
 pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    crate::disk::create_private_dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
-    // First: unreadable certificates or secret files stop the start, before anything is read.
-    let connector = Arc::new(Connector::new(&cfg.elasticsearch)?);
-    // The node's name goes into the document ids of files first tracked from now on.
-    let id_node = crate::vocab::node_name(&cfg.kubernetes.node_name);
-    let checkpoints = Arc::new(Checkpoints::open_on(&cfg.data_dir, &id_node)?);
-    let metrics = Arc::new(Metrics::new());
-    let buffer = Arc::new(Buffer::open(
-        buffer::Options {
-            dir: cfg.buffer_dir(),
-            max_size: cfg.buffer.max_size.0,
-            segment_size: cfg.buffer.chunk_limit_size.0,
-            overflow: cfg.buffer.overflow_action,
-        },
-        metrics.clone(),
-    )?);
-    metrics.buffer_max_bytes.set(cfg.buffer.max_size.0 as i64);
-    let committer = {
-        let (buffer, checkpoints) = (buffer.clone(), checkpoints.clone());
-        std::thread::Builder::new()
-            .name("committer".into())
-            .spawn(move || buffer.commit_loop(|durable| checkpoints.advance(durable)))
-            .context("cannot start the committer thread")?
-    };
-    let shutdown = Arc::new(AtomicBool::new(false));
-
+    let store = Store::open(&cfg)?;
     let listener = observe::bind(cfg.api.listen)
         .await
         .with_context(|| format!("cannot listen on api.listen {}", cfg.api.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /health and /ready");
-
-    let index = IndexPattern::new(&cfg.elasticsearch.index).map_err(|e| anyhow!(e))?;
-    let encoder = ItemEncoder::new(index, DocumentWriter::new(&cfg.parse));
+    let kube = start_kubernetes(&cfg, &store.metrics).await?;
+    let shutdown = Arc::new(AtomicBool::new(false));
     let tailer_state = Arc::new(TailerState::default());
-    let give_up: GiveUp = {
-        let (state, shutdown) = (tailer_state.clone(), shutdown.clone());
-        Box::new(move || {
-            state.beat();
-            shutdown.load(Ordering::Relaxed)
-        })
-    };
-    let out = BufferOutput::new(
-        encoder,
-        Appender::new(buffer.clone()),
-        metrics.clone(),
-        give_up,
-        &cfg,
-    );
-    let kube = if cfg.kubernetes.enabled {
-        let node = kube_cache::node_name(&cfg.kubernetes)?;
-        let client = kube_cache::client(&cfg.kubernetes).await?;
-        let cache = Arc::new(kube_cache::Cache::new(&cfg.kubernetes, metrics.clone()));
-        tokio::spawn(kube_cache::watch_pods(
-            cache.clone(),
-            client.clone(),
-            node.clone(),
-        ));
-        tokio::spawn(kube_cache::watch_namespaces(cache.clone(), client));
-        tracing::info!(%node, "watching this node's pods and all namespaces for metadata");
-        Some(cache)
-    } else {
-        None
-    };
-    let tailer = Tailer::new(
-        &cfg,
-        checkpoints.clone(),
-        Box::new(out),
-        tail::Context {
-            metrics: metrics.clone(),
-            shutdown: shutdown.clone(),
-            state: tailer_state.clone(),
-            kube: kube.clone(),
-        },
-    );
-    let tailer = std::thread::Builder::new()
-        .name("tailer".into())
-        .spawn(move || tailer.run())
-        .context("cannot start the tailer thread")?;
-
-    let watcher = tokio::spawn(connector.clone().watch(SECRET_RELOAD_INTERVAL));
+    let tailer = start_tailer(&cfg, &store, kube.clone(), &shutdown, &tailer_state)?;
     let sink_state = Arc::new(SinkState::default());
-    let dead = Arc::new(DeadLetters::new(&cfg.data_dir).bounded(
-        cfg.elasticsearch.dead_letter_max_size.0,
-        metrics.dead_letters_rotated_out.clone(),
+    let shipping = start_shipping(&cfg, &store, &sink_state);
+    let saver = tokio::spawn(save_every_second(
+        store.checkpoints.clone(),
+        store.buffer.clone(),
+        store.metrics.clone(),
     ));
-    let shipper = Arc::new(Shipper::new(
-        &cfg,
-        connector,
-        metrics.clone(),
-        sink_state.clone(),
-        dead,
-    ));
-    let shipping = tokio::spawn(ship(
-        shipper,
-        buffer.clone(),
-        cfg.buffer.flush_thread_count,
-        metrics.clone(),
-        sink_state.clone(),
-        cfg.buffer.retry_wait.0,
-    ));
-
-    let saver = {
-        let checkpoints = checkpoints.clone();
-        let buffer = buffer.clone();
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
-            let mut failing = false;
-            loop {
-                tick.tick().await;
-                update_gauges(&buffer, &metrics);
-                let c = checkpoints.clone();
-                if let Ok(lag) = tokio::task::spawn_blocking(move || c.lag()).await {
-                    metrics.input_lag_bytes.set(lag as i64);
-                }
-                let ok = save(&checkpoints, &buffer, &metrics, !failing).await;
-                if ok && failing {
-                    tracing::info!("checkpoints are written again");
-                }
-                failing = !ok;
-            }
-        })
-    };
     let status = Arc::new(Status {
-        metrics: metrics.clone(),
+        metrics: store.metrics.clone(),
         checks: checks::all(checks::Parts {
-            metrics: metrics.clone(),
+            metrics: store.metrics.clone(),
             tailer: tailer_state,
             sink: sink_state,
-            buffer: buffer.clone(),
+            buffer: store.buffer.clone(),
             kube,
         }),
     });
@@ -181,38 +73,20 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
         hosts = ?cfg.elasticsearch.hosts,
         "logferry started"
     );
-
-    let fatal = {
-        let buffer = buffer.clone();
-        async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                if let Some(e) = buffer.fatal() {
-                    return e;
-                }
-            }
-        }
-    };
     let fatal = tokio::select! {
         () = stop => None,
-        e = fatal => Some(e),
+        e = buffer_failure(&store.buffer) => Some(e),
     };
     tracing::info!("shutting down: stop reading, finish requests in flight, save checkpoints");
     shutdown.store(true, Ordering::Relaxed);
-    tokio::task::spawn_blocking(move || tailer.join())
+    join("tailer", tailer).await?;
+    store.buffer.stop_committing();
+    join("committer", store.committer).await?;
+    store.buffer.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, shipping.shippers)
         .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| anyhow!("the tailer thread panicked"))?;
-    buffer.stop_committing();
-    tokio::task::spawn_blocking(move || committer.join())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| anyhow!("the committer thread panicked"))?;
-    buffer.close();
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, shipping).await;
-    if drained.is_err() {
+        .is_err()
+    {
         tracing::warn!(
             timeout_s = DRAIN_TIMEOUT.as_secs(),
             "requests in flight were not answered before the drain timeout; their records stay in the buffer for the next start"
@@ -220,13 +94,191 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
     }
     saver.abort();
     api.abort();
-    watcher.abort();
-    save(&checkpoints, &buffer, &metrics, true).await;
+    shipping.watcher.abort();
+    save(&store.checkpoints, &store.buffer, &store.metrics, true).await;
     if let Some(e) = fatal {
         return Err(anyhow!(e));
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What keeps the agent's progress: checkpoints, the buffer and its committer thread, and the
+/// connection settings (opened first: unreadable certificates or secret files stop the start
+/// before anything is read).
+struct Store {
+    connector: Arc<Connector>,
+    checkpoints: Arc<Checkpoints>,
+    metrics: Arc<Metrics>,
+    buffer: Arc<Buffer>,
+    committer: std::thread::JoinHandle<()>,
+}
+
+impl Store {
+    fn open(cfg: &Config) -> anyhow::Result<Store> {
+        crate::disk::create_private_dir_all(&cfg.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
+        let connector = Arc::new(Connector::new(&cfg.elasticsearch)?);
+        // The node's name goes into the document ids of files first tracked from now on.
+        let id_node = crate::vocab::node_name(&cfg.kubernetes.node_name);
+        let checkpoints = Arc::new(Checkpoints::open_on(&cfg.data_dir, &id_node)?);
+        let metrics = Arc::new(Metrics::new());
+        let buffer = Arc::new(Buffer::open(
+            buffer::Options {
+                dir: cfg.buffer_dir(),
+                max_size: cfg.buffer.max_size.0,
+                segment_size: cfg.buffer.chunk_limit_size.0,
+                overflow: cfg.buffer.overflow_action,
+            },
+            metrics.clone(),
+        )?);
+        metrics.buffer_max_bytes.set(cfg.buffer.max_size.0 as i64);
+        let committer = {
+            let (buffer, checkpoints) = (buffer.clone(), checkpoints.clone());
+            std::thread::Builder::new()
+                .name("committer".into())
+                .spawn(move || buffer.commit_loop(|durable| checkpoints.advance(durable)))
+                .context("cannot start the committer thread")?
+        };
+        Ok(Store {
+            connector,
+            checkpoints,
+            metrics,
+            buffer,
+            committer,
+        })
+    }
+}
+
+/// The pod metadata cache and its watches, when `[kubernetes]` is enabled.
+async fn start_kubernetes(
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<Arc<kube_cache::Cache>>> {
+    if !cfg.kubernetes.enabled {
+        return Ok(None);
+    }
+    let node = kube_cache::node_name(&cfg.kubernetes)?;
+    let client = kube_cache::client(&cfg.kubernetes).await?;
+    let cache = Arc::new(kube_cache::Cache::new(&cfg.kubernetes, metrics.clone()));
+    tokio::spawn(kube_cache::watch_pods(
+        cache.clone(),
+        client.clone(),
+        node.clone(),
+    ));
+    tokio::spawn(kube_cache::watch_namespaces(cache.clone(), client));
+    tracing::info!(%node, "watching this node's pods and all namespaces for metadata");
+    Ok(Some(cache))
+}
+
+/// The tailer thread, handing what it reads to a [`BufferOutput`]: encoded into the buffer.
+fn start_tailer(
+    cfg: &Config,
+    store: &Store,
+    kube: Option<Arc<kube_cache::Cache>>,
+    shutdown: &Arc<AtomicBool>,
+    state: &Arc<TailerState>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let index = IndexPattern::new(&cfg.elasticsearch.index).map_err(|e| anyhow!(e))?;
+    let encoder = ItemEncoder::new(index, DocumentWriter::new(&cfg.parse));
+    // While an append waits for room, the tailer is alive, and shutdown ends the wait.
+    let give_up: GiveUp = {
+        let (state, shutdown) = (state.clone(), shutdown.clone());
+        Box::new(move || {
+            state.beat();
+            shutdown.load(Ordering::Relaxed)
+        })
+    };
+    let out = BufferOutput::new(
+        encoder,
+        Appender::new(store.buffer.clone()),
+        store.metrics.clone(),
+        give_up,
+        cfg,
+    );
+    let ctx = tail::Context {
+        metrics: store.metrics.clone(),
+        shutdown: shutdown.clone(),
+        state: state.clone(),
+        kube,
+    };
+    let tailer = Tailer::new(cfg, store.checkpoints.clone(), Box::new(out), ctx);
+    std::thread::Builder::new()
+        .name("tailer".into())
+        .spawn(move || tailer.run())
+        .context("cannot start the tailer thread")
+}
+
+struct Shipping {
+    shippers: tokio::task::JoinHandle<()>,
+    /// Reloads rotated certificates and credentials.
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+fn start_shipping(cfg: &Config, store: &Store, state: &Arc<SinkState>) -> Shipping {
+    let watcher = tokio::spawn(store.connector.clone().watch(SECRET_RELOAD_INTERVAL));
+    let dead = Arc::new(DeadLetters::new(&cfg.data_dir).bounded(
+        cfg.elasticsearch.dead_letter_max_size.0,
+        store.metrics.dead_letters_rotated_out.clone(),
+    ));
+    let shipper = Arc::new(Shipper::new(
+        cfg,
+        store.connector.clone(),
+        store.metrics.clone(),
+        state.clone(),
+        dead,
+    ));
+    let shippers = tokio::spawn(ship(
+        shipper,
+        store.buffer.clone(),
+        cfg.buffer.flush_thread_count,
+        store.metrics.clone(),
+        state.clone(),
+        cfg.buffer.retry_wait.0,
+    ));
+    Shipping { shippers, watcher }
+}
+
+/// Resolves with the buffer's fatal error (a failed fsync), which stops the agent.
+async fn buffer_failure(buffer: &Buffer) -> String {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(e) = buffer.fatal() {
+            return e;
+        }
+    }
+}
+
+/// Waits for a thread on the blocking pool, so the runtime keeps serving meanwhile.
+async fn join(name: &str, thread: std::thread::JoinHandle<()>) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| anyhow!("the {name} thread panicked"))
+}
+
+/// Once a second: the buffer gauges, the input lag, and the checkpoint and cursor files.
+async fn save_every_second(
+    checkpoints: Arc<Checkpoints>,
+    buffer: Arc<Buffer>,
+    metrics: Arc<Metrics>,
+) {
+    let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        update_gauges(&buffer, &metrics);
+        let c = checkpoints.clone();
+        if let Ok(lag) = tokio::task::spawn_blocking(move || c.lag()).await {
+            metrics.input_lag_bytes.set(lag as i64);
+        }
+        let ok = save(&checkpoints, &buffer, &metrics, !failing).await;
+        if ok && failing {
+            tracing::info!("checkpoints are written again");
+        }
+        failing = !ok;
+    }
 }
 
 /// Runs `count` shippers until the buffer closes. A shipper that ends by failing (a panic
