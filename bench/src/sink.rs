@@ -168,6 +168,16 @@ struct Document<'a> {
     timestamp: Option<Cow<'a, str>>,
 }
 
+/// One item of a bulk request, as read: where it goes, its id, and whether its document parsed.
+struct Item {
+    index: String,
+    id: String,
+    /// The id as a number, the form kept in [`State`]'s set of accepted ids.
+    key: u128,
+    ok: bool,
+}
+
+/// The answer to one `_bulk` request: every item read, answered, and counted in `st`.
 fn bulk_response(st: &State, body: &[u8], gzip: bool, brief: bool) -> Result<Vec<u8>, String> {
     let mut plain = Vec::new();
     let body = if gzip {
@@ -179,8 +189,24 @@ fn bulk_response(st: &State, body: &[u8], gzip: bool, brief: bool) -> Result<Vec
         body
     };
     let record = st.record_latency.load(Ordering::Relaxed);
+    let (items, ages) = read_items(body, record)?;
+    let out = answer_items(st, &items, brief);
+    if record {
+        // Acknowledged now: the response is built.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        lock(&st.latencies_us).extend(ages.iter().map(|t| (now.saturating_sub(*t) / 1000) as u64));
+    }
+    Ok(out)
+}
+
+/// The items of an NDJSON bulk body, and (when `record`) each parsed document's `@timestamp`
+/// in nanoseconds since the epoch.
+fn read_items(body: &[u8], record: bool) -> Result<(Vec<Item>, Vec<u128>), String> {
     let mut lines = body.split(|&b| b == b'\n').filter(|l| !l.is_empty());
-    let mut items: Vec<(String, String, u128, bool)> = Vec::new();
+    let mut items = Vec::new();
     let mut ages = Vec::new();
     while let Some(action) = lines.next() {
         let action: Action =
@@ -204,78 +230,89 @@ fn bulk_response(st: &State, body: &[u8], gzip: bool, brief: bool) -> Result<Vec
             Err(_) => false,
         };
         let id = meta._id.as_deref().unwrap_or("");
-        let key = u128::from_str_radix(id, 16).unwrap_or_else(|_| {
-            // Not one of the agent's hex ids: any stable hash does.
-            id.bytes().fold(0xcbf2_9ce4_8422_2325u128, |h, b| {
-                (h ^ b as u128).wrapping_mul(0x1000_0000_01b3)
-            })
+        items.push(Item {
+            index: meta._index.into_owned(),
+            id: id.to_owned(),
+            key: id_key(id),
+            ok,
         });
-        items.push((meta._index.into_owned(), id.to_owned(), key, ok));
     }
+    Ok((items, ages))
+}
+
+/// An `_id` as the number the accepted set keeps: the agent's ids are hex.
+fn id_key(id: &str) -> u128 {
+    u128::from_str_radix(id, 16).unwrap_or_else(|_| {
+        // Not one of the agent's hex ids: any stable hash does.
+        id.bytes().fold(0xcbf2_9ce4_8422_2325u128, |h, b| {
+            (h ^ b as u128).wrapping_mul(0x1000_0000_01b3)
+        })
+    })
+}
+
+/// The response body for `items`: 201 for a new id, 409 for one accepted before, 400 for a
+/// document that did not parse; each counted in `st` under one hold of its id set.
+fn answer_items(st: &State, items: &[Item], brief: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + items.len() * 200);
     let mut errors = false;
     let mut accepted = 0;
-    {
-        let mut ids = lock(&st.ids);
-        out.extend_from_slice(b"{\"took\":1,\"errors\":ERRORS,\"items\":[");
-        for (n, (index, id, key, ok)) in items.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            let seq = ids.len();
-            let (status, error) = if !ok {
-                st.malformed.fetch_add(1, Ordering::Relaxed);
-                (
-                    400,
-                    r#"{"type":"mapper_parsing_exception","reason":"failed to parse"}"#.to_owned(),
-                )
-            } else if ids.insert(*key) {
-                accepted += 1;
-                (201, String::new())
-            } else {
-                st.duplicates.fetch_add(1, Ordering::Relaxed);
-                (
-                    409,
-                    format!(
-                        r#"{{"type":"version_conflict_engine_exception","reason":"[{id}]: version conflict, document already exists (current version [1])","index":"{index}"}}"#
-                    ),
-                )
-            };
-            errors |= status != 201;
-            let _ = match (brief, error.is_empty()) {
-                (true, true) => write!(out, r#"{{"create":{{"status":{status}}}}}"#),
-                (true, false) => {
-                    write!(out, r#"{{"create":{{"status":{status},"error":{error}}}}}"#)
-                }
-                (false, true) => write!(
-                    out,
-                    r#"{{"create":{{"_index":"{index}","_id":"{id}","_version":1,"result":"created","_shards":{{"total":1,"successful":1,"failed":0}},"_seq_no":{seq},"_primary_term":1,"status":201}}}}"#
-                ),
-                (false, false) => write!(
-                    out,
-                    r#"{{"create":{{"_index":"{index}","_id":"{id}","status":{status},"error":{error}}}}}"#
-                ),
-            };
+    let mut ids = lock(&st.ids);
+    out.extend_from_slice(b"{\"took\":1,\"errors\":ERRORS,\"items\":[");
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
         }
-        out.extend_from_slice(b"]}");
-        let now = Instant::now();
-        if accepted > 0 {
-            lock(&st.first_ok).get_or_insert(now);
-        }
-        *lock(&st.last_ack) = Some(now);
-        st.accepted.fetch_add(accepted, Ordering::SeqCst);
+        let seq = ids.len();
+        let (status, error) = if !item.ok {
+            st.malformed.fetch_add(1, Ordering::Relaxed);
+            (
+                400,
+                r#"{"type":"mapper_parsing_exception","reason":"failed to parse"}"#.to_owned(),
+            )
+        } else if ids.insert(item.key) {
+            accepted += 1;
+            (201, String::new())
+        } else {
+            st.duplicates.fetch_add(1, Ordering::Relaxed);
+            let (id, index) = (&item.id, &item.index);
+            (
+                409,
+                format!(
+                    r#"{{"type":"version_conflict_engine_exception","reason":"[{id}]: version conflict, document already exists (current version [1])","index":"{index}"}}"#
+                ),
+            )
+        };
+        errors |= status != 201;
+        write_item(&mut out, item, status, &error, seq, brief);
     }
-    if record {
-        // Acknowledged now: the response is built.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        lock(&st.latencies_us).extend(ages.iter().map(|t| (now.saturating_sub(*t) / 1000) as u64));
+    out.extend_from_slice(b"]}");
+    let now = Instant::now();
+    if accepted > 0 {
+        lock(&st.first_ok).get_or_insert(now);
     }
+    *lock(&st.last_ack) = Some(now);
+    st.accepted.fetch_add(accepted, Ordering::SeqCst);
+    drop(ids);
     let flag: &[u8] = if errors { b"true  " } else { b"false " };
     out[19..25].copy_from_slice(flag);
-    Ok(out)
+    out
+}
+
+/// One item's result; with `brief` only its status and error, as `filter_path` asks.
+fn write_item(out: &mut Vec<u8>, item: &Item, status: u16, error: &str, seq: usize, brief: bool) {
+    let (index, id) = (&item.index, &item.id);
+    let _ = match (brief, error.is_empty()) {
+        (true, true) => write!(out, r#"{{"create":{{"status":{status}}}}}"#),
+        (true, false) => write!(out, r#"{{"create":{{"status":{status},"error":{error}}}}}"#),
+        (false, true) => write!(
+            out,
+            r#"{{"create":{{"_index":"{index}","_id":"{id}","_version":1,"result":"created","_shards":{{"total":1,"successful":1,"failed":0}},"_seq_no":{seq},"_primary_term":1,"status":201}}}}"#
+        ),
+        (false, false) => write!(
+            out,
+            r#"{{"create":{{"_index":"{index}","_id":"{id}","status":{status},"error":{error}}}}}"#
+        ),
+    };
 }
 
 #[cfg(test)]

@@ -419,11 +419,13 @@ mod tests {
         Flush(u64, &'static [(&'static str, u64)], Option<u64>),
     }
 
-    #[test]
-    fn partial_records_that_never_end_are_flushed_after_the_timeout() {
+    /// How long a partial record waits for its end in [`PARTIAL_TIMEOUT_CASES`].
+    const PARTIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Each case: what it shows, and its steps.
+    const PARTIAL_TIMEOUT_CASES: [(&str, &[Step]); 6] = {
         use Step::{Flush, Line};
-        const TIMEOUT: Duration = Duration::from_secs(5);
-        let cases: [(&str, &[Step]); 6] = [
+        [
             (
                 "a P piece with no F is given up on after the timeout, not before",
                 &[
@@ -483,33 +485,42 @@ mod tests {
                     Flush(60, &[], None),
                 ],
             ),
-        ];
-        for (name, steps) in cases {
-            let start = Instant::now();
-            let at = |s: u64| start + Duration::from_secs(s);
-            let mut d = Decoder::new(1024);
-            for step in steps {
-                match *step {
-                    Line(t, line, offset, want) => {
-                        let got = d.decode_at(line.as_bytes(), offset, || at(t));
-                        let got = got.map(|r| {
-                            assert!(!r.flags.unterminated && !r.flags.joined, "{name}");
-                            (msg(&r), r.offset)
-                        });
-                        assert_eq!(got, want.map(|(m, o)| (m.to_owned(), o)), "{name}");
-                    }
-                    Flush(t, want, pending) => {
-                        let flushed = d.flush_expired(at(t), TIMEOUT);
-                        assert!(flushed.iter().all(|r| r.flags.unterminated), "{name}");
-                        let got: Vec<(String, u64)> =
-                            flushed.iter().map(|r| (msg(r), r.offset)).collect();
-                        let want: Vec<(String, u64)> =
-                            want.iter().map(|&(m, o)| (m.to_owned(), o)).collect();
-                        assert_eq!(got, want, "{name} at {t} s");
-                        assert_eq!(d.pending_offset(), pending, "{name} at {t} s");
-                    }
+        ]
+    };
+
+    /// Runs one case's steps on a fresh decoder, asserting each step's records.
+    fn run_partial_timeout_case(name: &str, steps: &[Step]) {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut d = Decoder::new(1024);
+        for step in steps {
+            match *step {
+                Step::Line(t, line, offset, want) => {
+                    let got = d.decode_at(line.as_bytes(), offset, || at(t));
+                    let got = got.map(|r| {
+                        assert!(!r.flags.unterminated && !r.flags.joined, "{name}");
+                        (msg(&r), r.offset)
+                    });
+                    assert_eq!(got, want.map(|(m, o)| (m.to_owned(), o)), "{name}");
+                }
+                Step::Flush(t, want, pending) => {
+                    let flushed = d.flush_expired(at(t), PARTIAL_TIMEOUT);
+                    assert!(flushed.iter().all(|r| r.flags.unterminated), "{name}");
+                    let got: Vec<(String, u64)> =
+                        flushed.iter().map(|r| (msg(r), r.offset)).collect();
+                    let want: Vec<(String, u64)> =
+                        want.iter().map(|&(m, o)| (m.to_owned(), o)).collect();
+                    assert_eq!(got, want, "{name} at {t} s");
+                    assert_eq!(d.pending_offset(), pending, "{name} at {t} s");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn partial_records_that_never_end_are_flushed_after_the_timeout() {
+        for (name, steps) in PARTIAL_TIMEOUT_CASES {
+            run_partial_timeout_case(name, steps);
         }
     }
 

@@ -1,0 +1,91 @@
+//! The keys of one parsed object: which member of a repeated key is written (the last, as
+//! `JSON.parse` keeps), and the free `app_…` name under which an application key that belongs
+//! to the agent is written.
+//!
+//! The work stays linear in the number of keys: a usual line is scanned, a wide one gets a
+//! hash map, so a line with thousands of keys cannot stall the tailer.
+
+use super::fields::Member;
+use std::collections::HashMap;
+
+/// Up to this many members, a key is looked for by scanning the others: a usual log line has
+/// about a dozen, and comparing a dozen short strings is cheaper than building a hash map per
+/// line. Above it, a map keeps the work linear in the number of keys.
+const SCAN_MAX_KEYS: usize = 32;
+
+/// The keys of one object, to find which member of a repeated key is written and which name a
+/// renamed key can take.
+pub(super) enum KeyIndex<'f, 'a> {
+    Scan(&'f [Member<'a>]),
+    /// Each key and the position of its last member.
+    Hashed(HashMap<&'f str, usize>),
+}
+
+impl<'f, 'a> KeyIndex<'f, 'a> {
+    pub(super) fn new(fields: &'f [Member<'a>]) -> Self {
+        if fields.len() <= SCAN_MAX_KEYS {
+            return KeyIndex::Scan(fields);
+        }
+        let mut last = HashMap::with_capacity(fields.len());
+        for (i, (k, _)) in fields.iter().enumerate() {
+            probed();
+            last.insert(k.as_ref(), i);
+        }
+        KeyIndex::Hashed(last)
+    }
+
+    /// Whether member `i` (named `key`) is the last with its key, the one that is written.
+    pub(super) fn is_last(&self, i: usize, key: &str) -> bool {
+        match self {
+            KeyIndex::Scan(fields) => !fields[i + 1..].iter().any(|(k, _)| {
+                probed();
+                k == key
+            }),
+            KeyIndex::Hashed(last) => {
+                probed();
+                last.get(key) == Some(&i)
+            }
+        }
+    }
+
+    /// Whether the object has a member named `name`.
+    fn contains(&self, name: &str) -> bool {
+        match self {
+            KeyIndex::Scan(fields) => fields.iter().any(|(k, _)| {
+                probed();
+                k == name
+            }),
+            KeyIndex::Hashed(last) => {
+                probed();
+                last.contains_key(name)
+            }
+        }
+    }
+
+    /// The name an application key that belongs to the agent is written under: `app_<key>`,
+    /// or, when the application has that key too, `app_app_<key>`, and so on until the object
+    /// has no such key. No two keys of a document can then be equal: reserved names never
+    /// start with `app_`, each reserved key is written once (repeats keep the last), and two
+    /// different reserved keys cannot end in the same name. The search is bounded by the
+    /// message size: every `app_` more needs a longer key in the line.
+    pub(super) fn free_name(&self, key: &str) -> String {
+        let mut name = format!("app_{key}");
+        while self.contains(&name) {
+            name.insert_str(0, "app_");
+        }
+        name
+    }
+}
+
+// Counts key comparisons and hash probes in tests, so that the cost of a wide object can be
+// asserted without a clock.
+#[cfg(test)]
+thread_local! {
+    pub(super) static KEY_PROBES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+#[inline]
+fn probed() {
+    #[cfg(test)]
+    KEY_PROBES.with(|c| c.set(c.get() + 1));
+}

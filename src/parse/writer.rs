@@ -1,0 +1,184 @@
+//! The [`DocumentWriter`]: writes one record as the JSON document Elasticsearch stores — the
+//! agent's fields (`@timestamp`, `stream`, the pod's), the message merged, nested or kept as
+//! a string in `log`, and the `logferry` object saying what the agent did to the line.
+//!
+//! Reading the message is left to [`super::fields`] and the naming of its keys to
+//! [`super::keys`]; this file only decides what goes where, and never fails: a message that is
+//! not a JSON object the index can take is written as a string.
+
+use super::fields::{Fields, MAX_DEPTH, depth_within, parse_object};
+use super::keys::KeyIndex;
+use crate::config;
+use crate::vocab::{Flags, Record};
+use std::borrow::Cow;
+
+/// The keys the agent writes itself.
+const RESERVED: [&str; 5] = ["@timestamp", "stream", "kubernetes", "docker", "logferry"];
+
+/// What happened while a document was built, for the caller to count.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub json: bool,
+    pub json_failed: bool,
+    pub invalid_utf8: bool,
+}
+
+/// Builds documents; one per tailer, configured once.
+#[derive(Debug, Clone)]
+pub struct DocumentWriter {
+    json: bool,
+    /// The nesting key, already JSON-encoded with its quotes; empty to merge at the top.
+    target: Vec<u8>,
+    keep_original: bool,
+}
+
+impl DocumentWriter {
+    pub fn new(cfg: &config::Parse) -> Self {
+        let target = if cfg.target.is_empty() {
+            Vec::new()
+        } else {
+            // Serializing a str cannot fail.
+            serde_json::to_vec(&cfg.target).unwrap_or_default()
+        };
+        DocumentWriter {
+            json: cfg.json,
+            target,
+            keep_original: cfg.keep_original,
+        }
+    }
+
+    /// Appends the document for `rec` to `out` (no trailing newline). `extra` is a JSON
+    /// fragment beginning with a comma (the file's pod fields), or empty.
+    pub fn write(&self, out: &mut Vec<u8>, rec: &Record, extra: &[u8]) -> Outcome {
+        self.write_as(out, rec, extra, true)
+    }
+
+    /// [`DocumentWriter::write`], with JSON parsing off when `json` is false (a pod annotated
+    /// `logferry.io/parser: "none"`).
+    pub fn write_as(&self, out: &mut Vec<u8>, rec: &Record, extra: &[u8], json: bool) -> Outcome {
+        let mut outcome = Outcome::default();
+        let message: Cow<str> = match std::str::from_utf8(&rec.message) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => {
+                outcome.invalid_utf8 = true;
+                String::from_utf8_lossy(&rec.message)
+            }
+        };
+        out.extend_from_slice(b"{\"@timestamp\":");
+        write_str(out, &rec.time);
+        if let Some(s) = rec.stream {
+            out.extend_from_slice(b",\"stream\":\"");
+            out.extend_from_slice(s.as_str().as_bytes());
+            out.push(b'"');
+        }
+        let fields = if self.json && json {
+            self.object_of(&message, &mut outcome)
+        } else {
+            None
+        };
+        match &fields {
+            Some(fields) => {
+                if self.keep_original {
+                    out.extend_from_slice(b",\"log\":");
+                    write_str(out, &message);
+                }
+                self.write_fields(out, fields);
+            }
+            None => {
+                out.extend_from_slice(b",\"log\":");
+                write_str(out, &message);
+            }
+        }
+        out.extend_from_slice(extra);
+        write_flags(out, rec.flags, outcome);
+        out.push(b'}');
+        outcome
+    }
+
+    /// The members of `message` when it is a JSON object within [`MAX_DEPTH`], noting in
+    /// `outcome` whether it was parsed or failed to be.
+    fn object_of<'m>(&self, message: &'m str, outcome: &mut Outcome) -> Option<Fields<'m>> {
+        if !looks_like_object(message) {
+            return None;
+        }
+        let parsed = parse_object(message);
+        // Too deep for the index (or for the parser): kept as a string, which is not a
+        // failure to parse.
+        outcome.json_failed = parsed.is_none() && depth_within(message.as_bytes(), MAX_DEPTH);
+        let parsed = parsed.filter(|f| f.within_depth());
+        outcome.json = parsed.is_some();
+        parsed
+    }
+
+    fn write_fields(&self, out: &mut Vec<u8>, fields: &Fields) {
+        let nested = !self.target.is_empty();
+        if nested {
+            out.push(b',');
+            out.extend_from_slice(&self.target);
+            out.extend_from_slice(b":{");
+        }
+        let mut first = nested;
+        let keys = KeyIndex::new(&fields.0);
+        for (i, (key, value)) in fields.0.iter().enumerate() {
+            // A key given twice keeps its last value, as JSON.parse does; Elasticsearch would
+            // reject the document otherwise ("Duplicate field").
+            if !keys.is_last(i, key) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            let renamed = !nested
+                && (RESERVED.contains(&key.as_ref()) || (self.keep_original && key == "log"));
+            if renamed {
+                write_str(out, &keys.free_name(key));
+            } else {
+                write_str(out, key);
+            }
+            out.push(b':');
+            out.extend_from_slice(value.get().as_bytes());
+        }
+        if nested {
+            out.push(b'}');
+        }
+    }
+}
+
+/// The `logferry` object: what the agent did to the line, only when it did something.
+fn write_flags(out: &mut Vec<u8>, f: Flags, outcome: Outcome) {
+    if !(f.truncated || f.malformed || f.unterminated || f.time_inferred || outcome.invalid_utf8) {
+        return;
+    }
+    out.extend_from_slice(b",\"logferry\":{");
+    let mut first = true;
+    for (set, name) in [
+        (f.truncated, "truncated"),
+        (outcome.invalid_utf8, "invalid_utf8"),
+        (f.malformed, "malformed"),
+        (f.unterminated, "unterminated"),
+        (f.time_inferred, "time_inferred"),
+    ] {
+        if set {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":true");
+        }
+    }
+    out.push(b'}');
+}
+
+fn looks_like_object(s: &str) -> bool {
+    let t = s.trim_ascii();
+    t.starts_with('{') && t.ends_with('}')
+}
+
+/// Writes `s` as a JSON string.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
