@@ -1169,6 +1169,80 @@ hostz = []
         assert!(p[0].message.contains("%b"), "{p:?}");
     }
 
+    /// Every validation rule at once, and the rules whose key is not in the file (no line):
+    /// the full text an operator reads, pinned before `validate` was split by section so the
+    /// split could not reorder, reword or relocate a single problem.
+    #[test]
+    fn validation_problems_keep_their_wording_order_and_place() {
+        let cases: &[&str] = &[
+            "data_dir = \"\"\nlog_level = \"[[[\"\n[input]\ninclude = [\"a[\", \"ok\"]\nexclude = [\"b[\"]\nmax_line_bytes = \"1B\"\nrescan_interval = \"1ms\"\npartial_timeout = \"0s\"\n[elasticsearch]\nhosts = [\"http://u:p@h\", \"ftp://x\", \"not a url\", \"http://ok\"]\nindex = \"Logs\"\ndead_letter_index = \"dl-%Y\"\ndead_letter_max_size = \"1KiB\"\nsniff = true\nsniff_interval = \"10ms\"\n[elasticsearch.tls]\ncert_file = \"/c\"\nserver_name = \"not a name!\"\n[elasticsearch.auth]\npassword = \"x\"\npassword_file = \"/p\"\ntoken = \"t\"\napi_key = \"k\"\napi_key_file = \"/k\"\ntoken_file = \"/t\"\n[kubernetes]\napi_server = \"::nope\"\n[buffer]\nchunk_limit_size = \"1B\"\nflush_thread_count = 0\npath = \" \"\nretry_wait = \"0s\"\nflush_interval = \"0s\"\n",
+            "[input]\ninclude = []\n[elasticsearch]\nhosts = []\ndead_letter_index = \"Bad\"\n[elasticsearch.tls]\nkey_file = \"/k\"\n[elasticsearch.auth]\nuser = \"u\"\n[buffer]\nchunk_limit_size = \"512MiB\"\nretry_wait = \"1m\"\nretry_max_interval = \"1s\"\nflush_thread_count = 65\n",
+            "[elasticsearch]\nhosts = [\"https://es:9200\"]\n[elasticsearch.auth]\npassword = \"p\"\n[buffer]\nchunk_limit_size = \"600MiB\"\n",
+        ];
+        let shown: Vec<String> = cases
+            .iter()
+            .map(|text| {
+                let problems = load(text).unwrap_err();
+                let e = Error {
+                    file: PathBuf::from("f.toml"),
+                    problems,
+                };
+                e.to_string()
+            })
+            .collect();
+        let expected: &[&[&str]] = &[
+            &[
+                r#"f.toml: elasticsearch.auth.user: is needed with a password"#,
+                r#"f.toml:1:12: data_dir: must not be empty"#,
+                r#"f.toml:2:13: log_level: "[[[" is not a log filter: invalid filter directive"#,
+                r#"f.toml:4:11: input.include: invalid glob "a[": Pattern syntax error near position 1: invalid range pattern"#,
+                r#"f.toml:5:11: input.exclude: invalid glob "b[": Pattern syntax error near position 1: invalid range pattern"#,
+                r#"f.toml:6:18: input.max_line_bytes: must be at least 1KiB"#,
+                r#"f.toml:7:19: input.rescan_interval: must be at least 100ms"#,
+                r#"f.toml:8:19: input.partial_timeout: must be more than 0s"#,
+                r#"f.toml:10:9: elasticsearch.hosts: "http://…@h": credentials in the URL would end up in logs; use [elasticsearch.auth]"#,
+                r#"f.toml:10:9: elasticsearch.hosts: "ftp://x": the scheme must be http or https"#,
+                r#"f.toml:10:9: elasticsearch.hosts: "not a url" is not a URL: relative URL without a base"#,
+                r#"f.toml:11:9: elasticsearch.index: "Logs": 'L' is not allowed in an index name (no upper case, whitespace, control characters or any of \ / * ? " < > | , # :)"#,
+                r#"f.toml:12:21: elasticsearch.dead_letter_index: must be a fixed name, without strftime items"#,
+                r#"f.toml:13:24: elasticsearch.dead_letter_max_size: must be at least 1MiB"#,
+                r#"f.toml:15:18: elasticsearch.sniff_interval: must be at least 1s"#,
+                r#"f.toml:16:1: elasticsearch.tls: is set, but no host in elasticsearch.hosts uses https"#,
+                r#"f.toml:17:13: elasticsearch.tls.cert_file: needs key_file too"#,
+                r#"f.toml:18:15: elasticsearch.tls.server_name: "not a name!" is not a DNS name or IP address"#,
+                r#"f.toml:19:1: elasticsearch.auth: choose one of user + password, api_key, token"#,
+                r#"f.toml:20:12: elasticsearch.auth.password: set both in the config and as a file; keep one"#,
+                r#"f.toml:22:9: elasticsearch.auth.token: set both in the config and as a file; keep one"#,
+                r#"f.toml:23:11: elasticsearch.auth.api_key: set both in the config and as a file; keep one"#,
+                r#"f.toml:27:14: kubernetes.api_server: "::nope" is not a URL"#,
+                r#"f.toml:29:20: buffer.chunk_limit_size: must be at least 1KiB"#,
+                r#"f.toml:30:22: buffer.flush_thread_count: must be between 1 and 64"#,
+                r#"f.toml:31:8: buffer.path: must not be empty"#,
+                r#"f.toml:32:14: buffer.retry_wait: must be above zero and at most retry_max_interval"#,
+                r#"f.toml:33:18: buffer.flush_interval: must be above zero"#,
+            ],
+            &[
+                r#"f.toml: elasticsearch.auth.password_file: is needed with user (or password)"#,
+                r#"f.toml: buffer.max_size: must be at least (flush_thread_count + 2) × chunk_limit_size = 35970351104 bytes"#,
+                r#"f.toml:2:11: input.include: needs at least one glob"#,
+                r#"f.toml:4:9: elasticsearch.hosts: needs at least one URL"#,
+                r#"f.toml:5:21: elasticsearch.dead_letter_index: "Bad": 'B' is not allowed in an index name (no upper case, whitespace, control characters or any of \ / * ? " < > | , # :)"#,
+                r#"f.toml:6:1: elasticsearch.tls: is set, but no host in elasticsearch.hosts uses https"#,
+                r#"f.toml:7:12: elasticsearch.tls.key_file: needs cert_file too"#,
+                r#"f.toml:12:14: buffer.retry_wait: must be above zero and at most retry_max_interval"#,
+                r#"f.toml:14:22: buffer.flush_thread_count: must be between 1 and 64"#,
+            ],
+            &[
+                r#"f.toml: elasticsearch.auth.user: is needed with a password"#,
+                r#"f.toml: buffer.max_size: must be at least (flush_thread_count + 2) × chunk_limit_size = 2516582400 bytes"#,
+            ],
+        ];
+        for (shown, expected) in shown.iter().zip(expected) {
+            assert_eq!(shown.lines().collect::<Vec<_>>(), *expected);
+        }
+        assert_eq!(shown.len(), expected.len());
+    }
+
     #[test]
     fn shipped_configs_are_valid() {
         for file in ["config/logferry.toml", "config/fluentd-equivalent.toml"] {
