@@ -336,6 +336,46 @@ fn validation_problems_keep_their_wording_order_and_place() {
     assert_eq!(shown.len(), expected.len());
 }
 
+/// Issue 13: the variant was renamed for what it drops (a segment); a Fluentd user's config
+/// says `drop_oldest_chunk`, and must go on meaning that, and the refusal of anything else
+/// must go on naming the value to write.
+#[test]
+fn drop_oldest_chunk_in_a_fluentd_users_config_still_drops_the_oldest_segment() {
+    let c = load("[buffer]\noverflow_action = \"drop_oldest_chunk\"\n").unwrap();
+    assert_eq!(c.buffer.overflow_action, OverflowAction::DropOldestSegment);
+    assert_eq!(
+        load("").unwrap().buffer.overflow_action,
+        OverflowAction::Block
+    );
+    let p = load("[buffer]\noverflow_action = \"drop_oldest_segment\"\n").unwrap_err();
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key.as_deref(), Some("buffer.overflow_action"));
+    assert!(
+        p[0].message
+            .contains("expected `block` or `drop_oldest_chunk`"),
+        "{p:?}"
+    );
+}
+
+/// The three roles of `chunk_limit_size`, each as its caller uses it today: the segment size
+/// (the buffer, and the free-space warning of `logferry validate`), the cap of a shipped batch
+/// (`Buffer::chunk_limit`, the same number), and the tailer's chunk (capped at 1 MiB).
+#[test]
+fn chunk_limit_size_gives_each_role_the_bytes_it_uses_today() {
+    let roles = |text: &str| {
+        let b = load(text).unwrap().buffer;
+        (b.segment_size(), b.batch_max_bytes(), b.write_chunk_max())
+    };
+    assert_eq!(roles(""), (5 << 20, 5 << 20, 1 << 20), "the defaults");
+    let set = |size: &str| roles(&format!("[buffer]\nchunk_limit_size = \"{size}\"\n"));
+    assert_eq!(set("1KiB"), (1024, 1024, 1024));
+    assert_eq!(set("64KiB"), (64 << 10, 64 << 10, 64 << 10));
+    assert_eq!(set("1MiB"), (1 << 20, 1 << 20, 1 << 20));
+    assert_eq!(set("1000001B"), (1_000_001, 1_000_001, 1_000_001));
+    assert_eq!(set("1048577B"), (1_048_577, 1_048_577, 1 << 20));
+    assert_eq!(set("64MiB"), (64 << 20, 64 << 20, 1 << 20));
+}
+
 #[test]
 fn shipped_configs_are_valid() {
     for file in ["config/logferry.toml", "config/fluentd-equivalent.toml"] {
