@@ -28,13 +28,14 @@ impl Buffer {
                         max_size = self.opts.max_size,
                         "the buffer is full: reading pauses until Elasticsearch catches up"
                     ),
-                    OverflowAction::DropOldestChunk => tracing::warn!(
+                    OverflowAction::DropOldestSegment => tracing::warn!(
                         max_size = self.opts.max_size,
                         "the buffer is full: its oldest unsent chunks are dropped (counted in logferry_buffer_dropped_records_total)"
                     ),
                 }
             }
-            if self.opts.overflow == OverflowAction::DropOldestChunk && self.drop_oldest(&mut st) {
+            if self.opts.overflow == OverflowAction::DropOldestSegment && self.drop_oldest(&mut st)
+            {
                 continue;
             }
             if give_up() {

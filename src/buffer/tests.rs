@@ -377,7 +377,7 @@ fn a_full_buffer_blocks_the_appender_until_records_are_acknowledged() {
 #[test]
 fn drop_oldest_chunk_drops_unsent_segments_and_counts_exactly() {
     let rig = Rig::new();
-    let b = rig.open(4096, OverflowAction::DropOldestChunk);
+    let b = rig.open(4096, OverflowAction::DropOldestSegment);
     let _c = rig.committer(&b);
     let mut app = Appender::new(b.clone());
     // The first batch is in flight the whole time: never dropped.

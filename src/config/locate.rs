@@ -1,0 +1,75 @@
+//! Where a problem is: a byte span of the config text turned into a line and column, and the
+//! dotted key (`elasticsearch.auth.password`) a span or a key belongs to.
+
+use super::Problem;
+use std::ops::Range;
+use toml::de::{DeTable, DeValue};
+
+/// Finds the dotted key whose value holds byte `pos`, by re-parsing the (already valid) text.
+pub(super) fn key_path_at(text: &str, section: &str, pos: usize) -> Option<String> {
+    let table = DeTable::parse(text).ok()?;
+    let (_, value) = table
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == section)?;
+    let mut path = section.to_owned();
+    let mut current = value;
+    while let DeValue::Table(t) = current.get_ref() {
+        let Some((k, v)) = t
+            .iter()
+            .find(|(k, v)| k.span().contains(&pos) || v.span().contains(&pos))
+        else {
+            break;
+        };
+        path.push('.');
+        path.push_str(k.get_ref());
+        current = v;
+    }
+    Some(path)
+}
+
+/// The span of `a.b`'s value, for validation problems that know only the key.
+pub(super) fn find_key_span(text: &str, dotted: &str) -> Option<Range<usize>> {
+    let table = DeTable::parse(text).ok()?;
+    let mut parts = dotted.split('.');
+    let first = parts.next()?;
+    let (_, mut value) = table
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == first)?;
+    for part in parts {
+        let DeValue::Table(t) = value.get_ref() else {
+            return None;
+        };
+        (_, value) = t.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
+    }
+    Some(value.span())
+}
+
+pub(super) fn problem_at(
+    text: &str,
+    span: Option<Range<usize>>,
+    key: Option<String>,
+    msg: &str,
+) -> Problem {
+    let (line, column) = match span {
+        Some(s) => {
+            let (l, c) = line_col(text, s.start);
+            (Some(l), Some(c))
+        }
+        None => (None, None),
+    };
+    Problem {
+        line,
+        column,
+        key,
+        message: msg.trim().replace('\n', "; "),
+    }
+}
+
+fn line_col(text: &str, pos: usize) -> (usize, usize) {
+    let before = &text[..pos.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}

@@ -1,0 +1,261 @@
+//! The checks a value's type cannot make: globs that compile, URLs with a usable scheme, index
+//! patterns Elasticsearch accepts, limits that keep the buffer able to drain, settings that only
+//! make sense together.
+//!
+//! One function per section, called in the order the checks have always run (`data_dir`,
+//! input, elasticsearch, `log_level`, kubernetes, buffer). The order matters: problems are
+//! sorted by line and column afterwards, but those at the same place (several bad hosts) or at
+//! no place (a key left at its default, like `buffer.max_size`) keep the order found here.
+//! Each problem is a dotted key and a message; [`Config::from_toml`] locates the key in the
+//! text.
+
+use super::{Auth, Buffer, Config, Elasticsearch, Input, Kubernetes, Secret, Tls};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The problems found so far, in the order they were found: (dotted key, message).
+#[derive(Default)]
+struct Findings(Vec<(String, String)>);
+
+impl Findings {
+    fn bad(&mut self, key: &str, message: impl Into<String>) {
+        self.0.push((key.to_owned(), message.into()));
+    }
+}
+
+impl Config {
+    /// Checks that need more than one value's type: globs, URLs, index patterns, limits.
+    pub(super) fn validate(&self) -> Vec<(String, String)> {
+        let mut found = Findings::default();
+        data_dir(&self.data_dir, &mut found);
+        input(&self.input, &mut found);
+        elasticsearch(&self.elasticsearch, &mut found);
+        log_level(&self.log_level, &mut found);
+        kubernetes(&self.kubernetes, &mut found);
+        buffer(&self.buffer, &mut found);
+        found.0
+    }
+}
+
+fn data_dir(data_dir: &Path, found: &mut Findings) {
+    if data_dir.as_os_str().is_empty() {
+        found.bad("data_dir", "must not be empty");
+    }
+}
+
+fn input(input: &Input, found: &mut Findings) {
+    if input.include.is_empty() {
+        found.bad("input.include", "needs at least one glob");
+    }
+    for (key, globs) in [
+        ("input.include", &input.include),
+        ("input.exclude", &input.exclude),
+    ] {
+        for g in globs {
+            if let Err(e) = glob::Pattern::new(g) {
+                found.bad(key, format!("invalid glob {g:?}: {e}"));
+            }
+        }
+    }
+    if input.max_line_bytes.0 < 1024 {
+        found.bad("input.max_line_bytes", "must be at least 1KiB");
+    }
+    if input.rescan_interval.0 < Duration::from_millis(100) {
+        found.bad("input.rescan_interval", "must be at least 100ms");
+    }
+    if input.partial_timeout.0.is_zero() {
+        found.bad("input.partial_timeout", "must be more than 0s");
+    }
+}
+
+fn elasticsearch(es: &Elasticsearch, found: &mut Findings) {
+    let https = hosts(&es.hosts, found);
+    if es.sniff && es.sniff_interval.0 < Duration::from_secs(1) {
+        found.bad("elasticsearch.sniff_interval", "must be at least 1s");
+    }
+    // Below this a rotation would delete the dead letters it has just written: they are
+    // the only copy of what the cluster refused.
+    if es.dead_letter_max_size.0 < 1024 * 1024 {
+        found.bad(
+            "elasticsearch.dead_letter_max_size",
+            "must be at least 1MiB",
+        );
+    }
+    tls(&es.tls, https, found);
+    auth(&es.auth, found);
+    indices(es, found);
+}
+
+/// Checks `elasticsearch.hosts`; true when one of them uses https (so `tls` means something).
+fn hosts(hosts: &[String], found: &mut Findings) -> bool {
+    if hosts.is_empty() {
+        found.bad("elasticsearch.hosts", "needs at least one URL");
+    }
+    let mut https = false;
+    for h in hosts {
+        // Never echo a URL that may carry a password.
+        let shown = redact_userinfo(h);
+        match reqwest::Url::parse(h) {
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => found.bad(
+                "elasticsearch.hosts",
+                format!(
+                    "{shown:?}: credentials in the URL would end up in logs; use [elasticsearch.auth]"
+                ),
+            ),
+            Ok(u) if u.scheme() == "http" => {}
+            Ok(u) if u.scheme() == "https" => https = true,
+            Ok(_) => found.bad(
+                "elasticsearch.hosts",
+                format!("{shown:?}: the scheme must be http or https"),
+            ),
+            Err(e) => found.bad(
+                "elasticsearch.hosts",
+                format!("{shown:?} is not a URL: {e}"),
+            ),
+        }
+    }
+    https
+}
+
+fn tls(tls: &Tls, https: bool, found: &mut Findings) {
+    let tls_set = tls.ca_file.is_some()
+        || tls.cert_file.is_some()
+        || tls.key_file.is_some()
+        || tls.server_name.is_some()
+        || !tls.verify;
+    if tls_set && !https {
+        found.bad(
+            "elasticsearch.tls",
+            "is set, but no host in elasticsearch.hosts uses https",
+        );
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(_), None) => found.bad("elasticsearch.tls.cert_file", "needs key_file too"),
+        (None, Some(_)) => found.bad("elasticsearch.tls.key_file", "needs cert_file too"),
+        _ => {}
+    }
+    if let Some(name) = &tls.server_name
+        && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
+    {
+        found.bad(
+            "elasticsearch.tls.server_name",
+            format!("{name:?} is not a DNS name or IP address"),
+        );
+    }
+}
+
+fn auth(a: &Auth, found: &mut Findings) {
+    let both = |file: &Option<PathBuf>, inline: &Option<Secret>| file.is_some() && inline.is_some();
+    for (key, twice) in [
+        (
+            "elasticsearch.auth.password",
+            both(&a.password_file, &a.password),
+        ),
+        (
+            "elasticsearch.auth.api_key",
+            both(&a.api_key_file, &a.api_key),
+        ),
+        ("elasticsearch.auth.token", both(&a.token_file, &a.token)),
+    ] {
+        if twice {
+            found.bad(key, "set both in the config and as a file; keep one");
+        }
+    }
+    let basic = a.user.is_some() || a.password.is_some() || a.password_file.is_some();
+    let kinds = [
+        basic,
+        a.api_key.is_some() || a.api_key_file.is_some(),
+        a.token.is_some() || a.token_file.is_some(),
+    ];
+    if kinds.iter().filter(|k| **k).count() > 1 {
+        found.bad(
+            "elasticsearch.auth",
+            "choose one of user + password, api_key, token",
+        );
+    }
+    if basic && a.user.is_none() {
+        found.bad("elasticsearch.auth.user", "is needed with a password");
+    }
+    if a.user.is_some() && a.password.is_none() && a.password_file.is_none() {
+        found.bad(
+            "elasticsearch.auth.password_file",
+            "is needed with user (or password)",
+        );
+    }
+}
+
+/// `elasticsearch.index` and `elasticsearch.dead_letter_index`: names Elasticsearch accepts.
+fn indices(es: &Elasticsearch, found: &mut Findings) {
+    if let Err(e) = crate::vocab::IndexPattern::new(&es.index) {
+        found.bad("elasticsearch.index", e);
+    }
+    if let Some(dl) = &es.dead_letter_index {
+        match crate::vocab::IndexPattern::new(dl) {
+            // A replayed dead letter must land where the first copy did.
+            Ok(_) if dl.contains('%') => found.bad(
+                "elasticsearch.dead_letter_index",
+                "must be a fixed name, without strftime items",
+            ),
+            Ok(_) => {}
+            Err(e) => found.bad("elasticsearch.dead_letter_index", e),
+        }
+    }
+}
+
+fn log_level(log_level: &str, found: &mut Findings) {
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(log_level) {
+        found.bad(
+            "log_level",
+            format!("{log_level:?} is not a log filter: {e}"),
+        );
+    }
+}
+
+fn kubernetes(k: &Kubernetes, found: &mut Findings) {
+    if let Some(url) = &k.api_server
+        && reqwest::Url::parse(url).is_err()
+    {
+        found.bad("kubernetes.api_server", format!("{url:?} is not a URL"));
+    }
+}
+
+fn buffer(b: &Buffer, found: &mut Findings) {
+    if b.chunk_limit_size.0 < 1024 {
+        found.bad("buffer.chunk_limit_size", "must be at least 1KiB");
+    }
+    // Segments are deleted whole once acknowledged: the batches in flight, the segment
+    // being written and one more must fit, or a full buffer could never drain.
+    let least = b.chunk_limit_size.0 * (b.flush_thread_count as u64 + 2);
+    if b.max_size.0 < least {
+        found.bad(
+            "buffer.max_size",
+            format!("must be at least (flush_thread_count + 2) × chunk_limit_size = {least} bytes"),
+        );
+    }
+    if let Some(p) = &b.path
+        && p.trim().is_empty()
+    {
+        found.bad("buffer.path", "must not be empty");
+    }
+    if !(1..=64).contains(&b.flush_thread_count) {
+        found.bad("buffer.flush_thread_count", "must be between 1 and 64");
+    }
+    if b.retry_wait.0.is_zero() || b.retry_wait > b.retry_max_interval {
+        found.bad(
+            "buffer.retry_wait",
+            "must be above zero and at most retry_max_interval",
+        );
+    }
+    if b.flush_interval.0.is_zero() {
+        found.bad("buffer.flush_interval", "must be above zero");
+    }
+}
+
+/// `scheme://user:password@host` → `scheme://…@host`, for messages.
+fn redact_userinfo(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}…{}", &url[..s + 3], &url[at..]),
+        (None, Some(at)) => format!("…{}", &url[at..]),
+        _ => url.to_owned(),
+    }
+}
