@@ -9,8 +9,11 @@
 //! owner) or one that is sticky (`/tmp`-like, shared by design) is left as it is, with a warning.
 //!
 //! Small documents that must survive a crash whole (the checkpoints and the buffer's cursor)
-//! are written to a temp file, fsynced, renamed over the old one, and the directory is fsynced,
-//! so a crash at any moment leaves either the old or the new version, never a mix.
+//! are written to a temp file of their own, fsynced, renamed over the old one, and the
+//! directory is fsynced, so a crash at any moment leaves either the old or the new version,
+//! never a mix, and two writers at once never tear each other's version. A crash may leave a
+//! temp file (`.<name>.<random>.tmp`): no loader reads it, and the owners of each document
+//! remove them at start ([`remove_leftover_temp_files`]).
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::Write;
@@ -59,23 +62,68 @@ pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How the temp files of [`write_atomically`] begin: `.<target name>.` then random letters,
+/// ending in [`TEMP_SUFFIX`] — hidden, named after what they would have become, and never
+/// taken for a segment (`.seg`) or a document (`.json`) by a loader.
+const TEMP_PREFIX: &str = ".";
+/// How the temp files of [`write_atomically`] end; the fixed `<name>.tmp` of older versions
+/// ends the same way.
+const TEMP_SUFFIX: &str = ".tmp";
+
 /// Replaces `path` with `bytes`, atomically and durably; the file is `0600`.
+///
+/// Each call writes a temp file of its own (created `0600`, exclusively) in `path`'s directory,
+/// so two writers of one document at the same moment (the periodic save and the shutdown save)
+/// never write into, or rename, each other's half-written file: the last rename wins whole.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = Path::new(&tmp);
-    let mut f = private_file()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)?;
-    // A temp file left by an older version keeps the mode it was created with: set it.
-    f.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    let dir = directory_of(path);
+    let name = path.file_name().unwrap_or(path.as_os_str());
+    let mut prefix = std::ffi::OsString::from(TEMP_PREFIX);
+    prefix.push(name);
+    prefix.push(".");
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(TEMP_SUFFIX)
+        .permissions(fs::Permissions::from_mode(FILE_MODE))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    // On failure the temp file is dropped, which removes it.
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+/// Removes the temp files a crash in the middle of [`write_atomically`] may have left for
+/// `path`: this version's (`.<name>.<random>.tmp`) and older versions' (`<name>.tmp`). Only at
+/// start, before anything writes `path`: a writer running now would lose its temp file.
+/// Returns how many were removed; ones that cannot be removed are left (nothing reads them).
+pub fn remove_leftover_temp_files(path: &Path) -> usize {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return 0;
+    };
+    let ours = format!("{TEMP_PREFIX}{name}.");
+    let older = format!("{name}{TEMP_SUFFIX}");
+    let Ok(entries) = fs::read_dir(directory_of(path)) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n == older || (n.starts_with(&ours) && n.ends_with(TEMP_SUFFIX)))
+        })
+        .filter(|entry| fs::remove_file(entry.path()).is_ok())
+        .count()
+}
+
+/// The directory `path` is in; `.` for a bare name.
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }
 
 /// Makes the creation, renaming or removal of entries in `dir` durable.
@@ -118,6 +166,106 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"{}");
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, FILE_MODE, "{mode:o}");
+    }
+
+    /// The periodic saver and the shutdown save may write one document at the same moment:
+    /// neither may fail, and the file must always hold one whole version, never a mix.
+    #[test]
+    fn concurrent_atomic_writes_of_one_file_never_tear_or_fail() {
+        const WRITERS: usize = 4;
+        const WRITES: usize = 30;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoints.json");
+        // Large enough that a write takes several system calls and can be caught half done.
+        let contents: Vec<Vec<u8>> = (0..WRITERS)
+            .map(|w| vec![b'a' + w as u8; 256 * 1024])
+            .collect();
+        write_atomically(&path, &contents[0]).unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (failures, torn) = std::thread::scope(|s| {
+            let writers: Vec<_> = contents
+                .iter()
+                .map(|content| {
+                    let path = &path;
+                    s.spawn(move || {
+                        (0..WRITES)
+                            .filter(|_| write_atomically(path, content).is_err())
+                            .count()
+                    })
+                })
+                .collect();
+            let reader = s.spawn(|| {
+                let mut torn = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    match fs::read(&path) {
+                        Ok(now) if contents.contains(&now) => {}
+                        _ => torn += 1,
+                    }
+                }
+                torn
+            });
+            let failures: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            (failures, reader.join().unwrap())
+        });
+        assert_eq!(failures, 0, "every save succeeds");
+        assert_eq!(torn, 0, "the file is always one whole version");
+        assert!(contents.contains(&fs::read(&path).unwrap()));
+    }
+
+    #[test]
+    fn temp_files_left_by_a_crash_are_removed_at_start_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursor.json");
+        write_atomically(&path, b"{}").unwrap();
+        let names = [
+            "cursor.json.tmp",              // an older version's
+            ".cursor.json.Ab3xQz.tmp",      // this version's
+            ".checkpoints.json.Ab3xQz.tmp", // another document's, not ours to judge
+            "00000000000000000001.seg",
+            "cursor.json.corrupt",
+        ];
+        for name in names {
+            fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        assert_eq!(remove_leftover_temp_files(&path), 2);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".checkpoints.json.Ab3xQz.tmp",
+                "00000000000000000001.seg",
+                "cursor.json",
+                "cursor.json.corrupt"
+            ]
+        );
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            b"{}",
+            "the document itself is kept"
+        );
+    }
+
+    #[test]
+    fn a_failed_atomic_write_leaves_the_old_version_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoints.json");
+        write_atomically(&path, b"old").unwrap();
+        // A directory in the way of the rename: the write fails at its last step.
+        let blocked = dir.path().join("blocked");
+        fs::create_dir(&blocked).unwrap();
+        fs::write(blocked.join("inside"), b"x").unwrap();
+        assert!(write_atomically(&blocked, b"new").is_err());
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(!names.iter().any(|n| n.ends_with(TEMP_SUFFIX)), "{names:?}");
+        assert_eq!(fs::read(&path).unwrap(), b"old");
     }
 
     #[test]

@@ -67,6 +67,8 @@ impl Buffer {
         if let Some(warning) = check_free_space(dir, opts.segment_size) {
             tracing::warn!("{warning}");
         }
+        // Nothing writes the cursor yet: temp files a crash left beside it can go.
+        disk::remove_leftover_temp_files(&dir.join("cursor.json"));
         let cursor = load_cursor(&dir.join("cursor.json"));
         let ids = segment_ids(dir)?;
         let mut segments = VecDeque::new();

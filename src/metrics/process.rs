@@ -1,14 +1,12 @@
-//! The standard `process_*` metrics, read from `/proc/self` at each scrape: what the agent
-//! costs the node (CPU, memory, file descriptors) and when it last started.
+//! The standard `process_*` metrics, read from `/proc/self` at each scrape (with `procfs`):
+//! what the agent costs the node (CPU, memory, file descriptors) and when it last started.
 
+use procfs::process::LimitValue;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, PoisonError};
-
-/// Linux reports CPU times in USER_HZ ticks, which is 100 on every architecture it runs on.
-const TICKS_PER_SECOND: f64 = 100.0;
 
 #[derive(Default)]
 pub struct Process {
@@ -54,55 +52,92 @@ impl Process {
         r
     }
 
+    /// Reads the values anew. One that cannot be read keeps its last value: a scrape never
+    /// fails for it.
     fn refresh(&self) {
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        // Fields after the command name, which is in parentheses and may contain spaces.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
-        if let (Some(utime), Some(stime)) = (field(14), field(15)) {
-            let total = (utime + stime) / TICKS_PER_SECOND;
+        let Ok(me) = procfs::process::Process::myself() else {
+            return;
+        };
+        let ticks_per_second = procfs::ticks_per_second() as f64;
+        if let Ok(stat) = me.stat() {
+            let total = (stat.utime + stat.stime) as f64 / ticks_per_second;
             let mut seen = self.cpu_seen.lock().unwrap_or_else(PoisonError::into_inner);
             if total > *seen {
                 self.cpu.inc_by(total - *seen);
                 *seen = total;
             }
+            if let Ok(boot) = procfs::boot_time_secs() {
+                self.start_time
+                    .set(boot as f64 + stat.starttime as f64 / ticks_per_second);
+            }
         }
-        if let (Some(start), Some(boot)) = (field(22), boot_time()) {
-            self.start_time.set(boot + start / TICKS_PER_SECOND);
+        // From `status` (`VmRSS`), not `stat`: the kernel sums its per-CPU counters exactly
+        // there, while `stat`'s figure can lag by tens of KiB.
+        if let Some(kb) = me.status().ok().and_then(|s| s.vmrss) {
+            self.rss
+                .set(i64::try_from(kb.saturating_mul(1024)).unwrap_or(i64::MAX));
         }
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        if let Some(kb) = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        // Counts in one `stat` of `/proc/self/fd` where the kernel allows it (Linux 6.2 and
+        // later), not one entry per descriptor: the agent holds hundreds.
+        if let Ok(n) = me.fd_count() {
+            self.open_fds.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        if let Ok(limits) = me.limits()
+            && let LimitValue::Value(max) = limits.max_open_files.soft_limit
         {
-            self.rss.set(kb * 1024);
-        }
-        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-            self.open_fds.set(dir.count() as i64);
-        }
-        let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-        if let Some(max) = limits
-            .lines()
-            .find(|l| l.starts_with("Max open files"))
-            .and_then(|l| l.split_whitespace().nth(3))
-            .and_then(|v| v.parse::<i64>().ok())
-        {
-            self.max_fds.set(max);
+            self.max_fds.set(i64::try_from(max).unwrap_or(i64::MAX));
         }
     }
 }
 
-fn boot_time() -> Option<f64> {
-    std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(p: &Process) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &p.registry()).unwrap();
+        text
+    }
+
+    fn value(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
+    #[test]
+    fn process_metrics_count_held_descriptors_and_say_when_the_agent_started() {
+        let p = Process::default();
+        let before = value(&scrape(&p), "process_open_fds");
+        let held: Vec<std::fs::File> = (0..50)
+            .map(|_| std::fs::File::open("/proc/self/stat").unwrap())
+            .collect();
+        let text = scrape(&p);
+        // Other tests open and close files meanwhile: a bound, not an exact count.
+        assert!(value(&text, "process_open_fds") >= before + 40.0, "{text}");
+        drop(held);
+        // The shell inherits the agent's limits.
+        let ulimit = std::process::Command::new("sh")
+            .args(["-c", "ulimit -n"])
+            .output()
+            .unwrap();
+        let limit: f64 = String::from_utf8(ulimit.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(value(&text, "process_max_fds"), limit);
+        assert!(value(&text, "process_resident_memory_bytes") > 1_000_000.0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let started = value(&text, "process_start_time_seconds");
+        assert!(
+            started <= now + 1.0 && started > now - 3600.0,
+            "{started} {now}"
+        );
+    }
 }
