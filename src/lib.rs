@@ -23,7 +23,6 @@ pub mod buffer;
 pub mod clock;
 pub mod config;
 pub mod decode;
-pub mod demo;
 pub mod disk;
 pub mod kube;
 pub mod observe;
