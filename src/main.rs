@@ -174,3 +174,18 @@ fn init_logging(level: &str) {
         builder.json().flatten_event(true).init();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::Parser;
+
+    /// The demo installs osmem-server with pip; the binary a node runs must not offer it.
+    #[test]
+    fn the_shipped_binary_has_no_demo_subcommand() {
+        let err = Cli::try_parse_from(["logferry", "demo"])
+            .err()
+            .expect("`logferry demo` is refused");
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidSubcommand);
+    }
+}
