@@ -22,7 +22,6 @@ pub mod agent;
 pub mod buffer;
 pub mod config;
 pub mod decode;
-pub mod demo;
 pub mod disk;
 pub mod encode;
 pub mod kube;

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     version,
-    about = "Ships Kubernetes container logs to Elasticsearch, losing nothing"
+    about = "Ships Kubernetes container logs to Elasticsearch, losing nothing",
+    // The demo is not a subcommand: it installs osmem-server with pip, which the binary a node
+    // runs must not be able to do. It lives in the dev-only harness and runs this binary.
+    after_help = "To watch it ship generated container logs to a local OpenSearch-compatible \
+                  server end to end, run scripts/demo from a clone of the repository."
 )]
 struct Cli {
     /// The TOML config file.
@@ -30,13 +34,6 @@ enum Cmd {
     Run,
     /// Check a config file: prints every problem with file, line and key; exits 1 if any.
     Validate,
-    /// Run end to end on an embedded default: a local osmem-server (installed from PyPI if
-    /// missing) and generated container logs; prints what got indexed.
-    Demo {
-        /// Lines written per container log file.
-        #[arg(long, default_value_t = 2500)]
-        lines: u64,
-    },
 }
 
 fn main() -> ExitCode {
@@ -72,10 +69,6 @@ fn main() -> ExitCode {
             init_logging(&cfg.log_level);
             raise_open_files_limit();
             finish(runtime().and_then(|rt| rt.block_on(logferry::agent::run(cfg, stop_signal()))))
-        }
-        Cmd::Demo { lines } => {
-            init_logging("info");
-            finish(runtime().and_then(|rt| rt.block_on(logferry::demo::run(lines))))
         }
     }
 }
@@ -179,5 +172,20 @@ fn init_logging(level: &str) {
         builder.init();
     } else {
         builder.json().flatten_event(true).init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::Parser;
+
+    /// The demo installs osmem-server with pip; the binary a node runs must not offer it.
+    #[test]
+    fn the_shipped_binary_has_no_demo_subcommand() {
+        let err = Cli::try_parse_from(["logferry", "demo"])
+            .err()
+            .expect("`logferry demo` is refused");
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidSubcommand);
     }
 }

@@ -255,7 +255,7 @@ fn a_host_path_prefix_without_a_trailing_slash_is_kept() {
             return (404, json!({"error": "no route"}).to_string());
         };
         let body = if gzip { gunzip(body) } else { body.to_vec() };
-        logferry::demo::http(
+        logferry_harness::http(
             method,
             &format!("{upstream}/{rest}"),
             "application/x-ndjson",
@@ -350,7 +350,7 @@ fn a_failing_sniff_keeps_the_known_hosts_and_is_logged_once() {
             return (500, json!({"error": "injected"}).to_string());
         }
         let body = if gzip { gunzip(body) } else { body.to_vec() };
-        logferry::demo::http(
+        logferry_harness::http(
             method,
             &format!("{upstream}{path}"),
             "application/x-ndjson",

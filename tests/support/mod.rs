@@ -7,7 +7,7 @@ pub mod kubeapi;
 pub mod proxy;
 pub mod tls;
 
-pub use logferry::demo::{Format, LogWriter, Osmem, http_json};
+pub use logferry_harness::{Format, LogWriter, Osmem, http_json};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

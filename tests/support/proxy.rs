@@ -187,7 +187,7 @@ fn handle(
         } else if path.starts_with("/_bulk") {
             bulk(&body, &f, seen, upstream)
         } else {
-            logferry::demo::http(
+            logferry_harness::http(
                 "POST",
                 &format!("{upstream}{path}"),
                 "application/json",
@@ -266,7 +266,7 @@ fn upstream_bulk(pairs: &[(&str, &str)], upstream: &str) -> Result<Vec<Value>, (
         forward.push_str(doc);
         forward.push('\n');
     }
-    match logferry::demo::http(
+    match logferry_harness::http(
         "POST",
         &format!("{upstream}/_bulk"),
         "application/x-ndjson",

@@ -1,0 +1,21 @@
+//! logferry's dev-only harness: what the integration tests and `logferry-demo` need to run the
+//! agent end to end on a machine with nothing set up. Never a dependency of the shipped agent.
+//!
+//! - [`osmem`]: [`Osmem`] finds (installing it from PyPI if asked) and starts `osmem-server`, a
+//!   real in-memory OpenSearch-compatible server;
+//! - [`http`]: [`http()`] and [`http_json`], a tiny blocking HTTP/1.1 client to talk to it;
+//! - [`container_log`]: [`LogWriter`] writes container log files the way the kubelet lays them
+//!   out, in CRI or docker format, with JSON, plain and split lines; [`generate`] writes the
+//!   demo's mix.
+//!
+//! The `logferry-demo` binary (`src/main.rs`) runs the real `logferry` binary on them.
+
+#![forbid(unsafe_code)]
+
+pub mod container_log;
+pub mod http;
+pub mod osmem;
+
+pub use container_log::{Format, Generated, LogWriter, generate};
+pub use http::{http, http_json};
+pub use osmem::Osmem;
