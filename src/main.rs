@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         Cmd::Validate => match Config::load(&cli.config) {
             Ok(cfg) => {
                 // Not an error: the volume may be mounted, or emptied, before the agent starts.
-                let segment = cfg.buffer.chunk_limit_size.0;
+                let segment = cfg.buffer.segment_size();
                 if let Some(w) = logferry::buffer::check_free_space(&cfg.buffer_dir(), segment) {
                     eprintln!("{}: warning: {w}", cli.config.display());
                 }

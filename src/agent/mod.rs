@@ -127,7 +127,7 @@ impl Store {
             buffer::Options {
                 dir: cfg.buffer_dir(),
                 max_size: cfg.buffer.max_size.0,
-                segment_size: cfg.buffer.chunk_limit_size.0,
+                segment_size: cfg.buffer.segment_size(),
                 overflow: cfg.buffer.overflow_action,
             },
             metrics.clone(),

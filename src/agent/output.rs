@@ -19,10 +19,6 @@ use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The tailer hands its chunk to the buffer at this size at most (less with a smaller
-/// chunk_limit_size).
-const CHUNK_WRITE: usize = 1024 * 1024;
-
 /// Asked while an append waits for room in the buffer (or on the disk): shows the waiting
 /// thread is alive, and says whether to give up (shutdown).
 pub type GiveUp = Box<dyn Fn() -> bool + Send>;
@@ -68,7 +64,7 @@ impl BufferOutput {
             chunk: Chunk::new(),
             encoder,
             // Smaller than a batch: the chunk is the tailer's memory, and it is reused.
-            chunk_limit: appender.buffer().chunk_limit().min(CHUNK_WRITE),
+            chunk_limit: cfg.buffer.write_chunk_max(),
             carry: Vec::new(),
             appender,
             counters,

@@ -115,7 +115,7 @@ impl Chunk {
             self.created = Instant::now();
             self.created_ms = now_ms();
         }
-        // Chunks are sealed at chunk_limit_size, far below 4 GiB.
+        // Chunks are sealed at buffer.chunk_limit_size (at most 1 MiB), far below 4 GiB.
         self.items.push(self.body.len() as u32);
     }
 
@@ -348,11 +348,6 @@ impl Buffer {
     fn state(&self) -> MutexGuard<'_, State> {
         // No code path panics while holding the lock; the state stays consistent if one did.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The largest body a batch may have.
-    pub fn chunk_limit(&self) -> usize {
-        self.opts.segment_size as usize
     }
 
     /// No more batches are handed out; what is buffered stays for the next start.

@@ -245,7 +245,7 @@ impl Shipper {
     /// is held as a [`Lease`](crate::buffer::Lease), so a shipper that fails anywhere else gives it back to the buffer
     /// for the next one instead of pinning the ack cursor.
     pub async fn run(self: Arc<Self>, buffer: Arc<Buffer>) {
-        while let Some(lease) = buffer.lease(buffer.chunk_limit()).await {
+        while let Some(lease) = buffer.lease(self.cfg.batch_max_bytes()).await {
             self.state.promise(self.patience);
             let batch = lease.batch().clone();
             let me = self.clone();
@@ -277,9 +277,9 @@ impl Shipper {
             .promise(wait.saturating_add(self.patience).min(LONGEST));
     }
 
-    /// Delivers the given items of a chunk: returns once each is indexed, a duplicate, or
+    /// Delivers the given items of a batch: returns once each is indexed, a duplicate, or
     /// dead-lettered.
-    async fn deliver(&self, chunk: &Batch, items: Vec<usize>, route: Route) {
+    async fn deliver(&self, batch: &Batch, items: Vec<usize>, route: Route) {
         let mut pending = items;
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(self.cfg.retry_wait.0)
@@ -289,14 +289,14 @@ impl Shipper {
         let started = Instant::now();
         loop {
             self.state.promise(self.patience);
-            let attempt = self.send(chunk, &pending).await;
+            let attempt = self.send(batch, &pending).await;
             let Again {
                 reason,
                 after,
                 gives_up,
             } = match attempt {
                 Attempt::Items(results) => {
-                    let settled = self.settle(chunk, &pending, results, route).await;
+                    let settled = self.settle(batch, &pending, results, route).await;
                     pending = settled.pending;
                     if pending.is_empty() {
                         self.state.ok();
@@ -315,21 +315,21 @@ impl Shipper {
                         .inc();
                     let half = pending.len() / 2;
                     let second = pending.split_off(half);
-                    Box::pin(self.deliver(chunk, pending, route)).await;
-                    Box::pin(self.deliver(chunk, second, route)).await;
+                    Box::pin(self.deliver(batch, pending, route)).await;
+                    Box::pin(self.deliver(batch, second, route)).await;
                     return;
                 }
                 Attempt::TooLarge if pending.len() > 1 => {
                     // Each half is delivered on its own, and split again if need be.
                     let half = pending.len() / 2;
                     let second = pending.split_off(half);
-                    Box::pin(self.deliver(chunk, pending, route)).await;
-                    Box::pin(self.deliver(chunk, second, route)).await;
+                    Box::pin(self.deliver(batch, pending, route)).await;
+                    Box::pin(self.deliver(batch, second, route)).await;
                     return;
                 }
                 Attempt::TooLarge => {
                     let refused = Refusal::all(&pending, 413, "request_entity_too_large");
-                    self.dead_letter(chunk, &refused, route).await;
+                    self.dead_letter(batch, &refused, route).await;
                     return;
                 }
                 whole => self.request_again(whole, pending.len()),
@@ -338,7 +338,7 @@ impl Shipper {
             {
                 tracing::error!(%reason, items = pending.len(), "retry_timeout passed; items go to the dead-letter file");
                 let refused = Refusal::all(&pending, 0, "retry_timeout");
-                self.dead_letter(chunk, &refused, route).await;
+                self.dead_letter(batch, &refused, route).await;
                 return;
             }
             self.back_off(&reason, pending.len(), backoff.next(), after)
@@ -443,7 +443,7 @@ impl Shipper {
     /// ones. `results` holds exactly one result per item sent (checked when it was read).
     async fn settle(
         &self,
-        chunk: &Batch,
+        batch: &Batch,
         sent: &[usize],
         results: Vec<ItemResult>,
         route: Route,
@@ -472,7 +472,7 @@ impl Shipper {
                 }),
             }
         }
-        self.dead_letter(chunk, &refused, route).await;
+        self.dead_letter(batch, &refused, route).await;
         let docs = &self.metrics.documents;
         if route == Route::Index {
             docs.get_or_create(&[("outcome", "indexed")])
@@ -491,9 +491,9 @@ impl Shipper {
         }
     }
 
-    async fn send(&self, chunk: &Batch, items: &[usize]) -> Attempt {
-        let len = chunk.body_len(items);
-        let pieces = chunk.pieces(items.to_vec());
+    async fn send(&self, batch: &Batch, items: &[usize]) -> Attempt {
+        let len = batch.body_len(items);
+        let pieces = batch.pieces(items.to_vec());
         let body = if self.gzip {
             // Compressing megabytes takes milliseconds: keep it off the async workers' queue.
             match tokio::task::block_in_place(|| body::gzip(pieces, len)) {
@@ -618,39 +618,4 @@ fn full_jitter(cap: Duration) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_log_names_what_came_back_for_the_items_sent_again() {
-        let mut again = BTreeMap::new();
-        again.insert((429, "es_rejected_execution_exception"), 2);
-        again.insert((503, ""), 1);
-        assert_eq!(
-            refused_for_now(3, 100, &again),
-            "3 of 100 items refused for now: 2 × 429 es_rejected_execution_exception, 1 × 503"
-        );
-        for (i, kind) in ["a", "b", "c", "d"].into_iter().enumerate() {
-            again.insert((500, kind), i);
-        }
-        let said = refused_for_now(9, 9, &again);
-        assert!(said.ends_with(", …"), "at most four answers: {said}");
-    }
-
-    #[test]
-    fn jitter_stays_within_the_cap() {
-        let cap = Duration::from_secs(2);
-        let waits: Vec<Duration> = (0..200).map(|_| full_jitter(cap)).collect();
-        assert!(
-            waits
-                .iter()
-                .all(|w| *w <= cap && *w >= Duration::from_millis(10))
-        );
-        let distinct: std::collections::HashSet<_> = waits.iter().collect();
-        assert!(
-            distinct.len() > 100,
-            "waits must be spread, got {}",
-            distinct.len()
-        );
-    }
-}
+mod tests;

@@ -90,7 +90,7 @@ impl Shipper {
     /// until it succeeds, because an item that is neither indexed nor dead-lettered must not be
     /// acknowledged. Then, if `dead_letter_index` is set, indexes them there too, in one request
     /// (a dead letter of that index only goes to the file).
-    pub(super) async fn dead_letter(&self, chunk: &Batch, refused: &[Refusal<'_>], route: Route) {
+    pub(super) async fn dead_letter(&self, batch: &Batch, refused: &[Refusal<'_>], route: Route) {
         if refused.is_empty() {
             return;
         }
@@ -103,7 +103,7 @@ impl Shipper {
             );
             return;
         }
-        let items = self.read_items(chunk, refused).await;
+        let items = self.read_items(batch, refused).await;
         let entries: Vec<deadletter::Entry> = refused
             .iter()
             .zip(&items)
@@ -133,10 +133,10 @@ impl Shipper {
 
     /// The refused items' bytes, read back from the buffer. Retried until the read works: an
     /// item must be neither dropped nor acknowledged unread.
-    async fn read_items(&self, chunk: &Batch, refused: &[Refusal<'_>]) -> Vec<Vec<u8>> {
+    async fn read_items(&self, batch: &Batch, refused: &[Refusal<'_>]) -> Vec<Vec<u8>> {
         let mut failures = 0u64;
         loop {
-            match refused.iter().map(|r| chunk.item(r.item)).collect() {
+            match refused.iter().map(|r| batch.item(r.item)).collect() {
                 Ok(items) => return items,
                 Err(e) if failures == 0 => {
                     tracing::error!(error = %e, "cannot read refused items back from the buffer; retrying");

@@ -43,9 +43,7 @@ pub use health::TailerCheck;
 pub use output::{Context, Output};
 
 use crate::config;
-// `identity` for the checkpoint code, which names the file vocabulary so.
 use crate::vocab::FileKey;
-use crate::vocab::file as identity;
 use budget::Descriptors;
 use discover::Discoverer;
 use file::{ReadOutcome, Tracked, identify};

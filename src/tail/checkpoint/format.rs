@@ -7,7 +7,7 @@
 //! fingerprint or seed that is not hex) is left out, and its file is then read as new.
 
 use super::Entry;
-use crate::tail::identity::{FileKey, IdBasis};
+use crate::vocab::{FileKey, IdBasis};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -22,7 +22,8 @@ mod format;
 #[cfg(test)]
 mod tests;
 
-use super::identity::{self, FileKey, IdBasis};
+use crate::vocab::file as identity;
+use crate::vocab::{FileKey, IdBasis};
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
