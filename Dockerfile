@@ -5,7 +5,11 @@ FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-RUN cargo build --release --locked
+# Workspace members: cargo needs their manifests to resolve the workspace, though only the agent
+# (`-p logferry`) is built and shipped; the bench and the dev harness never enter the image.
+COPY bench ./bench
+COPY harness ./harness
+RUN cargo build --release --locked -p logferry
 
 FROM gcr.io/distroless/cc-debian12
 COPY --from=build /src/target/release/logferry /usr/local/bin/logferry

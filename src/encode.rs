@@ -44,11 +44,9 @@ pub fn document_id(key: &FileKey, offset: u64) -> [u8; 32] {
             )
         }
     };
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = HEX[((h >> (124 - 4 * i)) & 0xf) as usize];
-    }
+    // 16 bytes are exactly 32 hex digits: the slice cannot have the wrong length.
+    let _ = hex::encode_to_slice(h.to_be_bytes(), &mut out);
     out
 }
 

@@ -90,35 +90,23 @@ fn limit_malloc_arenas() {
 /// claimed: raise the soft limit to it. The tailer keeps within whatever it gets (its budget is
 /// this limit less a reserve for the buffer, checkpoints, sockets and the API).
 fn raise_open_files_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
-    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
-    if !got {
-        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-files limit");
-        return;
-    }
-    let soft = lim.rlim_cur;
-    if soft < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let (was, hard) = (lim.current, lim.maximum);
+    let mut now = was;
+    if was < hard || (was.is_some() && hard.is_none()) {
+        let raised = Rlimit {
+            current: hard,
+            maximum: hard,
         };
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim.rlim_cur = lim.rlim_max;
-        } else {
-            tracing::warn!(error = %std::io::Error::last_os_error(), soft, "cannot raise the open-files limit");
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => now = hard,
+            Err(e) => {
+                tracing::warn!(error = %std::io::Error::from(e), soft = ?was, "cannot raise the open-files limit")
+            }
         }
     }
-    tracing::info!(
-        was = soft,
-        now = lim.rlim_cur,
-        hard = lim.rlim_max,
-        "open-files limit"
-    );
+    tracing::info!(was = ?was, now = ?now, hard = ?hard, "open-files limit");
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {

@@ -2,8 +2,8 @@
 //! `kubernetes` / `docker` objects built from it, with fluent-plugin-kubernetes_metadata_filter's
 //! field names so dashboards built on Fluentd keep working.
 //!
-//! A first building block of the Kubernetes enrichment: the watch that fills a cache of these
-//! and the tailer's use of them come next (see the README's *Not done yet*).
+//! The watches in [`super::cache`] keep one of these per pod of this node; the tailer looks a
+//! file's pod up there once per file and puts the fields built here into each of its documents.
 
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::BTreeMap;

@@ -122,23 +122,15 @@ pub fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
-/// The soft `RLIMIT_NOFILE` of this process, from `/proc/self/limits` (which needs no unsafe
-/// call); `None` where that cannot be read. "unlimited" counts as `usize::MAX`.
+/// The soft `RLIMIT_NOFILE` of this process; `None` where it has none ("unlimited" counts as
+/// `usize::MAX`).
 pub fn open_files_limit() -> Option<usize> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    parse_open_files_limit(&text)
-}
-
-fn parse_open_files_limit(text: &str) -> Option<usize> {
-    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    let soft = line
-        .trim_start_matches("Max open files")
-        .split_whitespace()
-        .next()?;
-    if soft == "unlimited" {
-        return Some(usize::MAX);
-    }
-    soft.parse().ok()
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    Some(
+        limit
+            .current
+            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+    )
 }
 
 #[cfg(test)]
@@ -146,11 +138,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_soft_limit_is_read_from_proc_limits() {
-        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
-                    Max processes             63432                63432                processes \n\
-                    Max open files            1024                 524288               files     \n";
-        assert_eq!(parse_open_files_limit(text), Some(1024));
+    fn the_soft_limit_is_the_one_the_kernel_reports() {
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        let soft = line.split_whitespace().nth(3).unwrap();
+        let want = if soft == "unlimited" {
+            usize::MAX
+        } else {
+            soft.parse().unwrap()
+        };
+        assert_eq!(open_files_limit(), Some(want));
         assert!(open_files_limit().is_some_and(|n| n > 0));
     }
 
