@@ -1,20 +1,26 @@
 //! logferry: a Kubernetes node agent that ships container logs to Elasticsearch.
 //!
-//! The data path runs in one direction, one module per stage:
+//! The modules are layers, in the order of the data path; each uses only the layers before it,
+//! never a later one or a sibling (`tests/layers.rs` checks it):
 //!
-//! - [`tail`] finds log files, reads them in large blocks, splits lines, and keeps checkpoints;
-//! - [`decode`] turns CRI and docker json-file lines into records, joining split lines;
-//! - [`parse`] merges JSON messages into the document and adds `@timestamp` and `stream`;
-//! - [`kube`] says which pod and container a file belongs to;
-//! - [`buffer`] keeps encoded records on disk (CRC-framed segments, group-commit fsync) from
-//!   the moment they are read until Elasticsearch has them; checkpoints move once they are
-//!   durable there; a full buffer pauses reading or drops its oldest chunk, as configured;
-//! - [`sink`] bulk-indexes batches with deterministic ids, retries what failed, dead-letters what
-//!   never will succeed, and acknowledges batches back to the buffer;
-//! - [`observe`] exports metrics and serves `/metrics`, `/health` and `/ready`.
-//!
-//! [`agent`] wires the stages together; [`config`] is the TOML file they are built from;
-//! [`clock`] is the monotonic clock liveness is judged by.
+//! - leaves, importing nothing of the crate: [`vocab`] (file identity, the record and its flags,
+//!   index-name rules, the monotonic clock), [`metrics`] (every metric, only
+//!   `prometheus-client`), [`disk`] (the agent's own files, private and crash-safe);
+//! - [`config`]: the TOML file every stage is built from, validated with file:line:column;
+//! - [`observe`]: `/metrics`, `/health` and `/ready`, collecting the checks each component
+//!   implements, knowing none of them;
+//! - [`decode`]: CRI and docker json-file lines into records, joining split lines;
+//! - [`parse`]: the document — JSON messages merged in, `@timestamp`, `stream`, flags;
+//! - [`encode`]: each record as a `_bulk` item with its index and its deterministic id;
+//!   [`kube`]: which pod a file belongs to, and its metadata from the API server;
+//! - [`tail`]: finds log files, reads them, splits lines, keeps checkpoints, and hands records
+//!   to an output it is given; [`buffer`]: keeps encoded items on disk (CRC-framed segments,
+//!   group-commit fsync) until Elasticsearch has them, reporting durable file positions through
+//!   a callback, pausing reading or dropping its oldest segment when full, as configured;
+//! - [`sink`]: bulk-indexes batches, retries what failed, dead-letters what never will succeed,
+//!   and acknowledges batches back to the buffer;
+//! - [`agent`]: wires the stages together — the tailer's output encodes into the buffer, the
+//!   committer moves the checkpoints — and shuts them down in order.
 
 #![forbid(unsafe_code)]
 

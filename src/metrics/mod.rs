@@ -3,8 +3,8 @@
 //!
 //! Stages get an `Arc<Metrics>` and update their counters in place (one atomic add, no lookup on
 //! the hot path); `observe` renders them for `/metrics`, with the standard `process_*` metrics
-//! read from `/proc` at each scrape ([`process`]) and, for scrapers that do not negotiate
-//! OpenMetrics, in the classic text format ([`text`]).
+//! read from `/proc` at each scrape (`process.rs`) and, for scrapers that do not negotiate
+//! OpenMetrics, in the classic text format (`text.rs`).
 
 mod process;
 mod text;

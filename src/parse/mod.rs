@@ -1,4 +1,4 @@
-//! Parsing: from a decoded [`Record`] to the JSON document Elasticsearch stores.
+//! Parsing: from a decoded [`Record`](crate::vocab::Record) to the JSON document Elasticsearch stores.
 //!
 //! Owns the merge policy. A message that is a JSON object has its fields merged into the
 //! document (Fluentd's `reserve_data true`) or nested under `parse.target`; any other message

@@ -14,10 +14,12 @@
 //!   each opened file to the reader over a bounded channel, in the order things happened.
 //! - **reading** (this module's [`Tailer`]) owns every followed file: reads are plain blocking
 //!   syscalls on the page cache, and one thread that owns the files needs no locks around them.
-//!   Each line goes through `decode`, `parse` and the bulk encoder into the open chunk
-//!   ([`output`]), which is appended to the disk buffer; a full buffer blocks the append, and
-//!   with it reading: that is the backpressure. A file's checkpoint moves only once the buffer
-//!   has fsynced the chunks holding its lines.
+//!   Each line goes through `decode` into a record, which is handed, with its pod's metadata
+//!   from `kube`, to the [`Output`] the tailer was given, with the file's safe offset. This
+//!   stage knows neither the encoder nor the buffer: the agent's output encodes each record
+//!   into the disk buffer, and a full buffer blocks the hand-off, and with it reading: that is
+//!   the backpressure. A file's checkpoint moves only once the buffer reports durable the
+//!   positions the output was given.
 //!
 //! Descriptors ([`budget`]): the tailer holds at most the open-files limit less a reserve for
 //! the rest of the agent. When new files find the budget spent, the reader closes the
