@@ -102,11 +102,16 @@ fn raise_open_files_limit() {
         match setrlimit(Resource::Nofile, raised) {
             Ok(()) => now = hard,
             Err(e) => {
-                tracing::warn!(error = %std::io::Error::from(e), soft = ?was, "cannot raise the open-files limit")
+                tracing::warn!(error = %std::io::Error::from(e), soft = %limit(was), "cannot raise the open-files limit")
             }
         }
     }
-    tracing::info!(was = ?was, now = ?now, hard = ?hard, "open-files limit");
+    tracing::info!(was = %limit(was), now = %limit(now), hard = %limit(hard), "open-files limit");
+}
+
+/// A resource limit as `ulimit` shows it: a number, or "unlimited".
+fn limit(l: Option<u64>) -> String {
+    l.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use logferry::config::Parse;
-use logferry::decode::{Flags, Record, Stream};
+use logferry::vocab::{Flags, Record, Stream};
 use logferry::parse::DocumentWriter;
 use std::borrow::Cow;
 
