@@ -1,11 +1,16 @@
 //! The shape of the tree: stages import only downwards, in the order of the data path, and no
 //! file or function grows past what a reader can hold in their head.
 //!
-//! Run by `cargo test` like every other test, so a change that makes `buffer` import `tail` (or
-//! any later layer import into an earlier one) fails CI with the file and line.
+//! The crate's own source is parsed as Rust (`syn`), so nested `use` groups, `super::` paths
+//! that climb out of a module and paths in code are all seen. Run by `cargo test` like every
+//! other test: a change that makes `buffer` import `tail` (or any later layer import into an
+//! earlier one) fails CI with the file and line.
 
+use proc_macro2::Span;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use syn::spanned::Spanned;
+use syn::visit::Visit;
 
 /// The crate's top-level modules, earliest layer first. A module may use modules of earlier
 /// layers only: never a later one, never one of its own layer (siblings stay independent).
@@ -26,6 +31,9 @@ const LAYERS: &[&[&str]] = &[
     &["agent"],
 ];
 
+/// What the metrics leaf may use besides the standard library.
+const METRICS_CRATES: &[&str] = &["prometheus_client", "procfs"];
+
 /// "~600 lines" per file and "~80" per function, with the tilde as slack.
 const MAX_FILE_LINES: usize = 650;
 const MAX_FN_LINES: usize = 90;
@@ -45,185 +53,175 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The source with comments, strings and char literals blanked out (lengths and lines kept),
-/// so that neither a doc comment naming a module nor a `'{'` can fool the checks.
-fn code_only(src: &str) -> String {
-    let b = src.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    let blank = |out: &mut Vec<u8>, c: u8| out.push(if c == b'\n' { b'\n' } else { b' ' });
-    while i < b.len() {
-        let rest = &b[i..];
-        if rest.starts_with(b"//") {
-            while i < b.len() && b[i] != b'\n' {
-                blank(&mut out, b[i]);
-                i += 1;
-            }
-        } else if rest.starts_with(b"/*") {
-            let mut depth = 0;
-            while i < b.len() {
-                if b[i..].starts_with(b"/*") {
-                    depth += 1;
-                } else if b[i..].starts_with(b"*/") {
-                    depth -= 1;
-                    if depth == 0 {
-                        out.extend_from_slice(b"  ");
-                        i += 2;
-                        break;
-                    }
-                }
-                blank(&mut out, b[i]);
-                i += 1;
-            }
-        } else if let Some(hashes) = raw_string_start(rest) {
-            let close: Vec<u8> = std::iter::once(b'"')
-                .chain(std::iter::repeat_n(b'#', hashes))
-                .collect();
-            let open = rest.iter().position(|&c| c == b'"').unwrap() + 1;
-            for &c in &rest[..open] {
-                blank(&mut out, c);
-            }
-            i += open;
-            while i < b.len() && !b[i..].starts_with(&close) {
-                blank(&mut out, b[i]);
-                i += 1;
-            }
-            let n = close.len().min(b.len() - i);
-            out.extend(std::iter::repeat_n(b' ', n));
-            i += n;
-        } else if b[i] == b'"' {
-            out.push(b' ');
-            i += 1;
-            while i < b.len() && b[i] != b'"' {
-                if b[i] == b'\\' && i + 1 < b.len() {
-                    blank(&mut out, b[i]);
-                    i += 1;
-                }
-                blank(&mut out, b[i]);
-                i += 1;
-            }
-            out.push(b' ');
-            i += 1;
-        } else if b[i] == b'\'' && char_literal_len(rest).is_some() {
-            let n = char_literal_len(rest).unwrap();
-            out.extend(std::iter::repeat_n(b' ', n));
-            i += n;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `r"`, `r#"`, `br##"`…: the number of `#`s.
-fn raw_string_start(s: &[u8]) -> Option<usize> {
-    let s = s.strip_prefix(b"b").unwrap_or(s);
-    let s = s.strip_prefix(b"r")?;
-    let hashes = s.iter().take_while(|&&c| c == b'#').count();
-    (s.get(hashes) == Some(&b'"')).then_some(hashes)
-}
-
-/// The length of a char literal at the start of `s` (`'x'`, `'\n'`, `'\u{1F600}'`), or `None`
-/// for a lifetime (`'a`).
-fn char_literal_len(s: &[u8]) -> Option<usize> {
-    if s.get(1) == Some(&b'\\') {
-        return s[2..].iter().position(|&c| c == b'\'').map(|p| p + 3);
-    }
-    let text = std::str::from_utf8(&s[1..s.len().min(6)])
-        .ok()
-        .or_else(|| {
-            // A cut in the middle of a multi-byte character: take what decodes.
-            (1..5)
-                .rev()
-                .find_map(|n| std::str::from_utf8(&s[1..s.len().min(1 + n)]).ok())
-        })?;
-    let c = text.chars().next()?;
-    (s.get(1 + c.len_utf8()) == Some(&b'\'')).then_some(2 + c.len_utf8())
-}
-
-/// The top-level module a file belongs to: `src/tail/file.rs` → `tail`, `src/disk.rs` → `disk`.
-fn module_of(root: &Path, file: &Path) -> String {
-    let rel = file.strip_prefix(root).unwrap();
-    let first = rel
+/// The module path of a file: `src/buffer/commit.rs` → `[buffer, commit]`, `src/buffer/mod.rs`
+/// → `[buffer]`, `src/lib.rs` → `[]`.
+fn module_path(root: &Path, file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(root).unwrap().with_extension("");
+    let mut path: Vec<String> = rel
         .components()
-        .next()
-        .unwrap()
-        .as_os_str()
-        .to_string_lossy();
-    first.trim_end_matches(".rs").to_owned()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if matches!(
+        path.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
+        path.pop();
+    }
+    path
 }
 
-/// Every crate module `code` names: `crate::x` anywhere, and the members of `crate::{x, y}`.
-fn modules_used(code: &str) -> Vec<(usize, String)> {
-    let mut used = Vec::new();
-    for (n, line) in code.lines().enumerate() {
-        let mut rest = line;
-        while let Some(at) = rest.find("crate::") {
-            let boundary = rest[..at]
-                .chars()
-                .next_back()
-                .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
-            rest = &rest[at + "crate::".len()..];
-            if !boundary {
-                continue;
-            }
-            if let Some(group) = rest.strip_prefix('{') {
-                // A group may span lines: the rest of the file up to its closing brace.
-                let tail = &code[offset(code, group)..];
-                let end = tail.find('}').unwrap_or(tail.len());
-                for item in tail[..end].split(',') {
-                    let name = ident(item.trim_start());
-                    if !name.is_empty() {
-                        used.push((n + 1, name));
-                    }
+/// One use of something outside the file's own top-level module.
+#[derive(Debug, PartialEq)]
+enum Use {
+    /// A top-level module of the crate.
+    Module(String),
+    /// An external crate, named in a `use`.
+    Crate(String),
+    /// Something the check cannot place (`use crate::*`): refused.
+    Unknown(String),
+}
+
+/// Collects what a file uses, resolving `crate::`, `self::` and `super::` against the module
+/// the code is in (inline `mod`s included).
+struct Uses {
+    module: Vec<String>,
+    found: Vec<(usize, Use)>,
+}
+
+impl Uses {
+    fn resolve(&mut self, segments: &[String], span: Span) {
+        let line = span.start().line;
+        let Some(first) = segments.first() else {
+            return;
+        };
+        let rest = match first.as_str() {
+            "crate" => &segments[1..],
+            "self" => {
+                if let Some(top) = self.module.first() {
+                    self.found.push((line, Use::Module(top.clone())));
                 }
-            } else {
-                used.push((n + 1, ident(rest)));
+                return;
+            }
+            "super" => {
+                let ups = segments.iter().take_while(|s| *s == "super").count();
+                let depth = self.module.len().saturating_sub(ups);
+                if depth > 0 {
+                    self.found.push((line, Use::Module(self.module[0].clone())));
+                    return;
+                }
+                &segments[ups.min(segments.len())..]
+            }
+            _ => {
+                self.found.push((line, Use::Crate(first.clone())));
+                return;
+            }
+        };
+        match rest.first().map(String::as_str) {
+            None | Some("*") => self.found.push((line, Use::Unknown(segments.join("::")))),
+            Some(top) => self.found.push((line, Use::Module(top.to_owned()))),
+        }
+    }
+
+    fn tree(&mut self, tree: &syn::UseTree, prefix: &mut Vec<String>) {
+        match tree {
+            syn::UseTree::Path(p) => {
+                prefix.push(p.ident.to_string());
+                self.tree(&p.tree, prefix);
+                prefix.pop();
+            }
+            syn::UseTree::Name(n) => self.leaf(prefix, n.ident.to_string(), n.span()),
+            syn::UseTree::Rename(r) => self.leaf(prefix, r.ident.to_string(), r.span()),
+            syn::UseTree::Glob(g) => self.leaf(prefix, "*".into(), g.span()),
+            syn::UseTree::Group(g) => {
+                for item in &g.items {
+                    self.tree(item, prefix);
+                }
             }
         }
     }
-    used
+
+    fn leaf(&mut self, prefix: &[String], last: String, span: Span) {
+        let mut full = prefix.to_vec();
+        full.push(last);
+        self.resolve(&full, span);
+    }
 }
 
-/// Where `part`, a slice of `whole`, starts in it.
-fn offset(whole: &str, part: &str) -> usize {
-    part.as_ptr() as usize - whole.as_ptr() as usize
+impl<'ast> Visit<'ast> for Uses {
+    fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+        self.tree(&u.tree, &mut Vec::new());
+    }
+
+    fn visit_path(&mut self, p: &'ast syn::Path) {
+        let segments: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
+        // Paths in code: only those that name the crate's modules; a one-word path is local.
+        if segments.len() > 1 && matches!(segments[0].as_str(), "crate" | "super" | "self") {
+            self.resolve(&segments, p.span());
+        }
+        syn::visit::visit_path(self, p);
+    }
+
+    fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
+        self.module.push(m.ident.to_string());
+        syn::visit::visit_item_mod(self, m);
+        self.module.pop();
+    }
 }
 
-fn ident(s: &str) -> String {
-    s.chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_')
+fn uses_in(module: Vec<String>, code: &str) -> Vec<(usize, Use)> {
+    let file = syn::parse_file(code).unwrap();
+    let mut uses = Uses {
+        module,
+        found: Vec::new(),
+    };
+    uses.visit_file(&file);
+    uses.found
+}
+
+/// A source file, its module path, and what it uses (by line).
+type FileUses = (PathBuf, Vec<String>, Vec<(usize, Use)>);
+
+/// Every crate source file with its module path and what it uses.
+fn crate_uses() -> Vec<FileUses> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    files
+        .into_iter()
+        .map(|file| {
+            let module = module_path(&root, &file);
+            let code = std::fs::read_to_string(&file).unwrap();
+            let uses = uses_in(module.clone(), &code);
+            (file, module, uses)
+        })
         .collect()
 }
 
 #[test]
 fn no_stage_imports_a_later_or_sibling_one() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    sources(&root, &mut files);
     let mut wrong = Vec::new();
     let mut unplaced = BTreeSet::new();
-    for file in &files {
-        let module = module_of(&root, file);
-        if module == "lib" || module == "main" {
+    for (file, module, uses) in crate_uses() {
+        // The crate root and the binary sit above every layer.
+        let Some(own) = module.first() else { continue };
+        if file.ends_with("main.rs") && module.is_empty() {
             continue;
         }
-        let Some(own) = layer_of(&module) else {
-            unplaced.insert(module);
+        let Some(layer) = layer_of(own) else {
+            unplaced.insert(own.clone());
             continue;
         };
-        let code = code_only(&std::fs::read_to_string(file).unwrap());
-        for (line, used) in modules_used(&code) {
-            if used == module || used.is_empty() {
-                continue;
-            }
-            match layer_of(&used) {
-                Some(l) if l < own => {}
-                _ => wrong.push(format!(
-                    "{}:{line}: `{module}` uses `{used}`, which is not in an earlier layer",
+        for (line, used) in uses {
+            let ok = match &used {
+                Use::Module(m) => m == own || layer_of(m).is_some_and(|l| l < layer),
+                Use::Crate(_) => true,
+                Use::Unknown(_) => false,
+            };
+            if !ok {
+                wrong.push(format!(
+                    "{}:{line}: `{own}` uses {used:?}, which is not in an earlier layer",
                     file.display()
-                )),
+                ));
             }
         }
     }
@@ -240,35 +238,24 @@ fn no_stage_imports_a_later_or_sibling_one() {
 
 #[test]
 fn the_leaves_import_nothing_of_the_crate_and_metrics_only_prometheus_client() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    sources(&root, &mut files);
     let mut wrong = Vec::new();
-    for file in &files {
-        let module = module_of(&root, file);
-        if !LAYERS[0].contains(&module.as_str()) {
+    for (file, module, uses) in crate_uses() {
+        let Some(own) = module.first() else { continue };
+        if !LAYERS[0].contains(&own.as_str()) {
             continue;
         }
-        let code = code_only(&std::fs::read_to_string(file).unwrap());
-        for (n, line) in code.lines().enumerate() {
-            let line = line.trim_start();
-            let Some(path) = line
-                .strip_prefix("use ")
-                .or_else(|| line.strip_prefix("pub use "))
-            else {
-                continue;
-            };
-            let first = ident(path);
-            let allowed = match first.as_str() {
-                "crate" => path.starts_with(&format!("crate::{module}::")),
-                "std" | "super" | "self" => true,
-                // The /proc readers behind the `process_*` metrics use procfs.
-                external => {
-                    module != "metrics" || ["prometheus_client", "procfs"].contains(&external)
+        for (line, used) in uses {
+            let ok = match &used {
+                Use::Module(m) => m == own,
+                Use::Crate(c) => {
+                    own != "metrics"
+                        || ["std", "core", "alloc"].contains(&c.as_str())
+                        || METRICS_CRATES.contains(&c.as_str())
                 }
+                Use::Unknown(_) => false,
             };
-            if !allowed {
-                wrong.push(format!("{}:{}: {line}", file.display(), n + 1));
+            if !ok {
+                wrong.push(format!("{}:{line}: {used:?}", file.display()));
             }
         }
     }
@@ -279,46 +266,39 @@ fn the_leaves_import_nothing_of_the_crate_and_metrics_only_prometheus_client() {
     );
 }
 
-/// Each `fn` from its line to its closing brace.
-fn functions(code: &str) -> Vec<(usize, String, usize)> {
-    let lines: Vec<&str> = code.lines().collect();
-    let mut out = Vec::new();
-    for (start, line) in lines.iter().enumerate() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let Some(at) = words.iter().position(|w| *w == "fn") else {
-            continue;
-        };
-        let before_ok = words[..at].iter().all(|w| {
-            ["pub", "async", "const", "unsafe", "extern", "default"].contains(w)
-                || w.starts_with("pub(")
-        });
-        if !before_ok || at + 1 >= words.len() {
-            continue;
-        }
-        let name = ident(words[at + 1]);
-        let mut depth = 0usize;
-        let mut opened = false;
-        'scan: for (i, l) in lines.iter().enumerate().skip(start) {
-            for c in l.chars() {
-                match c {
-                    '{' => {
-                        depth += 1;
-                        opened = true;
-                    }
-                    '}' => {
-                        depth = depth.saturating_sub(1);
-                        if opened && depth == 0 {
-                            out.push((start + 1, name.clone(), i - start + 1));
-                            break 'scan;
-                        }
-                    }
-                    ';' if !opened => break 'scan,
-                    _ => {}
-                }
-            }
-        }
+/// Every `fn` (free, in an impl, in a trait) with its first line and its length in lines.
+struct Functions(Vec<(usize, String, usize)>);
+
+impl Functions {
+    fn add(&mut self, name: &syn::Ident, span: Span) {
+        let (start, end) = (span.start().line, span.end().line);
+        self.0.push((start, name.to_string(), end - start + 1));
     }
-    out
+}
+
+impl<'ast> Visit<'ast> for Functions {
+    fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
+        self.add(&f.sig.ident, f.span());
+        syn::visit::visit_item_fn(self, f);
+    }
+
+    fn visit_impl_item_fn(&mut self, f: &'ast syn::ImplItemFn) {
+        self.add(&f.sig.ident, f.span());
+        syn::visit::visit_impl_item_fn(self, f);
+    }
+
+    fn visit_trait_item_fn(&mut self, f: &'ast syn::TraitItemFn) {
+        if f.default.is_some() {
+            self.add(&f.sig.ident, f.span());
+        }
+        syn::visit::visit_trait_item_fn(self, f);
+    }
+}
+
+fn functions(code: &str) -> Vec<(usize, String, usize)> {
+    let mut f = Functions(Vec::new());
+    f.visit_file(&syn::parse_file(code).unwrap());
+    f.0
 }
 
 #[test]
@@ -337,7 +317,7 @@ fn no_file_or_function_is_too_long_to_read() {
         if lines > MAX_FILE_LINES {
             long.push(format!("{}: {lines} lines", file.display()));
         }
-        for (line, name, len) in functions(&code_only(&src)) {
+        for (line, name, len) in functions(&src) {
             if len > MAX_FN_LINES {
                 long.push(format!(
                     "{}:{line}: fn {name} is {len} lines",
@@ -355,14 +335,37 @@ fn no_file_or_function_is_too_long_to_read() {
 
 #[test]
 fn the_checker_sees_what_it_must() {
-    // A group import across lines, a path in code, and nothing from comments or strings.
-    let code = code_only(
-        "use crate::{\n    buffer::Chunk,\n    tail,\n};\n// crate::sink in a comment\nlet s = \"crate::kube\";\nlet c = '{';\nx(crate::parse::f());\n",
+    let module = |m: &[&str]| m.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let code = "use crate::{buffer::{Appender, Chunk}, config};\n\
+                use super::super::tail::X;\n\
+                use crate :: agent :: Y;\n\
+                use crate::*;\n\
+                use serde::Deserialize;\n\
+                // crate::sink in a comment\n\
+                fn f() { let _ = \"crate::kube\"; crate::parse::f(); }\n\
+                mod tests { use super::super::Z; }\n";
+    let used: Vec<Use> = uses_in(module(&["buffer", "commit"]), code)
+        .into_iter()
+        .map(|u| u.1)
+        .collect();
+    let m = |s: &str| Use::Module(s.to_owned());
+    assert_eq!(
+        used,
+        [
+            m("buffer"),
+            m("buffer"),
+            m("config"),
+            m("tail"),
+            m("agent"),
+            Use::Unknown("crate::*".into()),
+            Use::Crate("serde".into()),
+            m("parse"),
+            // `super::super` from buffer::commit::tests is buffer itself.
+            m("buffer"),
+        ]
     );
-    let used: Vec<String> = modules_used(&code).into_iter().map(|u| u.1).collect();
-    assert_eq!(used, ["buffer", "tail", "parse"]);
-    let f = functions(&code_only(
-        "fn a() {\n    let c = '}';\n    let s = \"}\";\n}\nfn b<'a>(x: &'a str) {\n}\n",
-    ));
+    let f = functions(
+        "fn a() -> [u8; 32] {\n    let c = '}';\n    [0; 32]\n}\nfn b<'a>(x: &'a str) {\n}\n",
+    );
     assert_eq!(f, [(1, "a".to_owned(), 4), (5, "b".to_owned(), 2)]);
 }

@@ -12,6 +12,7 @@ use logferry_harness::{Generated, Osmem, generate, http_json};
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::json;
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -180,10 +181,19 @@ struct Agent {
 impl Agent {
     /// Runs `logferry --config <config>`; its self logs go to this process's stderr.
     fn start(bin: &Path, config: &Path) -> anyhow::Result<Agent> {
-        let child = Command::new(bin)
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
+        let mut command = Command::new(bin);
+        command.arg("--config").arg(config).stdin(Stdio::null());
+        // The agent goes when the demo goes, however it goes (SIGTERM from `timeout`, SIGKILL):
+        // `Drop` runs only on an unwind, and an orphaned agent would tail the temp dir for ever.
+        // SAFETY: the closure runs in the forked child before exec and only makes one prctl
+        // call, which is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(Signal::TERM))
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("cannot start the agent {}", bin.display()))?;
         Ok(Agent {

@@ -115,7 +115,7 @@ impl Chunk {
             self.created = Instant::now();
             self.created_ms = now_ms();
         }
-        // Chunks are sealed at buffer.chunk_limit_size (at most 1 MiB), far below 4 GiB.
+        // Chunks are sealed at min(chunk_limit_size, 1 MiB), far below 4 GiB.
         self.items.push(self.body.len() as u32);
     }
 

@@ -52,8 +52,7 @@ pub enum OverflowAction {
 }
 
 /// The most bytes the tailer gathers in memory before handing them to the buffer in one write,
-/// whatever `chunk_limit_size` is: the chunk is reused, so this is the tailer's memory. The same
-/// value as `CHUNK_WRITE` in `tail/output.rs`, which reads it from there today.
+/// whatever `chunk_limit_size` is: the chunk is reused, so this is the tailer's memory.
 const WRITE_CHUNK_MAX: usize = 1024 * 1024;
 
 impl Buffer {

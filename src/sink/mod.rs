@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 pub struct SinkState {
     /// `None` while shipping works; otherwise the kind of failure, why, and since when.
     problem: Mutex<Option<Problem>>,
-    /// By when (a `crate::clock` reading, monotonic) a shipper has promised its next sign of life: the end of the request
+    /// By when (a `vocab::clock` reading, monotonic) a shipper has promised its next sign of life: the end of the request
     /// or of the backoff wait it is in. Shipping that is past it while records wait is stalled.
     deadline_ms: AtomicU64,
     /// Shipping works again after failing: shippers waiting out a backoff try at once, so

@@ -83,7 +83,7 @@ const HANDOFF_QUEUE: usize = 1024;
 pub struct TailerState {
     /// The first discovery pass has completed.
     pub ready: AtomicBool,
-    /// When the tailer last showed it is alive (a `crate::clock` reading, monotonic): every turn of its loop, every file it
+    /// When the tailer last showed it is alive (a `vocab::clock` reading, monotonic): every turn of its loop, every file it
     /// reads, and every wait on a full buffer or disk. `/health` calls it stalled when this
     /// stops moving.
     pub heartbeat_ms: std::sync::atomic::AtomicU64,
