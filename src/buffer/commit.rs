@@ -191,6 +191,7 @@ impl Buffer {
 
     /// Saves the ack cursor if it moved.
     pub fn save_cursor(&self) -> Result<(), Error> {
+        let _saving = self.saving.lock().unwrap_or_else(PoisonError::into_inner);
         let acked = {
             let st = self.state();
             let acked = st.acked();

@@ -313,6 +313,9 @@ pub struct Buffer {
     commit_ready: Condvar,
     /// Readers take batches one at a time, so batches are contiguous and in order.
     reading: Mutex<Reader>,
+    /// Held for a whole cursor save: the periodic save and the one at shutdown can overlap, and
+    /// an older cursor renamed over a newer one would send acknowledged records again.
+    saving: Mutex<()>,
     metrics: Arc<Metrics>,
 }
 

@@ -123,6 +123,7 @@ impl Buffer {
             commits: Mutex::new(Commits::default()),
             commit_ready: Condvar::new(),
             reading: Mutex::new(Reader::default()),
+            saving: Mutex::new(()),
             metrics,
         })
     }
