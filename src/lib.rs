@@ -10,6 +10,7 @@
 //! - [`observe`]: `/metrics`, `/health` and `/ready`, collecting the checks each component
 //!   implements, knowing none of them;
 //! - [`decode`]: CRI and docker json-file lines into records, joining split lines;
+//! - [`multiline`]: the lines of a stack trace into one record, per stream;
 //! - [`parse`]: the document — JSON messages merged in, `@timestamp`, `stream`, flags;
 //! - [`encode`]: each record as a `_bulk` item with its index and its deterministic id;
 //!   [`kube`]: which pod a file belongs to, and its metadata from the API server;
@@ -32,6 +33,7 @@ pub mod disk;
 pub mod encode;
 pub mod kube;
 pub mod metrics;
+pub mod multiline;
 pub mod observe;
 pub mod parse;
 pub mod sink;

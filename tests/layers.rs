@@ -21,6 +21,8 @@ const LAYERS: &[&[&str]] = &[
     // The endpoints: they collect what components report, and know none of them.
     &["observe"],
     &["decode"],
+    // After partial lines are joined, before JSON parsing.
+    &["multiline"],
     &["parse"],
     &["encode", "kube"],
     // The tailer hands records to an output it is given; the buffer reports durability

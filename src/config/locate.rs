@@ -28,22 +28,45 @@ pub(super) fn key_path_at(text: &str, section: &str, pos: usize) -> Option<Strin
     Some(path)
 }
 
-/// The span of `a.b`'s value, for validation problems that know only the key.
+/// The span of `a.b`'s value, for validation problems that know only the key; `a.list[2].b`
+/// reaches into an array of tables (`[[a.list]]`).
 pub(super) fn find_key_span(text: &str, dotted: &str) -> Option<Range<usize>> {
     let table = DeTable::parse(text).ok()?;
     let mut parts = dotted.split('.');
-    let first = parts.next()?;
+    let (first, index) = indexed(parts.next()?);
     let (_, mut value) = table
         .get_ref()
         .iter()
         .find(|(k, _)| k.get_ref().as_ref() == first)?;
+    value = element(value, index)?;
     for part in parts {
         let DeValue::Table(t) = value.get_ref() else {
             return None;
         };
-        (_, value) = t.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
+        let (name, index) = indexed(part);
+        (_, value) = t.iter().find(|(k, _)| k.get_ref().as_ref() == name)?;
+        value = element(value, index)?;
     }
     Some(value.span())
+}
+
+/// `custom[2]` → (`custom`, Some(2)); `custom` → (`custom`, None).
+fn indexed(part: &str) -> (&str, Option<usize>) {
+    match part.strip_suffix(']').and_then(|p| p.split_once('[')) {
+        Some((name, i)) => (name, i.parse().ok()),
+        None => (part, None),
+    }
+}
+
+fn element<'a>(
+    value: &'a toml::Spanned<DeValue<'a>>,
+    index: Option<usize>,
+) -> Option<&'a toml::Spanned<DeValue<'a>>> {
+    match (index, value.get_ref()) {
+        (None, _) => Some(value),
+        (Some(i), DeValue::Array(a)) => a.get(i),
+        (Some(_), _) => None,
+    }
 }
 
 pub(super) fn problem_at(

@@ -26,6 +26,7 @@ mod input;
 mod interpolate;
 mod kubernetes;
 mod locate;
+mod multiline;
 mod units;
 mod validate;
 
@@ -34,6 +35,7 @@ pub use buffer::{Buffer, OverflowAction};
 pub use elasticsearch::{Auth, Compression, Elasticsearch, Secret, Tls};
 pub use input::{Input, Parse, ReadFrom};
 pub use kubernetes::Kubernetes;
+pub use multiline::{BUILT_IN_RULES, CustomRule, Multiline};
 pub use units::{ByteSize, Span, parse_duration, parse_size};
 
 use interpolate::interpolate;
@@ -59,6 +61,7 @@ pub struct Config {
     pub elasticsearch: Elasticsearch,
     pub buffer: Buffer,
     pub kubernetes: Kubernetes,
+    pub multiline: Multiline,
     pub api: Api,
 }
 
@@ -72,6 +75,7 @@ impl Default for Config {
             elasticsearch: Elasticsearch::default(),
             buffer: Buffer::default(),
             kubernetes: Kubernetes::default(),
+            multiline: Multiline::default(),
             api: Api::default(),
         }
     }
@@ -183,12 +187,16 @@ impl Config {
                     &mut config.kubernetes,
                     section(text, name, value, &mut problems),
                 ),
+                "multiline" => set(
+                    &mut config.multiline,
+                    section(text, name, value, &mut problems),
+                ),
                 "api" => set(&mut config.api, section(text, name, value, &mut problems)),
                 _ => problems.push(problem_at(
                     text,
                     Some(key.span()),
                     section_key,
-                    "unknown key; expected one of data_dir, log_level, input, parse, elasticsearch, buffer, kubernetes, api",
+                    "unknown key; expected one of data_dir, log_level, input, parse, elasticsearch, buffer, kubernetes, multiline, api",
                 )),
             }
         }

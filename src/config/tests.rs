@@ -387,3 +387,48 @@ fn shipped_configs_are_valid() {
         }
     }
 }
+
+#[test]
+fn multiline_is_off_by_default_and_its_mistakes_are_located() {
+    let c = load("").unwrap();
+    assert!(!c.multiline.enabled(), "off unless rules are named");
+    assert_eq!(c.multiline.max_lines, 500);
+    assert_eq!(c.multiline.max_bytes, ByteSize(1 << 20));
+    assert_eq!(c.multiline.flush_timeout, Span(Duration::from_secs(1)));
+    let c = load("[multiline]\nrules = [\"auto\", \"stamped\"]\n[[multiline.custom]]\nname = \"stamped\"\nstart_pattern = '^\\d{4}-'\n").unwrap();
+    assert!(c.multiline.enabled());
+    let text = "[multiline]\nrules = [\"node\", \"ruby\"]\nmax_lines = 1\n\
+                [[multiline.custom]]\nname = \"ok\"\nstart_pattern = '^\\d{4}-'\n\
+                [[multiline.custom]]\nname = \"bad\"\nstart_pattern = '^(unclosed'\n";
+    let problems = load(text).unwrap_err();
+    let shown: Vec<String> = problems
+        .iter()
+        .map(|p| {
+            format!(
+                "{:?}:{:?} {}: {}",
+                p.line,
+                p.column,
+                p.key.as_deref().unwrap_or(""),
+                p.message
+            )
+        })
+        .collect();
+    let find = |key: &str| {
+        problems
+            .iter()
+            .find(|p| p.key.as_deref() == Some(key))
+            .unwrap_or_else(|| panic!("no problem for {key}: {shown:#?}"))
+    };
+    let rules = find("multiline.rules");
+    assert_eq!(rules.line, Some(2));
+    assert!(rules.message.contains("\"ruby\""), "{}", rules.message);
+    assert_eq!(find("multiline.max_lines").line, Some(3));
+    let bad = find("multiline.custom[1].start_pattern");
+    assert_eq!((bad.line, bad.column), (Some(9), Some(17)), "{shown:#?}");
+    assert!(
+        bad.message.contains("invalid regular expression"),
+        "{}",
+        bad.message
+    );
+    assert_eq!(problems.len(), 3, "{shown:#?}");
+}

@@ -9,7 +9,9 @@
 //! Each problem is a dotted key and a message; [`Config::from_toml`] locates the key in the
 //! text.
 
-use super::{Auth, Buffer, Config, Elasticsearch, Input, Kubernetes, Secret, Tls};
+use super::{
+    Auth, BUILT_IN_RULES, Buffer, Config, Elasticsearch, Input, Kubernetes, Multiline, Secret, Tls,
+};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,6 +35,7 @@ impl Config {
         log_level(&self.log_level, &mut found);
         kubernetes(&self.kubernetes, &mut found);
         buffer(&self.buffer, &mut found);
+        multiline(&self.multiline, &mut found);
         found.0
     }
 }
@@ -252,6 +255,63 @@ fn buffer(b: &Buffer, found: &mut Findings) {
 }
 
 /// `scheme://user:password@host` → `scheme://…@host`, for messages.
+/// Rule names that exist, patterns that compile, limits that let a trace through.
+fn multiline(m: &Multiline, found: &mut Findings) {
+    let mut names: Vec<&str> = BUILT_IN_RULES.to_vec();
+    names.push("auto");
+    for (i, c) in m.custom.iter().enumerate() {
+        let key = format!("multiline.custom[{i}]");
+        if c.name.is_empty() || names.contains(&c.name.as_str()) || c.name == "none" {
+            found.bad(
+                &format!("{key}.name"),
+                format!(
+                    "{:?} is empty, \"none\", or already the name of a rule",
+                    c.name
+                ),
+            );
+        }
+        names.push(&c.name);
+        for (field, pattern) in [
+            ("start_pattern", Some(&c.start_pattern)),
+            ("continue_pattern", c.continue_pattern.as_ref()),
+        ] {
+            if let Some(Err(e)) = pattern.map(|p| regex::Regex::new(p)) {
+                let first = e.to_string().lines().last().unwrap_or_default().to_owned();
+                found.bad(
+                    &format!("{key}.{field}"),
+                    format!("invalid regular expression: {first}"),
+                );
+            }
+        }
+    }
+    for r in &m.rules {
+        if !names.contains(&r.as_str()) {
+            found.bad(
+                "multiline.rules",
+                format!(
+                    "unknown rule {r:?}: use {} or a [[multiline.custom]] name",
+                    names.join(", ")
+                ),
+            );
+        }
+    }
+    if m.max_lines < 2 {
+        found.bad(
+            "multiline.max_lines",
+            "must be at least 2 (a header and a line of its trace)",
+        );
+    }
+    if m.max_bytes.0 < 1024 {
+        found.bad("multiline.max_bytes", "must be at least 1KiB");
+    }
+    if m.flush_timeout.0.is_zero() {
+        found.bad(
+            "multiline.flush_timeout",
+            "must be more than 0: it is how long a trace may pause",
+        );
+    }
+}
+
 fn redact_userinfo(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}…{}", &url[..s + 3], &url[at..]),

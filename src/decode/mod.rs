@@ -226,7 +226,7 @@ fn finish(p: Pending, stream: Stream, unterminated: bool) -> Record<'static> {
             malformed: false,
             unterminated,
             joined: p.pieces > 1,
-            time_inferred: false,
+            ..Flags::default()
         },
     }
 }

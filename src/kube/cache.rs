@@ -41,6 +41,8 @@ pub struct FileMeta {
     pub excluded: bool,
     /// JSON parsing for its lines (`logferry.io/parser: "none"` turns it off).
     pub parse_json: bool,
+    /// The pod's `logferry.io/multiline` annotation: the rules for its lines, when it says.
+    pub multiline: Option<Arc<str>>,
     /// Only what the path says: the pod is not (yet) known.
     pub partial: bool,
 }
@@ -146,6 +148,7 @@ impl Cache {
                 fields: r.json_fields_partial(),
                 excluded: false,
                 parse_json: true,
+                multiline: None,
                 partial: true,
             };
         };
@@ -167,6 +170,7 @@ impl Cache {
             fields: meta.json_fields(&r.container, ns.flatten().as_ref(), &self.opts),
             excluded: self.honour_exclude && meta.excluded(),
             parse_json: meta.parse_json(),
+            multiline: meta.multiline().map(Arc::from),
             partial: false,
         }
     }

@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 pub const EXCLUDE: &str = "logferry.io/exclude";
 /// Annotation: `"none"` turns JSON parsing off for the pod's logs.
 pub const PARSER: &str = "logferry.io/parser";
+/// Annotation: the multiline rules for the pod's containers (`"node"`, `"java,python"`,
+/// `"auto"`, `"none"`), overriding `[multiline] rules`.
+pub const MULTILINE: &str = "logferry.io/multiline";
 
 /// What the agent keeps of a pod: what documents need, nothing else — no managed fields, no
 /// spec, no conditions — so that a node's worth of pods costs little memory.
@@ -110,6 +113,11 @@ impl PodMeta {
     /// The pod asked for its logs not to be parsed as JSON.
     pub fn parse_json(&self) -> bool {
         self.annotations.get(PARSER).is_none_or(|v| v != "none")
+    }
+
+    /// The pod's own multiline rules, as its annotation names them.
+    pub fn multiline(&self) -> Option<&str> {
+        self.annotations.get(MULTILINE).map(String::as_str)
     }
 
     /// `,"kubernetes":{…},"docker":{…}` for `container`, as the tailer appends it to every

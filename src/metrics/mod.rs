@@ -90,6 +90,13 @@ pub struct Metrics {
     pub elasticsearch_hosts: Family<Labels, Gauge>,
     /// `GET _nodes/http` attempts that failed (sniffing keeps the hosts it knew).
     pub elasticsearch_sniff_failures: Counter,
+    /// Records joined from several lines by a multiline rule, and the lines in them.
+    pub multiline_records: Counter,
+    pub multiline_lines: Counter,
+    /// Multiline records split at `max_lines` or `max_bytes`.
+    pub multiline_splits: Counter,
+    /// Multiline records handed on because they stopped growing for `flush_timeout`.
+    pub multiline_timeouts: Counter,
 }
 
 impl Metrics {
@@ -145,6 +152,10 @@ impl Metrics {
             api_connections_refused: Counter::default(),
             elasticsearch_hosts: Family::default(),
             elasticsearch_sniff_failures: Counter::default(),
+            multiline_records: Counter::default(),
+            multiline_lines: Counter::default(),
+            multiline_splits: Counter::default(),
+            multiline_timeouts: Counter::default(),
             registry: Registry::default(),
             process: process::Process::default(),
         }
@@ -195,6 +206,10 @@ impl Metrics {
             "api_connections_refused", "Connections to /metrics, /health and /ready closed at once because too many were open", m.api_connections_refused;
             "elasticsearch_hosts", "Elasticsearch hosts by state: alive (taking requests) or set_aside (failed, retried after a backoff)", m.elasticsearch_hosts;
             "elasticsearch_sniff_failures", "Failed GET _nodes/http attempts (sniffing keeps the hosts it knew)", m.elasticsearch_sniff_failures;
+            "multiline_records", "Records joined from several lines by a multiline rule (a stack trace)", m.multiline_records;
+            "multiline_lines", "Lines joined into multiline records", m.multiline_lines;
+            "multiline_splits", "Multiline records split at multiline.max_lines or max_bytes (the later parts are flagged multiline_split)", m.multiline_splits;
+            "multiline_timeouts", "Multiline records handed on because they stopped growing for multiline.flush_timeout", m.multiline_timeouts;
         }
     }
 

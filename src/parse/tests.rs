@@ -265,6 +265,29 @@ fn invalid_utf8_is_replaced_and_flagged() {
 }
 
 #[test]
+fn a_joined_trace_says_how_many_lines_it_holds_and_whether_it_is_a_later_part() {
+    let flags = Flags {
+        multiline_lines: 12,
+        multiline_split: true,
+        ..Flags::default()
+    };
+    let (v, _) = doc(defaults(), b"Error: x\n    at f", flags);
+    assert_eq!(
+        v["logferry"],
+        json!({"multiline_lines": 12, "multiline_split": true})
+    );
+    let (v, _) = doc(
+        defaults(),
+        b"x",
+        Flags {
+            multiline_lines: 1,
+            ..Flags::default()
+        },
+    );
+    assert!(v.get("logferry").is_none(), "one line is no join: {v}");
+}
+
+#[test]
 fn flags_are_written() {
     let flags = Flags {
         truncated: true,
@@ -272,6 +295,7 @@ fn flags_are_written() {
         unterminated: true,
         joined: true,
         time_inferred: false,
+        ..Flags::default()
     };
     let (v, _) = doc(defaults(), b"x", flags);
     assert_eq!(

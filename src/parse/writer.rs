@@ -147,17 +147,31 @@ impl DocumentWriter {
 
 /// The `logferry` object: what the agent did to the line, only when it did something.
 fn write_flags(out: &mut Vec<u8>, f: Flags, outcome: Outcome) {
-    if !(f.truncated || f.malformed || f.unterminated || f.time_inferred || outcome.invalid_utf8) {
+    let joined = f.multiline_lines > 1;
+    if !(f.truncated
+        || f.malformed
+        || f.unterminated
+        || f.time_inferred
+        || outcome.invalid_utf8
+        || joined
+        || f.multiline_split)
+    {
         return;
     }
     out.extend_from_slice(b",\"logferry\":{");
     let mut first = true;
+    if joined {
+        out.extend_from_slice(b"\"multiline_lines\":");
+        out.extend_from_slice(f.multiline_lines.to_string().as_bytes());
+        first = false;
+    }
     for (set, name) in [
         (f.truncated, "truncated"),
         (outcome.invalid_utf8, "invalid_utf8"),
         (f.malformed, "malformed"),
         (f.unterminated, "unterminated"),
         (f.time_inferred, "time_inferred"),
+        (f.multiline_split, "multiline_split"),
     ] {
         if set {
             if !first {

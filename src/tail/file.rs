@@ -4,6 +4,8 @@ use super::{FileKey, Outlet};
 use crate::decode::Decoder;
 use crate::kube::PodRef;
 use crate::kube::cache::FileMeta;
+use crate::multiline::Joiner;
+use crate::vocab::Record;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -71,6 +73,8 @@ pub struct Tracked {
     /// skipped up to its newline.
     pub discarding: bool,
     pub decoder: Decoder,
+    /// Joins stack traces into one record, when multiline is on for this file's pod.
+    pub joiner: Option<Joiner>,
     /// What the path says about the pod, for looking it up in the Kubernetes cache.
     pub pod: Option<PodRef>,
     /// The document fields for this file's pod, and what its annotations ask for.
@@ -105,6 +109,7 @@ impl Tracked {
             fields: pod.as_ref().map(PodRef::json_fields).unwrap_or_default(),
             excluded: false,
             parse_json: true,
+            multiline: None,
             partial: false,
         };
         Tracked {
@@ -117,6 +122,7 @@ impl Tracked {
             carry: Vec::new(),
             discarding: false,
             decoder: Decoder::new(max_message),
+            joiner: None,
             pod,
             meta,
             meta_generation: 0,
@@ -127,10 +133,14 @@ impl Tracked {
     }
 
     /// Everything before this offset has been handed on whole: a restart may resume here.
+    /// Neither half a record (a partial line) nor a line held in a multiline record is behind
+    /// it.
     pub fn safe_offset(&self) -> u64 {
-        self.decoder
-            .pending_offset()
-            .map_or(self.line_start, |p| p.min(self.line_start))
+        let held = self.joiner.as_ref().and_then(Joiner::held_offset);
+        [self.decoder.pending_offset(), held]
+            .into_iter()
+            .flatten()
+            .fold(self.line_start, u64::min)
     }
 
     /// Reads and emits whole lines until the end of the file or until about `budget` bytes.
@@ -213,7 +223,7 @@ impl Tracked {
         let before = self.safe_offset();
         if let Some(mut rec) = self.decoder.decode(line, self.line_start) {
             rec.flags.truncated |= cut;
-            out.emit(&self.key, &rec, &self.meta, before);
+            hand_on(&mut self.joiner, (&self.key, &self.meta), rec, before, out);
         }
     }
 
@@ -224,7 +234,13 @@ impl Tracked {
     /// with other files, or waited for the buffer), and a record is only given up on when its
     /// file holds nothing more.
     pub fn flush_expired(&mut self, now: Instant, timeout: Duration, out: &mut Outlet) {
-        if self.decoder.expiry(timeout).is_none_or(|at| at > now) {
+        let joined = self.joiner.as_ref().and_then(Joiner::expiry);
+        if [self.decoder.expiry(timeout), joined]
+            .into_iter()
+            .flatten()
+            .min()
+            .is_none_or(|at| at > now)
+        {
             return;
         }
         // A failed stat says nothing about the file's end: wait for a read to settle it.
@@ -237,7 +253,11 @@ impl Tracked {
         }
         let before = self.safe_offset();
         for rec in self.decoder.flush_expired(now, timeout) {
-            out.emit(&self.key, &rec, &self.meta, before);
+            hand_on(&mut self.joiner, (&self.key, &self.meta), rec, before, out);
+        }
+        if let Some(j) = &mut self.joiner {
+            let (key, meta) = (&self.key, &self.meta);
+            j.flush_expired(now, &mut |r| out.emit(key, r, meta, before));
         }
         out.advance(self.key, self.safe_offset());
     }
@@ -252,17 +272,44 @@ impl Tracked {
             out.metrics.lines_read.inc();
             if let Some(mut rec) = self.decoder.decode(&carry, self.line_start) {
                 rec.flags.unterminated = true;
-                out.emit(&self.key, &rec, &self.meta, before);
+                hand_on(&mut self.joiner, (&self.key, &self.meta), rec, before, out);
             }
         }
         for mut rec in self.decoder.finish() {
             rec.flags.unterminated = true;
-            out.emit(&self.key, &rec, &self.meta, before);
+            hand_on(&mut self.joiner, (&self.key, &self.meta), rec, before, out);
         }
+        self.finish_joining(before, out);
         self.carry.clear();
         self.discarding = false;
         self.line_start = self.read_pos;
         out.advance(self.key, self.read_pos);
         self.read_pos
+    }
+}
+
+impl Tracked {
+    /// Hands on whatever the joiner holds, as complete records (the file is let go, or its
+    /// pod's rules changed).
+    pub fn finish_joining(&mut self, before: u64, out: &mut Outlet) {
+        if let Some(j) = &mut self.joiner {
+            let (key, meta) = (&self.key, &self.meta);
+            j.finish(&mut |r| out.emit(key, r, meta, before));
+        }
+    }
+}
+
+/// Hands a decoded record on: through the joiner when multiline is on, straight out otherwise.
+/// `before` is the file's safe offset before the record (see [`Outlet::emit`]).
+fn hand_on(
+    joiner: &mut Option<Joiner>,
+    (key, meta): (&FileKey, &FileMeta),
+    rec: Record<'_>,
+    before: u64,
+    out: &mut Outlet,
+) {
+    match joiner {
+        None => out.emit(key, &rec, meta, before),
+        Some(j) => j.push(rec, &mut |r| out.emit(key, r, meta, before)),
     }
 }

@@ -34,6 +34,7 @@ mod file;
 mod globs;
 mod handoff;
 mod health;
+mod joining;
 mod output;
 mod parked;
 mod rotated;
@@ -50,6 +51,7 @@ use budget::Descriptors;
 use discover::Discoverer;
 use file::{ReadOutcome, Tracked, identify};
 use handoff::{Handoff, Opened, Returned, Shared, lock, make_watcher};
+use joining::Joining;
 use output::Outlet;
 use parked::Parked;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -131,6 +133,8 @@ pub struct Tailer {
     discoverer: Option<Discoverer>,
     /// Paths whose read failure was already logged, so it is logged once.
     reported: HashSet<PathBuf>,
+    /// The multiline rules each file is joined by.
+    joining: Joining,
 }
 
 impl Tailer {
@@ -157,6 +161,10 @@ impl Tailer {
     ) -> Tailer {
         let state = out.state.clone();
         state.beat();
+        let joining = Joining::new(
+            &cfg.multiline,
+            crate::multiline::Counters::new(&out.metrics),
+        );
         let (events_tx, events) = sync_channel(EVENT_QUEUE);
         let (handoff_tx, handoffs) = sync_channel(HANDOFF_QUEUE);
         let missed_writes = Arc::new(AtomicBool::new(false));
@@ -212,6 +220,7 @@ impl Tailer {
             shared,
             discoverer: Some(discoverer),
             reported: HashSet::new(),
+            joining,
         }
     }
 
@@ -376,6 +385,7 @@ impl Tailer {
             self.cfg.max_line_bytes.as_usize(),
         );
         t.draining = o.draining;
+        self.joining.apply(&mut t, &mut self.out);
         self.by_real.insert(t.real.clone(), key);
         self.dirty.insert(key);
         self.files.insert(key, t);
@@ -426,13 +436,14 @@ impl Tailer {
             let Some(t) = self.files.get_mut(&key) else {
                 continue;
             };
-            if let Some(cache) = &self.out.kube
+            if let Some(cache) = self.out.kube.clone()
                 && let Some(pod) = &t.pod
             {
                 let generation = cache.generation();
                 if t.meta_generation != generation {
                     t.meta = cache.lookup(pod);
                     t.meta_generation = generation;
+                    self.joining.apply(t, &mut self.out);
                 }
                 // A pod the cache does not know yet is likely just created, and before the
                 // first lists are in nothing is known: lines wait a little for metadata,

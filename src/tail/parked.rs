@@ -246,6 +246,7 @@ impl Tailer {
         t.meta = p.meta;
         t.meta_generation = p.meta_generation;
         t.draining = draining;
+        self.joining.apply(&mut t, &mut self.out);
         if draining {
             t.path = p.path;
         }

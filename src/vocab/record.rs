@@ -41,6 +41,12 @@ pub struct Flags {
     /// `@timestamp` is not the line's own (it had none that parses): set by the encoder, which
     /// gives such a record a replay-stable time.
     pub time_inferred: bool,
+    /// Lines joined into this record by a multiline rule (a stack trace); 0 for a record that
+    /// is one line.
+    pub multiline_lines: u32,
+    /// A later part of a multiline record that was split at `max_lines` or `max_bytes`, or
+    /// the rest of a trace whose head was in the file before a rotation.
+    pub multiline_split: bool,
 }
 
 /// One logical log record: a whole message with its runtime metadata.

@@ -1,0 +1,82 @@
+//! Which multiline rules each file's lines are joined by: `[multiline]` for every container,
+//! unless its pod's `logferry.io/multiline` annotation names others (or `none`).
+
+use super::Outlet;
+use super::file::Tracked;
+use crate::config;
+use crate::kube::cache::FileMeta;
+use crate::multiline::{Counters, Joiner, Limits, RuleSet};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Distinct annotation values remembered; pods choose them, so the map is bounded.
+const REMEMBERED: usize = 64;
+
+pub(super) struct Joining {
+    /// `[multiline] rules`, or `None` when off.
+    default: Option<Arc<RuleSet>>,
+    custom: Vec<config::CustomRule>,
+    limits: Limits,
+    counters: Counters,
+    /// Annotation value → its rules (`None`: joining off for the pod).
+    by_annotation: HashMap<Arc<str>, Option<Arc<RuleSet>>>,
+}
+
+impl Joining {
+    pub(super) fn new(cfg: &config::Multiline, counters: Counters) -> Joining {
+        // Validation has checked every name; a failure here would be a bug, not a config.
+        let default = RuleSet::new(&cfg.rules, &cfg.custom)
+            .ok()
+            .filter(|r| !r.is_empty())
+            .map(Arc::new);
+        Joining {
+            default,
+            custom: cfg.custom.clone(),
+            limits: Limits::from_config(cfg),
+            counters,
+            by_annotation: HashMap::new(),
+        }
+    }
+
+    fn rules_for(&mut self, meta: &FileMeta) -> Option<Arc<RuleSet>> {
+        let Some(value) = &meta.multiline else {
+            return self.default.clone();
+        };
+        if let Some(rules) = self.by_annotation.get(value) {
+            return rules.clone();
+        }
+        let names: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).collect();
+        let rules = match RuleSet::new(&names, &self.custom) {
+            _ if value.trim() == "none" => None,
+            Ok(r) => Some(Arc::new(r)).filter(|r| !r.is_empty()),
+            Err(e) => {
+                tracing::warn!(annotation = crate::kube::metadata::MULTILINE, value = %value, error = %e, "a pod names multiline rules that do not exist; its lines are joined by [multiline] rules");
+                self.default.clone()
+            }
+        };
+        if self.by_annotation.len() >= REMEMBERED {
+            self.by_annotation.clear();
+        }
+        self.by_annotation.insert(value.clone(), rules.clone());
+        rules
+    }
+
+    /// Gives `t` the joiner its pod's metadata asks for. A joiner whose rules change hands on
+    /// what it holds first, as complete records: nothing held is lost.
+    pub(super) fn apply(&mut self, t: &mut Tracked, out: &mut Outlet) {
+        let rules = self.rules_for(&t.meta);
+        let current = t.joiner.as_ref().map(Joiner::rules);
+        let same = match (&rules, current) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        let before = t.safe_offset();
+        t.finish_joining(before, out);
+        t.joiner =
+            rules.map(|r| Joiner::new(r, self.limits, self.counters.clone(), t.read_pos == 0));
+    }
+}
