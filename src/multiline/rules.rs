@@ -223,9 +223,10 @@ impl Spec {
 
 use Step::{Join, Tentative};
 
-/// V8's header: `Error: …`, `TypeError: …`, `Error [ERR_X]: …`, `Uncaught Error …`, `Error`.
-const NODE_HEADER: &str =
-    r"^(?:Uncaught )?(?:[A-Z][A-Za-z0-9_$]*)?(?:Error|Exception)(?: \[[^\]]+\])?(?::|$)";
+/// V8's header: `Error: …`, `TypeError: …`, `Error [ERR_X]: …`, `Uncaught Error …`, `Error`,
+/// and the bracketed form of an error printed with its properties (`[AggregateError: …] {`,
+/// `[UnhandledPromiseRejection: …] {`).
+const NODE_HEADER: &str = r"^\[?(?:Uncaught )?(?:[A-Z][A-Za-z0-9_$]*)?(?:Error|Exception|Rejection)(?: \[[^\]]+\])?(?::|\]|$)";
 /// The first line Node prints for an uncaught exception: where it was thrown.
 const NODE_PRELUDE: &str = r"^(?:(?:/|file://|[A-Za-z]:\\)\S*\.[cm]?[jt]sx?|node:\S+):\d+$";
 
@@ -252,6 +253,8 @@ const NODE: Spec = Spec {
                 (r"^\s+\S", Join, "frames"),
                 // The end of the properties block (`}`, `]`).
                 (r"^\s*[}\]][,;]?\s*$", Join, "frames"),
+                // An unhandled 'error' event says where it was emitted, with frames of its own.
+                (r"^Emitted '[^']+' event on .* at:$", Join, "frames"),
                 (r"^$", Tentative, "trailer"),
             ],
         ),
@@ -272,7 +275,9 @@ const JAVA: Spec = Spec {
     states: &[(
         "frames",
         &[
-            (r"^\s+at ", Join, "frames"),
+            // `\tat …`, `\t... N more`, `\tSuppressed: …`, and the further lines of a message
+            // (PostgreSQL's `  Detail: …`): all indented.
+            (r"^\s+\S", Join, "frames"),
             (
                 r"^\s*\.\.\. \d+ (?:more|common frames omitted)",
                 Join,
@@ -327,7 +332,12 @@ const GO: Spec = Spec {
     starts: &[
         (r"^panic: ", Join, "dump"),
         (r"^fatal error: ", Join, "dump"),
-        (r"^http: panic serving ", Join, "dump"),
+        // net/http logs it through the standard logger: with its date and time, by default.
+        (
+            r"^(?:\d{4}/\d\d/\d\d \d\d:\d\d:\d\d(?:\.\d+)? )?http: panic serving ",
+            Join,
+            "dump",
+        ),
     ],
     resumes: &[
         (r"^goroutine \d+ \[.*\]:$", Join, "dump"),

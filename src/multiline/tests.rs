@@ -240,6 +240,7 @@ fn a_custom_rule_joins_every_line_until_the_next_start() {
 fn every_fixture_trace_is_joined_as_expected() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/multiline");
     let mut cases = 0;
+    let mut wrong = Vec::new();
     for dir in std::fs::read_dir(&root).unwrap() {
         let dir = dir.unwrap().path();
         let rule = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -266,19 +267,29 @@ fn every_fixture_trace_is_joined_as_expected() {
                 .map(|l| l.trim().parse().unwrap())
                 .collect();
             let got = group_sizes(&[rules.as_str()], &lines);
-            assert_eq!(got, expected, "{}", log.display());
-            // `auto` finds the same records as the language's own rule.
-            if rule != "mixed" {
-                assert_eq!(
-                    group_sizes(&["auto"], &lines),
-                    expected,
-                    "auto: {}",
+            if got != expected {
+                wrong.push(format!(
+                    "{}:\n  got      {got:?}\n  expected {expected:?}",
                     log.display()
-                );
+                ));
+            }
+            // `auto` finds the same records as the language's own rule.
+            let auto = group_sizes(&["auto"], &lines);
+            if rule != "mixed" && auto != expected {
+                wrong.push(format!(
+                    "{} (auto):\n  got      {auto:?}\n  expected {expected:?}",
+                    log.display()
+                ));
             }
             cases += 1;
         }
     }
+    assert!(
+        wrong.is_empty(),
+        "{} fixtures joined wrongly:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
     assert!(
         cases >= 20,
         "only {cases} fixtures found under {}",
