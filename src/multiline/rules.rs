@@ -188,10 +188,13 @@ fn custom_rule(c: &CustomRule) -> Result<Rule, String> {
 /// resolved once, when the rules are first used.
 struct Spec {
     name: &'static str,
-    starts: &'static [(&'static str, Step, &'static str)],
-    resumes: &'static [(&'static str, Step, &'static str)],
-    states: &'static [(&'static str, &'static [(&'static str, Step, &'static str)])],
+    starts: &'static [Edge],
+    resumes: &'static [Edge],
+    states: &'static [(&'static str, &'static [Edge])],
 }
+
+/// (pattern, step, the next state's name).
+type Edge = (&'static str, Step, &'static str);
 
 impl Spec {
     fn build(&self) -> Rule {
