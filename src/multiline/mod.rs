@@ -194,7 +194,16 @@ impl Joiner {
         };
         let s = stream.index();
         let fresh = std::mem::replace(&mut self.fresh[s], false);
-        let text = std::str::from_utf8(&rec.message).unwrap_or("");
+        if rec.message.first() == Some(&b'{') {
+            // A JSON line (most lines, on this platform) is never part of a trace: it ends the
+            // one in the making without a pattern being tried.
+            self.close(stream, emit);
+            emit(&rec);
+            return;
+        }
+        // Invalid UTF-8 is matched as what it shows, never as an empty line.
+        let text = String::from_utf8_lossy(&rec.message);
+        let text = text.as_ref();
         if let Some(g) = &self.open[s]
             && let Some(m) = self.rules.continues(g.rule, g.state, text)
         {
