@@ -190,6 +190,41 @@ pub fn generate(root: &Path, lines_per_file: u64) -> anyhow::Result<Generated> {
     })
 }
 
+/// What Node 20 writes to stderr when a request handler throws and nothing catches it: ten
+/// lines that the agent's `node` multiline rule ships as one document.
+pub const NODE_CRASH: &[&str] = &[
+    "/app/src/routes/checkout.js:57",
+    "    throw new Error(`payment provider answered ${res.status}`);",
+    "    ^",
+    "",
+    "Error: payment provider answered 502",
+    "    at chargeCard (/app/src/routes/checkout.js:57:11)",
+    "    at async checkout (/app/src/routes/checkout.js:31:5)",
+    "    at async Server.handle (/app/src/server.js:42:7)",
+    "",
+    "Node.js v20.20.2",
+];
+
+/// A fifth pod whose process crashes once: JSON lines around a Node stack trace on stderr.
+/// Returns the records it wrote (the trace is one).
+pub fn crash(root: &Path) -> anyhow::Result<u64> {
+    let mut w = LogWriter::create(
+        root,
+        "shop",
+        "checkout-web-6c9d8f7b4-q2w3e",
+        "web",
+        Format::Cri,
+    )?;
+    for seq in 0..3 {
+        w.json_line(seq)?;
+    }
+    for line in NODE_CRASH {
+        w.write_pieces("stderr", &[line])?;
+    }
+    w.line("checkout-web listening on :8080")?;
+    Ok(5)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

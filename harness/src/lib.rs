@@ -16,6 +16,6 @@ pub mod container_log;
 pub mod http;
 pub mod osmem;
 
-pub use container_log::{Format, Generated, LogWriter, generate};
+pub use container_log::{Format, Generated, LogWriter, NODE_CRASH, crash, generate};
 pub use http::{http, http_json};
 pub use osmem::Osmem;

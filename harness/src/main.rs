@@ -8,7 +8,7 @@
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use logferry_harness::{Generated, Osmem, generate, http_json};
+use logferry_harness::{Generated, Osmem, crash, generate, http_json};
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::json;
 use std::fs;
@@ -74,7 +74,9 @@ fn run(agent_bin: &Path, lines_per_file: u64) -> anyhow::Result<()> {
     let es = Osmem::start(true)?;
     let dir = tempfile_dir()?;
     let logs = dir.join("var-log");
-    let generated = generate(&logs, lines_per_file)?;
+    let mut generated = generate(&logs, lines_per_file)?;
+    generated.records += crash(&logs)?;
+    generated.files += 1;
     let config_path = write_config(&dir, &logs, &es.url)?;
     println!("osmem-server (OpenSearch-compatible) at {}", es.url);
     println!(
@@ -102,12 +104,12 @@ fn run(agent_bin: &Path, lines_per_file: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The demo's config: everything default but where the files are, where the server is, and an
-/// API port nobody else holds.
+/// The demo's config: everything default but where the files are, where the server is, an API
+/// port nobody else holds, and multiline joining for the Node services' stack traces.
 fn write_config(dir: &Path, logs: &Path, es_url: &str) -> anyhow::Result<PathBuf> {
     let config_path = dir.join("logferry.toml");
     let config_text = format!(
-        "data_dir = {:?}\n[input]\ninclude = [{:?}]\n[elasticsearch]\nhosts = [{:?}]\n[api]\nlisten = \"127.0.0.1:0\"\n",
+        "data_dir = {:?}\n[input]\ninclude = [{:?}]\n[elasticsearch]\nhosts = [{:?}]\n[multiline]\nrules = [\"node\"]\n[api]\nlisten = \"127.0.0.1:0\"\n",
         dir.join("data").display().to_string(),
         logs.join("containers/*.log").display().to_string(),
         es_url,
@@ -167,6 +169,19 @@ fn print_report(es: &Osmem) -> anyhow::Result<()> {
             "\na record joined from three partial lines:\n{}",
             serde_json::to_string_pretty(&hit["_source"])?
         );
+    }
+    let trace = http_json(
+        "POST",
+        &format!("{}/logs-*/_search", es.url),
+        Some(&json!({"size": 1, "query": {"exists": {"field": "logferry.multiline_lines"}}})),
+    )?;
+    match trace["hits"]["hits"].get(0) {
+        Some(hit) => println!(
+            "\na Node crash, {} lines on stderr, as one document ([multiline] rules = [\"node\"]):\n{}",
+            hit["_source"]["logferry"]["multiline_lines"],
+            serde_json::to_string_pretty(&hit["_source"])?
+        ),
+        None => anyhow::bail!("the stack trace was not indexed as one document"),
     }
     Ok(())
 }
