@@ -24,49 +24,7 @@ impl IndexPattern {
     /// (`%b`, `%Z` or `%c` give upper case, `%n` and `%t` a newline or a tab, `%e` a space, `%s`
     /// and `%f` an index per record). The error names the item or character at fault.
     pub fn new(pattern: &str) -> Result<IndexPattern, String> {
-        /// Items that give ASCII digits (and `-` for `%F`), whatever the time: a conservative
-        /// list, because an index name that is refused stops shipping for good.
-        const ALLOWED: &str = "YCyGgmdjVUWuwHMF";
-        const SHOWN: &str = "%Y %C %y %G %g %m %d %j %V %U %W %u %w %H %M %F";
-        /// Elasticsearch refuses these in index names (`:` since 7.0); `"` and `\` would also
-        /// end or escape the JSON string of the action line.
-        const REFUSED: &[char] = &['\\', '/', '*', '?', '"', '<', '>', '|', ' ', ',', '#', ':'];
-        let mut chars = pattern.chars();
-        while let Some(c) = chars.next() {
-            if c != '%' {
-                if c.is_uppercase() || c.is_control() || c.is_whitespace() || REFUSED.contains(&c) {
-                    return Err(format!(
-                        "{pattern:?}: {c:?} is not allowed in an index name (no upper case, \
-                         whitespace, control characters or any of \\ / * ? \" < > | , # :)"
-                    ));
-                }
-                continue;
-            }
-            // chrono's padding modifiers: `-` (none) and `0` (zeros) keep digits only; `_` pads
-            // with spaces.
-            let mut item = String::from('%');
-            let mut spec = chars.next();
-            while let Some(m @ ('-' | '0')) = spec {
-                item.push(m);
-                spec = chars.next();
-            }
-            let Some(spec) = spec else {
-                return Err(format!("{pattern:?} ends with an unfinished strftime item"));
-            };
-            item.push(spec);
-            if matches!(spec, 's' | 'f' | '.' | 'S' | '3' | '6' | '9') {
-                return Err(format!(
-                    "{pattern:?}: {item} would create an index per second or per record"
-                ));
-            }
-            if !ALLOWED.contains(spec) {
-                return Err(format!(
-                    "{pattern:?}: the strftime item {item} can give characters an index name \
-                     cannot hold (upper case, spaces, newlines, tabs, punctuation) or is not \
-                     supported; use only {SHOWN}"
-                ));
-            }
-        }
+        check_characters(pattern)?;
         let items: Vec<Item> = StrftimeItems::new(pattern).collect();
         if items.iter().any(|i| matches!(i, Item::Error)) {
             return Err(format!("{pattern:?} has an invalid strftime item"));
@@ -126,6 +84,54 @@ impl IndexPattern {
         }
         self.cache.as_ref().map(|(_, _, name)| name.as_str())
     }
+}
+
+/// The literal text and each strftime item of `pattern`: see [`IndexPattern::new`].
+fn check_characters(pattern: &str) -> Result<(), String> {
+    /// Items that give ASCII digits (and `-` for `%F`), whatever the time: a conservative
+    /// list, because an index name that is refused stops shipping for good.
+    const ALLOWED: &str = "YCyGgmdjVUWuwHMF";
+    const SHOWN: &str = "%Y %C %y %G %g %m %d %j %V %U %W %u %w %H %M %F";
+    /// Elasticsearch refuses these in index names (`:` since 7.0); `"` and `\` would also
+    /// end or escape the JSON string of the action line.
+    const REFUSED: &[char] = &['\\', '/', '*', '?', '"', '<', '>', '|', ' ', ',', '#', ':'];
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            if c.is_uppercase() || c.is_control() || c.is_whitespace() || REFUSED.contains(&c) {
+                return Err(format!(
+                    "{pattern:?}: {c:?} is not allowed in an index name (no upper case, \
+                         whitespace, control characters or any of \\ / * ? \" < > | , # :)"
+                ));
+            }
+            continue;
+        }
+        // chrono's padding modifiers: `-` (none) and `0` (zeros) keep digits only; `_` pads
+        // with spaces.
+        let mut item = String::from('%');
+        let mut spec = chars.next();
+        while let Some(m @ ('-' | '0')) = spec {
+            item.push(m);
+            spec = chars.next();
+        }
+        let Some(spec) = spec else {
+            return Err(format!("{pattern:?} ends with an unfinished strftime item"));
+        };
+        item.push(spec);
+        if matches!(spec, 's' | 'f' | '.' | 'S' | '3' | '6' | '9') {
+            return Err(format!(
+                "{pattern:?}: {item} would create an index per second or per record"
+            ));
+        }
+        if !ALLOWED.contains(spec) {
+            return Err(format!(
+                "{pattern:?}: the strftime item {item} can give characters an index name \
+                     cannot hold (upper case, spaces, newlines, tabs, punctuation) or is not \
+                     supported; use only {SHOWN}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Splits an RFC 3339 time into the part up to whole seconds and its zone, leaving out the
