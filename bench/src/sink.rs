@@ -433,4 +433,25 @@ mod tests {
         );
         assert!(bulk_response(&st, b"not json\n{}\n", false, true).is_err());
     }
+
+    #[test]
+    fn counts_each_accepted_joined_document_once_and_flags_a_text_short_of_its_lines() {
+        let st = State::default();
+        let body = concat!(
+            "{\"create\":{\"_index\":\"logs\",\"_id\":\"1a\"}}\n",
+            "{\"log\":\"Error: x\\n    at a (/app/a.js:1:1)\\n    at b (/app/b.js:2:2)\",\"logferry\":{\"multiline_lines\":3}}\n",
+            "{\"create\":{\"_index\":\"logs\",\"_id\":\"1a\"}}\n",
+            "{\"log\":\"Error: x\\n    at a (/app/a.js:1:1)\\n    at b (/app/b.js:2:2)\",\"logferry\":{\"multiline_lines\":3}}\n",
+            "{\"create\":{\"_index\":\"logs\",\"_id\":\"1b\"}}\n",
+            "{\"log\":\"    at c (/app/c.js:3:3)\",\"logferry\":{\"multiline_lines\":2,\"multiline_split\":true}}\n",
+            "{\"create\":{\"_index\":\"logs\",\"_id\":\"1c\"}}\n",
+            "{\"log\":\"plain\",\"logferry\":{\"time_inferred\":true}}\n",
+        );
+        bulk_response(&st, body.as_bytes(), false, true).unwrap();
+        assert_eq!(st.accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(st.joined_documents.load(Ordering::SeqCst), 2);
+        assert_eq!(st.joined_lines.load(Ordering::SeqCst), 5);
+        assert_eq!(st.split_documents.load(Ordering::SeqCst), 1);
+        assert_eq!(st.joined_miscounted.load(Ordering::SeqCst), 1);
+    }
 }
