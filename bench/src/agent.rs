@@ -27,6 +27,17 @@ pub struct Usage {
 
 impl Agent {
     pub fn start(bin: &Path, work: &Path, sink: SocketAddr) -> anyhow::Result<Agent> {
+        Agent::start_with(bin, work, sink, "")
+    }
+
+    /// Like [`Agent::start`], with `extra` appended to the config: the sections a scenario
+    /// turns on (the defaults stay as they are for everything else).
+    pub fn start_with(
+        bin: &Path,
+        work: &Path,
+        sink: SocketAddr,
+        extra: &str,
+    ) -> anyhow::Result<Agent> {
         let api = {
             let l = TcpListener::bind("127.0.0.1:0")?;
             l.local_addr()?
@@ -36,7 +47,7 @@ impl Agent {
             &config,
             format!(
                 "data_dir = {data:?}\nlog_level = \"warn\"\n\n[input]\ninclude = [{logs:?}]\n\n\
-                 [elasticsearch]\nhosts = [\"http://{sink}\"]\n\n[api]\nlisten = \"{api}\"\n",
+                 [elasticsearch]\nhosts = [\"http://{sink}\"]\n\n[api]\nlisten = \"{api}\"\n{extra}",
                 data = work.join("data").display().to_string(),
                 logs = work.join("containers/*.log").display().to_string(),
             ),

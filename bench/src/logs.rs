@@ -16,6 +16,22 @@ pub enum Format {
     Docker,
 }
 
+/// The container's output a line was written to; the runtime keeps both in one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
 /// Writes one container's log. Every line is one record for the agent; a split line is several
 /// physical lines but one record.
 pub struct Writer {
@@ -127,7 +143,16 @@ impl Writer {
                 self.pod,
             );
         }
-        self.write_message(now)?;
+        self.write_message(now, Stream::Stdout)?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Writes `text` as one line on `stream` (a line of a stack trace on stderr, say).
+    pub fn line(&mut self, now: DateTime<Utc>, stream: Stream, text: &str) -> std::io::Result<()> {
+        self.message.clear();
+        self.message.push_str(text);
+        self.write_message(now, stream)?;
         self.records += 1;
         Ok(())
     }
@@ -149,12 +174,12 @@ impl Writer {
             let _ = write!(m, r#","k{k:05}":{}"#, (k as u64 + self.seq) % 10);
         }
         m.push('}');
-        self.write_message(now)?;
+        self.write_message(now, Stream::Stdout)?;
         self.records += 1;
         Ok(())
     }
 
-    fn write_message(&mut self, now: DateTime<Utc>) -> std::io::Result<()> {
+    fn write_message(&mut self, now: DateTime<Utc>, stream: Stream) -> std::io::Result<()> {
         let time = now.to_rfc3339_opts(SecondsFormat::Nanos, true);
         let bytes = self.message.as_bytes();
         let mut parts = bytes.chunks(PART).peekable();
@@ -164,8 +189,10 @@ impl Writer {
             match self.format {
                 Format::Cri => {
                     self.line.extend_from_slice(time.as_bytes());
+                    self.line.push(b' ');
+                    self.line.extend_from_slice(stream.name().as_bytes());
                     self.line
-                        .extend_from_slice(if last { b" stdout F " } else { b" stdout P " });
+                        .extend_from_slice(if last { b" F " } else { b" P " });
                     self.line.extend_from_slice(part);
                     self.line.push(b'\n');
                 }
@@ -176,8 +203,9 @@ impl Writer {
                     }
                     self.line.extend_from_slice(b"{\"log\":");
                     serde_json::to_writer(&mut self.line, &log)?;
-                    self.line
-                        .extend_from_slice(b",\"stream\":\"stdout\",\"time\":\"");
+                    self.line.extend_from_slice(b",\"stream\":\"");
+                    self.line.extend_from_slice(stream.name().as_bytes());
+                    self.line.extend_from_slice(b"\",\"time\":\"");
                     self.line.extend_from_slice(time.as_bytes());
                     self.line.extend_from_slice(b"\"}\n");
                 }

@@ -8,6 +8,7 @@
 
 mod agent;
 mod logs;
+mod multiline;
 mod sink;
 
 use agent::Agent;
@@ -27,7 +28,8 @@ struct Cli {
     /// Where logs, buffers and checkpoints go. On a real disk: the buffer fsyncs.
     #[arg(long, default_value = "target/bench-work")]
     dir: PathBuf,
-    /// Only these scenarios (one-file, many-files, idle-files, catch-up, latency, wide-lines).
+    /// Only these scenarios (one-file, many-files, idle-files, catch-up, latency, wide-lines,
+    /// multiline, multiline-off).
     #[arg(long = "only", value_delimiter = ',')]
     only: Vec<String>,
     /// Multiply every scenario's line count (and the latency run's length) by this.
@@ -67,35 +69,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let sink = Sink::start()?;
-    let scale = cli.scale;
-    let n = |lines: u64| ((lines as f64 * scale).round() as u64).max(10);
-    type Scenario<'a> = (&'static str, Box<dyn Fn(&Path) -> anyhow::Result<Row> + 'a>);
-    let scenarios: Vec<Scenario> = vec![
-        (
-            "one-file",
-            Box::new(|w| files_at_start(&bin, &sink, w, "one-file", 1, n(1_000_000), false)),
-        ),
-        (
-            "many-files",
-            Box::new(|w| files_at_start(&bin, &sink, w, "many-files", 100, n(10_000), true)),
-        ),
-        (
-            "idle-files",
-            Box::new(|w| idle_files(&bin, &sink, w, n(100_000))),
-        ),
-        (
-            "catch-up",
-            Box::new(|w| catch_up(&bin, &sink, w, n(1_000_000))),
-        ),
-        (
-            "latency",
-            Box::new(|w| latency(&bin, &sink, w, ((30.0 * scale).round() as u64).max(5))),
-        ),
-        (
-            "wide-lines",
-            Box::new(|w| wide_lines(&bin, &sink, w, n(WIDE_LINES))),
-        ),
-    ];
+    let scenarios = scenarios(&bin, &sink, cli.scale);
     for name in &cli.only {
         if !scenarios.iter().any(|(s, _)| s == name) {
             bail!("no scenario {name:?}");
@@ -124,6 +98,48 @@ fn main() -> anyhow::Result<()> {
     }
     print_table(&rows);
     Ok(())
+}
+
+/// A scenario: its name, and the run that measures it in a work directory.
+type Scenario<'a> = (&'static str, Box<dyn Fn(&Path) -> anyhow::Result<Row> + 'a>);
+
+/// Every scenario, in the order they run, with their line counts multiplied by `scale`.
+fn scenarios<'a>(bin: &'a Path, sink: &'a Sink, scale: f64) -> Vec<Scenario<'a>> {
+    let n = move |lines: u64| ((lines as f64 * scale).round() as u64).max(10);
+    vec![
+        (
+            "one-file",
+            Box::new(move |w| files_at_start(bin, sink, w, "one-file", 1, n(1_000_000), false)),
+        ),
+        (
+            "many-files",
+            Box::new(move |w| files_at_start(bin, sink, w, "many-files", 100, n(10_000), true)),
+        ),
+        (
+            "idle-files",
+            Box::new(move |w| idle_files(bin, sink, w, n(100_000))),
+        ),
+        (
+            "catch-up",
+            Box::new(move |w| catch_up(bin, sink, w, n(1_000_000))),
+        ),
+        (
+            "latency",
+            Box::new(move |w| latency(bin, sink, w, ((30.0 * scale).round() as u64).max(5))),
+        ),
+        (
+            "wide-lines",
+            Box::new(move |w| wide_lines(bin, sink, w, n(WIDE_LINES))),
+        ),
+        (
+            "multiline",
+            Box::new(move |w| multiline::run(bin, sink, w, n(1_000_000), true)),
+        ),
+        (
+            "multiline-off",
+            Box::new(move |w| multiline::run(bin, sink, w, n(1_000_000), false)),
+        ),
+    ]
 }
 
 /// Files written before the agent starts, read from their beginning.
@@ -462,6 +478,18 @@ fn targets(rows: &[Row]) -> Vec<(String, bool, String)> {
             format!("wide-lines: ≤ {WIDE_CPU_PER_MB} CPU-s per MB"),
             per_mb <= WIDE_CPU_PER_MB,
             format!("{per_mb:.4}"),
+        ));
+    }
+    if let (Some(on), Some(off)) = (get("multiline"), get("multiline-off")) {
+        let ratio = on.cpu_per_million() / off.cpu_per_million();
+        checks.push((
+            "multiline: CPU-s per 1M lines ≤ 1.15 × multiline-off".into(),
+            ratio <= 1.15,
+            format!(
+                "{:.2} vs {:.2} = {ratio:.2} ×",
+                on.cpu_per_million(),
+                off.cpu_per_million()
+            ),
         ));
     }
     if let Some((_, p99)) = get("latency").and_then(|r| r.latency) {

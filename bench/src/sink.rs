@@ -28,6 +28,13 @@ pub struct State {
     pub malformed: AtomicU64,
     pub requests: AtomicU64,
     pub refused_requests: AtomicU64,
+    /// Accepted documents the agent joined from several lines (`logferry.multiline_lines`),
+    /// the lines in them, those flagged `multiline_split`, and joined documents whose text (`log`)
+    /// does not hold as many lines as they say.
+    pub joined_documents: AtomicU64,
+    pub joined_lines: AtomicU64,
+    pub split_documents: AtomicU64,
+    pub joined_miscounted: AtomicU64,
     ids: Mutex<HashSet<u128>>,
     pub first_ok: Mutex<Option<Instant>>,
     pub last_ack: Mutex<Option<Instant>>,
@@ -44,6 +51,10 @@ impl State {
             &self.malformed,
             &self.requests,
             &self.refused_requests,
+            &self.joined_documents,
+            &self.joined_lines,
+            &self.split_documents,
+            &self.joined_miscounted,
         ] {
             c.store(0, Ordering::SeqCst);
         }
@@ -166,6 +177,43 @@ struct Meta<'a> {
 struct Document<'a> {
     #[serde(rename = "@timestamp", borrow)]
     timestamp: Option<Cow<'a, str>>,
+    /// A text line's text (a JSON line's keys are merged into the document instead).
+    #[serde(borrow)]
+    log: Option<Cow<'a, str>>,
+    logferry: Option<Flags>,
+}
+
+/// What the agent says it did to a line; only the multiline part is counted here.
+#[derive(Deserialize)]
+struct Flags {
+    #[serde(default)]
+    multiline_lines: u32,
+    #[serde(default)]
+    multiline_split: bool,
+}
+
+/// How a document was joined, as its `logferry` object and its text tell.
+#[derive(Clone, Copy, Default)]
+struct Joined {
+    /// `logferry.multiline_lines` (0 for a single line).
+    lines: u32,
+    split: bool,
+    /// The text (`log`) does not hold `lines` lines.
+    miscounted: bool,
+}
+
+impl Joined {
+    fn of(doc: &Document) -> Joined {
+        let Some(f) = &doc.logferry else {
+            return Joined::default();
+        };
+        let held = doc.log.as_deref().map_or(0, |m| m.split('\n').count());
+        Joined {
+            lines: f.multiline_lines,
+            split: f.multiline_split,
+            miscounted: f.multiline_lines > 1 && held != f.multiline_lines as usize,
+        }
+    }
 }
 
 /// One item of a bulk request, as read: where it goes, its id, and whether its document parsed.
@@ -175,6 +223,7 @@ struct Item {
     /// The id as a number, the form kept in [`State`]'s set of accepted ids.
     key: u128,
     ok: bool,
+    joined: Joined,
 }
 
 /// The answer to one `_bulk` request: every item read, answered, and counted in `st`.
@@ -216,8 +265,10 @@ fn read_items(body: &[u8], record: bool) -> Result<(Vec<Item>, Vec<u128>), Strin
             .or(action.index)
             .ok_or("action is neither create nor index")?;
         let doc = lines.next().ok_or("action without a document")?;
+        let mut joined = Joined::default();
         let ok = match serde_json::from_slice::<Document>(doc) {
             Ok(d) => {
+                joined = Joined::of(&d);
                 if record
                     && let Some(t) = d
                         .timestamp
@@ -235,6 +286,7 @@ fn read_items(body: &[u8], record: bool) -> Result<(Vec<Item>, Vec<u128>), Strin
             id: id.to_owned(),
             key: id_key(id),
             ok,
+            joined,
         });
     }
     Ok((items, ages))
@@ -271,6 +323,7 @@ fn answer_items(st: &State, items: &[Item], brief: bool) -> Vec<u8> {
             )
         } else if ids.insert(item.key) {
             accepted += 1;
+            count_joined(st, item.joined);
             (201, String::new())
         } else {
             st.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -296,6 +349,21 @@ fn answer_items(st: &State, items: &[Item], brief: bool) -> Vec<u8> {
     let flag: &[u8] = if errors { b"true  " } else { b"false " };
     out[19..25].copy_from_slice(flag);
     out
+}
+
+/// An accepted document's multiline flags, counted in `st`.
+fn count_joined(st: &State, j: Joined) {
+    if j.lines > 1 {
+        st.joined_documents.fetch_add(1, Ordering::Relaxed);
+        st.joined_lines
+            .fetch_add(u64::from(j.lines), Ordering::Relaxed);
+    }
+    if j.split {
+        st.split_documents.fetch_add(1, Ordering::Relaxed);
+    }
+    if j.miscounted {
+        st.joined_miscounted.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// One item's result; with `brief` only its status and error, as `filter_path` asks.
@@ -364,5 +432,26 @@ mod tests {
             serde_json::json!({"create": {"status": 201}})
         );
         assert!(bulk_response(&st, b"not json\n{}\n", false, true).is_err());
+    }
+
+    #[test]
+    fn counts_each_accepted_joined_document_once_and_flags_a_text_short_of_its_lines() {
+        let st = State::default();
+        let body = concat!(
+            "{\"create\":{\"_index\":\"logs\",\"_id\":\"1a\"}}\n",
+            "{\"log\":\"Error: x\\n    at a (/app/a.js:1:1)\\n    at b (/app/b.js:2:2)\",\"logferry\":{\"multiline_lines\":3}}\n",
+            "{\"create\":{\"_index\":\"logs\",\"_id\":\"1a\"}}\n",
+            "{\"log\":\"Error: x\\n    at a (/app/a.js:1:1)\\n    at b (/app/b.js:2:2)\",\"logferry\":{\"multiline_lines\":3}}\n",
+            "{\"create\":{\"_index\":\"logs\",\"_id\":\"1b\"}}\n",
+            "{\"log\":\"    at c (/app/c.js:3:3)\",\"logferry\":{\"multiline_lines\":2,\"multiline_split\":true}}\n",
+            "{\"create\":{\"_index\":\"logs\",\"_id\":\"1c\"}}\n",
+            "{\"log\":\"plain\",\"logferry\":{\"time_inferred\":true}}\n",
+        );
+        bulk_response(&st, body.as_bytes(), false, true).unwrap();
+        assert_eq!(st.accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(st.joined_documents.load(Ordering::SeqCst), 2);
+        assert_eq!(st.joined_lines.load(Ordering::SeqCst), 5);
+        assert_eq!(st.split_documents.load(Ordering::SeqCst), 1);
+        assert_eq!(st.joined_miscounted.load(Ordering::SeqCst), 1);
     }
 }
