@@ -254,7 +254,6 @@ fn buffer(b: &Buffer, found: &mut Findings) {
     }
 }
 
-/// `scheme://user:password@host` → `scheme://…@host`, for messages.
 /// Rule names that exist, patterns that compile, limits that let a trace through.
 fn multiline(m: &Multiline, found: &mut Findings) {
     let mut names: Vec<&str> = BUILT_IN_RULES.to_vec();
@@ -301,8 +300,14 @@ fn multiline(m: &Multiline, found: &mut Findings) {
             "must be at least 2 (a header and a line of its trace)",
         );
     }
-    if m.max_bytes.0 < 1024 {
-        found.bad("multiline.max_bytes", "must be at least 1KiB");
+    if m.max_bytes.0 < 1024 || m.max_bytes.0 > 64 << 20 {
+        found.bad(
+            "multiline.max_bytes",
+            "must be between 1KiB and 64MiB: each followed file may hold one record this large in memory",
+        );
+    }
+    if m.max_lines > 100_000 {
+        found.bad("multiline.max_lines", "must be at most 100000");
     }
     if m.flush_timeout.0.is_zero() {
         found.bad(
@@ -312,6 +317,7 @@ fn multiline(m: &Multiline, found: &mut Findings) {
     }
 }
 
+/// `scheme://user:password@host` → `scheme://…@host`, for messages.
 fn redact_userinfo(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}…{}", &url[..s + 3], &url[at..]),

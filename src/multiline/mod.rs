@@ -19,7 +19,11 @@
 //! Delivery: the tailer's safe offset (where a checkpoint may move) never passes a line held
 //! here ([`Joiner::held_offset`]). A crash or a SIGTERM mid-trace leaves the checkpoint at the
 //! trace's first line, and the next start reads and joins it again; nothing held here was ever
-//! buffered, so joining it differently then cannot duplicate it.
+//! buffered, so joining it differently then cannot duplicate it. That needs one more rule: at
+//! most one record is in the making per file, because a file has one checkpoint. Were a trace
+//! held on stdout while one from stderr that started before it and ended after it was handed
+//! on, the checkpoint would sit inside the handed-on one, and a restart would read its later
+//! lines again on their own.
 
 pub mod rules;
 
@@ -157,7 +161,15 @@ fn owned(rec: Record<'_>) -> Record<'static> {
     }
 }
 
-/// One file's multiline joining: a record in the making per stream.
+fn other(stream: Stream) -> Stream {
+    match stream {
+        Stream::Stdout => Stream::Stderr,
+        Stream::Stderr => Stream::Stdout,
+    }
+}
+
+/// One file's multiline joining: a record in the making per stream, and at most one at a time
+/// (see [`Joiner::push`]).
 pub struct Joiner {
     rules: Arc<RuleSet>,
     limits: Limits,
@@ -218,6 +230,12 @@ impl Joiner {
         self.close(stream, emit);
         match self.rules.start(text, fresh) {
             Some(m) => {
+                // One record in the making per *file*: the file has one checkpoint, and a
+                // record held on one stream must never pin it below the lines of a record
+                // already handed on from the other (a restart would read those lines again,
+                // outside their record: copies). Two streams tracing at once is rare; the
+                // earlier trace is handed on as it is.
+                self.close(other(stream), emit);
                 self.open[s] = Some(Group::new(
                     m,
                     fresh && self.rules.start(text, false).is_none(),
@@ -271,7 +289,8 @@ impl Joiner {
             .min()
     }
 
-    /// Hands on every record that has not grown for `flush_timeout`.
+    /// Hands on every record that has not grown for `flush_timeout` by `now`: the last time
+    /// the file was read to its end, so lines written before then were all seen.
     pub fn flush_expired(&mut self, now: Instant, emit: &mut dyn FnMut(&Record)) {
         for stream in [Stream::Stdout, Stream::Stderr] {
             let due = self.open[stream.index()]

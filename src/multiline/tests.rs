@@ -296,3 +296,32 @@ fn every_fixture_trace_is_joined_as_expected() {
         root.display()
     );
 }
+
+/// A file has one checkpoint. Were a stdout trace held at 100 while a stderr trace from 80 to
+/// 120 was handed on, a restart from 100 would ship the line at 120 again, on its own.
+#[test]
+fn a_trace_starting_on_the_other_stream_hands_the_held_one_on_so_none_straddles_the_checkpoint() {
+    let mut j = joiner(&["node"], limits(), false);
+    let out = std::cell::RefCell::new(Vec::new());
+    let mut emit = |r: &Record| {
+        out.borrow_mut()
+            .push((r.offset, String::from_utf8_lossy(&r.message).into_owned()))
+    };
+    j.push(record("Error: first", 80, Stream::Stderr), &mut emit);
+    j.push(record("Error: second", 100, Stream::Stdout), &mut emit);
+    assert_eq!(*out.borrow(), [(80, "Error: first".to_owned())]);
+    assert_eq!(j.held_offset(), Some(100));
+    j.push(record("    at f (/a.js:1:1)", 120, Stream::Stderr), &mut emit);
+    j.push(record("    at g (/a.js:2:1)", 130, Stream::Stdout), &mut emit);
+    j.finish(&mut emit);
+    // Every handed-on record lies wholly before or wholly after the held offset it was handed on
+    // under; the stderr frame after the second trace started is a record of its own.
+    assert_eq!(
+        *out.borrow(),
+        [
+            (80, "Error: first".to_owned()),
+            (120, "    at f (/a.js:1:1)".to_owned()),
+            (100, "Error: second\n    at g (/a.js:2:1)".to_owned()),
+        ]
+    );
+}

@@ -88,6 +88,8 @@ pub struct Tracked {
     pub draining: bool,
     /// The last time a read returned data (or the file was opened).
     pub last_data: Instant,
+    /// The last time a read reached the end of what was written.
+    pub caught_up: Option<Instant>,
 }
 
 /// What one call to [`Tracked::read`] found.
@@ -129,6 +131,7 @@ impl Tracked {
             opened: Instant::now(),
             draining: false,
             last_data: Instant::now(),
+            caught_up: None,
         }
     }
 
@@ -158,6 +161,7 @@ impl Tracked {
                     return Ok(ReadOutcome::Truncated);
                 }
                 out.advance(self.key, self.safe_offset());
+                self.caught_up = Some(Instant::now());
                 return Ok(ReadOutcome::Eof);
             }
             self.last_data = Instant::now();
@@ -228,14 +232,18 @@ impl Tracked {
     }
 
     /// Hands on, flagged `unterminated`, the records whose next piece has not come for
-    /// `timeout` (see [`Decoder::flush_expired`]), and lets the checkpoint move past them. Called
-    /// on the tailer's tick, so it happens even when the file gets no more writes. A file with
-    /// unread bytes is read first: the missing piece may be among them (the tailer was busy
-    /// with other files, or waited for the buffer), and a record is only given up on when its
-    /// file holds nothing more.
+    /// `timeout` (see [`Decoder::flush_expired`]), and the multiline records that stopped growing
+    /// for `flush_timeout`, and lets the checkpoint move past them. Called on the tailer's tick,
+    /// so it happens even when the file gets no more writes.
+    ///
+    /// A partial record is only given up on when its file holds nothing more: the missing piece
+    /// may be among unread bytes (the tailer was busy, or waited for the buffer). A multiline
+    /// record is judged against the last time the file was read to its end instead: a busy file
+    /// always has a few new bytes, and every line written before that moment was seen.
     pub fn flush_expired(&mut self, now: Instant, timeout: Duration, out: &mut Outlet) {
+        let partial = self.decoder.expiry(timeout);
         let joined = self.joiner.as_ref().and_then(Joiner::expiry);
-        if [self.decoder.expiry(timeout), joined]
+        if [partial, joined]
             .into_iter()
             .flatten()
             .min()
@@ -244,20 +252,18 @@ impl Tracked {
             return;
         }
         // A failed stat says nothing about the file's end: wait for a read to settle it.
-        if self
-            .file
-            .metadata()
-            .map_or(true, |m| m.len() > self.read_pos)
-        {
-            return;
-        }
+        let at_end = self.file.metadata().is_ok_and(|m| m.len() <= self.read_pos);
+        // Every line written before this moment has been read.
+        let seen = if at_end { Some(now) } else { self.caught_up };
         let before = self.safe_offset();
-        for rec in self.decoder.flush_expired(now, timeout) {
-            hand_on(&mut self.joiner, (&self.key, &self.meta), rec, before, out);
+        if at_end && partial.is_some_and(|at| at <= now) {
+            for rec in self.decoder.flush_expired(now, timeout) {
+                hand_on(&mut self.joiner, (&self.key, &self.meta), rec, before, out);
+            }
         }
-        if let Some(j) = &mut self.joiner {
+        if let (Some(j), Some(seen)) = (&mut self.joiner, seen) {
             let (key, meta) = (&self.key, &self.meta);
-            j.flush_expired(now, &mut |r| out.emit(key, r, meta, before));
+            j.flush_expired(seen, &mut |r| out.emit(key, r, meta, before));
         }
         out.advance(self.key, self.safe_offset());
     }
