@@ -424,3 +424,68 @@ fn validate_names_a_bad_custom_multiline_regex_with_file_line_and_column() {
         "{err}"
     );
 }
+
+/// Every fixture trace (`NAME.log`, its records' sizes in `NAME.groups`) as one pod's stderr.
+fn fixtures_with_groups() -> Vec<(String, Vec<String>, Vec<u64>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/multiline");
+    let mut out = Vec::new();
+    for rule in ["node", "java", "python", "go", "mixed"] {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(root.join(rule))
+            .expect("fixtures")
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        for log in logs {
+            let name = log.file_stem().expect("name").to_string_lossy();
+            let groups = std::fs::read_to_string(log.with_extension("groups")).expect("groups");
+            let sizes = groups
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .map(|l| l.trim().parse().expect("a size"))
+                .collect();
+            // A pod's name has no `_` (the file name's separator).
+            let pod = format!("{rule}-{}", name.replace('_', "-"));
+            out.push((pod, fixture(rule, &name), sizes));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_fixture_trace_reaches_the_index_as_its_records() {
+    let es = osmem();
+    let node = Node::new();
+    let cases = fixtures_with_groups();
+    for (pod, lines, _) in &cases {
+        let mut w = node.writer("shop", pod, "app", Format::Cri);
+        for line in lines {
+            stderr(&mut w, line);
+        }
+    }
+    let total: u64 = cases.iter().map(|(_, _, g)| g.len() as u64).sum();
+    // Unparsed, every line keeps its text in `log` and its runtime time (the fixtures' JSON
+    // lines, all in one index, would conflict in their mappings); a JSON line still ends a trace.
+    let config = node.config_with(
+        &es.url,
+        "[multiline]\nrules = [\"auto\"]\n[parse]\njson = false\n",
+    );
+    let agent = Agent::start(&config);
+    let count = wait_for_count(&es, total, 120);
+    let mut wrong = Vec::new();
+    for (pod, lines, groups) in &cases {
+        let mut got = docs_of(&es, pod);
+        got.sort_by_key(|d| d["@timestamp"].as_str().unwrap_or("").to_owned());
+        let sizes: Vec<u64> = got
+            .iter()
+            .map(|d| d["logferry"]["multiline_lines"].as_u64().unwrap_or(1))
+            .collect();
+        let text: Vec<&str> = got.iter().filter_map(|d| d["log"].as_str()).collect();
+        if &sizes != groups || text.join("\n") != lines.join("\n") {
+            wrong.push(format!("{pod}: got {sizes:?}, expected {groups:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(count, total, "{}", agent.logs());
+    assert!(cases.len() >= 50, "{} fixtures", cases.len());
+}
