@@ -17,7 +17,6 @@ use super::support::{LogWriter, Node};
 use logferry::config::Config;
 use logferry::encode::document_id;
 use proptest::prelude::*;
-use proptest::sample::Index as Pick;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -42,8 +41,14 @@ const FILES: usize = 3;
 /// renamed.
 const RESERVED: [&str; 5] = ["@timestamp", "stream", "kubernetes", "docker", "logferry"];
 
-/// The fixtures' traces, each as its lines.
-static TRACES: LazyLock<Vec<Vec<String>>> = LazyLock::new(|| {
+/// A fixture: its name (`node/async_frames`) and its lines.
+struct Trace {
+    name: String,
+    lines: Vec<String>,
+}
+
+/// The fixtures' traces.
+static TRACES: LazyLock<Vec<Trace>> = LazyLock::new(|| {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/multiline");
     let mut paths: Vec<_> = std::fs::read_dir(&root)
         .unwrap()
@@ -59,12 +64,26 @@ static TRACES: LazyLock<Vec<Vec<String>>> = LazyLock::new(|| {
     );
     paths
         .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p).unwrap();
-            text.lines().map(str::to_owned).collect()
+        .map(|p| Trace {
+            name: p
+                .strip_prefix(&root)
+                .unwrap()
+                .with_extension("")
+                .display()
+                .to_string(),
+            lines: std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect(),
         })
         .collect()
 });
+
+fn trace_named(name: &str) -> &'static [String] {
+    let trace = TRACES.iter().find(|t| t.name == name);
+    &trace.unwrap_or_else(|| panic!("no fixture {name}")).lines
+}
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -82,8 +101,8 @@ enum Action {
     Trace {
         file: usize,
         stderr: bool,
-        trace: Pick,
-        cut: Option<Pick>,
+        trace: &'static str,
+        cut: Option<usize>,
     },
     Resume {
         file: usize,
@@ -100,11 +119,12 @@ enum Action {
 }
 
 fn action() -> impl Strategy<Value = Action> {
+    let names: Vec<&'static str> = TRACES.iter().map(|t| t.name.as_str()).collect();
     let trace = (
         0..FILES,
         any::<bool>(),
-        any::<Pick>(),
-        any::<Option<Pick>>(),
+        prop::sample::select(names),
+        prop::option::of(1..40usize),
     );
     prop_oneof![
         3 => (0..FILES, 1..10u64).prop_map(|(file, lines)| Action::Write { file, lines }),
@@ -233,12 +253,10 @@ impl Model {
         }
     }
 
-    fn trace(&mut self, file: usize, stderr: bool, trace: &Pick, cut: &Option<Pick>) {
+    fn trace(&mut self, file: usize, stderr: bool, trace: &str, cut: Option<usize>) {
         self.resume(file);
-        let lines = &TRACES[trace.index(TRACES.len())];
-        let cut = cut
-            .as_ref()
-            .map_or(lines.len(), |c| 1 + c.index(lines.len()));
+        let lines = trace_named(trace);
+        let cut = cut.map_or(lines.len(), |c| c.min(lines.len()));
         self.whole_traces += usize::from(cut == lines.len());
         let s = usize::from(stderr);
         self.containers[file].rest[s] = lines[cut..].to_vec();
@@ -267,8 +285,8 @@ impl Model {
             Action::Trace {
                 file,
                 stderr,
-                ref trace,
-                ref cut,
+                trace,
+                cut,
             } => self.trace(file, stderr, trace, cut),
             Action::Resume { file } => self.resume(file),
             Action::Rotate { file } => {
@@ -407,6 +425,7 @@ fn check(model: &Model) -> Result<(), TestCaseError> {
         .iter()
         .map(|(name, records)| (name, vec![0; records.len()]))
         .collect();
+    let mut documents: Documents = HashMap::new();
     let mut joined = 0;
     for (id, doc) in &index.docs {
         let (name, first) = origins.get(id).ok_or_else(|| {
@@ -440,11 +459,13 @@ fn check(model: &Model) -> Result<(), TestCaseError> {
         let counted = doc["logferry"]["multiline_lines"].as_u64();
         prop_assert_eq!(counted, (n > 1).then_some(n as u64), "{:?}: {}", name, doc);
         joined += usize::from(n > 1);
+        let split = doc["logferry"]["multiline_split"].as_bool() == Some(true);
+        documents.entry(name).or_default().push((*first, n, split));
         for i in at.into_iter().take(n) {
             delivered.get_mut(name).unwrap()[i] += 1;
         }
     }
-    exactly_once(model, &delivered)?;
+    exactly_once(model, &delivered, &documents)?;
     prop_assert!(
         model.whole_traces == 0 || joined > 0,
         "{} traces written whole, and not one document of joined lines",
@@ -454,9 +475,29 @@ fn check(model: &Model) -> Result<(), TestCaseError> {
 }
 
 /// Every record written was delivered in exactly one document.
+/// Per file, each document's first record, its number of lines, and whether it is flagged
+/// `multiline_split`.
+type Documents<'a> = HashMap<&'a FileName, Vec<(usize, usize, bool)>>;
+
+/// What was written to the file `name` and how its documents cut it, for a failure message.
+fn story(model: &Model, documents: &Documents, name: &FileName) -> String {
+    let mut docs = documents.get(name).cloned().unwrap_or_default();
+    docs.sort_unstable();
+    let written: Vec<String> = model.files[name]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("{i} @{} {} {:?}", r.offset, r.stream, r.line))
+        .collect();
+    format!(
+        "{name:?} written:\n  {}\n documents (first record, lines, split): {docs:?}",
+        written.join("\n  ")
+    )
+}
+
 fn exactly_once(
     model: &Model,
     delivered: &HashMap<&FileName, Vec<u32>>,
+    documents: &Documents,
 ) -> Result<(), TestCaseError> {
     let mut lost = Vec::new();
     let mut twice = Vec::new();
@@ -473,15 +514,17 @@ fn exactly_once(
     let total = model.written();
     prop_assert!(
         twice.is_empty(),
-        "{} of {total} lines delivered more than once, e.g. {:?}",
+        "{} of {total} lines delivered more than once, e.g. {:?}\n{}",
         twice.len(),
-        &twice[..twice.len().min(5)]
+        &twice[..twice.len().min(5)],
+        story(model, documents, twice[0].0)
     );
     prop_assert!(
         lost.is_empty(),
-        "{} of {total} lines lost, e.g. {:?}",
+        "{} of {total} lines lost, e.g. {:?}\n{}",
         lost.len(),
-        &lost[..lost.len().min(5)]
+        &lost[..lost.len().min(5)],
+        story(model, documents, lost[0].0)
     );
     Ok(())
 }
@@ -499,5 +542,27 @@ proptest! {
         actions in prop::collection::vec(action(), 1..25)
     ) {
         run_model(actions)?;
+    }
+}
+
+/// Found by this model (not fixed yet, so ignored): the tailer's last pass at shutdown leaves a
+/// trace held in a joiner to be read again by the next start, but a deleted file cannot be: the
+/// fourth frame of this trace, split off by `max_lines` and held, was never delivered.
+#[test]
+#[ignore = "multiline bug: held lines of a deleted file are dropped at shutdown"]
+fn a_trace_held_when_its_deleted_file_is_let_go_at_shutdown_is_not_lost() {
+    use Action::*;
+    let actions = vec![
+        Trace {
+            file: 2,
+            stderr: false,
+            trace: "node/node22_fetch_failed_cause",
+            cut: Some(6),
+        },
+        Delete { file: 2 },
+        Restart,
+    ];
+    for _ in 0..3 {
+        run_model(actions.clone()).unwrap();
     }
 }
