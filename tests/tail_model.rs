@@ -7,23 +7,17 @@
 //! batch's action and document lines and keeps the first document per id, as a `create` into
 //! Elasticsearch does.
 
+#[path = "tail_model/agent.rs"]
+mod agent;
+#[path = "tail_model/multiline.rs"]
+mod multiline;
 mod support;
 
-use logferry::agent::BufferOutput;
-use logferry::buffer::{self, Appender, Buffer};
+use agent::{Index, Keys, start};
 use logferry::config::Config;
-use logferry::config::OverflowAction;
-use logferry::encode::ItemEncoder;
-use logferry::metrics::Metrics;
-use logferry::parse::DocumentWriter;
-use logferry::tail::{self, Checkpoints, Tailer, TailerState};
-use logferry::vocab::IndexPattern;
 use proptest::prelude::*;
-use serde_json::Value;
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use support::{Format, LogWriter, Node};
 
@@ -50,160 +44,12 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
-/// The in-process stand-in for Elasticsearch: id → document, first write wins.
-#[derive(Default)]
-struct Index {
-    docs: HashMap<String, Value>,
-}
-
-/// One running tailer with its buffer, committer, and a sink thread acknowledging batches.
-struct Running {
-    shutdown: Arc<AtomicBool>,
-    tailer: JoinHandle<()>,
-    committer: JoinHandle<()>,
-    sink: JoinHandle<()>,
-    /// Tells the sink to stop acknowledging and drop what it holds (a crash).
-    crashed: Arc<AtomicBool>,
-    checkpoints: Arc<Checkpoints>,
-    buffer: Arc<Buffer>,
-}
-
-fn start(cfg: &Config, index: Arc<Mutex<Index>>) -> Running {
-    std::fs::create_dir_all(&cfg.data_dir).unwrap();
-    let checkpoints = Arc::new(Checkpoints::open(&cfg.data_dir).unwrap());
-    let metrics = Arc::new(Metrics::new());
-    let buffer = Arc::new(
-        Buffer::open(
-            buffer::Options {
-                dir: cfg.buffer_dir(),
-                max_size: 1 << 20,
-                segment_size: 64 * 1024,
-                overflow: OverflowAction::Block,
-            },
-            metrics.clone(),
-        )
-        .unwrap(),
-    );
-    let committer = {
-        let (buffer, checkpoints) = (buffer.clone(), checkpoints.clone());
-        std::thread::spawn(move || buffer.commit_loop(|durable| checkpoints.advance(durable)))
-    };
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let encoder = ItemEncoder::new(
-        IndexPattern::new("logs").unwrap(),
-        DocumentWriter::new(&cfg.parse),
-    );
-    let state = Arc::new(TailerState::default());
-    let give_up = {
-        let shutdown = shutdown.clone();
-        Box::new(move || shutdown.load(Ordering::Relaxed))
-    };
-    let out = BufferOutput::new(
-        encoder,
-        Appender::new(buffer.clone()),
-        metrics.clone(),
-        give_up,
-        cfg,
-    );
-    let ctx = tail::Context {
-        metrics,
-        shutdown: shutdown.clone(),
-        state: state.clone(),
-        kube: None,
-    };
-    let tailer = Tailer::new(cfg, checkpoints.clone(), Box::new(out), ctx);
-    let tailer = std::thread::spawn(move || tailer.run());
-    // As on a node: the agent has looked at its files before anything else happens to them.
-    while !state.ready.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let crashed = Arc::new(AtomicBool::new(false));
-    let sink = {
-        let (crashed, checkpoints, buffer) = (crashed.clone(), checkpoints.clone(), buffer.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-                .unwrap();
-            while let Some(batch) = rt.block_on(buffer.next_batch(16 * 1024)) {
-                if crashed.load(Ordering::Relaxed) {
-                    continue;
-                }
-                let mut idx = index.lock().unwrap();
-                let body = String::from_utf8(batch.body().unwrap()).unwrap();
-                let mut lines = body.lines();
-                while let (Some(action), Some(doc)) = (lines.next(), lines.next()) {
-                    let a: Value = serde_json::from_str(action).unwrap();
-                    let id = a["create"]["_id"].as_str().unwrap().to_owned();
-                    let d: Value = serde_json::from_str(doc).unwrap();
-                    idx.docs.entry(id).or_insert(d);
-                }
-                drop(idx);
-                buffer.acknowledge(batch.seq);
-                checkpoints.save().unwrap();
-                buffer.save_cursor().unwrap();
-            }
-        })
-    };
-    Running {
-        shutdown,
-        tailer,
-        committer,
-        sink,
-        crashed,
-        checkpoints,
-        buffer,
-    }
-}
-
-impl Running {
-    fn halt(self) -> (Arc<Checkpoints>, Arc<Buffer>) {
-        self.shutdown.store(true, Ordering::Relaxed);
-        self.tailer.join().unwrap();
-        self.buffer.stop_committing();
-        self.committer.join().unwrap();
-        self.buffer.close();
-        self.sink.join().unwrap();
-        (self.checkpoints, self.buffer)
-    }
-
-    fn stop(self) {
-        let (checkpoints, buffer) = self.halt();
-        checkpoints.save().unwrap();
-        buffer.save_cursor().unwrap();
-    }
-
-    /// Stops without saving anything more and without acknowledging what the sink holds:
-    /// those records must be sent again.
-    fn crash(self) {
-        self.crashed.store(true, Ordering::Relaxed);
-        self.halt();
-    }
-}
-
-/// Waits until the agent holds the file at `path` (it keeps a checkpoint for its inode).
-fn wait_until_seen(agent: &Running, path: &std::path::Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::metadata(path) else {
-        return;
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline
-        && !agent
-            .checkpoints
-            .entries()
-            .iter()
-            .any(|(k, _)| (k.dev, k.ino) == (meta.dev(), meta.ino()))
-    {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn run_model(actions: Vec<Action>) -> Result<(), TestCaseError> {
     let node = Node::new();
     let cfg_path = node.config("http://127.0.0.1:9", "", "");
     let cfg = Config::load(&cfg_path).unwrap();
     let index = Arc::new(Mutex::new(Index::default()));
+    let keys = Keys::default();
     let mut writers: Vec<LogWriter> = (0..3)
         .map(|i| {
             let format = if i == 1 { Format::Docker } else { Format::Cri };
@@ -214,7 +60,7 @@ fn run_model(actions: Vec<Action>) -> Result<(), TestCaseError> {
     let mut expected: HashSet<(String, u64)> = HashSet::new();
     let mut seq = 0u64;
     let mut rotations = 0;
-    let mut agent = start(&cfg, index.clone());
+    let mut agent = start(&cfg, index.clone(), keys.clone());
     for a in actions {
         match a {
             Action::Write { file, lines } => {
@@ -244,7 +90,7 @@ fn run_model(actions: Vec<Action>) -> Result<(), TestCaseError> {
                 // look: when this machine's disk stalls the agent (dirty-page throttling of its
                 // buffer writes), a file deleted within 50 ms of its creation would be gone
                 // unseen, and that is not the agent losing lines.
-                wait_until_seen(&agent, &writers[file].path);
+                agent.wait_until_seen(&writers[file].path);
                 std::thread::sleep(Duration::from_millis(50));
                 std::fs::remove_file(&writers[file].link).unwrap();
                 std::fs::remove_file(&writers[file].path).unwrap();
@@ -263,11 +109,11 @@ fn run_model(actions: Vec<Action>) -> Result<(), TestCaseError> {
             }
             Action::Restart => {
                 agent.stop();
-                agent = start(&cfg, index.clone());
+                agent = start(&cfg, index.clone(), keys.clone());
             }
             Action::Crash => {
                 agent.crash();
-                agent = start(&cfg, index.clone());
+                agent = start(&cfg, index.clone(), keys.clone());
             }
             Action::Pause => std::thread::sleep(Duration::from_millis(100)),
         }
