@@ -89,6 +89,8 @@ struct Group {
     bytes: usize,
     /// When it last took a line.
     last: Instant,
+    /// The runtime's time of the last line it took, in Unix nanoseconds, when it parses.
+    last_written: Option<i64>,
     /// A later part of a split record.
     split: bool,
 }
@@ -103,6 +105,7 @@ impl Group {
             tentative: Vec::new(),
             bytes: 0,
             last: Instant::now(),
+            last_written: None,
             split,
         }
     }
@@ -111,6 +114,7 @@ impl Group {
         self.bytes += rec.message.len() + usize::from(self.bytes > 0);
         self.state = m.next;
         self.last = Instant::now();
+        self.last_written = written_ns(&rec.time);
         match m.step {
             Step::Tentative => self.tentative.push(owned(rec)),
             Step::Join => {
@@ -149,6 +153,13 @@ impl Group {
         let lines = self.lines + self.tentative.len() as u32;
         lines >= limits.max_lines || self.bytes + 1 + line > limits.max_bytes
     }
+}
+
+/// An RFC 3339 time in Unix nanoseconds.
+fn written_ns(time: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(time)
+        .ok()?
+        .timestamp_nanos_opt()
 }
 
 fn owned(rec: Record<'_>) -> Record<'static> {
@@ -217,6 +228,7 @@ impl Joiner {
         let text = String::from_utf8_lossy(&rec.message);
         let text = text.as_ref();
         if let Some(g) = &self.open[s]
+            && !self.paused(g, &rec.time)
             && let Some(m) = self.rules.continues(g.rule, g.state, text)
         {
             if g.full(rec.message.len(), &self.limits) {
@@ -244,6 +256,20 @@ impl Joiner {
             }
             None => emit(&rec),
         }
+    }
+
+    /// Whether the line, written at `time`, came more than `flush_timeout` after the record's
+    /// last line, by the runtime's clock. Such a line never continues it: on a first reading the
+    /// record was handed on by its timeout before the line was there, and judging by the times
+    /// written in the file makes a second reading (after a crash, from an older checkpoint)
+    /// cut the record at the same place, so the re-read record has the id *and the lines* of
+    /// the first — never one line more, which its 409 would drop.
+    fn paused(&self, g: &Group, time: &str) -> bool {
+        let (Some(last), Some(now)) = (g.last_written, written_ns(time)) else {
+            return false;
+        };
+        let timeout = i64::try_from(self.limits.flush_timeout.as_nanos()).unwrap_or(i64::MAX);
+        now.saturating_sub(last) > timeout
     }
 
     fn take(&mut self, stream: Stream, rec: Record<'_>, m: Move, emit: &mut dyn FnMut(&Record)) {

@@ -18,7 +18,8 @@ fn limits() -> Limits {
 
 fn record(line: &str, offset: u64, stream: Stream) -> Record<'_> {
     Record {
-        time: Cow::Owned(format!("2026-12-02T00:00:{:02}Z", offset % 60)),
+        time: // A line a microsecond, by offset: far inside any flush_timeout.
+        Cow::Owned(format!("2026-12-02T00:00:00.{:09}Z", offset * 1000 % 1_000_000_000)),
         stream: Some(stream),
         message: Cow::Borrowed(line.as_bytes()),
         offset,
@@ -311,8 +312,14 @@ fn a_trace_starting_on_the_other_stream_hands_the_held_one_on_so_none_straddles_
     j.push(record("Error: second", 100, Stream::Stdout), &mut emit);
     assert_eq!(*out.borrow(), [(80, "Error: first".to_owned())]);
     assert_eq!(j.held_offset(), Some(100));
-    j.push(record("    at f (/a.js:1:1)", 120, Stream::Stderr), &mut emit);
-    j.push(record("    at g (/a.js:2:1)", 130, Stream::Stdout), &mut emit);
+    j.push(
+        record("    at f (/a.js:1:1)", 120, Stream::Stderr),
+        &mut emit,
+    );
+    j.push(
+        record("    at g (/a.js:2:1)", 130, Stream::Stdout),
+        &mut emit,
+    );
     j.finish(&mut emit);
     // Every handed-on record lies wholly before or wholly after the held offset it was handed on
     // under; the stderr frame after the second trace started is a record of its own.
@@ -322,6 +329,47 @@ fn a_trace_starting_on_the_other_stream_hands_the_held_one_on_so_none_straddles_
             (80, "Error: first".to_owned()),
             (120, "    at f (/a.js:1:1)".to_owned()),
             (100, "Error: second\n    at g (/a.js:2:1)".to_owned()),
+        ]
+    );
+}
+
+/// The cut a timeout made on the first reading is made again by the times written in the file,
+/// so a record read a second time (after a crash, from an older checkpoint) has the same lines.
+#[test]
+fn a_line_written_after_a_pause_longer_than_flush_timeout_never_continues_a_trace() {
+    let mut j = joiner(&["java"], limits(), false);
+    let out = std::cell::RefCell::new(Vec::new());
+    let mut emit = |r: &Record| {
+        out.borrow_mut()
+            .push(String::from_utf8_lossy(&r.message).into_owned())
+    };
+    let at = |line: &'static str, offset: u64, time: &'static str| Record {
+        time: Cow::Borrowed(time),
+        ..record(line, offset, Stream::Stderr)
+    };
+    j.push(
+        at(
+            "java.lang.IllegalStateException: x",
+            0,
+            "2026-12-02T10:00:00.000Z",
+        ),
+        &mut emit,
+    );
+    j.push(
+        at("\tat a.B.c(B.java:1)", 40, "2026-12-02T10:00:00.900Z"),
+        &mut emit,
+    );
+    // 1.5 s later by the runtime's clock: the trace had been handed on by its timeout.
+    j.push(
+        at("\tat a.B.d(B.java:2)", 60, "2026-12-02T10:00:02.400Z"),
+        &mut emit,
+    );
+    j.finish(&mut emit);
+    assert_eq!(
+        *out.borrow(),
+        [
+            "java.lang.IllegalStateException: x\n\tat a.B.c(B.java:1)",
+            "\tat a.B.d(B.java:2)"
         ]
     );
 }

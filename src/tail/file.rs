@@ -75,6 +75,9 @@ pub struct Tracked {
     pub decoder: Decoder,
     /// Joins stack traces into one record, when multiline is on for this file's pod.
     pub joiner: Option<Joiner>,
+    /// (first offset, end of what was read then) of a record handed on while a line before
+    /// its end was still held: see [`Tracked::safe_offset`].
+    floor: Option<(u64, u64)>,
     /// What the path says about the pod, for looking it up in the Kubernetes cache.
     pub pod: Option<PodRef>,
     /// The document fields for this file's pod, and what its annotations ask for.
@@ -125,6 +128,7 @@ impl Tracked {
             discarding: false,
             decoder: Decoder::new(max_message),
             joiner: None,
+            floor: None,
             pod,
             meta,
             meta_generation: 0,
@@ -139,11 +143,42 @@ impl Tracked {
     /// Neither half a record (a partial line) nor a line held in a multiline record is behind
     /// it.
     pub fn safe_offset(&self) -> u64 {
-        let held = self.joiner.as_ref().and_then(Joiner::held_offset);
-        [self.decoder.pending_offset(), held]
+        let held = self.holding();
+        let floor = match (self.floor, held) {
+            (Some((first, until)), Some(h)) if h < until => Some(first),
+            _ => None,
+        };
+        [held, floor]
             .into_iter()
             .flatten()
             .fold(self.line_start, u64::min)
+    }
+
+    /// The oldest line held: half a record in the decoder, a trace in the joiner.
+    fn holding(&self) -> Option<u64> {
+        let joined = self.joiner.as_ref().and_then(Joiner::held_offset);
+        [self.decoder.pending_offset(), joined]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// A record just handed on from `first` that started before something still held (the two
+    /// streams of a file each hold their own: a partial line on stdout while a stderr record
+    /// ends, say) holds the checkpoint at `first` until what was held then is handed on too.
+    /// Otherwise the checkpoint would sit inside that record, and a restart would ship its
+    /// later lines again on their own; from `first`, a restart reads the record whole and
+    /// makes it again, under the same id.
+    fn mind_the_floor(&mut self, first: Option<u64>) {
+        let (Some(first), Some(held)) = (first, self.holding()) else {
+            return;
+        };
+        if first < held {
+            let active = self.floor.filter(|&(_, until)| held < until);
+            let first = active.map_or(first, |(f, _)| f.min(first));
+            // Everything read so far, the current line included.
+            self.floor = Some((first, self.line_start + 1));
+        }
     }
 
     /// Reads and emits whole lines until the end of the file or until about `budget` bytes.
@@ -227,7 +262,8 @@ impl Tracked {
         let before = self.safe_offset();
         if let Some(mut rec) = self.decoder.decode(line, self.line_start) {
             rec.flags.truncated |= cut;
-            hand_on(&mut self.joiner, (&self.key, &self.meta), rec, before, out);
+            let first = hand_on(&mut self.joiner, (&self.key, &self.meta), rec, before, out);
+            self.mind_the_floor(first);
         }
     }
 
@@ -258,7 +294,8 @@ impl Tracked {
         let before = self.safe_offset();
         if at_end && partial.is_some_and(|at| at <= now) {
             for rec in self.decoder.flush_expired(now, timeout) {
-                hand_on(&mut self.joiner, (&self.key, &self.meta), rec, before, out);
+                let first = hand_on(&mut self.joiner, (&self.key, &self.meta), rec, before, out);
+                self.mind_the_floor(first);
             }
         }
         if let (Some(j), Some(seen)) = (&mut self.joiner, seen) {
@@ -307,15 +344,26 @@ impl Tracked {
 
 /// Hands a decoded record on: through the joiner when multiline is on, straight out otherwise.
 /// `before` is the file's safe offset before the record (see [`Outlet::emit`]).
+/// Returns the first offset of the records handed on, if any.
 fn hand_on(
     joiner: &mut Option<Joiner>,
     (key, meta): (&FileKey, &FileMeta),
     rec: Record<'_>,
     before: u64,
     out: &mut Outlet,
-) {
+) -> Option<u64> {
     match joiner {
-        None => out.emit(key, &rec, meta, before),
-        Some(j) => j.push(rec, &mut |r| out.emit(key, r, meta, before)),
+        None => {
+            out.emit(key, &rec, meta, before);
+            Some(rec.offset)
+        }
+        Some(j) => {
+            let mut first = None;
+            j.push(rec, &mut |r| {
+                first = Some(first.map_or(r.offset, |f: u64| f.min(r.offset)));
+                out.emit(key, r, meta, before)
+            });
+            first
+        }
     }
 }

@@ -55,6 +55,7 @@ use joining::Joining;
 use output::Outlet;
 use parked::Parked;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -314,6 +315,14 @@ impl Tailer {
             self.take(h);
         }
         self.read_pass(buf);
+        // What a deleted file still holds (half a record, a trace in the making) cannot be read
+        // again at the next start: it is handed on now, as it is. Every other file's held lines
+        // stay where its checkpoint is, and are read and joined again then.
+        for t in self.files.values_mut() {
+            if t.file.metadata().is_ok_and(|m| m.nlink() == 0) {
+                t.finish(&mut self.out);
+            }
+        }
         self.out.seal();
         tracing::info!(
             files = self.files.len() + self.parked.len(),
