@@ -27,6 +27,9 @@ pub struct LogWriter {
     file: File,
     /// Time of the next line; every line advances it by a millisecond.
     clock: DateTime<Utc>,
+    /// Stamp lines with the time they are written, as a runtime does (see
+    /// [`LogWriter::stamped_when_written`]).
+    real_time: bool,
 }
 
 impl LogWriter {
@@ -72,11 +75,25 @@ impl LogWriter {
             clock: DateTime::parse_from_rfc3339("2026-11-26T17:00:00Z")
                 .map(|t| t.to_utc())
                 .unwrap_or_default(),
+            real_time: false,
         })
     }
 
+    /// Lines get the time they are written at, as a container runtime stamps them, instead of
+    /// a clock that moves a millisecond a line: for tests where pauses in writing must show in
+    /// the lines' times (multiline's `flush_timeout` is judged by them on a re-read).
+    #[must_use]
+    pub fn stamped_when_written(mut self) -> LogWriter {
+        self.real_time = true;
+        self
+    }
+
     fn tick(&mut self) -> String {
-        self.clock += Delta::milliseconds(1);
+        self.clock = if self.real_time {
+            Utc::now().max(self.clock + Delta::nanoseconds(1))
+        } else {
+            self.clock + Delta::milliseconds(1)
+        };
         self.clock.to_rfc3339_opts(SecondsFormat::Nanos, true)
     }
 

@@ -173,11 +173,15 @@ impl Tracked {
         let (Some(first), Some(held)) = (first, self.holding()) else {
             return;
         };
-        if first < held {
-            let active = self.floor.filter(|&(_, until)| held < until);
+        // Only what was held before the current line can lie inside the record: a line that
+        // has just started a record of its own (the next part of a split trace, a new partial)
+        // begins after the record's end, and must not hold the checkpoint back — a restart from
+        // the middle of a trace would cut it differently.
+        let until = self.line_start;
+        if first < held && held < until {
+            let active = self.floor.filter(|&(_, u)| held < u);
             let first = active.map_or(first, |(f, _)| f.min(first));
-            // Everything read so far, the current line included.
-            self.floor = Some((first, self.line_start + 1));
+            self.floor = Some((first, until));
         }
     }
 
