@@ -93,6 +93,10 @@ struct Group {
     last_written: Option<i64>,
     /// A later part of a split record.
     split: bool,
+    /// For a later part: where the trace's first part began. The checkpoint stays there until
+    /// the last part is handed on, because a restart can only cut a trace the same way again
+    /// from its start: read from the start of a later part, its lines are no one's frames.
+    origin: Option<u64>,
 }
 
 impl Group {
@@ -107,6 +111,7 @@ impl Group {
             last: Instant::now(),
             last_written: None,
             split,
+            origin: None,
         }
     }
 
@@ -147,6 +152,14 @@ impl Group {
             .as_ref()
             .or(self.tentative.first())
             .map(|r| r.offset)
+    }
+
+    /// Where a restart must read from to make this record again: its trace's first part.
+    fn held_from(&self) -> Option<u64> {
+        match (self.origin, self.offset()) {
+            (Some(o), Some(f)) => Some(o.min(f)),
+            (o, f) => o.or(f),
+        }
     }
 
     fn full(&self, line: usize, limits: &Limits) -> bool {
@@ -232,9 +245,12 @@ impl Joiner {
             && let Some(m) = self.rules.continues(g.rule, g.state, text)
         {
             if g.full(rec.message.len(), &self.limits) {
+                let origin = g.held_from();
                 self.close(stream, emit);
                 self.counters.splits.inc();
-                self.open[s] = Some(Group::new(m, true));
+                let mut part = Group::new(m, true);
+                part.origin = origin;
+                self.open[s] = Some(part);
             }
             self.take(stream, rec, m, emit);
             return;
@@ -303,7 +319,11 @@ impl Joiner {
 
     /// The offset of the oldest line held: the file's checkpoint must not pass it.
     pub fn held_offset(&self) -> Option<u64> {
-        self.open.iter().flatten().filter_map(Group::offset).min()
+        self.open
+            .iter()
+            .flatten()
+            .filter_map(Group::held_from)
+            .min()
     }
 
     /// When the oldest record in the making is due by `flush_timeout`.

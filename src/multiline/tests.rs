@@ -373,3 +373,37 @@ fn a_line_written_after_a_pause_longer_than_flush_timeout_never_continues_a_trac
         ]
     );
 }
+
+/// Read again from the start of a later part, a split trace's lines are no one's frames and
+/// would be shipped a second time, on their own: the checkpoint waits at the trace's start.
+#[test]
+fn while_a_split_traces_later_part_is_held_the_checkpoint_waits_at_the_traces_start() {
+    let mut j = joiner(
+        &["go"],
+        Limits {
+            max_lines: 3,
+            ..limits()
+        },
+        false,
+    );
+    let mut emitted = Vec::new();
+    let mut emit = |r: &Record| emitted.push(r.offset);
+    let lines = [
+        "panic: boom",
+        "",
+        "goroutine 1 [running]:",
+        "main.f()",
+        "\t/src/main.go:7",
+    ];
+    let mut offset = 100;
+    for line in lines {
+        j.push(record(line, offset, Stream::Stderr), &mut emit);
+        offset += 10;
+    }
+    assert_eq!(emitted, [100], "the first part is out");
+    assert_eq!(
+        j.held_offset(),
+        Some(100),
+        "the second part (from 130) holds the trace's start"
+    );
+}

@@ -540,12 +540,7 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// Ignored in CI until issue 14's last known defect is fixed: under load, about one run in
-    /// ten still finds two or three frames of a split Go or Python trace shipped twice after a
-    /// crash (the re-read starts at a checkpoint inside the trace's second part). Run it with
-    /// `PROPTEST_CASES=120 cargo test --test tail_model -- --ignored`.
     #[test]
-    #[ignore = "finds a remaining multiline duplicate under load; see issue 14"]
     fn every_line_of_a_joined_trace_arrives_exactly_once_under_its_first_lines_id(
         actions in prop::collection::vec(action(), 1..25)
     ) {
