@@ -23,14 +23,6 @@ fn config_extra(node: &Node, es: &str, api: &FakeApi, extra: &str) -> PathBuf {
     )
 }
 
-fn docs_of(es: &Osmem, pod: &str) -> Vec<Value> {
-    docs(es)
-        .into_iter()
-        .map(|(_, d)| d)
-        .filter(|d| d["kubernetes"]["pod_name"] == pod)
-        .collect()
-}
-
 #[test]
 fn documents_carry_labels_namespace_labels_and_owner_even_after_the_pod_is_deleted() {
     let es = osmem();

@@ -324,15 +324,6 @@ fn max_lines_splits_a_long_trace_and_flags_its_later_parts() {
     assert_eq!(agent.metric("logferry_multiline_splits_total"), 2);
 }
 
-/// The documents of `pod`.
-fn docs_of(es: &Osmem, pod: &str) -> Vec<Value> {
-    docs(es)
-        .into_iter()
-        .map(|(_, d)| d)
-        .filter(|d| d["kubernetes"]["pod_name"] == pod)
-        .collect()
-}
-
 /// Runs an agent with `[multiline] rules` against the fake API until every line of every pod
 /// (each writing the Python trace) is shipped, joined or not.
 fn python_pods(rules: &str, pods: &[(&str, Value)], wanted: u64) -> Osmem {

@@ -232,14 +232,16 @@ pub fn crash(root: &Path) -> anyhow::Result<u64> {
         "web",
         Format::Cri,
     )?;
-    for seq in 0..3 {
+    const BEFORE: u64 = 3;
+    for seq in 0..BEFORE {
         w.json_line(seq)?;
     }
     for line in NODE_CRASH {
         w.write_pieces("stderr", &[line])?;
     }
     w.line("checkout-web listening on :8080")?;
-    Ok(5)
+    // The lines before, the trace as one, the line after.
+    Ok(BEFORE + 1 + 1)
 }
 
 #[cfg(test)]

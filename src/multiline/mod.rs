@@ -256,18 +256,21 @@ impl Joiner {
             return;
         }
         self.close(stream, emit);
-        match self.rules.start(text, fresh) {
-            Some(m) => {
+        let opened = match self.rules.start(text) {
+            Some(m) => Some((m, false)),
+            None if fresh => self.rules.resume(text).map(|m| (m, true)),
+            None => None,
+        };
+        match opened {
+            Some((m, resumed)) => {
                 // One record in the making per *file*: the file has one checkpoint, and a
                 // record held on one stream must never pin it below the lines of a record
                 // already handed on from the other (a restart would read those lines again,
                 // outside their record: copies). Two streams tracing at once is rare; the
                 // earlier trace is handed on as it is.
                 self.close(other(stream), emit);
-                self.open[s] = Some(Group::new(
-                    m,
-                    fresh && self.rules.start(text, false).is_none(),
-                ));
+                // The rest of a trace cut by a rotation is a later part of it.
+                self.open[s] = Some(Group::new(m, resumed));
                 self.take(stream, rec, m, emit);
             }
             None => emit(&rec),

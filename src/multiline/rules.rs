@@ -102,25 +102,22 @@ impl RuleSet {
         self.rules.iter().map(|r| r.name()).collect()
     }
 
-    /// The first rule a line starts a record of (or, with `resume`, continues a trace of).
-    pub(super) fn start(&self, line: &str, resume: bool) -> Option<Move> {
+    /// The first rule a line starts a record of.
+    pub(super) fn start(&self, line: &str) -> Option<Move> {
+        self.first_match(line, |r| &r.starts)
+    }
+
+    /// The first rule whose trace a line is the middle of: for a file's first lines only.
+    pub(super) fn resume(&self, line: &str) -> Option<Move> {
+        self.first_match(line, |r| &r.resumes)
+    }
+
+    fn first_match(&self, line: &str, edges: impl Fn(&Rule) -> &[Transition]) -> Option<Move> {
         if is_json(line) {
             return None;
         }
-        for (i, r) in self.rules.iter().enumerate() {
-            if let Some(t) = r.starts.iter().find(|t| t.matches(line)) {
-                return Some(Move {
-                    rule: i,
-                    step: t.step,
-                    next: t.next,
-                });
-            }
-        }
-        if !resume {
-            return None;
-        }
         self.rules.iter().enumerate().find_map(|(i, r)| {
-            let t = r.resumes.iter().find(|t| t.matches(line))?;
+            let t = edges(r).iter().find(|t| t.matches(line))?;
             Some(Move {
                 rule: i,
                 step: t.step,
@@ -396,7 +393,7 @@ mod tests {
             "the Traceback module is loaded",
             "INFO panic: not at the start",
         ] {
-            assert_eq!(set.start(line, false), None, "{line}");
+            assert_eq!(set.start(line), None, "{line}");
         }
         for line in [
             "Error: boom",
@@ -407,7 +404,7 @@ mod tests {
             "Traceback (most recent call last):",
             "panic: runtime error: index out of range [5] with length 3",
         ] {
-            assert!(set.start(line, false).is_some(), "{line}");
+            assert!(set.start(line).is_some(), "{line}");
         }
     }
 }

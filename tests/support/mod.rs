@@ -335,6 +335,15 @@ pub fn docs(es: &Osmem) -> Vec<(String, Value)> {
     es.all_documents("logs-*").expect("search")
 }
 
+/// The documents of `pod`.
+pub fn docs_of(es: &Osmem, pod: &str) -> Vec<Value> {
+    docs(es)
+        .into_iter()
+        .map(|(_, d)| d)
+        .filter(|d| d["kubernetes"]["pod_name"] == pod)
+        .collect()
+}
+
 /// Asserts that every (pod, seq) in `expected` is indexed exactly once and nothing else is.
 pub fn assert_exactly_once(es: &Osmem, expected: &HashSet<(String, u64)>) {
     let n = expected.len() as u64;
