@@ -17,7 +17,8 @@
 //! the same on every replay. Such records say so with `logferry.time_inferred`.
 
 use crate::parse::{DocumentWriter, Outcome};
-use crate::vocab::{FileKey, IdBasis, IndexPattern, Record};
+use crate::route::{RouteId, Router};
+use crate::vocab::{FileKey, FileMeta, IdBasis, Record};
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -63,55 +64,87 @@ fn anchor_time(key: &FileKey) -> String {
         .to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
+/// What became of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoded {
+    pub outcome: Outcome,
+    /// The route that took it.
+    pub route: RouteId,
+    /// Its route drops it: nothing was written.
+    pub dropped: bool,
+}
+
 /// Turns records into bulk items: an action line and a document line each.
 pub struct ItemEncoder {
-    index: IndexPattern,
+    router: Router,
     documents: DocumentWriter,
 }
 
 impl ItemEncoder {
-    pub fn new(index: IndexPattern, documents: DocumentWriter) -> Self {
-        ItemEncoder { index, documents }
+    pub fn new(router: Router, documents: DocumentWriter) -> Self {
+        ItemEncoder { router, documents }
     }
 
-    /// Appends `rec` from file `key` to `out` as one `create` item. `extra` is the file's pod
-    /// fields. Whatever frames the item (the buffer's chunk) is the caller's.
+    /// The router, for the names its routes are counted under.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Appends `rec` from file `key` to `out` as one `create` item, to the index its route
+    /// picks from the finished document; `meta` is the file's pod. Whatever frames the item
+    /// (the buffer's chunk) is the caller's. A dropped record leaves `out` as it was.
     pub fn encode(
         &mut self,
         out: &mut Vec<u8>,
         key: &FileKey,
         rec: &Record,
-        extra: &[u8],
-        json: bool,
-    ) -> Outcome {
-        out.extend_from_slice(b"{\"create\":{\"_index\":\"");
-        let mut rec = Cow::Borrowed(rec);
-        let index = self.index.index_for(&rec.time);
-        match index {
-            // The line's own time: the one lookup on the common path.
-            Some(name) if !rec.flags.malformed => out.extend_from_slice(name.as_bytes()),
-            // A malformed line's time is its neighbour's (or empty), never the line's own.
-            _ => {
-                let parsed = index.is_some();
-                let rec = rec.to_mut();
-                rec.flags.time_inferred = true;
-                if !parsed {
-                    rec.time = Cow::Owned(anchor_time(key));
-                }
-                match self.index.index_for(&rec.time) {
-                    Some(name) => out.extend_from_slice(name.as_bytes()),
-                    // Not reached (the anchor always parses): the pattern as it is, never
-                    // the clock.
-                    None => out.extend_from_slice(self.index.as_str().as_bytes()),
-                }
-            }
+        meta: &FileMeta,
+    ) -> Encoded {
+        let rec = self.settle_time(key, rec);
+        let mut route = 0;
+        let mut dropped = false;
+        let router = &mut self.router;
+        let outcome =
+            self.documents
+                .write_after(out, &rec, &meta.fields, meta.parse_json, |doc, out| {
+                    route = router.pick(doc, meta);
+                    let Some(index) = router.index_for(route, &rec.time) else {
+                        dropped = true;
+                        return false;
+                    };
+                    out.extend_from_slice(b"{\"create\":{\"_index\":\"");
+                    out.extend_from_slice(index.as_bytes());
+                    out.extend_from_slice(b"\",\"_id\":\"");
+                    out.extend_from_slice(&document_id(key, rec.offset));
+                    out.extend_from_slice(b"\"}}\n");
+                    true
+                });
+        if outcome.is_some() {
+            let _ = out.write_all(b"\n");
         }
-        out.extend_from_slice(b"\",\"_id\":\"");
-        out.extend_from_slice(&document_id(key, rec.offset));
-        out.extend_from_slice(b"\"}}\n");
-        let outcome = self.documents.write_as(out, &rec, extra, json);
-        let _ = out.write_all(b"\n");
-        outcome
+        Encoded {
+            outcome: outcome.unwrap_or_default(),
+            route,
+            dropped,
+        }
+    }
+
+    /// The record with a time that names an index: its own, else (a malformed line, or a time
+    /// that does not parse) its neighbour's or its file's anchor, flagged `time_inferred`.
+    fn settle_time<'r>(&mut self, key: &FileKey, rec: &'r Record<'r>) -> Cow<'r, Record<'r>> {
+        let mut rec = Cow::Borrowed(rec);
+        let parsed = self.router.default_index().index_for(&rec.time).is_some();
+        // The line's own time: the one lookup on the common path.
+        if parsed && !rec.flags.malformed {
+            return rec;
+        }
+        // A malformed line's time is its neighbour's (or empty), never the line's own.
+        let owned = rec.to_mut();
+        owned.flags.time_inferred = true;
+        if !parsed {
+            owned.time = Cow::Owned(anchor_time(key));
+        }
+        rec
     }
 }
 
@@ -162,10 +195,8 @@ mod tests {
     }
 
     fn encode(key: &FileKey, time: &str, flags: Flags) -> (String, Value) {
-        let mut enc = ItemEncoder::new(
-            IndexPattern::new("logs-%Y.%m.%d").unwrap(),
-            DocumentWriter::new(&crate::config::Parse::default()),
-        );
+        let cfg = crate::config::Config::default();
+        let mut enc = ItemEncoder::new(Router::new(&cfg).unwrap(), DocumentWriter::new(&cfg.parse));
         let rec = Record {
             time: time.into(),
             stream: Some(Stream::Stdout),
@@ -174,7 +205,7 @@ mod tests {
             flags,
         };
         let mut item = Vec::new();
-        enc.encode(&mut item, key, &rec, b"", true);
+        enc.encode(&mut item, key, &rec, &FileMeta::default());
         let text = String::from_utf8(item).unwrap();
         let mut lines = text.lines();
         let action: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
@@ -223,5 +254,52 @@ mod tests {
         // A line with its own time is not flagged.
         let (_, doc) = encode(&key, "2026-11-26T17:00:00Z", Flags::default());
         assert!(doc.get("logferry").is_none(), "{doc}");
+    }
+
+    #[test]
+    fn a_routed_record_names_its_routes_index_and_a_dropped_one_writes_nothing() {
+        let cfg = crate::config::Config::from_toml(
+            "[[route]]\nname = \"audit\"\nindex = \"audit-%Y.%m\"\n\
+             when.field = { path = \"kind\", equals = \"audit\" }\n\
+             [[route]]\nname = \"probe\"\ndrop = true\n\
+             when.field = { path = \"kind\", equals = \"probe\" }\n",
+            |_| None,
+        )
+        .unwrap();
+        let mut enc = ItemEncoder::new(Router::new(&cfg).unwrap(), DocumentWriter::new(&cfg.parse));
+        let key = FileKey {
+            ids: IdBasis::V2 { seed: 1 },
+            ..FileKey::new(1, 2, 3)
+        };
+        let mut item = |message: &'static str| {
+            let rec = Record {
+                time: "2026-11-26T17:00:00Z".into(),
+                stream: Some(Stream::Stdout),
+                message: Cow::Borrowed(message.as_bytes()),
+                offset: 40,
+                flags: Flags::default(),
+            };
+            let mut out = b"before".to_vec();
+            let e = enc.encode(&mut out, &key, &rec, &FileMeta::default());
+            (e, String::from_utf8(out[6..].to_vec()).unwrap())
+        };
+        let (e, text) = item(r#"{"kind":"audit"}"#);
+        assert_eq!((e.route, e.dropped), (0, false));
+        let action: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(action["create"]["_index"], "audit-2026.11");
+        // The id does not depend on the route: a replay routed anywhere has the same one.
+        assert_eq!(
+            action["create"]["_id"],
+            String::from_utf8(document_id(&key, 40).to_vec()).unwrap()
+        );
+        assert_eq!(text.lines().count(), 2);
+        let (e, text) = item(r#"{"kind":"probe"}"#);
+        assert_eq!((e.route, e.dropped, text.as_str()), (1, true, ""));
+        let (e, text) = item(r#"{"kind":"app"}"#);
+        assert_eq!((e.route, e.dropped), (2, false));
+        assert!(
+            text.starts_with(r#"{"create":{"_index":"logs-2026.11.26""#),
+            "{text}"
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! never a later one or a sibling (`tests/layers.rs` checks it):
 //!
 //! - leaves, importing nothing of the crate: [`vocab`] (file identity, the record and its flags,
-//!   index-name rules, the monotonic clock), [`metrics`] (every metric, only
+//!   index-name rules, a file's pod, the monotonic clock), [`metrics`] (every metric, only
 //!   `prometheus-client`), [`disk`] (the agent's own files, private and crash-safe);
 //! - [`config`]: the TOML file every stage is built from, validated with file:line:column;
 //! - [`observe`]: `/metrics`, `/health` and `/ready`, collecting the checks each component
@@ -12,6 +12,7 @@
 //! - [`decode`]: CRI and docker json-file lines into records, joining split lines;
 //! - [`multiline`]: the lines of a stack trace into one record, per stream;
 //! - [`parse`]: the document — JSON messages merged in, `@timestamp`, `stream`, flags;
+//! - [`route`]: which index a finished document goes to (the first `[[route]]` that takes it);
 //! - [`encode`]: each record as a `_bulk` item with its index and its deterministic id;
 //!   [`kube`]: which pod a file belongs to, and its metadata from the API server;
 //! - [`tail`]: finds log files, reads them, splits lines, keeps checkpoints, and hands records
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod multiline;
 pub mod observe;
 pub mod parse;
+pub mod route;
 pub mod sink;
 pub mod tail;
 pub mod vocab;

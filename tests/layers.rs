@@ -24,6 +24,8 @@ const LAYERS: &[&[&str]] = &[
     // After partial lines are joined, before JSON parsing.
     &["multiline"],
     &["parse"],
+    // Picks the index for a finished document.
+    &["route"],
     &["encode", "kube"],
     // The tailer hands records to an output it is given; the buffer reports durability
     // through a callback: neither knows the other.

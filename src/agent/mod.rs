@@ -23,9 +23,9 @@ use crate::kube::cache as kube_cache;
 use crate::metrics::Metrics;
 use crate::observe::{self, Status};
 use crate::parse::DocumentWriter;
+use crate::route::Router;
 use crate::sink::{Connector, DeadLetters, Shipper, SinkState};
 use crate::tail::{self, Checkpoints, Tailer, TailerState};
-use crate::vocab::IndexPattern;
 use anyhow::{Context, anyhow};
 use std::future::Future;
 use std::sync::Arc;
@@ -179,8 +179,8 @@ fn start_tailer(
     shutdown: &Arc<AtomicBool>,
     state: &Arc<TailerState>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let index = IndexPattern::new(&cfg.elasticsearch.index).map_err(|e| anyhow!(e))?;
-    let encoder = ItemEncoder::new(index, DocumentWriter::new(&cfg.parse));
+    let router = Router::new(cfg).map_err(|e| anyhow!(e))?;
+    let encoder = ItemEncoder::new(router, DocumentWriter::new(&cfg.parse));
     // While an append waits for room, the tailer is alive, and shutdown ends the wait.
     let give_up: GiveUp = {
         let (state, shutdown) = (state.clone(), shutdown.clone());

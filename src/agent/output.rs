@@ -11,11 +11,12 @@
 use crate::buffer::{Appender, Chunk};
 use crate::config;
 use crate::encode::ItemEncoder;
-use crate::kube::cache::FileMeta;
 use crate::metrics::Metrics;
 use crate::tail::Output;
+use crate::vocab::FileMeta;
 use crate::vocab::{FileKey, Record};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,17 @@ impl BufferOutput {
         cfg: &config::Config,
     ) -> BufferOutput {
         let outcome = |name| metrics.records.get_or_create(&[("outcome", name)]).clone();
+        let per_route = |family: &Family<Vec<(&'static str, String)>, Counter>| {
+            encoder
+                .router()
+                .names()
+                .map(|name| {
+                    family
+                        .get_or_create(&vec![("route", name.to_owned())])
+                        .clone()
+                })
+                .collect()
+        };
         let counters = RecordCounters {
             ok: outcome("ok"),
             invalid_utf8: outcome("invalid_utf8"),
@@ -59,6 +71,8 @@ impl BufferOutput {
             unterminated: outcome("unterminated"),
             joined: outcome("partial_joined"),
             json_failed: metrics.json_failures.clone(),
+            routed: per_route(&metrics.route_records),
+            dropped: per_route(&metrics.route_dropped),
         };
         BufferOutput {
             chunk: Chunk::new(),
@@ -109,15 +123,16 @@ impl Output for BufferOutput {
             self.metrics.kubernetes_partial.inc();
         }
         self.chunk.begin_item();
-        let outcome = self.encoder.encode(
-            &mut self.chunk.body,
-            key,
-            rec,
-            &meta.fields,
-            meta.parse_json,
-        );
-        self.chunk.end_item();
+        let encoded = self.encoder.encode(&mut self.chunk.body, key, rec, meta);
         let c = &self.counters;
+        c.routed[encoded.route].inc();
+        if encoded.dropped {
+            self.chunk.cancel_item();
+            c.dropped[encoded.route].inc();
+            return;
+        }
+        self.chunk.end_item();
+        let outcome = encoded.outcome;
         c.ok.inc();
         for (set, counter) in [
             (outcome.invalid_utf8, &c.invalid_utf8),
@@ -174,4 +189,7 @@ struct RecordCounters {
     unterminated: Counter,
     joined: Counter,
     json_failed: Counter,
+    /// Per route, by [`crate::route::RouteId`].
+    routed: Vec<Counter>,
+    dropped: Vec<Counter>,
 }

@@ -119,6 +119,13 @@ impl Chunk {
         self.items.push(self.body.len() as u32);
     }
 
+    /// Takes back the item begun last, before it was ended (its route dropped it).
+    pub fn cancel_item(&mut self) {
+        if let Some(start) = self.items.pop() {
+            self.body.truncate(start as usize);
+        }
+    }
+
     /// Adds an item already framed (by another chunk: it did not fit there).
     pub fn push_frame(&mut self, frame: &[u8]) {
         self.start_item();

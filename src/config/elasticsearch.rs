@@ -2,7 +2,7 @@
 //! connection is made (`[elasticsearch.tls]`) and who the agent is to the cluster
 //! (`[elasticsearch.auth]`, whose secrets are [`Secret`]s that never print).
 
-use super::{ByteSize, Span};
+use super::{ByteSize, Retention, Setup, Span};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,8 +12,13 @@ use std::time::Duration;
 pub struct Elasticsearch {
     /// Base URLs of the cluster's nodes; the agent moves to the next one when one fails.
     pub hosts: Vec<String>,
-    /// The target index, formatted with strftime from each record's own timestamp (UTC).
+    /// The target index, formatted with strftime from each record's own timestamp (UTC), of
+    /// every record no `[[route]]` takes.
     pub index: String,
+    /// How long `index`'s indices are kept; unset (the default) keeps them.
+    pub retention: Option<Retention>,
+    /// Index templates and retention policies installed at start.
+    pub setup: Setup,
     /// `gzip` (the default) or `none`.
     pub compression: Compression,
     /// How long one bulk request may take before it is abandoned and retried.
@@ -119,6 +124,8 @@ impl Default for Elasticsearch {
         Elasticsearch {
             hosts: vec!["http://127.0.0.1:9200".into()],
             index: "logs-%Y.%m.%d".into(),
+            retention: None,
+            setup: Setup::default(),
             compression: Compression::Gzip,
             request_timeout: Span(Duration::from_secs(30)),
             dead_letter_index: None,

@@ -14,18 +14,44 @@ pub(super) fn key_path_at(text: &str, section: &str, pos: usize) -> Option<Strin
         .find(|(k, _)| k.get_ref().as_ref() == section)?;
     let mut path = section.to_owned();
     let mut current = value;
-    while let DeValue::Table(t) = current.get_ref() {
-        let Some((k, v)) = t
-            .iter()
-            .find(|(k, v)| k.span().contains(&pos) || v.span().contains(&pos))
-        else {
-            break;
-        };
-        path.push('.');
-        path.push_str(k.get_ref());
-        current = v;
+    loop {
+        match current.get_ref() {
+            DeValue::Table(t) => {
+                let Some((k, v)) = t
+                    .iter()
+                    .find(|(k, v)| k.span().contains(&pos) || holds(v, pos))
+                else {
+                    break;
+                };
+                path.push('.');
+                path.push_str(k.get_ref());
+                current = v;
+            }
+            // `[[route]]`: the element, by its index.
+            DeValue::Array(a) => {
+                let Some((i, v)) = a.iter().enumerate().find(|(_, v)| holds(v, pos)) else {
+                    break;
+                };
+                path.push_str(&format!("[{i}]"));
+                current = v;
+            }
+            _ => break,
+        }
     }
     Some(path)
+}
+
+/// Whether `pos` is in `v`: its own span, or (for a table of an array of tables, whose span
+/// may be only its header) any of its keys and values.
+fn holds(v: &toml::Spanned<DeValue<'_>>, pos: usize) -> bool {
+    v.span().contains(&pos)
+        || match v.get_ref() {
+            DeValue::Table(t) => t
+                .iter()
+                .any(|(k, v)| k.span().contains(&pos) || holds(v, pos)),
+            DeValue::Array(a) => a.iter().any(|v| holds(v, pos)),
+            _ => false,
+        }
 }
 
 /// The span of `a.b`'s value, for validation problems that know only the key; `a.list[2].b`

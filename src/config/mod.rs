@@ -14,6 +14,9 @@
 //! - `buffer.rs`: `[buffer]` — the disk buffer and the shippers' pace, and what
 //!   `chunk_limit_size` means in each of its roles;
 //! - `kubernetes.rs`: `[kubernetes]` — pod metadata; `api.rs`: `[api]` — the HTTP server;
+//! - `multiline.rs`: `[multiline]` — stack traces joined into one record;
+//! - `route.rs`: `[[route]]` — which index a record goes to, and its retention; `setup.rs`:
+//!   `[elasticsearch.setup]` — the templates and policies installed for them;
 //! - `units.rs`: values with units ([`Span`], [`ByteSize`]);
 //! - `interpolate.rs`: `${NAME}` resolution; `locate.rs`: spans to `line:column` and keys;
 //! - `validate.rs`: the checks a value's type cannot make, one function per section;
@@ -27,6 +30,8 @@ mod interpolate;
 mod kubernetes;
 mod locate;
 mod multiline;
+mod route;
+mod setup;
 mod units;
 mod validate;
 
@@ -36,6 +41,8 @@ pub use elasticsearch::{Auth, Compression, Elasticsearch, Secret, Tls};
 pub use input::{Input, Parse, ReadFrom};
 pub use kubernetes::Kubernetes;
 pub use multiline::{BUILT_IN_RULES, CustomRule, Multiline};
+pub use route::{FieldCondition, Retention, Route, Scalar, When};
+pub use setup::Setup;
 pub use units::{ByteSize, Span, parse_duration, parse_size};
 
 use interpolate::interpolate;
@@ -62,6 +69,8 @@ pub struct Config {
     pub buffer: Buffer,
     pub kubernetes: Kubernetes,
     pub multiline: Multiline,
+    /// `[[route]]`, in the order they are tried.
+    pub routes: Vec<Route>,
     pub api: Api,
 }
 
@@ -76,6 +85,7 @@ impl Default for Config {
             buffer: Buffer::default(),
             kubernetes: Kubernetes::default(),
             multiline: Multiline::default(),
+            routes: Vec::new(),
             api: Api::default(),
         }
     }
@@ -191,12 +201,13 @@ impl Config {
                     &mut config.multiline,
                     section(text, name, value, &mut problems),
                 ),
+                "route" => set(&mut config.routes, section(text, name, value, &mut problems)),
                 "api" => set(&mut config.api, section(text, name, value, &mut problems)),
                 _ => problems.push(problem_at(
                     text,
                     Some(key.span()),
                     section_key,
-                    "unknown key; expected one of data_dir, log_level, input, parse, elasticsearch, buffer, kubernetes, multiline, api",
+                    "unknown key; expected one of data_dir, log_level, input, parse, elasticsearch, buffer, kubernetes, multiline, route, api",
                 )),
             }
         }

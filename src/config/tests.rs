@@ -432,3 +432,92 @@ fn multiline_is_off_by_default_and_its_mistakes_are_located() {
     );
     assert_eq!(problems.len(), 3, "{shown:#?}");
 }
+
+/// `(line, key, message)` of each problem, for asserting on routes' mistakes.
+fn located(text: &str) -> Vec<(Option<usize>, String, String)> {
+    load(text)
+        .unwrap_err()
+        .into_iter()
+        .map(|p| (p.line, p.key.unwrap_or_default(), p.message))
+        .collect()
+}
+
+#[test]
+fn routes_are_read_in_order_with_their_conditions() {
+    let c = load(
+        "[kubernetes]\nenabled = true\n\
+         [[route]]\nname = \"audit\"\nindex = \"audit-%Y.%m\"\nretention = \"7y\"\n\
+         [route.when]\nnamespaces = [\"payments\", \"auth-*\"]\n\
+         labels = { \"logging.klear.io/class\" = \"audit\" }\n\
+         [[route]]\nname = \"noise\"\ndrop = true\n\
+         [route.when]\nfield = { path = \"http.path\", matches = '^/healthz' }\n\
+         [[route]]\nname = \"slow\"\nindex = \"slow-%Y.%m.%d\"\n\
+         when.field = { path = \"duration_ms\", equals = 1500 }\n",
+    )
+    .unwrap();
+    let names: Vec<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["audit", "noise", "slow"]);
+    assert_eq!(c.routes[0].retention, Some(Retention { days: 2557 }));
+    assert_eq!(
+        c.routes[0].when.namespaces.as_deref(),
+        Some(&["payments".to_owned(), "auth-*".to_owned()][..])
+    );
+    assert_eq!(c.routes[0].when.labels["logging.klear.io/class"], "audit");
+    assert!(c.routes[1].drop && c.routes[1].index.is_none());
+    let f = c.routes[2].when.field.as_ref().unwrap();
+    assert_eq!(
+        (f.path.as_str(), &f.equals),
+        ("duration_ms", &Some(Scalar::Integer(1500)))
+    );
+    assert!(c.elasticsearch.setup.enabled && c.elasticsearch.setup.templates);
+    assert_eq!(c.elasticsearch.retention, None);
+}
+
+#[test]
+fn a_routes_mistakes_are_located_by_line_and_key() {
+    let text = "[[route]]\nname = \"Audit\"\nindex = \"audit-%Y\"\n\
+                [route.when]\nlabels = { team = \"x\" }\n\
+                [[route]]\nname = \"two\"\nindex = \"two-%Y\"\n\
+                when.field = { path = \"a..b\", matches = '(unclosed' }\n\
+                [[route]]\nname = \"three\"\nindex = \"kept-forever\"\nretention = \"90d\"\n\
+                when.namespaces = [\"a*b\"]\n\
+                [[route]]\nname = \"three\"\nindex = \"two-%Y\"\nretention = \"1y\"\n\
+                when.field = { path = \"level\", equals = \"audit\", exists = true }\n";
+    let problems = located(text);
+    let find = |key: &str| {
+        problems
+            .iter()
+            .find(|p| p.1 == key)
+            .unwrap_or_else(|| panic!("no problem for {key}: {problems:#?}"))
+    };
+    assert_eq!(find("route[0].name").0, Some(2));
+    assert!(find("route[0].when.labels").2.contains("[kubernetes]"));
+    assert_eq!(find("route[1].when.field.path").0, Some(9));
+    assert!(
+        find("route[1].when.field.matches")
+            .2
+            .contains("regular expression")
+    );
+    let forever = find("route[2].retention");
+    assert_eq!(forever.0, Some(13));
+    assert!(
+        forever.2.contains("deletes an index whole"),
+        "{}",
+        forever.2
+    );
+    assert!(find("route[2].when.namespaces").2.contains("prefix"));
+    assert!(find("route[3].name").2.contains("earlier route"));
+    assert!(
+        find("route[3].retention")
+            .2
+            .contains("one index has one retention")
+    );
+    assert!(find("route[3].when.field").2.contains("exactly one of"));
+    assert_eq!(problems.len(), 9, "{problems:#?}");
+    // A type error inside a route names the route, its key and the line.
+    let typo = located("[[route]]\nname = \"a\"\nindex = \"a-%Y\"\nwhen.namespace = [\"x\"]\n");
+    assert_eq!(typo.len(), 1, "{typo:#?}");
+    assert_eq!(typo[0].0, Some(4), "{typo:#?}");
+    assert!(typo[0].1.starts_with("route[0].when"), "{typo:#?}");
+    assert!(typo[0].2.contains("unknown field `namespace`"), "{typo:#?}");
+}

@@ -10,7 +10,8 @@
 //! text.
 
 use super::{
-    Auth, BUILT_IN_RULES, Buffer, Config, Elasticsearch, Input, Kubernetes, Multiline, Secret, Tls,
+    Auth, BUILT_IN_RULES, Buffer, Config, Elasticsearch, FieldCondition, Input, Kubernetes,
+    Multiline, Retention, Route, Secret, Tls,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,6 +37,7 @@ impl Config {
         kubernetes(&self.kubernetes, &mut found);
         buffer(&self.buffer, &mut found);
         multiline(&self.multiline, &mut found);
+        routes(self, &mut found);
         found.0
     }
 }
@@ -313,6 +315,163 @@ fn multiline(m: &Multiline, found: &mut Findings) {
         found.bad(
             "multiline.flush_timeout",
             "must be more than 0: it is how long a trace may pause",
+        );
+    }
+}
+
+/// Each route on its own, then what routes must agree on together: unique names, and one
+/// retention per index pattern (an index has one lifecycle policy).
+fn routes(c: &Config, found: &mut Findings) {
+    let mut retention_of: Vec<(&str, Option<Retention>, String)> = vec![(
+        c.elasticsearch.index.as_str(),
+        c.elasticsearch.retention,
+        "elasticsearch.index".to_owned(),
+    )];
+    if c.elasticsearch.retention.is_some() {
+        constant_index_kept(&c.elasticsearch.index, "elasticsearch.retention", found);
+    }
+    for (i, r) in c.routes.iter().enumerate() {
+        let key = format!("route[{i}]");
+        route(r, &key, c.kubernetes.enabled, found);
+        if c.routes[..i].iter().any(|o| o.name == r.name) {
+            found.bad(
+                &format!("{key}.name"),
+                format!("{:?} is the name of an earlier route", r.name),
+            );
+        }
+        let Some(index) = &r.index else { continue };
+        if let Some((_, other, at)) = retention_of.iter().find(|(p, ..)| p == index)
+            && *other != r.retention
+        {
+            found.bad(
+                &format!("{key}.retention"),
+                format!(
+                    "{index:?} is also written by {at}, kept {}: one index has one retention",
+                    shown(*other)
+                ),
+            );
+        }
+        retention_of.push((index, r.retention, format!("{key}.index")));
+    }
+}
+
+fn shown(r: Option<Retention>) -> String {
+    r.map_or("until deleted".to_owned(), |r| format!("{} days", r.days))
+}
+
+fn route(r: &Route, key: &str, kubernetes: bool, found: &mut Findings) {
+    let name_ok = r.name.len() <= 64
+        && r.name
+            .starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && r.name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !name_ok || r.name == "default" {
+        found.bad(
+            &format!("{key}.name"),
+            format!(
+                "{:?}: a route's name is up to 64 of a-z 0-9 - _ (it names a template and a \
+                 metric label), starting with a letter or digit, and not \"default\" (the \
+                 records no route takes)",
+                r.name
+            ),
+        );
+    }
+    match (&r.index, r.drop) {
+        (Some(_), true) | (None, true) if r.retention.is_some() => found.bad(
+            &format!("{key}.retention"),
+            "a route that drops keeps nothing: remove retention",
+        ),
+        (Some(_), true) => found.bad(
+            &format!("{key}.index"),
+            "a route that drops sends nothing to an index: remove index or drop",
+        ),
+        (None, false) => found.bad(key, "needs index (or drop = true)"),
+        (Some(index), false) => match crate::vocab::IndexPattern::new(index) {
+            Err(e) => found.bad(&format!("{key}.index"), e),
+            Ok(_) if r.retention.is_some() => {
+                constant_index_kept(index, &format!("{key}.retention"), found);
+            }
+            Ok(_) => {}
+        },
+        (None, true) => {}
+    }
+    conditions(r, key, kubernetes, found);
+}
+
+/// A lifecycle policy deletes an index whole, counting from its creation: on an index whose
+/// name never changes that deletes this morning's records with those of years ago.
+fn constant_index_kept(index: &str, key: &str, found: &mut Findings) {
+    if !index.contains('%') {
+        found.bad(
+            key,
+            format!(
+                "{index:?} is one index for all time, and retention deletes an index whole \
+                 (fresh records with it): name the index by time, like \"{index}-%Y.%m\""
+            ),
+        );
+    }
+}
+
+fn conditions(r: &Route, key: &str, kubernetes: bool, found: &mut Findings) {
+    let when = format!("{key}.when");
+    if r.when.is_empty() {
+        found.bad(
+            &if r.drop { key.to_owned() } else { when.clone() },
+            "needs at least one condition (namespaces, labels or field): a route without any \
+             would take every record",
+        );
+    }
+    for ns in r.when.namespaces.iter().flatten() {
+        let stem = ns.strip_suffix('*').unwrap_or(ns);
+        if stem.is_empty() || stem.contains('*') {
+            found.bad(
+                &format!("{when}.namespaces"),
+                format!("{ns:?}: write a namespace's name, or a prefix ending in one *"),
+            );
+        }
+    }
+    if r.when.namespaces.as_ref().is_some_and(Vec::is_empty) {
+        found.bad(
+            &format!("{when}.namespaces"),
+            "an empty list matches nothing",
+        );
+    }
+    if !r.when.labels.is_empty() && !kubernetes {
+        found.bad(
+            &format!("{when}.labels"),
+            "pod labels come from the Kubernetes API: needs [kubernetes] enabled = true",
+        );
+    }
+    if let Some(f) = &r.when.field {
+        field(f, &format!("{when}.field"), found);
+    }
+}
+
+fn field(f: &FieldCondition, key: &str, found: &mut Findings) {
+    let tests = [f.equals.is_some(), f.exists.is_some(), f.matches.is_some()];
+    if tests.iter().filter(|t| **t).count() != 1 {
+        found.bad(key, "needs exactly one of equals, exists, matches");
+    }
+    if f.path.is_empty() || f.path.split('.').any(str::is_empty) {
+        found.bad(
+            &format!("{key}.path"),
+            format!(
+                "{:?} is not a dotted path like \"log_type\" or \"http.status\"",
+                f.path
+            ),
+        );
+    } else if f.path == "logferry" || f.path.starts_with("logferry.") {
+        found.bad(
+            &format!("{key}.path"),
+            "the logferry object says what the agent did to a line; it cannot route",
+        );
+    }
+    if let Some(Err(e)) = f.matches.as_deref().map(regex::Regex::new) {
+        let first = e.to_string().lines().last().unwrap_or_default().to_owned();
+        found.bad(
+            &format!("{key}.matches"),
+            format!("invalid regular expression: {first}"),
         );
     }
 }

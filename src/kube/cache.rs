@@ -11,6 +11,7 @@ use super::metadata::{FieldOptions, PodMeta};
 use crate::config;
 use crate::metrics::Metrics;
 use crate::observe::health::{Check, Level};
+use crate::vocab::FileMeta;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -29,22 +30,6 @@ pub enum Error {
     Config(#[source] kube::config::InferConfigError),
     #[error("cannot build the Kubernetes client: {0}")]
     Client(#[source] kube::Error),
-}
-
-/// What the tailer gets for one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileMeta {
-    /// `,"kubernetes":{…},"docker":{…}` for its documents.
-    pub fields: Vec<u8>,
-    /// Drop this file's lines: the pod asked (`logferry.io/exclude: "true"`) and
-    /// `kubernetes.honour_exclude_annotation` lets it.
-    pub excluded: bool,
-    /// JSON parsing for its lines (`logferry.io/parser: "none"` turns it off).
-    pub parse_json: bool,
-    /// The pod's `logferry.io/multiline` annotation: the rules for its lines, when it says.
-    pub multiline: Option<Arc<str>>,
-    /// Only what the path says: the pod is not (yet) known.
-    pub partial: bool,
 }
 
 struct Entry {
@@ -150,6 +135,8 @@ impl Cache {
                 parse_json: true,
                 multiline: None,
                 partial: true,
+                namespace: Some(Arc::from(r.namespace.as_str())),
+                labels: Arc::default(),
             };
         };
         let ns = self.namespace_labels.then(|| {
@@ -159,6 +146,7 @@ impl Cache {
                 .get(&r.namespace)
                 .cloned()
         });
+        let labels = Arc::new(e.meta.labels.clone());
         let meta = if self.labels {
             e.meta.clone()
         } else {
@@ -172,6 +160,8 @@ impl Cache {
             parse_json: meta.parse_json(),
             multiline: meta.multiline().map(Arc::from),
             partial: false,
+            namespace: Some(Arc::from(r.namespace.as_str())),
+            labels,
         }
     }
 

@@ -97,6 +97,14 @@ pub struct Metrics {
     pub multiline_splits: Counter,
     /// Multiline records handed on because they stopped growing for `flush_timeout`.
     pub multiline_timeouts: Counter,
+    /// Records by the route that took them (`route` is a configured name, or `default`).
+    pub route_records: Family<Vec<(&'static str, String)>, Counter>,
+    /// Records dropped by their route, by route.
+    pub route_dropped: Family<Vec<(&'static str, String)>, Counter>,
+    /// 1 once every template and policy the config asks for is in place (or setup is off).
+    pub setup_complete: Gauge,
+    /// Setup attempts that failed (each is retried with backoff; shipping goes on).
+    pub setup_failures: Counter,
 }
 
 impl Metrics {
@@ -156,6 +164,10 @@ impl Metrics {
             multiline_lines: Counter::default(),
             multiline_splits: Counter::default(),
             multiline_timeouts: Counter::default(),
+            route_records: Family::default(),
+            route_dropped: Family::default(),
+            setup_complete: Gauge::default(),
+            setup_failures: Counter::default(),
             registry: Registry::default(),
             process: process::Process::default(),
         }
@@ -210,6 +222,10 @@ impl Metrics {
             "multiline_lines", "Lines joined into multiline records", m.multiline_lines;
             "multiline_splits", "Multiline records split at multiline.max_lines or max_bytes (the later parts are flagged multiline_split)", m.multiline_splits;
             "multiline_timeouts", "Multiline records handed on because they stopped growing for multiline.flush_timeout", m.multiline_timeouts;
+            "route_records", "Records by the route that took them (default: no route did)", m.route_records;
+            "route_dropped", "Records dropped because their route says drop = true", m.route_dropped;
+            "setup_complete", "1 once the index templates and lifecycle policies the config asks for are in place", m.setup_complete;
+            "setup_failures", "Attempts to install index templates or lifecycle policies that failed (retried with backoff)", m.setup_failures;
         }
     }
 

@@ -21,14 +21,17 @@
 //! - `fields`: a message read as the top-level members of a JSON object, and the nesting
 //!   limit that decides whether it is kept as one;
 //! - `keys`: which member of a repeated key is written, and the free `app_…` name of a key
-//!   that belongs to the agent.
+//!   that belongs to the agent;
+//! - `view`: the document before it is written, as routing asks about it ([`View`]).
 
 mod fields;
 mod keys;
+mod view;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
 pub use fields::MAX_DEPTH;
+pub use view::{Found, View};
 pub use writer::{DocumentWriter, Outcome};

@@ -8,6 +8,7 @@
 
 use super::fields::{Fields, MAX_DEPTH, depth_within, parse_object};
 use super::keys::KeyIndex;
+use super::view::View;
 use crate::config;
 use crate::vocab::{Flags, Record};
 use std::borrow::Cow;
@@ -29,7 +30,14 @@ pub struct DocumentWriter {
     json: bool,
     /// The nesting key, already JSON-encoded with its quotes; empty to merge at the top.
     target: Vec<u8>,
-    keep_original: bool,
+    /// The same, as configured.
+    target_name: String,
+    pub(super) keep_original: bool,
+}
+
+/// Whether an application key is written under another name (`app_<key>`) at the top level.
+pub(super) fn is_reserved(key: &str, keep_original: bool) -> bool {
+    RESERVED.contains(&key) || (keep_original && key == "log")
 }
 
 impl DocumentWriter {
@@ -43,8 +51,14 @@ impl DocumentWriter {
         DocumentWriter {
             json: cfg.json,
             target,
+            target_name: cfg.target.clone(),
             keep_original: cfg.keep_original,
         }
+    }
+
+    /// The key the message's fields are nested under, if they are.
+    pub(super) fn target_key(&self) -> Option<&str> {
+        (!self.target_name.is_empty()).then_some(self.target_name.as_str())
     }
 
     /// Appends the document for `rec` to `out` (no trailing newline). `extra` is a JSON
@@ -56,6 +70,21 @@ impl DocumentWriter {
     /// [`DocumentWriter::write`], with JSON parsing off when `json` is false (a pod annotated
     /// `logferry.io/parser: "none"`).
     pub fn write_as(&self, out: &mut Vec<u8>, rec: &Record, extra: &[u8], json: bool) -> Outcome {
+        self.write_after(out, rec, extra, json, |_, _| true)
+            .unwrap_or_default()
+    }
+
+    /// [`DocumentWriter::write_as`], with `head` shown the document first: it writes what goes
+    /// before the document (the bulk action line, whose index routing picks from the document)
+    /// and says whether the document is written at all. `None` when it is not.
+    pub fn write_after(
+        &self,
+        out: &mut Vec<u8>,
+        rec: &Record,
+        extra: &[u8],
+        json: bool,
+        head: impl FnOnce(&View, &mut Vec<u8>) -> bool,
+    ) -> Option<Outcome> {
         let mut outcome = Outcome::default();
         let message: Cow<str> = match std::str::from_utf8(&rec.message) {
             Ok(s) => Cow::Borrowed(s),
@@ -64,6 +93,21 @@ impl DocumentWriter {
                 String::from_utf8_lossy(&rec.message)
             }
         };
+        let fields = if self.json && json {
+            self.object_of(&message, &mut outcome)
+        } else {
+            None
+        };
+        let view = View {
+            writer: self,
+            rec,
+            message: &message,
+            fields: fields.as_ref(),
+            extra,
+        };
+        if !head(&view, out) {
+            return None;
+        }
         out.extend_from_slice(b"{\"@timestamp\":");
         write_str(out, &rec.time);
         if let Some(s) = rec.stream {
@@ -71,11 +115,6 @@ impl DocumentWriter {
             out.extend_from_slice(s.as_str().as_bytes());
             out.push(b'"');
         }
-        let fields = if self.json && json {
-            self.object_of(&message, &mut outcome)
-        } else {
-            None
-        };
         match &fields {
             Some(fields) => {
                 if self.keep_original {
@@ -92,7 +131,7 @@ impl DocumentWriter {
         out.extend_from_slice(extra);
         write_flags(out, rec.flags, outcome);
         out.push(b'}');
-        outcome
+        Some(outcome)
     }
 
     /// The members of `message` when it is a JSON object within [`MAX_DEPTH`], noting in
@@ -129,9 +168,7 @@ impl DocumentWriter {
                 out.push(b',');
             }
             first = false;
-            let renamed = !nested
-                && (RESERVED.contains(&key.as_ref()) || (self.keep_original && key == "log"));
-            if renamed {
+            if !nested && is_reserved(key, self.keep_original) {
                 write_str(out, &keys.free_name(key));
             } else {
                 write_str(out, key);

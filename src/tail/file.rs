@@ -3,13 +3,13 @@
 use super::{FileKey, Outlet};
 use crate::decode::Decoder;
 use crate::kube::PodRef;
-use crate::kube::cache::FileMeta;
 use crate::multiline::Joiner;
-use crate::vocab::Record;
+use crate::vocab::{FileMeta, Record};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A carry buffer grown past this by one long line is given back after the line.
@@ -116,6 +116,8 @@ impl Tracked {
             parse_json: true,
             multiline: None,
             partial: false,
+            namespace: pod.as_ref().map(|p| Arc::from(p.namespace.as_str())),
+            labels: Arc::default(),
         };
         Tracked {
             file,

@@ -4,8 +4,8 @@
 use super::Outlet;
 use super::file::Tracked;
 use crate::config;
-use crate::kube::cache::FileMeta;
 use crate::multiline::{Counters, Joiner, Limits, RuleSet};
+use crate::vocab::FileMeta;
 use std::collections::HashMap;
 use std::sync::Arc;
 

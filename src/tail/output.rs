@@ -3,8 +3,9 @@
 //! buffering) is the output's business, so this stage knows neither the encoder nor the buffer.
 
 use super::TailerState;
-use crate::kube::cache::{Cache, FileMeta};
+use crate::kube::cache::Cache;
 use crate::metrics::Metrics;
+use crate::vocab::FileMeta;
 use crate::vocab::{FileKey, Record};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

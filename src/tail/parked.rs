@@ -15,7 +15,7 @@ use super::budget::out_of_descriptors;
 use super::file::{Tracked, identify};
 use super::rotated::locate_rotated;
 use super::{FileKey, Tailer};
-use crate::kube::cache::FileMeta;
+use crate::vocab::FileMeta;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;

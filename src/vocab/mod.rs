@@ -5,6 +5,7 @@
 //!   plain byte offsets next to a key;
 //! - [`record`]: one logical log line ([`Record`]) with its stream and its [`Flags`];
 //! - [`index`]: the rules an index name pattern follows, and the name a record's time gives;
+//! - [`pod`]: what a file's documents carry because of its pod ([`FileMeta`]);
 //! - [`clock`]: the monotonic clock liveness is judged by.
 //!
 //! Kept apart so that the stages can speak of the same things without importing each other:
@@ -13,8 +14,10 @@
 pub mod clock;
 pub mod file;
 pub mod index;
+pub mod pod;
 pub mod record;
 
 pub use file::{FileKey, IdBasis, node_name, seed};
 pub use index::IndexPattern;
+pub use pod::FileMeta;
 pub use record::{Flags, Record, Stream};

@@ -8,11 +8,11 @@ use logferry::buffer::{self, Appender, Buffer};
 use logferry::config::Config;
 use logferry::config::OverflowAction;
 use logferry::encode::ItemEncoder;
-use logferry::kube::cache::FileMeta;
 use logferry::metrics::Metrics;
 use logferry::parse::DocumentWriter;
 use logferry::tail::{self, Checkpoints, Output, Tailer, TailerState};
-use logferry::vocab::{FileKey, IndexPattern, Record};
+use logferry::vocab::FileMeta;
+use logferry::vocab::{FileKey, Record};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,7 +102,7 @@ pub fn start(cfg: &Config, index: Arc<Mutex<Index>>, keys: Keys) -> Running {
     };
     let shutdown = Arc::new(AtomicBool::new(false));
     let encoder = ItemEncoder::new(
-        IndexPattern::new("logs").unwrap(),
+        logferry::route::Router::new(cfg).unwrap(),
         DocumentWriter::new(&cfg.parse),
     );
     let state = Arc::new(TailerState::default());
