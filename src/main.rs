@@ -34,6 +34,9 @@ enum Cmd {
     Run,
     /// Check a config file: prints every problem with file, line and key; exits 1 if any.
     Validate,
+    /// Install the index templates and lifecycle policies the config asks for, once, and exit
+    /// (for a Kubernetes Job); exits 1 if any could not be installed.
+    Setup,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Setup => {
+            let cfg = match Config::load(&cli.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_logging(&cfg.log_level);
+            finish(runtime().and_then(|rt| rt.block_on(setup_once(&cfg))))
+        }
         Cmd::Run => {
             let cfg = match Config::load(&cli.config) {
                 Ok(c) => c,
@@ -112,6 +126,24 @@ fn raise_open_files_limit() {
 /// A resource limit as `ulimit` shows it: a number, or "unlimited".
 fn limit(l: Option<u64>) -> String {
     l.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
+}
+
+/// `logferry setup`: one attempt, each step reported on stdout.
+async fn setup_once(cfg: &Config) -> anyhow::Result<()> {
+    use logferry::sink::setup::Setup;
+    use std::sync::Arc;
+    let connector = Arc::new(logferry::sink::Connector::new(&cfg.elasticsearch)?);
+    let metrics = Arc::new(logferry::metrics::Metrics::new());
+    let setup = Setup::for_job(cfg, connector, metrics);
+    if setup.plan().is_empty() {
+        println!("nothing to install: elasticsearch.setup asks for no templates or policies");
+        return Ok(());
+    }
+    let (steps, result) = setup.attempt().await;
+    for step in steps {
+        println!("{} {}: {}", step.kind, step.name, step.outcome.as_str());
+    }
+    Ok(result?)
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {

@@ -5,6 +5,7 @@ use crate::buffer::Buffer;
 use crate::kube::cache::Cache;
 use crate::metrics::Metrics;
 use crate::observe::health::{Check, Fixed, Level};
+use crate::sink::setup::Setup;
 use crate::sink::{ShippingCheck, SinkState};
 use crate::tail::{TailerCheck, TailerState};
 use std::sync::Arc;
@@ -25,6 +26,8 @@ pub struct Parts {
     pub buffer: Arc<Buffer>,
     /// Pod metadata, when `[kubernetes]` is enabled.
     pub kube: Option<Arc<Cache>>,
+    /// Index templates and lifecycle policies.
+    pub setup: Arc<Setup>,
 }
 
 /// Every check, in the order `/health` lists them.
@@ -50,6 +53,7 @@ pub fn all(p: Parts) -> Vec<Arc<dyn Check>> {
         }),
         p.buffer,
         kube,
+        p.setup,
     ]
 }
 
@@ -95,12 +99,15 @@ mod tests {
             .heartbeat_ms
             .store(clock::now_ms(), Ordering::Relaxed);
         let (sink, buffer) = (Arc::new(SinkState::default()), Arc::new(buffer));
+        let cfg = crate::config::Config::default();
+        let connector = Arc::new(crate::sink::Connector::new(&cfg.elasticsearch).unwrap());
         let checks = all(Parts {
             metrics: metrics.clone(),
             tailer: tailer.clone(),
             sink: sink.clone(),
             buffer: buffer.clone(),
             kube: None,
+            setup: Setup::new(&cfg, connector, metrics.clone()),
         });
         Rig {
             tailer,

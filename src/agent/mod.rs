@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::observe::{self, Status};
 use crate::parse::DocumentWriter;
 use crate::route::Router;
+use crate::sink::setup::{FIRST_ATTEMPT_WAIT, Setup};
 use crate::sink::{Connector, DeadLetters, Shipper, SinkState};
 use crate::tail::{self, Checkpoints, Tailer, TailerState};
 use anyhow::{Context, anyhow};
@@ -51,7 +52,10 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
     let tailer_state = Arc::new(TailerState::default());
     let tailer = start_tailer(&cfg, &store, kube.clone(), &shutdown, &tailer_state)?;
     let sink_state = Arc::new(SinkState::default());
-    let shipping = start_shipping(&cfg, &store, &sink_state);
+    let setup = Setup::new(&cfg, store.connector.clone(), store.metrics.clone());
+    let (first_attempt, setup_tried) = tokio::sync::oneshot::channel();
+    let setting_up = tokio::spawn(setup.clone().run(first_attempt));
+    let shipping = start_shipping(&cfg, &store, &sink_state, setup_tried);
     let saver = tokio::spawn(save_every_second(
         store.checkpoints.clone(),
         store.buffer.clone(),
@@ -65,6 +69,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
             sink: sink_state,
             buffer: store.buffer.clone(),
             kube,
+            setup,
         }),
     });
     let api = tokio::spawn(observe::serve(listener, status));
@@ -95,6 +100,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
     saver.abort();
     api.abort();
     shipping.watcher.abort();
+    setting_up.abort();
     save(&store.checkpoints, &store.buffer, &store.metrics, true).await;
     if let Some(e) = fatal {
         return Err(anyhow!(e));
@@ -215,7 +221,14 @@ struct Shipping {
     watcher: tokio::task::JoinHandle<()>,
 }
 
-fn start_shipping(cfg: &Config, store: &Store, state: &Arc<SinkState>) -> Shipping {
+/// The shippers start once setup has made its first attempt (or [`FIRST_ATTEMPT_WAIT`] has
+/// passed), so that the first index of a fresh cluster is created with its template.
+fn start_shipping(
+    cfg: &Config,
+    store: &Store,
+    state: &Arc<SinkState>,
+    setup_tried: tokio::sync::oneshot::Receiver<()>,
+) -> Shipping {
     let watcher = tokio::spawn(store.connector.clone().watch(SECRET_RELOAD_INTERVAL));
     let dead = Arc::new(DeadLetters::new(&cfg.data_dir).bounded(
         cfg.elasticsearch.dead_letter_max_size.0,
@@ -228,14 +241,18 @@ fn start_shipping(cfg: &Config, store: &Store, state: &Arc<SinkState>) -> Shippi
         state.clone(),
         dead,
     ));
-    let shippers = tokio::spawn(ship(
+    let shipping = ship(
         shipper,
         store.buffer.clone(),
         cfg.buffer.flush_thread_count,
         store.metrics.clone(),
         state.clone(),
         cfg.buffer.retry_wait.0,
-    ));
+    );
+    let shippers = tokio::spawn(async move {
+        let _ = tokio::time::timeout(FIRST_ATTEMPT_WAIT, setup_tried).await;
+        shipping.await;
+    });
     Shipping { shippers, watcher }
 }
 

@@ -124,8 +124,13 @@ impl Connector {
 
     /// A `GET` of `url` with the current client and credentials (sniffing asks `_nodes/http`).
     pub fn get(&self, url: reqwest::Url) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::GET, url)
+    }
+
+    /// A request with the current client and credentials (setup's `PUT`s).
+    pub fn request(&self, method: reqwest::Method, url: reqwest::Url) -> reqwest::RequestBuilder {
         let endpoint = self.current();
-        let req = endpoint.client.get(url);
+        let req = endpoint.client.request(method, url);
         match &endpoint.auth {
             Some(auth) => req.header(reqwest::header::AUTHORIZATION, auth.clone()),
             None => req,

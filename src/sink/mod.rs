@@ -19,6 +19,7 @@ mod health;
 mod hosts;
 mod refused;
 mod response;
+pub mod setup;
 mod state;
 mod supervise;
 

@@ -86,6 +86,99 @@ impl IndexPattern {
     }
 }
 
+/// How long one index of a time-named pattern receives records, by its finest time item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Period {
+    Hour,
+    Day,
+    Week,
+    Month,
+    Year,
+    Century,
+}
+
+impl Period {
+    /// The most days one index of this period spans (a whole day for an hour: lifecycle ages
+    /// are counted in days here).
+    pub fn max_days(self) -> u32 {
+        match self {
+            Period::Hour | Period::Day => 1,
+            Period::Week => 7,
+            Period::Month => 31,
+            Period::Year => 366,
+            Period::Century => 36_525,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Hour => "hourly",
+            Period::Day => "daily",
+            Period::Week => "weekly",
+            Period::Month => "monthly",
+            Period::Year => "yearly",
+            Period::Century => "centennial",
+        }
+    }
+}
+
+impl IndexPattern {
+    /// The index names the pattern can give, as a wildcard pattern for an index template:
+    /// each strftime item becomes `*` (`logs-%Y.%m.%d` → `logs-*.*.*`).
+    pub fn wildcard(&self) -> String {
+        let mut out = String::new();
+        let mut chars = self.pattern.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            // Padding modifiers, then the item itself (`new` checked every item is whole).
+            for m in chars.by_ref() {
+                if !matches!(m, '-' | '0') {
+                    break;
+                }
+            }
+            if !out.ends_with('*') {
+                out.push('*');
+            }
+        }
+        out
+    }
+
+    /// The characters of the pattern that are not time items: more is more specific.
+    pub fn literal_len(&self) -> usize {
+        self.wildcard().chars().filter(|c| *c != '*').count()
+    }
+
+    /// How long one of its indices receives records: by its finest time item; `None` for a
+    /// name without any (one index for all time).
+    pub fn period(&self) -> Option<Period> {
+        let mut finest = None;
+        let mut chars = self.pattern.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                continue;
+            }
+            let mut spec = chars.next();
+            while let Some('-' | '0') = spec {
+                spec = chars.next();
+            }
+            let period = match spec {
+                Some('H' | 'M') => Period::Hour,
+                Some('d' | 'j' | 'F' | 'u' | 'w') => Period::Day,
+                Some('U' | 'W' | 'V') => Period::Week,
+                Some('m') => Period::Month,
+                Some('Y' | 'y' | 'G' | 'g') => Period::Year,
+                Some('C') => Period::Century,
+                _ => continue,
+            };
+            finest = Some(finest.map_or(period, |f: Period| f.min(period)));
+        }
+        finest
+    }
+}
+
 /// The literal text and each strftime item of `pattern`: see [`IndexPattern::new`].
 fn check_characters(pattern: &str) -> Result<(), String> {
     /// Items that give ASCII digits (and `-` for `%F`), whatever the time: a conservative
@@ -198,6 +291,31 @@ mod tests {
                 assert_eq!(p.index_for(bad), None, "{pattern} {bad:?}");
             }
         }
+    }
+
+    #[test]
+    fn templates_match_every_name_a_pattern_gives_and_know_its_period() {
+        let cases = [
+            ("logs-%Y.%m.%d", "logs-*.*.*", Some(Period::Day)),
+            ("audit-%Y.%m", "audit-*.*", Some(Period::Month)),
+            ("audit-%-m%Y", "audit-*", Some(Period::Month)),
+            ("w-%G-w%V", "w-*-w*", Some(Period::Week)),
+            ("h-%F-%H", "h-*-*", Some(Period::Hour)),
+            ("klear-karma-logs", "klear-karma-logs", None),
+        ];
+        for (pattern, wildcard, period) in cases {
+            let mut p = IndexPattern::new(pattern).unwrap();
+            assert_eq!(
+                (p.wildcard().as_str(), p.period()),
+                (wildcard, period),
+                "{pattern}"
+            );
+            let name = p.index_for("2026-12-02T06:00:00Z").unwrap().to_owned();
+            let glob: Vec<String> = wildcard.split('*').map(regex::escape).collect();
+            let re = regex::Regex::new(&format!("^{}$", glob.join(".*"))).unwrap();
+            assert!(re.is_match(&name), "{pattern}: {name} not in {wildcard}");
+        }
+        assert_eq!(IndexPattern::new("logs-%Y.%m.%d").unwrap().literal_len(), 7);
     }
 
     #[test]

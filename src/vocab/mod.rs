@@ -18,6 +18,6 @@ pub mod pod;
 pub mod record;
 
 pub use file::{FileKey, IdBasis, node_name, seed};
-pub use index::IndexPattern;
+pub use index::{IndexPattern, Period};
 pub use pod::FileMeta;
 pub use record::{Flags, Record, Stream};

@@ -50,7 +50,7 @@ impl Host {
     }
 
     /// `path` (relative, no leading `/`) under this host's prefix.
-    pub(super) fn url(&self, path: &str) -> Option<Url> {
+    pub fn url(&self, path: &str) -> Option<Url> {
         self.base.join(path).ok()
     }
 

@@ -1,0 +1,271 @@
+//! Setup: the index templates and retention policies the config asks for, installed in the
+//! cluster at start ([`Setup::run`], retried with backoff until done) or once by `logferry
+//! setup` ([`Setup::attempt`]).
+//!
+//! Setup never stops shipping. The shippers wait for its first attempt (at most
+//! [`FIRST_ATTEMPT_WAIT`]) so that the first index of a fresh cluster is created with its
+//! template; after that a failing setup is retried with backoff in the background, counted in
+//! `logferry_setup_failures_total`, logged once until it works, and shown in `/health` as the
+//! `setup` check (degraded, with the reason). An index created while setup was failing has the
+//! cluster's defaults: its mappings are guessed and no lifecycle deletes it.
+//!
+//! - `plan`: what to install, and the bodies (composable templates, ILM, ISM);
+//! - `cluster`: the requests — create if absent, replace only the agent's own.
+
+mod cluster;
+mod plan;
+
+pub use cluster::{Cluster, Outcome};
+pub use plan::{Flavor, Plan, Policy, Template};
+
+use crate::config;
+use crate::metrics::Metrics;
+use crate::observe::health::{Check, Level};
+use crate::sink::client::Connector;
+use crate::sink::hosts::Host;
+use backon::BackoffBuilder;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// How long the shippers wait for setup's first attempt before they ship anyway.
+pub const FIRST_ATTEMPT_WAIT: Duration = Duration::from_secs(15);
+
+/// Retries back off up to this.
+const LONGEST_WAIT: Duration = Duration::from_secs(300);
+
+/// One thing installed (or left alone), for the log and `logferry setup`'s report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// `index template` or `lifecycle policy` (ILM / ISM).
+    pub kind: &'static str,
+    pub name: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Nothing to install: setup is off, or the config asks for nothing.
+    Off,
+    Pending,
+    Done,
+    Failing(String),
+}
+
+pub struct Setup {
+    plan: Plan,
+    overwrite: bool,
+    connector: Arc<Connector>,
+    hosts: Vec<Host>,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+}
+
+impl Setup {
+    /// For `run` at start, `for_job` for `logferry setup`: the same plan.
+    pub fn new(
+        cfg: &config::Config,
+        connector: Arc<Connector>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Setup> {
+        let plan = Plan::new(cfg);
+        let enabled = cfg.elasticsearch.setup.enabled && !plan.is_empty();
+        Setup::with_plan(cfg, plan, enabled, connector, metrics)
+    }
+
+    /// The same plan, whether or not the agents install it (`enabled = false`).
+    pub fn for_job(
+        cfg: &config::Config,
+        connector: Arc<Connector>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Setup> {
+        let plan = Plan::new(cfg);
+        let any = !plan.is_empty();
+        Setup::with_plan(cfg, plan, any, connector, metrics)
+    }
+
+    fn with_plan(
+        cfg: &config::Config,
+        plan: Plan,
+        enabled: bool,
+        connector: Arc<Connector>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Setup> {
+        if !enabled {
+            metrics.setup_complete.set(1);
+        }
+        Arc::new(Setup {
+            plan,
+            overwrite: cfg.elasticsearch.setup.overwrite,
+            connector,
+            hosts: cfg
+                .elasticsearch
+                .hosts
+                .iter()
+                .filter_map(|h| Host::parse(h))
+                .collect(),
+            metrics,
+            state: Mutex::new(if enabled { State::Pending } else { State::Off }),
+        })
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Installs the plan until it is in place, backing off between attempts. `first` is
+    /// told when the first attempt has ended, however it ended.
+    pub async fn run(self: Arc<Self>, first: tokio::sync::oneshot::Sender<()>) {
+        let mut first = Some(first);
+        if *self.lock() == State::Off {
+            let _ = first.take().map(|f| f.send(()));
+            return;
+        }
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(LONGEST_WAIT)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        loop {
+            let (steps, result) = self.attempt().await;
+            let _ = first.take().map(|f| f.send(()));
+            match result {
+                Ok(()) => {
+                    self.done(&steps);
+                    return;
+                }
+                Err(e) => self.failed(&e.to_string()),
+            }
+            tokio::time::sleep(backoff.next().unwrap_or(LONGEST_WAIT)).await;
+        }
+    }
+
+    /// One pass over the plan, on the first host that answers: policies first, so that no
+    /// template names a policy that is not there; every step is tried, the first failure is
+    /// the answer (with the steps that were made).
+    pub async fn attempt(&self) -> (Vec<Step>, Result<(), cluster::Error>) {
+        let (cluster, flavor) = match self.cluster().await {
+            Ok(found) => found,
+            Err(e) => return (Vec::new(), Err(e)),
+        };
+        let mut steps = Vec::new();
+        let mut failure = None;
+        let lifecycle = match flavor {
+            Flavor::Elasticsearch => "lifecycle policy (ILM)",
+            Flavor::OpenSearch => "lifecycle policy (ISM)",
+        };
+        for p in &self.plan.policies {
+            match cluster
+                .policy(flavor, &p.name, &p.body(flavor), self.overwrite)
+                .await
+            {
+                Ok(outcome) => steps.push(Step {
+                    kind: lifecycle,
+                    name: p.name.clone(),
+                    outcome,
+                }),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        for t in &self.plan.templates {
+            match cluster
+                .template(&t.name, &t.body(flavor), self.overwrite)
+                .await
+            {
+                Ok(outcome) => steps.push(Step {
+                    kind: "index template",
+                    name: t.name.clone(),
+                    outcome,
+                }),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        match failure {
+            Some(e) => (steps, Err(e)),
+            None => (steps, Ok(())),
+        }
+    }
+
+    /// The first host that answers `GET /`, and the product it is.
+    async fn cluster(&self) -> Result<(Cluster<'_>, Flavor), cluster::Error> {
+        let mut last = cluster::Error::Unsupported("no host configured".into());
+        for host in &self.hosts {
+            let cluster = Cluster {
+                connector: &self.connector,
+                host: host.clone(),
+            };
+            match cluster.flavor().await {
+                Ok(flavor) => return Ok((cluster, flavor)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn done(&self, steps: &[Step]) {
+        for s in steps {
+            if s.outcome == Outcome::Differs {
+                tracing::warn!(kind = s.kind, name = %s.name, "installed by logferry earlier, but different from what this config asks; left as it is (set elasticsearch.setup.overwrite = true to replace it)");
+            } else {
+                tracing::info!(kind = s.kind, name = %s.name, outcome = s.outcome.as_str(), "setup");
+            }
+        }
+        if matches!(*self.lock(), State::Failing(_)) {
+            tracing::info!("setup works again: templates and policies are in place");
+        }
+        *self.lock() = State::Done;
+        self.metrics.setup_complete.set(1);
+    }
+
+    fn failed(&self, reason: &str) {
+        self.metrics.setup_failures.inc();
+        let mut state = self.lock();
+        if !matches!(*state, State::Failing(_)) {
+            tracing::warn!(error = %reason, "cannot install index templates or lifecycle policies; shipping goes on (new indices get the cluster's defaults until this works), retrying with backoff");
+        }
+        *state = State::Failing(reason.to_owned());
+    }
+}
+
+/// `/health`'s `setup` check: degraded while templates or policies cannot be installed.
+impl Check for Setup {
+    fn name(&self) -> &'static str {
+        "setup"
+    }
+
+    fn health(&self, _now: u64) -> (Level, String) {
+        match &*self.lock() {
+            State::Off => (
+                Level::Healthy,
+                "nothing to install (or elasticsearch.setup.enabled = false)".into(),
+            ),
+            State::Pending => (
+                Level::Healthy,
+                "installing index templates and lifecycle policies".into(),
+            ),
+            State::Done => (
+                Level::Healthy,
+                format!(
+                    "{} index templates and {} lifecycle policies in place",
+                    self.plan.templates.len(),
+                    self.plan.policies.len()
+                ),
+            ),
+            State::Failing(reason) => (
+                Level::Degraded,
+                format!("cannot install templates or policies (retrying): {reason}"),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,258 @@
+//! What the config asks to have in the cluster: an index template per index pattern (the
+//! default's and each route's) and a retention policy per distinct lifecycle, with their bodies
+//! for Elasticsearch (composable templates, ILM) and OpenSearch (composable templates, ISM).
+//!
+//! Pure: built from the config alone, so `logferry setup`, every agent at start and the tests
+//! see the same plan.
+//!
+//! - **Patterns.** A template's `index_patterns` is its index pattern with each strftime item a
+//!   `*` (`audit-%Y.%m` → `audit-*.*`). Routes writing the same pattern share one template
+//!   (validation has made them agree on retention).
+//! - **Priority.** 500 and up, past Elasticsearch's built-in templates (priority 100–200, e.g.
+//!   `logs-*-*`, which would otherwise make a data stream of `logs-app-2026.12.02`); more literal
+//!   characters give a higher priority, so a narrower pattern wins over a wider one, and ties
+//!   are broken in route order (two templates of one priority whose patterns overlap are
+//!   refused by the cluster).
+//! - **Retention.** An index named by time receives records for up to one period (a month, for
+//!   `%Y.%m`), and a lifecycle age counts from the index's creation: the delete phase starts at
+//!   the retention *plus* the period, so the last record of the month is kept the full retention
+//!   too. No rollover: the indices are named by time, so no write alias is needed.
+//! - **Warm.** With `warm_after`, a phase that only lowers the index's recovery priority: no
+//!   read-only, force-merge or shrink, which would refuse the late records a replay brings.
+
+use crate::config::{self, Retention};
+use crate::vocab::{IndexPattern, Period};
+use serde_json::{Value, json};
+
+/// The agent's mark on what it installs: `overwrite` replaces only what carries it.
+pub const MANAGED_BY: &str = "logferry";
+
+/// Elasticsearch's built-in templates stay below this.
+const BASE_PRIORITY: u64 = 500;
+
+/// A keyword longer than this (in characters) is not indexed rather than refused: 8,191 UTF-8
+/// characters stay under Lucene's 32,766-byte term limit (a long annotation value).
+const KEYWORD_IGNORE_ABOVE: u64 = 8191;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub policies: Vec<Policy>,
+    pub templates: Vec<Template>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    /// `logferry-<route>` (`logferry-default` for `elasticsearch.index`).
+    pub name: String,
+    pub route: String,
+    pub pattern: String,
+    pub priority: u64,
+    /// The policy its indices are kept by, when it has a retention.
+    pub policy: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// `logferry-<retention>d-<period>`: one per distinct delete age.
+    pub name: String,
+    pub retention: Retention,
+    /// Days from an index's creation to its deletion.
+    pub delete_after_days: u32,
+    pub warm_after_days: Option<u32>,
+    /// The templates' patterns and priorities it applies to (ISM attaches by pattern).
+    pub patterns: Vec<(String, u64)>,
+}
+
+/// Which product answers: the two differ in their lifecycle APIs only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// Index lifecycle management, attached by the template's `index.lifecycle.name`.
+    Elasticsearch,
+    /// Index state management, attached by the policy's `ism_template`.
+    OpenSearch,
+}
+
+impl Plan {
+    /// What `cfg` asks for; empty when setup is off.
+    pub fn new(cfg: &config::Config) -> Plan {
+        let setup = &cfg.elasticsearch.setup;
+        let lifecycle = setup.lifecycle.unwrap_or_else(|| {
+            cfg.elasticsearch.retention.is_some()
+                || cfg.routes.iter().any(|r| r.retention.is_some())
+        });
+        let mut plan = Plan {
+            policies: Vec::new(),
+            templates: Vec::new(),
+        };
+        let targets = cfg
+            .routes
+            .iter()
+            .filter(|r| !r.drop)
+            .filter_map(|r| Some((r.name.as_str(), r.index.as_deref()?, r.retention)))
+            .chain([(
+                crate::route::DEFAULT_ROUTE,
+                cfg.elasticsearch.index.as_str(),
+                cfg.elasticsearch.retention,
+            )]);
+        for (route, index, retention) in targets {
+            let Ok(index) = IndexPattern::new(index) else {
+                continue;
+            };
+            let pattern = index.wildcard();
+            if plan.templates.iter().any(|t| t.pattern == pattern) {
+                continue;
+            }
+            let priority = plan.free_priority(BASE_PRIORITY + index.literal_len() as u64);
+            let policy = match (lifecycle, retention, index.period()) {
+                (true, Some(kept), Some(period)) => {
+                    Some(plan.policy_for(kept, period, setup.warm_after, (&pattern, priority)))
+                }
+                _ => None,
+            };
+            plan.templates.push(Template {
+                name: format!("logferry-{route}"),
+                route: route.to_owned(),
+                pattern,
+                priority,
+                policy,
+            });
+        }
+        if !setup.templates {
+            plan.templates.clear();
+        }
+        plan
+    }
+
+    /// `want`, or the next lower priority no template of the plan has yet.
+    fn free_priority(&self, want: u64) -> u64 {
+        let mut p = want;
+        while self.templates.iter().any(|t| t.priority == p) {
+            p -= 1;
+        }
+        p
+    }
+
+    /// The policy for this retention and period (made if new), now also for `applies_to`.
+    fn policy_for(
+        &mut self,
+        kept: Retention,
+        period: Period,
+        warm: Option<Retention>,
+        applies_to: (&str, u64),
+    ) -> String {
+        let name = format!("logferry-{}d-{}", kept.days, period.as_str());
+        let policy = match self.policies.iter_mut().find(|p| p.name == name) {
+            Some(p) => p,
+            None => {
+                let delete = kept.days.saturating_add(period.max_days());
+                self.policies.push(Policy {
+                    name: name.clone(),
+                    retention: kept,
+                    delete_after_days: delete,
+                    // A warm phase only while there is time before the delete.
+                    warm_after_days: warm
+                        .map(|w| w.days.saturating_add(period.max_days()))
+                        .filter(|w| *w < delete),
+                    patterns: Vec::new(),
+                });
+                self.policies.last_mut().expect("just pushed")
+            }
+        };
+        policy
+            .patterns
+            .push((applies_to.0.to_owned(), applies_to.1));
+        name
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty() && self.templates.is_empty()
+    }
+}
+
+impl Template {
+    /// The `PUT _index_template/<name>` body.
+    pub fn body(&self, flavor: Flavor) -> Value {
+        let keyword = json!({"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE});
+        let mut template = json!({
+            "mappings": {
+                "dynamic_templates": [
+                    {"logferry_kubernetes": {"path_match": "kubernetes.*", "match_mapping_type": "string", "mapping": keyword}},
+                    {"logferry_docker": {"path_match": "docker.*", "match_mapping_type": "string", "mapping": keyword}},
+                ],
+                "properties": {
+                    "@timestamp": {"type": "date"},
+                    "log": {"type": "text"},
+                },
+            },
+        });
+        if let (Some(policy), Flavor::Elasticsearch) = (&self.policy, flavor) {
+            template["settings"] = json!({"index": {"lifecycle": {"name": policy}}});
+        }
+        json!({
+            "index_patterns": [self.pattern],
+            "priority": self.priority,
+            "template": template,
+            "_meta": {"managed_by": MANAGED_BY, "route": self.route},
+        })
+    }
+}
+
+impl Policy {
+    fn description(&self) -> String {
+        format!(
+            "logferry: keeps {} indices {} days after their last day, then deletes them (managed_by: {MANAGED_BY})",
+            self.patterns
+                .iter()
+                .map(|(p, _)| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.retention.days,
+        )
+    }
+
+    /// The body for `flavor`: an ILM policy, or an ISM policy.
+    pub fn body(&self, flavor: Flavor) -> Value {
+        match flavor {
+            Flavor::Elasticsearch => self.ilm(),
+            Flavor::OpenSearch => self.ism(),
+        }
+    }
+
+    fn ilm(&self) -> Value {
+        let mut phases = json!({
+            "hot": {"min_age": "0ms", "actions": {"set_priority": {"priority": 100}}},
+            "delete": {"min_age": format!("{}d", self.delete_after_days), "actions": {"delete": {}}},
+        });
+        if let Some(warm) = self.warm_after_days {
+            phases["warm"] = json!({"min_age": format!("{warm}d"), "actions": {"set_priority": {"priority": 50}}});
+        }
+        json!({"policy": {
+            "_meta": {"managed_by": MANAGED_BY, "description": self.description()},
+            "phases": phases,
+        }})
+    }
+
+    fn ism(&self) -> Value {
+        let to = |state: &str, days: u32| json!([{"state_name": state, "conditions": {"min_index_age": format!("{days}d")}}]);
+        let mut states = Vec::new();
+        match self.warm_after_days {
+            Some(warm) => {
+                states.push(json!({"name": "hot", "actions": [], "transitions": to("warm", warm)}));
+                states.push(json!({"name": "warm", "actions": [{"index_priority": {"priority": 50}}], "transitions": to("delete", self.delete_after_days)}));
+            }
+            None => states.push(json!({"name": "hot", "actions": [], "transitions": to("delete", self.delete_after_days)})),
+        }
+        states.push(json!({"name": "delete", "actions": [{"delete": {}}], "transitions": []}));
+        let templates: Vec<Value> = self
+            .patterns
+            .iter()
+            .map(|(p, priority)| json!({"index_patterns": [p], "priority": priority}))
+            .collect();
+        json!({"policy": {
+            "description": self.description(),
+            "default_state": "hot",
+            "states": states,
+            "ism_template": templates,
+        }})
+    }
+}

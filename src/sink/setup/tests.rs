@@ -1,0 +1,138 @@
+//! The plan as the platform's policy needs it: audit kept seven years to the last record of
+//! each monthly index, app logs ninety days, and nothing the agent writes outranked by a
+//! built-in template or tied with another of its own.
+
+use super::plan::{Flavor, Plan};
+use crate::config::Config;
+use serde_json::json;
+
+fn plan(text: &str) -> Plan {
+    Plan::new(&Config::from_toml(text, |_| None).unwrap_or_else(|p| panic!("{p:#?}")))
+}
+
+const PLATFORM: &str = r#"
+[elasticsearch]
+index = "logs-%Y.%m.%d"
+retention = "90d"
+[[route]]
+name = "audit"
+index = "audit-%Y.%m"
+retention = "7y"
+when.namespaces = ["payments", "auth"]
+[[route]]
+name = "audit-events"
+index = "audit-%Y.%m"
+retention = "7y"
+when.field = { path = "log_type", equals = "audit" }
+[[route]]
+name = "probes"
+drop = true
+when.field = { path = "path", equals = "/healthz" }
+"#;
+
+#[test]
+fn one_template_per_index_pattern_and_one_policy_per_lifecycle() {
+    let p = plan(PLATFORM);
+    let templates: Vec<(&str, &str, u64)> = p
+        .templates
+        .iter()
+        .map(|t| (t.name.as_str(), t.pattern.as_str(), t.priority))
+        .collect();
+    // The second audit route shares the first's index: one template. The drop route has none.
+    assert_eq!(
+        templates,
+        [("logferry-audit", "audit-*.*", 507), ("logferry-default", "logs-*.*.*", 507 - 1)]
+    );
+    let policies: Vec<(&str, u32)> = p
+        .policies
+        .iter()
+        .map(|p| (p.name.as_str(), p.delete_after_days))
+        .collect();
+    // Deleted a retention after the index's last day: a monthly index lives 31 days more.
+    assert_eq!(
+        policies,
+        [("logferry-2557d-monthly", 2557 + 31), ("logferry-90d-daily", 91)]
+    );
+    assert_eq!(p.templates[0].policy.as_deref(), Some("logferry-2557d-monthly"));
+}
+
+#[test]
+fn the_template_maps_the_agents_fields_and_names_its_ilm_policy_only_on_elasticsearch() {
+    let p = plan(PLATFORM);
+    let es = p.templates[0].body(Flavor::Elasticsearch);
+    assert_eq!(es["index_patterns"], json!(["audit-*.*"]));
+    assert_eq!(es["template"]["settings"]["index"]["lifecycle"]["name"], "logferry-2557d-monthly");
+    let mappings = &es["template"]["mappings"];
+    assert_eq!(mappings["properties"]["@timestamp"]["type"], "date");
+    assert_eq!(mappings["properties"]["log"]["type"], "text");
+    let dynamic = mappings["dynamic_templates"].to_string();
+    assert!(dynamic.contains(r#""path_match":"kubernetes.*""#), "{dynamic}");
+    assert!(dynamic.contains(r#""path_match":"docker.*""#), "{dynamic}");
+    assert_eq!(es["_meta"]["managed_by"], "logferry");
+    // OpenSearch attaches ISM policies by pattern; the ILM setting would be refused there.
+    let os = p.templates[0].body(Flavor::OpenSearch);
+    assert!(os["template"].get("settings").is_none(), "{os}");
+}
+
+#[test]
+fn policies_delete_after_the_retention_and_warm_only_lowers_priority() {
+    let p = plan(&format!("{PLATFORM}\n[elasticsearch.setup]\nwarm_after = \"30d\"\n"));
+    let ilm = p.policies[0].body(Flavor::Elasticsearch);
+    let phases = &ilm["policy"]["phases"];
+    assert_eq!(phases["delete"]["min_age"], "2588d");
+    assert_eq!(phases["delete"]["actions"], json!({"delete": {}}));
+    assert_eq!(phases["warm"]["min_age"], "61d");
+    // Nothing that would refuse a late record (read-only, force-merge, shrink) and no rollover.
+    assert_eq!(phases["warm"]["actions"], json!({"set_priority": {"priority": 50}}));
+    assert!(!ilm.to_string().contains("rollover"));
+    assert_eq!(ilm["policy"]["_meta"]["managed_by"], "logferry");
+    let ism = p.policies[0].body(Flavor::OpenSearch);
+    let policy = &ism["policy"];
+    assert_eq!(policy["default_state"], "hot");
+    let states: Vec<&str> = policy["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["hot", "warm", "delete"]);
+    assert_eq!(
+        policy["states"][1]["transitions"][0]["conditions"]["min_index_age"],
+        "2588d"
+    );
+    assert_eq!(
+        policy["ism_template"],
+        json!([{"index_patterns": ["audit-*.*"], "priority": 507}])
+    );
+    assert!(policy["description"].as_str().unwrap().contains("managed_by: logferry"));
+    // A 90-day retention on daily indices is warm at 31 days: before its delete at 91.
+    assert_eq!(p.policies[1].warm_after_days, Some(31));
+}
+
+#[test]
+fn what_is_installed_follows_the_setup_switches() {
+    // No retention anywhere: templates only.
+    let p = plan("[[route]]\nname = \"a\"\nindex = \"a-%Y\"\nwhen.namespaces = [\"a\"]\n");
+    assert_eq!((p.templates.len(), p.policies.len()), (2, 0));
+    let off = plan(&format!("{PLATFORM}\n[elasticsearch.setup]\nlifecycle = false\n"));
+    assert!(off.policies.is_empty());
+    assert!(off.templates.iter().all(|t| t.policy.is_none()));
+    let no_templates = plan(&format!("{PLATFORM}\n[elasticsearch.setup]\ntemplates = false\n"));
+    assert!(no_templates.templates.is_empty());
+    assert_eq!(no_templates.policies.len(), 2, "ISM policies attach without templates");
+}
+
+#[test]
+fn priorities_never_tie_and_stay_above_the_built_in_templates() {
+    let p = plan(
+        "[[route]]\nname = \"a\"\nindex = \"ab-%Y\"\nwhen.namespaces = [\"a\"]\n\
+         [[route]]\nname = \"b\"\nindex = \"%Y-ab\"\nwhen.namespaces = [\"b\"]\n\
+         [[route]]\nname = \"c\"\nindex = \"x%Yb\"\nwhen.namespaces = [\"c\"]\n",
+    );
+    let mut priorities: Vec<u64> = p.templates.iter().map(|t| t.priority).collect();
+    assert!(priorities.iter().all(|p| *p > 200), "{priorities:?}");
+    // The first route's template outranks a later one of equal specificity.
+    assert!(priorities[0] > priorities[1] && priorities[1] > priorities[2], "{priorities:?}");
+    priorities.dedup();
+    assert_eq!(priorities.len(), p.templates.len());
+}
