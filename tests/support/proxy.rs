@@ -31,6 +31,9 @@ pub struct Faults {
     pub headers: Vec<(String, String)>,
     /// Answer bulk requests wrongly, this way.
     pub bulk_answer: Option<BulkAnswer>,
+    /// Answer requests whose path starts with one of these with its status (a cluster whose
+    /// role lets the agent write documents but not install templates answers 403 there).
+    pub refuse_paths: Vec<(String, u16)>,
 }
 
 /// How a bulk answer is garbled.
@@ -132,6 +135,7 @@ fn handle(
         if reader.read_line(&mut request_line)? == 0 {
             return Ok(());
         }
+        let method = request_line.split(' ').next().unwrap_or("GET").to_owned();
         let path = request_line.split(' ').nth(1).unwrap_or("/").to_owned();
         let (mut length, mut gzip) = (0usize, false);
         loop {
@@ -161,7 +165,18 @@ fn handle(
             GzDecoder::new(&body[..]).read_to_end(&mut plain)?;
             body = plain;
         }
-        let (status, answer) = if let Some(code) = f.status {
+        let refused = f
+            .refuse_paths
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .map(|(_, code)| *code);
+        let (status, answer) = if let Some(code) = refused.filter(|c| *c == 403) {
+            (
+                code,
+                json!({"error": {"type": "security_exception", "reason": format!("action [{method} {path}] is unauthorized for user [logferry]")}, "status": code})
+                    .to_string(),
+            )
+        } else if let Some(code) = f.status.or(refused) {
             (
                 code,
                 json!({"error": {"type": "injected", "reason": "fault proxy"}, "status": code})
@@ -188,7 +203,7 @@ fn handle(
             bulk(&body, &f, seen, upstream)
         } else {
             logferry_harness::http(
-                "POST",
+                &method,
                 &format!("{upstream}{path}"),
                 "application/json",
                 &body,
