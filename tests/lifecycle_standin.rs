@@ -391,178 +391,61 @@ fn overlapping_templates_of_one_priority_are_refused() {
     );
 }
 
-/// Each kind of invalid body, refused with a problem that names its fault.
+/// Each kind of invalid body, refused with a problem that names its fault:
+/// `[flavor, path, body, fault]`, where `<ilm>` and `<ism>` wrap phases and states.
 #[test]
 fn each_kind_of_invalid_body_is_refused_with_its_fault_named() {
-    let ilm = |phases: Value| json!({"policy": {"phases": phases}});
-    let ism = |states: Value| json!({"policy": {"description": "d", "default_state": "hot", "states": states}});
-    let cases: Vec<(Flavor, &str, Value, &str)> = vec![
-        (
-            Flavor::Elasticsearch8,
-            "/_ilm/policy/p",
-            ilm(json!({"hot": {"actions": {"rollover": {"min_docs": 1}}}})),
-            "At least one max_* rollover condition",
-        ),
-        (
-            Flavor::Elasticsearch8,
-            "/_ilm/policy/p",
-            ilm(json!({"hot": {"actions": {"rollover": {"max_size": "1 lightyear"}}}})),
-            "as a size in bytes",
-        ),
-        (
-            Flavor::Elasticsearch8,
-            "/_ilm/policy/p",
-            ilm(json!({"hot": {"actions": {"forcemerge": {"max_num_segments": 1}}}})),
-            "without an accompanying [rollover]",
-        ),
-        (
-            Flavor::Elasticsearch8,
-            "/_ilm/policy/p",
-            ilm(json!({"frozen": {"actions": {}}})),
-            "searchable snapshot action is required",
-        ),
-        (
-            Flavor::Elasticsearch8,
-            "/_ilm/policy/p",
-            ilm(json!({"delete": {"actions": {"delete": {"force": true}}}})),
-            "unknown field [force]",
-        ),
-        (
-            Flavor::Elasticsearch8,
-            "/_ilm/policy/p",
-            json!({"policy": {"phases": {}, "_meta": "x"}}),
-            "[_meta]",
-        ),
-        (
-            Flavor::Elasticsearch8,
-            "/_ilm/policy/p",
-            json!({"phases": {}}),
-            "unknown field [phases]",
-        ),
-        (
-            Flavor::Elasticsearch8,
-            "/_ilm/policy/p?create=true",
-            ilm(json!({})),
-            "unrecognized parameter: [create]",
-        ),
-        (
-            Flavor::OpenSearch2,
-            "/_plugins/_ism/policies/p",
-            ism(json!([{"name": "warm"}])),
-            "valid default state",
-        ),
-        (
-            Flavor::OpenSearch2,
-            "/_plugins/_ism/policies/p",
-            ism(json!([{"name": "hot"}, {"name": "hot"}])),
-            "duplicate state names",
-        ),
-        (
-            Flavor::OpenSearch2,
-            "/_plugins/_ism/policies/p",
-            ism(json!([{"name": "hot", "actions": [{"shred": {}}]}])),
-            "Invalid field: [shred] found in Actions",
-        ),
-        (
-            Flavor::OpenSearch2,
-            "/_plugins/_ism/policies/p",
-            ism(json!([{"name": "hot", "actions": [{"rollover": {"max_age": "1d"}}]}])),
-            "[max_age]",
-        ),
-        (
-            Flavor::OpenSearch2,
-            "/_plugins/_ism/policies/p",
-            ism(
-                json!([{"name": "hot", "transitions": [{"state_name": "hot", "conditions": {"min_primary_shard_size": "1gb"}}]}]),
-            ),
-            "[min_primary_shard_size] found in Conditions",
-        ),
-        (
-            Flavor::OpenSearch2,
-            "/_plugins/_ism/policies/p",
-            ism(
-                json!([{"name": "hot", "transitions": [{"state_name": "hot", "conditions": {"min_index_age": "1y"}}]}]),
-            ),
-            "with value [1y]",
-        ),
-        (
-            Flavor::OpenSearch2,
-            "/_plugins/_ism/policies/p",
-            ism(
-                json!([{"name": "hot", "transitions": [{"state_name": "hot", "conditions": {"min_doc_count": 0}}]}]),
-            ),
-            "doc count condition must be greater than 0",
-        ),
-        (
-            Flavor::OpenSearch2,
-            "/_plugins/_ism/policies/p",
-            ism(
-                json!([{"name": "hot", "actions": [{"delete": {}}], "transitions": [{"state_name": "hot"}]}]),
-            ),
-            "cannot contain transitions if using delete",
-        ),
-        (
-            Flavor::OpenSearch2,
-            "/_plugins/_ism/policies/p",
-            json!({"policy": {"default_state": "hot", "states": [{"name": "hot"}]}}),
-            "description is null",
-        ),
-        (
-            Flavor::OpenSearch2,
-            "/_plugins/_ism/policies/p",
-            json!({"policy": {"description": "d", "default_state": "hot", "states": [{"name": "hot"}], "ism_template": {"index_patterns": ["logs-*"], "priority": -1}}}),
-            "priority to be >= 0",
-        ),
-        (
-            Flavor::OpenSearch2,
-            "/_plugins/_ism/policies/p",
-            json!({"policy": {"description": "d", "default_state": "hot", "states": [{"name": "hot"}], "_meta": {}}}),
-            "Invalid field: [_meta]",
-        ),
-        (
-            Flavor::OpenSearch2,
-            "/_index_template/t",
-            json!({"template": {}}),
-            "Required [index_patterns]",
-        ),
-        (
-            Flavor::OpenSearch2,
-            "/_index_template/t",
-            json!({"index_patterns": ["logs-*"], "priority": -5}),
-            "priority must be >= 0",
-        ),
-        (
-            Flavor::OpenSearch2,
-            "/_index_template/t",
-            json!({"index_patterns": ["logs-*"], "template": {"lifecycle": {}}}),
-            "unknown field [lifecycle]",
-        ),
-        (
-            Flavor::OpenSearch2,
-            "/_index_template/t",
-            json!({"index_patterns": ["logs-*"], "composed_of": ["base"]}),
-            "component templates",
-        ),
-        (
-            Flavor::OpenSearch2,
-            "/_index_template/Upper",
-            json!({"index_patterns": ["logs-*"]}),
-            "must be lower cased",
-        ),
-        (
-            Flavor::Elasticsearch9,
-            "/_index_template/t",
-            json!({"index_patterns": ["logs-*"], "template": {"settings": {"index.plugins.index_state_management.rollover_alias": "a"}}}),
-            "unknown setting",
-        ),
-        (
-            Flavor::Elasticsearch9,
-            "/_index_template/t",
-            json!({"index_patterns": ["_logs"]}),
-            "must not start with '_'",
-        ),
-    ];
-    for (flavor, path, body, fault) in cases {
+    let cases = json!([
+        ["es8", "/_ilm/policy/p", {"<ilm>": {"hot": {"actions": {"rollover": {"min_docs": 1}}}}}, "At least one max_* rollover condition"],
+        ["es8", "/_ilm/policy/p", {"<ilm>": {"hot": {"actions": {"rollover": {"max_size": "1 lightyear"}}}}}, "as a size in bytes"],
+        ["es8", "/_ilm/policy/p", {"<ilm>": {"hot": {"actions": {"forcemerge": {"max_num_segments": 1}}}}}, "without an accompanying [rollover]"],
+        ["es8", "/_ilm/policy/p", {"<ilm>": {"frozen": {"actions": {}}}}, "searchable snapshot action is required"],
+        ["es8", "/_ilm/policy/p", {"<ilm>": {"delete": {"actions": {"delete": {"force": true}}}}}, "unknown field [force]"],
+        ["es8", "/_ilm/policy/p", {"<ilm>": {"hot": {"min_age": "1.5d", "actions": {}}}}, "fractional time values"],
+        ["es9", "/_ilm/policy/p", {"policy": {"phases": {}, "_meta": "x"}}, "[_meta]"],
+        ["es9", "/_ilm/policy/p", {"phases": {}}, "unknown field [phases]"],
+        ["es9", "/_ilm/policy/p?create=true", {"<ilm>": {}}, "unrecognized parameter: [create]"],
+        ["os2", "/_plugins/_ism/policies/p", {"<ism>": [{"name": "warm"}]}, "valid default state"],
+        ["os2", "/_plugins/_ism/policies/p", {"<ism>": [{"name": "hot"}, {"name": "hot"}]}, "duplicate state names"],
+        ["os2", "/_plugins/_ism/policies/p", {"<ism>": [{"name": "hot", "actions": [{"shred": {}}]}]}, "Invalid field: [shred] found in Actions"],
+        ["os2", "/_plugins/_ism/policies/p", {"<ism>": [{"name": "hot", "actions": [{"rollover": {"max_age": "1d"}}]}]}, "[max_age]"],
+        ["os2", "/_plugins/_ism/policies/p", {"<ism>": [{"name": "hot", "actions": [{"rollover": {}, "retry": {"count": -1}}]}]}, "non-negative"],
+        ["os2", "/_plugins/_ism/policies/p", {"<ism>": [{"name": "hot", "actions": [{"search_only": {}}]}]}, "[search_only]"],
+        ["os2", "/_plugins/_ism/policies/p", {"<ism>": [{"name": "hot", "transitions": [{"state_name": "hot", "conditions": {"min_primary_shard_size": "1gb"}}]}]}, "[min_primary_shard_size] found in Conditions"],
+        ["os2", "/_plugins/_ism/policies/p", {"<ism>": [{"name": "hot", "transitions": [{"state_name": "hot", "conditions": {"min_index_age": "1y"}}]}]}, "with value [1y]"],
+        ["os2", "/_plugins/_ism/policies/p", {"<ism>": [{"name": "hot", "transitions": [{"state_name": "hot", "conditions": {"min_doc_count": 0}}]}]}, "doc count condition must be greater than 0"],
+        ["os3", "/_plugins/_ism/policies/p", {"<ism>": [{"name": "hot", "transitions": [{"state_name": "hot", "conditions": {"min_index_age": "1d", "min_size": "1gb"}}]}]}, "more than one Transition condition"],
+        ["os3", "/_plugins/_ism/policies/p", {"<ism>": [{"name": "hot", "transitions": [{"state_name": "hot", "conditions": {"cron": {"cron": {"expression": "daily", "timezone": "UTC"}}}}]}]}, "Invalid cron expression"],
+        ["os3", "/_plugins/_ism/policies/p", {"<ism>": [{"name": "hot", "actions": [{"delete": {}}], "transitions": [{"state_name": "hot"}]}]}, "cannot contain transitions if using delete"],
+        ["os3", "/_plugins/_ism/policies/p", {"<ism>": [{"name": "hot", "actions": [{"delete": {}}, {"read_only": {}}]}]}, "after a delete action"],
+        ["os3", "/_plugins/_ism/policies/p", {"policy": {"default_state": "hot", "states": [{"name": "hot"}]}}, "description is null"],
+        ["os3", "/_plugins/_ism/policies/p", {"policy": {"description": "d", "default_state": "hot", "states": [{"name": "hot"}], "ism_template": {"index_patterns": ["logs-*"], "priority": -1}}}, "priority to be >= 0"],
+        ["os3", "/_plugins/_ism/policies/p", {"policy": {"description": "d", "default_state": "hot", "states": [{"name": "hot"}], "_meta": {}}}, "Invalid field: [_meta]"],
+        ["os2", "/_index_template/t", {"template": {}}, "Required [index_patterns]"],
+        ["os2", "/_index_template/t", {"index_patterns": ["logs-*"], "priority": -5}, "priority must be >= 0"],
+        ["os2", "/_index_template/t", {"index_patterns": ["logs-*"], "template": {"lifecycle": {}}}, "unknown field [lifecycle]"],
+        ["os2", "/_index_template/t", {"index_patterns": ["logs-*"], "composed_of": ["base"]}, "component templates"],
+        ["os2", "/_index_template/Upper", {"index_patterns": ["logs-*"]}, "must be lower cased"],
+        ["es9", "/_index_template/t", {"index_patterns": ["logs-*"], "template": {"settings": {"index": {"plugins": {"index_state_management": {"rollover_alias": "a"}}}}}}, "unknown setting [index.plugins.index_state_management.rollover_alias]"],
+        ["es9", "/_index_template/t", {"index_patterns": ["logs-*"], "template": {"settings": {"lifecycle.indexing_complete": "yes"}}}, "for setting [index.lifecycle.indexing_complete]"],
+        ["es9", "/_index_template/t", {"index_patterns": ["_logs"]}, "must not start with '_'"],
+        ["es8", "/_index_template/t", {"index_patterns": ["logs-*"], "template": {"data_stream_options": {}}}, "unknown field [data_stream_options]"]
+    ]);
+    for case in cases.as_array().unwrap() {
+        let flavor = match case[0].as_str().unwrap() {
+            "es8" => Flavor::Elasticsearch8,
+            "es9" => Flavor::Elasticsearch9,
+            "os2" => Flavor::OpenSearch2,
+            _ => Flavor::OpenSearch3,
+        };
+        let (path, fault) = (case[1].as_str().unwrap(), case[3].as_str().unwrap());
+        let body = if let Some(phases) = case[2].get("<ilm>") {
+            json!({"policy": {"phases": phases}})
+        } else if let Some(states) = case[2].get("<ism>") {
+            json!({"policy": {"description": "d", "default_state": "hot", "states": states}})
+        } else {
+            case[2].clone()
+        };
         let c = Cluster::start(flavor, None);
         let answer = put(&c, path, &body);
         assert!(
