@@ -31,7 +31,9 @@ pub(super) fn route(
         ("PUT", ["policy", name]) => put(s, name, query, &path, body),
         ("DELETE", ["policy", name]) => delete(s, name, query, &path),
         ("GET", ["status"]) => Ok((200, json!({"operation_mode": "RUNNING"}))),
-        (_, ["policy", ..] | ["status"]) => return super::no_handler(method, &path),
+        (_, ["policy", _]) => return super::wrong_method(method, &path, "GET, PUT, DELETE"),
+        (_, ["policy"] | ["status"]) => return super::wrong_method(method, &path, "GET"),
+        (_, ["policy", ..]) => return super::no_handler(method, &path),
         _ => return super::unmodelled(method, &path),
     };
     answer.into()

@@ -363,6 +363,19 @@ fn no_handler(method: &str, path: &str) -> Routed {
     }
 }
 
+/// Both products' answer to a known path with a method it does not take: 405 with the
+/// allowed ones (`RestController#handleUnsupportedHttpMethod`).
+fn wrong_method(method: &str, path: &str, allowed: &str) -> Routed {
+    let reason = format!(
+        "Incorrect HTTP method for uri [{path}] and method [{method}], allowed: [{allowed}]"
+    );
+    Routed::Answer {
+        status: 405,
+        body: json!({ "error": reason, "status": 405 }),
+        problem: Some(Refusal::new(405, "wrong_method", reason)),
+    }
+}
+
 /// An endpoint the stand-in does not model (e.g. ILM explain): 501, and a problem, so a test
 /// learns the agent now needs more of the stand-in instead of passing by accident.
 fn unmodelled(method: &str, what: &str) -> Routed {

@@ -33,7 +33,8 @@ pub(super) fn route(
         "GET" | "HEAD" => get(s, name, query, &path),
         "PUT" | "POST" if !rest.is_empty() => put(s, name, query, &path, body),
         "DELETE" if !rest.is_empty() => delete(s, name, query, &path),
-        _ => return super::no_handler(method, &path),
+        _ if rest.is_empty() => return super::wrong_method(method, &path, "GET, HEAD"),
+        _ => return super::wrong_method(method, &path, "GET, HEAD, PUT, POST, DELETE"),
     };
     answer.into()
 }

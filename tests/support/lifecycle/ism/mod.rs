@@ -43,6 +43,10 @@ pub(super) fn route(
         ("GET" | "HEAD", ["policies", id]) => get(s, id, query, &path),
         ("PUT", ["policies", id]) => put(s, id, query, &path, body),
         ("DELETE", ["policies", id]) => delete(s, id, query, &path),
+        (_, ["policies", _]) => {
+            return super::wrong_method(method, &path, "GET, HEAD, PUT, DELETE");
+        }
+        (_, ["policies"]) => return super::wrong_method(method, &path, "GET"),
         (_, ["policies", ..]) => return super::no_handler(method, &path),
         _ => return super::unmodelled(method, &path),
     };
