@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod kubeapi;
+pub mod lifecycle;
 pub mod proxy;
 pub mod tls;
 
