@@ -96,23 +96,44 @@ fn records_reach_the_first_route_that_takes_them_by_namespace_label_and_field() 
         .collect();
     assert_eq!(audit.keys().cloned().collect::<HashSet<_>>(), want);
     assert!(audit.values().all(|n| *n == 1), "{audit:?}");
-    assert!(seqs_in(&es, "payments-*").keys().all(|(p, s)| p == "checkout-1" && *s < 20));
+    assert!(
+        seqs_in(&es, "payments-*")
+            .keys()
+            .all(|(p, s)| p == "checkout-1" && *s < 20)
+    );
     let default = seqs_in(&es, "logs-*");
-    assert!(default.keys().all(|(p, s)| p == "frontend-1" && *s < 20), "{default:?}");
+    assert!(
+        default.keys().all(|(p, s)| p == "frontend-1" && *s < 20),
+        "{default:?}"
+    );
     // Named from the records' own time.
     let docs = es.all_documents("audit-*").unwrap();
     let time = docs[0].1["@timestamp"].as_str().unwrap();
     let month = time[..7].replace('-', ".");
     assert_eq!(es.count(&format!("audit-{month}")).unwrap(), 25, "{time}");
-    for (route, n) in [("audit", 20), ("audit-events", 5), ("probes", 5), ("payments", 20), ("default", 20)] {
+    for (route, n) in [
+        ("audit", 20),
+        ("audit-events", 5),
+        ("probes", 5),
+        ("payments", 20),
+        ("default", 20),
+    ] {
         assert_eq!(
-            agent.metric(&format!("logferry_route_records_total{{route=\"{route}\"}}")),
+            agent.metric(&format!(
+                "logferry_route_records_total{{route=\"{route}\"}}"
+            )),
             n,
             "{route}"
         );
     }
-    assert_eq!(agent.metric("logferry_route_dropped_total{route=\"probes\"}"), 5);
-    assert_eq!(agent.metric("logferry_route_dropped_total{route=\"audit\"}"), 0);
+    assert_eq!(
+        agent.metric("logferry_route_dropped_total{route=\"probes\"}"),
+        5
+    );
+    assert_eq!(
+        agent.metric("logferry_route_dropped_total{route=\"audit\"}"),
+        0
+    );
     assert!(agent.stop().success());
 }
 
@@ -136,9 +157,14 @@ fn a_replay_after_sigkill_lands_each_record_once_in_the_index_it_was_routed_to()
     let mut billing = node.writer("billing", "invoices-1", "app", Format::Cri);
     let writer = std::thread::spawn(move || {
         for seq in 0..3000u64 {
-            let w = if seq % 2 == 0 { &mut shop } else { &mut billing };
+            let w = if seq % 2 == 0 {
+                &mut shop
+            } else {
+                &mut billing
+            };
             let kind = if seq % 3 == 0 { "audit" } else { "app" };
-            w.line(&json!({"log_type": kind, "seq": seq}).to_string()).unwrap();
+            w.line(&json!({"log_type": kind, "seq": seq}).to_string())
+                .unwrap();
             if seq % 100 == 99 {
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -155,7 +181,10 @@ fn a_replay_after_sigkill_lands_each_record_once_in_the_index_it_was_routed_to()
     let (audit, billing_n) = (1000, 3000 / 2 - 1500 / 3);
     assert_eq!(wait_for(&es, "audit-*", audit), audit, "audit");
     assert_eq!(wait_for(&es, "billing-*", billing_n), billing_n, "billing");
-    assert_eq!(wait_for(&es, "logs-*", 3000 - audit - billing_n), 3000 - audit - billing_n);
+    assert_eq!(
+        wait_for(&es, "logs-*", 3000 - audit - billing_n),
+        3000 - audit - billing_n
+    );
     for (pattern, belongs) in [
         ("audit-*", &(|s: u64| s % 3 == 0) as &dyn Fn(u64) -> bool),
         ("billing-*", &|s: u64| s % 3 != 0 && s % 2 == 1),

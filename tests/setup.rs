@@ -19,9 +19,7 @@ const AUDIT: &str = "[[route]]\nname = \"audit\"\nindex = \"audit-%Y.%m\"\n\
 
 fn template(es: &Osmem, name: &str) -> Option<Value> {
     let v = es.get(&format!("/_index_template/{name}")).ok()?;
-    v["index_templates"][0]
-        .get("index_template")
-        .cloned()
+    v["index_templates"][0].get("index_template").cloned()
 }
 
 /// `logferry setup -c config`: (success, stdout, stderr).
@@ -60,14 +58,23 @@ fn templates_are_installed_at_start_and_give_new_indices_their_mappings() {
     let audit = template(&es, "logferry-audit").expect("the audit route's template");
     assert_eq!(audit["index_patterns"], json!(["audit-*.*"]));
     assert_eq!(audit["_meta"]["managed_by"], "logferry");
-    assert!(template(&es, "logferry-default").is_some(), "the default index's template");
+    assert!(
+        template(&es, "logferry-default").is_some(),
+        "the default index's template"
+    );
     // The first index was created after the template: it has the agent's mappings.
     let mapping = es.get("/audit-*/_mapping").unwrap();
     let (_, m) = mapping.as_object().unwrap().iter().next().unwrap();
     let props = &m["mappings"]["properties"];
     assert_eq!(props["@timestamp"]["type"], "date", "{m}");
-    assert_eq!(props["kubernetes"]["properties"]["pod_name"]["type"], "keyword", "{m}");
-    assert_eq!(props["kubernetes"]["properties"]["namespace_name"]["type"], "keyword");
+    assert_eq!(
+        props["kubernetes"]["properties"]["pod_name"]["type"], "keyword",
+        "{m}"
+    );
+    assert_eq!(
+        props["kubernetes"]["properties"]["namespace_name"]["type"],
+        "keyword"
+    );
     let mapping = es.get("/logs-*/_mapping").unwrap();
     let (_, m) = mapping.as_object().unwrap().iter().next().unwrap();
     assert_eq!(m["mappings"]["properties"]["log"]["type"], "text", "{m}");
@@ -82,11 +89,22 @@ fn templates_are_installed_at_start_and_give_new_indices_their_mappings() {
     // A second start finds them present and writes nothing: a mark an operator added stays.
     let mut edited = audit.clone();
     edited["_meta"]["note"] = "edited by hand".into();
-    http_json("PUT", &format!("{}/_index_template/logferry-audit", es.url), Some(&edited)).unwrap();
+    http_json(
+        "PUT",
+        &format!("{}/_index_template/logferry-audit", es.url),
+        Some(&edited),
+    )
+    .unwrap();
     let (ok, out, err) = setup_once(&config);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("index template logferry-audit: present"), "{out}");
-    assert_eq!(template(&es, "logferry-audit").unwrap()["_meta"]["note"], "edited by hand");
+    assert!(
+        out.contains("index template logferry-audit: present"),
+        "{out}"
+    );
+    assert_eq!(
+        template(&es, "logferry-audit").unwrap()["_meta"]["note"],
+        "edited by hand"
+    );
 }
 
 #[test]
@@ -98,7 +116,12 @@ fn an_operators_template_is_never_replaced_even_with_overwrite() {
         "template": {"mappings": {"properties": {"log_type": {"type": "keyword"}, "msg": {"type": "keyword"}}}},
         "_meta": {"owner": "platform-team"},
     });
-    http_json("PUT", &format!("{}/_index_template/logferry-audit", es.url), Some(&operators)).unwrap();
+    http_json(
+        "PUT",
+        &format!("{}/_index_template/logferry-audit", es.url),
+        Some(&operators),
+    )
+    .unwrap();
     let node = Node::new();
     audit_lines(&node, 5);
     let config = node.config_with(
@@ -107,10 +130,18 @@ fn an_operators_template_is_never_replaced_even_with_overwrite() {
     );
     let (ok, out, err) = setup_once(&config);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("logferry-audit: present and not the agent's; left alone"), "{out}");
+    assert!(
+        out.contains("logferry-audit: present and not the agent's; left alone"),
+        "{out}"
+    );
     let agent = Agent::start(&config);
-    wait_until(60, "5 audit documents", || es.count("audit-*").unwrap_or(0) >= 5);
-    assert_eq!(template(&es, "logferry-audit").unwrap()["_meta"], json!({"owner": "platform-team"}));
+    wait_until(60, "5 audit documents", || {
+        es.count("audit-*").unwrap_or(0) >= 5
+    });
+    assert_eq!(
+        template(&es, "logferry-audit").unwrap()["_meta"],
+        json!({"owner": "platform-team"})
+    );
     // The index has the operator's mapping, not the agent's.
     let mapping = es.get("/audit-*/_mapping").unwrap();
     let (_, m) = mapping.as_object().unwrap().iter().next().unwrap();
@@ -127,12 +158,23 @@ fn the_agents_own_template_is_replaced_only_when_the_config_says_overwrite() {
     // An older version of the agent's template: another priority.
     let mut old = template(&es, "logferry-audit").unwrap();
     old["priority"] = 600.into();
-    http_json("PUT", &format!("{}/_index_template/logferry-audit", es.url), Some(&old)).unwrap();
+    http_json(
+        "PUT",
+        &format!("{}/_index_template/logferry-audit", es.url),
+        Some(&old),
+    )
+    .unwrap();
     let (ok, out, _) = setup_once(&config);
     assert!(ok);
-    assert!(out.contains("logferry-audit: present but different"), "{out}");
+    assert!(
+        out.contains("logferry-audit: present but different"),
+        "{out}"
+    );
     assert_eq!(template(&es, "logferry-audit").unwrap()["priority"], 600);
-    let overwrite = node.config_with(&es.url, &format!("{AUDIT}[elasticsearch.setup]\noverwrite = true\n"));
+    let overwrite = node.config_with(
+        &es.url,
+        &format!("{AUDIT}[elasticsearch.setup]\noverwrite = true\n"),
+    );
     let (ok, out, _) = setup_once(&overwrite);
     assert!(ok);
     assert!(out.contains("logferry-audit: replaced"), "{out}");
@@ -161,7 +203,11 @@ fn many_agents_setting_up_at_once_are_harmless() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names.iter().filter(|n| **n == "logferry-audit").count(), 1, "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| **n == "logferry-audit").count(),
+        1,
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -181,13 +227,22 @@ fn a_cluster_that_refuses_setup_keeps_getting_every_line_and_health_says_why() {
     let setup = &health["checks"]["setup"];
     assert_eq!(setup["status"], "degraded", "{health}");
     let detail = setup["detail"].as_str().unwrap_or("");
-    assert!(detail.contains("403") && detail.contains("security_exception"), "{detail}");
+    assert!(
+        detail.contains("403") && detail.contains("security_exception"),
+        "{detail}"
+    );
     assert_eq!(agent.metric("logferry_setup_complete"), 0);
     let logs = agent.logs();
-    assert_eq!(logs.matches("cannot install index templates").count(), 1, "logged once: {logs}");
+    assert_eq!(
+        logs.matches("cannot install index templates").count(),
+        1,
+        "logged once: {logs}"
+    );
     // Once allowed, the retry installs them, and health is back.
     proxy.set(|f| f.refuse_paths.clear());
-    wait_until(30, "setup to succeed on a retry", || agent.metric("logferry_setup_complete") == 1);
+    wait_until(30, "setup to succeed on a retry", || {
+        agent.metric("logferry_setup_complete") == 1
+    });
     assert!(template(&es, "logferry-audit").is_some());
     assert_eq!(agent.get("/health")["checks"]["setup"]["status"], "healthy");
     assert!(agent.stop().success());

@@ -41,7 +41,10 @@ fn one_template_per_index_pattern_and_one_policy_per_lifecycle() {
     // The second audit route shares the first's index: one template. The drop route has none.
     assert_eq!(
         templates,
-        [("logferry-audit", "audit-*.*", 507), ("logferry-default", "logs-*.*.*", 507 - 1)]
+        [
+            ("logferry-audit", "audit-*.*", 507),
+            ("logferry-default", "logs-*.*.*", 507 - 1)
+        ]
     );
     let policies: Vec<(&str, u32)> = p
         .policies
@@ -51,9 +54,15 @@ fn one_template_per_index_pattern_and_one_policy_per_lifecycle() {
     // Deleted a retention after the index's last day: a monthly index lives 31 days more.
     assert_eq!(
         policies,
-        [("logferry-2557d-monthly", 2557 + 31), ("logferry-90d-daily", 91)]
+        [
+            ("logferry-2557d-monthly", 2557 + 31),
+            ("logferry-90d-daily", 91)
+        ]
     );
-    assert_eq!(p.templates[0].policy.as_deref(), Some("logferry-2557d-monthly"));
+    assert_eq!(
+        p.templates[0].policy.as_deref(),
+        Some("logferry-2557d-monthly")
+    );
 }
 
 #[test]
@@ -61,12 +70,18 @@ fn the_template_maps_the_agents_fields_and_names_its_ilm_policy_only_on_elastics
     let p = plan(PLATFORM);
     let es = p.templates[0].body(Flavor::Elasticsearch);
     assert_eq!(es["index_patterns"], json!(["audit-*.*"]));
-    assert_eq!(es["template"]["settings"]["index"]["lifecycle"]["name"], "logferry-2557d-monthly");
+    assert_eq!(
+        es["template"]["settings"]["index"]["lifecycle"]["name"],
+        "logferry-2557d-monthly"
+    );
     let mappings = &es["template"]["mappings"];
     assert_eq!(mappings["properties"]["@timestamp"]["type"], "date");
     assert_eq!(mappings["properties"]["log"]["type"], "text");
     let dynamic = mappings["dynamic_templates"].to_string();
-    assert!(dynamic.contains(r#""path_match":"kubernetes.*""#), "{dynamic}");
+    assert!(
+        dynamic.contains(r#""path_match":"kubernetes.*""#),
+        "{dynamic}"
+    );
     assert!(dynamic.contains(r#""path_match":"docker.*""#), "{dynamic}");
     assert_eq!(es["_meta"]["managed_by"], "logferry");
     // OpenSearch attaches ISM policies by pattern; the ILM setting would be refused there.
@@ -76,14 +91,19 @@ fn the_template_maps_the_agents_fields_and_names_its_ilm_policy_only_on_elastics
 
 #[test]
 fn policies_delete_after_the_retention_and_warm_only_lowers_priority() {
-    let p = plan(&format!("{PLATFORM}\n[elasticsearch.setup]\nwarm_after = \"30d\"\n"));
+    let p = plan(&format!(
+        "{PLATFORM}\n[elasticsearch.setup]\nwarm_after = \"30d\"\n"
+    ));
     let ilm = p.policies[0].body(Flavor::Elasticsearch);
     let phases = &ilm["policy"]["phases"];
     assert_eq!(phases["delete"]["min_age"], "2588d");
     assert_eq!(phases["delete"]["actions"], json!({"delete": {}}));
     assert_eq!(phases["warm"]["min_age"], "61d");
     // Nothing that would refuse a late record (read-only, force-merge, shrink) and no rollover.
-    assert_eq!(phases["warm"]["actions"], json!({"set_priority": {"priority": 50}}));
+    assert_eq!(
+        phases["warm"]["actions"],
+        json!({"set_priority": {"priority": 50}})
+    );
     assert!(!ilm.to_string().contains("rollover"));
     assert_eq!(ilm["policy"]["_meta"]["managed_by"], "logferry");
     let ism = p.policies[0].body(Flavor::OpenSearch);
@@ -104,7 +124,12 @@ fn policies_delete_after_the_retention_and_warm_only_lowers_priority() {
         policy["ism_template"],
         json!([{"index_patterns": ["audit-*.*"], "priority": 507}])
     );
-    assert!(policy["description"].as_str().unwrap().contains("managed_by: logferry"));
+    assert!(
+        policy["description"]
+            .as_str()
+            .unwrap()
+            .contains("managed_by: logferry")
+    );
     // A 90-day retention on daily indices is warm at 31 days: before its delete at 91.
     assert_eq!(p.policies[1].warm_after_days, Some(31));
 }
@@ -114,12 +139,20 @@ fn what_is_installed_follows_the_setup_switches() {
     // No retention anywhere: templates only.
     let p = plan("[[route]]\nname = \"a\"\nindex = \"a-%Y\"\nwhen.namespaces = [\"a\"]\n");
     assert_eq!((p.templates.len(), p.policies.len()), (2, 0));
-    let off = plan(&format!("{PLATFORM}\n[elasticsearch.setup]\nlifecycle = false\n"));
+    let off = plan(&format!(
+        "{PLATFORM}\n[elasticsearch.setup]\nlifecycle = false\n"
+    ));
     assert!(off.policies.is_empty());
     assert!(off.templates.iter().all(|t| t.policy.is_none()));
-    let no_templates = plan(&format!("{PLATFORM}\n[elasticsearch.setup]\ntemplates = false\n"));
+    let no_templates = plan(&format!(
+        "{PLATFORM}\n[elasticsearch.setup]\ntemplates = false\n"
+    ));
     assert!(no_templates.templates.is_empty());
-    assert_eq!(no_templates.policies.len(), 2, "ISM policies attach without templates");
+    assert_eq!(
+        no_templates.policies.len(),
+        2,
+        "ISM policies attach without templates"
+    );
 }
 
 #[test]
@@ -132,7 +165,10 @@ fn priorities_never_tie_and_stay_above_the_built_in_templates() {
     let mut priorities: Vec<u64> = p.templates.iter().map(|t| t.priority).collect();
     assert!(priorities.iter().all(|p| *p > 200), "{priorities:?}");
     // The first route's template outranks a later one of equal specificity.
-    assert!(priorities[0] > priorities[1] && priorities[1] > priorities[2], "{priorities:?}");
+    assert!(
+        priorities[0] > priorities[1] && priorities[1] > priorities[2],
+        "{priorities:?}"
+    );
     priorities.dedup();
     assert_eq!(priorities.len(), p.templates.len());
 }
