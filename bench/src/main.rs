@@ -29,7 +29,7 @@ struct Cli {
     #[arg(long, default_value = "target/bench-work")]
     dir: PathBuf,
     /// Only these scenarios (one-file, many-files, idle-files, catch-up, latency, wide-lines,
-    /// multiline, multiline-off).
+    /// multiline, multiline-off, routes).
     #[arg(long = "only", value_delimiter = ',')]
     only: Vec<String>,
     /// Multiply every scenario's line count (and the latency run's length) by this.
@@ -109,11 +109,15 @@ fn scenarios<'a>(bin: &'a Path, sink: &'a Sink, scale: f64) -> Vec<Scenario<'a>>
     vec![
         (
             "one-file",
-            Box::new(move |w| files_at_start(bin, sink, w, "one-file", 1, n(1_000_000), false)),
+            Box::new(move |w| {
+                files_at_start(bin, sink, w, "one-file", Files::cri(1, n(1_000_000)), "")
+            }),
         ),
         (
             "many-files",
-            Box::new(move |w| files_at_start(bin, sink, w, "many-files", 100, n(10_000), true)),
+            Box::new(move |w| {
+                files_at_start(bin, sink, w, "many-files", Files::mixed(100, n(10_000)), "")
+            }),
         ),
         (
             "idle-files",
@@ -139,22 +143,84 @@ fn scenarios<'a>(bin: &'a Path, sink: &'a Sink, scale: f64) -> Vec<Scenario<'a>>
             "multiline-off",
             Box::new(move |w| multiline::run(bin, sink, w, n(1_000_000), false)),
         ),
+        (
+            "routes",
+            Box::new(move |w| {
+                files_at_start(bin, sink, w, "routes", Files::cri(1, n(1_000_000)), ROUTES)
+            }),
+        ),
     ]
 }
 
-/// Files written before the agent starts, read from their beginning.
+/// `routes`: `one-file`'s file with five routes, three of them on a field of the document
+/// (one a regular expression), none taking the shop's lines but the 2 % that are errors: every
+/// record is tried against all of them, the worst case of a route list.
+const ROUTES: &str = r#"
+[[route]]
+name = "audit"
+index = "audit-%Y.%m"
+when.namespaces = ["payments", "auth-*"]
+[[route]]
+name = "audit-events"
+index = "audit-%Y.%m"
+when.field = { path = "log_type", equals = "audit" }
+[[route]]
+name = "probes"
+drop = true
+when.field = { path = "path", matches = '^/healthz' }
+[[route]]
+name = "errors"
+index = "errors-%Y.%m.%d"
+when.field = { path = "status", equals = 500 }
+[[route]]
+name = "billing"
+index = "billing-%Y.%m.%d"
+when.namespaces = ["billing"]
+"#;
+
+/// The log files a scenario starts with.
+struct Files {
+    count: usize,
+    per_file: u64,
+    /// Every other file docker json-file rather than CRI.
+    mixed: bool,
+}
+
+impl Files {
+    fn cri(count: usize, per_file: u64) -> Files {
+        Files {
+            count,
+            per_file,
+            mixed: false,
+        }
+    }
+
+    fn mixed(count: usize, per_file: u64) -> Files {
+        Files {
+            count,
+            per_file,
+            mixed: true,
+        }
+    }
+}
+
+/// Files written before the agent starts, read from their beginning; `extra` is config added
+/// to the defaults.
 fn files_at_start(
     bin: &Path,
     sink: &Sink,
     work: &Path,
     name: &'static str,
-    files: usize,
-    per_file: u64,
-    mixed: bool,
+    Files {
+        count: files,
+        per_file,
+        mixed,
+    }: Files,
+    extra: &str,
 ) -> anyhow::Result<Row> {
     let input_bytes = logs::write_files(&work.join("containers"), 0, files, per_file, mixed)?;
     let records = files as u64 * per_file;
-    let mut agent = Agent::start(bin, work, sink.addr)?;
+    let mut agent = Agent::start_with(bin, work, sink.addr, extra)?;
     let done = wait_for(sink, &mut agent, records, Duration::from_secs(900))?;
     let usage = agent.usage()?;
     let started = agent.started;
@@ -167,8 +233,13 @@ fn files_at_start(
         cpu: usage.cpu,
         peak_rss: usage.peak_rss,
         note: format!(
-            "{files} file(s){}",
-            if mixed { ", CRI and docker" } else { ", CRI" }
+            "{files} file(s){}{}",
+            if mixed { ", CRI and docker" } else { ", CRI" },
+            if extra.is_empty() {
+                ""
+            } else {
+                "; 5 routes, 3 on a field"
+            }
         ),
         duplicates: sink.state.duplicates.load(Ordering::SeqCst),
         ..Row::default()
@@ -485,6 +556,18 @@ fn targets(rows: &[Row]) -> Vec<(String, bool, String)> {
         checks.push((
             "multiline: CPU-s per 1M lines ≤ 1.15 × multiline-off".into(),
             ratio <= 1.15,
+            format!(
+                "{:.2} vs {:.2} = {ratio:.2} ×",
+                on.cpu_per_million(),
+                off.cpu_per_million()
+            ),
+        ));
+    }
+    if let (Some(on), Some(off)) = (get("routes"), get("one-file")) {
+        let ratio = on.cpu_per_million() / off.cpu_per_million();
+        checks.push((
+            "routes: CPU-s per 1M lines ≤ 1.10 × one-file".into(),
+            ratio <= 1.10,
             format!(
                 "{:.2} vs {:.2} = {ratio:.2} ×",
                 on.cpu_per_million(),
