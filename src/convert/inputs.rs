@@ -8,7 +8,7 @@
 use super::Warning;
 use super::emit::{Draft, Route, Toml};
 use super::params::{
-    Params, as_bool, as_duration, as_int, as_size, boolean, copy, list, regex_text, value_text,
+    Params, as_bool, as_duration, as_int, as_size, boolean, copy_all, list, regex_text, value_text,
 };
 use super::syntax::Section;
 
@@ -60,30 +60,27 @@ pub fn tail(s: &Section, draft: &mut Draft, warnings: &mut Vec<Warning>) -> Opti
             "read_from_head is false by default in Fluentd",
         ),
     }
-    copy(
+    copy_all(
         &mut p,
-        "refresh_interval",
         draft,
-        ("input", "rescan_interval"),
-        as_duration,
+        &[
+            (
+                "refresh_interval",
+                ("input", "rescan_interval"),
+                as_duration,
+            ),
+            ("rotate_wait", ("input", "rotate_wait"), as_duration),
+            ("max_line_size", ("input", "max_line_bytes"), as_size),
+        ],
         warnings,
     );
-    copy(
-        &mut p,
-        "rotate_wait",
-        draft,
-        ("input", "rotate_wait"),
-        as_duration,
-        warnings,
-    );
-    copy(
-        &mut p,
-        "max_line_size",
-        draft,
-        ("input", "max_line_bytes"),
-        as_size,
-        warnings,
-    );
+    tail_options(&mut p, warnings);
+    p.finish(warnings);
+    Some(tag)
+}
+
+/// The tail options that mean what logferry does anyway, and those it cannot say.
+fn tail_options(p: &mut Params, warnings: &mut Vec<Warning>) {
     p.cannot(
         &["pos_file"],
         "logferry keeps its own checkpoints under data_dir and does not read Fluentd's position file: on its first start it reads the files already there from input.read_from, so lines Fluentd shipped are shipped again (under new ids) with \"beginning\", or lines Fluentd had not shipped yet are skipped with \"end\"",
@@ -113,8 +110,6 @@ pub fn tail(s: &Section, draft: &mut Draft, warnings: &mut Vec<Warning>) -> Opti
         "logferry has no equivalent; not converted",
         warnings,
     );
-    p.finish(warnings);
-    Some(tag)
 }
 
 /// A tail source's `<parse>`: true when it reads the lines logferry decodes itself (CRI,
@@ -199,55 +194,27 @@ fn regexp_of_line(at: &Section, expr: &str, warnings: &mut Vec<Warning>) -> bool
 pub fn kubernetes_metadata(s: &Section, draft: &mut Draft, warnings: &mut Vec<Warning>) {
     let mut p = Params::new(s);
     draft.set("kubernetes", "enabled", Toml::Bool(true), &s.at);
-    copy(
+    copy_all(
         &mut p,
-        "de_dot",
         draft,
-        ("kubernetes", "de_dot"),
-        as_bool,
+        &[("de_dot", ("kubernetes", "de_dot"), as_bool)],
         warnings,
     );
     let negated = |t: &str| boolean(t).map(|b| Toml::Bool(!b));
-    copy(
+    copy_all(
         &mut p,
-        "skip_labels",
         draft,
-        ("kubernetes", "labels"),
-        negated,
+        &[
+            ("skip_labels", ("kubernetes", "labels"), negated),
+            (
+                "skip_namespace_metadata",
+                ("kubernetes", "namespace_labels"),
+                negated,
+            ),
+        ],
         warnings,
     );
-    copy(
-        &mut p,
-        "skip_namespace_metadata",
-        draft,
-        ("kubernetes", "namespace_labels"),
-        negated,
-        warnings,
-    );
-    for (key, unsupported, why) in [
-        (
-            "de_dot_separator",
-            "_",
-            "logferry's de_dot always writes \"_\"",
-        ),
-        (
-            "skip_container_metadata",
-            "false",
-            "logferry always adds the container's image",
-        ),
-        (
-            "skip_master_url",
-            "true",
-            "logferry never adds kubernetes.master_url",
-        ),
-        ("watch", "true", "logferry always watches this node's pods"),
-    ] {
-        if let Some(param) = p.param(key)
-            && value_text(param, warnings).is_some_and(|t| t.trim() != unsupported)
-        {
-            warnings.push(Warning::new(&param.at, key, why));
-        }
-    }
+    metadata_flags(&mut p, warnings);
     if let Some((t, at)) = p.text("annotation_match", warnings) {
         let mut keys = Vec::new();
         for re in list(&t) {
@@ -285,6 +252,34 @@ pub fn kubernetes_metadata(s: &Section, draft: &mut Draft, warnings: &mut Vec<Wa
         warnings,
     );
     p.finish(warnings);
+}
+
+/// The filter's switches whose other setting logferry does not have.
+fn metadata_flags(p: &mut Params, warnings: &mut Vec<Warning>) {
+    for (key, unsupported, why) in [
+        (
+            "de_dot_separator",
+            "_",
+            "logferry's de_dot always writes \"_\"",
+        ),
+        (
+            "skip_container_metadata",
+            "false",
+            "logferry always adds the container's image",
+        ),
+        (
+            "skip_master_url",
+            "true",
+            "logferry never adds kubernetes.master_url",
+        ),
+        ("watch", "true", "logferry always watches this node's pods"),
+    ] {
+        if let Some(param) = p.param(key)
+            && value_text(param, warnings).is_some_and(|t| t.trim() != unsupported)
+        {
+            warnings.push(Warning::new(&param.at, key, why));
+        }
+    }
 }
 
 /// An annotation regex as logferry's key or prefix.
@@ -428,12 +423,14 @@ pub fn concat(s: &Section, draft: &mut Draft, warnings: &mut Vec<Warning>) {
     };
     rules.push(name);
     draft.set("multiline", "rules", Toml::List(rules), &s.at);
-    copy(
+    copy_all(
         &mut p,
-        "flush_interval",
         draft,
-        ("multiline", "flush_timeout"),
-        as_duration,
+        &[(
+            "flush_interval",
+            ("multiline", "flush_timeout"),
+            as_duration,
+        )],
         warnings,
     );
     p.cannot(
@@ -475,28 +472,18 @@ pub fn detect_exceptions(
         }
     }
     draft.set("multiline", "rules", Toml::List(rules), &s.at);
-    copy(
+    copy_all(
         &mut p,
-        "max_lines",
         draft,
-        ("multiline", "max_lines"),
-        as_int,
-        warnings,
-    );
-    copy(
-        &mut p,
-        "max_bytes",
-        draft,
-        ("multiline", "max_bytes"),
-        as_size,
-        warnings,
-    );
-    copy(
-        &mut p,
-        "multiline_flush_interval",
-        draft,
-        ("multiline", "flush_timeout"),
-        as_duration,
+        &[
+            ("max_lines", ("multiline", "max_lines"), as_int),
+            ("max_bytes", ("multiline", "max_bytes"), as_size),
+            (
+                "multiline_flush_interval",
+                ("multiline", "flush_timeout"),
+                as_duration,
+            ),
+        ],
         warnings,
     );
     p.same(&["message", "stream", "force_line_breaks"]);

@@ -6,7 +6,7 @@
 
 use super::Warning;
 use super::emit::{Draft, Toml};
-use super::params::{Params, as_bool, as_duration, as_int, as_size, boolean, copy, list, size};
+use super::params::{Params, as_bool, as_duration, as_int, as_size, boolean, copy_all, list, size};
 use super::syntax::Section;
 
 /// Fluentd's default `chunk_limit_size` for both buffer kinds, needed to size the buffer from
@@ -22,43 +22,7 @@ pub fn elasticsearch(s: &Section, draft: &mut Draft, warnings: &mut Vec<Warning>
         .any(|q| q.key == "@type" && q.value.text() == Some("elasticsearch_data_stream"));
     let https = hosts(&mut p, draft, warnings);
     credentials(&mut p, draft, warnings);
-    if https {
-        copy(
-            &mut p,
-            "ssl_verify",
-            draft,
-            ("elasticsearch.tls", "verify"),
-            as_bool,
-            warnings,
-        );
-        copy(
-            &mut p,
-            "ca_file",
-            draft,
-            ("elasticsearch.tls", "ca_file"),
-            |t| Some(Toml::Str(t.to_owned())),
-            warnings,
-        );
-        copy(
-            &mut p,
-            "client_cert",
-            draft,
-            ("elasticsearch.tls", "cert_file"),
-            |t| Some(Toml::Str(t.to_owned())),
-            warnings,
-        );
-        copy(
-            &mut p,
-            "client_key",
-            draft,
-            ("elasticsearch.tls", "key_file"),
-            |t| Some(Toml::Str(t.to_owned())),
-            warnings,
-        );
-    } else {
-        // Fluentd ignores TLS settings for http hosts; so does this.
-        p.same(&["ssl_verify", "ca_file", "client_cert", "client_key"]);
-    }
+    tls(&mut p, draft, https, warnings);
     if let Some((v, at)) = p.text("ssl_version", warnings)
         && !matches!(v.as_str(), "TLSv1_2" | "TLSv1_3")
     {
@@ -69,12 +33,14 @@ pub fn elasticsearch(s: &Section, draft: &mut Draft, warnings: &mut Vec<Warning>
         ));
     }
     index(&mut p, draft, data_stream, warnings);
-    copy(
+    copy_all(
         &mut p,
-        "request_timeout",
         draft,
-        ("elasticsearch", "request_timeout"),
-        as_duration,
+        &[(
+            "request_timeout",
+            ("elasticsearch", "request_timeout"),
+            as_duration,
+        )],
         warnings,
     );
     if let Some((level, at)) = p.text("compression_level", warnings) {
@@ -99,6 +65,42 @@ pub fn elasticsearch(s: &Section, draft: &mut Draft, warnings: &mut Vec<Warning>
             "logferry sniffs with elasticsearch.sniff (GET _nodes/http) or not at all",
         ));
     }
+    options(&mut p, warnings);
+    for child in &s.children {
+        match child.name.as_str() {
+            "buffer" => buffer(child, draft, warnings),
+            other => warnings.push(Warning::new(&child.at, &format!("<{other}>"), "not converted: logferry's dead letters (under data_dir) take what the cluster refuses for good")),
+        }
+    }
+    p.finish(warnings);
+}
+
+/// `[elasticsearch.tls]`, for https hosts only: Fluentd ignores TLS settings for http ones, and
+/// logferry refuses them.
+fn tls(p: &mut Params, draft: &mut Draft, https: bool, warnings: &mut Vec<Warning>) {
+    if !https {
+        p.same(&["ssl_verify", "ca_file", "client_cert", "client_key"]);
+        return;
+    }
+    copy_all(
+        p,
+        draft,
+        &[
+            ("ssl_verify", ("elasticsearch.tls", "verify"), as_bool),
+            ("ca_file", ("elasticsearch.tls", "ca_file"), as_path),
+            ("client_cert", ("elasticsearch.tls", "cert_file"), as_path),
+            ("client_key", ("elasticsearch.tls", "key_file"), as_path),
+        ],
+        warnings,
+    );
+}
+
+fn as_path(t: &str) -> Option<Toml> {
+    Some(Toml::Str(t.to_owned()))
+}
+
+/// The output's options that mean what logferry does anyway, and those it cannot say.
+fn options(p: &mut Params, warnings: &mut Vec<Warning>) {
     p.same(&[
         "reload_connections",
         "reload_on_failure",
@@ -153,13 +155,6 @@ pub fn elasticsearch(s: &Section, draft: &mut Draft, warnings: &mut Vec<Warning>
         "logferry has no equivalent; not converted",
         warnings,
     );
-    for child in &s.children {
-        match child.name.as_str() {
-            "buffer" => buffer(child, draft, warnings),
-            other => warnings.push(Warning::new(&child.at, &format!("<{other}>"), "not converted: logferry's dead letters (under data_dir) take what the cluster refuses for good")),
-        }
-    }
-    p.finish(warnings);
 }
 
 /// `hosts`, or `scheme`/`host`/`port`/`path`, as `elasticsearch.hosts`; true when https.
@@ -306,70 +301,53 @@ pub fn buffer(s: &Section, draft: &mut Draft, warnings: &mut Vec<Warning>) {
         "logferry's buffer lives under data_dir (buffer.path); Fluentd's buffer files are not read",
         warnings,
     );
-    copy(
+    copy_all(
         &mut p,
-        "flush_interval",
         draft,
-        ("buffer", "flush_interval"),
-        as_duration,
+        &[
+            ("flush_interval", ("buffer", "flush_interval"), as_duration),
+            ("chunk_limit_size", ("buffer", "chunk_limit_size"), as_size),
+            (
+                "flush_thread_count",
+                ("buffer", "flush_thread_count"),
+                as_thread_count,
+            ),
+            (
+                "overflow_action",
+                ("buffer", "overflow_action"),
+                as_overflow_action,
+            ),
+            ("retry_wait", ("buffer", "retry_wait"), as_duration),
+            (
+                "retry_max_interval",
+                ("buffer", "retry_max_interval"),
+                as_duration,
+            ),
+            ("retry_timeout", ("buffer", "retry_timeout"), as_duration),
+            ("retry_forever", ("buffer", "retry_forever"), as_bool),
+        ],
         warnings,
     );
-    let chunk = copy(
-        &mut p,
-        "chunk_limit_size",
-        draft,
-        ("buffer", "chunk_limit_size"),
-        as_size,
-        warnings,
-    );
-    let threads = copy(
-        &mut p,
-        "flush_thread_count",
-        draft,
-        ("buffer", "flush_thread_count"),
-        |t| as_int(t).filter(|n| matches!(n, Toml::Int(1..=64))),
-        warnings,
-    );
-    copy(
-        &mut p,
-        "overflow_action",
-        draft,
-        ("buffer", "overflow_action"),
-        |t| matches!(t, "block" | "drop_oldest_chunk").then(|| Toml::Str(t.to_owned())),
-        warnings,
-    );
-    copy(
-        &mut p,
-        "retry_wait",
-        draft,
-        ("buffer", "retry_wait"),
-        as_duration,
-        warnings,
-    );
-    copy(
-        &mut p,
-        "retry_max_interval",
-        draft,
-        ("buffer", "retry_max_interval"),
-        as_duration,
-        warnings,
-    );
-    copy(
-        &mut p,
-        "retry_timeout",
-        draft,
-        ("buffer", "retry_timeout"),
-        as_duration,
-        warnings,
-    );
-    copy(
-        &mut p,
-        "retry_forever",
-        draft,
-        ("buffer", "retry_forever"),
-        as_bool,
-        warnings,
-    );
+    buffer_kinds(&mut p, warnings);
+    let chunk_bytes = match draft.get("buffer", "chunk_limit_size") {
+        Some(Toml::Str(s)) => crate::config::parse_size(s).ok(),
+        _ => None,
+    };
+    let threads = draft.get("buffer", "flush_thread_count").cloned();
+    max_size(&mut p, draft, chunk_bytes, threads, warnings);
+    p.finish(warnings);
+}
+
+fn as_thread_count(t: &str) -> Option<Toml> {
+    as_int(t).filter(|n| matches!(n, Toml::Int(1..=64)))
+}
+
+fn as_overflow_action(t: &str) -> Option<Toml> {
+    matches!(t, "block" | "drop_oldest_chunk").then(|| Toml::Str(t.to_owned()))
+}
+
+/// The buffer parameters that are one fixed kind in logferry, or none at all.
+fn buffer_kinds(p: &mut Params, warnings: &mut Vec<Warning>) {
     for (key, fine) in [
         ("retry_type", "exponential_backoff"),
         ("flush_mode", "interval"),
@@ -410,12 +388,6 @@ pub fn buffer(s: &Section, draft: &mut Draft, warnings: &mut Vec<Warning>) {
         "logferry bounds retries by time (retry_timeout, or retry_forever), not by a count",
         warnings,
     );
-    let chunk_bytes = match &chunk {
-        Some(Toml::Str(s)) => crate::config::parse_size(s).ok(),
-        _ => None,
-    };
-    max_size(&mut p, draft, chunk_bytes, threads, warnings);
-    p.finish(warnings);
 }
 
 /// `total_limit_size`, or Fluentd's older `chunk_limit_size × queue_limit_length`, as

@@ -183,6 +183,21 @@ pub fn copy(
     }
 }
 
+/// How a Fluentd value becomes a logferry one (None: it cannot).
+pub type Conversion = fn(&str) -> Option<Toml>;
+
+/// [`copy`] for several parameters: (Fluentd key, (table, key), conversion).
+pub fn copy_all(
+    params: &mut Params,
+    draft: &mut Draft,
+    keys: &[(&str, (&str, &str), Conversion)],
+    warnings: &mut Vec<Warning>,
+) {
+    for (key, target, convert) in keys {
+        copy(params, key, draft, *target, convert, warnings);
+    }
+}
+
 pub fn as_duration(t: &str) -> Option<Toml> {
     duration(t).map(Toml::Str)
 }
