@@ -26,6 +26,7 @@ pub fn tail(s: &Section, draft: &mut Draft, warnings: &mut Vec<Warning>) -> Opti
         && paths.iter().all(|path| {
             path.starts_with("${") || CONTAINER_DIRS.iter().any(|d| path.starts_with(d))
         });
+    p.sections(&["parse"]);
     let parse = s.children.iter().find(|c| c.name == "parse");
     let format_ok = parse.is_none_or(|parse| line_format(parse, warnings));
     if !containers || !format_ok {
@@ -116,6 +117,7 @@ fn tail_options(p: &mut Params, warnings: &mut Vec<Warning>) {
 /// docker json-file), reporting what a regexp there captured that logferry will not.
 fn line_format(parse: &Section, warnings: &mut Vec<Warning>) -> bool {
     let mut p = Params::new(parse);
+    p.sections(&["pattern"]);
     let ty = p
         .text("@type", warnings)
         .map(|(t, _)| t)
@@ -284,6 +286,10 @@ fn metadata_flags(p: &mut Params, warnings: &mut Vec<Warning>) {
 
 /// An annotation regex as logferry's key or prefix.
 fn annotation_key(re: &str) -> Option<String> {
+    // Unanchored, a regex matches anywhere in the key: neither an exact key nor a prefix.
+    if !re.starts_with('^') {
+        return None;
+    }
     let body = re.trim_start_matches('^').trim_end_matches('$');
     let (stem, prefix) = match body.strip_suffix(".*") {
         Some(stem) => (stem, true),
@@ -306,6 +312,7 @@ fn annotation_key(re: &str) -> Option<String> {
 /// `<filter> @type parser` on the message: logferry's JSON parsing.
 pub fn parser(s: &Section, draft: &mut Draft, warnings: &mut Vec<Warning>) {
     let mut p = Params::new(s);
+    p.sections(&["parse"]);
     let format = s.children.iter().find(|c| c.name == "parse");
     let json = format.is_some_and(|f| {
         f.params
@@ -495,7 +502,8 @@ pub fn detect_exceptions(
 /// `<filter> @type grep`: each `<exclude>` becomes a dropping route (a namespace list when
 /// the pattern is one, else a field match); `<regexp>` (keep only what matches) cannot be said.
 pub fn grep(s: &Section, draft: &mut Draft, warnings: &mut Vec<Warning>) {
-    let p = Params::new(s);
+    let mut p = Params::new(s);
+    p.all_sections();
     for child in &s.children {
         let mut c = Params::new(child);
         if child.name != "exclude" {
@@ -600,6 +608,7 @@ pub fn record_transformer(s: &Section, warnings: &mut Vec<Warning>) {
         &why,
     ));
     let mut p = Params::new(s);
+    p.sections(&["record"]);
     p.cannot(
         &["remove_keys", "keep_keys", "renew_record"],
         "logferry does not remove or rename fields",

@@ -24,7 +24,9 @@ struct Walk {
 pub fn map(root: &Section, warnings: &mut Vec<Warning>) -> Draft {
     let mut draft = Draft::default();
     let mut walk = Walk::default();
-    Params::new(root).finish(warnings);
+    let mut top = Params::new(root);
+    top.all_sections();
+    top.finish(warnings);
     for s in &root.children {
         match s.name.as_str() {
             "system" => system(s, &mut draft, warnings),

@@ -16,6 +16,7 @@ const FLUENTD_CHUNK_DEFAULT: u64 = 8 << 20;
 /// An Elasticsearch `<match>` into `draft`'s `[elasticsearch]`, `[buffer]` and their tables.
 pub fn elasticsearch(s: &Section, draft: &mut Draft, warnings: &mut Vec<Warning>) {
     let mut p = Params::new(s);
+    p.all_sections();
     let data_stream = s
         .params
         .iter()

@@ -14,6 +14,8 @@ use crate::config::{parse_duration, parse_size};
 pub struct Params<'a> {
     pub section: &'a Section,
     used: Vec<bool>,
+    /// Which subsections a mapping has dealt with.
+    sections_used: Vec<bool>,
     /// What the warnings call the section (`<match **> @type elasticsearch`).
     pub label: String,
 }
@@ -22,14 +24,20 @@ impl<'a> Params<'a> {
     pub fn new(section: &'a Section) -> Params<'a> {
         let ty = section.params.iter().find(|p| p.key == "@type");
         let ty = ty.and_then(|p| p.value.text()).unwrap_or("");
-        let label = if section.arg.is_empty() {
-            format!("<{}> @type {ty}", section.name)
+        let tag = if section.arg.is_empty() {
+            format!("<{}>", section.name)
         } else {
-            format!("<{} {}> @type {ty}", section.name, section.arg)
+            format!("<{} {}>", section.name, section.arg)
+        };
+        let label = if ty.is_empty() {
+            tag
+        } else {
+            format!("{tag} @type {ty}")
         };
         let mut p = Params {
             section,
             used: vec![false; section.params.len()],
+            sections_used: vec![false; section.children.len()],
             label,
         };
         // Fluentd's own bookkeeping, with no meaning for the logs.
@@ -63,6 +71,18 @@ impl<'a> Params<'a> {
         }
     }
 
+    /// Subsections (by name) a mapping reads or reports itself.
+    pub fn sections(&mut self, names: &[&str]) {
+        for (c, used) in self.section.children.iter().zip(&mut self.sections_used) {
+            *used |= names.contains(&c.name.as_str());
+        }
+    }
+
+    /// Every subsection is the caller's to read or report.
+    pub fn all_sections(&mut self) {
+        self.sections_used.iter_mut().for_each(|u| *u = true);
+    }
+
     /// Parameters logferry cannot express, each reported with `why` where it is set.
     pub fn cannot(&mut self, keys: &[&str], why: &str, warnings: &mut Vec<Warning>) {
         for k in keys {
@@ -72,8 +92,17 @@ impl<'a> Params<'a> {
         }
     }
 
-    /// Reports every parameter no mapping read, and every subsection in `unread`.
+    /// Reports every parameter and subsection no mapping dealt with.
     pub fn finish(self, warnings: &mut Vec<Warning>) {
+        for (c, used) in self.section.children.iter().zip(&self.sections_used) {
+            if !used {
+                let why = format!(
+                    "a section the converter does not know in {}; not converted",
+                    self.label
+                );
+                warnings.push(Warning::new(&c.at, &format!("<{}>", c.name), &why));
+            }
+        }
         for (p, used) in self.section.params.iter().zip(&self.used) {
             if !used {
                 let why = format!(

@@ -93,3 +93,152 @@ fn an_unclosed_section_names_the_line_it_opened_on() {
     let err = parse_file(&path, &mut Vec::new()).unwrap_err().to_string();
     assert!(err.ends_with("fluent.conf:1: <source> is never closed (expected </source> before the end of the file)"), "{err}");
 }
+
+const TAIL: &str = "<source>\n  @type tail\n  path /var/log/containers/*.log\n  tag kubernetes.*\n  read_from_head true\n</source>\n";
+const SHIP: &str = "<match **>\n  @type elasticsearch\n  host es\n</match>\n";
+
+/// Converts `conf` and validates the result for real; the warnings as `file:LINE: …` text.
+fn run(conf: &str) -> (crate::config::Config, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fluent.conf");
+    std::fs::write(&path, conf).unwrap();
+    let out = super::convert(&path).unwrap();
+    let config = crate::config::Config::from_toml(&out.toml, |_| None)
+        .unwrap_or_else(|p| panic!("{p:?}\n{}", out.toml));
+    (
+        config,
+        out.warnings
+            .iter()
+            .map(|w| {
+                format!(
+                    "{}:{}: {}: {}",
+                    w.at.file.file_name().unwrap().to_string_lossy(),
+                    w.at.line,
+                    w.what,
+                    w.why
+                )
+            })
+            .collect(),
+    )
+}
+
+fn has(warnings: &[String], needle: &str) -> bool {
+    warnings.iter().any(|w| w.contains(needle))
+}
+
+#[test]
+fn a_concat_start_pattern_becomes_a_custom_multiline_rule() {
+    let (cfg, w) = run(&format!(
+        "{TAIL}<filter kubernetes.**>\n  @type concat\n  key log\n  multiline_start_regexp /^\\d{{4}}-\\d\\d-\\d\\d/\n  flush_interval 3\n</filter>\n{SHIP}"
+    ));
+    assert_eq!(cfg.multiline.rules, ["concat"]);
+    assert_eq!(cfg.multiline.custom[0].start_pattern, r"^\d{4}-\d\d-\d\d");
+    assert_eq!(cfg.multiline.flush_timeout.0.as_secs(), 3);
+    assert!(!has(&w, "concat"), "{w:?}");
+}
+
+#[test]
+fn detect_exceptions_becomes_the_built_in_rules_and_its_retagged_logs_stay_container_logs() {
+    let conf = format!(
+        "{}<match raw.kubernetes.**>\n  @type detect_exceptions\n  remove_tag_prefix raw\n  languages java, python, ruby\n  max_lines 1000\n</match>\n<filter kubernetes.**>\n  @type kubernetes_metadata\n</filter>\n{SHIP}",
+        TAIL.replace("tag kubernetes.*", "tag raw.kubernetes.*")
+    );
+    let (cfg, w) = run(&conf);
+    assert_eq!(cfg.multiline.rules, ["java", "python"]);
+    assert_eq!(cfg.multiline.max_lines, 1000);
+    assert!(
+        cfg.kubernetes.enabled,
+        "the filter after the retag applies: {w:?}"
+    );
+    assert!(
+        has(
+            &w,
+            "fluent.conf:10: languages: ruby: logferry has rules for java, python, go and node only"
+        ),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn https_hosts_keep_their_tls_settings_and_a_field_id_is_reported() {
+    let (cfg, w) = run(&format!(
+        "{TAIL}<match **>\n  @type elasticsearch_data_stream\n  hosts https://es1:9200,https://es2:9200\n  ssl_verify false\n  ca_file /etc/ca.pem\n  data_stream_name logs-app-default\n  id_key _hash\n</match>\n"
+    ));
+    assert_eq!(
+        cfg.elasticsearch.hosts,
+        ["https://es1:9200", "https://es2:9200"]
+    );
+    assert!(!cfg.elasticsearch.tls.verify);
+    assert_eq!(
+        cfg.elasticsearch.tls.ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/ca.pem"))
+    );
+    assert_eq!(cfg.elasticsearch.index, "logs-app-default");
+    assert!(
+        has(
+            &w,
+            "fluent.conf:13: id_key: logferry's _id is derived from where the line was read"
+        ),
+        "{w:?}"
+    );
+    assert!(has(&w, "fluent.conf:12: data_stream_name:"), "{w:?}");
+}
+
+#[test]
+fn a_buffer_limit_too_small_to_drain_is_raised_and_said() {
+    let (cfg, w) = run(&format!(
+        "{TAIL}<match **>\n  @type elasticsearch\n  <buffer>\n    chunk_limit_size 8m\n    total_limit_size 16m\n    flush_thread_count 4\n    retry_max_times 17\n  </buffer>\n</match>\n"
+    ));
+    assert_eq!(cfg.buffer.max_size.0, 48 << 20, "(4 + 2) × 8MiB");
+    assert_eq!(
+        cfg.buffer.chunk_limit_size.0,
+        8 << 20,
+        "Fluentd's lowercase m is MiB"
+    );
+    assert!(
+        has(
+            &w,
+            "fluent.conf:11: total_limit_size: 16777216 bytes is below"
+        ),
+        "{w:?}"
+    );
+    assert!(
+        has(
+            &w,
+            "fluent.conf:13: retry_max_times: logferry bounds retries by time"
+        ),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn kubernetes_metadata_options_map_and_inexact_annotation_regexes_are_reported() {
+    let (cfg, w) = run(&format!(
+        "{TAIL}<filter kubernetes.**>\n  @type kubernetes_metadata\n  skip_labels true\n  de_dot false\n  annotation_match [\"^logferry\\\\.io/.*\", \"^team$\", \"owner\"]\n</filter>\n{SHIP}"
+    ));
+    assert!(cfg.kubernetes.enabled && !cfg.kubernetes.labels && !cfg.kubernetes.de_dot);
+    assert_eq!(cfg.kubernetes.annotations, ["logferry.io/*", "team"]);
+    assert!(
+        has(
+            &w,
+            "fluent.conf:11: annotation_match: \"owner\": logferry takes exact keys or prefixes"
+        ),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn what_logferry_cannot_do_is_reported_never_dropped() {
+    let conf = format!(
+        "<system>\n  log_level warn\n  workers 2\n</system>\n{TAIL}<filter kubernetes.**>\n  @type record_transformer\n  <record>\n    cluster prod-eu\n  </record>\n</filter>\n<match **>\n  @type elasticsearch\n  host es\n  <secondary>\n    @type file\n  </secondary>\n</match>\n"
+    );
+    let (cfg, w) = run(&conf);
+    assert_eq!(cfg.log_level, "warn");
+    for needle in [
+        "fluent.conf:3: workers: not known to the converter for <system>;",
+        "fluent.conf:11: <filter> @type record_transformer: logferry cannot add fields to records; these constant fields are (cluster) not added",
+        "fluent.conf:20: <secondary>: not converted",
+    ] {
+        assert!(has(&w, needle), "missing {needle:?} in {w:?}");
+    }
+}
