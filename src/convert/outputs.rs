@@ -7,7 +7,7 @@
 use super::Warning;
 use super::emit::{Draft, Toml};
 use super::params::{Params, as_bool, as_duration, as_int, as_size, boolean, copy_all, list, size};
-use super::syntax::Section;
+use super::syntax::{Section, Value};
 
 /// Fluentd's default `chunk_limit_size` for both buffer kinds, needed to size the buffer from
 /// `queue_limit_length` alone.
@@ -228,6 +228,27 @@ fn credentials(p: &mut Params, draft: &mut Draft, warnings: &mut Vec<Warning>) {
         ("password", "ELASTICSEARCH_PASSWORD"),
         ("api_key", "ELASTICSEARCH_API_KEY"),
     ] {
+        // A fallback is a secret written in the config too: it is neither copied nor shown.
+        let with_fallback = p.param(key).and_then(|q| match &q.value {
+            Value::Text { env, .. } => env
+                .iter()
+                .find(|e| e.fallback.is_some())
+                .map(|e| (e.name.clone(), &q.at)),
+            _ => None,
+        });
+        if let Some((name, at)) = with_fallback {
+            let why = format!(
+                "the fallback secret is not copied; it is read from the environment variable {name} alone (set it from a Kubernetes Secret)"
+            );
+            warnings.push(Warning::new(at, key, &why));
+            draft.set(
+                "elasticsearch.auth",
+                key,
+                Toml::Str(format!("${{{name}}}")),
+                at,
+            );
+            continue;
+        }
         let Some((secret, at)) = p.text(key, warnings) else {
             continue;
         };

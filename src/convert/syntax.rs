@@ -399,6 +399,10 @@ impl Scanner {
                 Some('"') => break,
                 Some('\\') => {
                     let c = self.bump().ok_or_else(|| unterminated(&start, "double"))?;
+                    // A backslash at the end of a line continues the value on the next one.
+                    if c == '\n' {
+                        continue;
+                    }
                     let real = match c {
                         'r' => '\r',
                         'n' => '\n',

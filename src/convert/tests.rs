@@ -55,6 +55,8 @@ fn values_are_read_with_fluentds_quoting_rules() {
             "k \"#{Socket.gethostname}\"",
             Value::Ruby("Socket.gethostname".into()),
         ),
+        ("k \"one \\\n  two\"", text("one   two")),
+        ("k \"line\n  next\"", text("line\n  next")),
         // A literal ${ is doubled, as logferry's config spells it.
         ("k ${tag}", text("$${tag}")),
     ];
@@ -99,12 +101,21 @@ const SHIP: &str = "<match **>\n  @type elasticsearch\n  host es\n</match>\n";
 
 /// Converts `conf` and validates the result for real; the warnings as `file:LINE: …` text.
 fn run(conf: &str) -> (crate::config::Config, Vec<String>) {
+    run_env(conf, &[])
+}
+
+/// [`run`] with these environment variables set.
+fn run_env(conf: &str, vars: &[(&str, &str)]) -> (crate::config::Config, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fluent.conf");
     std::fs::write(&path, conf).unwrap();
     let out = super::convert(&path).unwrap();
-    let config = crate::config::Config::from_toml(&out.toml, |_| None)
-        .unwrap_or_else(|p| panic!("{p:?}\n{}", out.toml));
+    let config = crate::config::Config::from_toml(&out.toml, |name| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| (*v).to_owned())
+    })
+    .unwrap_or_else(|p| panic!("{p:?}\n{}", out.toml));
     (
         config,
         out.warnings
@@ -241,4 +252,28 @@ fn what_logferry_cannot_do_is_reported_never_dropped() {
     ] {
         assert!(has(&w, needle), "missing {needle:?} in {w:?}");
     }
+}
+
+#[test]
+fn a_secrets_fallback_is_neither_copied_nor_shown() {
+    let (cfg, w) = run_env(
+        &format!(
+            "{TAIL}<match **>\n  @type elasticsearch\n  host es\n  user elastic\n  password \"#{{ENV['ES_PASS'] || 'changeme'}}\"\n</match>\n"
+        ),
+        &[("ES_PASS", "s3cret")],
+    );
+    let password = cfg
+        .elasticsearch
+        .auth
+        .password
+        .map(|p| p.expose().to_owned());
+    assert_eq!(password.as_deref(), Some("s3cret"));
+    assert!(!w.iter().any(|w| w.contains("changeme")), "{w:?}");
+    assert!(
+        has(
+            &w,
+            "fluent.conf:11: password: the fallback secret is not copied; it is read from the environment variable ES_PASS alone"
+        ),
+        "{w:?}"
+    );
 }
