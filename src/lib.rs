@@ -29,6 +29,7 @@
 pub mod agent;
 pub mod buffer;
 pub mod config;
+pub mod convert;
 pub mod decode;
 pub mod disk;
 pub mod encode;

@@ -37,6 +37,13 @@ enum Cmd {
     /// Install the index templates and lifecycle policies the config asks for, once, and exit
     /// (for a Kubernetes Job); exits 1 if any could not be installed.
     Setup,
+    /// Convert a Fluentd configuration: writes the TOML to --output (stdout when unset), lists
+    /// what it could not convert on stderr; exits 2 when it did, 1 on malformed input.
+    Convert {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +79,7 @@ fn main() -> ExitCode {
             init_logging(&cfg.log_level);
             finish(runtime().and_then(|rt| rt.block_on(setup_once(&cfg))))
         }
+        Cmd::Convert { input, output } => convert(&input, output.as_deref()),
         Cmd::Run => {
             let cfg = match Config::load(&cli.config) {
                 Ok(c) => c,
@@ -84,6 +92,33 @@ fn main() -> ExitCode {
             raise_open_files_limit();
             finish(runtime().and_then(|rt| rt.block_on(logferry::agent::run(cfg, stop_signal()))))
         }
+    }
+}
+
+/// `logferry convert`: 0 converted, 2 converted with warnings, 1 nothing written.
+fn convert(input: &std::path::Path, output: Option<&std::path::Path>) -> ExitCode {
+    let conversion = match logferry::convert::convert(input) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &conversion.warnings {
+        eprintln!("{w}");
+    }
+    let written = match output {
+        Some(path) => std::fs::write(path, &conversion.toml),
+        None => std::io::Write::write_all(&mut std::io::stdout(), conversion.toml.as_bytes()),
+    };
+    if let Err(e) = written {
+        eprintln!("logferry convert: cannot write the config: {e}");
+        return ExitCode::FAILURE;
+    }
+    if conversion.warnings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
     }
 }
 

@@ -32,7 +32,7 @@ const LAYERS: &[&[&str]] = &[
     &["tail", "buffer"],
     &["sink"],
     // Wires the stages together.
-    &["agent"],
+    &["agent", "convert"],
 ];
 
 /// What the metrics leaf may use besides the standard library.
