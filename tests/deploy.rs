@@ -66,14 +66,27 @@ fn the_configmap_holds_a_config_the_agent_accepts() {
     // The platform's retention: app logs 90 days, audit logs 7 years by namespace and by label.
     let kept = |r: Option<logferry::config::Retention>| r.map(|r| r.days);
     assert_eq!(kept(cfg.elasticsearch.retention), Some(90));
-    let audit: Vec<_> = cfg.routes.iter().filter(|r| r.index.as_deref() == Some("audit-%Y.%m")).collect();
-    assert!(audit.iter().all(|r| kept(r.retention) == Some(2557)), "{audit:?}");
-    assert!(audit.iter().any(|r| r.when.namespaces.is_some()), "{audit:?}");
+    let audit: Vec<_> = cfg
+        .routes
+        .iter()
+        .filter(|r| r.index.as_deref() == Some("audit-%Y.%m"))
+        .collect();
+    assert!(
+        audit.iter().all(|r| kept(r.retention) == Some(2557)),
+        "{audit:?}"
+    );
+    assert!(
+        audit.iter().any(|r| r.when.namespaces.is_some()),
+        "{audit:?}"
+    );
     assert!(audit.iter().any(|r| !r.when.labels.is_empty()), "{audit:?}");
     // The setup Job reads this ConfigMap and runs `logferry setup` with it.
     let job = std::fs::read_to_string(SETUP_JOB).unwrap();
     assert!(job.contains("args: [\"setup\", \"--config\", \"/etc/logferry/logferry.toml\"]"));
-    assert!(job.contains("name: logferry\n"), "the Job mounts the agents' ConfigMap");
+    assert!(
+        job.contains("name: logferry\n"),
+        "the Job mounts the agents' ConfigMap"
+    );
     assert_eq!(cfg.data_dir, Path::new("/var/lib/logferry"));
     assert_eq!(cfg.input.include, vec!["/var/log/containers/*.log"]);
     // Probes come from the kubelet, on the pod's IP.

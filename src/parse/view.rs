@@ -58,25 +58,35 @@ impl View<'_> {
             None => path,
         };
         let nested = self.writer.target_key().is_some();
+        let keep_original = self.writer.keep_original;
+        if nested || !path.starts_with("app_") {
+            // No renamed key can be meant: the member written under a key is its last one, so
+            // the first found from the end is it. One pass, no bookkeeping: this runs per
+            // record for every field condition.
+            for (key, value) in fields.0.iter().rev() {
+                let on_path = path == key || under(path, key).is_some();
+                if !on_path || (!nested && is_reserved(key, keep_original)) {
+                    continue;
+                }
+                return at(key, value, path).flatten();
+            }
+            return None;
+        }
+        // `app_…`: the names the writer gives, renames included.
         let keys = KeyIndex::new(&fields.0);
         for (i, (key, value)) in fields.0.iter().enumerate() {
             if !keys.is_last(i, key) {
                 continue;
             }
-            // Under its indexed name: an application's `stream` is `app_stream` at the top.
             let renamed;
-            let name = if !nested && is_reserved(key, self.writer.keep_original) {
+            let name = if is_reserved(key, keep_original) {
                 renamed = keys.free_name(key);
                 renamed.as_str()
             } else {
                 key.as_ref()
             };
-            if name == path {
-                return Some(Found::Raw(value));
-            }
-            if let Some(rest) = under(path, name) {
-                let value: Value = serde_json::from_str(value.get()).ok()?;
-                return descend(&value, rest).map(Found::Value);
+            if let Some(found) = at(name, value, path) {
+                return found;
             }
         }
         None
@@ -91,6 +101,17 @@ impl View<'_> {
         let value: Value = serde_json::from_slice(&object).ok()?;
         descend(&value, path).map(Found::Value)
     }
+}
+
+/// What `path` reaches through the member `name: value`: `Some(None)` when the member is on
+/// the path but the rest of it is not in its value; `None` when the member is not on it.
+fn at<'v>(name: &str, value: &'v RawValue, path: &str) -> Option<Option<Found<'v>>> {
+    if name == path {
+        return Some(Some(Found::Raw(value)));
+    }
+    let rest = under(path, name)?;
+    let value: Value = serde_json::from_str(value.get()).ok()?;
+    Some(descend(&value, rest).map(Found::Value))
 }
 
 /// `a.b.c` under `a` is `b.c`.
