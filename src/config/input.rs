@@ -28,6 +28,10 @@ pub struct Input {
     /// next piece before it is shipped as it is, flagged `unterminated`, so that it neither
     /// holds its file's checkpoint nor is read again at every restart.
     pub partial_timeout: Span,
+    /// Fluentd's `in_tail` `pos_file`, read once on the agent's first start on a node (no
+    /// checkpoints of its own yet): each file Fluentd was reading is started where Fluentd
+    /// stopped, instead of from `read_from`. Unset by default.
+    pub fluentd_pos_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -59,6 +63,7 @@ impl Default for Input {
             rotate_wait: Span(Duration::from_secs(5)),
             rescan_interval: Span(Duration::from_secs(1)),
             partial_timeout: Span(Duration::from_secs(5)),
+            fluentd_pos_file: None,
         }
     }
 }

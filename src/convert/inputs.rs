@@ -75,6 +75,15 @@ pub fn tail(s: &Section, draft: &mut Draft, warnings: &mut Vec<Warning>) -> Opti
         ],
         warnings,
     );
+    if let Some((t, at)) = p.text("pos_file", warnings) {
+        draft.note(
+            "input",
+            "fluentd_pos_file",
+            Toml::Str(t),
+            Some(at),
+            "read once, on the agent's first start on a node: each file Fluentd was reading starts where Fluentd stopped (mount its directory read-only; see the README's cut-over runbook)",
+        );
+    }
     tail_options(&mut p, warnings);
     p.finish(warnings);
     Some(tag)
@@ -82,11 +91,6 @@ pub fn tail(s: &Section, draft: &mut Draft, warnings: &mut Vec<Warning>) -> Opti
 
 /// The tail options that mean what logferry does anyway, and those it cannot say.
 fn tail_options(p: &mut Params, warnings: &mut Vec<Warning>) {
-    p.cannot(
-        &["pos_file"],
-        "logferry keeps its own checkpoints under data_dir and does not read Fluentd's position file: on its first start it reads the files already there from input.read_from, so lines Fluentd shipped are shipped again (under new ids) with \"beginning\", or lines Fluentd had not shipped yet are skipped with \"end\"",
-        warnings,
-    );
     p.same(&[
         "follow_inodes",
         "enable_stat_watcher",

@@ -79,6 +79,9 @@ pub struct Discoverer {
     /// `read_from = "end"` skip content; after that, a file without a checkpoint appeared while
     /// the agent was down, and all of it is new.
     pub(super) fresh_start: bool,
+    /// Fluentd's positions, on a first start with `input.fluentd_pos_file`: used up by the
+    /// first scan (see [`super::fluentd`]).
+    pub(super) fluentd: Option<super::fluentd::Positions>,
 }
 
 /// A file seen at a matched path whose first line is not complete yet.
@@ -115,6 +118,7 @@ impl Discoverer {
     pub fn run(mut self) -> VecDeque<Handoff> {
         self.rescan(true);
         self.recover_rotated_while_down();
+        self.resume_rotated_fluentd_files();
         self.hand_on();
         self.save_if_new();
         self.state.ready.store(true, Ordering::Relaxed);
@@ -389,7 +393,11 @@ impl Discoverer {
             return;
         }
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let checkpoint = self.checkpoints.get(&key).map(|e| e.offset);
+        let real = self.real_path(path);
+        let checkpoint = match self.checkpoints.get(&key).map(|e| e.offset) {
+            None if self.fluentd.is_some() => self.fluentd_offset(&file, &key, path, &real),
+            known => known,
+        };
         let offset = match (start, checkpoint) {
             (Start::Over, _) => 0,
             // A checkpoint past the end means the content was replaced: start over.
@@ -404,7 +412,6 @@ impl Discoverer {
             // records would meet the old ones' ids and be taken for duplicates.
             self.checkpoints.start_over(&key, true);
         }
-        let real = self.real_path(path);
         let mut key = key;
         self.unsaved |= self.checkpoints.track(&mut key, &real, offset);
         self.shared.watch(&real);
