@@ -22,7 +22,8 @@
 //! - [`sink`]: bulk-indexes batches, retries what failed, dead-letters what never will succeed,
 //!   and acknowledges batches back to the buffer;
 //! - [`agent`]: wires the stages together — the tailer's output encodes into the buffer, the
-//!   committer moves the checkpoints — and shuts them down in order.
+//!   committer moves the checkpoints — and shuts them down in order; beside it, [`convert`]
+//!   turns a Fluentd configuration into a config (`logferry convert`), using only [`config`].
 
 #![forbid(unsafe_code)]
 

@@ -126,7 +126,13 @@ pub fn fits(file: &File, offset: u64) -> bool {
 impl Discoverer {
     /// The offset Fluentd's pos_file gives the file `key` found at `path`, if it gives one that
     /// fits; counted either way.
-    pub(super) fn fluentd_offset(&mut self, file: &File, key: &FileKey, path: &Path, real: &Path) -> Option<u64> {
+    pub(super) fn fluentd_offset(
+        &mut self,
+        file: &File,
+        key: &FileKey,
+        path: &Path,
+        real: &Path,
+    ) -> Option<u64> {
         let p = self.fluentd.as_mut()?.take(key.ino, path, real)?;
         if fits(file, p.offset) {
             self.counted("resumed");
@@ -166,7 +172,9 @@ impl Discoverer {
                 identify(file, true).ok().flatten()
             });
             match found {
-                Some((path, file, key)) if fits(&file, p.offset) && !self.shared.is_followed(&key) => {
+                Some((path, file, key))
+                    if fits(&file, p.offset) && !self.shared.is_followed(&key) =>
+                {
                     self.counted("rotated");
                     tracing::info!(path = %path.display(), offset = p.offset, "finishing a file Fluentd was reading, rotated since");
                     self.follow_draining(&path, file, key, p.offset);
@@ -217,10 +225,23 @@ mod tests {
     #[test]
     fn a_position_is_only_for_the_file_fluentd_read_and_only_once() {
         let (mut p, _) = Positions::parse("/logs/a.log\t0000000000000010\t0000000000000101\n");
-        assert_eq!(p.take(0x101, Path::new("/logs/b.log"), Path::new("/x/b")), None);
-        assert_eq!(p.take(0x999, Path::new("/logs/a.log"), Path::new("/x/a")), None);
-        assert_eq!(p.take(0x101, Path::new("/logs/a.log"), Path::new("/x/a")).map(|p| p.offset), Some(16));
-        assert_eq!(p.take(0x101, Path::new("/logs/a.log"), Path::new("/x/a")), None);
+        assert_eq!(
+            p.take(0x101, Path::new("/logs/b.log"), Path::new("/x/b")),
+            None
+        );
+        assert_eq!(
+            p.take(0x999, Path::new("/logs/a.log"), Path::new("/x/a")),
+            None
+        );
+        assert_eq!(
+            p.take(0x101, Path::new("/logs/a.log"), Path::new("/x/a"))
+                .map(|p| p.offset),
+            Some(16)
+        );
+        assert_eq!(
+            p.take(0x101, Path::new("/logs/a.log"), Path::new("/x/a")),
+            None
+        );
     }
 
     #[test]
