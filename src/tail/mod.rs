@@ -563,6 +563,11 @@ fn fluentd_positions(cfg: &config::Input, first_start: bool) -> Option<fluentd::
             tracing::info!(pos_file = %path.display(), files = p.len(), "first start: files Fluentd was reading start where it stopped");
             Some(p)
         }
+        // A node that never ran Fluentd (one added after the cut-over): nothing to say.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(pos_file = %path.display(), "no Fluentd pos_file on this node; files are read from read_from");
+            None
+        }
         Err(e) => {
             tracing::warn!(pos_file = %path.display(), error = %e, read_from = ?cfg.read_from, "cannot read Fluentd's pos_file; files are read from read_from");
             None
