@@ -17,6 +17,7 @@
 //! - `multiline.rs`: `[multiline]` — stack traces joined into one record;
 //! - `route.rs`: `[[route]]` — which index a record goes to, and its retention; `setup.rs`:
 //!   `[elasticsearch.setup]` — the templates and policies installed for them;
+//! - `throttle.rs`: `[throttle]` — lines per second per container, pod or namespace;
 //! - `units.rs`: values with units ([`Span`], [`ByteSize`]);
 //! - `interpolate.rs`: `${NAME}` resolution; `locate.rs`: spans to `line:column` and keys;
 //! - `validate.rs`: the checks a value's type cannot make, one function per section;
@@ -32,6 +33,7 @@ mod locate;
 mod multiline;
 mod route;
 mod setup;
+mod throttle;
 mod units;
 mod validate;
 
@@ -43,6 +45,7 @@ pub use kubernetes::Kubernetes;
 pub use multiline::{BUILT_IN_RULES, CustomRule, Multiline};
 pub use route::{FieldCondition, Retention, Route, Scalar, When};
 pub use setup::Setup;
+pub use throttle::{Throttle, ThrottleAction, ThrottleScope};
 pub use units::{ByteSize, Span, parse_duration, parse_size};
 
 use interpolate::interpolate;
@@ -71,6 +74,7 @@ pub struct Config {
     pub multiline: Multiline,
     /// `[[route]]`, in the order they are tried.
     pub routes: Vec<Route>,
+    pub throttle: Throttle,
     pub api: Api,
 }
 
@@ -86,6 +90,7 @@ impl Default for Config {
             kubernetes: Kubernetes::default(),
             multiline: Multiline::default(),
             routes: Vec::new(),
+            throttle: Throttle::default(),
             api: Api::default(),
         }
     }
@@ -202,12 +207,16 @@ impl Config {
                     section(text, name, value, &mut problems),
                 ),
                 "route" => set(&mut config.routes, section(text, name, value, &mut problems)),
+                "throttle" => set(
+                    &mut config.throttle,
+                    section(text, name, value, &mut problems),
+                ),
                 "api" => set(&mut config.api, section(text, name, value, &mut problems)),
                 _ => problems.push(problem_at(
                     text,
                     Some(key.span()),
                     section_key,
-                    "unknown key; expected one of data_dir, log_level, input, parse, elasticsearch, buffer, kubernetes, multiline, route, api",
+                    "unknown key; expected one of data_dir, log_level, input, parse, elasticsearch, buffer, kubernetes, multiline, route, throttle, api",
                 )),
             }
         }

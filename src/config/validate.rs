@@ -38,6 +38,7 @@ impl Config {
         buffer(&self.buffer, &mut found);
         multiline(&self.multiline, &mut found);
         routes(self, &mut found);
+        throttle(&self.throttle, &mut found);
         found.0
     }
 }
@@ -472,6 +473,29 @@ fn field(f: &FieldCondition, key: &str, found: &mut Findings) {
         found.bad(
             &format!("{key}.matches"),
             format!("invalid regular expression: {first}"),
+        );
+    }
+}
+
+fn throttle(t: &super::Throttle, found: &mut Findings) {
+    if t.lines_per_second == Some(0) {
+        found.bad(
+            "throttle.lines_per_second",
+            "must be at least 1 (leave it out to turn throttling off)",
+        );
+    }
+    if let (Some(rate), Some(burst)) = (t.lines_per_second, t.burst)
+        && burst < rate
+    {
+        found.bad(
+            "throttle.burst",
+            format!("must be at least lines_per_second ({rate}): a second's lines must fit"),
+        );
+    }
+    if t.lines_per_second.is_none() && (t.burst.is_some() || !t.except_namespaces.is_empty()) {
+        found.bad(
+            "throttle.lines_per_second",
+            "is needed: without it nothing is throttled",
         );
     }
 }

@@ -101,6 +101,12 @@ pub struct Metrics {
     pub route_records: Family<Vec<(&'static str, String)>, Counter>,
     /// Records dropped by their route, by route.
     pub route_dropped: Family<Vec<(&'static str, String)>, Counter>,
+    /// Seconds files were held back by throttling (`slow`), by namespace.
+    pub throttled_seconds: Family<Vec<(&'static str, String)>, Counter<f64, AtomicU64>>,
+    /// Lines dropped by throttling (`drop`), by namespace.
+    pub throttle_dropped: Family<Vec<(&'static str, String)>, Counter>,
+    /// The largest unread backlog of a file held back by throttling in the last pass.
+    pub throttled_lag_bytes: Gauge,
     /// Fluentd pos_file positions, by what became of them (`resumed`, `rotated`, `refused`,
     /// `gone`).
     pub fluentd_positions: Family<Labels, Counter>,
@@ -170,6 +176,9 @@ impl Metrics {
             route_records: Family::default(),
             route_dropped: Family::default(),
             fluentd_positions: Family::default(),
+            throttled_seconds: Family::default(),
+            throttle_dropped: Family::default(),
+            throttled_lag_bytes: Gauge::default(),
             setup_complete: Gauge::default(),
             setup_failures: Counter::default(),
             registry: Registry::default(),
@@ -228,6 +237,9 @@ impl Metrics {
             "multiline_timeouts", "Multiline records handed on because they stopped growing for multiline.flush_timeout", m.multiline_timeouts;
             "route_records", "Records by the route that took them (default: no route did)", m.route_records;
             "route_dropped", "Records dropped because their route says drop = true", m.route_dropped;
+            "throttled_seconds", "Seconds files were held back by [throttle] (action slow), by namespace: their lines wait in the log files", m.throttled_seconds;
+            "throttle_dropped", "Lines dropped by [throttle] (action drop), by namespace", m.throttle_dropped;
+            "throttled_lag_bytes", "The largest unread backlog of a file held back by [throttle] in the last read pass; past containerLogMaxSize, rotation may compress lines unread", m.throttled_lag_bytes;
             "fluentd_positions", "Positions imported from Fluentd's pos_file on the first start, by outcome (resumed, rotated, refused, gone)", m.fluentd_positions;
             "setup_complete", "1 once the index templates and lifecycle policies the config asks for are in place", m.setup_complete;
             "setup_failures", "Attempts to install index templates or lifecycle policies that failed (retried with backoff)", m.setup_failures;

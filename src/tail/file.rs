@@ -93,6 +93,8 @@ pub struct Tracked {
     pub last_data: Instant,
     /// The last time a read reached the end of what was written.
     pub caught_up: Option<Instant>,
+    /// The throttle bucket its lines draw from, when throttling applies to it.
+    pub throttle_key: Option<Arc<str>>,
 }
 
 /// What one call to [`Tracked::read`] found.
@@ -138,6 +140,7 @@ impl Tracked {
             draining: false,
             last_data: Instant::now(),
             caught_up: None,
+            throttle_key: None,
         }
     }
 
@@ -264,6 +267,9 @@ impl Tracked {
 
     fn emit_line(&mut self, line: &[u8], cut: bool, out: &mut Outlet) {
         out.metrics.lines_read.inc();
+        if !out.admit(self.throttle_key.as_ref()) {
+            return;
+        }
         // Where a restart would resume if this line were not handed on.
         let before = self.safe_offset();
         if let Some(mut rec) = self.decoder.decode(line, self.line_start) {

@@ -39,6 +39,7 @@ mod joining;
 mod output;
 mod parked;
 mod rotated;
+mod throttle;
 
 pub use budget::{RESERVE, RESERVE_PER_SHIPPER};
 pub use checkpoint::{Checkpoints, Entry};
@@ -129,6 +130,8 @@ pub struct Tailer {
     dirty: HashSet<FileKey>,
     /// Files whose pod the Kubernetes cache does not know yet: read again next pass.
     waiting_meta: HashSet<FileKey>,
+    /// Files held back by throttling, and when their bucket has refilled.
+    throttled: HashMap<FileKey, Instant>,
     handoffs: Receiver<Handoff>,
     shared: Arc<Shared>,
     /// Runs on its own thread once [`Tailer::run`] starts.
@@ -219,6 +222,7 @@ impl Tailer {
             by_real: HashMap::new(),
             dirty: HashSet::new(),
             waiting_meta: HashSet::new(),
+            throttled: HashMap::new(),
             handoffs,
             shared,
             discoverer: Some(discoverer),
@@ -258,8 +262,14 @@ impl Tailer {
             self.let_go_of_drained(&mut buf);
             self.out.seal();
             self.publish();
+            if let Some(th) = self.out.throttle.as_mut() {
+                let held = self.throttled.keys().filter_map(|k| self.files.get(k));
+                th.publish(held, Instant::now());
+            }
             if self.dirty.is_empty() {
-                let wait = next_full_pass
+                let due = self.throttled.values().min().copied();
+                let wait = due
+                    .map_or(next_full_pass, |d| d.min(next_full_pass))
                     .saturating_duration_since(Instant::now())
                     .min(MAX_IDLE);
                 match self.handoffs.recv_timeout(wait) {
@@ -286,6 +296,12 @@ impl Tailer {
     fn tick(&mut self, next_full_pass: &mut Instant) {
         self.state.beat();
         self.dirty.extend(self.waiting_meta.drain());
+        let now = Instant::now();
+        self.dirty.extend(
+            self.throttled
+                .extract_if(|_, due| *due <= now)
+                .map(|(k, _)| k),
+        );
         while let Ok(h) = self.handoffs.try_recv() {
             self.take(h);
         }
@@ -396,6 +412,7 @@ impl Tailer {
             self.cfg.max_line_bytes.as_usize(),
         );
         t.draining = o.draining;
+        t.throttle_key = self.out.throttle_key(t.pod.as_ref());
         self.joining.apply(&mut t, &mut self.out);
         self.by_real.insert(t.real.clone(), key);
         self.dirty.insert(key);
@@ -468,7 +485,24 @@ impl Tailer {
                 }
             }
             self.state.beat();
-            match t.read(buf, &mut self.out, PASS_BUDGET) {
+            let now = Instant::now();
+            let limit = match self.out.throttle.as_mut().map(|th| th.allowance(t, now)) {
+                Some(throttle::Allowance::Wait(d)) => {
+                    self.throttled.insert(key, now + d);
+                    continue;
+                }
+                Some(throttle::Allowance::Read(n)) => n,
+                _ => PASS_BUDGET,
+            };
+            // A throttled pass reads in smaller blocks, so it overshoots its bucket by little.
+            let block = buf.len().min(limit);
+            let (lines, at) = (self.out.metrics.lines_read.get(), t.read_pos);
+            let read = t.read(&mut buf[..block], &mut self.out, limit);
+            if let Some(th) = self.out.throttle.as_mut() {
+                let lines = self.out.metrics.lines_read.get() - lines;
+                th.charge(t, lines, t.read_pos - at, now);
+            }
+            match read {
                 Ok(ReadOutcome::More) => {
                     self.dirty.insert(key);
                 }

@@ -50,18 +50,36 @@ pub(super) struct Outlet {
     /// A physical line longer than this is cut before decoding: twice the message cap leaves
     /// room for the runtime's prefix and docker's JSON escaping.
     pub(super) max_physical_line: usize,
+    /// `[throttle]`, when configured.
+    pub(super) throttle: Option<super::throttle::Throttle>,
 }
 
 impl Outlet {
     pub(super) fn new(output: Box<dyn Output>, ctx: Context, cfg: &crate::config::Config) -> Self {
         Outlet {
             output,
+            throttle: super::throttle::Throttle::new(&cfg.throttle, ctx.metrics.clone()),
             metrics: ctx.metrics,
             shutdown: ctx.shutdown,
             state: ctx.state,
             kube: ctx.kube,
             wait_for_metadata: cfg.kubernetes.wait_for_metadata.0,
             max_physical_line: cfg.input.max_line_bytes.as_usize() * 2 + 4096,
+        }
+    }
+
+    /// The throttle bucket a file of `pod` draws from, if it is throttled.
+    pub(super) fn throttle_key(&self, pod: Option<&crate::kube::PodRef>) -> Option<Arc<str>> {
+        self.throttle.as_ref()?.key_for(pod)
+    }
+
+    /// Drop mode: whether a line of a file drawing from `key` may go on (counted if not).
+    pub(super) fn admit(&mut self, key: Option<&Arc<str>>) -> bool {
+        match (&mut self.throttle, key) {
+            (Some(th), Some(key)) if th.action == crate::config::ThrottleAction::Drop => {
+                th.admit(key, std::time::Instant::now())
+            }
+            _ => true,
         }
     }
 

@@ -246,6 +246,7 @@ impl Tailer {
         t.meta = p.meta;
         t.meta_generation = p.meta_generation;
         t.draining = draining;
+        t.throttle_key = self.out.throttle_key(t.pod.as_ref());
         self.joining.apply(&mut t, &mut self.out);
         if draining {
             t.path = p.path;
