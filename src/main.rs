@@ -175,10 +175,17 @@ async fn setup_once(cfg: &Config) -> anyhow::Result<()> {
         return Ok(());
     }
     let (steps, result) = setup.attempt().await;
-    for step in steps {
+    for step in &steps {
         println!("{} {}: {}", step.kind, step.name, step.outcome.as_str());
     }
-    Ok(result?)
+    result?;
+    let stale = steps.iter().filter(|s| !s.outcome.in_place()).count();
+    if stale > 0 {
+        anyhow::bail!(
+            "{stale} not as the config asks (elasticsearch.setup.overwrite = true replaces the agent's own; someone else's is never touched)"
+        );
+    }
+    Ok(())
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {

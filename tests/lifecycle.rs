@@ -141,7 +141,21 @@ fn each_product_gets_its_own_lifecycle_api_with_bodies_its_schema_accepts() {
             "{flavor:?}: {:?}",
             puts(&cluster)
         );
-        assert!(out.contains("logferry-2557d-monthly: present"), "{out}");
+        assert!(out.contains("logferry-2557d-monthly: present\n"), "{out}");
+        // And with overwrite, what is the same is not written again either.
+        let before = puts(&cluster).len();
+        let (ok, out) = setup_once(&platform(
+            &node,
+            &cluster.url,
+            "warm_after = \"30d\"\noverwrite = true",
+        ));
+        assert!(ok, "{out}");
+        assert_eq!(
+            puts(&cluster).len(),
+            before,
+            "{flavor:?}: {:?}",
+            puts(&cluster)
+        );
     }
 }
 
@@ -159,9 +173,12 @@ fn an_operators_policy_of_the_same_name_is_never_replaced() {
         let stored = cluster.policy("logferry-2557d-monthly").unwrap();
         let node = Node::new();
         let (ok, out) = setup_once(&platform(&node, &cluster.url, "overwrite = true"));
-        assert!(ok, "{out}");
         assert!(
-            out.contains("logferry-2557d-monthly: present and not the agent's"),
+            !ok,
+            "someone else's policy is not the one the config asks for: {out}"
+        );
+        assert!(
+            out.contains("logferry-2557d-monthly: present and not the agent's; left alone\n"),
             "{out}"
         );
         assert_eq!(
@@ -189,7 +206,7 @@ fn the_agents_own_policy_is_replaced_only_with_overwrite_and_ism_names_the_versi
         // The config gains a warm phase: the same policies, different bodies.
         let warm = platform(&node, &cluster.url, "warm_after = \"60d\"");
         let (ok, out) = setup_once(&warm);
-        assert!(ok, "{out}");
+        assert!(!ok, "{out}");
         assert!(
             out.contains("logferry-2557d-monthly: present but different"),
             "{out}"

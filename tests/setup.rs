@@ -98,7 +98,7 @@ fn templates_are_installed_at_start_and_give_new_indices_their_mappings() {
     let (ok, out, err) = setup_once(&config);
     assert!(ok, "{out}{err}");
     assert!(
-        out.contains("index template logferry-audit: present"),
+        out.contains("index template logferry-audit: present\n"),
         "{out}"
     );
     assert_eq!(
@@ -129,11 +129,13 @@ fn an_operators_template_is_never_replaced_even_with_overwrite() {
         &format!("{AUDIT}[elasticsearch.setup]\noverwrite = true\n"),
     );
     let (ok, out, err) = setup_once(&config);
-    assert!(ok, "{out}{err}");
+    // Not as the config asks: the Job says so with its exit code, and leaves it.
+    assert!(!ok, "{out}{err}");
     assert!(
-        out.contains("logferry-audit: present and not the agent's; left alone"),
+        out.contains("index template logferry-audit: present and not the agent's; left alone\n"),
         "{out}"
     );
+    assert!(err.contains("1 not as the config asks"), "{err}");
     let agent = Agent::start(&config);
     wait_until(60, "5 audit documents", || {
         es.count("audit-*").unwrap_or(0) >= 5
@@ -165,9 +167,9 @@ fn the_agents_own_template_is_replaced_only_when_the_config_says_overwrite() {
     )
     .unwrap();
     let (ok, out, _) = setup_once(&config);
-    assert!(ok);
+    assert!(!ok, "a template that differs is not in place: {out}");
     assert!(
-        out.contains("logferry-audit: present but different"),
+        out.contains("index template logferry-audit: present but different; left as it is (overwrite = false)\n"),
         "{out}"
     );
     assert_eq!(template(&es, "logferry-audit").unwrap()["priority"], 600);
@@ -178,7 +180,8 @@ fn the_agents_own_template_is_replaced_only_when_the_config_says_overwrite() {
     let (ok, out, _) = setup_once(&overwrite);
     assert!(ok);
     assert!(out.contains("logferry-audit: replaced"), "{out}");
-    assert_eq!(template(&es, "logferry-audit").unwrap()["priority"], 507);
+    // The audit route's priority: 500 + 100 × 7 literal characters + 99 (first in line).
+    assert_eq!(template(&es, "logferry-audit").unwrap()["priority"], 1299);
 }
 
 #[test]
@@ -192,22 +195,62 @@ fn many_agents_setting_up_at_once_are_harmless() {
             std::thread::spawn(move || setup_once(&c))
         })
         .collect();
+    let mut created = 0;
     for run in runs {
         let (ok, out, err) = run.join().unwrap();
         assert!(ok, "every concurrent setup succeeds: {out}{err}");
+        if out.contains("index template logferry-audit: created\n") {
+            created += 1;
+        } else {
+            assert!(
+                out.contains("index template logferry-audit: present\n"),
+                "{out}"
+            );
+        }
     }
-    let all = es.get("/_index_template").unwrap();
-    let names: Vec<&str> = all["index_templates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names.iter().filter(|n| **n == "logferry-audit").count(),
-        1,
-        "{names:?}"
+    // One wrote it; the others found it there (or were refused a second create).
+    assert_eq!(created, 1);
+    assert!(template(&es, "logferry-audit").is_some());
+}
+
+#[test]
+fn an_operators_template_for_the_same_indices_is_not_taken_over() {
+    let es = osmem();
+    let theirs = json!({
+        "index_patterns": ["audit-*"],
+        "priority": 50,
+        "template": {"settings": {"number_of_replicas": 2}},
+    });
+    http_json(
+        "PUT",
+        &format!("{}/_index_template/platform-audit", es.url),
+        Some(&theirs),
+    )
+    .unwrap();
+    let node = Node::new();
+    audit_lines(&node, 5);
+    let agent = Agent::start(&node.config_with(&es.url, AUDIT));
+    wait_until(60, "5 audit documents", || {
+        es.count("audit-*").unwrap_or(0) >= 5
+    });
+    wait_until(30, "setup to finish", || {
+        agent.get("/health")["checks"]["setup"]["status"] != "healthy"
+    });
+    assert!(
+        template(&es, "logferry-audit").is_none(),
+        "ours would outrank theirs"
     );
+    assert!(
+        template(&es, "logferry-default").is_some(),
+        "the default's indices are no one's"
+    );
+    let detail = agent.get("/health")["checks"]["setup"]["detail"].to_string();
+    assert!(
+        detail.contains("logferry-audit: absent, but another template covers"),
+        "{detail}"
+    );
+    assert_eq!(agent.metric("logferry_setup_complete"), 0);
+    assert!(agent.stop().success());
 }
 
 #[test]

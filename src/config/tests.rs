@@ -507,11 +507,7 @@ fn a_routes_mistakes_are_located_by_line_and_key() {
     );
     assert!(find("route[2].when.namespaces").2.contains("prefix"));
     assert!(find("route[3].name").2.contains("earlier route"));
-    assert!(
-        find("route[3].retention")
-            .2
-            .contains("one index has one retention")
-    );
+    assert!(find("route[3].retention").2.contains("have one retention"));
     assert!(find("route[3].when.field").2.contains("exactly one of"));
     assert_eq!(problems.len(), 9, "{problems:#?}");
     // A type error inside a route names the route, its key and the line.
@@ -520,4 +516,42 @@ fn a_routes_mistakes_are_located_by_line_and_key() {
     assert_eq!(typo[0].0, Some(4), "{typo:#?}");
     assert!(typo[0].1.starts_with("route[0].when"), "{typo:#?}");
     assert!(typo[0].2.contains("unknown field `namespace`"), "{typo:#?}");
+}
+
+#[test]
+fn retention_needs_names_that_never_come_round_and_one_retention_per_template() {
+    let problems = located(
+        "[elasticsearch]\nindex = \"logs-%d\"\nretention = \"90d\"\n\
+         [elasticsearch.setup]\nwarm_after = \"120d\"\n\
+         [parse]\ntarget = \"app\"\n\
+         [[route]]\nname = \"a\"\nindex = \"audit-%Y.%m\"\nretention = \"7y\"\n\
+         when.field = { path = \"log_type\", equals = \"audit\" }\n\
+         [[route]]\nname = \"b\"\nindex = \"audit-%Y.%U\"\nretention = \"90d\"\n\
+         when.field = { path = \"app.kind\", equals = \"audit\" }\n",
+    );
+    let find = |key: &str| {
+        problems
+            .iter()
+            .find(|p| p.1 == key)
+            .unwrap_or_else(|| panic!("no problem for {key}: {problems:#?}"))
+    };
+    // logs-05 is the 5th of every month: deleting it by age deletes this month's 5th too.
+    assert!(
+        find("elasticsearch.retention")
+            .2
+            .contains("comes round again")
+    );
+    // audit-%Y.%m and audit-%Y.%U both give audit-*.*: one template, one lifecycle.
+    assert!(
+        find("route[1].retention").2.contains("audit-*.*"),
+        "{problems:#?}"
+    );
+    // Under parse.target the message's fields are app.*: log_type is never there.
+    assert!(find("route[0].when.field.path").2.contains("app.log_type"));
+    assert!(
+        find("elasticsearch.setup.warm_after")
+            .2
+            .contains("shorter than every retention")
+    );
+    assert_eq!(problems.len(), 4, "{problems:#?}");
 }

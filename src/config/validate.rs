@@ -321,19 +321,25 @@ fn multiline(m: &Multiline, found: &mut Findings) {
 }
 
 /// Each route on its own, then what routes must agree on together: unique names, and one
-/// retention per index pattern (an index has one lifecycle policy).
+/// retention per index template (routes whose patterns give the same template pattern share
+/// one template, so one lifecycle policy).
 fn routes(c: &Config, found: &mut Findings) {
-    let mut retention_of: Vec<(&str, Option<Retention>, String)> = vec![(
-        c.elasticsearch.index.as_str(),
+    let template_of = |index: &str| {
+        crate::vocab::IndexPattern::new(index)
+            .ok()
+            .map(|p| p.wildcard())
+    };
+    let mut retention_of: Vec<(Option<String>, Option<Retention>, String)> = vec![(
+        template_of(&c.elasticsearch.index),
         c.elasticsearch.retention,
         "elasticsearch.index".to_owned(),
     )];
     if c.elasticsearch.retention.is_some() {
-        constant_index_kept(&c.elasticsearch.index, "elasticsearch.retention", found);
+        named_by_time(&c.elasticsearch.index, "elasticsearch.retention", found);
     }
     for (i, r) in c.routes.iter().enumerate() {
         let key = format!("route[{i}]");
-        route(r, &key, c.kubernetes.enabled, found);
+        route(r, &key, c, found);
         if c.routes[..i].iter().any(|o| o.name == r.name) {
             found.bad(
                 &format!("{key}.name"),
@@ -341,18 +347,32 @@ fn routes(c: &Config, found: &mut Findings) {
             );
         }
         let Some(index) = &r.index else { continue };
-        if let Some((_, other, at)) = retention_of.iter().find(|(p, ..)| p == index)
+        let template = template_of(index);
+        if let Some((_, other, at)) = retention_of
+            .iter()
+            .find(|(t, ..)| t.is_some() && *t == template)
             && *other != r.retention
         {
             found.bad(
                 &format!("{key}.retention"),
                 format!(
-                    "{index:?} is also written by {at}, kept {}: one index has one retention",
+                    "{index:?} gives index names like those of {at} ({}), kept {}: indices one \
+                     template matches have one retention",
+                    template.as_deref().unwrap_or(""),
                     shown(*other)
                 ),
             );
         }
-        retention_of.push((index, r.retention, format!("{key}.index")));
+        retention_of.push((template, r.retention, format!("{key}.index")));
+    }
+    if let Some(warm) = c.elasticsearch.setup.warm_after {
+        let shortest = retention_of.iter().filter_map(|(_, r, _)| *r).min();
+        if shortest.is_some_and(|s| warm >= s) {
+            found.bad(
+                "elasticsearch.setup.warm_after",
+                "must be shorter than every retention: an index cannot turn warm after it is deleted",
+            );
+        }
     }
 }
 
@@ -360,7 +380,7 @@ fn shown(r: Option<Retention>) -> String {
     r.map_or("until deleted".to_owned(), |r| format!("{} days", r.days))
 }
 
-fn route(r: &Route, key: &str, kubernetes: bool, found: &mut Findings) {
+fn route(r: &Route, key: &str, c: &Config, found: &mut Findings) {
     let name_ok = r.name.len() <= 64
         && r.name
             .starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -391,30 +411,33 @@ fn route(r: &Route, key: &str, kubernetes: bool, found: &mut Findings) {
         (Some(index), false) => match crate::vocab::IndexPattern::new(index) {
             Err(e) => found.bad(&format!("{key}.index"), e),
             Ok(_) if r.retention.is_some() => {
-                constant_index_kept(index, &format!("{key}.retention"), found);
+                named_by_time(index, &format!("{key}.retention"), found);
             }
             Ok(_) => {}
         },
         (None, true) => {}
     }
-    conditions(r, key, kubernetes, found);
+    conditions(r, key, c, found);
 }
 
-/// A lifecycle policy deletes an index whole, counting from its creation: on an index whose
-/// name never changes that deletes this morning's records with those of years ago.
-fn constant_index_kept(index: &str, key: &str, found: &mut Findings) {
-    if !index.contains('%') {
+/// A lifecycle policy deletes an index whole, counting from its creation: its name must name
+/// one span of time, or the delete takes this morning's records with those of years ago.
+fn named_by_time(index: &str, key: &str, found: &mut Findings) {
+    let pattern = crate::vocab::IndexPattern::new(index);
+    if pattern.is_ok_and(|p| p.period().is_none()) {
         found.bad(
             key,
             format!(
-                "{index:?} is one index for all time, and retention deletes an index whole \
-                 (fresh records with it): name the index by time, like \"{index}-%Y.%m\""
+                "{index:?} does not name one span of time (it is one index for ever, or its name \
+                 comes round again, like %d every month), and retention deletes an index whole: \
+                 fresh records with old ones. Name indices by year and time, like \
+                 \"audit-%Y.%m\", \"logs-%Y.%m.%d\" or \"logs-%G.%V\""
             ),
         );
     }
 }
 
-fn conditions(r: &Route, key: &str, kubernetes: bool, found: &mut Findings) {
+fn conditions(r: &Route, key: &str, c: &Config, found: &mut Findings) {
     let when = format!("{key}.when");
     if r.when.is_empty() {
         found.bad(
@@ -438,18 +461,18 @@ fn conditions(r: &Route, key: &str, kubernetes: bool, found: &mut Findings) {
             "an empty list matches nothing",
         );
     }
-    if !r.when.labels.is_empty() && !kubernetes {
+    if !r.when.labels.is_empty() && !c.kubernetes.enabled {
         found.bad(
             &format!("{when}.labels"),
             "pod labels come from the Kubernetes API: needs [kubernetes] enabled = true",
         );
     }
     if let Some(f) = &r.when.field {
-        field(f, &format!("{when}.field"), found);
+        field(f, &format!("{when}.field"), &c.parse.target, found);
     }
 }
 
-fn field(f: &FieldCondition, key: &str, found: &mut Findings) {
+fn field(f: &FieldCondition, key: &str, target: &str, found: &mut Findings) {
     let tests = [f.equals.is_some(), f.exists.is_some(), f.matches.is_some()];
     if tests.iter().filter(|t| **t).count() != 1 {
         found.bad(key, "needs exactly one of equals, exists, matches");
@@ -466,6 +489,20 @@ fn field(f: &FieldCondition, key: &str, found: &mut Findings) {
         found.bad(
             &format!("{key}.path"),
             "the logferry object says what the agent did to a line; it cannot route",
+        );
+    }
+    // With parse.target, a message's fields are under it in the document: any other path is
+    // one of the agent's fields, or never there.
+    let agents = ["@timestamp", "stream", "log", "kubernetes", "docker"];
+    let top = f.path.split('.').next().unwrap_or("");
+    if !target.is_empty() && top != target && !agents.contains(&top) {
+        found.bad(
+            &format!("{key}.path"),
+            format!(
+                "parse.target is {target:?}: the message's fields are under it, so this path \
+                 is never in a document; write \"{target}.{}\"",
+                f.path
+            ),
         );
     }
     if let Some(Err(e)) = f.matches.as_deref().map(regex::Regex::new) {

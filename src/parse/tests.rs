@@ -353,3 +353,43 @@ fn deep_nesting_is_kept_as_a_string_not_a_crash() {
     let (_, o) = doc(defaults(), nest(20).as_bytes(), Flags::default());
     assert!(!o.json && !o.json_failed);
 }
+
+#[test]
+fn dotted_keys_into_the_agents_fields_or_log_are_kept_apart() {
+    let w = DocumentWriter::new(&crate::config::Parse::default());
+    let rec = Record {
+        time: "2026-12-02T06:00:00Z".into(),
+        stream: Some(Stream::Stdout),
+        message: std::borrow::Cow::Borrowed(
+            br#"{"kubernetes.namespace_name":"spoofed","log.level":"warn","log":{"origin":"x"},"msg":"m"}"#,
+        ),
+        offset: 0,
+        flags: Default::default(),
+    };
+    let mut out = Vec::new();
+    w.write(
+        &mut out,
+        &rec,
+        br#","kubernetes":{"namespace_name":"shop"}"#,
+    );
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    // Elasticsearch reads dots as objects: these would be the agent's fields, or clash with the
+    // text `log` of the plain lines in the same index.
+    assert_eq!(v["app_kubernetes.namespace_name"], "spoofed", "{v}");
+    assert_eq!(v["kubernetes"]["namespace_name"], "shop");
+    assert_eq!(v["app_log.level"], "warn", "{v}");
+    assert_eq!(v["app_log"]["origin"], "x", "{v}");
+    assert!(
+        v.get("log").is_none() && v.get("log.level").is_none(),
+        "{v}"
+    );
+    // A string `log` is the message's own, as before.
+    let plain = Record {
+        message: std::borrow::Cow::Borrowed(br#"{"log":"text","n":1}"#),
+        ..rec
+    };
+    let mut out = Vec::new();
+    w.write(&mut out, &plain, b"");
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["log"], "text", "{v}");
+}

@@ -65,10 +65,14 @@ impl View<'_> {
             // record for every field condition.
             for (key, value) in fields.0.iter().rev() {
                 let on_path = path == key || under(path, key).is_some();
-                if !on_path || (!nested && is_reserved(key, keep_original)) {
+                if !on_path || (!nested && is_reserved(key, value, keep_original)) {
                     continue;
                 }
-                return at(key, value, path).flatten();
+                // On the path but not there (`event.kind` in an `event` object that has no
+                // `kind`): a key written whole (`"event.kind"`) may still have it.
+                if let Some(Some(found)) = at(key, value, path) {
+                    return Some(found);
+                }
             }
             return None;
         }
@@ -79,14 +83,14 @@ impl View<'_> {
                 continue;
             }
             let renamed;
-            let name = if is_reserved(key, keep_original) {
+            let name = if is_reserved(key, value, keep_original) {
                 renamed = keys.free_name(key);
                 renamed.as_str()
             } else {
                 key.as_ref()
             };
-            if let Some(found) = at(name, value, path) {
-                return found;
+            if let Some(Some(found)) = at(name, value, path) {
+                return Some(found);
             }
         }
         None

@@ -11,6 +11,7 @@ use super::keys::KeyIndex;
 use super::view::View;
 use crate::config;
 use crate::vocab::{Flags, Record};
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 
 /// The keys the agent writes itself.
@@ -35,9 +36,17 @@ pub struct DocumentWriter {
     pub(super) keep_original: bool,
 }
 
-/// Whether an application key is written under another name (`app_<key>`) at the top level.
-pub(super) fn is_reserved(key: &str, keep_original: bool) -> bool {
-    RESERVED.contains(&key) || (keep_original && key == "log")
+/// Whether an application key is written under another name (`app_<key>`) at the top level:
+/// a key of the agent's, or a dotted key into one (`kubernetes.namespace_name` would be the
+/// agent's field to Elasticsearch, which reads dots as objects); and `log` (the message's own
+/// field) unless it is a string where the agent writes none: `log.level` (ECS loggers) or an
+/// object in `log` would clash with the text `log` of every plain line.
+pub(super) fn is_reserved(key: &str, value: &RawValue, keep_original: bool) -> bool {
+    let head = key.split('.').next().unwrap_or(key);
+    if RESERVED.contains(&head) {
+        return true;
+    }
+    head == "log" && (key != "log" || keep_original || !value.get().starts_with('"'))
 }
 
 impl DocumentWriter {
@@ -168,7 +177,7 @@ impl DocumentWriter {
                 out.push(b',');
             }
             first = false;
-            if !nested && is_reserved(key, self.keep_original) {
+            if !nested && is_reserved(key, value, self.keep_original) {
                 write_str(out, &keys.free_name(key));
             } else {
                 write_str(out, key);

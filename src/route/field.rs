@@ -94,10 +94,18 @@ fn any_of(v: &Value, f: &impl Fn(&Scalarish) -> bool) -> bool {
 fn exists(found: &Found) -> bool {
     match found {
         Found::Text(_) => true,
-        Found::Raw(raw) => !matches!(raw.get().trim(), "null" | "[]"),
+        // A value that is not a scalar exists as Elasticsearch sees it: a non-null value in it.
+        Found::Raw(raw) => match raw.get().trim_start().as_bytes().first() {
+            Some(b'n') => false,
+            Some(b'[' | b'{') => {
+                serde_json::from_str::<Value>(raw.get()).is_ok_and(|v| exists(&Found::Value(v)))
+            }
+            _ => true,
+        },
         Found::Value(v) => match v {
             Value::Null => false,
-            Value::Array(items) => items.iter().any(|i| !i.is_null()),
+            Value::Array(items) => items.iter().any(|i| exists(&Found::Value(i.clone()))),
+            Value::Object(map) => map.values().any(|i| exists(&Found::Value(i.clone()))),
             _ => true,
         },
     }

@@ -145,11 +145,7 @@ fn field_conditions_see_the_document_as_it_will_be_indexed() {
         "target = \"app\"",
     );
     assert!(takes(&cfg, r#"{"level":"audit"}"#));
-    let cfg = field_route(
-        r#"{ path = "level", equals = "audit" }"#,
-        "target = \"app\"",
-    );
-    assert!(!takes(&cfg, r#"{"level":"audit"}"#));
+    // (A path outside the target is refused by validation: it is never in a document.)
     // A message that is not JSON is `log`.
     let cfg = field_route(r#"{ path = "log", matches = "AUDIT" }"#, "");
     assert!(takes(&cfg, "2026-12-02 AUDIT user u1 logged in"));
@@ -181,6 +177,14 @@ fn dotted_paths_reach_into_objects_arrays_and_dotted_keys() {
     ));
     assert!(!takes(&cfg, r#"{"event":{"kind":"app"}}"#));
     assert!(!takes(&cfg, r#"{"event":"audit"}"#));
+    // A key written whole is found even when an object of the path's first part is there too.
+    assert!(takes(
+        &cfg,
+        r#"{"event.kind":"audit","event":{"action":"x"}}"#
+    ));
+    // ECS-style dotted log keys are indexed as app_log.*, away from the text `log`.
+    let cfg = field_route(r#"{ path = "app_log.level", equals = "warn" }"#, "");
+    assert!(takes(&cfg, r#"{"log.level":"warn","message":"m"}"#));
     let cfg = field_route(r#"{ path = "tags", equals = "phi" }"#, "");
     assert!(
         takes(&cfg, r#"{"tags":["x","phi"]}"#),
@@ -207,6 +211,9 @@ fn equals_compares_like_with_like_and_exists_ignores_null() {
     assert!(takes(&cfg, r#"{"user":{"id":0}}"#));
     assert!(!takes(&cfg, r#"{"user":{"id":null}}"#));
     assert!(!takes(&cfg, r#"{"user":{"id":[]}}"#));
+    assert!(!takes(&cfg, r#"{"user":{"id":[null]}}"#));
+    assert!(!takes(&cfg, r#"{"user":{"id":{}}}"#));
+    assert!(takes(&cfg, r#"{"user":{"id":{"n":1}}}"#));
     assert!(!takes(&cfg, r#"{"user":{}}"#));
     let cfg = field_route(r#"{ path = "user.id", exists = false }"#, "");
     assert!(takes(&cfg, r#"{"user":{}}"#));

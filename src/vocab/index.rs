@@ -151,10 +151,49 @@ impl IndexPattern {
         self.wildcard().chars().filter(|c| *c != '*').count()
     }
 
-    /// How long one of its indices receives records: by its finest time item; `None` for a
-    /// name without any (one index for all time).
+    /// How long one of its indices receives records, when its name names one span of time
+    /// and no other: a year, a month of a year, a day of a year, an ISO week of an ISO year,
+    /// an hour of such a day. `None` for a name without time items (one index for all time)
+    /// and for one that comes round again (`logs-%d` is the 5th of every month, `%Y-w%V`
+    /// mixes calendar and ISO years): a lifecycle that deletes such an index by its age
+    /// deletes fresh records with old ones.
     pub fn period(&self) -> Option<Period> {
-        let mut finest = None;
+        let items = self.items();
+        let has = |c: char| items.contains(&c);
+        let year = has('Y') || has('y');
+        let day = has('F') || (year && (has('j') || (has('m') && has('d'))));
+        let iso_week = (has('G') || has('g')) && has('V');
+        let week = iso_week || (year && (has('U') || has('W')));
+        let period = if (day || (iso_week && (has('u') || has('w')))) && has('H') {
+            Period::Hour
+        } else if day || (iso_week && (has('u') || has('w'))) {
+            Period::Day
+        } else if week {
+            Period::Week
+        } else if year && has('m') {
+            Period::Month
+        } else if year {
+            Period::Year
+        } else if has('C') && !items.iter().any(|c| *c != 'C') {
+            Period::Century
+        } else {
+            return None;
+        };
+        // Any item finer than the span (an hour in a monthly name) makes the name come round.
+        let allowed = match period {
+            Period::Hour => "YymdjFGgVuwUWH",
+            Period::Day => "YymdjFGgVuwUW",
+            Period::Week => "YyGgVUW",
+            Period::Month => "Yym",
+            Period::Year => "Yy",
+            Period::Century => "C",
+        };
+        items.iter().all(|c| allowed.contains(*c)).then_some(period)
+    }
+
+    /// The strftime items of the pattern, modifiers left out (`%-m` is `m`).
+    fn items(&self) -> Vec<char> {
+        let mut out = Vec::new();
         let mut chars = self.pattern.chars();
         while let Some(c) = chars.next() {
             if c != '%' {
@@ -164,18 +203,9 @@ impl IndexPattern {
             while let Some('-' | '0') = spec {
                 spec = chars.next();
             }
-            let period = match spec {
-                Some('H' | 'M') => Period::Hour,
-                Some('d' | 'j' | 'F' | 'u' | 'w') => Period::Day,
-                Some('U' | 'W' | 'V') => Period::Week,
-                Some('m') => Period::Month,
-                Some('Y' | 'y' | 'G' | 'g') => Period::Year,
-                Some('C') => Period::Century,
-                _ => continue,
-            };
-            finest = Some(finest.map_or(period, |f: Period| f.min(period)));
+            out.extend(spec);
         }
-        finest
+        out
     }
 }
 
@@ -302,6 +332,16 @@ mod tests {
             ("w-%G-w%V", "w-*-w*", Some(Period::Week)),
             ("h-%F-%H", "h-*-*", Some(Period::Hour)),
             ("klear-karma-logs", "klear-karma-logs", None),
+            ("y-%Y", "y-*", Some(Period::Year)),
+            ("d-%j.%Y", "d-*.*", Some(Period::Day)),
+            ("iso-%G.%V.%u", "iso-*.*.*", Some(Period::Day)),
+            // Names that come round again: no span to keep them by.
+            ("logs-%d", "logs-*", None),
+            ("audit-%m", "audit-*", None),
+            ("logs-%Y.%d", "logs-*.*", None),
+            ("x-%H", "x-*", None),
+            ("mixed-%Y-w%V", "mixed-*-w*", None),
+            ("hourly-in-month-%Y.%m-%H", "hourly-in-month-*.*-*", None),
         ];
         for (pattern, wildcard, period) in cases {
             let mut p = IndexPattern::new(pattern).unwrap();

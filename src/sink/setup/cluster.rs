@@ -50,6 +50,9 @@ pub enum Outcome {
     Differs,
     /// Someone else's: never touched.
     NotOurs,
+    /// Absent, but another template (an operator's, or a legacy one) already covers these
+    /// indices: installing ours would take them over, so it is not installed.
+    Covered,
 }
 
 impl Outcome {
@@ -60,7 +63,18 @@ impl Outcome {
             Outcome::Unchanged => "present",
             Outcome::Differs => "present but different; left as it is (overwrite = false)",
             Outcome::NotOurs => "present and not the agent's; left alone",
+            Outcome::Covered => {
+                "absent, but another template covers these indices; not installed, so as not to take them over"
+            }
         }
+    }
+
+    /// Whether the cluster now has what the config asks for.
+    pub fn in_place(self) -> bool {
+        matches!(
+            self,
+            Outcome::Created | Outcome::Replaced | Outcome::Unchanged
+        )
     }
 }
 
@@ -120,8 +134,9 @@ impl Cluster<'_> {
         Ok(Answer { status, body })
     }
 
-    /// The product, from `GET /`: OpenSearch says so in `version.distribution`.
-    pub async fn flavor(&self) -> Result<Flavor, Error> {
+    /// The product, from `GET /`: OpenSearch says so in `version.distribution`. `lifecycle`:
+    /// policies are to be installed too (ILM policies with `_meta` need 7.14).
+    pub async fn flavor(&self, lifecycle: bool) -> Result<Flavor, Error> {
         let a = self.call(Method::GET, "", None).await?;
         if !a.status.is_success() {
             return Err(refused("GET /", &a));
@@ -138,15 +153,21 @@ impl Cluster<'_> {
                 "Elasticsearch {number:?} has no composable index templates (7.8 or later has)"
             )));
         }
+        if lifecycle && (major, minor) < (7, 14) {
+            return Err(Error::Unsupported(format!(
+                "Elasticsearch {number:?} refuses the _meta the agent marks its ILM policies with (7.14 or later takes it)"
+            )));
+        }
         Ok(Flavor::Elasticsearch)
     }
 
-    /// `PUT _index_template/<name>`, created if absent; replaced only if it is ours and
-    /// `overwrite`.
+    /// `PUT _index_template/<name>`, created if absent and no other template covers `sample`
+    /// (an index name the template is for); replaced only if it is ours and `overwrite`.
     pub async fn template(
         &self,
         name: &str,
         want: &Value,
+        sample: &str,
         overwrite: bool,
     ) -> Result<Outcome, Error> {
         let path = format!("_index_template/{name}");
@@ -157,6 +178,9 @@ impl Cluster<'_> {
             _ => return Err(refused(&format!("GET {path}"), &have)),
         };
         let Some(stored) = stored else {
+            if self.covered(sample).await? {
+                return Ok(Outcome::Covered);
+            }
             let put = self
                 .call(Method::PUT, &format!("{path}?create=true"), Some(want))
                 .await?;
@@ -244,12 +268,77 @@ impl Cluster<'_> {
                 have.body["_seq_no"], have.body["_primary_term"]
             );
             let put = self.call(Method::PUT, &versioned, Some(want)).await?;
+            // Another agent replaced it since it was read: with the same body.
+            if put.status == StatusCode::CONFLICT {
+                return Ok(Outcome::Unchanged);
+            }
             if !put.status.is_success() {
                 return Err(refused(&format!("PUT {path}"), &put));
             }
         }
         Ok(outcome)
     }
+}
+
+impl Cluster<'_> {
+    /// Whether a template the agent did not install — composable, or legacy (`_template`,
+    /// which any composable template would silence) — matches the index name `sample`.
+    /// Elasticsearch's own built-in templates (`_meta.managed: true`) do not count: the agent's
+    /// are meant to outrank them.
+    async fn covered(&self, sample: &str) -> Result<bool, Error> {
+        let all = self.call(Method::GET, "_index_template", None).await?;
+        let composable = all.body["index_templates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| {
+                let meta = &t["index_template"]["_meta"];
+                meta["managed_by"] != MANAGED_BY
+                    && meta["managed"] != true
+                    && matches_any(&t["index_template"]["index_patterns"], sample)
+            });
+        if composable.count() > 0 {
+            return Ok(true);
+        }
+        // Not every cluster still has the legacy API: an error answer means none there.
+        let legacy = self.call(Method::GET, "_template", None).await?;
+        let covered = legacy.status.is_success()
+            && legacy.body.as_object().is_some_and(|all| {
+                all.values()
+                    .any(|t| matches_any(&t["index_patterns"], sample))
+            });
+        Ok(covered)
+    }
+}
+
+/// Whether `patterns` (a string or an array of `*` globs) matches `name`.
+fn matches_any(patterns: &Value, name: &str) -> bool {
+    let globs: Vec<&str> = match patterns {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    globs.iter().any(|g| glob(g, name))
+}
+
+/// `*` as any run of characters; everything else literal.
+fn glob(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i + 1 == parts.len() {
+            return rest.ends_with(part);
+        }
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.is_empty()
 }
 
 /// What to do with a template or policy that is there already.
@@ -328,6 +417,23 @@ mod tests {
         assert_eq!(decide(true, true, true), Outcome::Unchanged);
         assert_eq!(decide(true, false, false), Outcome::Differs);
         assert_eq!(decide(true, false, true), Outcome::Replaced);
+    }
+
+    #[test]
+    fn index_patterns_match_as_the_cluster_matches_them() {
+        for (pattern, name, want) in [
+            ("logs-*", "logs-2026.12.02", true),
+            ("*", "audit-2026.12", true),
+            ("logs-*-*", "logs-2026.12.02", false),
+            ("logs-*-*", "logs-app-2026.12.02", true),
+            ("audit-*.*", "audit-2026.12", true),
+            ("audit", "audit-2026.12", false),
+            ("*-2026.*", "logs-2026.12.02", true),
+        ] {
+            assert_eq!(glob(pattern, name), want, "{pattern} {name}");
+        }
+        assert!(matches_any(&json!(["x-*", "logs-*"]), "logs-1"));
+        assert!(matches_any(&json!("logs-*"), "logs-1"));
     }
 
     #[test]

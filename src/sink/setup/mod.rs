@@ -48,6 +48,9 @@ enum State {
     Off,
     Pending,
     Done,
+    /// Installed as far as it could be, but not all as the config asks (left alone: someone
+    /// else's, the agent's own but different, or covered by another template).
+    Stale(String),
     Failing(String),
 }
 
@@ -144,7 +147,7 @@ impl Setup {
     /// template names a policy that is not there; every step is tried, the first failure is
     /// the answer (with the steps that were made).
     pub async fn attempt(&self) -> (Vec<Step>, Result<(), cluster::Error>) {
-        let (cluster, flavor) = match self.cluster().await {
+        let (cluster, flavor) = match self.cluster(!self.plan.policies.is_empty()).await {
             Ok(found) => found,
             Err(e) => return (Vec::new(), Err(e)),
         };
@@ -154,7 +157,7 @@ impl Setup {
             Flavor::Elasticsearch => "lifecycle policy (ILM)",
             Flavor::OpenSearch => "lifecycle policy (ISM)",
         };
-        for p in &self.plan.policies {
+        for p in self.plan.policies.iter().filter(|p| p.wanted_by(flavor)) {
             match cluster
                 .policy(flavor, &p.name, &p.body(flavor), self.overwrite)
                 .await
@@ -171,7 +174,7 @@ impl Setup {
         }
         for t in &self.plan.templates {
             match cluster
-                .template(&t.name, &t.body(flavor), self.overwrite)
+                .template(&t.name, &t.body(flavor), &t.sample(), self.overwrite)
                 .await
             {
                 Ok(outcome) => steps.push(Step {
@@ -191,14 +194,14 @@ impl Setup {
     }
 
     /// The first host that answers `GET /`, and the product it is.
-    async fn cluster(&self) -> Result<(Cluster<'_>, Flavor), cluster::Error> {
+    async fn cluster(&self, lifecycle: bool) -> Result<(Cluster<'_>, Flavor), cluster::Error> {
         let mut last = cluster::Error::Unsupported("no host configured".into());
         for host in &self.hosts {
             let cluster = Cluster {
                 connector: &self.connector,
                 host: host.clone(),
             };
-            match cluster.flavor().await {
+            match cluster.flavor(lifecycle).await {
                 Ok(flavor) => return Ok((cluster, flavor)),
                 Err(e) => last = e,
             }
@@ -212,17 +215,27 @@ impl Setup {
 
     fn done(&self, steps: &[Step]) {
         for s in steps {
-            if s.outcome == Outcome::Differs {
-                tracing::warn!(kind = s.kind, name = %s.name, "installed by logferry earlier, but different from what this config asks; left as it is (set elasticsearch.setup.overwrite = true to replace it)");
-            } else {
+            if s.outcome.in_place() {
                 tracing::info!(kind = s.kind, name = %s.name, outcome = s.outcome.as_str(), "setup");
+            } else {
+                tracing::warn!(kind = s.kind, name = %s.name, outcome = s.outcome.as_str(), "setup: not as the config asks (elasticsearch.setup.overwrite = true replaces the agent's own; someone else's is never touched)");
             }
         }
-        if matches!(*self.lock(), State::Failing(_)) {
-            tracing::info!("setup works again: templates and policies are in place");
+        let stale: Vec<String> = steps
+            .iter()
+            .filter(|s| !s.outcome.in_place())
+            .map(|s| format!("{} {}: {}", s.kind, s.name, s.outcome.as_str()))
+            .collect();
+        let was_failing = matches!(*self.lock(), State::Failing(_));
+        if stale.is_empty() {
+            if was_failing {
+                tracing::info!("setup works again: templates and policies are in place");
+            }
+            *self.lock() = State::Done;
+            self.metrics.setup_complete.set(1);
+        } else {
+            *self.lock() = State::Stale(stale.join("; "));
         }
-        *self.lock() = State::Done;
-        self.metrics.setup_complete.set(1);
     }
 
     fn failed(&self, reason: &str) {
@@ -259,6 +272,7 @@ impl Check for Setup {
                     self.plan.policies.len()
                 ),
             ),
+            State::Stale(what) => (Level::Degraded, format!("not as the config asks: {what}")),
             State::Failing(reason) => (
                 Level::Degraded,
                 format!("cannot install templates or policies (retrying): {reason}"),

@@ -9,10 +9,15 @@
 //!   `*` (`audit-%Y.%m` → `audit-*.*`). Routes writing the same pattern share one template
 //!   (validation has made them agree on retention).
 //! - **Priority.** 500 and up, past Elasticsearch's built-in templates (priority 100–200, e.g.
-//!   `logs-*-*`, which would otherwise make a data stream of `logs-app-2026.12.02`); more literal
-//!   characters give a higher priority, so a narrower pattern wins over a wider one, and ties
-//!   are broken in route order (two templates of one priority whose patterns overlap are
-//!   refused by the cluster).
+//!   `logs-*-*`, which would otherwise make a data stream of `logs-app-2026.12.02`): 500 + 100 ×
+//!   the pattern's literal characters + (99 − the route's place), so a narrower pattern always
+//!   wins over a wider one and ties go to the earlier route; no two templates share one (the
+//!   cluster refuses two overlapping templates of one priority).
+//! - **Keep.** On OpenSearch a retention policy attaches by pattern, whatever template an index
+//!   got, so a wider pattern's policy would delete a narrower route's indices that have no
+//!   retention: those get `logferry-keep`, an ISM policy that never deletes, at their template's
+//!   (higher) priority. Elasticsearch needs none: the narrower template, without a lifecycle,
+//!   wins.
 //! - **Retention.** An index named by time receives records for up to one period (a month, for
 //!   `%Y.%m`), and a lifecycle age counts from the index's creation: the delete phase starts at
 //!   the retention *plus* the period, so the last record of the month is kept the full retention
@@ -29,6 +34,11 @@ pub const MANAGED_BY: &str = "logferry";
 
 /// Elasticsearch's built-in templates stay below this.
 const BASE_PRIORITY: u64 = 500;
+/// Priorities per literal character: room for this many routes between two lengths.
+const SPREAD: u64 = 100;
+
+/// The ISM policy of indices kept until someone deletes them.
+pub const KEEP: &str = "logferry-keep";
 
 /// A keyword longer than this (in characters) is not indexed rather than refused: 8,191 UTF-8
 /// characters stay under Lucene's 32,766-byte term limit (a long annotation value).
@@ -45,6 +55,9 @@ pub struct Template {
     /// `logferry-<route>` (`logferry-default` for `elasticsearch.index`).
     pub name: String,
     pub route: String,
+    /// The index pattern, as configured (`audit-%Y.%m`).
+    pub index: String,
+    /// Its names as a wildcard (`audit-*.*`).
     pub pattern: String,
     pub priority: u64,
     /// The policy its indices are kept by, when it has a retention.
@@ -53,11 +66,12 @@ pub struct Template {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
-    /// `logferry-<retention>d-<period>`: one per distinct delete age.
+    /// `logferry-<retention>d-<period>`: one per distinct delete age; [`KEEP`] for none.
     pub name: String,
-    pub retention: Retention,
-    /// Days from an index's creation to its deletion.
-    pub delete_after_days: u32,
+    /// `None` for [`KEEP`].
+    pub retention: Option<Retention>,
+    /// Days from an index's creation to its deletion; `None` for [`KEEP`].
+    pub delete_after_days: Option<u32>,
     pub warm_after_days: Option<u32>,
     /// The templates' patterns and priorities it applies to (ISM attaches by pattern).
     pub patterns: Vec<(String, u64)>,
@@ -94,7 +108,7 @@ impl Plan {
                 cfg.elasticsearch.index.as_str(),
                 cfg.elasticsearch.retention,
             )]);
-        for (route, index, retention) in targets {
+        for (place, (route, index, retention)) in targets.enumerate() {
             let Ok(index) = IndexPattern::new(index) else {
                 continue;
             };
@@ -102,7 +116,9 @@ impl Plan {
             if plan.templates.iter().any(|t| t.pattern == pattern) {
                 continue;
             }
-            let priority = plan.free_priority(BASE_PRIORITY + index.literal_len() as u64);
+            let place = (place as u64).min(SPREAD - 1);
+            let priority =
+                BASE_PRIORITY + index.literal_len() as u64 * SPREAD + (SPREAD - 1 - place);
             let policy = match (lifecycle, retention, index.period()) {
                 (true, Some(kept), Some(period)) => {
                     Some(plan.policy_for(kept, period, setup.warm_after, (&pattern, priority)))
@@ -112,24 +128,37 @@ impl Plan {
             plan.templates.push(Template {
                 name: format!("logferry-{route}"),
                 route: route.to_owned(),
+                index: index.as_str().to_owned(),
                 pattern,
                 priority,
                 policy,
             });
         }
+        plan.keep_the_rest();
         if !setup.templates {
             plan.templates.clear();
         }
         plan
     }
 
-    /// `want`, or the next lower priority no template of the plan has yet.
-    fn free_priority(&self, want: u64) -> u64 {
-        let mut p = want;
-        while self.templates.iter().any(|t| t.priority == p) {
-            p -= 1;
+    /// With any retention policy, the templates without one get [`KEEP`] (see the module's doc).
+    fn keep_the_rest(&mut self) {
+        let kept: Vec<(String, u64)> = self
+            .templates
+            .iter()
+            .filter(|t| t.policy.is_none())
+            .map(|t| (t.pattern.clone(), t.priority))
+            .collect();
+        if self.policies.is_empty() || kept.is_empty() {
+            return;
         }
-        p
+        self.policies.push(Policy {
+            name: KEEP.to_owned(),
+            retention: None,
+            delete_after_days: None,
+            warm_after_days: None,
+            patterns: kept,
+        });
     }
 
     /// The policy for this retention and period (made if new), now also for `applies_to`.
@@ -147,8 +176,8 @@ impl Plan {
                 let delete = kept.days.saturating_add(period.max_days());
                 self.policies.push(Policy {
                     name: name.clone(),
-                    retention: kept,
-                    delete_after_days: delete,
+                    retention: Some(kept),
+                    delete_after_days: Some(delete),
                     // A warm phase only while there is time before the delete.
                     warm_after_days: warm
                         .map(|w| w.days.saturating_add(period.max_days()))
@@ -170,6 +199,15 @@ impl Plan {
 }
 
 impl Template {
+    /// An index name it is for: today's.
+    pub fn sample(&self) -> String {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        IndexPattern::new(&self.index)
+            .ok()
+            .and_then(|mut p| p.index_for(&now).map(str::to_owned))
+            .unwrap_or_else(|| self.pattern.clone())
+    }
+
     /// The `PUT _index_template/<name>` body.
     pub fn body(&self, flavor: Flavor) -> Value {
         let keyword = json!({"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE});
@@ -199,15 +237,26 @@ impl Template {
 
 impl Policy {
     fn description(&self) -> String {
-        format!(
-            "logferry: keeps {} indices {} days after their last day, then deletes them (managed_by: {MANAGED_BY})",
-            self.patterns
-                .iter()
-                .map(|(p, _)| p.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            self.retention.days,
-        )
+        let patterns = self
+            .patterns
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        match self.retention {
+            Some(r) => format!(
+                "logferry: keeps {patterns} indices {} days after their last day, then deletes them (managed_by: {MANAGED_BY})",
+                r.days
+            ),
+            None => format!(
+                "logferry: keeps {patterns} indices until someone deletes them (managed_by: {MANAGED_BY})"
+            ),
+        }
+    }
+
+    /// Whether `flavor` needs it installed: [`KEEP`] only exists for ISM.
+    pub fn wanted_by(&self, flavor: Flavor) -> bool {
+        self.delete_after_days.is_some() || flavor == Flavor::OpenSearch
     }
 
     /// The body for `flavor`: an ILM policy, or an ISM policy.
@@ -219,9 +268,10 @@ impl Policy {
     }
 
     fn ilm(&self) -> Value {
+        let delete = self.delete_after_days.unwrap_or(u32::MAX);
         let mut phases = json!({
             "hot": {"min_age": "0ms", "actions": {"set_priority": {"priority": 100}}},
-            "delete": {"min_age": format!("{}d", self.delete_after_days), "actions": {"delete": {}}},
+            "delete": {"min_age": format!("{delete}d"), "actions": {"delete": {}}},
         });
         if let Some(warm) = self.warm_after_days {
             phases["warm"] = json!({"min_age": format!("{warm}d"), "actions": {"set_priority": {"priority": 50}}});
@@ -235,14 +285,18 @@ impl Policy {
     fn ism(&self) -> Value {
         let to = |state: &str, days: u32| json!([{"state_name": state, "conditions": {"min_index_age": format!("{days}d")}}]);
         let mut states = Vec::new();
-        match self.warm_after_days {
-            Some(warm) => {
+        match (self.delete_after_days, self.warm_after_days) {
+            (None, _) => states.push(json!({"name": "hot", "actions": [], "transitions": []})),
+            (Some(delete), Some(warm)) => {
                 states.push(json!({"name": "hot", "actions": [], "transitions": to("warm", warm)}));
-                states.push(json!({"name": "warm", "actions": [{"index_priority": {"priority": 50}}], "transitions": to("delete", self.delete_after_days)}));
+                states.push(json!({"name": "warm", "actions": [{"index_priority": {"priority": 50}}], "transitions": to("delete", delete)}));
             }
-            None => states.push(json!({"name": "hot", "actions": [], "transitions": to("delete", self.delete_after_days)})),
+            (Some(delete), None) => states
+                .push(json!({"name": "hot", "actions": [], "transitions": to("delete", delete)})),
         }
-        states.push(json!({"name": "delete", "actions": [{"delete": {}}], "transitions": []}));
+        if self.delete_after_days.is_some() {
+            states.push(json!({"name": "delete", "actions": [{"delete": {}}], "transitions": []}));
+        }
         let templates: Vec<Value> = self
             .patterns
             .iter()

@@ -42,11 +42,12 @@ fn one_template_per_index_pattern_and_one_policy_per_lifecycle() {
     assert_eq!(
         templates,
         [
-            ("logferry-audit", "audit-*.*", 507),
-            ("logferry-default", "logs-*.*.*", 507 - 1)
+            ("logferry-audit", "audit-*.*", 500 + 7 * 100 + 99),
+            // Third in line (the second audit route shares the first's template).
+            ("logferry-default", "logs-*.*.*", 500 + 7 * 100 + 97)
         ]
     );
-    let policies: Vec<(&str, u32)> = p
+    let policies: Vec<(&str, Option<u32>)> = p
         .policies
         .iter()
         .map(|p| (p.name.as_str(), p.delete_after_days))
@@ -55,8 +56,8 @@ fn one_template_per_index_pattern_and_one_policy_per_lifecycle() {
     assert_eq!(
         policies,
         [
-            ("logferry-2557d-monthly", 2557 + 31),
-            ("logferry-90d-daily", 91)
+            ("logferry-2557d-monthly", Some(2557 + 31)),
+            ("logferry-90d-daily", Some(91))
         ]
     );
     assert_eq!(
@@ -122,7 +123,7 @@ fn policies_delete_after_the_retention_and_warm_only_lowers_priority() {
     );
     assert_eq!(
         policy["ism_template"],
-        json!([{"index_patterns": ["audit-*.*"], "priority": 507}])
+        json!([{"index_patterns": ["audit-*.*"], "priority": 1299}])
     );
     assert!(
         policy["description"]
@@ -156,7 +157,7 @@ fn what_is_installed_follows_the_setup_switches() {
 }
 
 #[test]
-fn priorities_never_tie_and_stay_above_the_built_in_templates() {
+fn priorities_never_tie_narrower_patterns_win_and_stay_above_the_built_in_templates() {
     let p = plan(
         "[[route]]\nname = \"a\"\nindex = \"ab-%Y\"\nwhen.namespaces = [\"a\"]\n\
          [[route]]\nname = \"b\"\nindex = \"%Y-ab\"\nwhen.namespaces = [\"b\"]\n\
@@ -171,4 +172,63 @@ fn priorities_never_tie_and_stay_above_the_built_in_templates() {
     );
     priorities.dedup();
     assert_eq!(priorities.len(), p.templates.len());
+    // A narrower pattern later in the list still outranks a wider one before it.
+    let p = plan(
+        "[[route]]\nname = \"audit\"\nindex = \"audit-%Y\"\nwhen.namespaces = [\"a\"]\n\
+         [[route]]\nname = \"monthly\"\nindex = \"app-%Y.%m\"\nwhen.namespaces = [\"m\"]\n\
+         [[route]]\nname = \"daily\"\nindex = \"app-%Y.%m.%d\"\nwhen.namespaces = [\"d\"]\n",
+    );
+    let of = |name: &str| {
+        p.templates
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap()
+            .priority
+    };
+    assert!(
+        of("logferry-daily") > of("logferry-monthly"),
+        "{:?}",
+        p.templates
+    );
+}
+
+#[test]
+fn on_opensearch_indices_without_retention_are_kept_by_a_policy_of_their_own() {
+    // logs-legal-2026.12.02 matches the default's logs-*.*.* too: ISM would delete it at 91 days.
+    let p = plan(
+        "[elasticsearch]\nindex = \"logs-%Y.%m.%d\"\nretention = \"90d\"\n\
+         [[route]]\nname = \"legal\"\nindex = \"logs-legal-%Y.%m.%d\"\nwhen.namespaces = [\"legal\"]\n",
+    );
+    let keep = p
+        .policies
+        .iter()
+        .find(|p| p.name == "logferry-keep")
+        .expect("a keep policy");
+    let legal = p
+        .templates
+        .iter()
+        .find(|t| t.name == "logferry-legal")
+        .unwrap();
+    let default = p
+        .templates
+        .iter()
+        .find(|t| t.name == "logferry-default")
+        .unwrap();
+    assert_eq!(
+        keep.patterns,
+        [("logs-legal-*.*.*".to_owned(), legal.priority)]
+    );
+    assert!(legal.priority > default.priority);
+    let ism = keep.body(Flavor::OpenSearch);
+    assert_eq!(
+        ism["policy"]["states"],
+        json!([{"name": "hot", "actions": [], "transitions": []}])
+    );
+    // Elasticsearch needs none: the narrower template, without a lifecycle, wins.
+    assert!(!keep.wanted_by(Flavor::Elasticsearch));
+    assert!(
+        legal.body(Flavor::Elasticsearch)["template"]
+            .get("settings")
+            .is_none()
+    );
 }
