@@ -68,6 +68,10 @@ fn exported() -> BTreeSet<String> {
         .dead_letters
         .get_or_create(&vec![("reason", "mapper_parsing_exception".to_owned())])
         .inc();
+    // So do these: the namespaces are the node's.
+    let ns = vec![("namespace", "shop".to_owned())];
+    m.throttle_dropped.get_or_create(&ns).inc();
+    m.throttled_seconds.get_or_create(&ns).inc();
     let text = m.render(false);
     let mut names = BTreeSet::new();
     for line in text.lines() {

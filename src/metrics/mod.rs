@@ -277,6 +277,9 @@ impl Metrics {
         ] {
             let _ = m.buffer_damage.get_or_create(&[("kind", kind)]);
         }
+        for outcome in ["resumed", "rotated", "refused", "gone"] {
+            let _ = m.fluentd_positions.get_or_create(&[("outcome", outcome)]);
+        }
     }
 
     /// Every metric in the OpenMetrics text format, or in Prometheus' classic text format
