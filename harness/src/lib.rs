@@ -6,7 +6,10 @@
 //! - [`http`]: [`http()`] and [`http_json`], a tiny blocking HTTP/1.1 client to talk to it;
 //! - [`container_log`]: [`LogWriter`] writes container log files the way the kubelet lays them
 //!   out, in CRI or docker format, with JSON, plain and split lines; [`generate`] writes the
-//!   demo's mix.
+//!   demo's mix;
+//! - [`kubeapi`]: [`kubeapi::FakeApi`], a fake Kubernetes API server speaking the real wire
+//!   format (list, watch, resourceVersions, bookmarks, 410 Gone), for the tests and the
+//!   benchmark's `production` scenario.
 //!
 //! The `logferry-demo` binary (`src/main.rs`) runs the real `logferry` binary on them.
 
@@ -14,6 +17,7 @@
 
 pub mod container_log;
 pub mod http;
+pub mod kubeapi;
 pub mod osmem;
 
 pub use container_log::{Format, Generated, LogWriter, NODE_CRASH, crash, generate};
