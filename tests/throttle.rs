@@ -12,41 +12,49 @@ fn count_of(es: &Osmem, pod: &str) -> usize {
     docs_of(es, pod).len()
 }
 
+/// Writes `n` lines of the quiet pod one at a time, each waited for in the index: the slowest
+/// one's time from the write to the index.
+fn quiet_lines(es: &Osmem, w: &mut LogWriter, seqs: std::ops::Range<u64>) -> Duration {
+    let mut worst = Duration::ZERO;
+    for seq in seqs {
+        w.json_line(seq).unwrap();
+        let written = Instant::now();
+        wait_until(20, "a quiet line", || count_of(es, "api-1") > seq as usize);
+        worst = worst.max(written.elapsed());
+    }
+    worst
+}
+
 #[test]
 fn a_flood_is_read_at_its_limit_while_a_quiet_pod_keeps_its_latency_and_nothing_is_lost() {
     let es = osmem();
     let node = Node::new();
+    let config = node.config_with(&es.url, "[throttle]\nlines_per_second = 500\nburst = 500\n");
+    let agent = Agent::start(&config);
+    let mut quiet = node.writer("quiet", "api-1", "app", Format::Cri);
+    let mut expected: HashSet<(String, u64)> = (0..25).map(|s| ("api-1".to_owned(), s)).collect();
+    // The quiet pod's latency on its own, then while another pod floods.
+    let alone = quiet_lines(&es, &mut quiet, 0..10);
     let mut noisy = node.writer("noisy", "crashloop-1", "app", Format::Cri);
-    let mut expected = HashSet::new();
     for seq in 0..3000 {
         noisy.json_line(seq).unwrap();
         expected.insert(("crashloop-1".to_owned(), seq));
     }
-    let config = node.config_with(&es.url, "[throttle]\nlines_per_second = 500\nburst = 500\n");
-    let agent = Agent::start(&config);
-    let started = Instant::now();
-    // The quiet pod writes a line at a time and waits for it: each one's time to the index.
-    let mut quiet = node.writer("quiet", "api-1", "app", Format::Cri);
-    let mut worst = Duration::ZERO;
-    for seq in 0..15 {
-        quiet.json_line(seq).unwrap();
-        expected.insert(("api-1".to_owned(), seq));
-        let written = Instant::now();
-        wait_until(20, "a quiet line", || count_of(&es, "api-1") > seq as usize);
-        worst = worst.max(written.elapsed());
-    }
+    let flood_started = Instant::now();
+    let flooded = quiet_lines(&es, &mut quiet, 10..25);
     let flooded_meanwhile = count_of(&es, "crashloop-1");
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = flood_started.elapsed().as_secs_f64();
     // The flood was held to its rate the whole time: the burst, 500 a second, a block's slack.
     let allowed = 500.0 + 500.0 * elapsed + 1000.0;
     assert!(
         (flooded_meanwhile as f64) < allowed && flooded_meanwhile < 3000,
         "{flooded_meanwhile} flood lines in {elapsed:.1} s"
     );
-    // While it was held back, the quiet pod's lines went as fast as they go without it.
+    // While it was held back, the quiet pod's lines went as fast as they go without it (the
+    // slack is the machine's noise, not the flood's).
     assert!(
-        worst < Duration::from_secs(3),
-        "a quiet line took {worst:?}"
+        flooded <= alone + Duration::from_millis(1500),
+        "a quiet line took {flooded:?} during the flood, {alone:?} without"
     );
     // Nothing is lost: the rest of the flood comes, at the rate, once each.
     assert_exactly_once(&es, &expected);
