@@ -62,9 +62,15 @@ const MESSAGES: [&str; 4] = [
 ];
 
 /// The kubelet's name for a container's log under /var/log/containers.
+/// The name of the pod whose files have this index.
+pub fn pod_name(pod_index: usize) -> String {
+    format!("orders-api-7d9f8b6c5d-{pod_index:05}")
+}
+
 pub fn file_name(pod_index: usize, container: &str) -> String {
     format!(
-        "orders-api-7d9f8b6c5d-{pod_index:05}_shop_{container}-{:064x}.log",
+        "{}_shop_{container}-{:064x}.log",
+        pod_name(pod_index),
         pod_index as u128 * 0x9e37_79b9_7f4a_7c15 + 1
     )
 }
@@ -82,7 +88,7 @@ impl Writer {
                 out,
                 format,
                 seq: 0,
-                pod: format!("orders-api-7d9f8b6c5d-{pod_index:05}"),
+                pod: pod_name(pod_index),
                 bytes: 0,
                 records: 0,
                 message: String::with_capacity(PART * 3),
