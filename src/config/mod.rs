@@ -15,6 +15,7 @@
 //!   `chunk_limit_size` means in each of its roles;
 //! - `kubernetes.rs`: `[kubernetes]` — pod metadata; `api.rs`: `[api]` — the HTTP server;
 //! - `multiline.rs`: `[multiline]` — stack traces joined into one record;
+//! - `redact.rs`: `[redact]` — values masked or hashed before a document is encoded;
 //! - `route.rs`: `[[route]]` — which index a record goes to, and its retention; `setup.rs`:
 //!   `[elasticsearch.setup]` — the templates and policies installed for them;
 //! - `units.rs`: values with units ([`Span`], [`ByteSize`]);
@@ -30,6 +31,7 @@ mod interpolate;
 mod kubernetes;
 mod locate;
 mod multiline;
+mod redact;
 mod route;
 mod setup;
 mod units;
@@ -41,6 +43,7 @@ pub use elasticsearch::{Auth, Compression, Elasticsearch, Secret, Tls};
 pub use input::{Input, Parse, ReadFrom};
 pub use kubernetes::Kubernetes;
 pub use multiline::{BUILT_IN_RULES, CustomRule, Multiline};
+pub use redact::{BUILT_IN_REDACTIONS, CustomRedaction, Redact, RedactAction};
 pub use route::{FieldCondition, Retention, Route, Scalar, When};
 pub use setup::Setup;
 pub use units::{ByteSize, Span, parse_duration, parse_size};
@@ -69,6 +72,7 @@ pub struct Config {
     pub buffer: Buffer,
     pub kubernetes: Kubernetes,
     pub multiline: Multiline,
+    pub redact: Redact,
     /// `[[route]]`, in the order they are tried.
     pub routes: Vec<Route>,
     pub api: Api,
@@ -85,6 +89,7 @@ impl Default for Config {
             buffer: Buffer::default(),
             kubernetes: Kubernetes::default(),
             multiline: Multiline::default(),
+            redact: Redact::default(),
             routes: Vec::new(),
             api: Api::default(),
         }
@@ -201,13 +206,14 @@ impl Config {
                     &mut config.multiline,
                     section(text, name, value, &mut problems),
                 ),
+                "redact" => set(&mut config.redact, section(text, name, value, &mut problems)),
                 "route" => set(&mut config.routes, section(text, name, value, &mut problems)),
                 "api" => set(&mut config.api, section(text, name, value, &mut problems)),
                 _ => problems.push(problem_at(
                     text,
                     Some(key.span()),
                     section_key,
-                    "unknown key; expected one of data_dir, log_level, input, parse, elasticsearch, buffer, kubernetes, multiline, route, api",
+                    "unknown key; expected one of data_dir, log_level, input, parse, elasticsearch, buffer, kubernetes, multiline, redact, route, api",
                 )),
             }
         }

@@ -101,6 +101,8 @@ pub struct Metrics {
     pub route_records: Family<Vec<(&'static str, String)>, Counter>,
     /// Records dropped by their route, by route.
     pub route_dropped: Family<Vec<(&'static str, String)>, Counter>,
+    /// Values replaced by `[redact]`, by rule (a built-in or a configured name: bounded).
+    pub redactions: Family<Vec<(&'static str, String)>, Counter>,
     /// 1 once every template and policy the config asks for is in place (or setup is off).
     pub setup_complete: Gauge,
     /// Setup attempts that failed (each is retried with backoff; shipping goes on).
@@ -166,6 +168,7 @@ impl Metrics {
             multiline_timeouts: Counter::default(),
             route_records: Family::default(),
             route_dropped: Family::default(),
+            redactions: Family::default(),
             setup_complete: Gauge::default(),
             setup_failures: Counter::default(),
             registry: Registry::default(),
@@ -224,6 +227,7 @@ impl Metrics {
             "multiline_timeouts", "Multiline records handed on because they stopped growing for multiline.flush_timeout", m.multiline_timeouts;
             "route_records", "Records by the route that took them (default: no route did)", m.route_records;
             "route_dropped", "Records dropped because their route says drop = true", m.route_dropped;
+            "redactions", "Values masked or hashed by redaction rules before encoding, by rule", m.redactions;
             "setup_complete", "1 once the index templates and lifecycle policies the config asks for are in place", m.setup_complete;
             "setup_failures", "Attempts to install index templates or lifecycle policies that failed (retried with backoff)", m.setup_failures;
         }
