@@ -11,6 +11,8 @@
 //!   implements, knowing none of them;
 //! - [`decode`]: CRI and docker json-file lines into records, joining split lines;
 //! - [`multiline`]: the lines of a stack trace into one record, per stream;
+//! - [`redact`]: values masked or hashed (e-mails, cards, tokens, …) before a document is
+//!   encoded, so the buffer never holds them;
 //! - [`parse`]: the document — JSON messages merged in, `@timestamp`, `stream`, flags;
 //! - [`route`]: which index a finished document goes to (the first `[[route]]` that takes it);
 //! - [`encode`]: each record as a `_bulk` item with its index and its deterministic id;
@@ -39,6 +41,7 @@ pub mod metrics;
 pub mod multiline;
 pub mod observe;
 pub mod parse;
+pub mod redact;
 pub mod route;
 pub mod sink;
 pub mod tail;

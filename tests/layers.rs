@@ -23,6 +23,8 @@ const LAYERS: &[&[&str]] = &[
     &["decode"],
     // After partial lines are joined, before JSON parsing.
     &["multiline"],
+    // Called by parse on the document's values before it is encoded.
+    &["redact"],
     &["parse"],
     // Picks the index for a finished document.
     &["route"],

@@ -15,6 +15,7 @@
 //!   `chunk_limit_size` means in each of its roles;
 //! - `kubernetes.rs`: `[kubernetes]` — pod metadata; `api.rs`: `[api]` — the HTTP server;
 //! - `multiline.rs`: `[multiline]` — stack traces joined into one record;
+//! - `redact.rs`: `[redact]` — values masked or hashed before a document is encoded;
 //! - `route.rs`: `[[route]]` — which index a record goes to, and its retention; `setup.rs`:
 //!   `[elasticsearch.setup]` — the templates and policies installed for them;
 //! - `throttle.rs`: `[throttle]` — lines per second per container, pod or namespace;
@@ -31,6 +32,7 @@ mod interpolate;
 mod kubernetes;
 mod locate;
 mod multiline;
+mod redact;
 mod route;
 mod setup;
 mod throttle;
@@ -43,6 +45,7 @@ pub use elasticsearch::{Auth, Compression, Elasticsearch, Secret, Tls};
 pub use input::{Input, Parse, ReadFrom};
 pub use kubernetes::Kubernetes;
 pub use multiline::{BUILT_IN_RULES, CustomRule, Multiline};
+pub use redact::{BUILT_IN_REDACTIONS, CustomRedaction, Redact, RedactAction};
 pub use route::{FieldCondition, Retention, Route, Scalar, When};
 pub use setup::Setup;
 pub use throttle::{Throttle, ThrottleAction, ThrottleScope};
@@ -72,6 +75,7 @@ pub struct Config {
     pub buffer: Buffer,
     pub kubernetes: Kubernetes,
     pub multiline: Multiline,
+    pub redact: Redact,
     /// `[[route]]`, in the order they are tried.
     pub routes: Vec<Route>,
     pub throttle: Throttle,
@@ -89,6 +93,7 @@ impl Default for Config {
             buffer: Buffer::default(),
             kubernetes: Kubernetes::default(),
             multiline: Multiline::default(),
+            redact: Redact::default(),
             routes: Vec::new(),
             throttle: Throttle::default(),
             api: Api::default(),
@@ -206,6 +211,7 @@ impl Config {
                     &mut config.multiline,
                     section(text, name, value, &mut problems),
                 ),
+                "redact" => set(&mut config.redact, section(text, name, value, &mut problems)),
                 "route" => set(&mut config.routes, section(text, name, value, &mut problems)),
                 "throttle" => set(
                     &mut config.throttle,
@@ -216,7 +222,7 @@ impl Config {
                     text,
                     Some(key.span()),
                     section_key,
-                    "unknown key; expected one of data_dir, log_level, input, parse, elasticsearch, buffer, kubernetes, multiline, route, throttle, api",
+                    "unknown key; expected one of data_dir, log_level, input, parse, elasticsearch, buffer, kubernetes, multiline, redact, route, throttle, api",
                 )),
             }
         }

@@ -10,8 +10,8 @@
 //! text.
 
 use super::{
-    Auth, BUILT_IN_RULES, Buffer, Config, Elasticsearch, FieldCondition, Input, Kubernetes,
-    Multiline, Retention, Route, Secret, Tls,
+    Auth, BUILT_IN_REDACTIONS, BUILT_IN_RULES, Buffer, Config, Elasticsearch, FieldCondition,
+    Input, Kubernetes, Multiline, Redact, RedactAction, Retention, Route, Secret, Tls,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,6 +37,7 @@ impl Config {
         kubernetes(&self.kubernetes, &mut found);
         buffer(&self.buffer, &mut found);
         multiline(&self.multiline, &mut found);
+        redact(&self.redact, &mut found);
         routes(self, &mut found);
         throttle(&self.throttle, &mut found);
         found.0
@@ -316,6 +317,60 @@ fn multiline(m: &Multiline, found: &mut Findings) {
         found.bad(
             "multiline.flush_timeout",
             "must be more than 0: it is how long a trace may pause",
+        );
+    }
+}
+
+/// Known rule names, custom rules that compile under a usable name, `hash` with its key file,
+/// field patterns the stage understands. The key file is not read here: `validate` never
+/// touches (or shows) the secret.
+fn redact(r: &Redact, found: &mut Findings) {
+    let mut names: Vec<&str> = BUILT_IN_REDACTIONS.to_vec();
+    for (i, c) in r.custom.iter().enumerate() {
+        let key = format!("redact.custom[{i}]");
+        let label_safe = !c.name.is_empty()
+            && c.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !label_safe || names.contains(&c.name.as_str()) {
+            found.bad(
+                &format!("{key}.name"),
+                format!(
+                    "{:?} must be lowercase letters, digits and _, and not already a rule's name",
+                    c.name
+                ),
+            );
+        }
+        names.push(&c.name);
+        if let Err(e) = regex::Regex::new(&c.pattern) {
+            let first = e.to_string().lines().last().unwrap_or_default().to_owned();
+            found.bad(
+                &format!("{key}.pattern"),
+                format!("invalid regular expression: {first}"),
+            );
+        }
+    }
+    for rule in &r.rules {
+        if !names.contains(&rule.as_str()) {
+            found.bad(
+                "redact.rules",
+                format!("unknown rule {rule:?}: use {}", names.join(", ")),
+            );
+        }
+    }
+    for f in &r.fields {
+        let stem = f.strip_suffix(".*").unwrap_or(f);
+        if f != "*" && (stem.is_empty() || stem.contains('*')) {
+            found.bad(
+                "redact.fields",
+                format!("{f:?}: use a key, \"key.*\" (every string under key) or \"*\""),
+            );
+        }
+    }
+    if r.action == RedactAction::Hash && r.hash_key_file.is_none() {
+        found.bad(
+            "redact.action",
+            "\"hash\" needs hash_key_file (the HMAC key; without it a phone number or an SSN could be hashed back by trying them all)",
         );
     }
 }

@@ -110,6 +110,8 @@ pub struct Metrics {
     /// Fluentd pos_file positions, by what became of them (`resumed`, `rotated`, `refused`,
     /// `gone`).
     pub fluentd_positions: Family<Labels, Counter>,
+    /// Values replaced by `[redact]`, by rule (a built-in or a configured name: bounded).
+    pub redactions: Family<Vec<(&'static str, String)>, Counter>,
     /// 1 once every template and policy the config asks for is in place (or setup is off).
     pub setup_complete: Gauge,
     /// Setup attempts that failed (each is retried with backoff; shipping goes on).
@@ -179,6 +181,7 @@ impl Metrics {
             throttled_seconds: Family::default(),
             throttle_dropped: Family::default(),
             throttled_lag_bytes: Gauge::default(),
+            redactions: Family::default(),
             setup_complete: Gauge::default(),
             setup_failures: Counter::default(),
             registry: Registry::default(),
@@ -241,6 +244,7 @@ impl Metrics {
             "throttle_dropped", "Lines dropped by [throttle] (action drop), by namespace", m.throttle_dropped;
             "throttled_lag_bytes", "The largest unread backlog of a file held back by [throttle] in the last read pass; past containerLogMaxSize, rotation may compress lines unread", m.throttled_lag_bytes;
             "fluentd_positions", "Positions imported from Fluentd's pos_file on the first start, by outcome (resumed, rotated, refused, gone)", m.fluentd_positions;
+            "redactions", "Values masked or hashed by redaction rules before encoding, by rule", m.redactions;
             "setup_complete", "1 once the index templates and lifecycle policies the config asks for are in place", m.setup_complete;
             "setup_failures", "Attempts to install index templates or lifecycle policies that failed (retried with backoff)", m.setup_failures;
         }
