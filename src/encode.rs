@@ -104,21 +104,19 @@ impl ItemEncoder {
         let mut route = 0;
         let mut dropped = false;
         let router = &mut self.router;
-        let outcome =
-            self.documents
-                .write_after(out, &rec, &meta.fields, meta.parse_json, |doc, out| {
-                    route = router.pick(doc, meta);
-                    let Some(index) = router.index_for(route, &rec.time) else {
-                        dropped = true;
-                        return false;
-                    };
-                    out.extend_from_slice(b"{\"create\":{\"_index\":\"");
-                    out.extend_from_slice(index.as_bytes());
-                    out.extend_from_slice(b"\",\"_id\":\"");
-                    out.extend_from_slice(&document_id(key, rec.offset));
-                    out.extend_from_slice(b"\"}}\n");
-                    true
-                });
+        let outcome = self.documents.write_after(out, &rec, meta, |doc, out| {
+            route = router.pick(doc, meta);
+            let Some(index) = router.index_for(route, &rec.time) else {
+                dropped = true;
+                return false;
+            };
+            out.extend_from_slice(b"{\"create\":{\"_index\":\"");
+            out.extend_from_slice(index.as_bytes());
+            out.extend_from_slice(b"\",\"_id\":\"");
+            out.extend_from_slice(&document_id(key, rec.offset));
+            out.extend_from_slice(b"\"}}\n");
+            true
+        });
         if outcome.is_some() {
             let _ = out.write_all(b"\n");
         }

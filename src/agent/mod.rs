@@ -186,7 +186,9 @@ fn start_tailer(
     state: &Arc<TailerState>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let router = Router::new(cfg).map_err(|e| anyhow!(e))?;
-    let encoder = ItemEncoder::new(router, DocumentWriter::new(&cfg.parse));
+    let redactor = crate::redact::Redactor::new(&cfg.redact, &store.metrics)?.map(Arc::new);
+    let documents = DocumentWriter::new(&cfg.parse).redacting(redactor);
+    let encoder = ItemEncoder::new(router, documents);
     // While an append waits for room, the tailer is alive, and shutdown ends the wait.
     let give_up: GiveUp = {
         let (state, shutdown) = (state.clone(), shutdown.clone());

@@ -40,7 +40,7 @@ fn routed(cfg: &config::Config, message: &str, pod: &FileMeta) -> Option<String>
         flags: Default::default(),
     };
     let mut index = None;
-    documents.write_after(&mut Vec::new(), &rec, &pod.fields, true, |doc, _| {
+    documents.write_after(&mut Vec::new(), &rec, pod, |doc, _| {
         let route = router.pick(doc, pod);
         index = router.index_for(route, &rec.time).map(str::to_owned);
         index.is_some()
