@@ -1,11 +1,13 @@
 //! Redaction end to end: what a developer logs from a request body reaches neither the disk
 //! buffer nor the index — e-mails, card numbers and tokens are masked (or replaced by a keyed
 //! hash an investigator can follow across lines) in the message and in the named JSON fields,
-//! counted per rule, and an excepted namespace is left as written.
+//! counted per rule, and an excepted namespace is left as written; `logferry validate` accepts
+//! the issue's example, names each mistake with file, line and key, and never shows the key.
 
 mod support;
 
 use serde_json::{Value, json};
+use std::process::Command;
 use support::*;
 
 const EMAIL: &str = "jane.doe@example-hospital.org";
@@ -148,4 +150,51 @@ fn hash_follows_one_value_across_lines_without_showing_it_or_the_key() {
         assert!(!place.contains("a-secret-key"), "the key leaked: {place}");
     }
     assert!(agent.stop().success());
+}
+
+const KEY: &str = "do-not-print-this-redaction-key";
+
+fn validate(config: &std::path::Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_logferry"))
+        .args(["validate", "--config", &config.display().to_string()])
+        .output()
+        .expect("run logferry");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn validate_accepts_the_issue_example_and_never_shows_the_hash_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("redact.key");
+    std::fs::write(&key, KEY).unwrap();
+    let example = include_str!("fixtures/redact/issue17.toml")
+        .replace("KEY_FILE", &key.display().to_string());
+    let path = dir.path().join("logferry.toml");
+    std::fs::write(&path, &example).unwrap();
+    let (code, text) = validate(&path);
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains(KEY), "{text}");
+
+    // The same file broken in two places: each named, the key still unseen.
+    let broken = example
+        .replace("\"ipv4\"]", "\"ipv6\"]")
+        .replace("name = \"mrn\"", "name = \"MRN number\"");
+    std::fs::write(&path, broken).unwrap();
+    let (code, text) = validate(&path);
+    let p = path.display().to_string();
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!("{p}:6:")) && text.contains("redact.rules: unknown rule \"ipv6\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{p}:13:")) && text.contains("redact.custom[0].name"),
+        "{text}"
+    );
+    assert!(!text.contains(KEY), "{text}");
 }

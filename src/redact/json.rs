@@ -3,13 +3,16 @@
 //! whitespace and every untouched byte stay as they were, and nothing is allocated until the
 //! first replacement.
 //!
-//! The text comes from the parser, so it is valid JSON; if it is not (cut short), the walk
-//! stops where it stops making sense and leaves the rest as it is — never panics.
+//! The text comes from the parser, so it is valid JSON; if a string is cut short anyway, its
+//! rest is still redacted as plain text (the result is no more valid than the input) — the
+//! walk never panics.
 
-/// A value token, as written: a string with its quotes and escapes, or a number.
+/// A value token, as written: a string with its quotes and escapes, a number, or the rest of
+/// the text after a string's opening quote when the string never ends.
 pub(super) enum Token<'a> {
     Str(&'a str),
     Num(&'a str),
+    Cut(&'a str),
 }
 
 /// `raw` with each token `replace` returns a replacement for (the replacement's JSON text)
@@ -25,13 +28,16 @@ pub(super) fn rewrite(
     while i < b.len() {
         let (end, token) = match b[i] {
             b'"' => {
-                let Some(end) = string_end(b, i) else { break };
-                // A string followed by `:` is a key: never redacted.
-                if next_significant(b, end) == Some(b':') {
-                    i = end;
-                    continue;
+                match string_end(b, i) {
+                    // A string followed by `:` is a key: never redacted.
+                    Some(end) if next_significant(b, end) == Some(b':') => {
+                        i = end;
+                        continue;
+                    }
+                    Some(end) => (end, Token::Str(&raw[i..end])),
+                    // Cut short: what is left is one string's content; still looked at.
+                    None => (b.len(), Token::Cut(&raw[i + 1..])),
                 }
-                (end, Token::Str(&raw[i..end]))
             }
             b'-' | b'0'..=b'9' => {
                 let end = i + b[i..]

@@ -254,6 +254,7 @@ impl Redactor {
             json::Token::Str(quoted) => self.redact_json_string(quoted),
             json::Token::Num(n) if self.numbers => self.redact_card_number(n),
             json::Token::Num(_) => None,
+            json::Token::Cut(rest) => self.redact_str(rest).map(|r| format!("\"{r}")),
         })
     }
 

@@ -254,7 +254,7 @@ pub(super) fn luhn(d: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// `AAA-GG-SSSS` outside the ranges never issued: area 000, 666 and 900–999, group 00,
