@@ -268,10 +268,13 @@ fn a_host_path_prefix_without_a_trailing_slash_is_kept() {
     let agent = Agent::start(&config(&node, &[format!("{}/es", gateway.url)], ""));
     assert_exactly_once(&es, &expected);
     let paths = paths.lock().unwrap().clone();
+    // Bulk requests and setup's (templates) alike.
     assert!(
-        paths.iter().all(|p| p.starts_with("/es/_bulk?")),
+        paths.iter().all(|p| p.starts_with("/es/")),
         "every request under the prefix: {paths:?}"
     );
+    assert!(paths.iter().any(|p| p.starts_with("/es/_bulk?")), "{paths:?}");
+    assert!(paths.iter().any(|p| p.starts_with("/es/_index_template")), "{paths:?}");
     assert!(agent.stop().success());
 }
 
