@@ -273,8 +273,14 @@ fn a_host_path_prefix_without_a_trailing_slash_is_kept() {
         paths.iter().all(|p| p.starts_with("/es/")),
         "every request under the prefix: {paths:?}"
     );
-    assert!(paths.iter().any(|p| p.starts_with("/es/_bulk?")), "{paths:?}");
-    assert!(paths.iter().any(|p| p.starts_with("/es/_index_template")), "{paths:?}");
+    assert!(
+        paths.iter().any(|p| p.starts_with("/es/_bulk?")),
+        "{paths:?}"
+    );
+    assert!(
+        paths.iter().any(|p| p.starts_with("/es/_index_template")),
+        "{paths:?}"
+    );
     assert!(agent.stop().success());
 }
 

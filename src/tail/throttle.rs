@@ -12,6 +12,8 @@
 //!   one block. The time files spend held back is `logferry_throttled_seconds_total{namespace}`,
 //!   and the largest unread backlog of a held file `logferry_throttled_lag_bytes`: once that
 //!   passes the kubelet's `containerLogMaxSize`, rotation may compress lines unread (an alert).
+//!   A file rotated away is read to its end `rotate_wait` after its last read, bucket or not
+//!   (`Tailer::let_go_of_drained`): it cannot wait, the kubelet will compress it.
 //! - `drop` reads at full speed and drops each line over the rate, counted in
 //!   `logferry_throttle_dropped_total{namespace}`; never silently.
 //!
