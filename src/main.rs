@@ -24,6 +24,10 @@ struct Cli {
         default_value = "/etc/logferry/logferry.toml"
     )]
     config: PathBuf,
+    /// Run: also reload the config when the file's content changes (checked every few seconds;
+    /// a ConfigMap update). SIGHUP reloads it either way.
+    #[arg(long, global = true)]
+    watch_config: bool,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -76,7 +80,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            init_logging(&cfg.log_level);
+            let _ = init_logging(&cfg.log_level);
             finish(runtime().and_then(|rt| rt.block_on(setup_once(&cfg))))
         }
         Cmd::Convert { input, output } => convert(&input, output.as_deref()),
@@ -88,9 +92,15 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            init_logging(&cfg.log_level);
+            let set_log_level = init_logging(&cfg.log_level);
             raise_open_files_limit();
-            finish(runtime().and_then(|rt| rt.block_on(logferry::agent::run(cfg, stop_signal()))))
+            let reload = logferry::agent::reload::Options {
+                path: cli.config.clone(),
+                watch: cli.watch_config,
+                set_log_level,
+            };
+            let agent = logferry::agent::run(cfg, Some(reload), stop_signal());
+            finish(runtime().and_then(|rt| rt.block_on(agent)))
         }
     }
 }
@@ -227,19 +237,36 @@ async fn stop_signal() {
 
 /// JSON on stderr for log collectors; plain text when a person is watching. The level comes
 /// from `LOGFERRY_LOG` when set, else from the config's `log_level`, in `tracing`'s filter
-/// syntax.
-fn init_logging(level: &str) {
+/// syntax. Returns how a config reload changes the level: `None` when `LOGFERRY_LOG` decides it
+/// (the environment is the operator's override, and a reload does not undo it).
+fn init_logging(level: &str) -> Option<logferry::agent::reload::SetLogLevel> {
+    use tracing_subscriber::EnvFilter;
     // kube's client logs every failed request as an error; the agent says it once itself.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOGFERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},kube_client=off")));
+    let filter_for = |level: &str| EnvFilter::try_new(format!("{level},kube_client=off"));
+    let from_env = EnvFilter::try_from_env("LOGFERRY_LOG").ok();
+    let env_decides = from_env.is_some();
+    let filter =
+        from_env.unwrap_or_else(|| filter_for(level).unwrap_or_else(|_| EnvFilter::new("info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
-    } else {
-        builder.json().flatten_event(true).init();
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |level: &str| {
+                let filter = filter_for(level).map_err(|e| e.to_string())?;
+                handle.reload(filter).map_err(|e| e.to_string())
+            }) as logferry::agent::reload::SetLogLevel
+        }};
     }
+    let set = if std::io::stderr().is_terminal() {
+        install!(builder)
+    } else {
+        install!(builder.json().flatten_event(true))
+    };
+    (!env_decides).then_some(set)
 }
 
 #[cfg(test)]

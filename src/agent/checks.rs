@@ -28,6 +28,8 @@ pub struct Parts {
     pub kube: Option<Arc<Cache>>,
     /// Index templates and lifecycle policies.
     pub setup: Arc<Setup>,
+    /// The last config reload's trouble.
+    pub config: Arc<super::reload::ConfigState>,
 }
 
 /// Every check, in the order `/health` lists them.
@@ -54,6 +56,7 @@ pub fn all(p: Parts) -> Vec<Arc<dyn Check>> {
         p.buffer,
         kube,
         p.setup,
+        p.config,
     ]
 }
 
@@ -108,6 +111,7 @@ mod tests {
             buffer: buffer.clone(),
             kube: None,
             setup: Setup::new(&cfg, connector, metrics.clone()),
+            config: Default::default(),
         });
         Rig {
             tailer,

@@ -13,17 +13,15 @@
 
 mod checks;
 mod output;
+pub mod reload;
 
-pub use output::{BufferOutput, GiveUp};
+pub use output::{BufferOutput, GiveUp, encoder};
 
 use crate::buffer::{self, Appender, Buffer};
 use crate::config::Config;
-use crate::encode::ItemEncoder;
 use crate::kube::cache as kube_cache;
 use crate::metrics::Metrics;
 use crate::observe::{self, Status};
-use crate::parse::DocumentWriter;
-use crate::route::Router;
 use crate::sink::setup::{FIRST_ATTEMPT_WAIT, Setup};
 use crate::sink::{Connector, DeadLetters, Shipper, SinkState};
 use crate::tail::{self, Checkpoints, Tailer, TailerState};
@@ -40,8 +38,13 @@ const SECRET_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 /// How often progress is written to the checkpoint and cursor files.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Runs the agent until `stop` resolves.
-pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Runs the agent until `stop` resolves, reloading its config as `reload` says (never when
+/// `None`).
+pub async fn run(
+    cfg: Config,
+    reload: Option<reload::Options>,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let store = Store::open(&cfg)?;
     let listener = observe::bind(cfg.api.listen)
         .await
@@ -50,12 +53,33 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
     let kube = start_kubernetes(&cfg, &store.metrics).await?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let tailer_state = Arc::new(TailerState::default());
-    let tailer = start_tailer(&cfg, &store, kube.clone(), &shutdown, &tailer_state)?;
+    let (to_tail, reloads) = tokio::sync::watch::channel(Arc::new(cfg.clone()));
+    let reloads = reload.is_some().then_some(reloads);
+    let tailer = start_tailer(
+        &cfg,
+        &store,
+        kube.clone(),
+        &shutdown,
+        &tailer_state,
+        reloads,
+    )?;
     let sink_state = Arc::new(SinkState::default());
     let setup = Setup::new(&cfg, store.connector.clone(), store.metrics.clone());
     let (first_attempt, setup_tried) = tokio::sync::oneshot::channel();
     let setting_up = tokio::spawn(setup.clone().run(first_attempt));
     let shipping = start_shipping(&cfg, &store, &sink_state, setup_tried);
+    let config_state = Arc::new(reload::ConfigState::default());
+    let reloader = reload.map(|options| {
+        let stages = reload::Stages {
+            connector: store.connector.clone(),
+            shipper: shipping.shipper.clone(),
+            kube: kube.clone(),
+            metrics: store.metrics.clone(),
+            tail: to_tail,
+        };
+        let reloader = reload::Reloader::new(options, cfg.clone(), stages, config_state.clone());
+        tokio::spawn(reloader.run())
+    });
     let saver = tokio::spawn(save_every_second(
         store.checkpoints.clone(),
         store.buffer.clone(),
@@ -70,6 +94,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
             buffer: store.buffer.clone(),
             kube,
             setup,
+            config: config_state,
         }),
     });
     let api = tokio::spawn(observe::serve(listener, status));
@@ -83,6 +108,9 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
         e = buffer_failure(&store.buffer) => Some(e),
     };
     tracing::info!("shutting down: stop reading, finish requests in flight, save checkpoints");
+    if let Some(r) = reloader {
+        r.abort();
+    }
     shutdown.store(true, Ordering::Relaxed);
     join("tailer", tailer).await?;
     store.buffer.stop_committing();
@@ -184,11 +212,9 @@ fn start_tailer(
     kube: Option<Arc<kube_cache::Cache>>,
     shutdown: &Arc<AtomicBool>,
     state: &Arc<TailerState>,
+    reloads: Option<tail::Reloads>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let router = Router::new(cfg).map_err(|e| anyhow!(e))?;
-    let redactor = crate::redact::Redactor::new(&cfg.redact, &store.metrics)?.map(Arc::new);
-    let documents = DocumentWriter::new(&cfg.parse).redacting(redactor);
-    let encoder = ItemEncoder::new(router, documents);
+    let encoder = output::encoder(cfg, &store.metrics)?;
     // While an append waits for room, the tailer is alive, and shutdown ends the wait.
     let give_up: GiveUp = {
         let (state, shutdown) = (state.clone(), shutdown.clone());
@@ -209,6 +235,7 @@ fn start_tailer(
         shutdown: shutdown.clone(),
         state: state.clone(),
         kube,
+        reloads,
     };
     let tailer = Tailer::new(cfg, store.checkpoints.clone(), Box::new(out), ctx);
     std::thread::Builder::new()
@@ -219,6 +246,8 @@ fn start_tailer(
 
 struct Shipping {
     shippers: tokio::task::JoinHandle<()>,
+    /// What every shipper runs with; a reload reconfigures it.
+    shipper: Arc<Shipper>,
     /// Reloads rotated certificates and credentials.
     watcher: tokio::task::JoinHandle<()>,
 }
@@ -244,7 +273,7 @@ fn start_shipping(
         dead,
     ));
     let shipping = ship(
-        shipper,
+        shipper.clone(),
         store.buffer.clone(),
         cfg.buffer.flush_thread_count,
         store.metrics.clone(),
@@ -255,7 +284,11 @@ fn start_shipping(
         let _ = tokio::time::timeout(FIRST_ATTEMPT_WAIT, setup_tried).await;
         shipping.await;
     });
-    Shipping { shippers, watcher }
+    Shipping {
+        shippers,
+        shipper,
+        watcher,
+    }
 }
 
 /// Resolves with the buffer's fatal error (a failed fsync), which stops the agent.

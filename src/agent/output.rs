@@ -12,6 +12,8 @@ use crate::buffer::{Appender, Chunk};
 use crate::config;
 use crate::encode::ItemEncoder;
 use crate::metrics::Metrics;
+use crate::parse::DocumentWriter;
+use crate::route::Router;
 use crate::tail::Output;
 use crate::vocab::FileMeta;
 use crate::vocab::{FileKey, Record};
@@ -51,37 +53,14 @@ impl BufferOutput {
         give_up: GiveUp,
         cfg: &config::Config,
     ) -> BufferOutput {
-        let outcome = |name| metrics.records.get_or_create(&[("outcome", name)]).clone();
-        let per_route = |family: &Family<Vec<(&'static str, String)>, Counter>| {
-            encoder
-                .router()
-                .names()
-                .map(|name| {
-                    family
-                        .get_or_create(&vec![("route", name.to_owned())])
-                        .clone()
-                })
-                .collect()
-        };
-        let counters = RecordCounters {
-            ok: outcome("ok"),
-            invalid_utf8: outcome("invalid_utf8"),
-            truncated: outcome("truncated"),
-            malformed: outcome("malformed"),
-            unterminated: outcome("unterminated"),
-            joined: outcome("partial_joined"),
-            json_failed: metrics.json_failures.clone(),
-            routed: per_route(&metrics.route_records),
-            dropped: per_route(&metrics.route_dropped),
-        };
         BufferOutput {
             chunk: Chunk::new(),
+            counters: RecordCounters::new(&encoder, &metrics),
             encoder,
             // Smaller than a batch: the chunk is the tailer's memory, and it is reused.
             chunk_limit: cfg.buffer.write_chunk_max(),
             carry: Vec::new(),
             appender,
-            counters,
             metrics,
             give_up,
             abandoned: false,
@@ -179,6 +158,31 @@ impl Output for BufferOutput {
     fn flush(&mut self) {
         self.seal();
     }
+
+    /// Routes, parse and redaction are rebuilt from `cfg`: records already in the chunk were
+    /// encoded under the old ones and go as they are.
+    fn reconfigure(&mut self, cfg: &config::Config) {
+        match encoder(cfg, &self.metrics) {
+            Ok(encoder) => {
+                self.counters = RecordCounters::new(&encoder, &self.metrics);
+                self.encoder = encoder;
+            }
+            // The reloader built the same encoder before accepting the config.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot apply the reloaded routes, parse or redaction; keeping the previous ones")
+            }
+        }
+        self.chunk_limit = cfg.buffer.write_chunk_max();
+        self.flush_interval = cfg.buffer.flush_interval.0;
+    }
+}
+
+/// What turns a record into a bulk item, as `cfg` asks: its route, its fields, its redactions.
+pub fn encoder(cfg: &config::Config, metrics: &Metrics) -> anyhow::Result<ItemEncoder> {
+    let router = Router::new(cfg).map_err(|e| anyhow::anyhow!(e))?;
+    let redactor = crate::redact::Redactor::new(&cfg.redact, metrics)?.map(Arc::new);
+    let documents = DocumentWriter::new(&cfg.parse).redacting(redactor);
+    Ok(ItemEncoder::new(router, documents))
 }
 
 struct RecordCounters {
@@ -192,4 +196,33 @@ struct RecordCounters {
     /// Per route, by [`crate::route::RouteId`].
     routed: Vec<Counter>,
     dropped: Vec<Counter>,
+}
+
+impl RecordCounters {
+    /// Looked up once per encoder: the routes are its.
+    fn new(encoder: &ItemEncoder, metrics: &Metrics) -> RecordCounters {
+        let outcome = |name| metrics.records.get_or_create(&[("outcome", name)]).clone();
+        let per_route = |family: &Family<Vec<(&'static str, String)>, Counter>| {
+            encoder
+                .router()
+                .names()
+                .map(|name| {
+                    family
+                        .get_or_create(&vec![("route", name.to_owned())])
+                        .clone()
+                })
+                .collect()
+        };
+        RecordCounters {
+            ok: outcome("ok"),
+            invalid_utf8: outcome("invalid_utf8"),
+            truncated: outcome("truncated"),
+            malformed: outcome("malformed"),
+            unterminated: outcome("unterminated"),
+            joined: outcome("partial_joined"),
+            json_failed: metrics.json_failures.clone(),
+            routed: per_route(&metrics.route_records),
+            dropped: per_route(&metrics.route_dropped),
+        }
+    }
 }

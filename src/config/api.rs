@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use std::net::SocketAddr;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Api {
     /// Address of the HTTP server for `/metrics`, `/health` and `/ready`.

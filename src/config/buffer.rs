@@ -9,7 +9,7 @@ use super::{ByteSize, Span};
 use serde::Deserialize;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Buffer {
     /// Upper bound on how long a record waits before its batch is sent. When the shipper is

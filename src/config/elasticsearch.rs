@@ -7,7 +7,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Elasticsearch {
     /// Base URLs of the cluster's nodes; the agent moves to the next one when one fails.
@@ -43,7 +43,7 @@ pub struct Elasticsearch {
     pub sniff_interval: Span,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tls {
     /// PEM bundle of the CAs to trust; the system's roots when unset.
@@ -63,7 +63,7 @@ pub struct Tls {
 /// Credentials, one kind at most. Each secret comes from a file (as a mounted Kubernetes
 /// Secret provides it; re-read when it changes) or from the config, where it should be an
 /// `${ENV}` reference rather than the secret itself.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
     /// Basic authentication: the user, with `password_file` or `password`.
@@ -80,7 +80,7 @@ pub struct Auth {
 
 /// A value that must never be shown: `Debug` prints `Secret(redacted)`, and there is no
 /// `Display`. Only the code that puts it on the wire calls [`Secret::expose`].
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 

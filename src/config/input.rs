@@ -5,7 +5,7 @@ use super::{ByteSize, Span};
 use serde::Deserialize;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Input {
     /// Globs of files to follow. Symlinks are followed, so `/var/log/containers/*.log` works.
@@ -41,7 +41,7 @@ pub enum ReadFrom {
     End,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Parse {
     /// Parse messages that are JSON objects and merge their fields into the document.

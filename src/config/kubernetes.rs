@@ -6,7 +6,7 @@ use serde::Deserialize;
 use std::time::Duration;
 
 /// Pod metadata from the Kubernetes API server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Kubernetes {
     /// Watch this node's pods and all namespaces, and add their metadata to documents. Off by

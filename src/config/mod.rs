@@ -61,7 +61,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 /// The whole configuration. Every section may be left out; each key's default is documented in
 /// `config/logferry.toml`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Where checkpoints, the buffer and dead letters live. Must survive restarts (a hostPath
     /// on a node).
@@ -140,6 +140,37 @@ impl fmt::Display for Error {
             write!(f, "{}", p.message)?;
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// For a reload: gives `self` (the new file) `running`'s value of every setting the running
+    /// agent cannot change, and returns the keys of those that differed. They name what the
+    /// agent holds from its start: its directories and files, its socket, the buffer's bounds,
+    /// the number of shippers, and its watches on the API server.
+    pub fn keep_restart_only(&mut self, running: &Config) -> Vec<&'static str> {
+        let mut differ = Vec::new();
+        macro_rules! keep {
+            ($($key:literal => $($field:ident).+;)*) => {$(
+                if self.$($field).+ != running.$($field).+ {
+                    differ.push($key);
+                    self.$($field).+ = running.$($field).+.clone();
+                }
+            )*};
+        }
+        keep! {
+            "data_dir" => data_dir;
+            "buffer.path" => buffer.path;
+            "api.listen" => api.listen;
+            "buffer.max_size" => buffer.max_size;
+            "buffer.overflow_action" => buffer.overflow_action;
+            "buffer.flush_thread_count" => buffer.flush_thread_count;
+            "elasticsearch.dead_letter_max_size" => elasticsearch.dead_letter_max_size;
+            "kubernetes.enabled" => kubernetes.enabled;
+            "kubernetes.node_name" => kubernetes.node_name;
+            "kubernetes.api_server" => kubernetes.api_server;
+        }
+        differ
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 /// The rules built in, by name; `auto` stands for all of them.
 pub const BUILT_IN_RULES: &[&str] = &["node", "java", "python", "go"];
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Multiline {
     /// Rules tried, in order, on every container's lines: built-in names (`node`, `java`,
@@ -42,7 +42,7 @@ impl Default for Multiline {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomRule {
     /// How `rules` and the pod annotation refer to it.

@@ -13,7 +13,7 @@ pub const BUILT_IN_REDACTIONS: &[&str] = &[
     "email", "card", "us_ssn", "phone", "jwt", "bearer", "aws_key", "ipv4",
 ];
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Redact {
     /// Built-in rules applied (see [`BUILT_IN_REDACTIONS`]); default none. The names of
@@ -57,7 +57,7 @@ pub enum RedactAction {
     Hash,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomRedaction {
     /// The rule's name in replacements and in `logferry_redactions_total{rule}`: lowercase

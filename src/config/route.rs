@@ -16,7 +16,7 @@ use serde::de::{self, Deserializer, Visitor};
 use std::collections::BTreeMap;
 use std::fmt;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// Unique; names the route in metrics (`route` label) and its template and policy.
@@ -35,7 +35,7 @@ pub struct Route {
     pub drop: bool,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct When {
     /// Exact namespace names, or prefixes ending in `*`.
@@ -53,7 +53,7 @@ impl When {
 }
 
 /// A condition on one field of the document; exactly one of `equals`, `exists`, `matches`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldCondition {
     /// Dotted: `http.status` reaches into the object `http`, and also finds a key written

@@ -8,7 +8,7 @@
 use super::Retention;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Setup {
     /// Install at every start (the default). `false` leaves it to `logferry setup`, run once

@@ -49,13 +49,35 @@ pub struct Cache {
     namespaces_synced: AtomicBool,
     /// Why the API server cannot be used right now, per watcher (pods, namespaces).
     problem: Mutex<[Option<String>; 2]>,
+    /// What documents get from a pod's metadata: changed by a config reload.
+    view: RwLock<View>,
+    metrics: Arc<Metrics>,
+}
+
+/// The `[kubernetes]` options applied when metadata is looked up (the cache keeps what the API
+/// server says whole, so a reload that changes them applies to every pod at once).
+struct View {
     opts: FieldOptions,
     labels: bool,
     namespace_labels: bool,
     ttl: Duration,
     /// `kubernetes.honour_exclude_annotation`: whether a pod may switch its own logs off.
     honour_exclude: bool,
-    metrics: Arc<Metrics>,
+}
+
+impl View {
+    fn new(cfg: &config::Kubernetes) -> View {
+        View {
+            opts: FieldOptions {
+                annotations: cfg.annotations.clone(),
+                de_dot: cfg.de_dot,
+            },
+            labels: cfg.labels,
+            namespace_labels: cfg.namespace_labels,
+            ttl: cfg.deleted_pod_ttl.0,
+            honour_exclude: cfg.honour_exclude_annotation,
+        }
+    }
 }
 
 impl Cache {
@@ -67,16 +89,20 @@ impl Cache {
             synced: AtomicBool::new(false),
             namespaces_synced: AtomicBool::new(false),
             problem: Mutex::new([None, None]),
-            opts: FieldOptions {
-                annotations: cfg.annotations.clone(),
-                de_dot: cfg.de_dot,
-            },
-            labels: cfg.labels,
-            namespace_labels: cfg.namespace_labels,
-            ttl: cfg.deleted_pod_ttl.0,
-            honour_exclude: cfg.honour_exclude_annotation,
+            view: RwLock::new(View::new(cfg)),
             metrics,
         }
+    }
+
+    /// A config reload: the field options apply from the next lookup, and every file looks
+    /// its pod up again.
+    pub fn reconfigure(&self, cfg: &config::Kubernetes) {
+        *self.view.write().unwrap_or_else(PoisonError::into_inner) = View::new(cfg);
+        self.changed();
+    }
+
+    fn view(&self) -> std::sync::RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn generation(&self) -> u64 {
@@ -139,7 +165,8 @@ impl Cache {
                 labels: Arc::default(),
             };
         };
-        let ns = self.namespace_labels.then(|| {
+        let view = self.view();
+        let ns = view.namespace_labels.then(|| {
             self.namespaces
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -147,7 +174,7 @@ impl Cache {
                 .cloned()
         });
         let labels = Arc::new(e.meta.labels.clone());
-        let meta = if self.labels {
+        let meta = if view.labels {
             e.meta.clone()
         } else {
             let mut m = (*e.meta).clone();
@@ -155,8 +182,8 @@ impl Cache {
             Arc::new(m)
         };
         FileMeta {
-            fields: meta.json_fields(&r.container, ns.flatten().as_ref(), &self.opts),
-            excluded: self.honour_exclude && meta.excluded(),
+            fields: meta.json_fields(&r.container, ns.flatten().as_ref(), &view.opts),
+            excluded: view.honour_exclude && meta.excluded(),
             parse_json: meta.parse_json(),
             multiline: meta.multiline().map(Arc::from),
             partial: false,
@@ -172,7 +199,7 @@ impl Cache {
     fn apply_pod(&self, pod: &Pod) -> Option<(String, String)> {
         let meta = PodMeta::from_pod(pod)?;
         let key = (meta.namespace.clone(), meta.name.clone());
-        let ignored = !self.honour_exclude && meta.excluded();
+        let ignored = !self.view().honour_exclude && meta.excluded();
         let mut pods = self.pods.write().unwrap_or_else(PoisonError::into_inner);
         let before = pods.insert(
             key.clone(),
@@ -216,7 +243,7 @@ impl Cache {
 
     fn prune(&self) {
         let mut pods = self.pods.write().unwrap_or_else(PoisonError::into_inner);
-        let ttl = self.ttl;
+        let ttl = self.view().ttl;
         pods.retain(|_, e| e.deleted.is_none_or(|at| at.elapsed() < ttl));
         self.metrics.kubernetes_pods.set(pods.len() as i64);
     }

@@ -116,6 +116,11 @@ pub struct Metrics {
     pub setup_complete: Gauge,
     /// Setup attempts that failed (each is retried with backoff; shipping goes on).
     pub setup_failures: Counter,
+    /// Config reloads refused (the file did not validate, or its TLS and credential files
+    /// could not be used): the running config stays.
+    pub config_reload_failures: Counter,
+    /// When a config was last taken, at start or by a reload (Unix seconds).
+    pub config_last_reload_success: GaugeF64,
 }
 
 impl Metrics {
@@ -184,6 +189,8 @@ impl Metrics {
             redactions: Family::default(),
             setup_complete: Gauge::default(),
             setup_failures: Counter::default(),
+            config_reload_failures: Counter::default(),
+            config_last_reload_success: GaugeF64::default(),
             registry: Registry::default(),
             process: process::Process::default(),
         }
@@ -247,6 +254,8 @@ impl Metrics {
             "redactions", "Values masked or hashed by redaction rules before encoding, by rule", m.redactions;
             "setup_complete", "1 once the index templates and lifecycle policies the config asks for are in place", m.setup_complete;
             "setup_failures", "Attempts to install index templates or lifecycle policies that failed (retried with backoff)", m.setup_failures;
+            "config_reload_failures", "Config reloads (SIGHUP, --watch-config) refused: the file did not validate or its TLS and credential files could not be used; the running config stays", m.config_reload_failures;
+            "config_last_reload_success_timestamp_seconds", "When the running config was taken, at start or by the last successful reload (Unix time)", m.config_last_reload_success;
         }
     }
 

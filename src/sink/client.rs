@@ -53,7 +53,8 @@ pub struct Endpoint {
 
 /// The current [`Endpoint`], and what it was built from.
 pub struct Connector {
-    cfg: config::Elasticsearch,
+    /// Changed by a config reload ([`Connector::install`]).
+    cfg: Mutex<config::Elasticsearch>,
     current: RwLock<Arc<Endpoint>>,
     /// A hash of every file the endpoint was built from, to notice a change.
     built_from: Mutex<u64>,
@@ -77,7 +78,7 @@ impl Connector {
             tracing::warn!("credentials are sent to an http:// host, unencrypted");
         }
         Ok(Connector {
-            cfg: cfg.clone(),
+            cfg: Mutex::new(cfg.clone()),
             current: RwLock::new(Arc::new(endpoint)),
             built_from: Mutex::new(files_hash(cfg)),
             failing: Mutex::new(false),
@@ -92,9 +93,52 @@ impl Connector {
             .clone()
     }
 
+    /// For a config reload: the endpoint `cfg` asks for, built now so that an unreadable
+    /// certificate or secret refuses the reload while the running one goes on. `None` when
+    /// nothing it is built from changed.
+    pub fn prepare(&self, cfg: &config::Elasticsearch) -> Result<Option<Endpoint>, Error> {
+        let built_from = *self
+            .built_from
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let old = self
+            .cfg
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let same = old.tls == cfg.tls
+            && old.auth == cfg.auth
+            && old.request_timeout == cfg.request_timeout
+            && old.hosts == cfg.hosts
+            && files_hash(cfg) == built_from;
+        if same {
+            return Ok(None);
+        }
+        build(cfg).map(Some)
+    }
+
+    /// Takes a reloaded config and the endpoint [`Connector::prepare`] built for it.
+    pub fn install(&self, cfg: &config::Elasticsearch, endpoint: Option<Endpoint>) {
+        let mut built_from = self
+            .built_from
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *self.cfg.lock().unwrap_or_else(PoisonError::into_inner) = cfg.clone();
+        if let Some(endpoint) = endpoint {
+            *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(endpoint);
+            *built_from = files_hash(cfg);
+            self.changed.notify_waiters();
+        }
+    }
+
     /// Rebuilds the endpoint if any of its files changed. True when it did.
     pub fn reload_if_changed(&self) -> bool {
-        let hash = files_hash(&self.cfg);
+        let cfg = self
+            .cfg
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let hash = files_hash(&cfg);
         let mut built_from = self
             .built_from
             .lock()
@@ -103,7 +147,7 @@ impl Connector {
             return false;
         }
         let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
-        match build(&self.cfg) {
+        match build(&cfg) {
             Ok(endpoint) => {
                 *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(endpoint);
                 *built_from = hash;

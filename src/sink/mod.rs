@@ -23,7 +23,7 @@ pub mod setup;
 mod state;
 mod supervise;
 
-pub use client::Connector;
+pub use client::{Connector, Endpoint};
 pub use deadletter::DeadLetters;
 pub use health::ShippingCheck;
 pub use hosts::{Host, HostPool};
@@ -38,7 +38,7 @@ use backon::BackoffBuilder;
 use refused::Refusal;
 use response::{Attempt, ItemResult};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 /// Where a delivery goes: the records' own index, or the dead-letter index.
@@ -51,16 +51,78 @@ enum Route {
 pub struct Shipper {
     /// The HTTP client and credentials, rebuilt when their files change.
     connector: Arc<Connector>,
-    /// Where each request goes: round robin over the hosts that answer.
-    hosts: Arc<HostPool>,
-    gzip: bool,
-    cfg: config::Buffer,
     metrics: Arc<Metrics>,
     state: Arc<SinkState>,
     dead: Arc<DeadLetters>,
+    /// What a config reload may change, swapped whole: each attempt reads the current one, so a
+    /// batch retrying against a host that is gone moves to the new hosts at its next attempt.
+    live: RwLock<Arc<Live>>,
+}
+
+/// The settings a shipper works with, from one config.
+struct Live {
+    /// Where each request goes: round robin over the hosts that answer.
+    hosts: Arc<HostPool>,
+    /// Sniffs for `hosts` (when `elasticsearch.sniff`); stops with the pool it feeds.
+    _sniffing: Option<Arc<AbortOnDrop>>,
+    /// What the pool was built from: a reload that leaves these keeps it, and its set-asides.
+    pool_from: (Vec<String>, bool, Duration, hosts::SetAside),
+    gzip: bool,
+    cfg: config::Buffer,
     dead_letter_index: Option<String>,
     /// The longest a request may take, with some slack: what a shipper promises per attempt.
     patience: Duration,
+}
+
+/// A task that ends when this is dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Live {
+    fn new(
+        cfg: &config::Config,
+        connector: &Arc<Connector>,
+        metrics: &Arc<Metrics>,
+        keep: Option<&Live>,
+    ) -> Live {
+        let es = &cfg.elasticsearch;
+        let set_aside = hosts::SetAside {
+            first: cfg.buffer.retry_wait.0,
+            max: cfg.buffer.retry_max_interval.0,
+            trial: es.request_timeout.0.saturating_add(Duration::from_secs(10)),
+        };
+        let pool_from = (es.hosts.clone(), es.sniff, es.sniff_interval.0, set_aside);
+        let (hosts, sniffing) = match keep {
+            Some(old) if old.pool_from == pool_from => (old.hosts.clone(), old._sniffing.clone()),
+            _ => {
+                let hosts = Arc::new(HostPool::new(&es.hosts, set_aside, metrics.clone()));
+                let sniffing = match tokio::runtime::Handle::try_current() {
+                    Ok(rt) if es.sniff => {
+                        let task = hosts
+                            .clone()
+                            .sniff_every(connector.clone(), es.sniff_interval.0);
+                        Some(Arc::new(AbortOnDrop(rt.spawn(task).abort_handle())))
+                    }
+                    _ => None,
+                };
+                (hosts, sniffing)
+            }
+        };
+        Live {
+            hosts,
+            _sniffing: sniffing,
+            pool_from,
+            gzip: es.compression == config::Compression::Gzip,
+            cfg: cfg.buffer.clone(),
+            dead_letter_index: es.dead_letter_index.clone(),
+            patience: es.request_timeout.0.saturating_add(Duration::from_secs(10)),
+        }
+    }
 }
 
 impl Shipper {
@@ -71,33 +133,9 @@ impl Shipper {
         state: Arc<SinkState>,
         dead: Arc<DeadLetters>,
     ) -> Shipper {
-        let set_aside = hosts::SetAside {
-            first: cfg.buffer.retry_wait.0,
-            max: cfg.buffer.retry_max_interval.0,
-            trial: cfg
-                .elasticsearch
-                .request_timeout
-                .0
-                .saturating_add(Duration::from_secs(10)),
-        };
-        let hosts = Arc::new(HostPool::new(
-            &cfg.elasticsearch.hosts,
-            set_aside,
-            metrics.clone(),
-        ));
-        if cfg.elasticsearch.sniff
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            let every = cfg.elasticsearch.sniff_interval.0;
-            rt.spawn(hosts.clone().sniff_every(connector.clone(), every));
-        }
-        let patience = cfg
-            .elasticsearch
-            .request_timeout
-            .0
-            .saturating_add(Duration::from_secs(10));
+        let live = Live::new(cfg, &connector, &metrics, None);
         // Nothing has been tried yet: the first batch is due within one request's time.
-        state.promise(patience);
+        state.promise(live.patience);
         // Every label value exists from the start, at 0, so the first event is not missed by
         // rate() and alerts.
         for reason in response::dead_letter_labels() {
@@ -112,15 +150,29 @@ impl Shipper {
         }
         Shipper {
             connector,
-            hosts,
-            gzip: cfg.elasticsearch.compression == config::Compression::Gzip,
-            cfg: cfg.buffer.clone(),
             metrics,
             state,
             dead,
-            dead_letter_index: cfg.elasticsearch.dead_letter_index.clone(),
-            patience,
+            live: RwLock::new(Arc::new(live)),
         }
+    }
+
+    /// A config reload: batch size, retries, hosts, compression and the dead-letter index apply
+    /// from the next attempt. The host pool (with what it has set aside) stays unless its
+    /// hosts or timings changed.
+    pub fn reconfigure(&self, cfg: &config::Config) {
+        let old = self.live();
+        let live = Live::new(cfg, &self.connector, &self.metrics, Some(&old));
+        *self.live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(live);
+        // A batch waiting out a backoff tries the new settings now.
+        self.connector.changed.notify_waiters();
+    }
+
+    fn live(&self) -> Arc<Live> {
+        self.live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Ships batches from the buffer until it closes, acknowledging each once every item in it
@@ -129,8 +181,8 @@ impl Shipper {
     /// is held as a [`Lease`](crate::buffer::Lease), so a shipper that fails anywhere else gives it back to the buffer
     /// for the next one instead of pinning the ack cursor.
     pub async fn run(self: Arc<Self>, buffer: Arc<Buffer>) {
-        while let Some(lease) = buffer.lease(self.cfg.batch_max_bytes()).await {
-            self.state.promise(self.patience);
+        while let Some(lease) = buffer.lease(self.live().cfg.batch_max_bytes()).await {
+            self.state.promise(self.live().patience);
             let batch = lease.batch().clone();
             let me = self.clone();
             let delivered = supervise::until_delivered(&self, &batch, move |batch| {
@@ -158,21 +210,23 @@ impl Shipper {
     fn promise_after(&self, wait: Duration) {
         const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
         self.state
-            .promise(wait.saturating_add(self.patience).min(LONGEST));
+            .promise(wait.saturating_add(self.live().patience).min(LONGEST));
     }
 
     /// Delivers the given items of a batch: returns once each is indexed, a duplicate, or
     /// dead-lettered.
     async fn deliver(&self, batch: &Batch, items: Vec<usize>, route: Route) {
         let mut pending = items;
+        let live = self.live();
         let mut backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(self.cfg.retry_wait.0)
-            .with_max_delay(self.cfg.retry_max_interval.0)
+            .with_min_delay(live.cfg.retry_wait.0)
+            .with_max_delay(live.cfg.retry_max_interval.0)
             .without_max_times()
             .build();
         let started = Instant::now();
         loop {
-            self.state.promise(self.patience);
+            let live = self.live();
+            self.state.promise(live.patience);
             let attempt = self.send(batch, &pending).await;
             let Again {
                 reason,
@@ -218,7 +272,7 @@ impl Shipper {
                 }
                 whole => self.request_again(whole, pending.len()),
             };
-            if gives_up && !self.cfg.retry_forever && started.elapsed() >= self.cfg.retry_timeout.0
+            if gives_up && !live.cfg.retry_forever && started.elapsed() >= live.cfg.retry_timeout.0
             {
                 tracing::error!(%reason, items = pending.len(), "retry_timeout passed; items go to the dead-letter file");
                 let refused = Refusal::all(&pending, 0, "retry_timeout");
@@ -304,7 +358,7 @@ impl Shipper {
         cap: Option<Duration>,
         after: Option<Duration>,
     ) {
-        let cap = cap.unwrap_or(self.cfg.retry_max_interval.0);
+        let cap = cap.unwrap_or(self.live().cfg.retry_max_interval.0);
         let wait = full_jitter(cap).max(after.unwrap_or_default());
         self.metrics
             .documents
@@ -378,7 +432,8 @@ impl Shipper {
     async fn send(&self, batch: &Batch, items: &[usize]) -> Attempt {
         let len = batch.body_len(items);
         let pieces = batch.pieces(items.to_vec());
-        let body = if self.gzip {
+        let live = self.live();
+        let body = if live.gzip {
             // Compressing megabytes takes milliseconds: keep it off the async workers' queue.
             match tokio::task::block_in_place(|| body::gzip(pieces, len)) {
                 Ok(b) => reqwest::Body::from(b),
@@ -392,7 +447,7 @@ impl Shipper {
         } else {
             reqwest::Body::wrap(body::Streamed::new(pieces, len))
         };
-        let Some(host) = self.hosts.next() else {
+        let Some(host) = live.hosts.next() else {
             return Attempt::Refused("no usable Elasticsearch host".into());
         };
         let url = host.bulk_url();
@@ -404,7 +459,7 @@ impl Shipper {
         if let Some(auth) = &endpoint.auth {
             req = req.header(reqwest::header::AUTHORIZATION, auth.clone());
         }
-        if self.gzip {
+        if live.gzip {
             req = req.header("content-encoding", "gzip");
         }
         let started = Instant::now();
@@ -420,7 +475,7 @@ impl Shipper {
                     .get_or_create(&[("status", "error")])
                     .inc();
                 let reason = format!("{}: {}", host.name(), response::error_chain(&e));
-                self.hosts.failed(&host, &reason);
+                live.hosts.failed(&host, &reason);
                 return Attempt::Retry {
                     reason,
                     after: None,
@@ -430,9 +485,9 @@ impl Shipper {
         let status = resp.status().as_u16();
         // A 5xx for the whole request: the host (or the gateway in front of it) is unwell.
         if (500..=599).contains(&status) {
-            self.hosts.failed(&host, &format!("HTTP {status}"));
+            live.hosts.failed(&host, &format!("HTTP {status}"));
         } else {
-            self.hosts.succeeded(&host);
+            live.hosts.succeeded(&host);
         }
         let class = match status {
             200..=299 => "2xx",
@@ -448,7 +503,7 @@ impl Shipper {
             resp,
             &host.name(),
             items.len(),
-            self.cfg.retry_max_interval.0,
+            live.cfg.retry_max_interval.0,
         )
         .await
     }

@@ -124,7 +124,7 @@ impl Shipper {
                 )])
                 .inc();
         }
-        if let Some(index) = &self.dead_letter_index {
+        if let Some(index) = &self.live().dead_letter_index {
             let wrapped = wrap_dead_letters(&items, refused, index);
             let all = (0..wrapped.len()).collect();
             Box::pin(self.deliver(&wrapped, all, Route::DeadLetterIndex)).await;

@@ -35,7 +35,7 @@ where
     F: Fn(Arc<Batch>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut wait = shipper.cfg.retry_wait.0;
+    let mut wait = shipper.live().cfg.retry_wait.0;
     let started = std::time::Instant::now();
     loop {
         let failure = match tokio::spawn(deliver(batch.clone())).await {
@@ -52,7 +52,9 @@ where
                 "a shipper failed while delivering a batch; it is restarted with the same batch (nothing is lost; what got indexed comes back as duplicates)"
             );
         }
-        if !shipper.cfg.retry_forever && started.elapsed() >= shipper.cfg.retry_timeout.0 {
+        if !shipper.live().cfg.retry_forever
+            && started.elapsed() >= shipper.live().cfg.retry_timeout.0
+        {
             tracing::error!(%failure, items = batch.len(), "retry_timeout passed with every delivery of a batch failing; it goes to the dead-letter file");
             let all: Vec<usize> = (0..batch.len()).collect();
             let refused = Refusal::all(&all, 0, "shipper_failed");
@@ -61,7 +63,9 @@ where
         }
         shipper.promise_after(wait);
         tokio::time::sleep(wait).await;
-        wait = wait.saturating_mul(2).min(shipper.cfg.retry_max_interval.0);
+        wait = wait
+            .saturating_mul(2)
+            .min(shipper.live().cfg.retry_max_interval.0);
     }
 }
 

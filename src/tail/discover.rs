@@ -40,6 +40,8 @@ const RETRY: Duration = Duration::from_millis(25);
 
 pub struct Discoverer {
     pub(super) cfg: config::Input,
+    /// Configs accepted by a reload: new globs are looked at once.
+    pub(super) reloads: Option<super::Reloads>,
     pub(super) globs: Discovery,
     pub(super) checkpoints: Arc<Checkpoints>,
     pub(super) shared: Arc<Shared>,
@@ -126,6 +128,9 @@ impl Discoverer {
         let mut rescan = false;
         while !self.shutdown.load(Ordering::Relaxed) {
             rescan |= self.drain_events();
+            if let Some(new) = super::reload::newer(&mut self.reloads) {
+                rescan |= self.reconfigure(&new);
+            }
             if self.missed_events.swap(false, Ordering::Relaxed) {
                 rescan = true;
                 self.pending.push_back(Handoff::ReadAll);

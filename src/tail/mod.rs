@@ -38,6 +38,7 @@ mod health;
 mod joining;
 mod output;
 mod parked;
+mod reload;
 mod rotated;
 mod throttle;
 
@@ -46,6 +47,7 @@ pub use checkpoint::{Checkpoints, Entry};
 pub use globs::Discovery;
 pub use health::TailerCheck;
 pub use output::{Context, Output};
+pub use reload::Reloads;
 
 use crate::config;
 use crate::vocab::FileKey;
@@ -115,6 +117,10 @@ impl TailerState {
 /// The reading thread: follows every file discovery opened, until shutdown.
 pub struct Tailer {
     cfg: config::Input,
+    /// The whole config the tailer runs with, to see what a reload changes.
+    running: Arc<config::Config>,
+    /// Configs accepted by a reload, taken at the next turn of the loop.
+    reloads: Option<Reloads>,
     checkpoints: Arc<Checkpoints>,
     out: Outlet,
     state: Arc<TailerState>,
@@ -161,10 +167,11 @@ impl Tailer {
     fn with_descriptors(
         cfg: &config::Config,
         checkpoints: Arc<Checkpoints>,
-        out: Outlet,
+        mut out: Outlet,
         descriptors: Descriptors,
     ) -> Tailer {
         let state = out.state.clone();
+        let reloads = out.reloads.take();
         state.beat();
         let joining = Joining::new(
             &cfg.multiline,
@@ -189,6 +196,7 @@ impl Tailer {
         });
         let discoverer = Discoverer {
             cfg: cfg.input.clone(),
+            reloads: reloads.clone(),
             globs: Discovery::new(&cfg.input.include, &cfg.input.exclude),
             checkpoints: checkpoints.clone(),
             shared: shared.clone(),
@@ -213,6 +221,8 @@ impl Tailer {
         };
         Tailer {
             cfg: cfg.input.clone(),
+            running: Arc::new(cfg.clone()),
+            reloads,
             checkpoints,
             out,
             state,
@@ -295,6 +305,9 @@ impl Tailer {
     /// periodic look at every file, and keeping within the descriptor budget.
     fn tick(&mut self, next_full_pass: &mut Instant) {
         self.state.beat();
+        if let Some(new) = reload::newer(&mut self.reloads) {
+            self.reconfigure(new);
+        }
         self.dirty.extend(self.waiting_meta.drain());
         let now = Instant::now();
         self.dirty.extend(

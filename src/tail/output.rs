@@ -25,6 +25,9 @@ pub trait Output: Send {
     /// The end of a read pass, and of the tailer: hand on whatever is held. May block while
     /// there is no room (the backpressure that pauses reading).
     fn flush(&mut self);
+    /// A config reload, between two read passes: what is held was made under the old config
+    /// and stays as it is; what comes next follows `cfg`, which has been validated.
+    fn reconfigure(&mut self, cfg: &crate::config::Config);
 }
 
 /// What the tailer works with besides its files.
@@ -36,6 +39,8 @@ pub struct Context {
     pub state: Arc<TailerState>,
     /// Pod metadata from the API server, when `[kubernetes]` is enabled.
     pub kube: Option<Arc<Cache>>,
+    /// Configs accepted by a reload; `None` when the agent does not reload.
+    pub reloads: Option<super::Reloads>,
 }
 
 /// The output with what reading needs alongside it, in one place the reading code borrows.
@@ -52,6 +57,8 @@ pub(super) struct Outlet {
     pub(super) max_physical_line: usize,
     /// `[throttle]`, when configured.
     pub(super) throttle: Option<super::throttle::Throttle>,
+    /// Handed to the tailer and discovery when they are built.
+    pub(super) reloads: Option<super::Reloads>,
 }
 
 impl Outlet {
@@ -63,6 +70,7 @@ impl Outlet {
             shutdown: ctx.shutdown,
             state: ctx.state,
             kube: ctx.kube,
+            reloads: ctx.reloads,
             wait_for_metadata: cfg.kubernetes.wait_for_metadata.0,
             max_physical_line: cfg.input.max_line_bytes.as_usize() * 2 + 4096,
         }
@@ -93,6 +101,10 @@ impl Outlet {
 
     pub(super) fn block_done(&mut self, key: FileKey, offset: u64) {
         self.output.block_done(key, offset);
+    }
+
+    pub(super) fn reconfigure(&mut self, cfg: &crate::config::Config) {
+        self.output.reconfigure(cfg);
     }
 
     pub(super) fn seal(&mut self) {

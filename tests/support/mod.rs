@@ -129,6 +129,15 @@ impl Agent {
         Agent::spawn(config, cmd)
     }
 
+    /// Starts the agent with `adjust` applied to its command first (more arguments, another
+    /// environment); `LOGFERRY_LOG=info` is set before, for `adjust` to remove or change.
+    pub fn start_adjusted(config: &Path, adjust: impl FnOnce(&mut Command)) -> Agent {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+        cmd.env("LOGFERRY_LOG", "info");
+        adjust(&mut cmd);
+        Agent::spawn(config, cmd)
+    }
+
     /// Starts the agent with its open-files limit (soft and hard) set to `limit`, so that it
     /// cannot raise it, as `prlimit` would on a node.
     pub fn start_with_open_files_limit(config: &Path, limit: u64) -> Agent {

@@ -71,6 +71,10 @@ impl Output for KeyWitness {
     fn flush(&mut self) {
         self.output.flush();
     }
+
+    fn reconfigure(&mut self, cfg: &logferry::config::Config) {
+        self.output.reconfigure(cfg);
+    }
 }
 
 /// The pod name in a file's document fields (`,"kubernetes":{…},…`).
@@ -127,6 +131,7 @@ pub fn start(cfg: &Config, index: Arc<Mutex<Index>>, keys: Keys) -> Running {
         shutdown: shutdown.clone(),
         state: state.clone(),
         kube: None,
+        reloads: None,
     };
     let tailer = Tailer::new(cfg, checkpoints.clone(), Box::new(out), ctx);
     let tailer = std::thread::spawn(move || tailer.run());

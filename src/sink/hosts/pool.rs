@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 /// How long a failing host is set aside: `first`, doubling with each failure in a row, at
 /// most `max`, each wait drawn from its upper half so hosts failed together come back apart
 /// and none comes back early.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SetAside {
     pub first: Duration,
     pub max: Duration,

@@ -1,0 +1,254 @@
+//! Config reload without a restart: on SIGHUP, and with `--watch-config` whenever the file's
+//! content changes (looked at every [`WATCH_INTERVAL`], which is how a ConfigMap update reaches
+//! a running pod: the kubelet swaps the mounted file, nobody sends a signal).
+//!
+//! A new file is taken whole or not at all. It is validated as at start, and what could still
+//! fail is built before anything changes: the encoder (routes, parse, redaction) and, when
+//! `[elasticsearch]` connection settings changed, the HTTP client with its certificates and
+//! credentials. A refused file keeps the running config, says why once in the log (file:line:
+//! key), is counted in `logferry_config_reload_failures_total` and makes `/health`'s `config`
+//! check degraded until a file is taken.
+//!
+//! An accepted file reaches each stage where the stage can take it without losing or repeating
+//! a line: the tailer and discovery between two read passes (see `tail::reload`), the shippers at
+//! their next attempt, the metadata cache at its next lookup. Settings held from the start
+//! ([`Config::keep_restart_only`]) keep their running values, are named in the log and in the
+//! `config` check ("needs a restart"), and everything else still applies.
+
+use super::output;
+use crate::config::Config;
+use crate::kube::cache::Cache;
+use crate::metrics::Metrics;
+use crate::observe::health::{Check, Level};
+use crate::sink::{Connector, Shipper};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// How often `--watch-config` reads the file. A ConfigMap change arrives after the kubelet's
+/// sync (about a minute): a few seconds more is noise, and reading a small file is free.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(3);
+
+/// How the agent's own log level is changed (main owns the subscriber); `Err` says why not.
+pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What `main` hands the agent for reloading.
+pub struct Options {
+    /// The config file the agent was started with, read again at each reload.
+    pub path: PathBuf,
+    /// `--watch-config`: also reload when the file's content changes.
+    pub watch: bool,
+    pub set_log_level: Option<SetLogLevel>,
+}
+
+/// The running stages a reload reaches.
+pub(super) struct Stages {
+    pub connector: Arc<Connector>,
+    pub shipper: Arc<Shipper>,
+    pub kube: Option<Arc<Cache>>,
+    pub metrics: Arc<Metrics>,
+    /// The tailer and discovery take what is sent here at their next pass.
+    pub tail: watch::Sender<Arc<Config>>,
+}
+
+/// What `/health` says about the config: the last reload's trouble, if any.
+#[derive(Default)]
+pub struct ConfigState {
+    trouble: Mutex<Option<String>>,
+}
+
+impl ConfigState {
+    fn set(&self, trouble: Option<String>) {
+        *self.trouble.lock().unwrap_or_else(PoisonError::into_inner) = trouble;
+    }
+}
+
+impl Check for ConfigState {
+    fn name(&self) -> &'static str {
+        "config"
+    }
+
+    fn health(&self, _now: u64) -> (Level, String) {
+        match &*self.trouble.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(t) => (Level::Degraded, t.clone()),
+            None => (Level::Healthy, "running the config file as it is".into()),
+        }
+    }
+}
+
+pub(super) struct Reloader {
+    options: Options,
+    running: Config,
+    stages: Stages,
+    state: Arc<ConfigState>,
+    /// The file's content when last read, so `--watch-config` acts on changes only.
+    seen: Option<Vec<u8>>,
+    /// The last refusal logged, so a file refused again is not logged again.
+    refused: Option<String>,
+}
+
+impl Reloader {
+    pub(super) fn new(
+        options: Options,
+        running: Config,
+        stages: Stages,
+        state: Arc<ConfigState>,
+    ) -> Reloader {
+        stages.metrics.config_last_reload_success.set(unix_now());
+        let seen = std::fs::read(&options.path).ok();
+        Reloader {
+            options,
+            running,
+            stages,
+            state,
+            seen,
+            refused: None,
+        }
+    }
+
+    /// Reloads on each SIGHUP, and on each change of the file's content with `--watch-config`,
+    /// until the agent stops.
+    pub(super) async fn run(mut self) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; the config is reloaded only with --watch-config");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let asked = tokio::select! {
+                Some(()) = async { hangup.as_mut()?.recv().await } => true,
+                _ = tick.tick(), if self.options.watch => false,
+            };
+            if asked {
+                tracing::info!(path = %self.options.path.display(), "SIGHUP: reloading the config");
+                self.reload();
+            } else if self.content_changed() {
+                tracing::info!(path = %self.options.path.display(), "the config file changed: reloading it");
+                self.reload();
+            }
+        }
+    }
+
+    fn content_changed(&mut self) -> bool {
+        // An unreadable file is the reload's to report (once), not the watch's.
+        let now = std::fs::read(&self.options.path).ok();
+        if now == self.seen {
+            return false;
+        }
+        self.seen = now;
+        true
+    }
+
+    /// Reads, checks and applies the file; the running config stays if anything is refused.
+    pub(super) fn reload(&mut self) {
+        match self.prepare() {
+            Ok(ready) => self.apply(ready),
+            Err(why) => {
+                self.stages.metrics.config_reload_failures.inc();
+                if self.refused.as_ref() != Some(&why) {
+                    tracing::error!(error = %why, "config reload refused; the running config stays");
+                }
+                self.state.set(Some(format!(
+                    "reload refused, running the previous config: {why}"
+                )));
+                self.refused = Some(why);
+            }
+        }
+    }
+
+    /// Everything that can fail, done before anything changes.
+    fn prepare(&self) -> Result<Ready, String> {
+        let mut cfg = Config::load(&self.options.path).map_err(|e| e.to_string())?;
+        let restart = cfg.keep_restart_only(&self.running);
+        output::encoder(&cfg, &self.stages.metrics)
+            .map_err(|e| format!("{}: {e:#}", self.options.path.display()))?;
+        let endpoint = self
+            .stages
+            .connector
+            .prepare(&cfg.elasticsearch)
+            .map_err(|e| format!("{}: elasticsearch: {e}", self.options.path.display()))?;
+        Ok(Ready {
+            cfg,
+            restart,
+            endpoint,
+        })
+    }
+
+    fn apply(&mut self, ready: Ready) {
+        let Ready {
+            cfg,
+            restart,
+            endpoint,
+        } = ready;
+        let s = &self.stages;
+        s.connector.install(&cfg.elasticsearch, endpoint);
+        s.shipper.reconfigure(&cfg);
+        if let Some(cache) = &s.kube
+            && cfg.kubernetes != self.running.kubernetes
+        {
+            cache.reconfigure(&cfg.kubernetes);
+        }
+        if cfg.log_level != self.running.log_level
+            && let Some(set) = &self.options.set_log_level
+            && let Err(e) = set(&cfg.log_level)
+        {
+            tracing::warn!(error = %e, "the log level stays as it was");
+        }
+        let changed = changed_sections(&self.running, &cfg);
+        let cfg = Arc::new(cfg);
+        // Fails only once the tailer has stopped: nothing left to reconfigure then.
+        let _ = s.tail.send(cfg.clone());
+        self.running = (*cfg).clone();
+        s.metrics.config_last_reload_success.set(unix_now());
+        self.refused = None;
+        if restart.is_empty() {
+            self.state.set(None);
+            tracing::info!(changed = ?changed, "config reloaded");
+        } else {
+            let keys = restart.join(", ");
+            tracing::warn!(changed = ?changed, needs_restart = %keys, "config reloaded; these settings keep their running values until the agent restarts");
+            self.state.set(Some(format!(
+                "changed in the file, still running the old value (needs a restart): {keys}"
+            )));
+        }
+    }
+}
+
+/// A config that passed every check, with what it still needs.
+struct Ready {
+    cfg: Config,
+    /// Keys that differ from the running config and need a restart.
+    restart: Vec<&'static str>,
+    /// The HTTP client for changed connection settings, built and checked.
+    endpoint: Option<crate::sink::Endpoint>,
+}
+
+/// The top-level sections that differ, for the log.
+fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
+    let pairs: [(&'static str, bool); 11] = [
+        ("log_level", old.log_level != new.log_level),
+        ("input", old.input != new.input),
+        ("parse", old.parse != new.parse),
+        ("elasticsearch", old.elasticsearch != new.elasticsearch),
+        ("buffer", old.buffer != new.buffer),
+        ("kubernetes", old.kubernetes != new.kubernetes),
+        ("multiline", old.multiline != new.multiline),
+        ("redact", old.redact != new.redact),
+        ("route", old.routes != new.routes),
+        ("throttle", old.throttle != new.throttle),
+        ("api", old.api != new.api),
+    ];
+    pairs.into_iter().filter(|p| p.1).map(|p| p.0).collect()
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

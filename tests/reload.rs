@@ -1,0 +1,250 @@
+//! Config reload against a real OpenSearch-compatible server: SIGHUP and `--watch-config` take a
+//! new file without a restart — routes, parse, throttling, multiline, batch size, hosts and the
+//! log level change while lines keep flowing, every line lands exactly once — and a broken file
+//! is refused with its file, line and key while the running config goes on.
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use support::*;
+
+/// Two configs a reload alternates between: the second routes `shop` to an index of its own,
+/// keeps the original line, throttles (far above the load), joins Java traces and ships smaller
+/// batches. Both indices match `logs-*`, where exactly-once is checked.
+fn variants(base: &str) -> (String, String) {
+    let changed = base.replace(
+        "retry_wait = \"100ms\"",
+        "retry_wait = \"100ms\"\nchunk_limit_size = \"64KiB\"\nflush_interval = \"200ms\"",
+    ) + r#"
+[parse]
+keep_original = true
+[multiline]
+rules = ["java"]
+[throttle]
+lines_per_second = 1000000
+[[route]]
+name = "shop"
+index = "logs-shop"
+when.namespaces = ["shop"]
+"#;
+    (base.to_owned(), changed)
+}
+
+fn config_text(path: &Path) -> String {
+    std::fs::read_to_string(path).expect("config")
+}
+
+fn health_of<'a>(health: &'a serde_json::Value, check: &str) -> (&'a str, &'a str) {
+    let c = &health["checks"][check];
+    (
+        c["status"].as_str().unwrap_or("absent"),
+        c["detail"].as_str().unwrap_or(""),
+    )
+}
+
+#[test]
+fn a_reload_every_200ms_under_load_loses_duplicates_and_rereads_nothing() {
+    let es = osmem();
+    let node = Node::new();
+    let path = node.config(&es.url, "", "");
+    let (plain, changed) = variants(&config_text(&path));
+    let agent = Agent::start_adjusted(&path, |c| {
+        c.arg("--watch-config");
+    });
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let (logs, writing) = (node.logs(), writing.clone());
+        std::thread::spawn(move || {
+            let mut pods: Vec<LogWriter> = ["cart-1", "cart-2", "cart-3"]
+                .iter()
+                .map(|p| LogWriter::create(&logs, "shop", p, "app", Format::Cri).expect("writer"))
+                .collect();
+            let mut expected = HashSet::new();
+            let mut seq = 0u64;
+            // About 6 s of steady writes, a few lines at a time, as an application writes
+            // (under the 10 000 documents a search can page through).
+            for _ in 0..660 {
+                for (i, w) in pods.iter_mut().enumerate() {
+                    for _ in 0..4 {
+                        w.json_line(seq).expect("write");
+                        expected.insert((format!("cart-{}", i + 1), seq));
+                        seq += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(9));
+            }
+            writing.store(false, Ordering::Relaxed);
+            expected
+        })
+    };
+    let mut reloads = 0u64;
+    while writing.load(Ordering::Relaxed) {
+        let text = if reloads.is_multiple_of(2) {
+            &changed
+        } else {
+            &plain
+        };
+        std::fs::write(&path, text).expect("write config");
+        agent.signal("HUP");
+        reloads += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let expected = writer.join().expect("writer");
+    assert!(reloads >= 20, "only {reloads} reloads happened");
+    assert_exactly_once(&es, &expected);
+    let failures = agent.metric("logferry_config_reload_failures_total");
+    assert_eq!(failures, 0, "reloads refused:\n{}", agent.logs());
+    let reloaded = agent.logs().matches("config reloaded").count() as u64;
+    assert!(
+        reloaded >= reloads / 2,
+        "{reloaded} of {reloads} reloads were taken"
+    );
+    // The shop route took records while it was in the config, and nothing was read twice.
+    assert!(
+        es.count("logs-shop").unwrap_or(0) > 0,
+        "the reloaded route never took a record"
+    );
+    let lines_read = agent.metric("logferry_input_lines_total");
+    assert_eq!(
+        lines_read,
+        expected.len() as u64,
+        "lines read != lines written"
+    );
+    assert_eq!(health_of(&agent.get("/health"), "config").0, "healthy");
+}
+
+#[test]
+fn a_refused_file_keeps_the_running_config_and_says_file_line_and_key_once() {
+    let es = osmem();
+    let node = Node::new();
+    let path = node.config(&es.url, "", "");
+    let good = config_text(&path);
+    let agent = Agent::start(&path);
+    let first: HashSet<_> = node.json_lines("before", 50);
+    wait_for_count(&es, 50, 60);
+    let taken_at = agent.metric_f64("logferry_config_last_reload_success_timestamp_seconds");
+    assert!(taken_at > 1.0e9, "the start sets the timestamp: {taken_at}");
+    let broken = good.replace("retry_wait = \"100ms\"", "retry_wait = \"soon\"");
+    let line = broken
+        .lines()
+        .position(|l| l.contains("\"soon\""))
+        .expect("broken line")
+        + 1;
+    std::fs::write(&path, &broken).expect("write");
+    agent.signal("HUP");
+    wait_until(20, "the refusal to be counted", || {
+        agent.metric("logferry_config_reload_failures_total") == 1
+    });
+    agent.signal("HUP");
+    wait_until(20, "the second refusal to be counted", || {
+        agent.metric("logferry_config_reload_failures_total") == 2
+    });
+    let health = agent.get("/health");
+    let (status, detail) = health_of(&health, "config");
+    assert_eq!(status, "degraded", "{health}");
+    let at = format!("{}:{line}", path.display());
+    assert!(
+        detail.contains(&at) && detail.contains("buffer.retry_wait"),
+        "the check says where: {detail}"
+    );
+    let logs = agent.logs();
+    assert_eq!(
+        logs.matches("config reload refused").count(),
+        1,
+        "a refusal repeated is logged once:\n{logs}"
+    );
+    assert!(logs.contains("buffer.retry_wait"), "{logs}");
+    assert_eq!(
+        agent.metric_f64("logferry_config_last_reload_success_timestamp_seconds"),
+        taken_at,
+        "a refused reload does not move the success timestamp"
+    );
+    // The running config goes on: lines still ship.
+    let mut expected = first;
+    expected.extend(node.json_lines("during", 50));
+    assert_exactly_once(&es, &expected);
+    // Fixed: taken, the check is healthy again, the timestamp moves.
+    std::fs::write(&path, &good).expect("write");
+    agent.signal("HUP");
+    wait_until(20, "the fixed file to be taken", || {
+        health_of(&agent.get("/health"), "config").0 == "healthy"
+    });
+    assert!(agent.metric_f64("logferry_config_last_reload_success_timestamp_seconds") > taken_at);
+}
+
+#[test]
+fn watch_config_takes_a_changed_file_and_names_what_needs_a_restart() {
+    let es = osmem();
+    let node = Node::new();
+    let path = node.config(&es.url, "", "");
+    let text = config_text(&path);
+    let agent = Agent::start_adjusted(&path, |c| {
+        c.arg("--watch-config");
+    });
+    let before = node.json_lines("before", 20);
+    wait_for_count(&es, 20, 60);
+    // No signal: only the file changes, as a ConfigMap update does. The route applies; the new
+    // data_dir and api.listen cannot, and are named.
+    let moved = text
+        .replace(
+            "data_dir = ",
+            "data_dir = \"/nonexistent/elsewhere\"\n# was: data_dir = ",
+        )
+        .replace("listen = ", "listen = \"127.0.0.1:1\"\n# was: listen = ")
+        + "[[route]]\nname = \"shop\"\nindex = \"routed-shop\"\nwhen.namespaces = [\"shop\"]\n";
+    std::fs::write(&path, moved).expect("write");
+    wait_until(30, "the changed file to be taken", || {
+        agent.logs().contains("config reloaded")
+    });
+    let health = agent.get("/health");
+    let (status, detail) = health_of(&health, "config");
+    assert_eq!(status, "degraded", "{health}");
+    assert!(
+        detail.contains("needs a restart")
+            && detail.contains("data_dir")
+            && detail.contains("api.listen"),
+        "{detail}"
+    );
+    let after = node.json_lines("after", 20);
+    wait_until(60, "the new route's index to fill", || {
+        es.count("routed-shop").unwrap_or(0) >= 20
+    });
+    let routed = seq_counts(&es.all_documents("routed-shop").expect("search"));
+    let expected_after: std::collections::HashMap<_, _> =
+        after.iter().map(|k| (k.clone(), 1)).collect();
+    assert_eq!(routed, expected_after, "exactly the later lines, once each");
+    assert_eq!(es.count("logs-*").unwrap_or(0), before.len() as u64);
+    assert_eq!(agent.metric("logferry_config_reload_failures_total"), 0);
+}
+
+#[test]
+fn a_reload_moves_shipping_to_new_hosts_and_a_new_log_level() {
+    let es = osmem();
+    let node = Node::new();
+    // Nothing listens on the first host: records wait in the buffer, retried.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let path = node.config(&dead, "", "");
+    let text = config_text(&path).replacen("[input]", "log_level = \"warn\"\n[input]", 1);
+    std::fs::write(&path, &text).expect("write");
+    let agent = Agent::start_adjusted(&path, |c| {
+        c.env_remove("LOGFERRY_LOG");
+    });
+    let expected = node.json_lines("waiting", 30);
+    wait_until(30, "retries against the dead host", || {
+        agent.metric("logferry_bulk_retries_total") > 0
+    });
+    let moved = text
+        .replace(&dead, &es.url)
+        .replace("log_level = \"warn\"", "log_level = \"info\"");
+    std::fs::write(&path, moved).expect("write");
+    agent.signal("HUP");
+    assert_exactly_once(&es, &expected);
+    let logs = agent.logs();
+    // Logged at info under the old level (warn): not shown. After it, at the new one: shown.
+    assert!(!logs.contains("SIGHUP: reloading"), "{logs}");
+    assert!(logs.contains("config reloaded"), "{logs}");
+}
