@@ -248,3 +248,51 @@ fn a_reload_moves_shipping_to_new_hosts_and_a_new_log_level() {
     assert!(!logs.contains("SIGHUP: reloading"), "{logs}");
     assert!(logs.contains("config reloaded"), "{logs}");
 }
+
+#[test]
+fn a_route_added_by_a_reload_gets_its_index_template_installed() {
+    let es = osmem();
+    let node = Node::new();
+    let path = node.config(&es.url, "", "");
+    let agent = Agent::start(&path);
+    let template = |name: &str| {
+        es.get(&format!("/_index_template/{name}"))
+            .ok()
+            .and_then(|v| v["index_templates"][0].get("index_template").cloned())
+    };
+    assert!(template("logferry-audit").is_none());
+    // A new route changes the default index's template too (it yields to the route's): the
+    // agent replaces its own templates only with `overwrite`, at a reload as at a start.
+    let routed = config_text(&path)
+        + "[elasticsearch.setup]\noverwrite = true\n"
+        + "[[route]]\nname = \"audit\"\nindex = \"audit-%Y.%m\"\nwhen.namespaces = [\"shop\"]\n";
+    std::fs::write(&path, routed).expect("write");
+    agent.signal("HUP");
+    wait_until(30, "the new route's template", || {
+        template("logferry-audit").is_some()
+    });
+    let t = template("logferry-audit").expect("template");
+    assert_eq!(t["index_patterns"], serde_json::json!(["audit-*.*"]));
+    let in_place = || {
+        let health = agent.get("/health");
+        health_of(&health, "setup").1.contains("in place")
+            && agent.metric("logferry_setup_complete") == 1
+    };
+    for _ in 0..100 {
+        if in_place() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        in_place(),
+        "{} setup_complete={}",
+        agent.get("/health"),
+        agent.metric("logferry_setup_complete")
+    );
+    // And the route itself is live: the next lines land in its index.
+    node.json_lines("audited", 10);
+    wait_until(60, "the audit index to fill", || {
+        es.count("audit-*").unwrap_or(0) >= 10
+    });
+}

@@ -5,7 +5,6 @@ use crate::buffer::Buffer;
 use crate::kube::cache::Cache;
 use crate::metrics::Metrics;
 use crate::observe::health::{Check, Fixed, Level};
-use crate::sink::setup::Setup;
 use crate::sink::{ShippingCheck, SinkState};
 use crate::tail::{TailerCheck, TailerState};
 use std::sync::Arc;
@@ -27,7 +26,7 @@ pub struct Parts {
     /// Pod metadata, when `[kubernetes]` is enabled.
     pub kube: Option<Arc<Cache>>,
     /// Index templates and lifecycle policies.
-    pub setup: Arc<Setup>,
+    pub setup: Arc<dyn Check>,
     /// The last config reload's trouble.
     pub config: Arc<super::reload::ConfigState>,
 }
@@ -67,6 +66,7 @@ mod tests {
     use crate::config::OverflowAction;
     use crate::observe::Status;
     use crate::observe::health::{Level, Report};
+    use crate::sink::setup::Setup;
     use crate::vocab::clock;
     use std::sync::atomic::Ordering;
 

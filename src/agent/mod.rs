@@ -66,12 +66,13 @@ pub async fn run(
     let sink_state = Arc::new(SinkState::default());
     let setup = Setup::new(&cfg, store.connector.clone(), store.metrics.clone());
     let (first_attempt, setup_tried) = tokio::sync::oneshot::channel();
-    let setting_up = tokio::spawn(setup.clone().run(first_attempt));
+    let installing = reload::Installing::start(setup, first_attempt);
     let shipping = start_shipping(&cfg, &store, &sink_state, setup_tried);
     let config_state = Arc::new(reload::ConfigState::default());
     let reloader = reload.map(|options| {
         let stages = reload::Stages {
             connector: store.connector.clone(),
+            installing: installing.clone(),
             shipper: shipping.shipper.clone(),
             kube: kube.clone(),
             metrics: store.metrics.clone(),
@@ -93,7 +94,7 @@ pub async fn run(
             sink: sink_state,
             buffer: store.buffer.clone(),
             kube,
-            setup,
+            setup: installing.clone(),
             config: config_state,
         }),
     });
@@ -128,7 +129,7 @@ pub async fn run(
     saver.abort();
     api.abort();
     shipping.watcher.abort();
-    setting_up.abort();
+    installing.stop();
     save(&store.checkpoints, &store.buffer, &store.metrics, true).await;
     if let Some(e) = fatal {
         return Err(anyhow!(e));

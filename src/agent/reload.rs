@@ -20,11 +20,12 @@ use crate::config::Config;
 use crate::kube::cache::Cache;
 use crate::metrics::Metrics;
 use crate::observe::health::{Check, Level};
+use crate::sink::setup::{Plan, Setup};
 use crate::sink::{Connector, Shipper};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// How often `--watch-config` reads the file. A ConfigMap change arrives after the kubelet's
 /// sync (about a minute): a few seconds more is noise, and reading a small file is free.
@@ -45,6 +46,7 @@ pub struct Options {
 /// The running stages a reload reaches.
 pub(super) struct Stages {
     pub connector: Arc<Connector>,
+    pub installing: Arc<Installing>,
     pub shipper: Arc<Shipper>,
     pub kube: Option<Arc<Cache>>,
     pub metrics: Arc<Metrics>,
@@ -200,6 +202,13 @@ impl Reloader {
         {
             tracing::warn!(error = %e, "the log level stays as it was");
         }
+        if Plan::new(&cfg) != Plan::new(&self.running)
+            || cfg.elasticsearch.setup != self.running.elasticsearch.setup
+        {
+            s.metrics.setup_complete.set(0);
+            let setup = Setup::new(&cfg, s.connector.clone(), s.metrics.clone());
+            s.installing.replace(setup);
+        }
         let changed = changed_sections(&self.running, &cfg);
         let cfg = Arc::new(cfg);
         // Fails only once the tailer has stopped: nothing left to reconfigure then.
@@ -217,6 +226,54 @@ impl Reloader {
                 "changed in the file, still running the old value (needs a restart): {keys}"
             )));
         }
+    }
+}
+
+/// Index templates and lifecycle policies, as the running config asks: a reload whose routes or
+/// `[elasticsearch.setup]` change them starts installing the new plan in place of the old one.
+pub struct Installing {
+    current: Mutex<(Arc<Setup>, tokio::task::AbortHandle)>,
+}
+
+impl Installing {
+    /// Starts installing; `first` is told when the first attempt has ended.
+    pub(super) fn start(setup: Arc<Setup>, first: oneshot::Sender<()>) -> Arc<Installing> {
+        let task = tokio::spawn(setup.clone().run(first)).abort_handle();
+        Arc::new(Installing {
+            current: Mutex::new((setup, task)),
+        })
+    }
+
+    fn replace(&self, setup: Arc<Setup>) {
+        // Nobody waits for a reload's first attempt: the shippers are long running.
+        let (first, _) = oneshot::channel();
+        let task = tokio::spawn(setup.clone().run(first)).abort_handle();
+        let (_, old) = std::mem::replace(&mut *self.lock(), (setup, task));
+        old.abort();
+    }
+
+    pub(super) fn stop(&self) {
+        self.lock().1.abort();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Arc<Setup>, tokio::task::AbortHandle)> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Check for Installing {
+    fn name(&self) -> &'static str {
+        "setup"
+    }
+
+    fn health(&self, now: u64) -> (Level, String) {
+        let setup = self.lock().0.clone();
+        setup.health(now)
+    }
+
+    fn ready(&self) -> Option<(Level, String)> {
+        let setup = self.lock().0.clone();
+        setup.ready()
     }
 }
 
