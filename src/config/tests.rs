@@ -555,3 +555,27 @@ fn retention_needs_names_that_never_come_round_and_one_retention_per_template() 
     );
     assert_eq!(problems.len(), 4, "{problems:#?}");
 }
+
+#[test]
+fn a_reload_keeps_the_running_values_of_what_needs_a_restart_and_names_them() {
+    let running = load("data_dir = \"/var/lib/a\"\n[api]\nlisten = \"127.0.0.1:2020\"\n").unwrap();
+    let mut new = load(
+        "data_dir = \"/var/lib/b\"\n[api]\nlisten = \"0.0.0.0:9999\"\n\
+         [buffer]\nretry_wait = \"5s\"\nflush_thread_count = 8\n",
+    )
+    .unwrap();
+    let keys = new.keep_restart_only(&running);
+    assert_eq!(
+        keys,
+        ["data_dir", "api.listen", "buffer.flush_thread_count"]
+    );
+    assert_eq!(new.data_dir, running.data_dir);
+    assert_eq!(new.api.listen, running.api.listen);
+    assert_eq!(
+        new.buffer.flush_thread_count,
+        running.buffer.flush_thread_count
+    );
+    // What can change live still does.
+    assert_eq!(new.buffer.retry_wait.0, std::time::Duration::from_secs(5));
+    assert!(new.clone().keep_restart_only(&new).is_empty());
+}
