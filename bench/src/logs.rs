@@ -264,3 +264,29 @@ pub fn write_files(
     }
     Ok(bytes)
 }
+
+/// The log files a scenario starts with.
+pub(crate) struct Files {
+    pub(crate) count: usize,
+    pub(crate) per_file: u64,
+    /// Every other file docker json-file rather than CRI.
+    pub(crate) mixed: bool,
+}
+
+impl Files {
+    pub(crate) fn cri(count: usize, per_file: u64) -> Files {
+        Files {
+            count,
+            per_file,
+            mixed: false,
+        }
+    }
+
+    pub(crate) fn mixed(count: usize, per_file: u64) -> Files {
+        Files {
+            count,
+            per_file,
+            mixed: true,
+        }
+    }
+}

@@ -10,11 +10,13 @@ mod agent;
 mod logs;
 mod multiline;
 mod production;
+mod reload;
 mod sink;
 
 use agent::Agent;
 use anyhow::{Context, bail};
 use clap::Parser;
+pub(crate) use logs::Files;
 use sink::Sink;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -30,7 +32,7 @@ struct Cli {
     #[arg(long, default_value = "target/bench-work")]
     dir: PathBuf,
     /// Only these scenarios (one-file, many-files, idle-files, catch-up, latency, wide-lines,
-    /// multiline, multiline-off, routes, redact, production).
+    /// multiline, multiline-off, routes, redact, production, reload).
     #[arg(long = "only", value_delimiter = ',')]
     only: Vec<String>,
     /// Multiply every scenario's line count (and the latency run's length) by this.
@@ -179,6 +181,10 @@ fn scenarios<'a>(bin: &'a Path, sink: &'a Sink, scale: f64) -> Vec<Scenario<'a>>
             Box::new(move |w| production::run(bin, sink, w, n(10_000))),
         ),
         (
+            "reload",
+            Box::new(move |w| reload::run(bin, sink, w, n(1_000_000))),
+        ),
+        (
             "routes",
             Box::new(move |w| {
                 files_at_start(
@@ -221,32 +227,6 @@ name = "billing"
 index = "billing-%Y.%m.%d"
 when.namespaces = ["billing"]
 "#;
-
-/// The log files a scenario starts with.
-pub(crate) struct Files {
-    count: usize,
-    per_file: u64,
-    /// Every other file docker json-file rather than CRI.
-    mixed: bool,
-}
-
-impl Files {
-    fn cri(count: usize, per_file: u64) -> Files {
-        Files {
-            count,
-            per_file,
-            mixed: false,
-        }
-    }
-
-    pub(crate) fn mixed(count: usize, per_file: u64) -> Files {
-        Files {
-            count,
-            per_file,
-            mixed: true,
-        }
-    }
-}
 
 /// `redact`: `one-file`'s file with the default redaction rules on the default fields.
 const REDACT: &str = "\n[redact]\nrules = [\"email\", \"card\", \"us_ssn\", \"phone\", \"jwt\", \"bearer\", \"aws_key\", \"ipv4\"]\n";
@@ -468,7 +448,12 @@ fn wide_lines(bin: &Path, sink: &Sink, work: &Path, records: u64) -> anyhow::Res
 }
 
 /// Waits until the sink has accepted `n` distinct documents; returns when the last was answered.
-fn wait_for(sink: &Sink, agent: &mut Agent, n: u64, timeout: Duration) -> anyhow::Result<Instant> {
+pub(crate) fn wait_for(
+    sink: &Sink,
+    agent: &mut Agent,
+    n: u64,
+    timeout: Duration,
+) -> anyhow::Result<Instant> {
     let until = Instant::now() + timeout;
     loop {
         let got = sink.state.accepted.load(Ordering::SeqCst);
@@ -627,6 +612,7 @@ fn ratios<'r>(get: &impl Fn(&str) -> Option<&'r Row>, checks: &mut Vec<(String, 
     for (stage, without, limit) in [
         ("multiline", "multiline-off", 1.15),
         ("routes", "one-file", 1.10),
+        ("reload", "one-file", 1.10),
         ("redact", "one-file", 1.25),
     ] {
         if let (Some(on), Some(off)) = (get(stage), get(without)) {

@@ -78,8 +78,7 @@ pub async fn run(
             metrics: store.metrics.clone(),
             tail: to_tail,
         };
-        let reloader = reload::Reloader::new(options, cfg.clone(), stages, config_state.clone());
-        tokio::spawn(reloader.run())
+        reload::Reloader::new(options, cfg.clone(), stages, config_state.clone()).start()
     });
     let saver = tokio::spawn(save_every_second(
         store.checkpoints.clone(),
@@ -117,15 +116,7 @@ pub async fn run(
     store.buffer.stop_committing();
     join("committer", store.committer).await?;
     store.buffer.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, shipping.shippers)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            timeout_s = DRAIN_TIMEOUT.as_secs(),
-            "requests in flight were not answered before the drain timeout; their records stay in the buffer for the next start"
-        );
-    }
+    drain(shipping.shippers).await;
     saver.abort();
     api.abort();
     shipping.watcher.abort();
@@ -289,6 +280,16 @@ fn start_shipping(
         shippers,
         shipper,
         watcher,
+    }
+}
+
+/// Gives the requests in flight [`DRAIN_TIMEOUT`] to be answered.
+async fn drain(shippers: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(DRAIN_TIMEOUT, shippers).await.is_err() {
+        tracing::warn!(
+            timeout_s = DRAIN_TIMEOUT.as_secs(),
+            "requests in flight were not answered before the drain timeout; their records stay in the buffer for the next start"
+        );
     }
 }
 

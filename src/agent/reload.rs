@@ -110,8 +110,12 @@ impl Reloader {
     }
 
     /// Reloads on each SIGHUP, and on each change of the file's content with `--watch-config`,
-    /// until the agent stops.
-    pub(super) async fn run(mut self) {
+    /// until the task is aborted (at shutdown).
+    pub(super) fn start(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    async fn run(mut self) {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hangup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
@@ -149,6 +153,8 @@ impl Reloader {
 
     /// Reads, checks and applies the file; the running config stays if anything is refused.
     pub(super) fn reload(&mut self) {
+        // What a SIGHUP read is not a change for the next look of --watch-config.
+        self.seen = std::fs::read(&self.options.path).ok();
         match self.prepare() {
             Ok(ready) => self.apply(ready),
             Err(why) => {
