@@ -1,15 +1,20 @@
-//! The Kubernetes manifests: valid for a current Kubernetes, and carrying a config the agent
-//! accepts.
+//! The Kubernetes manifests: valid for a current Kubernetes, carrying a config the agent
+//! accepts, and laid out for `kubectl apply -k` (the base in deploy/k8s, an example overlay in
+//! deploy/overlays/example), rendered here by kubectl's own Kustomize.
 
 use logferry::config::Config;
+use serde_json::Value;
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s/logferry.yaml");
 const SETUP_JOB: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/deploy/k8s/logferry-setup-job.yaml"
 );
+const BASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s");
+const OVERLAY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/overlays/example");
 
 #[test]
 fn manifests_validate_strictly_against_kubernetes_1_37() {
@@ -92,4 +97,227 @@ fn the_configmap_holds_a_config_the_agent_accepts() {
     // Probes come from the kubelet, on the pod's IP.
     assert!(cfg.api.listen.ip().is_unspecified(), "{}", cfg.api.listen);
     assert!(yaml.contains(&format!("containerPort: {}", cfg.api.listen.port())));
+}
+
+/// The YAML documents in `yaml` as JSON values, read by PyYAML (kubernetes-validate's own
+/// dependency: no YAML parser of our own to get wrong).
+fn documents(yaml: &str) -> Vec<Value> {
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, json, yaml; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), yaml.as_bytes())
+        .expect("python3's stdin");
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("python3");
+    assert!(
+        out.status.success(),
+        "PyYAML (installed with kubernetes-validate by scripts/install-deps):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("PyYAML's JSON")
+}
+
+/// `kubectl kustomize dir`: what `kubectl apply -k dir` would apply. Fails, never skips,
+/// without a kubectl whose Kustomize takes directories in `resources` (kubectl 1.21+).
+fn render(dir: &str) -> String {
+    let out = match Command::new("kubectl").args(["kustomize", dir]).output() {
+        Ok(out) => out,
+        Err(e) => panic!(
+            "kubectl is needed to render the kustomizations ({e}); no cluster is used. Debian's kubernetes-client (1.20) is too old: install a kubectl of 1.21 or later"
+        ),
+    };
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir} failed (a kubectl older than 1.21 cannot read directories in resources):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("kubectl's output is UTF-8")
+}
+
+/// Strict validation of rendered manifests against Kubernetes 1.37's schemas: the kinds it
+/// passed, lowercase.
+fn validate(yaml: &str) -> BTreeSet<String> {
+    let mut child = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict", "-k", "1.37.0", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), yaml.as_bytes())
+        .expect("kubernetes-validate's stdin");
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("python3");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !text.contains("No module named"),
+        "kubernetes-validate is not installed: run scripts/install-deps\n{text}"
+    );
+    assert!(out.status.success(), "{text}");
+    text.lines()
+        .filter_map(|l| l.split("passed for resource ").nth(1))
+        .filter_map(|r| r.split('/').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn kind_name(doc: &Value) -> String {
+    format!(
+        "{}/{}",
+        doc["kind"].as_str().unwrap_or("?"),
+        doc["metadata"]["name"].as_str().unwrap_or("?")
+    )
+}
+
+/// Every container image of a workload (DaemonSet, Job, ...): `spec.template.spec`'s containers
+/// and init containers.
+fn images(doc: &Value) -> Vec<String> {
+    let pod = &doc["spec"]["template"]["spec"];
+    ["containers", "initContainers"]
+        .iter()
+        .filter_map(|k| pod[k].as_array())
+        .flatten()
+        .map(|c| c["image"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[test]
+fn every_manifest_is_in_the_kustomization_or_left_out_with_a_reason() {
+    let text = std::fs::read_to_string(Path::new(BASE).join("kustomization.yaml"))
+        .expect("deploy/k8s/kustomization.yaml");
+    let kustomization = documents(&text).remove(0);
+    let listed: Vec<&str> = kustomization["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .map(|r| r.as_str().expect("a path"))
+        .collect();
+    let left_out: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# not listed: "))
+        .map(|l| l.split_once(": ").expect("`# not listed: <file>: <why>`"))
+        .collect();
+    let mut accounted: Vec<&str> = listed
+        .iter()
+        .copied()
+        .chain(left_out.iter().map(|(f, _)| *f))
+        .collect();
+    accounted.sort_unstable();
+    let before = accounted.len();
+    accounted.dedup();
+    assert_eq!(before, accounted.len(), "a manifest named twice: {text}");
+    let mut manifests: Vec<String> = std::fs::read_dir(BASE)
+        .expect("deploy/k8s")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| (n.ends_with(".yaml") || n.ends_with(".yml")) && n != "kustomization.yaml")
+        .collect();
+    manifests.sort_unstable();
+    assert_eq!(
+        accounted, manifests,
+        "deploy/k8s/kustomization.yaml must list every manifest beside it, or say why not"
+    );
+    for (file, why) in &left_out {
+        assert!(why.len() > 20, "{file} is left out without a reason");
+    }
+    // What `kubectl apply -f deploy/k8s/logferry.yaml` applied, `apply -k deploy/k8s` applies.
+    let rendered = render(BASE);
+    let mut from_base: Vec<String> = documents(&rendered).iter().map(kind_name).collect();
+    let mut from_files: Vec<String> = listed
+        .iter()
+        .flat_map(|f| {
+            documents(&std::fs::read_to_string(Path::new(BASE).join(f)).expect("a listed manifest"))
+        })
+        .map(|d| kind_name(&d))
+        .collect();
+    from_base.sort_unstable();
+    from_files.sort_unstable();
+    assert_eq!(from_base, from_files);
+    assert!(validate(&rendered).contains("daemonset"), "{rendered}");
+}
+
+#[test]
+fn the_example_overlay_puts_its_namespace_and_image_on_every_object() {
+    let overlay = documents(
+        &std::fs::read_to_string(Path::new(OVERLAY).join("kustomization.yaml"))
+            .expect("deploy/overlays/example/kustomization.yaml"),
+    )
+    .remove(0);
+    let namespace = overlay["namespace"]
+        .as_str()
+        .expect("the overlay sets namespace");
+    let image = &overlay["images"][0];
+    let want = format!(
+        "{}:{}",
+        image["newName"].as_str().expect("newName"),
+        image["newTag"].as_str().expect("newTag")
+    );
+    let rendered = render(OVERLAY);
+    let docs = documents(&rendered);
+    assert!(docs.len() >= 7, "{rendered}");
+    let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"];
+    let mut workloads = 0;
+    for doc in &docs {
+        let kind = doc["kind"].as_str().unwrap_or("");
+        let at = doc["metadata"]["namespace"].as_str();
+        if cluster_scoped.contains(&kind) {
+            assert_eq!(at, None, "{} is cluster-scoped", kind_name(doc));
+        } else {
+            assert_eq!(
+                at,
+                Some(namespace),
+                "{} is not in the overlay's namespace",
+                kind_name(doc)
+            );
+        }
+        let found = images(doc);
+        workloads += usize::from(!found.is_empty());
+        assert!(
+            found.iter().all(|i| *i == want),
+            "{}: {found:?}",
+            kind_name(doc)
+        );
+    }
+    assert!(workloads >= 1, "no workload rendered: {rendered}");
+    // The namespace the objects move to is the one the manifests create, and the agents'
+    // ServiceAccount keeps its permissions there.
+    let named = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    assert_eq!(named("Namespace")["metadata"]["name"], namespace);
+    let subject = &named("ClusterRoleBinding")["subjects"][0];
+    assert_eq!(subject["namespace"], namespace, "{subject}");
+    // Nothing of ours is left in the base's namespace (the Elasticsearch address in the config
+    // names the cluster's namespace, not ours).
+    for doc in &docs {
+        let mut text = doc.to_string();
+        text = text.replace("elasticsearch.logging.svc", "");
+        assert!(
+            !text.contains("logging\""),
+            "{} still names `logging`: {text}",
+            kind_name(doc)
+        );
+    }
+    let kinds = validate(&rendered);
+    for kind in [
+        "namespace",
+        "serviceaccount",
+        "clusterrolebinding",
+        "configmap",
+        "daemonset",
+        "service",
+    ] {
+        assert!(kinds.contains(kind), "{kind} not validated: {kinds:?}");
+    }
 }
