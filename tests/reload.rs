@@ -296,3 +296,61 @@ fn a_route_added_by_a_reload_gets_its_index_template_installed() {
         es.count("audit-*").unwrap_or(0) >= 10
     });
 }
+
+#[test]
+fn new_globs_pick_up_newly_included_files_and_let_go_of_newly_excluded_ones() {
+    let es = osmem();
+    let node = Node::new();
+    let logs = node.logs().join("containers");
+    let path = node.config(
+        &es.url,
+        &format!(
+            "exclude = [{:?}]",
+            logs.join("noisy-*").display().to_string()
+        ),
+        "",
+    );
+    let text = config_text(&path);
+    let agent = Agent::start(&path);
+    let mut noisy = node.writer("shop", "noisy-1", "app", Format::Cri);
+    let mut quiet = node.writer("shop", "quiet-1", "app", Format::Cri);
+    for seq in 0..10 {
+        noisy.json_line(seq).unwrap();
+        quiet.json_line(seq).unwrap();
+    }
+    wait_for_count(&es, 10, 60);
+    assert_eq!(docs_of(&es, "noisy-1").len(), 0, "excluded at start");
+    // Swap the exclusion: noisy's file is read from its beginning, quiet's is let go.
+    let swapped = text.replace("noisy-*", "quiet-*");
+    std::fs::write(&path, swapped).expect("write");
+    agent.signal("HUP");
+    wait_until(60, "noisy's first 10 lines", || {
+        docs_of(&es, "noisy-1").len() >= 10
+    });
+    // Both were followed at one point; quiet is let go after rotate_wait.
+    wait_until(30, "the excluded file to be let go", || {
+        agent.metric("logferry_files_watched") == 1
+    });
+    for seq in 10..20 {
+        noisy.json_line(seq).unwrap();
+        quiet.json_line(seq).unwrap();
+    }
+    wait_until(60, "noisy's 20 lines", || {
+        docs_of(&es, "noisy-1").len() >= 20
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let quiet_seqs: HashSet<u64> = docs_of(&es, "quiet-1")
+        .iter()
+        .filter_map(|d| d["seq"].as_u64())
+        .collect();
+    assert_eq!(
+        quiet_seqs,
+        (0..10).collect(),
+        "quiet's lines after its exclusion stay out"
+    );
+    assert_eq!(
+        docs_of(&es, "noisy-1").len(),
+        20,
+        "each of noisy's lines once"
+    );
+}

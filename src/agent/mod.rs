@@ -45,6 +45,7 @@ pub async fn run(
     reload: Option<reload::Options>,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let hangup = reload.as_ref().and_then(|_| reload::catch_hangup());
     let store = Store::open(&cfg)?;
     let listener = observe::bind(cfg.api.listen)
         .await
@@ -78,7 +79,7 @@ pub async fn run(
             metrics: store.metrics.clone(),
             tail: to_tail,
         };
-        reload::Reloader::new(options, cfg.clone(), stages, config_state.clone()).start()
+        reload::Reloader::new(options, cfg.clone(), stages, config_state.clone()).start(hangup)
     });
     let saver = tokio::spawn(save_every_second(
         store.checkpoints.clone(),

@@ -25,6 +25,7 @@ use crate::sink::{Connector, Shipper};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
+use tokio::signal::unix::Signal;
 use tokio::sync::{oneshot, watch};
 
 /// How often `--watch-config` reads the file. A ConfigMap change arrives after the kubelet's
@@ -33,6 +34,18 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(3);
 
 /// How the agent's own log level is changed (main owns the subscriber); `Err` says why not.
 pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Catches SIGHUP from now on (its default ends the process), for [`Reloader::start`]: called
+/// first thing, so that a reload asked for during the start is not the agent's end.
+pub(super) fn catch_hangup() -> Option<Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the config is reloaded only with --watch-config");
+            None
+        }
+    }
+}
 
 /// What `main` hands the agent for reloading.
 pub struct Options {
@@ -109,27 +122,21 @@ impl Reloader {
         }
     }
 
-    /// Reloads on each SIGHUP, and on each change of the file's content with `--watch-config`,
-    /// until the task is aborted (at shutdown).
-    pub(super) fn start(self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(self.run())
+    /// Reloads on each SIGHUP caught by `hangup`, and on each change of the file's content
+    /// with `--watch-config`, until the task is aborted (at shutdown).
+    pub(super) fn start(self, hangup: Option<Signal>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run(hangup))
     }
 
-    async fn run(mut self) {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; the config is reloaded only with --watch-config");
-                None
-            }
-        };
+    async fn run(mut self, mut hangup: Option<Signal>) {
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let asked = tokio::select! {
                 Some(()) = async { hangup.as_mut()?.recv().await } => true,
                 _ = tick.tick(), if self.options.watch => false,
+                // No signal to wait for and no file to watch: nothing will ever ask.
+                else => return,
             };
             if asked {
                 tracing::info!(path = %self.options.path.display(), "SIGHUP: reloading the config");
