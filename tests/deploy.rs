@@ -321,3 +321,44 @@ fn the_example_overlay_puts_its_namespace_and_image_on_every_object() {
         assert!(kinds.contains(kind), "{kind} not validated: {kinds:?}");
     }
 }
+
+/// A ConfigMap update must reach the agents without a rollout: the DaemonSet runs with
+/// `--watch-config`, and mounts the ConfigMap as a directory (a `subPath` mount never sees an
+/// update).
+#[test]
+fn the_daemonset_watches_its_configmap() {
+    let yaml = std::fs::read_to_string("deploy/k8s/logferry.yaml").expect("logferry.yaml");
+    let docs = documents(&yaml);
+    let ds = docs
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("a DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    let agent = &pod["containers"][0];
+    let args: Vec<&str> = agent["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(args.contains(&"--watch-config"), "{args:?}");
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["configMap"].is_object())
+        .expect("a ConfigMap volume");
+    let mount = agent["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("the ConfigMap mounted");
+    assert_eq!(mount["mountPath"], "/etc/logferry");
+    assert!(mount.get("subPath").is_none(), "{mount}");
+    // The file it watches is the one in that directory.
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--config", "/etc/logferry/logferry.toml"])
+    );
+}
