@@ -64,6 +64,24 @@ pub fn latency(q: Option<f64>) -> String {
     q.map_or_else(|| "–".into(), duration)
 }
 
+/// The oldest buffered record's age, or `none` when nothing waits.
+pub fn oldest(f: &Figures) -> String {
+    if f.buffer_records > 0.0 {
+        duration(f.oldest_age_seconds)
+    } else {
+        "none".into()
+    }
+}
+
+/// The wait before the next retry, or `none` while requests succeed.
+pub fn backoff(f: &Figures) -> String {
+    if f.backoff_seconds > 0.0 {
+        duration(f.backoff_seconds)
+    } else {
+        "none".into()
+    }
+}
+
 /// How an outcome of `logferry_documents_total` reads.
 pub fn outcome_name(outcome: &str) -> &str {
     match outcome {
@@ -116,15 +134,15 @@ pub fn snapshot(url: &str, f: &Figures) -> String {
         bytes(f.buffer_max_bytes),
         fill(f) * 100.0,
         f.buffer_records as u64,
-        duration(f.oldest_age_seconds)
+        oldest(f)
     );
     let _ = writeln!(
         out,
-        "bulk latency             p50 {}  p99 {}  ({} requests, backoff {})",
+        "bulk latency             p50 {}  p99 {}  (requests {}, backoff {})",
         latency(f.bulk_p50),
         latency(f.bulk_p99),
         rate(f.bulk_per_second),
-        duration(f.backoff_seconds)
+        backoff(f)
     );
     let _ = writeln!(
         out,

@@ -108,6 +108,8 @@ struct Watch {
     figures: Option<Figures>,
     /// Why the latest look failed; cleared by the next one that works.
     error: Option<String>,
+    /// Since when looks fail: the figures on screen are that old.
+    failing_since: Option<Instant>,
     /// Rates per look: lines in, then documents by outcome ([`OUTCOMES`] order).
     history: [VecDeque<f64>; 5],
 }
@@ -119,6 +121,7 @@ impl Watch {
             last: None,
             figures: None,
             error: None,
+            failing_since: None,
             history: Default::default(),
         }
     }
@@ -128,10 +131,12 @@ impl Watch {
             Ok(s) => s,
             Err(e) => {
                 self.error = Some(e);
+                self.failing_since.get_or_insert_with(Instant::now);
                 return;
             }
         };
         self.error = None;
+        self.failing_since = None;
         if let Some(before) = &self.last {
             let f = Figures::between(before, &snapshot);
             let rates = std::iter::once(f.lines_in).chain(f.documents);
@@ -166,18 +171,25 @@ fn draw(frame: &mut Frame, watch: &Watch) {
     } else {
         f.routes.len() as u16 + 3
     };
+    let top_height = (checks + 2).max(6);
+    // Two rows a flow when the terminal has them (taller sparklines), else one: 80x24 fits.
+    let flow_rows = if body.height >= top_height + 2 * 5 + 2 + 4 + routes {
+        2
+    } else {
+        1
+    };
     let [top, flows, buffer, rest] = Layout::vertical([
-        Constraint::Length((checks + 2).max(6)),
-        Constraint::Length(2 * 5 + 2),
+        Constraint::Length(top_height),
+        Constraint::Length(flow_rows * 5 + 2),
         Constraint::Length(4),
         Constraint::Length(routes),
     ])
     .areas(body);
     let [health, side] =
-        Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(top);
+        Layout::horizontal([Constraint::Min(30), Constraint::Length(36)]).areas(top);
     draw_health(frame, health, f);
     draw_latency_and_process(frame, side, f);
-    draw_flows(frame, flows, f, &watch.history);
+    draw_flows(frame, flows, f, &watch.history, flow_rows);
     draw_buffer(frame, buffer, f);
     if routes > 0 {
         draw_routes(frame, rest, f);
@@ -189,13 +201,22 @@ fn header_line(watch: &Watch) -> Line<'_> {
         Span::styled("logferry top ", Style::new().add_modifier(Modifier::BOLD)),
         Span::raw(watch.url.as_str()),
     ];
-    if let Some(Ok(h)) = watch.figures.as_ref().map(|f| &f.health) {
-        spans.push(Span::raw("  health "));
-        spans.push(Span::styled(h.status.clone(), level_style(&h.status)));
-    }
-    match &watch.error {
-        Some(e) => spans.push(Span::styled(format!("  {e}"), Style::new().fg(Color::Red))),
-        None => spans.push(Span::styled("  q quits", Style::new().fg(Color::DarkGray))),
+    match (&watch.error, watch.figures.as_ref().map(|f| &f.health)) {
+        // A stale "healthy" beside an agent that does not answer would be a lie.
+        (Some(e), _) => {
+            let since = watch.failing_since.map_or(0, |t| t.elapsed().as_secs());
+            spans.push(Span::styled(
+                format!("  no answer for {since}s (the figures below are older): {e}"),
+                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            ));
+        }
+        (None, health) => {
+            if let Some(Ok(h)) = health {
+                spans.push(Span::raw("  health "));
+                spans.push(Span::styled(h.status.clone(), level_style(&h.status)));
+            }
+            spans.push(Span::styled("  q quits", Style::new().fg(Color::DarkGray)));
+        }
     }
     Line::from(spans)
 }
@@ -234,11 +255,6 @@ fn draw_health(frame: &mut Frame, area: Rect, f: &Figures) {
 }
 
 fn draw_latency_and_process(frame: &mut Frame, area: Rect, f: &Figures) {
-    let backoff = if f.backoff_seconds > 0.0 {
-        plain::duration(f.backoff_seconds)
-    } else {
-        "none".into()
-    };
     let lines = vec![
         Line::from(format!(
             "bulk p50 {}  p99 {}",
@@ -246,8 +262,9 @@ fn draw_latency_and_process(frame: &mut Frame, area: Rect, f: &Figures) {
             plain::latency(f.bulk_p99)
         )),
         Line::from(format!(
-            "requests {}  backoff {backoff}",
-            plain::rate(f.bulk_per_second)
+            "requests {}  backoff {}",
+            plain::rate(f.bulk_per_second),
+            plain::backoff(f)
         )),
         Line::from(""),
         Line::from(format!(
@@ -260,13 +277,19 @@ fn draw_latency_and_process(frame: &mut Frame, area: Rect, f: &Figures) {
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 
-fn draw_flows(frame: &mut Frame, area: Rect, f: &Figures, history: &[VecDeque<f64>; 5]) {
+fn draw_flows(
+    frame: &mut Frame,
+    area: Rect,
+    f: &Figures,
+    history: &[VecDeque<f64>; 5],
+    rows_each: u16,
+) {
     let block = Block::bordered().title(" lines in · documents out ");
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let names = std::iter::once("lines in").chain(OUTCOMES.iter().map(|o| plain::outcome_name(o)));
     let flows = std::iter::once(&f.lines_in).chain(&f.documents);
-    let rows = Layout::vertical([Constraint::Length(2); 5]).split(inner);
+    let rows = Layout::vertical([Constraint::Length(rows_each); 5]).split(inner);
     for (((name, flow), h), row) in names.zip(flows).zip(history).zip(rows.iter()) {
         let [text, spark] =
             Layout::horizontal([Constraint::Length(46), Constraint::Min(0)]).areas(*row);
@@ -324,7 +347,7 @@ fn draw_buffer(frame: &mut Frame, area: Rect, f: &Figures) {
     let text = format!(
         "records {}   oldest {}   lag {}",
         f.buffer_records as u64,
-        plain::duration(f.oldest_age_seconds),
+        plain::oldest(f),
         plain::bytes(f.lag_bytes)
     );
     frame.render_widget(Paragraph::new(text), facts);
