@@ -8,6 +8,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use support::proxy::FaultProxy;
 use support::*;
 
 /// A buffer limit the output must show as it is configured.
@@ -144,6 +145,44 @@ fn once_prints_the_numbers_metrics_and_health_give() {
             "{text}"
         );
     }
+}
+
+#[test]
+fn once_shows_a_refusing_cluster_as_degraded_with_its_reason_and_the_waiting_records() {
+    let es = osmem();
+    let proxy = FaultProxy::start(&es.url);
+    let node = Node::new();
+    let agent = Agent::start(&node.config(&proxy.url, "", MAX_SIZE));
+    proxy.set(|f| f.status = Some(503));
+    write_lines(&node, "web", 0..30);
+    wait_until(30, "the records to wait in the buffer", || {
+        agent.metric("logferry_buffer_records") == 30
+            && agent.metric_f64("logferry_buffer_oldest_record_age_seconds") >= 1.0
+            && agent.get("/health")["checks"]["elasticsearch"]["status"] == "degraded"
+    });
+    let out = top(&["--once", "--url", &format!("http://{}", agent.api)]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("health degraded\n"), "{text}");
+    let es_line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("elasticsearch"))
+        .unwrap_or_default();
+    assert!(
+        es_line.contains("degraded") && es_line.contains("503"),
+        "{text}"
+    );
+    assert!(text.contains(", 30 records, oldest "), "{text}");
+    assert!(!text.contains("oldest none"), "{text}");
+    assert_eq!(total(&text, "documents indexed"), Some(0), "{text}");
+    let retried = agent.metric("logferry_documents_total{outcome=\"retried\"}");
+    let shown = total(&text, "documents retried").expect("retried shown");
+    // Retries go on while top looks: what it shows lies between zero and what came after.
+    assert!(
+        shown > 0 && shown <= retried,
+        "{shown} of {retried}:\n{text}"
+    );
+    assert!(!text.contains("backoff none"), "a backoff is shown: {text}");
 }
 
 #[test]

@@ -374,3 +374,76 @@ fn draw_routes(frame: &mut Frame, area: Rect, f: &Figures) {
         .block(Block::bordered().title(" routes "));
     frame.render_widget(table, area);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::top::scrape::{Health, parse_metrics};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    fn look(at: Instant, indexed: u64) -> Look {
+        let text = format!(
+            "logferry_input_lines_total {indexed}\n\
+             logferry_documents_total{{outcome=\"indexed\"}} {indexed}\n\
+             logferry_documents_total{{outcome=\"dead_lettered\"}} 3\n\
+             logferry_buffer_bytes 1048576\nlogferry_buffer_max_bytes 4194304\n\
+             logferry_buffer_records 12\nlogferry_buffer_oldest_record_age_seconds 75\n"
+        );
+        let check = |n: &str| (n.to_owned(), "healthy".to_owned(), "ok".to_owned());
+        Ok(Snapshot {
+            at,
+            metrics: parse_metrics(&text).unwrap(),
+            health: Ok(Health {
+                status: "healthy".into(),
+                checks: ["buffer", "elasticsearch", "kubernetes", "setup", "tailer"]
+                    .map(check)
+                    .to_vec(),
+            }),
+        })
+    }
+
+    fn screen(watch: &Watch, width: u16, height: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        terminal.draw(|frame| draw(frame, watch)).unwrap();
+        let buffer = terminal.backend().buffer();
+        (0..height)
+            .map(|y| {
+                (0..width)
+                    .map(|x| buffer[(x, y)].symbol())
+                    .collect::<String>()
+                    + "\n"
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_80_by_24_terminal_shows_every_pane() {
+        let t = Instant::now();
+        let mut watch = Watch::new("http://127.0.0.1:2020");
+        watch.take(look(t, 100));
+        watch.take(look(t + Duration::from_secs(2), 300));
+        let s = screen(&watch, 80, 24);
+        assert!(s.contains("health healthy"), "{s}");
+        assert!(s.contains("tailer"), "{s}");
+        assert!(s.contains("indexed          100.0/s   total 300"), "{s}");
+        assert!(s.contains("dead-lettered        0/s   total 3"), "{s}");
+        assert!(s.contains("1.0 MiB of 4.0 MiB (25.0%)"), "{s}");
+        assert!(s.contains("records 12   oldest 1m 15s"), "{s}");
+    }
+
+    #[test]
+    fn an_agent_that_stops_answering_is_not_shown_as_healthy() {
+        let t = Instant::now();
+        let mut watch = Watch::new("http://127.0.0.1:2020");
+        watch.take(look(t, 100));
+        watch.take(look(t + Duration::from_secs(1), 200));
+        watch.take(Err("cannot connect to 127.0.0.1:2020: refused".into()));
+        let s = screen(&watch, 160, 50);
+        let header = s.lines().next().unwrap_or_default();
+        assert!(header.contains("no answer for 0s"), "{s}");
+        assert!(!header.contains("healthy"), "{s}");
+        // The last figures stay, for comparison.
+        assert!(s.contains("total 200"), "{s}");
+    }
+}
