@@ -2,8 +2,9 @@
 //! counters over the interval between them, the bulk latency quantiles of the requests made in
 //! that interval, and the gauges as of the later one.
 //!
-//! A counter that went down means the agent restarted between the two looks (a counter only
-//! grows in one process): its rate is then taken from zero, as Prometheus' `rate()` does.
+//! An agent that restarted between the two looks (its `process_start_time_seconds` changed, or
+//! a counter went down: a counter only grows in one process) has its rates taken from zero, as
+//! Prometheus' `rate()` does, never as a negative or a too-small rate.
 
 use super::scrape::{Exposition, Health, Snapshot};
 
@@ -21,6 +22,7 @@ pub mod series {
     pub const ROUTES: &str = "logferry_route_records_total";
     pub const CPU: &str = "process_cpu_seconds_total";
     pub const RSS: &str = "process_resident_memory_bytes";
+    pub const STARTED: &str = "process_start_time_seconds";
 }
 
 /// The outcomes of `logferry_documents_total`, in the order they are shown.
@@ -65,7 +67,12 @@ impl Figures {
     /// The figures between `before` and `now` (taken later).
     pub fn between(before: &Snapshot, now: &Snapshot) -> Figures {
         let secs = now.at.duration_since(before.at).as_secs_f64();
-        let (a, b) = (&before.metrics, &now.metrics);
+        let empty = Exposition::default();
+        let (a, b) = if restarted(&before.metrics, &now.metrics) {
+            (&empty, &now.metrics)
+        } else {
+            (&before.metrics, &now.metrics)
+        };
         let flow = |name: &str, labels: &[(&str, &str)]| {
             let now = b.value(name, labels).unwrap_or(0.0);
             Flow {
@@ -100,6 +107,18 @@ impl Figures {
             cpu_cores: flow(series::CPU, &[]).per_second,
             rss_bytes: gauge(series::RSS),
         }
+    }
+}
+
+/// Whether another process answers now: a counter that went down says so only when it did not
+/// catch up, the start time always.
+fn restarted(before: &Exposition, now: &Exposition) -> bool {
+    match (
+        before.value(series::STARTED, &[]),
+        now.value(series::STARTED, &[]),
+    ) {
+        (Some(a), Some(b)) => a != b,
+        _ => false,
     }
 }
 
@@ -194,6 +213,21 @@ mod tests {
         // 1000 before the restart, 30 since: 30 in the interval.
         assert_eq!(rate(1000.0, 30.0, 1.0), 30.0);
         assert_eq!(rate(5.0, 6.0, 0.0), 0.0);
+    }
+
+    #[test]
+    fn a_restart_is_seen_from_the_start_time_even_when_counters_grew_past_their_old_values() {
+        let t = Instant::now();
+        let before = snapshot(
+            t,
+            "process_start_time_seconds 1000\nlogferry_input_lines_total 50\n",
+        );
+        // Restarted, and already read 80 lines (a backlog): 80 in the interval, not 30.
+        let now = snapshot(
+            t + Duration::from_secs(1),
+            "process_start_time_seconds 1100\nlogferry_input_lines_total 80\n",
+        );
+        assert_eq!(Figures::between(&before, &now).lines_in.per_second, 80.0);
     }
 
     #[test]
