@@ -241,7 +241,15 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
+        // kill-server leaves the socket file behind: remove it too.
+        let path = self
+            .run(&["display-message", "-p", "#{socket_path}"])
+            .stdout;
         let _ = self.run(&["kill-server"]);
+        let path = String::from_utf8_lossy(&path).trim().to_owned();
+        if !path.is_empty() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
