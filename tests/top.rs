@@ -7,7 +7,6 @@ mod support;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use support::proxy::FaultProxy;
 use support::*;
 
@@ -199,20 +198,17 @@ fn top_says_when_no_agent_answers_and_exits_1() {
     assert!(out.stdout.is_empty());
 }
 
-/// A tmux server of the test's own (its own socket), killed when the test ends.
+/// A tmux server of the test's own, its socket in the test's directory, killed when the test
+/// ends.
 struct Tmux {
-    socket: String,
+    socket: PathBuf,
 }
 
 impl Tmux {
-    fn start(command: &str) -> Tmux {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let socket = format!(
-            "logferry-top-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let tmux = Tmux { socket };
+    fn start(dir: &Path, command: &str) -> Tmux {
+        let tmux = Tmux {
+            socket: dir.join("tmux.sock"),
+        };
         let out = tmux.run(&["new-session", "-d", "-x", "160", "-y", "50", command]);
         assert!(out.status.success(), "tmux new-session: {out:?}");
         tmux
@@ -220,7 +216,7 @@ impl Tmux {
 
     fn run(&self, args: &[&str]) -> Output {
         match Command::new("tmux")
-            .arg("-L")
+            .arg("-S")
             .arg(&self.socket)
             .args(args)
             .env("TERM", "xterm-256color")
@@ -241,15 +237,7 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        // kill-server leaves the socket file behind: remove it too.
-        let path = self
-            .run(&["display-message", "-p", "#{socket_path}"])
-            .stdout;
         let _ = self.run(&["kill-server"]);
-        let path = String::from_utf8_lossy(&path).trim().to_owned();
-        if !path.is_empty() {
-            let _ = std::fs::remove_file(path);
-        }
     }
 }
 
@@ -279,7 +267,7 @@ fn the_live_view_shows_what_metrics_say_follows_shipping_and_quits_on_q() {
         api = agent.api,
         exit = exit.display()
     );
-    let tmux = Tmux::start(&command);
+    let tmux = Tmux::start(node.dir.path(), &command);
 
     let screen = wait_for_screen(&tmux, 40);
     assert_shows_the_agent(&screen, &agent);
