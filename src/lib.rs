@@ -25,7 +25,8 @@
 //!   and acknowledges batches back to the buffer;
 //! - [`agent`]: wires the stages together — the tailer's output encodes into the buffer, the
 //!   committer moves the checkpoints — and shuts them down in order; beside it, [`convert`]
-//!   turns a Fluentd configuration into a config (`logferry convert`), using only [`config`].
+//!   turns a Fluentd configuration into a config (`logferry convert`), using only [`config`],
+//!   and [`top`], a terminal view of one running agent from its `/metrics` and `/health`.
 
 #![forbid(unsafe_code)]
 
@@ -45,4 +46,5 @@ pub mod redact;
 pub mod route;
 pub mod sink;
 pub mod tail;
+pub mod top;
 pub mod vocab;

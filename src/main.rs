@@ -48,6 +48,18 @@ enum Cmd {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Watch a running agent in the terminal: health, lines in, documents out, lag, buffer,
+    /// latency, CPU and memory, from its /metrics and /health; q quits. Prints one plain
+    /// snapshot instead with --once or when stdout is not a terminal.
+    Top {
+        /// The agent's API, e.g. http://127.0.0.1:2020 (a kubectl port-forward); default: the
+        /// config's api.listen, or http://127.0.0.1:2020 without a config.
+        #[arg(long)]
+        url: Option<String>,
+        /// One plain snapshot (rates over one second), for scripts and bug reports.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -84,6 +96,13 @@ fn main() -> ExitCode {
             finish(runtime().and_then(|rt| rt.block_on(setup_once(&cfg))))
         }
         Cmd::Convert { input, output } => convert(&input, output.as_deref()),
+        Cmd::Top { url, once } => match logferry::top::run(url.as_deref(), &cli.config, once) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("logferry top: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Run => {
             let cfg = match Config::load(&cli.config) {
                 Ok(c) => c,

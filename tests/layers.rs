@@ -34,7 +34,7 @@ const LAYERS: &[&[&str]] = &[
     &["tail", "buffer"],
     &["sink"],
     // Wires the stages together.
-    &["agent", "convert"],
+    &["agent", "convert", "top"],
 ];
 
 /// What the metrics leaf may use besides the standard library.
