@@ -109,21 +109,14 @@ type Scenario<'a> = (&'static str, Box<dyn Fn(&Path) -> anyhow::Result<Row> + 'a
 /// Every scenario, in the order they run, with their line counts multiplied by `scale`.
 fn scenarios<'a>(bin: &'a Path, sink: &'a Sink, scale: f64) -> Vec<Scenario<'a>> {
     let n = move |lines: u64| ((lines as f64 * scale).round() as u64).max(10);
+    // A million lines in one CRI file, with `extra` config.
+    let one_file = move |name: &'static str, extra: &'static str, note: &'static str| {
+        Box::new(move |w: &Path| {
+            files_at_start(bin, sink, w, name, Files::cri(1, n(1_000_000)), extra, note)
+        }) as Box<dyn Fn(&Path) -> anyhow::Result<Row> + 'a>
+    };
     vec![
-        (
-            "one-file",
-            Box::new(move |w| {
-                files_at_start(
-                    bin,
-                    sink,
-                    w,
-                    "one-file",
-                    Files::cri(1, n(1_000_000)),
-                    "",
-                    "",
-                )
-            }),
-        ),
+        ("one-file", one_file("one-file", "", "")),
         (
             "many-files",
             Box::new(move |w| {
@@ -164,17 +157,7 @@ fn scenarios<'a>(bin: &'a Path, sink: &'a Sink, scale: f64) -> Vec<Scenario<'a>>
         ),
         (
             "redact",
-            Box::new(move |w| {
-                files_at_start(
-                    bin,
-                    sink,
-                    w,
-                    "redact",
-                    Files::cri(1, n(1_000_000)),
-                    REDACT,
-                    "; the default redaction rules",
-                )
-            }),
+            one_file("redact", REDACT, "; the default redaction rules"),
         ),
         (
             "production",
@@ -186,17 +169,7 @@ fn scenarios<'a>(bin: &'a Path, sink: &'a Sink, scale: f64) -> Vec<Scenario<'a>>
         ),
         (
             "routes",
-            Box::new(move |w| {
-                files_at_start(
-                    bin,
-                    sink,
-                    w,
-                    "routes",
-                    Files::cri(1, n(1_000_000)),
-                    ROUTES,
-                    "; 5 routes, 3 on a field",
-                )
-            }),
+            one_file("routes", ROUTES, "; 5 routes, 3 on a field"),
         ),
     ]
 }

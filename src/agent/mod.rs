@@ -70,17 +70,15 @@ pub async fn run(
     let installing = reload::Installing::start(setup, first_attempt);
     let shipping = start_shipping(&cfg, &store, &sink_state, setup_tried);
     let config_state = Arc::new(reload::ConfigState::default());
-    let reloader = reload.map(|options| {
-        let stages = reload::Stages {
-            connector: store.connector.clone(),
-            installing: installing.clone(),
-            shipper: shipping.shipper.clone(),
-            kube: kube.clone(),
-            metrics: store.metrics.clone(),
-            tail: to_tail,
-        };
-        reload::Reloader::new(options, cfg.clone(), stages, config_state.clone()).start(hangup)
-    });
+    let stages = reload::Stages {
+        connector: store.connector.clone(),
+        installing: installing.clone(),
+        shipper: shipping.shipper.clone(),
+        kube: kube.clone(),
+        metrics: store.metrics.clone(),
+        tail: to_tail,
+    };
+    let reloader = reload::start(reload, &cfg, stages, &config_state, hangup);
     let saver = tokio::spawn(save_every_second(
         store.checkpoints.clone(),
         store.buffer.clone(),
@@ -109,9 +107,7 @@ pub async fn run(
         e = buffer_failure(&store.buffer) => Some(e),
     };
     tracing::info!("shutting down: stop reading, finish requests in flight, save checkpoints");
-    if let Some(r) = reloader {
-        r.abort();
-    }
+    reloader.abort();
     shutdown.store(true, Ordering::Relaxed);
     join("tailer", tailer).await?;
     store.buffer.stop_committing();

@@ -92,6 +92,20 @@ impl Check for ConfigState {
     }
 }
 
+/// Reloads as `options` say, until the task is aborted; never without options.
+pub(super) fn start(
+    options: Option<Options>,
+    running: &Config,
+    stages: Stages,
+    state: &Arc<ConfigState>,
+    hangup: Option<Signal>,
+) -> tokio::task::JoinHandle<()> {
+    match options {
+        Some(o) => Reloader::new(o, running.clone(), stages, state.clone()).start(hangup),
+        None => tokio::spawn(async {}),
+    }
+}
+
 pub(super) struct Reloader {
     options: Options,
     running: Config,
