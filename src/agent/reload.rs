@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::kube::cache::Cache;
 use crate::metrics::Metrics;
 use crate::observe::health::{Check, Level};
-use crate::sink::setup::{Plan, Setup};
+use crate::sink::setup::{FIRST_ATTEMPT_WAIT, Plan, Setup};
 use crate::sink::{Connector, Shipper};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -108,6 +108,8 @@ pub(super) fn start(
 
 pub(super) struct Reloader {
     options: Options,
+    /// The config the agent started with: what needs a restart is compared with it.
+    started: Config,
     running: Config,
     stages: Stages,
     state: Arc<ConfigState>,
@@ -128,6 +130,7 @@ impl Reloader {
         let seen = std::fs::read(&options.path).ok();
         Reloader {
             options,
+            started: running.clone(),
             running,
             stages,
             state,
@@ -154,10 +157,10 @@ impl Reloader {
             };
             if asked {
                 tracing::info!(path = %self.options.path.display(), "SIGHUP: reloading the config");
-                self.reload();
+                self.reload().await;
             } else if self.content_changed() {
                 tracing::info!(path = %self.options.path.display(), "the config file changed: reloading it");
-                self.reload();
+                self.reload().await;
             }
         }
     }
@@ -173,12 +176,13 @@ impl Reloader {
     }
 
     /// Reads, checks and applies the file; the running config stays if anything is refused.
-    pub(super) fn reload(&mut self) {
+    pub(super) async fn reload(&mut self) {
         // What a SIGHUP read is not a change for the next look of --watch-config.
         self.seen = std::fs::read(&self.options.path).ok();
         match self.prepare() {
-            Ok(ready) => self.apply(ready),
+            Ok(ready) => self.apply(ready).await,
             Err(why) => {
+                let why = why.to_string();
                 self.stages.metrics.config_reload_failures.inc();
                 if self.refused.as_ref() != Some(&why) {
                     tracing::error!(error = %why, "config reload refused; the running config stays");
@@ -192,16 +196,19 @@ impl Reloader {
     }
 
     /// Everything that can fail, done before anything changes.
-    fn prepare(&self) -> Result<Ready, String> {
-        let mut cfg = Config::load(&self.options.path).map_err(|e| e.to_string())?;
-        let restart = cfg.keep_restart_only(&self.running);
-        output::encoder(&cfg, &self.stages.metrics)
-            .map_err(|e| format!("{}: {e:#}", self.options.path.display()))?;
+    fn prepare(&self) -> Result<Ready, Refused> {
+        let mut cfg = Config::load(&self.options.path)?;
+        let restart = cfg.keep_restart_only(&self.started);
+        let file = self.options.path.display().to_string();
+        output::encoder(&cfg, &self.stages.metrics).map_err(|e| Refused::Stages {
+            file: file.clone(),
+            why: format!("{e:#}"),
+        })?;
         let endpoint = self
             .stages
             .connector
             .prepare(&cfg.elasticsearch)
-            .map_err(|e| format!("{}: elasticsearch: {e}", self.options.path.display()))?;
+            .map_err(|source| Refused::Connection { file, source })?;
         Ok(Ready {
             cfg,
             restart,
@@ -209,7 +216,7 @@ impl Reloader {
         })
     }
 
-    fn apply(&mut self, ready: Ready) {
+    async fn apply(&mut self, ready: Ready) {
         let Ready {
             cfg,
             restart,
@@ -232,9 +239,11 @@ impl Reloader {
         if Plan::new(&cfg) != Plan::new(&self.running)
             || cfg.elasticsearch.setup != self.running.elasticsearch.setup
         {
-            s.metrics.setup_complete.set(0);
             let setup = Setup::new(&cfg, s.connector.clone(), s.metrics.clone());
-            s.installing.replace(setup);
+            let tried = s.installing.replace(setup);
+            // As at a start: records of a new route wait (a little) for its template, so that
+            // its first index is not created without its mappings and retention.
+            let _ = tokio::time::timeout(FIRST_ATTEMPT_WAIT, tried).await;
         }
         let changed = changed_sections(&self.running, &cfg);
         let cfg = Arc::new(cfg);
@@ -271,12 +280,16 @@ impl Installing {
         })
     }
 
-    fn replace(&self, setup: Arc<Setup>) {
-        // Nobody waits for a reload's first attempt: the shippers are long running.
-        let (first, _) = oneshot::channel();
+    /// Installs `setup`'s plan instead; the receiver is told when its first attempt has ended.
+    fn replace(&self, setup: Arc<Setup>) -> oneshot::Receiver<()> {
+        let (first, tried) = oneshot::channel();
+        let mut current = self.lock();
+        current.1.abort();
+        // Not complete until the new plan is in place (or there is nothing to install).
+        setup.metrics_incomplete();
         let task = tokio::spawn(setup.clone().run(first)).abort_handle();
-        let (_, old) = std::mem::replace(&mut *self.lock(), (setup, task));
-        old.abort();
+        *current = (setup, task);
+        tried
     }
 
     pub(super) fn stop(&self) {
@@ -302,6 +315,24 @@ impl Check for Installing {
         let setup = self.lock().0.clone();
         setup.ready()
     }
+}
+
+/// Why a reloaded file was refused.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    /// It does not validate (every problem, with file, line and key).
+    #[error("{0}")]
+    Invalid(#[from] crate::config::Error),
+    /// Routes, parse or redaction cannot be built (a hash key file that cannot be read).
+    #[error("{file}: {why}")]
+    Stages { file: String, why: String },
+    /// The TLS or credential files cannot be used.
+    #[error("{file}: elasticsearch: {source}")]
+    Connection {
+        file: String,
+        #[source]
+        source: crate::sink::ConnectError,
+    },
 }
 
 /// A config that passed every check, with what it still needs.

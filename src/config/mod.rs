@@ -144,17 +144,20 @@ impl fmt::Display for Error {
 }
 
 impl Config {
-    /// For a reload: gives `self` (the new file) `running`'s value of every setting the running
-    /// agent cannot change, and returns the keys of those that differed. They name what the
+    /// For a reload: gives `self` (the new file) `started`'s value (the config the agent
+    /// started with) of every setting the running agent cannot change, and returns the keys of
+    /// those that differed. They name what the
     /// agent holds from its start: its directories and files, its socket, the buffer's bounds,
-    /// the number of shippers, and its watches on the API server.
-    pub fn keep_restart_only(&mut self, running: &Config) -> Vec<&'static str> {
+    /// the number of shippers, its watches on the API server, and the line cap lines already
+    /// held were read under. `buffer.chunk_limit_size` is named but taken: batches follow it,
+    /// the buffer's segments keep the size they had.
+    pub fn keep_restart_only(&mut self, started: &Config) -> Vec<&'static str> {
         let mut differ = Vec::new();
         macro_rules! keep {
             ($($key:literal => $($field:ident).+;)*) => {$(
-                if self.$($field).+ != running.$($field).+ {
+                if self.$($field).+ != started.$($field).+ {
                     differ.push($key);
-                    self.$($field).+ = running.$($field).+.clone();
+                    self.$($field).+ = started.$($field).+.clone();
                 }
             )*};
         }
@@ -169,6 +172,11 @@ impl Config {
             "kubernetes.enabled" => kubernetes.enabled;
             "kubernetes.node_name" => kubernetes.node_name;
             "kubernetes.api_server" => kubernetes.api_server;
+            "input.max_line_bytes" => input.max_line_bytes;
+        }
+        // Taken for batches and the tailer's chunk; the buffer's segments keep their size.
+        if self.buffer.chunk_limit_size != started.buffer.chunk_limit_size {
+            differ.push("buffer.chunk_limit_size (as the buffer's segment size)");
         }
         differ
     }

@@ -578,4 +578,12 @@ fn a_reload_keeps_the_running_values_of_what_needs_a_restart_and_names_them() {
     // What can change live still does.
     assert_eq!(new.buffer.retry_wait.0, std::time::Duration::from_secs(5));
     assert!(new.clone().keep_restart_only(&new).is_empty());
+    // Batches take a new chunk_limit_size; only its segment role waits, and is named.
+    let mut smaller = running.clone();
+    smaller.buffer.chunk_limit_size = crate::config::ByteSize(1 << 20);
+    assert_eq!(
+        smaller.keep_restart_only(&running),
+        ["buffer.chunk_limit_size (as the buffer's segment size)"]
+    );
+    assert_eq!(smaller.buffer.chunk_limit_size.0, 1 << 20);
 }

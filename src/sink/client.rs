@@ -133,16 +133,17 @@ impl Connector {
 
     /// Rebuilds the endpoint if any of its files changed. True when it did.
     pub fn reload_if_changed(&self) -> bool {
+        // `built_from` first, as in `install`: a config installed meanwhile is the one read.
+        let mut built_from = self
+            .built_from
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let cfg = self
             .cfg
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let hash = files_hash(&cfg);
-        let mut built_from = self
-            .built_from
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
         if hash == *built_from {
             return false;
         }

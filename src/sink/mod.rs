@@ -23,7 +23,7 @@ pub mod setup;
 mod state;
 mod supervise;
 
-pub use client::{Connector, Endpoint};
+pub use client::{Connector, Endpoint, Error as ConnectError};
 pub use deadletter::DeadLetters;
 pub use health::ShippingCheck;
 pub use hosts::{Host, HostPool};
@@ -217,10 +217,14 @@ impl Shipper {
     /// dead-lettered.
     async fn deliver(&self, batch: &Batch, items: Vec<usize>, route: Route) {
         let mut pending = items;
-        let live = self.live();
+        // Not held across the delivery: a reload's old hosts must not outlive a long retry.
+        let (first, max) = {
+            let live = self.live();
+            (live.cfg.retry_wait.0, live.cfg.retry_max_interval.0)
+        };
         let mut backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(live.cfg.retry_wait.0)
-            .with_max_delay(live.cfg.retry_max_interval.0)
+            .with_min_delay(first)
+            .with_max_delay(max)
             .without_max_times()
             .build();
         let started = Instant::now();

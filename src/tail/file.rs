@@ -89,6 +89,9 @@ pub struct Tracked {
     /// Set once the file's path points elsewhere (rotated) or is gone (deleted): the file is
     /// read to its end, then let go.
     pub draining: bool,
+    /// Set when a reload's globs no longer match it: read to its end, then let go with its
+    /// checkpoint kept.
+    pub unmatched: bool,
     /// The last time a read returned data (or the file was opened).
     pub last_data: Instant,
     /// The last time a read reached the end of what was written.
@@ -138,6 +141,7 @@ impl Tracked {
             meta_generation: 0,
             opened: Instant::now(),
             draining: false,
+            unmatched: false,
             last_data: Instant::now(),
             caught_up: None,
             throttle_key: None,

@@ -21,6 +21,9 @@ pub enum Handoff {
     Follow(Opened),
     /// The followed file's path no longer leads to it (rotated or deleted): read it to its end.
     Drain(FileKey),
+    /// A reload's globs no longer match the followed file's path: read it to where it ends now,
+    /// then stop, keeping its checkpoint (matched again, it is read on from there).
+    Unmatched(FileKey),
     /// inotify says these real paths were written to.
     Wrote(Vec<PathBuf>),
     /// Write events were lost: look at every file.

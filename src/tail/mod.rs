@@ -377,6 +377,7 @@ impl Tailer {
         match h {
             Handoff::Follow(o) => self.follow(o),
             Handoff::Drain(key) => self.start_draining(key),
+            Handoff::Unmatched(key) => self.unmatched(key),
             Handoff::Wrote(paths) => {
                 for p in &paths {
                     // Other paths: a write to a file still waiting for its first line, which
@@ -521,6 +522,9 @@ impl Tailer {
                 }
                 Ok(ReadOutcome::Eof) => {
                     self.reported.remove(&t.path);
+                    if t.unmatched {
+                        self.let_go_of_unmatched(key);
+                    }
                 }
                 Ok(ReadOutcome::Truncated) => self.truncated(key),
                 Err(e) => {

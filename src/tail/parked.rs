@@ -24,7 +24,7 @@ use std::time::Instant;
 /// A followed file without its descriptor.
 pub struct Parked {
     path: PathBuf,
-    real: PathBuf,
+    pub(super) real: PathBuf,
     /// Everything before this is read and handed on; nothing was after it when it was closed.
     pub read_pos: u64,
     opened: Instant,

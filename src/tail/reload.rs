@@ -6,9 +6,12 @@
 
 use super::discover::Discoverer;
 use super::globs::Discovery;
+use super::handoff::{Handoff, lock};
 use super::joining::Joining;
 use super::throttle::Throttle;
-use super::{Tailer, config};
+use super::{FileKey, Tailer, config};
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -30,9 +33,9 @@ impl Tailer {
     /// handed on first, as complete records; records already encoded stay as they were.
     pub(super) fn reconfigure(&mut self, new: Arc<config::Config>) {
         let old = std::mem::replace(&mut self.running, new.clone());
+        // `max_line_bytes` needs a restart: a line held under the old cap may be past a new one.
         self.cfg = new.input.clone();
         self.out.wait_for_metadata = new.kubernetes.wait_for_metadata.0;
-        self.out.max_physical_line = new.input.max_line_bytes.as_usize() * 2 + 4096;
         if old.throttle != new.throttle {
             self.out.throttle = Throttle::new(&new.throttle, self.out.metrics.clone());
             for t in self.files.values_mut() {
@@ -47,25 +50,74 @@ impl Tailer {
                 crate::multiline::Counters::new(&self.out.metrics),
             );
             for t in self.files.values_mut() {
-                let before = t.safe_offset();
-                t.finish_joining(before, &mut self.out);
-                t.joiner = None;
+                // `apply` hands on what a joiner whose rules change holds, and leaves the others
+                // as they are; the checkpoint may then move past what was handed on.
                 self.joining.apply(t, &mut self.out);
+                self.out.advance(t.key, t.safe_offset());
             }
         }
         self.out.reconfigure(&new);
     }
 }
 
+impl Tailer {
+    /// A followed file the new globs do not match: read to where it ends, then let go.
+    pub(super) fn unmatched(&mut self, key: FileKey) {
+        if let Some(p) = self.parked.remove(&key) {
+            // Closed at its end: nothing more to read, and its checkpoint is where it ends.
+            self.parked_wanting.remove(&key);
+            self.stop_following(key, &p.real);
+        } else if let Some(t) = self.files.get_mut(&key) {
+            t.unmatched = true;
+            self.dirty.insert(key);
+        }
+    }
+
+    /// Lets go of a file no longer matched once a read has found its end. What it holds (half
+    /// a line, a trace) stays unread behind its checkpoint, as at a shutdown: matched again,
+    /// or after a restart, it is read on from there.
+    pub(super) fn let_go_of_unmatched(&mut self, key: FileKey) {
+        let Some(mut t) = self.files.remove(&key) else {
+            return;
+        };
+        self.out.advance(key, t.safe_offset());
+        t.joiner = None;
+        self.stop_following(key, &t.real);
+        self.shared.descriptors.set_reader(self.files.len());
+        tracing::info!(path = %t.path.display(), at = t.safe_offset(), "no longer matched by input.include/exclude: stopped following it");
+    }
+
+    fn stop_following(&mut self, key: FileKey, real: &std::path::Path) {
+        lock(&self.shared.followed).remove(&key);
+        if self.by_real.get(real) == Some(&key) {
+            self.by_real.remove(real);
+            self.shared.unwatch(real);
+        }
+    }
+}
+
 impl Discoverer {
-    /// New globs: the next scan (at once) opens files they now match; followed files they no
-    /// longer match are read to their end and let go, like rotated ones.
+    /// New globs: the next scan (at once) opens files they now match. Followed files they no
+    /// longer match, still at their path, are read to where they end and let go with their
+    /// checkpoint kept; one gone meanwhile is left to the scan, as a rotation.
     pub(super) fn reconfigure(&mut self, new: &config::Config) -> bool {
         if self.cfg == new.input {
             return false;
         }
         self.globs = Discovery::new(&new.input.include, &new.input.exclude);
         self.cfg = new.input.clone();
+        let matched: HashSet<PathBuf> = self.globs.scan().into_iter().collect();
+        let unmatched: Vec<PathBuf> = self
+            .by_path
+            .keys()
+            .filter(|p| !matched.contains(*p) && p.exists())
+            .cloned()
+            .collect();
+        for path in unmatched {
+            if let Some(key) = self.by_path.remove(&path) {
+                self.pending.push_back(Handoff::Unmatched(key));
+            }
+        }
         true
     }
 }

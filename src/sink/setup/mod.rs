@@ -111,6 +111,14 @@ impl Setup {
         })
     }
 
+    /// Says `setup_complete` 0 while this plan is still to be installed (a reload's new plan;
+    /// at start the gauge begins at 0).
+    pub fn metrics_incomplete(&self) {
+        if *self.lock() != State::Off {
+            self.metrics.setup_complete.set(0);
+        }
+    }
+
     pub fn plan(&self) -> &Plan {
         &self.plan
     }
