@@ -268,8 +268,13 @@ fn a_reload_moves_shipping_to_new_hosts_and_a_new_log_level() {
 #[test]
 fn a_route_added_by_a_reload_gets_its_index_template_installed() {
     let es = osmem();
+    // Templates take a while to install: the new route's records must wait for them.
+    let proxy = support::proxy::FaultProxy::start(&es.url);
+    proxy.set(|f| {
+        f.delay_paths = vec![("/_index_template".into(), Duration::from_millis(1500))];
+    });
     let node = Node::new();
-    let path = node.config(&es.url, "", "");
+    let path = node.config(&proxy.url, "", "");
     let agent = Agent::start(&path);
     let template = |name: &str| {
         es.get(&format!("/_index_template/{name}"))
@@ -308,10 +313,25 @@ fn a_route_added_by_a_reload_gets_its_index_template_installed() {
         agent.get("/health"),
         agent.metric("logferry_setup_complete")
     );
-    wait_until(60, "the audit index to fill", || {
-        es.count("audit-*").unwrap_or(0) >= 10
+    let filled = || es.count("audit-*").unwrap_or(0) + es.count("logs-*").unwrap_or(0) >= 10;
+    for _ in 0..300 {
+        if filled() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(filled(), "{}\n{}", agent.get("/health"), agent.logs());
+    // Read once, routed by the new route when read after the reload reached the tailer (the
+    // buffer holds them until the template is in)...
+    let mut all = es.all_documents("audit-*").expect("search");
+    all.extend(es.all_documents("logs-*").expect("search"));
+    let counts = seq_counts(&all);
+    assert_eq!(counts.len(), 10, "{counts:?}");
+    assert!(counts.values().all(|c| *c == 1), "{counts:?}");
+    wait_until(60, "the route's index", || {
+        es.count("audit-*").unwrap_or(0) > 0
     });
-    // Created after the template: the agent's mappings, not dynamic ones.
+    // ...and its first index created after the template: the agent's mappings, not dynamic ones.
     let mapping = es.get("/audit-*/_mapping").expect("mapping");
     let (_, m) = mapping
         .as_object()

@@ -236,19 +236,25 @@ impl Reloader {
         {
             tracing::warn!(error = %e, "the log level stays as it was");
         }
-        if Plan::new(&cfg) != Plan::new(&self.running)
-            || cfg.elasticsearch.setup != self.running.elasticsearch.setup
-        {
-            let setup = Setup::new(&cfg, s.connector.clone(), s.metrics.clone());
-            let tried = s.installing.replace(setup);
-            // As at a start: records of a new route wait (a little) for its template, so that
-            // its first index is not created without its mappings and retention.
-            let _ = tokio::time::timeout(FIRST_ATTEMPT_WAIT, tried).await;
-        }
+        let new_plan = Plan::new(&cfg) != Plan::new(&self.running)
+            || cfg.elasticsearch.setup != self.running.elasticsearch.setup;
         let changed = changed_sections(&self.running, &cfg);
         let cfg = Arc::new(cfg);
-        // Fails only once the tailer has stopped: nothing left to reconfigure then.
-        let _ = s.tail.send(cfg.clone());
+        if new_plan {
+            // As at a start: records are read and buffered under the new routes, but shipped
+            // only once the new plan's first attempt has ended (or FIRST_ATTEMPT_WAIT has
+            // passed), so that a new route's first index is created with its template.
+            let shipper = s.shipper.clone();
+            let held = shipper.hold().await;
+            let setup = Setup::new(&cfg, s.connector.clone(), s.metrics.clone());
+            let tried = s.installing.replace(setup);
+            let _ = s.tail.send(cfg.clone());
+            let _ = tokio::time::timeout(FIRST_ATTEMPT_WAIT, tried).await;
+            drop(held);
+        } else {
+            // Fails only once the tailer has stopped: nothing left to reconfigure then.
+            let _ = s.tail.send(cfg.clone());
+        }
         self.running = (*cfg).clone();
         s.metrics.config_last_reload_success.set(unix_now());
         self.refused = None;

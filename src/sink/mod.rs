@@ -57,6 +57,8 @@ pub struct Shipper {
     /// What a config reload may change, swapped whole: each attempt reads the current one, so a
     /// batch retrying against a host that is gone moves to the new hosts at its next attempt.
     live: RwLock<Arc<Live>>,
+    /// Passed before each delivery; held by a reload while a new plan of templates goes in.
+    gate: tokio::sync::RwLock<()>,
 }
 
 /// The settings a shipper works with, from one config.
@@ -154,6 +156,7 @@ impl Shipper {
             state,
             dead,
             live: RwLock::new(Arc::new(live)),
+            gate: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -166,6 +169,12 @@ impl Shipper {
         *self.live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(live);
         // A batch waiting out a backoff tries the new settings now.
         self.connector.changed.notify_waiters();
+    }
+
+    /// Holds every shipper before its next delivery until the guard is dropped; deliveries
+    /// under way go on.
+    pub async fn hold(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.gate.write().await
     }
 
     fn live(&self) -> Arc<Live> {
@@ -182,6 +191,7 @@ impl Shipper {
     /// for the next one instead of pinning the ack cursor.
     pub async fn run(self: Arc<Self>, buffer: Arc<Buffer>) {
         while let Some(lease) = buffer.lease(self.live().cfg.batch_max_bytes()).await {
+            drop(self.gate.read().await);
             self.state.promise(self.live().patience);
             let batch = lease.batch().clone();
             let me = self.clone();

@@ -34,6 +34,9 @@ pub struct Faults {
     /// Answer requests whose path starts with one of these with its status (a cluster whose
     /// role lets the agent write documents but not install templates answers 403 there).
     pub refuse_paths: Vec<(String, u16)>,
+    /// Hold requests whose path starts with one of these this long before passing them on (a
+    /// slow cluster for some calls).
+    pub delay_paths: Vec<(String, std::time::Duration)>,
 }
 
 /// How a bulk answer is garbled.
@@ -164,6 +167,13 @@ fn handle(
             let mut plain = Vec::new();
             GzDecoder::new(&body[..]).read_to_end(&mut plain)?;
             body = plain;
+        }
+        if let Some((_, delay)) = f
+            .delay_paths
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+        {
+            std::thread::sleep(*delay);
         }
         let refused = f
             .refuse_paths
