@@ -121,3 +121,26 @@ impl Discoverer {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_sees_each_accepted_config_once_and_nothing_without_a_reloader() {
+        let cfg = Arc::new(config::Config::default());
+        let (tx, rx) = watch::channel(cfg.clone());
+        let mut reloads = Some(rx);
+        // The config the stage was built with is not news.
+        assert!(newer(&mut reloads).is_none());
+        let mut next = config::Config::default();
+        next.log_level = "debug".into();
+        tx.send(Arc::new(next)).unwrap();
+        assert_eq!(newer(&mut reloads).unwrap().log_level, "debug");
+        assert!(newer(&mut reloads).is_none(), "taken once");
+        // The reloader gone (shutdown), or never there: nothing, and no panic.
+        drop(tx);
+        assert!(newer(&mut reloads).is_none());
+        assert!(newer(&mut None).is_none());
+    }
+}
