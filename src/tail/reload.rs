@@ -133,8 +133,10 @@ mod tests {
         let mut reloads = Some(rx);
         // The config the stage was built with is not news.
         assert!(newer(&mut reloads).is_none());
-        let mut next = config::Config::default();
-        next.log_level = "debug".into();
+        let next = config::Config {
+            log_level: "debug".into(),
+            ..Default::default()
+        };
         tx.send(Arc::new(next)).unwrap();
         assert_eq!(newer(&mut reloads).unwrap().log_level, "debug");
         assert!(newer(&mut reloads).is_none(), "taken once");
