@@ -22,22 +22,6 @@ fn rss_bytes(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// The checkpointed offset of the (single) log file, once saved.
-fn checkpoint_offset(node: &Node) -> u64 {
-    let text = std::fs::read_to_string(node.data().join("checkpoints.json")).unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    v["files"][0]["offset"].as_u64().unwrap_or(0)
-}
-
-fn segments(node: &Node) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(node.data().join("buffer"))
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    v.retain(|p| p.extension().is_some_and(|e| e == "seg"));
-    v.sort();
-    v
-}
-
 /// A 2 KiB line: fills the buffer quickly without needing many documents.
 fn big_line(w: &mut LogWriter, seq: u64) {
     let line = json!({"seq": seq, "level": "info", "pad": "x".repeat(2000)});
@@ -154,9 +138,9 @@ fn a_full_buffer_with_block_pauses_reading_and_loses_nothing() {
     std::thread::sleep(Duration::from_millis(1500));
     let file_len = std::fs::metadata(&w.path).unwrap().len();
     assert!(
-        checkpoint_offset(&node) < file_len / 2,
+        node.checkpoint_offset() < file_len / 2,
         "reading pauses: checkpoint {} of {file_len}",
-        checkpoint_offset(&node)
+        node.checkpoint_offset()
     );
     let bytes = agent.metric("logferry_buffer_bytes ");
     assert!(
@@ -186,7 +170,7 @@ fn a_full_buffer_with_drop_oldest_chunk_counts_exactly_what_it_dropped() {
         "chunk_limit_size = \"1KiB\"\nflush_thread_count = 1\nmax_size = \"8KiB\"\noverflow_action = \"drop_oldest_chunk\"",
     ));
     wait_until(20, "every line to be read", || {
-        checkpoint_offset(&node) == file_len
+        node.checkpoint_offset() == file_len
     });
     let dropped = agent.metric("logferry_buffer_dropped_records_total");
     assert!(
@@ -229,12 +213,12 @@ fn a_damaged_buffer_is_recovered_counted_and_the_agent_runs_on() {
     let config = node.config(&url, "", "");
     let agent = Agent::start(&config);
     wait_until(20, "the lines to be buffered", || {
-        checkpoint_offset(&node) == file_len
+        node.checkpoint_offset() == file_len
     });
     assert!(agent.stop().success());
 
     // One flipped byte in the middle of the segment, half a record after its end.
-    let seg = segments(&node).pop().expect("a segment");
+    let seg = node.segments().pop().expect("a segment");
     let mut bytes = std::fs::read(&seg).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x20;
@@ -276,13 +260,13 @@ fn a_segment_that_cannot_be_read_or_has_a_damaged_header_does_not_stop_the_start
     let config = node.config(&url, "", "");
     let agent = Agent::start(&config);
     wait_until(20, "the lines to be buffered", || {
-        checkpoint_offset(&node) == file_len
+        node.checkpoint_offset() == file_len
     });
     assert!(agent.stop().success());
 
     // The segment's own header is overwritten, and a directory sits where a later segment
     // would be: reading it fails (EISDIR), as an I/O error on a bad block would.
-    let seg = segments(&node).pop().expect("a segment");
+    let seg = node.segments().pop().expect("a segment");
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[..8].copy_from_slice(b"garbage!");
     std::fs::write(&seg, &bytes).unwrap();

@@ -9,21 +9,6 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use support::*;
 
-fn checkpoint_offset(node: &Node) -> u64 {
-    let text = std::fs::read_to_string(node.data().join("checkpoints.json")).unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    v["files"][0]["offset"].as_u64().unwrap_or(0)
-}
-
-fn segments(node: &Node) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(node.data().join("buffer"))
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    v.retain(|p| p.extension().is_some_and(|e| e == "seg"));
-    v.sort();
-    v
-}
-
 /// 200 lines of pod `pod` made durable in the buffer while Elasticsearch (at `url`) is away,
 /// the agent then stopped: the node as a pod of another version would find it.
 fn buffered_while_elasticsearch_is_away(node: &Node, url: &str, pod: &str) -> PathBuf {
@@ -35,7 +20,7 @@ fn buffered_while_elasticsearch_is_away(node: &Node, url: &str, pod: &str) -> Pa
     let config = node.config(url, "", "");
     let agent = Agent::start(&config);
     wait_until(30, "the lines to be buffered", || {
-        checkpoint_offset(node) == file_len
+        node.checkpoint_offset() == file_len
     });
     assert!(agent.stop().success());
     config
@@ -90,7 +75,7 @@ fn a_buffer_segment_of_a_newer_frame_format_is_moved_aside_and_its_lines_are_not
 
     // A newer version that changed the frames would change their magic: this binary knows no
     // frame in the file, and takes it for damage.
-    let seg = segments(&node).pop().expect("a segment");
+    let seg = node.segments().pop().expect("a segment");
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[7] = 2;
     let mut at = 0;
@@ -136,7 +121,7 @@ fn a_buffer_segment_whose_header_says_a_newer_version_is_taken_for_damage_and_sh
     let config =
         buffered_while_elasticsearch_is_away(&node, &format!("http://127.0.0.1:{port}"), "header");
     // Only the header's version byte is newer; the frames are this version's.
-    let seg = segments(&node).pop().expect("a segment");
+    let seg = node.segments().pop().expect("a segment");
     let mut bytes = std::fs::read(&seg).unwrap();
     assert_eq!(&bytes[..8], b"LFSEG\0\0\x01");
     bytes[7] = 2;

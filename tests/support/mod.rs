@@ -87,6 +87,26 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The checkpointed offset of the (single) log file, once saved.
+    pub fn checkpoint_offset(&self) -> u64 {
+        let text =
+            std::fs::read_to_string(self.data().join("checkpoints.json")).unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        v["files"][0]["offset"].as_u64().unwrap_or(0)
+    }
+
+    /// The buffer's segment files, oldest first.
+    pub fn segments(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.data().join("buffer"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.retain(|p| p.extension().is_some_and(|e| e == "seg"));
+        v.sort();
+        v
+    }
+}
+
 pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
