@@ -99,23 +99,31 @@ fn the_configmap_holds_a_config_the_agent_accepts() {
     assert!(yaml.contains(&format!("containerPort: {}", cfg.api.listen.port())));
 }
 
-/// The YAML documents in `yaml` as JSON values, read by PyYAML (kubernetes-validate's own
-/// dependency: no YAML parser of our own to get wrong).
-fn documents(yaml: &str) -> Vec<Value> {
+/// `python3 args`, with `input` on its stdin.
+fn python_on(args: &[&str], input: &str) -> std::process::Output {
     let mut child = Command::new("python3")
-        .args([
-            "-c",
-            "import sys, json, yaml; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)",
-        ])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3");
-    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), yaml.as_bytes())
+    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), input.as_bytes())
         .expect("python3's stdin");
     drop(child.stdin.take());
-    let out = child.wait_with_output().expect("python3");
+    child.wait_with_output().expect("python3")
+}
+
+/// The YAML documents in `yaml` as JSON values, read by PyYAML (kubernetes-validate's own
+/// dependency: no YAML parser of our own to get wrong).
+fn documents(yaml: &str) -> Vec<Value> {
+    let out = python_on(
+        &[
+            "-c",
+            "import sys, json, yaml; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)",
+        ],
+        yaml,
+    );
     assert!(
         out.status.success(),
         "PyYAML (installed with kubernetes-validate by scripts/install-deps):\n{}",
@@ -144,17 +152,10 @@ fn render(dir: &str) -> String {
 /// Strict validation of rendered manifests against Kubernetes 1.37's schemas: the kinds it
 /// passed, lowercase.
 fn validate(yaml: &str) -> BTreeSet<String> {
-    let mut child = Command::new("python3")
-        .args(["-m", "kubernetes_validate", "--strict", "-k", "1.37.0", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), yaml.as_bytes())
-        .expect("kubernetes-validate's stdin");
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("python3");
+    let out = python_on(
+        &["-m", "kubernetes_validate", "--strict", "-k", "1.37.0", "-"],
+        yaml,
+    );
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(
