@@ -146,11 +146,10 @@ impl fmt::Display for Error {
 impl Config {
     /// For a reload: gives `self` (the new file) `started`'s value (the config the agent
     /// started with) of every setting the running agent cannot change, and returns the keys of
-    /// those that differed. They name what the
-    /// agent holds from its start: its directories and files, its socket, the buffer's bounds,
-    /// the number of shippers, its watches on the API server, and the line cap lines already
-    /// held were read under. `buffer.chunk_limit_size` is named but taken: batches follow it,
-    /// the buffer's segments keep the size they had.
+    /// those that differed. They name what the agent holds from its start: its directories and
+    /// files, its socket, the buffer's bounds, the number of shippers, its watches on the API
+    /// server, and the line cap lines already held were read under. `buffer.chunk_limit_size`
+    /// is named but taken: batches follow it, the buffer's segments keep the size they had.
     pub fn keep_restart_only(&mut self, started: &Config) -> Vec<&'static str> {
         let mut differ = Vec::new();
         macro_rules! keep {
