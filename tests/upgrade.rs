@@ -86,10 +86,8 @@ fn a_buffer_segment_of_a_newer_frame_format_is_moved_aside_and_its_lines_are_not
     std::fs::write(&seg, &bytes).unwrap();
 
     let es = osmem_on(port);
+    // Started: its API answers (Agent::start waits for /ready).
     let agent = Agent::start(&config);
-    wait_until(30, "the agent to be ready", || {
-        agent.get("/ready") != serde_json::Value::Null
-    });
     let mut aside = seg.as_os_str().to_owned();
     aside.push(".corrupt");
     let aside = PathBuf::from(aside);
