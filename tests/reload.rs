@@ -123,14 +123,12 @@ fn a_reload_every_200ms_under_load_loses_duplicates_and_rereads_nothing() {
     );
     std::fs::write(&path, &plain).expect("write config");
     agent.signal("HUP");
-    let healthy = || health_of(&agent.get("/health"), "config").0 == "healthy";
-    for _ in 0..100 {
-        if healthy() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(healthy(), "{}\n{}", agent.get("/health"), agent.logs());
+    wait_until_showing(
+        20,
+        "the start's config to be healthy again",
+        || health_of(&agent.get("/health"), "config").0 == "healthy",
+        || format!("{}\n{}", agent.get("/health"), agent.logs()),
+    );
 }
 
 #[test]
@@ -296,31 +294,25 @@ fn a_route_added_by_a_reload_gets_its_index_template_installed() {
     });
     let t = template("logferry-audit").expect("template");
     assert_eq!(t["index_patterns"], serde_json::json!(["audit-*.*"]));
-    let in_place = || {
-        let health = agent.get("/health");
-        health_of(&health, "setup").1.contains("in place")
-            && agent.metric("logferry_setup_complete") == 1
-    };
-    for _ in 0..100 {
-        if in_place() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(
-        in_place(),
-        "{} setup_complete={}",
-        agent.get("/health"),
-        agent.metric("logferry_setup_complete")
+    wait_until_showing(
+        20,
+        "setup to say the new plan is in place",
+        || {
+            let health = agent.get("/health");
+            health_of(&health, "setup").1.contains("in place")
+                && agent.metric("logferry_setup_complete") == 1
+        },
+        || {
+            let complete = agent.metric("logferry_setup_complete");
+            format!("{} setup_complete={complete}", agent.get("/health"))
+        },
     );
-    let filled = || es.count("audit-*").unwrap_or(0) + es.count("logs-*").unwrap_or(0) >= 10;
-    for _ in 0..300 {
-        if filled() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(filled(), "{}\n{}", agent.get("/health"), agent.logs());
+    wait_until_showing(
+        60,
+        "the audited lines",
+        || es.count("audit-*").unwrap_or(0) + es.count("logs-*").unwrap_or(0) >= 10,
+        || format!("{}\n{}", agent.get("/health"), agent.logs()),
+    );
     // Read once, routed by the new route when read after the reload reached the tailer (the
     // buffer holds them until the template is in)...
     let mut all = es.all_documents("audit-*").expect("search");

@@ -312,12 +312,23 @@ pub fn running_as_root() -> bool {
 }
 
 /// Waits until `f` holds, panicking with `what` after `secs`.
-pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+pub fn wait_until(secs: u64, what: &str, f: impl FnMut() -> bool) {
+    wait_until_showing(secs, what, f, String::new);
+}
+
+/// [`wait_until`], and a timeout also shows `show()` (the agent's health and logs, say).
+pub fn wait_until_showing(
+    secs: u64,
+    what: &str,
+    mut f: impl FnMut() -> bool,
+    show: impl Fn() -> String,
+) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {
         assert!(
             Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}"
+            "timed out after {secs}s waiting for {what}\n{}",
+            show()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
