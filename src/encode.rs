@@ -17,11 +17,13 @@
 //! the same on every replay. Such records say so with `logferry.time_inferred`.
 
 use crate::parse::{DocumentWriter, Outcome};
+use crate::redact::Redactor;
 use crate::route::{RouteId, Router};
 use crate::vocab::{FileKey, FileMeta, IdBasis, Record};
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::borrow::Cow;
 use std::io::Write as _;
+use std::sync::Arc;
 
 /// The document id for the record at `offset` of the file `key`: 128 bits of xxh3, in hex, of
 /// the file's id basis and the offset.
@@ -78,11 +80,31 @@ pub struct Encoded {
 pub struct ItemEncoder {
     router: Router,
     documents: DocumentWriter,
+    /// `[redact]`, when it has rules: run over every finished document before it is framed.
+    redactor: Option<Arc<Redactor>>,
 }
 
 impl ItemEncoder {
     pub fn new(router: Router, documents: DocumentWriter) -> Self {
-        ItemEncoder { router, documents }
+        ItemEncoder {
+            router,
+            documents,
+            redactor: None,
+        }
+    }
+
+    /// Every document is redacted once it is finished (message, raw copy, text that was never
+    /// parsed, pod fields merged in), before anything else sees it: neither the buffer, the
+    /// index nor the dead letters ever hold what a rule replaces.
+    #[must_use]
+    pub fn redacting(mut self, redactor: Option<Arc<Redactor>>) -> Self {
+        self.redactor = redactor;
+        self
+    }
+
+    /// The redactor in use, if any.
+    pub fn redactor(&self) -> Option<&Redactor> {
+        self.redactor.as_deref()
     }
 
     /// The router, for the names its routes are counted under.
@@ -103,6 +125,7 @@ impl ItemEncoder {
         let rec = self.settle_time(key, rec);
         let mut route = 0;
         let mut dropped = false;
+        let mut doc_start = out.len();
         let router = &mut self.router;
         let outcome = self.documents.write_after(out, &rec, meta, |doc, out| {
             route = router.pick(doc, meta);
@@ -115,15 +138,43 @@ impl ItemEncoder {
             out.extend_from_slice(b"\",\"_id\":\"");
             out.extend_from_slice(&document_id(key, rec.offset));
             out.extend_from_slice(b"\"}}\n");
+            doc_start = out.len();
             true
         });
         if outcome.is_some() {
+            self.redact(out, doc_start, meta);
             let _ = out.write_all(b"\n");
         }
         Encoded {
             outcome: outcome.unwrap_or_default(),
             route,
             dropped,
+        }
+    }
+
+    /// The redaction stage over the document at `out[start..]`, unless its namespace is
+    /// excepted. The writer only ever writes UTF-8 (invalid bytes are replaced first).
+    fn redact(&self, out: &mut Vec<u8>, start: usize, meta: &FileMeta) {
+        let Some(r) = self.redactor.as_deref() else {
+            return;
+        };
+        if meta
+            .namespace
+            .as_deref()
+            .is_some_and(|ns| r.skips_namespace(ns))
+        {
+            return;
+        }
+        let redacted = match std::str::from_utf8(&out[start..]) {
+            Ok(doc) => r.redact_document(doc),
+            Err(_) => {
+                let doc = String::from_utf8_lossy(&out[start..]).into_owned();
+                Some(r.redact_document(&doc).unwrap_or(doc))
+            }
+        };
+        if let Some(doc) = redacted {
+            out.truncate(start);
+            out.extend_from_slice(doc.as_bytes());
         }
     }
 

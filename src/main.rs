@@ -76,6 +76,9 @@ fn main() -> ExitCode {
                 if let Some(w) = logferry::buffer::check_free_space(&cfg.buffer_dir(), segment) {
                     eprintln!("{}: warning: {w}", cli.config.display());
                 }
+                for w in cfg.redact.warnings() {
+                    eprintln!("{}: warning: {w}", cli.config.display());
+                }
                 println!("{}: ok", cli.config.display());
                 ExitCode::SUCCESS
             }

@@ -203,7 +203,7 @@ fn start_tailer(
     state: &Arc<TailerState>,
     reloads: Option<tail::Reloads>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let encoder = output::encoder(cfg, &store.metrics)?;
+    let encoder = output::encoder(cfg, &store.metrics, None)?;
     // While an append waits for room, the tailer is alive, and shutdown ends the wait.
     let give_up: GiveUp = {
         let (state, shutdown) = (state.clone(), shutdown.clone());

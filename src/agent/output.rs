@@ -162,8 +162,16 @@ impl Output for BufferOutput {
     /// Routes, parse and redaction are rebuilt from `cfg`: records already in the chunk were
     /// encoded under the old ones and go as they are.
     fn reconfigure(&mut self, cfg: &config::Config) {
-        match encoder(cfg, &self.metrics) {
+        match encoder(cfg, &self.metrics, Some(&self.encoder)) {
             Ok(encoder) => {
+                let key = |e: &ItemEncoder| e.redactor().and_then(crate::redact::Redactor::key_tag);
+                if let (Some(old), Some(new)) = (key(&self.encoder), key(&encoder))
+                    && old != new
+                {
+                    tracing::warn!(
+                        "redact.hash_key_file changed: hash tags from now on differ from earlier ones for the same values"
+                    );
+                }
                 self.counters = RecordCounters::new(&encoder, &self.metrics);
                 self.encoder = encoder;
             }
@@ -178,11 +186,19 @@ impl Output for BufferOutput {
 }
 
 /// What turns a record into a bulk item, as `cfg` asks: its route, its fields, its redactions.
-pub fn encoder(cfg: &config::Config, metrics: &Metrics) -> anyhow::Result<ItemEncoder> {
+/// `previous` is the encoder this one replaces at a reload: its hash key is kept when the key
+/// file has not changed.
+pub fn encoder(
+    cfg: &config::Config,
+    metrics: &Metrics,
+    previous: Option<&ItemEncoder>,
+) -> anyhow::Result<ItemEncoder> {
     let router = Router::new(cfg).map_err(|e| anyhow::anyhow!(e))?;
-    let redactor = crate::redact::Redactor::new(&cfg.redact, metrics)?.map(Arc::new);
-    let documents = DocumentWriter::new(&cfg.parse).redacting(redactor);
-    Ok(ItemEncoder::new(router, documents))
+    let previous = previous.and_then(ItemEncoder::redactor);
+    let redactor = crate::redact::Redactor::new(&cfg.redact, metrics, previous)?
+        .map(|r| Arc::new(r.with_target(&cfg.parse.target)));
+    let documents = DocumentWriter::new(&cfg.parse);
+    Ok(ItemEncoder::new(router, documents).redacting(redactor))
 }
 
 struct RecordCounters {

@@ -200,7 +200,7 @@ impl Reloader {
         let mut cfg = Config::load(&self.options.path)?;
         let restart = cfg.keep_restart_only(&self.started);
         let file = self.options.path.display().to_string();
-        output::encoder(&cfg, &self.stages.metrics).map_err(|e| Refused::Stages {
+        output::encoder(&cfg, &self.stages.metrics, None).map_err(|e| Refused::Stages {
             file: file.clone(),
             why: format!("{e:#}"),
         })?;

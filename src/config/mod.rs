@@ -45,7 +45,7 @@ pub use elasticsearch::{Auth, Compression, Elasticsearch, Secret, Tls};
 pub use input::{Input, Parse, ReadFrom};
 pub use kubernetes::Kubernetes;
 pub use multiline::{BUILT_IN_RULES, CustomRule, Multiline};
-pub use redact::{BUILT_IN_REDACTIONS, CustomRedaction, Redact, RedactAction};
+pub use redact::{AGENT_KEYS, BUILT_IN_REDACTIONS, CustomRedaction, Redact, RedactAction};
 pub use route::{FieldCondition, Retention, Route, Scalar, When};
 pub use setup::Setup;
 pub use throttle::{Throttle, ThrottleAction, ThrottleScope};

@@ -358,13 +358,21 @@ fn redact(r: &Redact, found: &mut Findings) {
             );
         }
     }
-    for f in &r.fields {
-        let stem = f.strip_suffix(".*").unwrap_or(f);
-        if f != "*" && (stem.is_empty() || stem.contains('*')) {
-            found.bad(
-                "redact.fields",
-                format!("{f:?}: use a key, \"key.*\" (every string under key) or \"*\""),
-            );
+    for (key, list) in [
+        ("redact.fields", &r.fields),
+        ("redact.skip_fields", &r.skip_fields),
+    ] {
+        for f in list {
+            let stem = f.strip_suffix(".*").unwrap_or(f);
+            let whole = key == "redact.fields" && f == "*";
+            if !whole
+                && (stem.is_empty() || stem.contains('*') || stem.split('.').any(str::is_empty))
+            {
+                found.bad(
+                    key,
+                    format!("{f:?}: use a path (\"msg\", \"user.email\"), \"path.*\" (the same: everything under it) or, in fields, \"*\""),
+                );
+            }
         }
     }
     if r.action == RedactAction::Hash && r.hash_key_file.is_none() {

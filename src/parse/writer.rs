@@ -10,14 +10,12 @@ use super::fields::{Fields, MAX_DEPTH, depth_within, parse_object};
 use super::keys::KeyIndex;
 use super::view::View;
 use crate::config;
-use crate::redact::Redactor;
 use crate::vocab::{FileMeta, Flags, Record};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::sync::Arc;
 
 /// The keys the agent writes itself.
-const RESERVED: [&str; 5] = ["@timestamp", "stream", "kubernetes", "docker", "logferry"];
+const RESERVED: [&str; 5] = config::AGENT_KEYS;
 
 /// What happened while a document was built, for the caller to count.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +34,6 @@ pub struct DocumentWriter {
     /// The same, as configured.
     target_name: String,
     pub(super) keep_original: bool,
-    /// `[redact]`, when it has rules.
-    redactor: Option<Arc<Redactor>>,
 }
 
 /// Whether an application key is written under another name (`app_<key>`) at the top level:
@@ -66,16 +62,7 @@ impl DocumentWriter {
             target,
             target_name: cfg.target.clone(),
             keep_original: cfg.keep_original,
-            redactor: None,
         }
-    }
-
-    /// Values are redacted before they are written: neither the buffer nor the index ever
-    /// holds them.
-    #[must_use]
-    pub fn redacting(mut self, redactor: Option<Arc<Redactor>>) -> Self {
-        self.redactor = redactor;
-        self
     }
 
     /// The key the message's fields are nested under, if they are.
@@ -92,15 +79,15 @@ impl DocumentWriter {
     /// [`DocumentWriter::write`], with JSON parsing off when `json` is false (a pod annotated
     /// `logferry.io/parser: "none"`).
     pub fn write_as(&self, out: &mut Vec<u8>, rec: &Record, extra: &[u8], json: bool) -> Outcome {
-        let redactor = self.redactor.as_deref();
-        self.write_doc(out, rec, (extra, json, redactor), |_, _| true)
+        self.write_doc(out, rec, (extra, json), |_, _| true)
             .unwrap_or_default()
     }
 
     /// The document of a record of the file `meta` describes, with `head` shown it first: it
     /// writes what goes before the document (the bulk action line, whose index routing picks
     /// from the document) and says whether the document is written at all. `None` when it is
-    /// not. Routing sees the values before redaction.
+    /// not. The document is written as the application gave it: redaction is a stage of its
+    /// own over the finished document (`crate::redact`).
     pub fn write_after(
         &self,
         out: &mut Vec<u8>,
@@ -108,21 +95,15 @@ impl DocumentWriter {
         meta: &FileMeta,
         head: impl FnOnce(&View, &mut Vec<u8>) -> bool,
     ) -> Option<Outcome> {
-        let redactor = self.redactor.as_deref().filter(|r| {
-            !meta
-                .namespace
-                .as_deref()
-                .is_some_and(|ns| r.skips_namespace(ns))
-        });
-        self.write_doc(out, rec, (&meta.fields, meta.parse_json, redactor), head)
+        self.write_doc(out, rec, (&meta.fields, meta.parse_json), head)
     }
 
-    /// `extra` the pod's fields, `json` whether to parse, `redactor` what to redact with.
+    /// `extra` the pod's fields, `json` whether to parse.
     fn write_doc(
         &self,
         out: &mut Vec<u8>,
         rec: &Record,
-        (extra, json, redactor): (&[u8], bool, Option<&Redactor>),
+        (extra, json): (&[u8], bool),
         head: impl FnOnce(&View, &mut Vec<u8>) -> bool,
     ) -> Option<Outcome> {
         let mut outcome = Outcome::default();
@@ -155,24 +136,17 @@ impl DocumentWriter {
             out.extend_from_slice(s.as_str().as_bytes());
             out.push(b'"');
         }
-        // The message as `log`, redacted when `log` is looked at.
-        let log = || {
-            let redacted = redactor
-                .filter(|r| r.wants("log"))
-                .and_then(|r| r.redact_str(&message));
-            redacted.map_or(Cow::Borrowed(message.as_ref()), Cow::Owned)
-        };
         match &fields {
             Some(fields) => {
                 if self.keep_original {
                     out.extend_from_slice(b",\"log\":");
-                    write_str(out, &log());
+                    write_str(out, &message);
                 }
-                self.write_fields(out, fields, redactor);
+                self.write_fields(out, fields);
             }
             None => {
                 out.extend_from_slice(b",\"log\":");
-                write_str(out, &log());
+                write_str(out, &message);
             }
         }
         out.extend_from_slice(extra);
@@ -196,7 +170,7 @@ impl DocumentWriter {
         parsed
     }
 
-    fn write_fields(&self, out: &mut Vec<u8>, fields: &Fields, redactor: Option<&Redactor>) {
+    fn write_fields(&self, out: &mut Vec<u8>, fields: &Fields) {
         let nested = !self.target.is_empty();
         if nested {
             out.push(b',');
@@ -221,14 +195,7 @@ impl DocumentWriter {
                 write_str(out, key);
             }
             out.push(b':');
-            // Looked at by the message's own key (inside parse.target too).
-            let redacted = redactor
-                .filter(|r| r.wants(key))
-                .and_then(|r| r.redact_json(value.get()));
-            match redacted {
-                Some(text) => out.extend_from_slice(text.as_bytes()),
-                None => out.extend_from_slice(value.get().as_bytes()),
-            }
+            out.extend_from_slice(value.get().as_bytes());
         }
         if nested {
             out.push(b'}');

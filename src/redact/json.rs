@@ -1,42 +1,94 @@
-//! Walking the JSON text of one value as written (an object, an array, a string, a number)
-//! and rewriting only the string values and numbers a rule replaces: keys, structure,
-//! whitespace and every untouched byte stay as they were, and nothing is allocated until the
-//! first replacement.
+//! Walking the JSON text of one finished document as written and rewriting only the tokens
+//! the caller replaces (string values, keys, numbers): structure, whitespace and every
+//! untouched byte stay as they were, and nothing is allocated until the first replacement.
 //!
-//! The text comes from the parser, so it is valid JSON; if a string is cut short anyway, its
-//! rest is still redacted as plain text (the result is no more valid than the input) — the
-//! walk never panics.
+//! Each token comes with where it is: the keys from the document's root down to it (array
+//! levels add none), so the caller can decide by path what is looked at. A whole subtree the
+//! caller does not look at is still walked (its end must be found) but costs no callback
+//! beyond one per key.
+//!
+//! The text is the agent's own document, so it is valid JSON; if a string is cut short anyway,
+//! its rest is still handed over as a string (the result is no more valid than the input) —
+//! the walk never panics.
 
-/// A value token, as written: a string with its quotes and escapes, a number, or the rest of
-/// the text after a string's opening quote when the string never ends.
+/// A token as written: a string with its quotes and escapes (a value or a key), or a number.
 pub(super) enum Token<'a> {
+    Key(&'a str),
     Str(&'a str),
     Num(&'a str),
-    Cut(&'a str),
 }
 
-/// `raw` with each token `replace` returns a replacement for (the replacement's JSON text)
-/// put in its place; None when there is none.
-pub(super) fn rewrite(
-    raw: &str,
-    mut replace: impl FnMut(Token<'_>) -> Option<String>,
-) -> Option<String> {
+/// What the walk asks of its caller.
+pub(super) trait Visit {
+    /// Whether the value under `path` (keys as written, without quotes; the last one is the
+    /// value's own) is looked at, given whether its parent was.
+    fn look(&mut self, path: &[&str], parent: bool) -> bool;
+    /// The JSON text replacing a looked-at token, if any; `path` as for [`Visit::look`] (for a
+    /// key, its own value's path).
+    fn replace(&mut self, path: &[&str], token: Token<'_>) -> Option<String>;
+}
+
+struct Frame<'a> {
+    object: bool,
+    /// Whether the container itself is looked at (what an array's items inherit).
+    looked: bool,
+    /// An object's current key, and whether its value is looked at.
+    key: &'a str,
+    key_looked: bool,
+}
+
+/// `raw` with every token `visit` replaces put in its place; None when nothing was.
+pub(super) fn rewrite(raw: &str, visit: &mut impl Visit) -> Option<String> {
     let b = raw.as_bytes();
     let mut out: Option<String> = None;
     let mut copied = 0;
+    let mut stack: Vec<Frame> = Vec::with_capacity(8);
+    let mut path: Vec<&str> = Vec::with_capacity(8);
     let mut i = 0;
     while i < b.len() {
-        let (end, token) = match b[i] {
+        let looked = match stack.last() {
+            Some(f) if f.object => f.key_looked,
+            Some(f) => f.looked,
+            None => false,
+        };
+        let (end, replacement) = match b[i] {
+            open @ (b'{' | b'[') => {
+                stack.push(Frame {
+                    object: open == b'{',
+                    looked,
+                    key: "",
+                    key_looked: false,
+                });
+                i += 1;
+                continue;
+            }
+            b'}' | b']' => {
+                stack.pop();
+                i += 1;
+                continue;
+            }
             b'"' => {
-                match string_end(b, i) {
-                    // A string followed by `:` is a key: never redacted.
-                    Some(end) if next_significant(b, end) == Some(b':') => {
-                        i = end;
-                        continue;
+                let end = string_end(b, i).unwrap_or(b.len());
+                let in_object = stack.last().is_some_and(|f| f.object);
+                if in_object && next_significant(b, end) == Some(b':') {
+                    let key = raw.get(i + 1..end - 1).unwrap_or_default();
+                    keys_to(&stack[..stack.len() - 1], &mut path);
+                    path.push(key);
+                    let parent = stack.last().is_some_and(|f| f.looked);
+                    let key_looked = visit.look(&path, parent);
+                    if let Some(f) = stack.last_mut() {
+                        f.key = key;
+                        f.key_looked = key_looked;
                     }
-                    Some(end) => (end, Token::Str(&raw[i..end])),
-                    // Cut short: what is left is one string's content; still looked at.
-                    None => (b.len(), Token::Cut(&raw[i + 1..])),
+                    let replacement = key_looked
+                        .then(|| visit.replace(&path, Token::Key(&raw[i..end])))
+                        .flatten();
+                    (end, replacement)
+                } else if looked {
+                    keys_to(&stack, &mut path);
+                    (end, visit.replace(&path, Token::Str(&raw[i..end])))
+                } else {
+                    (end, None)
                 }
             }
             b'-' | b'0'..=b'9' => {
@@ -44,14 +96,19 @@ pub(super) fn rewrite(
                     .iter()
                     .take_while(|c| matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
                     .count();
-                (end, Token::Num(&raw[i..end]))
+                if looked {
+                    keys_to(&stack, &mut path);
+                    (end, visit.replace(&path, Token::Num(&raw[i..end])))
+                } else {
+                    (end, None)
+                }
             }
             _ => {
                 i += 1;
                 continue;
             }
         };
-        if let Some(replacement) = replace(token) {
+        if let Some(replacement) = replacement {
             let o = out.get_or_insert_with(|| String::with_capacity(raw.len() + 16));
             o.push_str(&raw[copied..i]);
             o.push_str(&replacement);
@@ -63,6 +120,17 @@ pub(super) fn rewrite(
         o.push_str(&raw[copied..]);
         o
     })
+}
+
+/// The keys of the objects in `stack`, root first, into `path`.
+fn keys_to<'a>(stack: &[Frame<'a>], path: &mut Vec<&'a str>) {
+    path.clear();
+    path.extend(
+        stack
+            .iter()
+            .filter(|f| f.object && !f.key.is_empty())
+            .map(|f| f.key),
+    );
 }
 
 /// The index just past the closing quote of the string opening at `start`.
@@ -83,4 +151,63 @@ fn next_significant(b: &[u8], from: usize) -> Option<u8> {
         .iter()
         .copied()
         .find(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+}
+
+/// A JSON string's content (between its quotes) decoded, with what cannot be decoded (a lone
+/// surrogate, an unknown escape) kept as U+FFFD or as written, so the text on both sides of a
+/// bad escape is still there to be scanned. `serde_json` refuses the whole string instead.
+pub(super) fn unescape_lossy(content: &str) -> String {
+    let mut out = String::with_capacity(content.len());
+    let mut rest = content;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let esc = &rest[at..];
+        let mut chars = esc[1..].chars();
+        let taken = match chars.next() {
+            Some(c @ ('"' | '\\' | '/')) => {
+                out.push(c);
+                2
+            }
+            Some('b') => push(&mut out, '\u{8}', 2),
+            Some('f') => push(&mut out, '\u{c}', 2),
+            Some('n') => push(&mut out, '\n', 2),
+            Some('r') => push(&mut out, '\r', 2),
+            Some('t') => push(&mut out, '\t', 2),
+            Some('u') => match hex4(esc.get(2..6)) {
+                Some(hi @ 0xD800..=0xDBFF) => {
+                    let lo = esc
+                        .get(6..8)
+                        .filter(|s| *s == "\\u")
+                        .and_then(|_| hex4(esc.get(8..12)))
+                        .filter(|lo| (0xDC00..=0xDFFF).contains(lo));
+                    match lo {
+                        Some(lo) => {
+                            let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                            push(&mut out, char::from_u32(c).unwrap_or('\u{FFFD}'), 12)
+                        }
+                        None => push(&mut out, '\u{FFFD}', 6),
+                    }
+                }
+                Some(u) => push(&mut out, char::from_u32(u).unwrap_or('\u{FFFD}'), 6),
+                None => push(&mut out, '\\', 1),
+            },
+            _ => push(&mut out, '\\', 1),
+        };
+        rest = &esc[taken..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn push(out: &mut String, c: char, taken: usize) -> usize {
+    out.push(c);
+    taken
+}
+
+fn hex4(s: Option<&str>) -> Option<u32> {
+    let s = s?;
+    if s.len() != 4 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(s, 16).ok()
 }

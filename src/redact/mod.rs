@@ -1,13 +1,16 @@
 //! Redaction: e-mail addresses, card numbers, SSNs, phone numbers, tokens, keys and addresses
-//! replaced in a document's values before it is encoded, so neither the disk buffer nor the
-//! index ever holds the original (issue 17).
+//! replaced in a finished document before it is framed, so neither the disk buffer, the index
+//! nor the dead letters ever hold the original (issues 17 and 25).
 //!
-//! Owns the `[redact]` rules compiled into a [`Redactor`] (once per tailer), the built-in
-//! rules and their validators (`rules.rs`), the one-pass prefilter (`scan.rs`) and the walk
-//! over a JSON value's text (`json.rs`). `parse` calls it on the message and on the members
-//! [`Redactor::wants`]; it hands back the rewritten text, or None when nothing matched, which
-//! is the common case and allocates nothing. Keys are never redacted, only string values, and
-//! numbers only where a rule says so (`card`: card numbers logged as numbers).
+//! A stage of its own: [`crate::encode`] hands it each document the writer finished (message
+//! merged or nested, the raw copy, text that was never parsed — `parser: none`, too deep,
+//! malformed, truncated — and the pod fields), and it walks the JSON once (`json.rs`). One
+//! place decides what is looked at ([`Redactor::redact_document`]): the message's text in
+//! `log` always; every string, key and number of the message at any depth unless `fields`
+//! narrows it (paths, any case) or `skip_fields` exempts a path; never the agent's own fields.
+//! Escapes are decoded before matching, leniently: a lone surrogate does not hide the rest of
+//! its string. It hands back the rewritten document, or None when nothing matched, which is
+//! the common case and allocates nothing.
 //!
 //! **Precision before recall for identifiers.** UUIDs, ISO timestamps, epoch seconds and
 //! millis, order numbers, hex request ids and `x.y.z` versions survive the built-ins (the table
@@ -48,6 +51,7 @@ use scan::{Candidates, Hit};
 use sha2::Sha256;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Keys shorter than this are refused: a short key can be guessed, and then every hash with it.
 const MIN_KEY_BYTES: usize = 16;
@@ -89,16 +93,49 @@ pub struct Redactor {
     custom: Vec<(Regex, usize)>,
     /// The prefilter bits of `built_in`: a string flagging none of them skips every regex.
     active: Candidates,
-    /// Whether `card` is on, so JSON numbers are looked at too.
+    /// Whether a rule catches numbers (`card`, `us_ssn`, `phone`), so JSON numbers and strings
+    /// of bare digits are looked at too.
     numbers: bool,
     /// Each rule's name (the replacement's and the metric's label) and its counter.
     labels: Vec<(String, Counter)>,
-    /// The top-level keys looked at (`key` and `key.*` alike), or every key.
-    fields: Vec<String>,
+    /// `fields` as lowercased path components (`"headers.*"` as `["headers"]`); unused when
+    /// `all_fields`.
+    fields: Vec<Vec<String>>,
     all_fields: bool,
+    /// `skip_fields`, likewise.
+    skip: Vec<Vec<String>>,
+    /// `parse.target`: the key the message is nested under, whose paths start below it.
+    target: Option<String>,
     /// `None` masks; `Some` holds the HMAC keyed with the operator's key, cloned per value.
-    hasher: Option<Hmac<Sha256>>,
+    hasher: Option<Arc<KeyedHash>>,
     except_namespaces: Vec<String>,
+}
+
+/// The keyed HMAC and what its key file looked like when it was read, so a reload reads the
+/// file again only when it has changed.
+struct KeyedHash {
+    mac: Hmac<Sha256>,
+    path: PathBuf,
+    stamp: Option<FileStamp>,
+}
+
+/// A file's identity, size and modification time.
+#[derive(PartialEq, Eq, Clone, Copy)]
+struct FileStamp(u64, u64, u64, i64, i64);
+
+impl FileStamp {
+    fn of(path: &std::path::Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        // The key is usually a Secret's projected file: a symlink to a new file at a change.
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp(
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+        ))
+    }
 }
 
 impl fmt::Debug for Redactor {
@@ -111,6 +148,7 @@ impl fmt::Debug for Redactor {
             )
             .field("fields", &self.fields)
             .field("all_fields", &self.all_fields)
+            .field("skip", &self.skip)
             .field(
                 "action",
                 &if self.hasher.is_some() {
@@ -123,10 +161,35 @@ impl fmt::Debug for Redactor {
     }
 }
 
+/// A `fields` entry as lowercased path components.
+fn path_of(field: &str) -> Vec<String> {
+    let stem = field.strip_suffix(".*").unwrap_or(field);
+    stem.split('.').map(str::to_ascii_lowercase).collect()
+}
+
+/// Whether the keys `keys` (as written; a key with dots is several components) begin with the
+/// components `want` (all of them, when `whole`: the path is exactly `want`).
+fn path_matches(keys: &[&str], want: &[String], whole: bool) -> bool {
+    let mut want = want.iter();
+    for part in keys.iter().flat_map(|k| k.split('.')) {
+        match want.next() {
+            None => return !whole,
+            Some(w) if w.eq_ignore_ascii_case(part) => {}
+            Some(_) => return false,
+        }
+    }
+    want.next().is_none()
+}
+
 impl Redactor {
     /// None when `[redact]` has no rules (the stage is off: no per-line cost). Reads
-    /// `hash_key_file` for `action = "hash"`.
-    pub fn new(cfg: &config::Redact, metrics: &Metrics) -> Result<Option<Redactor>> {
+    /// `hash_key_file` for `action = "hash"`, unless `previous` (the redactor this one replaces
+    /// at a reload) read the same file and it has not changed since.
+    pub fn new(
+        cfg: &config::Redact,
+        metrics: &Metrics,
+        previous: Option<&Redactor>,
+    ) -> Result<Option<Redactor>> {
         if !cfg.enabled() {
             return Ok(None);
         }
@@ -173,7 +236,10 @@ impl Redactor {
         }
         let hasher = match cfg.action {
             RedactAction::Mask => None,
-            RedactAction::Hash => Some(keyed_hmac(cfg.hash_key_file.as_ref())?),
+            RedactAction::Hash => Some(keyed_hash(
+                cfg.hash_key_file.as_ref(),
+                previous.and_then(|p| p.hasher.as_ref()),
+            )?),
         };
         Ok(Some(Redactor {
             active: built_in.iter().fold(0, |a, (r, _, _)| a | scan::bit(*r)),
@@ -182,25 +248,68 @@ impl Redactor {
             custom,
             labels,
             all_fields: cfg.fields.iter().any(|f| f == "*"),
-            fields: cfg
-                .fields
-                .iter()
-                .map(|f| f.strip_suffix(".*").unwrap_or(f).to_owned())
-                .collect(),
+            fields: cfg.fields.iter().map(|f| path_of(f)).collect(),
+            skip: cfg.skip_fields.iter().map(|f| path_of(f)).collect(),
+            target: None,
             hasher,
             except_namespaces: cfg.except_namespaces.clone(),
         }))
     }
 
-    /// Whether values under this top-level key (as the document has it) are to be looked at;
-    /// `fields` entries like `"headers.*"` and `"*"` included.
-    pub fn wants(&self, key: &str) -> bool {
-        self.all_fields || self.fields.iter().any(|f| f == key)
+    /// The message is nested under `target` (`parse.target`; empty: merged at the top), so
+    /// `fields` paths start below it.
+    #[must_use]
+    pub fn with_target(mut self, target: &str) -> Self {
+        self.target = (!target.is_empty()).then(|| target.to_owned());
+        self
     }
 
     /// Whether pods of this namespace are left alone (`except_namespaces`).
     pub fn skips_namespace(&self, ns: &str) -> bool {
         self.except_namespaces.iter().any(|n| n == ns)
+    }
+
+    /// A short tag of the hash key in use (a MAC of a fixed text), to tell whether a reload
+    /// changed it without holding or showing the key; None when masking.
+    pub fn key_tag(&self) -> Option<[u8; 8]> {
+        let mut mac = self.hasher.as_ref()?.mac.clone();
+        mac.update(b"logferry: which key");
+        let tag = mac.finalize().into_bytes();
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&tag[..8]);
+        Some(out)
+    }
+
+    /// The finished document (the JSON object the writer made) with every looked-at string,
+    /// key and number redacted; None when nothing matched (allocating nothing). Looked at: the
+    /// message's text in `log` always, and the message's members as `fields` and
+    /// `skip_fields` say; never the agent's own fields (`@timestamp`, `kubernetes`, …).
+    pub fn redact_document(&self, doc: &str) -> Option<String> {
+        json::rewrite(doc, &mut Scope(self))
+    }
+
+    /// Whether the value at `path` (keys from the document's root) is looked at.
+    fn looks_at(&self, path: &[&str], parent: bool) -> bool {
+        let Some((head, rest)) = path.split_first() else {
+            return false;
+        };
+        if config::AGENT_KEYS.contains(head) {
+            return false;
+        }
+        if rest.is_empty() && *head == "log" {
+            return true;
+        }
+        let message = match &self.target {
+            Some(t) if t == head => rest,
+            _ => path,
+        };
+        if message.is_empty() {
+            return self.all_fields;
+        }
+        if self.skip.iter().any(|s| path_matches(message, s, true)) {
+            return false;
+        }
+        parent || self.all_fields || self.fields.iter().any(|f| path_matches(message, f, false))
     }
 
     /// The string with every match replaced, or None when nothing matched (allocating nothing).
@@ -246,25 +355,17 @@ impl Redactor {
         Some(out)
     }
 
-    /// A JSON value as written (a string, number, object, array): the JSON text with every
-    /// string value (and, for `card`, every number) inside redacted, keys untouched; None when
-    /// nothing matched.
-    pub fn redact_json(&self, raw: &str) -> Option<String> {
-        json::rewrite(raw, |token| match token {
-            json::Token::Str(quoted) => self.redact_json_string(quoted),
-            json::Token::Num(n) if self.numbers => self.redact_card_number(n),
-            json::Token::Num(_) => None,
-            json::Token::Cut(rest) => self.redact_str(rest).map(|r| format!("\"{r}")),
-        })
-    }
-
-    /// One JSON string value, quotes included, rewritten as JSON text.
-    fn redact_json_string(&self, quoted: &str) -> Option<String> {
+    /// One JSON string (a value or a key), quotes included, rewritten as JSON text; `key` the
+    /// nearest key above a value, which says whether bare digits are a phone number or an SSN.
+    fn redact_json_string(&self, quoted: &str, key: Option<&str>) -> Option<String> {
         let content = quoted.get(1..quoted.len().saturating_sub(1))?;
         if !content.contains('\\') {
             // Unescaped, the text is the string itself, and what replaces a match is plain
             // ASCII without quotes or backslashes: the result is valid JSON as it stands.
-            return self.redact_str(content).map(|r| format!("\"{r}\""));
+            return self
+                .redact_str(content)
+                .or_else(|| self.redact_digits(content, key?))
+                .map(|r| format!("\"{r}\""));
         }
         // `\n`, `\"` and the like decode to characters no built-in's sign contains, so the
         // escaped text shows the same signs as the decoded one; `\u` escapes can hide any.
@@ -274,24 +375,32 @@ impl Redactor {
         {
             return None;
         }
-        let decoded: String = serde_json::from_str(quoted).ok()?;
+        // Decoded leniently: a lone surrogate (a string cut inside an emoji) must not hide the
+        // rest of the string from the rules.
+        let decoded = json::unescape_lossy(content);
         let redacted = self.redact_str(&decoded)?;
         serde_json::to_string(&redacted).ok()
     }
 
-    /// A JSON number that is a card number, as the quoted replacement.
-    fn redact_card_number(&self, n: &str) -> Option<String> {
-        if !(13..=19).contains(&n.len()) || !n.bytes().all(|b| b.is_ascii_digit()) {
+    /// A JSON number that is a card number, or under a key that names a phone number or an
+    /// SSN one of those, as the quoted replacement.
+    fn redact_number(&self, n: &str, key: Option<&str>) -> Option<String> {
+        let r = self.redact_digits(n, key.unwrap_or_default())?;
+        Some(format!("\"{r}\""))
+    }
+
+    /// Bare digits (a JSON number, or a string of nothing else) that a rule catching numbers
+    /// accepts under `key`, as their replacement.
+    fn redact_digits(&self, digits: &str, key: &str) -> Option<String> {
+        if !self.numbers || digits.len() < 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         let (_, _, label) = self
             .built_in
             .iter()
-            .find(|(r, _, _)| r.applies_to_numbers())?;
-        rules::card(n)?;
-        let mut out = String::from("\"");
-        self.replacement(*label, n, &mut out);
-        out.push('"');
+            .find(|(r, _, _)| r.applies_to_numbers() && r.accepts_bare(digits, key))?;
+        let mut out = String::new();
+        self.replacement(*label, digits, &mut out);
         Some(out)
     }
 
@@ -309,7 +418,7 @@ impl Redactor {
             Some(rule) => rule.normalize(value),
             None => value.to_owned(),
         };
-        let mut mac = keyed.clone();
+        let mut mac = keyed.mac.clone();
         mac.update(normalized.as_bytes());
         let tag = mac.finalize().into_bytes();
         out.push('[');
@@ -320,9 +429,45 @@ impl Redactor {
     }
 }
 
-/// The HMAC keyed with the key file's bytes (a trailing newline, as `echo` leaves, dropped).
-fn keyed_hmac(path: Option<&PathBuf>) -> Result<Hmac<Sha256>> {
+/// The walk over one document, asking the redactor what to look at and what to replace.
+struct Scope<'r>(&'r Redactor);
+
+impl json::Visit for Scope<'_> {
+    fn look(&mut self, path: &[&str], parent: bool) -> bool {
+        self.0.looks_at(path, parent)
+    }
+
+    fn replace(&mut self, path: &[&str], token: json::Token<'_>) -> Option<String> {
+        let key = path.last().copied();
+        match token {
+            json::Token::Key(quoted) => self.0.redact_json_string(quoted, None),
+            json::Token::Str(quoted) => self.0.redact_json_string(quoted, key),
+            json::Token::Num(n) => self.0.redact_number(n, key),
+        }
+    }
+}
+
+/// The keyed HMAC for `path`: `previous`'s when it read the same file and the file has not
+/// changed since, else read now.
+fn keyed_hash(path: Option<&PathBuf>, previous: Option<&Arc<KeyedHash>>) -> Result<Arc<KeyedHash>> {
     let path = path.ok_or(Error::MissingKey)?;
+    let stamp = FileStamp::of(path);
+    if let Some(p) = previous
+        && p.path == *path
+        && stamp.is_some()
+        && p.stamp == stamp
+    {
+        return Ok(Arc::clone(p));
+    }
+    Ok(Arc::new(KeyedHash {
+        mac: keyed_hmac(path)?,
+        path: path.clone(),
+        stamp,
+    }))
+}
+
+/// The HMAC keyed with the key file's bytes (a trailing newline, as `echo` leaves, dropped).
+fn keyed_hmac(path: &PathBuf) -> Result<Hmac<Sha256>> {
     let mut key = std::fs::read(path).map_err(|source| Error::KeyFile {
         path: path.clone(),
         source,

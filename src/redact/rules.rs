@@ -90,9 +90,39 @@ impl BuiltIn {
         }
     }
 
-    /// Whether the rule also applies to JSON numbers (card numbers logged as numbers).
+    /// Whether the rule also applies to bare digits: a JSON number, or a string of nothing
+    /// but digits (a card, an SSN or a phone number logged without its separators).
     pub(super) fn applies_to_numbers(self) -> bool {
-        self == BuiltIn::Card
+        matches!(self, BuiltIn::Card | BuiltIn::UsSsn | BuiltIn::Phone)
+    }
+
+    /// Whether bare `digits` are this rule's value when they are the value of `key` (the
+    /// nearest key above them). A card is known by its own digits (issuer and Luhn); nine or
+    /// ten bare digits are far more often an id, a count or epoch seconds than an SSN or a
+    /// phone number, so those two need the key to say so (`ssn`, `patientSSN`, `phone`,
+    /// `mobile`, `tel`, …).
+    pub(super) fn accepts_bare(self, digits: &str, key: &str) -> bool {
+        let b = digits.as_bytes();
+        match self {
+            BuiltIn::Card => (13..=19).contains(&b.len()) && card(digits).is_some(),
+            BuiltIn::UsSsn => {
+                b.len() == 9 && key_says(key, &["ssn", "socialsecurity"], &[]) && {
+                    let dashed = [&b[..3], b"-", &b[3..5], b"-", &b[5..]].concat();
+                    ssn(&dashed)
+                }
+            }
+            BuiltIn::Phone => {
+                let national = match b.len() {
+                    10 => b,
+                    11 if b[0] == b'1' => &b[1..],
+                    _ => return false,
+                };
+                key_says(key, &["phone", "mobile", "msisdn", "fax", "cell"], &["tel"])
+                    && (b'2'..=b'9').contains(&national[0])
+                    && (b'2'..=b'9').contains(&national[3])
+            }
+            _ => false,
+        }
     }
 
     /// The part of the candidate `m` in `hay` that is the sensitive value, or None when the
@@ -133,6 +163,20 @@ impl BuiltIn {
             _ => value.to_owned(),
         }
     }
+}
+
+/// Whether `key`, in lower case without `_`, `-`, `.` or spaces, contains one of `parts` or
+/// has one of `words` as a whole word (`tel` in `home_tel`, not in `hotel`).
+fn key_says(key: &str, parts: &[&str], words: &[&str]) -> bool {
+    let squashed: String = key
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
+        .flat_map(char::to_lowercase)
+        .collect();
+    parts.iter().any(|p| squashed.contains(p))
+        || key
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|w| words.iter().any(|x| w.eq_ignore_ascii_case(x)))
 }
 
 fn digits(s: &str) -> String {

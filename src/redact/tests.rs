@@ -11,7 +11,7 @@ fn redactor(rules: &[&str]) -> Redactor {
         rules: rules.iter().map(|r| (*r).to_owned()).collect(),
         ..Redact::default()
     };
-    Redactor::new(&cfg, &Metrics::new())
+    Redactor::new(&cfg, &Metrics::new(), None)
         .ok()
         .flatten()
         .expect("rules given")
@@ -425,61 +425,183 @@ fn several_rules_in_one_line_are_each_replaced_once() {
     );
 }
 
+/// `doc` through the stage, or `doc` itself when nothing matched.
+fn document(r: &Redactor, doc: &str) -> String {
+    let out = r.redact_document(doc).unwrap_or_else(|| doc.to_owned());
+    serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap_or_else(|e| panic!("not valid JSON ({e}): {out}"));
+    out
+}
+
 #[test]
-fn json_string_values_are_redacted_and_keys_never_are() {
+fn every_string_and_key_of_the_message_is_redacted_at_any_depth_and_the_agents_fields_are_not() {
     let r = all_rules();
     assert_eq!(
-        r.redact_json(r#"{"user": "jane@example.com", "n": 1}"#)
-            .as_deref(),
-        Some(r#"{"user": "[REDACTED:email]", "n": 1}"#)
+        document(&r, r#"{"user": "jane@example.com", "n": 1}"#),
+        r#"{"user": "[REDACTED:email]", "n": 1}"#
     );
-    assert_eq!(r.redact_json(r#"{"jane@example.com": "x"}"#), None);
+    // A key is a value too (a map keyed by address).
     assert_eq!(
-        r.redact_json(r#"{"a":[{"b":"call 415-555-2671"},"10.0.0.1"]}"#)
-            .as_deref(),
-        Some(r#"{"a":[{"b":"call [REDACTED:phone]"},"[REDACTED:ipv4]"]}"#)
+        document(&r, r#"{"seen":{"jane@example.com": 3}}"#),
+        r#"{"seen":{"[REDACTED:email]": 3}}"#
     );
     assert_eq!(
-        r.redact_json(r#""jane@example.com""#).as_deref(),
-        Some(r#""[REDACTED:email]""#)
+        document(&r, r#"{"a":[{"b":"call 415-555-2671"},"10.0.0.1"]}"#),
+        r#"{"a":[{"b":"call [REDACTED:phone]"},"[REDACTED:ipv4]"]}"#
+    );
+    // The agent's own fields are not the message: never looked at.
+    let agent = r#"{"@timestamp":"2026-12-01T10:00:00.000000001Z","stream":"stdout","kubernetes":{"labels":{"owner":"10.0.0.1"}},"docker":{"container_id":"4111111111111111"},"logferry":{"truncated":true}}"#;
+    assert_eq!(r.redact_document(agent), None);
+}
+
+/// The shapes issue 25 found indexed with the address under the default `[redact]`.
+#[test]
+fn serilog_names_postgres_errors_nested_users_and_lone_surrogates_are_all_redacted() {
+    let r = all_rules();
+    for (doc, want) in [
+        (
+            r#"{"Message":"appointment for ann.lee@example.com"}"#,
+            r#"{"Message":"appointment for [REDACTED:email]"}"#,
+        ),
+        (
+            r#"{"error":"duplicate key (email)=(bob.kay@example.com)"}"#,
+            r#"{"error":"duplicate key (email)=([REDACTED:email])"}"#,
+        ),
+        (
+            r#"{"user":{"email":"ann@example.com","ssn":"219-09-9999"}}"#,
+            r#"{"user":{"email":"[REDACTED:email]","ssn":"[REDACTED:us_ssn]"}}"#,
+        ),
+    ] {
+        assert_eq!(document(&r, doc), want);
+    }
+    // Node's JSON.stringify of a string cut inside an emoji: a lone high surrogate. The text
+    // on both sides of it is still scanned.
+    let out = document(&r, r#"{"msg":"\ud83d note: eve.park@example.com"}"#);
+    assert!(!out.contains("eve.park"), "{out}");
+    assert!(out.contains("[REDACTED:email]"), "{out}");
+    let out = document(
+        &r,
+        r#"{"msg":"eve@example.com \udc00 and \ud83d\ude00 bob@example.org"}"#,
+    );
+    assert!(!out.contains("eve@") && !out.contains("bob@"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid");
+    assert!(
+        v["msg"].as_str().is_some_and(|m| m.contains('\u{1F600}')),
+        "{out}"
     );
 }
 
 #[test]
-fn card_numbers_logged_as_json_numbers_are_redacted_and_timestamps_are_not() {
+fn the_raw_copy_and_unparsed_text_are_looked_at_even_when_fields_are_narrowed() {
+    let cfg = Redact {
+        rules: vec!["email".into()],
+        fields: vec!["msg".into()],
+        ..Redact::default()
+    };
+    let r = Redactor::new(&cfg, &Metrics::new(), None)
+        .ok()
+        .flatten()
+        .expect("built");
+    // keep_original's raw copy carries every field of the line.
+    let doc = r#"{"@timestamp":"t","log":"{\"msg\":\"hi\",\"to\":\"ann@example.com\"}","msg":"hi","to":"ann@example.com"}"#;
+    let out = document(&r, doc);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid");
+    assert!(
+        !v["log"].as_str().unwrap_or_default().contains("ann@"),
+        "{out}"
+    );
+    // Outside `fields`, as asked.
+    assert_eq!(v["to"], "ann@example.com");
+}
+
+#[test]
+fn fields_are_paths_matched_in_any_case_and_skip_fields_exempts_exact_paths() {
+    let cfg = Redact {
+        rules: vec!["email".into()],
+        fields: vec!["User.Email".into(), "headers.*".into()],
+        skip_fields: vec!["headers.x-trace".into()],
+        ..Redact::default()
+    };
+    let r = Redactor::new(&cfg, &Metrics::new(), None)
+        .ok()
+        .flatten()
+        .expect("built");
+    let doc = r#"{"user":{"email":"a@example.com","alias":"b@example.com"},"user.email":"c@example.com","HEADERS":{"from":"d@example.com","x-trace":"e@example.com"}}"#;
+    assert_eq!(
+        document(&r, doc),
+        r#"{"user":{"email":"[REDACTED:email]","alias":"b@example.com"},"user.email":"[REDACTED:email]","HEADERS":{"from":"[REDACTED:email]","x-trace":"e@example.com"}}"#
+    );
+    // Nested under parse.target, paths start below it.
+    let r = r.with_target("app");
+    assert_eq!(
+        document(&r, r#"{"app":{"user":{"email":"a@example.com"}}}"#),
+        r#"{"app":{"user":{"email":"[REDACTED:email]"}}}"#
+    );
+}
+
+#[test]
+fn numbers_are_caught_by_the_rules_that_say_so_and_ids_and_timestamps_are_not() {
     let r = all_rules();
     assert_eq!(
-        r.redact_json(r#"{"cc":4111111111111111,"ts":1714979289123}"#)
-            .as_deref(),
-        Some(r#"{"cc":"[REDACTED:card]","ts":1714979289123}"#)
+        document(&r, r#"{"cc":4111111111111111,"ts":1714979289123}"#),
+        r#"{"cc":"[REDACTED:card]","ts":1714979289123}"#
     );
-    assert_eq!(r.redact_json(r#"{"ts":1733123456787,"x":-1.5e3}"#), None);
+    assert_eq!(
+        r.redact_document(r#"{"ts":1733123456787,"x":-1.5e3}"#),
+        None
+    );
+    // An SSN or a phone number without separators: its key says what it is.
+    assert_eq!(
+        document(
+            &r,
+            r#"{"patientSSN":219099999,"ssn":"219099999","mobile_phone":4155552671,"home_tel":"14155552671"}"#
+        ),
+        r#"{"patientSSN":"[REDACTED:us_ssn]","ssn":"[REDACTED:us_ssn]","mobile_phone":"[REDACTED:phone]","home_tel":"[REDACTED:phone]"}"#
+    );
+    // The same digits under other keys are ids, counts and epoch seconds.
+    for doc in [
+        r#"{"order_id":219099999,"duration_ns":"219099999","epoch":1733123456,"hotel":4155552671}"#,
+        r#"{"ssn":666099999,"phone":1155552671}"#,
+    ] {
+        assert_eq!(r.redact_document(doc), None, "{doc}");
+    }
 }
 
 #[test]
 fn escaped_json_strings_are_decoded_before_matching_and_stay_valid_json() {
     let r = all_rules();
     let raw = r#"{"msg":"line1\nmail jane@example.com \"quoted\" tab\t"}"#;
-    let got = r.redact_json(raw).expect("an address inside");
+    let got = document(&r, raw);
     let v: serde_json::Value = serde_json::from_str(&got).expect("valid JSON");
     assert_eq!(v["msg"], "line1\nmail [REDACTED:email] \"quoted\" tab\t");
     // An escaped `@` hides nothing.
-    let got = r.redact_json(r#"{"msg":"jane\u0040example.com"}"#);
-    assert_eq!(got.as_deref(), Some(r#"{"msg":"[REDACTED:email]"}"#));
+    assert_eq!(
+        document(&r, r#"{"msg":"jane\u0040example.com"}"#),
+        r#"{"msg":"[REDACTED:email]"}"#
+    );
     // Escapes and nothing to find: no work beyond the scan.
-    assert_eq!(r.redact_json(r#"{"msg":"a\nb \"c\""}"#), None);
+    assert_eq!(r.redact_document(r#"{"msg":"a\nb \"c\""}"#), None);
 }
 
 #[test]
-fn a_cut_off_json_value_does_not_panic() {
+fn a_cut_off_document_does_not_panic() {
     let r = all_rules();
-    for raw in [r#"{"a":"\"#, r#"""#, "", "-", "[1,"] {
-        let _ = r.redact_json(raw);
+    for raw in [
+        r#"{"a":"\"#,
+        r#"""#,
+        "",
+        "-",
+        "[1,",
+        "}}]]",
+        r#"{"a":"\u12"#,
+        r#"{"a":"\ud83d"#,
+    ] {
+        let _ = r.redact_document(raw);
     }
-    // Never valid JSON from the parser, but if it came, the address still would not pass.
+    // Never written by the agent, but if it were, the address still would not pass.
     assert_eq!(
-        r.redact_json(r#"{"a":"jane@example.com"#).as_deref(),
-        Some(r#"{"a":"[REDACTED:email]"#)
+        r.redact_document(r#"{"a":"jane@example.com"#).as_deref(),
+        Some(r#"{"a":"[REDACTED:email]""#)
     );
 }
 
@@ -496,7 +618,7 @@ fn hashing(key_path: PathBuf) -> Result<Option<Redactor>> {
         hash_key_file: Some(key_path),
         ..Redact::default()
     };
-    Redactor::new(&cfg, &Metrics::new())
+    Redactor::new(&cfg, &Metrics::new(), None)
 }
 
 #[test]
@@ -557,7 +679,10 @@ fn every_replacement_is_counted_by_rule() {
         }],
         ..Redact::default()
     };
-    let r = Redactor::new(&cfg, &metrics).ok().flatten().expect("built");
+    let r = Redactor::new(&cfg, &metrics, None)
+        .ok()
+        .flatten()
+        .expect("built");
     assert_eq!(
         r.redact_str("a@example.com b@example.com MRN-1234567")
             .as_deref(),
@@ -580,27 +705,55 @@ fn every_replacement_is_counted_by_rule() {
 }
 
 #[test]
-fn fields_namespaces_and_an_empty_section_behave_as_configured() {
+fn namespaces_and_an_empty_section_behave_as_configured() {
     assert!(
-        Redactor::new(&Redact::default(), &Metrics::new())
+        Redactor::new(&Redact::default(), &Metrics::new(), None)
             .ok()
             .flatten()
             .is_none()
     );
-    let r = redactor(&["email"]);
-    assert!(r.wants("msg") && r.wants("headers") && !r.wants("level"));
     let cfg = Redact {
         rules: vec!["email".into()],
-        fields: vec!["*".into()],
         except_namespaces: vec!["kube-system".into()],
         ..Redact::default()
     };
-    let r = Redactor::new(&cfg, &Metrics::new())
+    let r = Redactor::new(&cfg, &Metrics::new(), None)
         .ok()
         .flatten()
         .expect("built");
-    assert!(r.wants("anything"));
     assert!(r.skips_namespace("kube-system") && !r.skips_namespace("default"));
+}
+
+#[test]
+fn the_hash_key_is_read_again_only_when_its_file_changes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = key_file(dir.path(), b"0123456789abcdef-first-key");
+    let first = hashing(path.clone()).ok().flatten().expect("built");
+    let cfg = Redact {
+        rules: vec!["card".into(), "email".into(), "phone".into()],
+        action: RedactAction::Hash,
+        hash_key_file: Some(path.clone()),
+        ..Redact::default()
+    };
+    // Unchanged: kept without a read (a file made unreadable would otherwise fail).
+    let same = Redactor::new(&cfg, &Metrics::new(), Some(&first))
+        .ok()
+        .flatten()
+        .expect("kept");
+    assert_eq!(same.key_tag(), first.key_tag());
+    // Replaced as a Secret update does (a new file renamed over it): read again, new tags.
+    let next = dir.path().join("next");
+    std::fs::write(&next, b"0123456789abcdef-second-key").expect("write");
+    std::fs::rename(&next, &path).expect("rename");
+    let changed = Redactor::new(&cfg, &Metrics::new(), Some(&first))
+        .ok()
+        .flatten()
+        .expect("read again");
+    assert_ne!(changed.key_tag(), first.key_tag());
+    assert_ne!(
+        changed.redact_str("jane@example.com"),
+        first.redact_str("jane@example.com")
+    );
 }
 
 fn problems(toml: &str) -> Vec<String> {
@@ -624,7 +777,7 @@ fn validate_names_each_redact_mistake_and_accepts_the_issue_example() {
     );
     assert_eq!(problems(&example), Vec::<String>::new());
     let bad = format!(
-        "{base}[redact]\nrules = [\"emails\"]\nfields = [\"a*b\"]\naction = \"hash\"\n\
+        "{base}[redact]\nrules = [\"emails\"]\nfields = [\"a*b\"]\nskip_fields = [\"*\"]\naction = \"hash\"\n\
          [[redact.custom]]\nname = \"Card\"\npattern = \"(\"\n"
     );
     let found = problems(&bad).join("\n");
@@ -632,6 +785,7 @@ fn validate_names_each_redact_mistake_and_accepts_the_issue_example() {
         "redact.rules",
         "\"emails\"",
         "redact.fields",
+        "redact.skip_fields",
         "needs hash_key_file",
         "redact.custom[0].name",
         "redact.custom[0].pattern",
