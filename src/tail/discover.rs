@@ -239,7 +239,14 @@ impl Discoverer {
         for (path, _) in vanished {
             self.starved.remove(&path);
             if let Some(w) = self.waiting.remove(&path) {
-                self.abandon_waiting(w);
+                if self.globs.selects(&path) {
+                    // Deleted or renamed: what it holds is read as it is.
+                    self.abandon_waiting(w);
+                } else {
+                    // Excluded now (a reload): never read.
+                    self.checkpoints.forget(&FileKey::placeholder(w.dev, w.ino));
+                    self.close(w.file);
+                }
             }
         }
         let start = if first && self.cfg.read_from == ReadFrom::End && self.fresh_start {
@@ -419,6 +426,7 @@ impl Discoverer {
         }
         let mut key = key;
         self.unsaved |= self.checkpoints.track(&mut key, &real, offset);
+        self.checkpoints.note_matched(&key, path);
         self.shared.watch(&real);
         self.hand(path, file, key, offset, false);
     }
@@ -459,6 +467,7 @@ impl Discoverer {
         let real = self.real_path(path);
         let mut placeholder = FileKey::placeholder(meta.dev(), meta.ino());
         self.unsaved |= self.checkpoints.track(&mut placeholder, &real, 0);
+        self.checkpoints.note_matched(&placeholder, path);
         let w = Waiting {
             file,
             real,

@@ -155,7 +155,13 @@ impl Discoverer {
             return;
         };
         let mut waiting = Positions::default();
+        let mut legacy = None;
         for (ino, p) in positions.by_inode {
+            // Fluentd's path is the one its glob matched: is it ours too?
+            if !self.is_ours(Some(&p.path), &p.path, &mut legacy) {
+                self.counted("excluded");
+                continue;
+            }
             // At a matched path still (waiting for its first line, or for a descriptor): not
             // rotated; its position waits for it to be opened.
             if self.looks.values().any(|l| l.ino == ino) {

@@ -5,14 +5,30 @@ use std::path::{Component, Path, PathBuf};
 
 pub struct Discovery {
     include: Vec<String>,
+    /// `include` as patterns, to ask about one path without listing directories.
+    include_patterns: Vec<glob::Pattern>,
     exclude: Vec<glob::Pattern>,
 }
+
+/// As `glob::glob` reads a pattern: `*` and `?` stay within one path component.
+const AS_GLOB_DOES: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
 
 impl Discovery {
     /// The globs were validated with the config; one that fails here is skipped.
     pub fn new(include: &[String], exclude: &[String]) -> Self {
+        let patterns = |globs: &[String]| -> Vec<glob::Pattern> {
+            globs
+                .iter()
+                .filter_map(|g| glob::Pattern::new(g).ok())
+                .collect()
+        };
         Discovery {
             include: include.to_vec(),
+            include_patterns: patterns(include),
             exclude: exclude
                 .iter()
                 .filter_map(|g| glob::Pattern::new(g).ok())
@@ -20,8 +36,32 @@ impl Discovery {
         }
     }
 
+    /// Is a file at `path` ours: an include glob matches the path and no exclude glob does.
+    /// The one answer to that question: the scan, a file rotated while the agent was down, a
+    /// Fluentd position, a file waiting for its first line and a reload all ask it, of the path
+    /// a glob matched the file at.
+    pub fn selects(&self, path: &Path) -> bool {
+        self.include_patterns
+            .iter()
+            .any(|p| p.matches_path_with(path, AS_GLOB_DOES))
+            && !self.excludes(path)
+    }
+
+    fn excludes(&self, path: &Path) -> bool {
+        self.exclude.iter().any(|e| e.matches_path(path))
+    }
+
     /// Every regular file (following symlinks) matched now, sorted, without duplicates.
     pub fn scan(&self) -> Vec<PathBuf> {
+        self.scan_where(|path| !self.excludes(path))
+    }
+
+    /// Every regular file an include glob matches, excluded or not.
+    pub fn scan_included(&self) -> Vec<PathBuf> {
+        self.scan_where(|_| true)
+    }
+
+    fn scan_where(&self, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
         let mut out = Vec::new();
         for pattern in &self.include {
             let Ok(paths) = glob::glob(pattern) else {
@@ -29,10 +69,7 @@ impl Discovery {
             };
             // Unreadable directory entries are skipped; the next scan tries again.
             for path in paths.flatten() {
-                if self.exclude.iter().any(|e| e.matches_path(&path)) {
-                    continue;
-                }
-                if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                if keep(&path) && std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
                     out.push(path);
                 }
             }
@@ -111,5 +148,11 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["link.log", "real.log"]);
+        // The same answer for one path, whether it exists or not.
+        assert!(d.selects(&dir.path().join("link.log")));
+        assert!(d.selects(&dir.path().join("gone.log")));
+        assert!(!d.selects(&dir.path().join("skip-me.log")));
+        assert!(!d.selects(&dir.path().join("sub/deeper.log")));
+        assert_eq!(d.scan_included().len(), 3);
     }
 }

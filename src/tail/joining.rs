@@ -66,13 +66,24 @@ impl Joining {
     /// Gives `t` the joiner its pod's metadata asks for. A joiner whose rules change hands on
     /// what it holds first, as complete records: nothing held is lost.
     pub(super) fn apply(&mut self, t: &mut Tracked, out: &mut Outlet) {
+        self.apply_as(t, out, false);
+    }
+
+    /// [`Joining::apply`] after a reload changed `[multiline]`: every joiner is built again
+    /// from the new section, even under the same rule names (a custom rule's pattern, or the
+    /// limits, may be what changed).
+    pub(super) fn apply_reloaded(&mut self, t: &mut Tracked, out: &mut Outlet) {
+        self.apply_as(t, out, true);
+    }
+
+    fn apply_as(&mut self, t: &mut Tracked, out: &mut Outlet, rebuild: bool) {
         let rules = self.rules_for(&t.meta);
         let current = t.joiner.as_ref().map(Joiner::rules);
         // By name, not by pointer: a value the bounded map forgot is built again, and must not
         // look like a change (which would hand a held trace on half-way).
         let same = match (&rules, current) {
             (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a.names() == b.names(),
+            (Some(a), Some(b)) => !rebuild && (Arc::ptr_eq(a, b) || a.names() == b.names()),
             _ => false,
         };
         if same {

@@ -402,8 +402,11 @@ impl Tailer {
         lock(&self.shared.followed).insert(o.key);
         if let Some(t) = self.files.get_mut(&o.key) {
             // Already followed (matched again, or through a second path): keep the one open.
+            // Matched again: no longer let go at its end, should a reload have excluded it a
+            // moment ago.
             if !o.draining {
                 t.draining = false;
+                t.unmatched = false;
             }
             drop(o.file);
             self.shared.descriptors.handed_over();

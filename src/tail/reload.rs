@@ -52,7 +52,7 @@ impl Tailer {
             for t in self.files.values_mut() {
                 // `apply` hands on what a joiner whose rules change holds, and leaves the others
                 // as they are; the checkpoint may then move past what was handed on.
-                self.joining.apply(t, &mut self.out);
+                self.joining.apply_reloaded(t, &mut self.out);
                 self.out.advance(t.key, t.safe_offset());
             }
         }

@@ -100,8 +100,15 @@ impl Discoverer {
     /// renames `0.log` to `0.log.<timestamp>`), but its checkpoint says where it was: look for it
     /// next to its old path and read the rest of it.
     pub(super) fn recover_rotated_while_down(&mut self) {
+        let mut legacy: Option<Vec<(PathBuf, PathBuf)>> = None;
         for (key, entry) in self.checkpoints.entries() {
             if self.shared.is_followed(&key) {
+                continue;
+            }
+            if !self.is_ours(entry.matched.as_deref(), &entry.path, &mut legacy) {
+                // Excluded since it was followed: left alone, its checkpoint kept (included
+                // again, it is read on from there).
+                tracing::info!(path = %entry.path.display(), "not followed: input.include/exclude no longer select it");
                 continue;
             }
             if self.looks.values().any(|l| l.ino == key.ino) {
@@ -152,6 +159,43 @@ impl Discoverer {
             }
         }
     }
+}
+
+impl Discoverer {
+    /// Whether the file at `real` (or the file it was rotated from), once matched at
+    /// `matched`, is still ours: [`super::globs::Discovery::selects`] asked of `matched`. An
+    /// entry from before matched paths were kept is asked of whichever include-matched path
+    /// leads to it now (`leads`, listed once, with each path's real target); one no path leads
+    /// to any more (its link is gone with its pod) was ours when it was followed, and still is.
+    pub(super) fn is_ours(
+        &self,
+        matched: Option<&Path>,
+        real: &Path,
+        leads: &mut Option<Vec<(PathBuf, PathBuf)>>,
+    ) -> bool {
+        if let Some(m) = matched {
+            return self.globs.selects(m);
+        }
+        let leads = leads.get_or_insert_with(|| {
+            self.globs
+                .scan_included()
+                .into_iter()
+                .filter_map(|p| Some((std::fs::canonicalize(&p).ok()?, p)))
+                .collect()
+        });
+        let base = rotated_from(real);
+        leads
+            .iter()
+            .find(|(target, _)| target == real || Some(target.as_path()) == base.as_deref())
+            .is_none_or(|(_, path)| self.globs.selects(path))
+    }
+}
+
+/// The file `path` was rotated from, kubelet style (`0.log.20261201-101500` → `0.log`).
+fn rotated_from(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let at = name.rfind(".log.")?;
+    Some(path.with_file_name(&name[..at + ".log".len()]))
 }
 
 /// Looks at `old` and at the files renamed from it (`old.<suffix>`, not compressed) for the one

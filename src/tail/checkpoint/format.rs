@@ -59,6 +59,10 @@ struct StoredFile {
     first_seen_ns: i64,
     #[serde(default)]
     generation: u32,
+    /// Where an include glob matched it (read by every version that knows it, ignored by the
+    /// ones before: the format stays 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    matched: Option<PathBuf>,
 }
 
 /// [`IdBasis`] as written: `{"v1":{"dev":2049}}` or `{"v2":{"seed":"<32 hex digits>"}}`.
@@ -138,6 +142,7 @@ fn from_v1(f: StoredFileV1, now_ns: i64) -> Option<(FileKey, Entry)> {
         born_ns: 0,
         first_seen_ns: now_ns,
         generation: 0,
+        matched: None,
     };
     Some((key, entry))
 }
@@ -152,6 +157,7 @@ fn from_v2(f: StoredFile) -> Option<(FileKey, Entry)> {
         born_ns: f.born_ns,
         first_seen_ns: f.first_seen_ns,
         generation: f.generation,
+        matched: f.matched,
     };
     Some((key, entry))
 }
@@ -176,6 +182,7 @@ pub(super) fn to_bytes(
                 born_ns: e.born_ns,
                 first_seen_ns: e.first_seen_ns,
                 generation: e.generation,
+                matched: e.matched.clone(),
             })
         })
         .collect();

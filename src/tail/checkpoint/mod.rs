@@ -70,6 +70,10 @@ pub struct Entry {
     /// How many times the file was truncated while followed: each new content is a generation
     /// with ids of its own.
     pub generation: u32,
+    /// The path an include glob matched the file at (a `/var/log/containers` link, usually),
+    /// which is what the globs are asked about after a restart or a rotation: is it still
+    /// ours? `None` for entries from before it was kept.
+    pub matched: Option<PathBuf>,
 }
 
 impl Entry {
@@ -234,6 +238,7 @@ impl Checkpoints {
                 born_ns: key.born_ns,
                 first_seen_ns,
                 generation: 0,
+                matched: None,
             }
         });
         if e.born_ns == 0 {
@@ -326,6 +331,17 @@ impl Checkpoints {
     }
 
     /// Forgets a file outright (it is gone and cannot be read again).
+    /// Remembers the include-matched path that led to the file `key` (see [`Entry::matched`]).
+    pub fn note_matched(&self, key: &FileKey, matched: &Path) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.files.get_mut(key)
+            && e.matched.as_deref() != Some(matched)
+        {
+            e.matched = Some(matched.to_owned());
+            inner.dirty = true;
+        }
+    }
+
     pub fn forget(&self, key: &FileKey) {
         let mut inner = self.lock();
         if inner.files.remove(key).is_some() {
