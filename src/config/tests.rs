@@ -587,3 +587,26 @@ fn a_reload_keeps_the_running_values_of_what_needs_a_restart_and_names_them() {
     );
     assert_eq!(smaller.buffer.chunk_limit_size.0, 1 << 20);
 }
+
+#[test]
+fn a_retention_without_templates_is_refused_unless_the_lifecycle_is_asked_for_explicitly() {
+    let base = "[input]\ninclude = [\"/var/log/containers/*.log\"]\n\
+                [elasticsearch]\nindex = \"logs-%Y.%m.%d\"\nretention = \"90d\"\n";
+    let problems = load(&format!("{base}[elasticsearch.setup]\ntemplates = false\n"))
+        .expect_err("nothing would attach the policy on Elasticsearch");
+    assert!(
+        problems.iter().any(
+            |p| p.key.as_deref() == Some("elasticsearch.setup.templates")
+                && p.message.contains("attaches")
+        ),
+        "{problems:?}"
+    );
+    // OpenSearch's ISM attaches by pattern: the operator says they know.
+    load(&format!(
+        "{base}[elasticsearch.setup]\ntemplates = false\nlifecycle = true\n"
+    ))
+    .expect("explicit lifecycle");
+    // No retention: nothing to attach.
+    let kept = base.replace("retention = \"90d\"\n", "");
+    load(&format!("{kept}[elasticsearch.setup]\ntemplates = false\n")).expect("no retention");
+}

@@ -428,6 +428,16 @@ fn routes(c: &Config, found: &mut Findings) {
         }
         retention_of.push((template, r.retention, format!("{key}.index")));
     }
+    let setup = &c.elasticsearch.setup;
+    let retained = retention_of.iter().any(|(_, r, _)| r.is_some());
+    if retained && !setup.templates && setup.lifecycle.is_none() {
+        // On Elasticsearch the template is what attaches an ILM policy: without it, no
+        // index would ever be deleted. OpenSearch's ISM attaches by pattern, and says so.
+        found.bad(
+            "elasticsearch.setup.templates",
+            "false with a retention: on Elasticsearch the index template is what attaches the retention policy, so nothing would ever be deleted; keep templates = true, or on OpenSearch (where the policy attaches itself) set setup.lifecycle = true",
+        );
+    }
     if let Some(warm) = c.elasticsearch.setup.warm_after {
         let shortest = retention_of.iter().filter_map(|(_, r, _)| *r).min();
         if shortest.is_some_and(|s| warm >= s) {

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub documents: Family<Labels, Counter>,
     /// Dead-lettered documents by the cluster's reason (its error type: a bounded set).
     pub dead_letters: Family<Vec<(&'static str, String)>, Counter>,
+    /// Documents refused for their mapping and sent again salvaged, by what became of that.
+    pub mapping_conflicts: Family<Labels, Counter>,
     /// Bulk requests by HTTP status class, or `error` when no response came.
     pub bulk_requests: Family<Labels, Counter>,
     pub bulk_duration: Histogram,
@@ -151,6 +153,7 @@ impl Metrics {
             json_failures: Counter::default(),
             documents: Family::default(),
             dead_letters: Family::default(),
+            mapping_conflicts: Family::default(),
             bulk_requests: Family::default(),
             bulk_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             bulk_retries: Counter::default(),
@@ -216,6 +219,7 @@ impl Metrics {
             "json_parse_failures", "Messages that looked like JSON objects but did not parse", m.json_failures;
             "documents", "Documents by Elasticsearch outcome", m.documents;
             "dead_letters", "Documents written to the dead-letter store, by reason", m.dead_letters;
+            "mapping_conflicts", "Documents refused for their mapping (a field of another type in the index, too many fields) and sent again with the message as a string in log, by outcome: salvaged (indexed so) or dead_lettered (refused again)", m.mapping_conflicts;
             "bulk_requests", "Bulk requests by HTTP status class", m.bulk_requests;
             "bulk_request_duration_seconds", "Bulk request latency", m.bulk_duration;
             "bulk_retries", "Bulk requests sent again after a failure of the request or of some items", m.bulk_retries;
@@ -290,7 +294,10 @@ impl Metrics {
         ] {
             let _ = m.buffer_damage.get_or_create(&[("kind", kind)]);
         }
-        for outcome in ["resumed", "rotated", "refused", "gone"] {
+        for outcome in ["salvaged", "dead_lettered"] {
+            let _ = m.mapping_conflicts.get_or_create(&[("outcome", outcome)]);
+        }
+        for outcome in ["resumed", "rotated", "refused", "gone", "excluded"] {
             let _ = m.fluentd_positions.get_or_create(&[("outcome", outcome)]);
         }
     }

@@ -19,6 +19,7 @@ mod health;
 mod hosts;
 mod refused;
 mod response;
+mod salvage;
 pub mod setup;
 mod state;
 mod supervise;
@@ -45,6 +46,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Index,
+    /// Documents refused for their mapping, sent again salvaged ([`salvage`]).
+    Salvage,
     DeadLetterIndex,
 }
 
@@ -424,9 +427,25 @@ impl Shipper {
                 }),
             }
         }
+        let conflicts = &self.metrics.mapping_conflicts;
+        if route == Route::Salvage {
+            conflicts
+                .get_or_create(&[("outcome", "salvaged")])
+                .inc_by(indexed + duplicate);
+            conflicts
+                .get_or_create(&[("outcome", "dead_lettered")])
+                .inc_by(refused.len() as u64);
+        }
+        if route == Route::Index {
+            let (mapping, others): (Vec<_>, Vec<_>) = refused
+                .into_iter()
+                .partition(|r| salvage::is_mapping_conflict(r.reason));
+            refused = others;
+            self.salvage(batch, &mapping).await;
+        }
         self.dead_letter(batch, &refused, route).await;
         let docs = &self.metrics.documents;
-        if route == Route::Index {
+        if route != Route::DeadLetterIndex {
             docs.get_or_create(&[("outcome", "indexed")])
                 .inc_by(indexed);
             docs.get_or_create(&[("outcome", "duplicate")])
@@ -441,6 +460,23 @@ impl Shipper {
             paused,
             reason,
         }
+    }
+
+    /// Sends documents refused for their mapping once more, salvaged, to the same index under
+    /// the same ids; what is refused again becomes a dead letter there.
+    async fn salvage(&self, batch: &Batch, refused: &[Refusal<'_>]) {
+        if refused.is_empty() {
+            return;
+        }
+        let items = self.read_items(batch, refused).await;
+        let salvaged = salvage::salvaged(&items, refused);
+        tracing::warn!(
+            items = refused.len(),
+            reason = refused[0].reason,
+            "documents refused for their mapping are sent again with the message as a string in log (logferry.mapping_conflict says why)"
+        );
+        let all = (0..salvaged.len()).collect();
+        Box::pin(self.deliver(&salvaged, all, Route::Salvage)).await;
     }
 
     async fn send(&self, batch: &Batch, items: &[usize]) -> Attempt {

@@ -12,7 +12,8 @@ use std::time::Duration;
 /// Fields the agent writes itself, with types it controls: kept as they are in a dead letter,
 /// so it can be found by pod and time. Everything else is the application's, and one of those
 /// fields is what the cluster refused.
-const OWN_FIELDS: [&str; 5] = ["@timestamp", "kubernetes", "docker", "stream", "logferry"];
+pub(super) const OWN_FIELDS: [&str; 5] =
+    ["@timestamp", "kubernetes", "docker", "stream", "logferry"];
 
 /// Dead letters as documents for `index`, each under its original id (so a replay is a 409):
 /// the agent's own fields, the whole original document as one string, and why it was refused.
@@ -133,7 +134,7 @@ impl Shipper {
 
     /// The refused items' bytes, read back from the buffer. Retried until the read works: an
     /// item must be neither dropped nor acknowledged unread.
-    async fn read_items(&self, batch: &Batch, refused: &[Refusal<'_>]) -> Vec<Vec<u8>> {
+    pub(super) async fn read_items(&self, batch: &Batch, refused: &[Refusal<'_>]) -> Vec<Vec<u8>> {
         let mut failures = 0u64;
         loop {
             match refused.iter().map(|r| batch.item(r.item)).collect() {

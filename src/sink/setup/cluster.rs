@@ -9,7 +9,7 @@
 //! write the same thing. Replacing is only ever of the agent's own (`_meta.managed_by`, or an
 //! ISM policy's description), and an ISM replacement names the version it read.
 
-use super::plan::{Flavor, MANAGED_BY};
+use super::plan::{Capabilities, Flavor, MANAGED_BY};
 use crate::sink::client::Connector;
 use crate::sink::hosts::Host;
 use reqwest::{Method, StatusCode};
@@ -134,9 +134,9 @@ impl Cluster<'_> {
         Ok(Answer { status, body })
     }
 
-    /// The product, from `GET /`: OpenSearch says so in `version.distribution`. `lifecycle`:
-    /// policies are to be installed too (ILM policies with `_meta` need 7.14).
-    pub async fn flavor(&self, lifecycle: bool) -> Result<Flavor, Error> {
+    /// The product, from `GET /`: OpenSearch says so in `version.distribution`; and what its
+    /// version takes.
+    pub async fn flavor(&self) -> Result<(Flavor, Capabilities), Error> {
         let a = self.call(Method::GET, "", None).await?;
         if !a.status.is_success() {
             return Err(refused("GET /", &a));
@@ -144,7 +144,7 @@ impl Cluster<'_> {
         let version = &a.body["version"];
         let number = version["number"].as_str().unwrap_or("");
         if version["distribution"] == "opensearch" {
-            return Ok(Flavor::OpenSearch);
+            return Ok((Flavor::OpenSearch, Capabilities::BASE));
         }
         let (major, minor) = major_minor(number);
         // Composable index templates came in 7.8.
@@ -153,12 +153,7 @@ impl Cluster<'_> {
                 "Elasticsearch {number:?} has no composable index templates (7.8 or later has)"
             )));
         }
-        if lifecycle && (major, minor) < (7, 14) {
-            return Err(Error::Unsupported(format!(
-                "Elasticsearch {number:?} refuses the _meta the agent marks its ILM policies with (7.14 or later takes it)"
-            )));
-        }
-        Ok(Flavor::Elasticsearch)
+        Ok((Flavor::Elasticsearch, capabilities((major, minor))))
     }
 
     /// `PUT _index_template/<name>`, created if absent and no other template covers `sample`
@@ -362,6 +357,8 @@ fn contains(stored: &Value, want: &Value) -> bool {
             s.len() == w.len() && s.iter().zip(w).all(|(s, w)| contains(s, w))
         }
         (Value::Number(s), Value::Number(w)) => s.as_f64() == w.as_f64(),
+        // Index settings come back as strings: `"ignore_malformed": "true"`.
+        (Value::String(s), Value::Bool(_) | Value::Number(_)) => *s == want.to_string(),
         _ => stored == want,
     }
 }
@@ -384,6 +381,15 @@ fn refused(what: &str, a: &Answer) -> Error {
         what: what.to_owned(),
         status: a.status.as_u16(),
         reason: reason(&a.body),
+    }
+}
+
+/// What an Elasticsearch of this version takes: ILM policies with `_meta` (7.14), fields past
+/// the field limit kept unindexed (8.13).
+fn capabilities(version: (u32, u32)) -> Capabilities {
+    Capabilities {
+        lifecycle: version >= (7, 14),
+        ignore_dynamic_beyond_limit: version >= (8, 13),
     }
 }
 
@@ -438,6 +444,11 @@ mod tests {
 
     #[test]
     fn versions_before_composable_templates_are_told_apart() {
+        assert!(!capabilities(major_minor("7.10.2")).lifecycle);
+        assert!(capabilities(major_minor("7.17.0")).lifecycle);
+        assert!(!capabilities(major_minor("8.12.1")).ignore_dynamic_beyond_limit);
+        assert!(capabilities(major_minor("8.13.0")).ignore_dynamic_beyond_limit);
+        assert!(capabilities(major_minor("9.0.0")).ignore_dynamic_beyond_limit);
         assert!(major_minor("7.7.1") < (7, 8));
         assert!(major_minor("7.10.2") >= (7, 8));
         assert!(major_minor("8.15.0") >= (7, 8));

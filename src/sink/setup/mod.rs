@@ -16,7 +16,7 @@ mod cluster;
 mod plan;
 
 pub use cluster::{Cluster, Outcome};
-pub use plan::{Flavor, Plan, Policy, Template};
+pub use plan::{Capabilities, Flavor, Plan, Policy, Template};
 
 use crate::config;
 use crate::metrics::Metrics;
@@ -155,17 +155,23 @@ impl Setup {
     /// template names a policy that is not there; every step is tried, the first failure is
     /// the answer (with the steps that were made).
     pub async fn attempt(&self) -> (Vec<Step>, Result<(), cluster::Error>) {
-        let (cluster, flavor) = match self.cluster(!self.plan.policies.is_empty()).await {
+        let (cluster, flavor, caps) = match self.cluster().await {
             Ok(found) => found,
             Err(e) => return (Vec::new(), Err(e)),
         };
+        if !caps.lifecycle && !self.plan.policies.is_empty() {
+            tracing::warn!(
+                "this Elasticsearch is older than 7.14 and refuses the agent's ILM policies: index templates are installed without a lifecycle; nothing deletes the indices (upgrade, or delete them by hand)"
+            );
+        }
         let mut steps = Vec::new();
         let mut failure = None;
         let lifecycle = match flavor {
             Flavor::Elasticsearch => "lifecycle policy (ILM)",
             Flavor::OpenSearch => "lifecycle policy (ISM)",
         };
-        for p in self.plan.policies.iter().filter(|p| p.wanted_by(flavor)) {
+        let policies = self.plan.policies.iter().filter(|_| caps.lifecycle);
+        for p in policies.filter(|p| p.wanted_by(flavor)) {
             match cluster
                 .policy(flavor, &p.name, &p.body(flavor), self.overwrite)
                 .await
@@ -182,7 +188,12 @@ impl Setup {
         }
         for t in &self.plan.templates {
             match cluster
-                .template(&t.name, &t.body(flavor), &t.sample(), self.overwrite)
+                .template(
+                    &t.name,
+                    &t.body_for(flavor, caps),
+                    &t.sample(),
+                    self.overwrite,
+                )
                 .await
             {
                 Ok(outcome) => steps.push(Step {
@@ -202,15 +213,15 @@ impl Setup {
     }
 
     /// The first host that answers `GET /`, and the product it is.
-    async fn cluster(&self, lifecycle: bool) -> Result<(Cluster<'_>, Flavor), cluster::Error> {
+    async fn cluster(&self) -> Result<(Cluster<'_>, Flavor, Capabilities), cluster::Error> {
         let mut last = cluster::Error::Unsupported("no host configured".into());
         for host in &self.hosts {
             let cluster = Cluster {
                 connector: &self.connector,
                 host: host.clone(),
             };
-            match cluster.flavor(lifecycle).await {
-                Ok(flavor) => return Ok((cluster, flavor)),
+            match cluster.flavor().await {
+                Ok((flavor, caps)) => return Ok((cluster, flavor, caps)),
                 Err(e) => last = e,
             }
         }

@@ -86,6 +86,25 @@ pub enum Flavor {
     OpenSearch,
 }
 
+/// What the answering cluster's version takes, beyond its flavor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Lifecycle policies can be installed (ILM policies with `_meta` need Elasticsearch
+    /// 7.14; an older cluster gets templates without a lifecycle rather than nothing).
+    pub lifecycle: bool,
+    /// `index.mapping.total_fields.ignore_dynamic_beyond_limit` (Elasticsearch 8.13): fields
+    /// past the limit are kept in `_source` unindexed instead of refusing the document.
+    pub ignore_dynamic_beyond_limit: bool,
+}
+
+impl Capabilities {
+    /// What every supported version takes: lifecycle policies, and nothing newer.
+    pub const BASE: Capabilities = Capabilities {
+        lifecycle: true,
+        ignore_dynamic_beyond_limit: false,
+    };
+}
+
 impl Plan {
     /// What `cfg` asks for; empty when setup is off.
     pub fn new(cfg: &config::Config) -> Plan {
@@ -208,8 +227,22 @@ impl Template {
             .unwrap_or_else(|| self.pattern.clone())
     }
 
-    /// The `PUT _index_template/<name>` body.
+    /// The `PUT _index_template/<name>` body, for a cluster that takes what every supported
+    /// version takes.
     pub fn body(&self, flavor: Flavor) -> Value {
+        self.body_for(flavor, Capabilities::BASE)
+    }
+
+    /// The `PUT _index_template/<name>` body for a cluster that takes `caps`.
+    ///
+    /// A document with one value of the wrong type (`"status":"OK"` where another app wrote
+    /// numbers) keeps its other fields (`index.mapping.ignore_malformed`); where the cluster
+    /// knows it, fields past the field limit are kept unindexed. On Elasticsearch, a daily
+    /// index's lifecycle age counts from the date in its name
+    /// (`index.lifecycle.parse_origination_date`), so an index created late (a cut-over reading
+    /// old files, a replay after an outage) is deleted when its records' day passes the
+    /// retention, not a retention after it was created.
+    pub fn body_for(&self, flavor: Flavor, caps: Capabilities) -> Value {
         let keyword = json!({"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE});
         let mut template = json!({
             "mappings": {
@@ -223,9 +256,19 @@ impl Template {
                 },
             },
         });
-        if let (Some(policy), Flavor::Elasticsearch) = (&self.policy, flavor) {
-            template["settings"] = json!({"index": {"lifecycle": {"name": policy}}});
+        let mut index = json!({"mapping": {"ignore_malformed": true}});
+        if caps.ignore_dynamic_beyond_limit {
+            index["mapping"]["total_fields"] = json!({"ignore_dynamic_beyond_limit": true});
         }
+        if let (Some(policy), Flavor::Elasticsearch, true) = (&self.policy, flavor, caps.lifecycle)
+        {
+            index["lifecycle"] = json!({"name": policy});
+            // The name must end in `-yyyy.MM.dd` (or the index is refused): only daily ones.
+            if self.index.ends_with("-%Y.%m.%d") {
+                index["lifecycle"]["parse_origination_date"] = json!(true);
+            }
+        }
+        template["settings"] = json!({ "index": index });
         json!({
             "index_patterns": [self.pattern],
             "priority": self.priority,

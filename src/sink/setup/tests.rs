@@ -2,7 +2,7 @@
 //! each monthly index, app logs ninety days, and nothing the agent writes outranked by a
 //! built-in template or tied with another of its own.
 
-use super::plan::{Flavor, Plan};
+use super::plan::{Capabilities, Flavor, Plan};
 use crate::config::Config;
 use serde_json::json;
 
@@ -87,7 +87,62 @@ fn the_template_maps_the_agents_fields_and_names_its_ilm_policy_only_on_elastics
     assert_eq!(es["_meta"]["managed_by"], "logferry");
     // OpenSearch attaches ISM policies by pattern; the ILM setting would be refused there.
     let os = p.templates[0].body(Flavor::OpenSearch);
-    assert!(os["template"].get("settings").is_none(), "{os}");
+    assert!(
+        os["template"]["settings"]["index"]
+            .get("lifecycle")
+            .is_none(),
+        "{os}"
+    );
+    // One value of the wrong type keeps the rest of its document, on both.
+    for t in [&es, &os] {
+        assert_eq!(
+            t["template"]["settings"]["index"]["mapping"]["ignore_malformed"],
+            true
+        );
+    }
+    // A monthly index cannot have its date parsed by ILM (it needs -yyyy.MM.dd): its age
+    // counts from its creation; a daily one's from its name.
+    assert!(
+        es["template"]["settings"]["index"]["lifecycle"]
+            .get("parse_origination_date")
+            .is_none()
+    );
+    let daily = p
+        .templates
+        .iter()
+        .find(|t| t.index.ends_with("-%Y.%m.%d") && t.policy.is_some())
+        .expect("a daily template with a retention");
+    let body = daily.body(Flavor::Elasticsearch);
+    assert_eq!(
+        body["template"]["settings"]["index"]["lifecycle"]["parse_origination_date"], true,
+        "{body}"
+    );
+    // Fields past the limit kept unindexed only where the cluster knows the setting; an
+    // Elasticsearch before 7.14 gets its templates without a lifecycle.
+    let old = Capabilities {
+        lifecycle: false,
+        ignore_dynamic_beyond_limit: false,
+    };
+    let body = daily.body_for(Flavor::Elasticsearch, old);
+    assert!(
+        body["template"]["settings"]["index"]
+            .get("lifecycle")
+            .is_none()
+    );
+    assert!(
+        body["template"]["settings"]["index"]["mapping"]
+            .get("total_fields")
+            .is_none()
+    );
+    let new = Capabilities {
+        lifecycle: true,
+        ignore_dynamic_beyond_limit: true,
+    };
+    let body = daily.body_for(Flavor::Elasticsearch, new);
+    assert_eq!(
+        body["template"]["settings"]["index"]["mapping"]["total_fields"]["ignore_dynamic_beyond_limit"],
+        true
+    );
 }
 
 #[test]
@@ -227,8 +282,8 @@ fn on_opensearch_indices_without_retention_are_kept_by_a_policy_of_their_own() {
     // Elasticsearch needs none: the narrower template, without a lifecycle, wins.
     assert!(!keep.wanted_by(Flavor::Elasticsearch));
     assert!(
-        legal.body(Flavor::Elasticsearch)["template"]
-            .get("settings")
+        legal.body(Flavor::Elasticsearch)["template"]["settings"]["index"]
+            .get("lifecycle")
             .is_none()
     );
 }
