@@ -358,7 +358,8 @@ fn contains(stored: &Value, want: &Value) -> bool {
         }
         (Value::Number(s), Value::Number(w)) => s.as_f64() == w.as_f64(),
         // Index settings come back as strings: `"ignore_malformed": "true"`.
-        (Value::String(s), Value::Bool(_) | Value::Number(_)) => *s == want.to_string(),
+        (Value::String(s), Value::Bool(w)) => s.parse() == Ok(*w),
+        (Value::String(s), Value::Number(w)) => s.parse::<f64>().ok() == w.as_f64(),
         _ => stored == want,
     }
 }
