@@ -11,12 +11,14 @@
 //!   implements, knowing none of them;
 //! - [`decode`]: CRI and docker json-file lines into records, joining split lines;
 //! - [`multiline`]: the lines of a stack trace into one record, per stream;
-//! - [`redact`]: values masked or hashed (e-mails, cards, tokens, …) before a document is
-//!   encoded, so the buffer never holds them;
+//! - [`redact`]: values masked or hashed (e-mails, cards, tokens, …) in each finished document
+//!   before it is framed, so the buffer never holds them;
 //! - [`parse`]: the document — JSON messages merged in, `@timestamp`, `stream`, flags;
 //! - [`route`]: which index a finished document goes to (the first `[[route]]` that takes it);
-//! - [`encode`]: each record as a `_bulk` item with its index and its deterministic id;
-//!   [`kube`]: which pod a file belongs to, and its metadata from the API server;
+//! - [`encode`]: each record as a `_bulk` item with its index and its deterministic id, its
+//!   document run through [`redact`]; [`kube`]: which pod a file belongs to, and its metadata
+//!   from the API server; [`migrate`]: what a cut-over reads of Fluentd (`logferry convert`,
+//!   and the positions of its pos_file that discovery starts files from), using only [`config`];
 //! - [`tail`]: finds log files, reads them, splits lines, keeps checkpoints, and hands records
 //!   to an output it is given; [`buffer`]: keeps encoded items on disk (CRC-framed segments,
 //!   group-commit fsync) until Elasticsearch has them, reporting durable file positions through
@@ -24,21 +26,20 @@
 //! - [`sink`]: bulk-indexes batches, retries what failed, dead-letters what never will succeed,
 //!   and acknowledges batches back to the buffer;
 //! - [`agent`]: wires the stages together — the tailer's output encodes into the buffer, the
-//!   committer moves the checkpoints — and shuts them down in order; beside it, [`convert`]
-//!   turns a Fluentd configuration into a config (`logferry convert`), using only [`config`],
-//!   and [`top`], a terminal view of one running agent from its `/metrics` and `/health`.
+//!   committer moves the checkpoints — and shuts them down in order; beside it [`top`], a
+//!   terminal view of one running agent from its `/metrics` and `/health`.
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod buffer;
 pub mod config;
-pub mod convert;
 pub mod decode;
 pub mod disk;
 pub mod encode;
 pub mod kube;
 pub mod metrics;
+pub mod migrate;
 pub mod multiline;
 pub mod observe;
 pub mod parse;

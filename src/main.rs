@@ -129,7 +129,7 @@ fn main() -> ExitCode {
 
 /// `logferry convert`: 0 converted, 2 converted with warnings, 1 nothing written.
 fn convert(input: &std::path::Path, output: Option<&std::path::Path>) -> ExitCode {
-    let conversion = match logferry::convert::convert(input) {
+    let conversion = match logferry::migrate::convert::convert(input) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

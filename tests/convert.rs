@@ -134,6 +134,15 @@ fn the_daemonset_images_elasticsearch_config_converts_and_validates() {
         );
     }
     assert!(!stderr.contains("not known to the converter"), "{stderr}");
+    // Its pos_file is Ruby (`File.join` of a literal, `ENV.fetch` with a fallback, a literal):
+    // evaluated, or the cut-over with `read_from_head true` would ship every file again.
+    assert_eq!(
+        cfg.input.fluentd_pos_file.as_deref(),
+        Some(Path::new("/var/log/fluentd-containers.log.pos")),
+        "{toml}"
+    );
+    assert!(!stderr.contains("not evaluated"), "{stderr}");
+    assert!(!stderr.contains("issue "), "{stderr}");
 }
 
 #[test]

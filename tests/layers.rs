@@ -23,18 +23,19 @@ const LAYERS: &[&[&str]] = &[
     &["decode"],
     // After partial lines are joined, before JSON parsing.
     &["multiline"],
-    // Called by parse on the document's values before it is encoded.
+    // Run by encode over each finished document before it is framed.
     &["redact"],
     &["parse"],
     // Picks the index for a finished document.
     &["route"],
-    &["encode", "kube"],
+    // What a cut-over reads of Fluentd: used by discovery and the binary, using only config.
+    &["encode", "kube", "migrate"],
     // The tailer hands records to an output it is given; the buffer reports durability
     // through a callback: neither knows the other.
     &["tail", "buffer"],
     &["sink"],
     // Wires the stages together.
-    &["agent", "convert", "top"],
+    &["agent", "top"],
 ];
 
 /// What the metrics leaf may use besides the standard library.
@@ -374,4 +375,160 @@ fn the_checker_sees_what_it_must() {
         "fn a() -> [u8; 32] {\n    let c = '}';\n    [0; 32]\n}\nfn b<'a>(x: &'a str) {\n}\n",
     );
     assert_eq!(f, [(1, "a".to_owned(), 4), (5, "b".to_owned(), 2)]);
+}
+
+/// The absolute module paths a file names (`crate::`, `super::` and `self::` resolved against
+/// the module the code is in), outside `#[cfg(test)]` modules.
+struct Named {
+    module: Vec<String>,
+    found: BTreeSet<Vec<String>>,
+}
+
+impl Named {
+    fn resolve(&mut self, segments: &[String]) {
+        let Some(first) = segments.first() else {
+            return;
+        };
+        let abs: Vec<String> = match first.as_str() {
+            "crate" => segments[1..].to_vec(),
+            "self" => [&self.module[..], &segments[1..]].concat(),
+            "super" => {
+                let ups = segments.iter().take_while(|s| *s == "super").count();
+                let base = &self.module[..self.module.len().saturating_sub(ups)];
+                [base, &segments[ups..]].concat()
+            }
+            _ => return,
+        };
+        self.found.insert(abs);
+    }
+
+    fn tree(&mut self, tree: &syn::UseTree, prefix: &mut Vec<String>) {
+        match tree {
+            syn::UseTree::Path(p) => {
+                prefix.push(p.ident.to_string());
+                self.tree(&p.tree, prefix);
+                prefix.pop();
+            }
+            syn::UseTree::Name(n) => self.leaf(prefix, n.ident.to_string()),
+            syn::UseTree::Rename(r) => self.leaf(prefix, r.ident.to_string()),
+            syn::UseTree::Glob(_) => self.leaf(prefix, "*".into()),
+            syn::UseTree::Group(g) => {
+                for item in &g.items {
+                    self.tree(item, prefix);
+                }
+            }
+        }
+    }
+
+    fn leaf(&mut self, prefix: &[String], last: String) {
+        let mut full = prefix.to_vec();
+        full.push(last);
+        self.resolve(&full);
+    }
+}
+
+impl<'ast> Visit<'ast> for Named {
+    fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+        self.tree(&u.tree, &mut Vec::new());
+    }
+
+    fn visit_path(&mut self, p: &'ast syn::Path) {
+        let segments: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
+        if segments.len() > 1 && matches!(segments[0].as_str(), "crate" | "super" | "self") {
+            self.resolve(&segments);
+        }
+        syn::visit::visit_path(self, p);
+    }
+
+    fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
+        let test_only = m.attrs.iter().any(|a| {
+            a.path().is_ident("cfg") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "test")
+        });
+        if test_only {
+            return;
+        }
+        self.module.push(m.ident.to_string());
+        syn::visit::visit_item_mod(self, m);
+        self.module.pop();
+    }
+}
+
+/// Within one folder, which sibling files each file names: `tail/discover.rs` naming
+/// `super::rotated::…` is the edge `discover → rotated`. The folder's `mod.rs` is the parent
+/// of them all and is left out.
+fn sibling_edges() -> Vec<(Vec<String>, String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    let mut edges = Vec::new();
+    for file in files {
+        if file
+            .file_name()
+            .is_some_and(|n| n == "mod.rs" || n == "lib.rs" || n == "main.rs")
+        {
+            continue;
+        }
+        let module = module_path(&root, &file);
+        let Some((own, parent)) = module.split_last() else {
+            continue;
+        };
+        let mut named = Named {
+            module: module.clone(),
+            found: BTreeSet::new(),
+        };
+        named.visit_file(&syn::parse_file(&std::fs::read_to_string(&file).unwrap()).unwrap());
+        for path in named.found {
+            if path.len() > parent.len() && path.starts_with(parent) {
+                let sibling = &path[parent.len()];
+                let is_file = root
+                    .join(parent.join("/"))
+                    .join(format!("{sibling}.rs"))
+                    .is_file()
+                    || root
+                        .join(parent.join("/"))
+                        .join(sibling)
+                        .join("mod.rs")
+                        .is_file();
+                if sibling != own && is_file {
+                    edges.push((parent.to_vec(), own.clone(), sibling.clone()));
+                }
+            }
+        }
+    }
+    edges.sort();
+    edges.dedup();
+    edges
+}
+
+#[test]
+fn no_two_files_of_a_folder_import_each_other_even_through_others() {
+    let edges = sibling_edges();
+    let mut circles = Vec::new();
+    for (folder, from, to) in &edges {
+        // Is `from` reachable from `to` among the same folder's files?
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![to.clone()];
+        while let Some(at) = todo.pop() {
+            if !seen.insert(at.clone()) {
+                continue;
+            }
+            for (f, a, b) in &edges {
+                if f == folder && *a == at {
+                    todo.push(b.clone());
+                }
+            }
+        }
+        if seen.contains(from) {
+            circles.push(format!(
+                "src/{}: {from} → {to} → … → {from}",
+                folder.join("/")
+            ));
+        }
+    }
+    assert!(
+        circles.is_empty(),
+        "files of one folder importing each other (one decision, one home; move the shared \
+         piece down to a file both use):\n{}",
+        circles.join("\n")
+    );
 }

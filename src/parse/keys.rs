@@ -6,12 +6,30 @@
 //! hash map, so a line with thousands of keys cannot stall the tailer.
 
 use super::fields::Member;
+use crate::config;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
+
+/// The keys the agent writes itself.
+const RESERVED: [&str; 5] = config::AGENT_KEYS;
 
 /// Up to this many members, a key is looked for by scanning the others: a usual log line has
 /// about a dozen, and comparing a dozen short strings is cheaper than building a hash map per
 /// line. Above it, a map keeps the work linear in the number of keys.
 const SCAN_MAX_KEYS: usize = 32;
+
+/// Whether an application key is written under another name (`app_<key>`) at the top level:
+/// a key of the agent's, or a dotted key into one (`kubernetes.namespace_name` would be the
+/// agent's field to Elasticsearch, which reads dots as objects); and `log` (the message's own
+/// field) unless it is a string where the agent writes none: `log.level` (ECS loggers) or an
+/// object in `log` would clash with the text `log` of every plain line.
+pub(super) fn is_reserved(key: &str, value: &RawValue, keep_original: bool) -> bool {
+    let head = key.split('.').next().unwrap_or(key);
+    if RESERVED.contains(&head) {
+        return true;
+    }
+    head == "log" && (key != "log" || keep_original || !value.get().starts_with('"'))
+}
 
 /// The keys of one object, to find which member of a repeated key is written and which name a
 /// renamed key can take.

@@ -8,8 +8,7 @@
 //! pod's fields), and only for the record that asks.
 
 use super::fields::Fields;
-use super::keys::KeyIndex;
-use super::writer::{DocumentWriter, is_reserved};
+use super::keys::{KeyIndex, is_reserved};
 use crate::vocab::Record;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -28,7 +27,10 @@ pub enum Found<'a> {
 
 /// The document of one record, before it is written.
 pub struct View<'a> {
-    pub(super) writer: &'a DocumentWriter,
+    /// `parse.target`: the key the message is nested under, if it is.
+    pub(super) target: Option<&'a str>,
+    /// `parse.keep_original`: `log` holds the raw line beside the parsed fields.
+    pub(super) keep_original: bool,
     pub(super) rec: &'a Record<'a>,
     pub(super) message: &'a str,
     pub(super) fields: Option<&'a Fields<'a>>,
@@ -43,7 +45,7 @@ impl View<'_> {
         match path {
             "@timestamp" => return Some(Found::Text(&self.rec.time)),
             "stream" => return self.rec.stream.map(|s| Found::Text(s.as_str())),
-            "log" if self.fields.is_none() || self.writer.keep_original => {
+            "log" if self.fields.is_none() || self.keep_original => {
                 return Some(Found::Text(self.message));
             }
             _ => {}
@@ -53,12 +55,12 @@ impl View<'_> {
             return self.pod_field(path);
         }
         let fields = self.fields?;
-        let path = match self.writer.target_key() {
+        let path = match self.target {
             Some(target) => under(path, target)?,
             None => path,
         };
-        let nested = self.writer.target_key().is_some();
-        let keep_original = self.writer.keep_original;
+        let nested = self.target.is_some();
+        let keep_original = self.keep_original;
         if nested || !path.starts_with("app_") {
             // No renamed key can be meant: the member written under a key is its last one, so
             // the first found from the end is it. One pass, no bookkeeping: this runs per

@@ -7,15 +7,11 @@
 //! not a JSON object the index can take is written as a string.
 
 use super::fields::{Fields, MAX_DEPTH, depth_within, parse_object};
-use super::keys::KeyIndex;
+use super::keys::{KeyIndex, is_reserved};
 use super::view::View;
 use crate::config;
 use crate::vocab::{FileMeta, Flags, Record};
-use serde_json::value::RawValue;
 use std::borrow::Cow;
-
-/// The keys the agent writes itself.
-const RESERVED: [&str; 5] = config::AGENT_KEYS;
 
 /// What happened while a document was built, for the caller to count.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -34,19 +30,6 @@ pub struct DocumentWriter {
     /// The same, as configured.
     target_name: String,
     pub(super) keep_original: bool,
-}
-
-/// Whether an application key is written under another name (`app_<key>`) at the top level:
-/// a key of the agent's, or a dotted key into one (`kubernetes.namespace_name` would be the
-/// agent's field to Elasticsearch, which reads dots as objects); and `log` (the message's own
-/// field) unless it is a string where the agent writes none: `log.level` (ECS loggers) or an
-/// object in `log` would clash with the text `log` of every plain line.
-pub(super) fn is_reserved(key: &str, value: &RawValue, keep_original: bool) -> bool {
-    let head = key.split('.').next().unwrap_or(key);
-    if RESERVED.contains(&head) {
-        return true;
-    }
-    head == "log" && (key != "log" || keep_original || !value.get().starts_with('"'))
 }
 
 impl DocumentWriter {
@@ -120,7 +103,8 @@ impl DocumentWriter {
             None
         };
         let view = View {
-            writer: self,
+            target: self.target_key(),
+            keep_original: self.keep_original,
             rec,
             message: &message,
             fields: fields.as_ref(),

@@ -83,7 +83,7 @@ pub struct Discoverer {
     pub(super) fresh_start: bool,
     /// Fluentd's positions, on a first start with `input.fluentd_pos_file`: used up by the
     /// first scan (see [`super::fluentd`]).
-    pub(super) fluentd: Option<super::fluentd::Positions>,
+    pub(super) fluentd: Option<crate::migrate::pos_file::Positions>,
 }
 
 /// A file seen at a matched path whose first line is not complete yet.
@@ -128,7 +128,7 @@ impl Discoverer {
         let mut rescan = false;
         while !self.shutdown.load(Ordering::Relaxed) {
             rescan |= self.drain_events();
-            if let Some(new) = super::reload::newer(&mut self.reloads) {
+            if let Some(new) = super::reloads::newer(&mut self.reloads) {
                 rescan |= self.reconfigure(&new);
             }
             if self.missed_events.swap(false, Ordering::Relaxed) {

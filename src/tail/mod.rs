@@ -39,6 +39,7 @@ mod joining;
 mod output;
 mod parked;
 mod reload;
+mod reloads;
 mod rotated;
 mod throttle;
 
@@ -47,7 +48,7 @@ pub use checkpoint::{Checkpoints, Entry};
 pub use globs::Discovery;
 pub use health::TailerCheck;
 pub use output::{Context, Output};
-pub use reload::Reloads;
+pub use reloads::Reloads;
 
 use crate::config;
 use crate::vocab::FileKey;
@@ -305,7 +306,7 @@ impl Tailer {
     /// periodic look at every file, and keeping within the descriptor budget.
     fn tick(&mut self, next_full_pass: &mut Instant) {
         self.state.beat();
-        if let Some(new) = reload::newer(&mut self.reloads) {
+        if let Some(new) = reloads::newer(&mut self.reloads) {
             self.reconfigure(new);
         }
         self.dirty.extend(self.waiting_meta.drain());
@@ -605,14 +606,17 @@ impl Tailer {
 }
 
 /// Fluentd's positions, on the agent's first start on a node when `input.fluentd_pos_file` is
-/// set (see [`fluentd`]); a pos_file that cannot be read leaves every file to `read_from`.
-fn fluentd_positions(cfg: &config::Input, first_start: bool) -> Option<fluentd::Positions> {
+/// set (see [`crate::migrate::pos_file`]); a pos_file that cannot be read leaves every file to `read_from`.
+fn fluentd_positions(
+    cfg: &config::Input,
+    first_start: bool,
+) -> Option<crate::migrate::pos_file::Positions> {
     let path = cfg.fluentd_pos_file.as_ref()?;
     if !first_start {
         tracing::info!(pos_file = %path.display(), "Fluentd's pos_file is not read: the agent has checkpoints of its own on this node");
         return None;
     }
-    match fluentd::Positions::read(path) {
+    match crate::migrate::pos_file::Positions::read(path) {
         Ok(p) => {
             tracing::info!(pos_file = %path.display(), files = p.len(), "first start: files Fluentd was reading start where it stopped");
             Some(p)

@@ -22,6 +22,7 @@ mod inputs;
 mod map;
 mod outputs;
 mod params;
+mod ruby;
 pub mod syntax;
 
 use std::fmt;

@@ -114,7 +114,6 @@ fn options(p: &mut Params, warnings: &mut Vec<Warning>) {
         "default_elasticsearch_version",
         "verify_es_version_at_startup",
         "http_backend",
-        "utc_index",
         "with_transporter_log",
         "prefer_oj_serializer",
         "emit_error_for_missing_id",
@@ -123,6 +122,11 @@ fn options(p: &mut Params, warnings: &mut Vec<Warning>) {
         "ssl_max_version",
         "ssl_min_version",
     ]);
+    if let Some((utc, at)) = p.text("utc_index", warnings)
+        && boolean(&utc) == Some(false)
+    {
+        warnings.push(Warning::new(&at, "utc_index", "Fluentd named indices by the node's local date; logferry names them by the record's UTC date, so near midnight (local) lines land in the neighbouring day's index"));
+    }
     p.cannot(&["id_key"], "logferry's _id is derived from where the line was read (file and offset), so a replay gives 409s, not duplicates; an id taken from a field is not supported", warnings);
     p.cannot(
         &["include_tag_key", "tag_key"],
@@ -134,7 +138,7 @@ fn options(p: &mut Params, warnings: &mut Vec<Warning>) {
         "an index taken from a field is not supported; use [[route]]",
         warnings,
     );
-    p.cannot(&["template_name", "template_file", "template_overwrite", "templates", "customize_template", "enable_ilm", "ilm_policy_id", "ilm_policy", "ilm_policies", "ilm_policy_overwrite", "rollover_index", "index_date_pattern", "deflector_alias", "data_stream_template_name", "data_stream_ilm_name", "data_stream_ilm_policy", "data_stream_ilm_policy_overwrite", "data_stream_template_use_index_patterns"], "index templates and lifecycle policies are not converted: create them as before (or with logferry's setup, issue 15)", warnings);
+    p.cannot(&["template_name", "template_file", "template_overwrite", "templates", "customize_template", "enable_ilm", "ilm_policy_id", "ilm_policy", "ilm_policies", "ilm_policy_overwrite", "rollover_index", "index_date_pattern", "deflector_alias", "data_stream_template_name", "data_stream_ilm_name", "data_stream_ilm_policy", "data_stream_ilm_policy_overwrite", "data_stream_template_use_index_patterns"], "index templates and lifecycle policies are not converted: logferry installs its own ([elasticsearch.setup], with a retention per route); to keep yours, set [elasticsearch.setup] templates = false", warnings);
     p.cannot(
         &[
             "time_key",

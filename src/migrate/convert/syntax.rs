@@ -13,10 +13,10 @@
 //! Malformed input (an unclosed section, a stray end tag, an unterminated string) is an
 //! [`Error`], located, and nothing is converted.
 
+pub use super::ruby::EnvUse;
+use super::ruby::{Part, Piece, joined_env, ruby};
 use super::{Error, Origin, Warning};
-use regex::Regex;
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
 
 /// One `<name arg>` section, or the file itself (name `ROOT`).
 #[derive(Debug, Clone)]
@@ -49,13 +49,6 @@ pub enum Value {
     Unset { unless_env: Option<String> },
     /// Embedded Ruby beyond the environment forms; the code, as written.
     Ruby(String),
-}
-
-/// An environment variable a value reads, and Fluentd's fallback when it is unset.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EnvUse {
-    pub name: String,
-    pub fallback: Option<String>,
 }
 
 impl Value {
@@ -429,6 +422,17 @@ impl Scanner {
                             }
                             env.push(use_);
                         }
+                        Piece::Joined(parts) => {
+                            for part in parts {
+                                match part {
+                                    Part::Text(t) => {
+                                        t.chars().for_each(|c| push_literal(&mut text, c))
+                                    }
+                                    Part::Env(name) => text.push_str(&format!("${{{name}}}")),
+                                }
+                            }
+                            env.extend(joined_env(&code));
+                        }
                         unset @ Piece::Unset(_) => {
                             if let Piece::Unset(unless_env) = unset {
                                 outcome.get_or_insert(Value::Unset { unless_env });
@@ -532,41 +536,4 @@ fn push_literal(text: &mut String, c: char) {
         text.push('$');
     }
     text.push(c);
-}
-
-/// What one `#{…}` stands for.
-enum Piece {
-    Env(EnvUse),
-    Unset(Option<String>),
-    Ruby,
-}
-
-static ENV_FORM: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r#"^(?:ENV\[\s*['"](\w+)['"]\s*\]|ENV\.fetch\(\s*['"](\w+)['"]\s*(?:,\s*(?:'([^']*)'|"([^"]*)")\s*)?\))\s*(?:\|\|\s*(?:'([^']*)'|"([^"]*)"|(use_default|use_nil|nil)|(true|false|-?\d+(?:\.\d+)?)))?$"#,
-    )
-    .unwrap_or_else(|e| unreachable!("the pattern is a constant: {e}"))
-});
-
-/// Recognises the environment forms of embedded Ruby; everything else is [`Piece::Ruby`].
-fn ruby(code: &str) -> Piece {
-    let code = code.trim();
-    if code == "use_default" || code == "use_nil" {
-        return Piece::Unset(None);
-    }
-    let Some(m) = ENV_FORM.captures(code) else {
-        return Piece::Ruby;
-    };
-    let name = m.get(1).or(m.get(2)).map(|n| n.as_str().to_owned());
-    let Some(name) = name else {
-        return Piece::Ruby;
-    };
-    if m.get(7).is_some() {
-        return Piece::Unset(Some(name));
-    }
-    let fallback = [3, 4, 5, 6, 8]
-        .iter()
-        .find_map(|i| m.get(*i))
-        .map(|f| f.as_str().to_owned());
-    Piece::Env(EnvUse { name, fallback })
 }

@@ -277,3 +277,79 @@ fn a_secrets_fallback_is_neither_copied_nor_shown() {
         "{w:?}"
     );
 }
+
+/// The stock fluentd-kubernetes-daemonset images' `pos_file`, and what else issue 25 found
+/// turned into the wrong thing.
+#[test]
+fn the_stock_daemonsets_pos_file_ruby_is_evaluated_and_flags_dates_and_dead_filters_are_kept_right()
+{
+    let conf = "<source>\n  @type tail\n  path /var/log/containers/*.log\n  \
+        pos_file \"#{File.join('/var/log/', ENV.fetch('FLUENT_POS_EXTRA_DIR', ''), 'fluentd-containers.log.pos')}\"\n  \
+        tag kubernetes.*\n  read_from_head true\n</source>\n\
+        <filter kubernetes.**>\n  @type grep\n  <exclude>\n    key log\n    pattern /debug/i\n  </exclude>\n</filter>\n\
+        <match **>\n  @type elasticsearch\n  host es\n  utc_index false\n</match>\n\
+        <filter kubernetes.**>\n  @type grep\n  <exclude>\n    key log\n    pattern /healthz/\n  </exclude>\n</filter>\n";
+    let (cfg, w) = run(conf);
+    assert_eq!(
+        cfg.input.fluentd_pos_file.as_deref(),
+        Some(std::path::Path::new("/var/log/fluentd-containers.log.pos")),
+        "{w:?}"
+    );
+    assert!(has(&w, "FLUENT_POS_EXTRA_DIR"), "{w:?}");
+    assert!(!has(&w, "not evaluated"), "{w:?}");
+    // The regex keeps its flag: `Debug` and `DEBUG` lines were dropped by Fluentd too.
+    assert_eq!(cfg.routes.len(), 1, "{:?}", cfg.routes);
+    let text = format!("{:?}", cfg.routes[0]);
+    assert!(text.contains("(?i)debug"), "{text}");
+    // A filter after the catch-all <match> never ran: not a route.
+    assert!(
+        has(
+            &w,
+            "fluent.conf:20: <filter kubernetes.**> @type grep: never reached"
+        ),
+        "{w:?}"
+    );
+    assert!(
+        has(
+            &w,
+            "utc_index: Fluentd named indices by the node's local date"
+        ),
+        "{w:?}"
+    );
+    assert!(!w.iter().any(|w| w.contains("issue ")), "{w:?}");
+}
+
+#[test]
+fn file_join_joins_as_ruby_does() {
+    for (code, want) in [
+        (
+            "File.join('/var/log/', ENV.fetch('X', ''), 'a.pos')",
+            "/var/log/a.pos",
+        ),
+        ("File.join('/var/log', 'a.pos')", "/var/log/a.pos"),
+        ("File.join('/var/log/', '/a.pos')", "/var/log/a.pos"),
+        (
+            "File.join(\"/data\", ENV.fetch('X', 'sub'), 'a.pos')",
+            "/data/sub/a.pos",
+        ),
+        (
+            "File.join('/data', ENV['POS_DIR'], 'a.pos')",
+            "/data/${POS_DIR}/a.pos",
+        ),
+    ] {
+        let section = parse(&format!(
+            "<source>\n  pos_file \"#{{{code}}}\"\n</source>\n"
+        ));
+        let v = &section.children[0].params[0].value;
+        match v {
+            Value::Text { text, .. } => assert_eq!(text, want, "{code}"),
+            other => panic!("{code}: {other:?}"),
+        }
+    }
+    // Anything else stays Ruby the converter does not run.
+    let section = parse("<source>\n  pos_file \"#{File.join(Dir.pwd, 'a.pos')}\"\n</source>\n");
+    assert!(matches!(
+        section.children[0].params[0].value,
+        Value::Ruby(_)
+    ));
+}

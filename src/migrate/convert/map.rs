@@ -144,6 +144,16 @@ fn applies(patterns: &str, walk: &Walk) -> bool {
 
 fn filter(s: &Section, walk: &mut Walk, draft: &mut Draft, warnings: &mut Vec<Warning>) {
     let ty = type_of(s);
+    if walk.caught && applies(&s.arg, walk) {
+        // Events leave Fluentd's pipeline at the first <match> that takes them: this filter
+        // never saw a container log, and must not become a route that drops some.
+        warnings.push(Warning::new(
+            &s.at,
+            &format!("<filter {}> @type {ty}", s.arg),
+            "never reached in Fluentd: an earlier <match> takes every container log; not converted",
+        ));
+        return;
+    }
     if !applies(&s.arg, walk) {
         warnings.push(Warning::new(
             &s.at,

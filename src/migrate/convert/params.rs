@@ -260,11 +260,25 @@ pub fn list(text: &str) -> Vec<String> {
 /// `/regex/flags` or a bare regex, as the regex text.
 pub fn regex_text(text: &str) -> String {
     let t = text.trim();
-    match t
+    let Some((inner, flags)) = t
         .strip_prefix('/')
-        .and_then(|r| r.rfind('/').map(|end| &r[..end]))
-    {
-        Some(inner) => inner.to_owned(),
-        None => t.to_owned(),
+        .and_then(|r| r.rfind('/').map(|end| (&r[..end], &r[end + 1..])))
+    else {
+        return t.to_owned();
+    };
+    // Ruby's flags in the regex crate's spelling: `m` (dot matches a newline) is `s`.
+    let flags: String = flags
+        .chars()
+        .filter_map(|f| match f {
+            'i' => Some('i'),
+            'm' => Some('s'),
+            'x' => Some('x'),
+            _ => None,
+        })
+        .collect();
+    if flags.is_empty() {
+        inner.to_owned()
+    } else {
+        format!("(?{flags}){inner}")
     }
 }
