@@ -125,7 +125,7 @@ fn options(p: &mut Params, warnings: &mut Vec<Warning>) {
     if let Some((utc, at)) = p.text("utc_index", warnings)
         && boolean(&utc) == Some(false)
     {
-        warnings.push(Warning::new(&at, "utc_index", "Fluentd named indices by the node's local date; logferry names them by the record's UTC date, so near midnight (local) lines land in the neighbouring day's index"));
+        warnings.push(Warning::new(at, "utc_index", "Fluentd named indices by the node's local date; logferry names them by the record's UTC date, so near midnight (local) lines land in the neighbouring day's index"));
     }
     p.cannot(&["id_key"], "logferry's _id is derived from where the line was read (file and offset), so a replay gives 409s, not duplicates; an id taken from a field is not supported", warnings);
     p.cannot(
