@@ -89,6 +89,10 @@ pub struct Tracked {
     /// Set once the file's path points elsewhere (rotated) or is gone (deleted): the file is
     /// read to its end, then let go.
     pub draining: bool,
+    /// When it started draining: `rotate_wait` later it is read to its end whatever its
+    /// throttle bucket holds (the kubelet compresses a rotated file; a deleted one's lines
+    /// live only in the agent's descriptor).
+    pub gone_since: Option<Instant>,
     /// Set when a reload's globs no longer match it: read to its end, then let go with its
     /// checkpoint kept.
     pub unmatched: bool,
@@ -141,6 +145,7 @@ impl Tracked {
             meta_generation: 0,
             opened: Instant::now(),
             draining: false,
+            gone_since: None,
             unmatched: false,
             last_data: Instant::now(),
             caught_up: None,

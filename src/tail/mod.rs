@@ -72,6 +72,10 @@ use std::time::{Duration, Instant};
 const READ_BLOCK: usize = 256 * 1024;
 /// How much one file may read in one pass before the others get their turn.
 const PASS_BUDGET: usize = 4 * 1024 * 1024;
+/// How long a graceful shutdown spends reading deleted and rotated files to their end: well
+/// within the 30 s a pod is given to stop, leaving time to make it durable.
+const FINAL_READ: Duration = Duration::from_secs(10);
+
 /// The longest the loop sleeps, so shutdown and rotate_wait are noticed promptly.
 const MAX_IDLE: Duration = Duration::from_millis(200);
 /// The least time between two read passes woken by writes: at 10k lines/s written a few at a
@@ -347,11 +351,21 @@ impl Tailer {
             self.take(h);
         }
         self.read_pass(buf);
-        // What a deleted file still holds (half a record, a trace in the making) cannot be read
-        // again at the next start: it is handed on now, as it is. Every other file's held lines
+        // A deleted file cannot be read again at the next start, nor a rotated one once the
+        // kubelet has compressed it: each is read to its end now, whatever its throttle bucket
+        // holds, within the time shutdown allows. What a deleted file still holds (half a
+        // record, a trace in the making) is handed on as it is. Every other file's held lines
         // stay where its checkpoint is, and are read and joined again then.
+        let deadline = Instant::now() + FINAL_READ;
         for t in self.files.values_mut() {
-            if t.file.metadata().is_ok_and(|m| m.nlink() == 0) {
+            let deleted = t.file.metadata().is_ok_and(|m| m.nlink() == 0);
+            if deleted || t.draining {
+                while Instant::now() < deadline
+                    && let Ok(ReadOutcome::More) = t.read(buf, &mut self.out, PASS_BUDGET)
+                {
+                }
+            }
+            if deleted {
                 t.finish(&mut self.out);
             }
         }
@@ -448,6 +462,7 @@ impl Tailer {
             t.draining = true;
             // The writer may not have reopened yet: give it rotate_wait from now.
             t.last_data = Instant::now();
+            t.gone_since.get_or_insert(t.last_data);
             self.dirty.insert(key);
         }
     }
@@ -476,7 +491,10 @@ impl Tailer {
     fn read_pass(&mut self, buf: &mut [u8]) {
         let mut keys: Vec<FileKey> = self.dirty.drain().collect();
         keys.extend(self.files.values().filter(|t| t.draining).map(|t| t.key));
-        keys.sort_unstable_by_key(|k| (k.dev, k.ino));
+        // The file served longest ago first: files sharing a throttle bucket take turns at
+        // it instead of the first in some fixed order taking it all.
+        let served = |k: &FileKey| self.files.get(k).map(|t| t.last_data);
+        keys.sort_unstable_by_key(|k| (served(k), k.dev, k.ino));
         keys.dedup();
         for key in keys {
             let Some(t) = self.files.get_mut(&key) else {
@@ -504,7 +522,12 @@ impl Tailer {
             }
             self.state.beat();
             let now = Instant::now();
-            let limit = match self.out.throttle.as_mut().map(|th| th.allowance(t, now)) {
+            // Gone for rotate_wait: read to its end, bucket or not.
+            let overdue = t
+                .gone_since
+                .is_some_and(|g| now.saturating_duration_since(g) >= self.cfg.rotate_wait.0);
+            let throttle = self.out.throttle.as_mut().filter(|_| !overdue);
+            let limit = match throttle.map(|th| th.allowance(t, now)) {
                 Some(throttle::Allowance::Wait(d)) => {
                     self.throttled.insert(key, now + d);
                     continue;
