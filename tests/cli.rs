@@ -107,3 +107,26 @@ fn help_and_version() {
         format!("logferry {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn validate_warns_about_a_redaction_path_that_can_never_match_and_still_accepts_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("redact.toml");
+    std::fs::write(
+        &path,
+        "[redact]\nrules = [\"email\"]\nfields = [\"msg\", \"Kubernetes.labels\"]\nskip_fields = [\"log\"]\n",
+    )
+    .unwrap();
+    let p = path.display().to_string();
+    let (code, out, err) = logferry(&["validate", "--config", &p]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok"), "{out}");
+    assert!(
+        err.contains(&format!(
+            "{p}: warning: redact: \"Kubernetes.labels\" names the agent's own field"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("redact.skip_fields: \"log\""), "{err}");
+    assert!(!err.contains("\"msg\""), "{err}");
+}
