@@ -1,21 +1,29 @@
 //! Config reload against a real OpenSearch-compatible server: SIGHUP and `--watch-config` take a
 //! new file without a restart — routes, parse, throttling, multiline, batch size, hosts and the
-//! log level change while lines keep flowing, every line lands exactly once — and a broken file
-//! is refused with its file, line and key while the running config goes on.
+//! log level change while lines keep flowing, each change showing in what is shipped, every
+//! line lands exactly once — and a broken file is refused with its file, line and key while the
+//! running config goes on.
 
 mod support;
 
+use flate2::read::GzDecoder;
 use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use support::*;
 
-/// Two configs a reload alternates between: the second routes `shop` to an index of its own
+/// The batch size of the changed config: a bulk request body stays under it.
+const SMALL_BATCH: usize = 16 * 1024;
+
+/// Two configs a reload alternates between. The second routes `shop` to an index of its own
 /// (the first has the route too, for a namespace nobody uses: the same templates, so no reload
-/// waits for setup), keeps the original line, throttles (far above the load), joins Java traces
-/// and ships smaller batches. Both indices match `logs-*`, where exactly-once is checked.
+/// waits for setup), keeps the original line, joins Java traces, ships batches of at most
+/// [`SMALL_BATCH`] and throttles each container to 20 lines a second, except `kube-system`'s.
+/// Both indices match `logs-*`, where exactly-once is checked.
 fn variants(base: &str) -> (String, String) {
     let route = |namespace: &str| {
         format!(
@@ -25,9 +33,9 @@ fn variants(base: &str) -> (String, String) {
     let plain = format!("{base}{}", route("nobody"));
     let changed = base.replace(
         "retry_wait = \"100ms\"",
-        "retry_wait = \"100ms\"\nchunk_limit_size = \"64KiB\"\nflush_interval = \"200ms\"",
+        "retry_wait = \"100ms\"\nchunk_limit_size = \"16KiB\"",
     ) + "[parse]\nkeep_original = true\n[multiline]\nrules = [\"java\"]\n\
-         [throttle]\nlines_per_second = 1000000\n"
+         [throttle]\nlines_per_second = 20\nburst = 20\nexcept_namespaces = [\"kube-system\"]\n"
         + &route("shop");
     (plain, changed)
 }
@@ -44,75 +52,369 @@ fn health_of<'a>(health: &'a serde_json::Value, check: &str) -> (&'a str, &'a st
     )
 }
 
+/// One `_bulk` request as it reached the cluster: when, and its body's bytes (uncompressed).
+struct Bulk {
+    at: Instant,
+    bytes: usize,
+}
+
+/// Between the agent and osmem: records every bulk request and holds it `delay` before passing
+/// it on, so that batches grow while requests are in flight (up to the batch size).
+struct BulkRecorder {
+    url: String,
+    bulks: Arc<Mutex<Vec<Bulk>>>,
+}
+
+impl BulkRecorder {
+    fn start(upstream: &str, delay: Duration) -> BulkRecorder {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind recorder");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let bulks = Arc::new(Mutex::new(Vec::new()));
+        let (recorded, upstream) = (bulks.clone(), upstream.to_owned());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (recorded, upstream) = (recorded.clone(), upstream.clone());
+                std::thread::spawn(move || {
+                    let _ = pass_on(conn, &upstream, delay, &recorded);
+                });
+            }
+        });
+        BulkRecorder { url, bulks }
+    }
+}
+
+/// Serves one connection's requests (HTTP/1.1, Content-Length bodies) from the upstream.
+fn pass_on(
+    conn: TcpStream,
+    upstream: &str,
+    delay: Duration,
+    bulks: &Mutex<Vec<Bulk>>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut conn = conn;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let mut words = request_line.split(' ');
+        let method = words.next().unwrap_or("GET").to_owned();
+        let path = words.next().unwrap_or("/").to_owned();
+        let (mut length, mut gzip) = (0usize, false);
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h)?;
+            let h = h.trim_end().to_ascii_lowercase();
+            if h.is_empty() {
+                break;
+            }
+            if let Some(v) = h.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            gzip |= h.starts_with("content-encoding:") && h.contains("gzip");
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body)?;
+        if gzip {
+            let mut plain = Vec::new();
+            GzDecoder::new(&body[..]).read_to_end(&mut plain)?;
+            body = plain;
+        }
+        let bulk = path.starts_with("/_bulk");
+        if bulk {
+            bulks.lock().unwrap().push(Bulk {
+                at: Instant::now(),
+                bytes: body.len(),
+            });
+            std::thread::sleep(delay);
+        }
+        let kind = if bulk {
+            "application/x-ndjson"
+        } else {
+            "application/json"
+        };
+        let (status, answer) =
+            logferry_harness::http(&method, &format!("{upstream}{path}"), kind, &body)
+                .unwrap_or((502, String::new()));
+        write!(
+            conn,
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        )?;
+        conn.flush()?;
+    }
+}
+
+/// One reload of the test below, and what was seen while its config ran.
+struct Phase {
+    changed: bool,
+    /// The success timestamp moved: the reload was taken.
+    taken: bool,
+    /// From a moment after it was taken (the tailer takes it at its next pass, the shippers at
+    /// their next attempt) until the next reload was asked for.
+    from: Instant,
+    until: Instant,
+    /// `logferry_throttled_seconds_total{namespace="shop"}` before the reload was asked for,
+    /// at `from` and at `until`.
+    throttled: [f64; 3],
+}
+
+/// The lines a reload's markers write: a JSON line in `marker-1`, a Java trace in `trace-1`.
+fn trace_of(n: u64) -> [String; 3] {
+    [
+        format!("java.lang.IllegalStateException: trace seq={n}"),
+        format!("\tat com.example.Orders.take(Orders.java:{n})"),
+        format!("\tat com.example.Main.main(Main.java:{n})"),
+    ]
+}
+
 #[test]
-fn a_reload_every_200ms_under_load_loses_duplicates_and_rereads_nothing() {
+fn each_reload_under_load_is_taken_and_shows_in_what_is_shipped_and_no_line_is_lost_or_repeated() {
+    const RELOADS: u64 = 20;
     let es = osmem();
+    let recorder = BulkRecorder::start(&es.url, Duration::from_millis(150));
     let node = Node::new();
-    let path = node.config(&es.url, "", "");
+    let path = node.config(&recorder.url, "", "");
     let (plain, changed) = variants(&config_text(&path));
     std::fs::write(&path, &plain).expect("write config");
-    let agent = Agent::start_adjusted(&path, |c| {
-        c.arg("--watch-config");
-    });
+    // One trigger: SIGHUP (no --watch-config), so that each reload asked for is one to take.
+    let agent = Agent::start(&path);
     let writing = Arc::new(AtomicBool::new(true));
     let writer = {
         let (logs, writing) = (node.logs(), writing.clone());
         std::thread::spawn(move || {
-            let mut pods: Vec<LogWriter> = ["cart-1", "cart-2", "cart-3"]
+            // Three shop pods the changed config throttles, one in kube-system it does not.
+            let pods = ["cart-1", "cart-2", "cart-3", "proxy-1"];
+            let mut writers: Vec<LogWriter> = pods
                 .iter()
-                .map(|p| LogWriter::create(&logs, "shop", p, "app", Format::Cri).expect("writer"))
+                .map(|p| {
+                    let ns = if p.starts_with("cart") {
+                        "shop"
+                    } else {
+                        "kube-system"
+                    };
+                    LogWriter::create(&logs, ns, p, "app", Format::Cri).expect("writer")
+                })
                 .collect();
             let mut expected = HashSet::new();
             let mut seq = 0u64;
-            // About 6 s of steady writes, a few lines at a time, as an application writes
-            // (under the 10 000 documents a search can page through).
-            for _ in 0..660 {
-                for (i, w) in pods.iter_mut().enumerate() {
-                    for _ in 0..4 {
+            // 200 lines a second each, a few at a time, as an application writes: ten times
+            // the throttle's rate (and under the 10 000 documents a search can page through).
+            while writing.load(Ordering::Relaxed) && seq < 8000 {
+                for (w, pod) in writers.iter_mut().zip(pods) {
+                    for _ in 0..2 {
                         w.json_line(seq).expect("write");
-                        expected.insert((format!("cart-{}", i + 1), seq));
+                        expected.insert((pod.to_owned(), seq));
                         seq += 1;
                     }
                 }
-                std::thread::sleep(Duration::from_millis(9));
+                std::thread::sleep(Duration::from_millis(10));
             }
-            writing.store(false, Ordering::Relaxed);
-            expected
+            // Whether it stopped before it was told to.
+            (expected, seq >= 8000)
         })
     };
-    let mut reloads = 0u64;
-    while writing.load(Ordering::Relaxed) {
-        let text = if reloads.is_multiple_of(2) {
-            &changed
-        } else {
-            &plain
-        };
+    let mut marker = node.writer("shop", "marker-1", "app", Format::Cri);
+    let mut trace = node.writer("shop", "trace-1", "app", Format::Cri);
+    let reload_time = || agent.metric_f64("logferry_config_last_reload_success_timestamp_seconds");
+    let throttled = || agent.metric_f64("logferry_throttled_seconds_total{namespace=\"shop\"}");
+    let mut taken_at = reload_time();
+    let mut phases = Vec::new();
+    for n in 0..RELOADS {
+        let changes = n % 2 == 0;
+        let text = if changes { &changed } else { &plain };
         std::fs::write(&path, text).expect("write config");
+        let before = throttled();
         agent.signal("HUP");
-        reloads += 1;
-        std::thread::sleep(Duration::from_millis(200));
+        let asked = Instant::now();
+        let mut taken = false;
+        while !taken && asked.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+            let at = reload_time();
+            taken = at > taken_at;
+            taken_at = taken_at.max(at);
+        }
+        // Taken by the tailer at its next pass and by the shippers at their next attempt, both
+        // well within this while lines flow.
+        std::thread::sleep(Duration::from_millis(100));
+        let (from, at_from) = (Instant::now(), throttled());
+        marker.json_line(n).expect("marker");
+        for line in trace_of(n) {
+            trace.line(&line).expect("trace");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        phases.push(Phase {
+            changed: changes,
+            taken,
+            from,
+            until: Instant::now(),
+            throttled: [before, at_from, throttled()],
+        });
     }
-    let expected = writer.join().expect("writer");
-    assert!(reloads >= 20, "only {reloads} reloads happened");
-    assert_exactly_once(&es, &expected);
+    writing.store(false, Ordering::Relaxed);
+    let (mut expected, stopped_early) = writer.join().expect("writer");
+    let written = expected.len() as u64 + RELOADS * 4;
+    // Every reload was taken: the success timestamp moved after each, and the log says so as
+    // many times.
+    let missed: Vec<usize> = (0..phases.len()).filter(|n| !phases[*n].taken).collect();
+    assert!(
+        missed.is_empty(),
+        "reloads not taken: {missed:?} of {RELOADS}"
+    );
     let failures = agent.metric("logferry_config_reload_failures_total");
     assert_eq!(failures, 0, "reloads refused:\n{}", agent.logs());
     let reloaded = agent.logs().matches("config reloaded").count() as u64;
+    assert_eq!(reloaded, RELOADS, "reloads logged as taken");
+    assert!(!stopped_early, "the writer stopped before the last reload");
+    // The throttle held the shop pods while the changed config ran, and only then.
+    for (n, p) in phases.iter().enumerate() {
+        let [before, from, until] = p.throttled;
+        if p.changed {
+            assert!(
+                until > before,
+                "reload {n}: nothing was held back: {before} -> {until}"
+            );
+        } else {
+            assert_eq!(from, until, "reload {n}: held back without a throttle");
+        }
+    }
+    // Nothing lost, repeated or read twice: the markers' lines too, a trace read under the
+    // changed config being one document and under the other three.
+    for n in 0..RELOADS {
+        expected.insert(("marker-1".to_owned(), n));
+        expected.insert(("trace-1".to_owned(), n));
+    }
+    let unjoined_frames = 2 * phases.iter().filter(|p| !p.changed).count() as u64;
+    let documents = expected.len() as u64 + unjoined_frames;
+    assert_eq!(wait_for_count(&es, documents, 60), documents, "documents");
+    let docs = docs(&es);
+    let counts = seq_counts(&docs);
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|k| !counts.contains_key(*k))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = counts
+        .iter()
+        .filter(|(k, c)| **c > 1 || !expected.contains(*k))
+        .take(5)
+        .collect();
+    assert!(missing.is_empty(), "missing records, e.g. {missing:?}");
     assert!(
-        reloaded >= reloads / 2,
-        "{reloaded} of {reloads} reloads were taken"
+        extra.is_empty(),
+        "repeated or unknown records, e.g. {extra:?}"
     );
-    // The shop route took records while it was in the config, and nothing was read twice.
-    assert!(
-        es.count("logs-shop").unwrap_or(0) > 0,
-        "the reloaded route never took a record"
-    );
-    let lines_read = agent.metric("logferry_input_lines_total");
+    let ids: HashSet<&str> = docs.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), docs.len(), "distinct ids");
     assert_eq!(
-        lines_read,
-        expected.len() as u64,
+        agent.metric("logferry_input_lines_total"),
+        written,
         "lines read != lines written"
     );
+    // Each reload's settings show in what was read after it: the route's index, the original
+    // line kept (`log` beside the parsed fields), the trace joined.
+    let routed: HashSet<String> = es
+        .all_documents("logs-shop")
+        .expect("search")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let of = |pod: &str, keep: &dyn Fn(&serde_json::Value) -> bool| {
+        docs.iter()
+            .filter(|(_, d)| d["kubernetes"]["pod_name"] == pod && keep(d))
+            .map(|(id, d)| (routed.contains(id), d))
+            .collect::<Vec<_>>()
+    };
+    for (n, p) in phases.iter().enumerate() {
+        let (n, changed) = (n as u64, p.changed);
+        let marker = of("marker-1", &|d| d["seq"] == n);
+        let [(routed, doc)] = marker[..] else {
+            panic!("reload {n}: marker {marker:?}")
+        };
+        assert_eq!(
+            routed, changed,
+            "reload {n}: the route did not follow: {doc}"
+        );
+        assert_eq!(
+            doc.get("log").is_some(),
+            changed,
+            "reload {n}: keep_original did not follow: {doc}"
+        );
+        // Joined, the trace was handed on whole when the next reload changed the rules.
+        let lines = trace_of(n);
+        let traced = of("trace-1", &|d| {
+            let log = d["log"].as_str().unwrap_or("");
+            log.lines().any(|l| lines.iter().any(|t| t == l))
+        });
+        let mut logs: Vec<&str> = traced
+            .iter()
+            .map(|(_, d)| d["log"].as_str().unwrap_or(""))
+            .collect();
+        logs.sort_unstable();
+        let joined = lines.join("\n");
+        let mut want: Vec<&str> = if changed {
+            vec![&joined]
+        } else {
+            lines.iter().map(String::as_str).collect()
+        };
+        want.sort_unstable();
+        assert_eq!(logs, want, "reload {n}: multiline did not follow");
+        assert!(
+            traced.iter().all(|(r, _)| *r == changed),
+            "reload {n}: the trace's route did not follow"
+        );
+    }
+    // Every shop line read under the changed config kept its original, and only those: the two
+    // settings changed together, whenever a line was read (held back or not).
+    let carts = docs.iter().filter(|(_, d)| {
+        d["kubernetes"]["pod_name"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("cart"))
+    });
+    let (mut kept, mut parsed) = (0, 0);
+    for (id, d) in carts {
+        let is_routed = routed.contains(id);
+        assert_eq!(
+            d.get("log").is_some(),
+            is_routed,
+            "{id} (routed: {is_routed}): {d}"
+        );
+        if is_routed { kept += 1 } else { parsed += 1 }
+    }
+    assert!(
+        kept > 0 && parsed > 0,
+        "{kept} shop lines under the changed config, {parsed} under the other"
+    );
+    // The batch size followed too: no bulk request while the changed config ran was larger
+    // than its batches, and some were nearly that large; under the other config they grew
+    // larger.
+    let bulks = recorder.bulks.lock().unwrap();
+    let during = |changed: bool| -> Vec<usize> {
+        bulks
+            .iter()
+            .filter(|b| {
+                phases
+                    .iter()
+                    .any(|p| p.changed == changed && p.from <= b.at && b.at < p.until)
+            })
+            .map(|b| b.bytes)
+            .collect()
+    };
+    let (small, large) = (during(true), during(false));
+    assert!(
+        small.iter().all(|b| *b <= SMALL_BATCH),
+        "bulk requests over {SMALL_BATCH} bytes under the changed config: {small:?}"
+    );
+    assert!(
+        small.iter().any(|b| *b > SMALL_BATCH * 3 / 4),
+        "no batch under the changed config came near its size: {small:?}"
+    );
+    assert!(
+        large.iter().any(|b| *b > SMALL_BATCH),
+        "no larger batches under the first config: {large:?}"
+    );
+    drop(bulks);
     // The smaller batches' segment role is named while it differs from the start's, and only it.
     let health = agent.get("/health");
     let (_, detail) = health_of(&health, "config");

@@ -208,7 +208,10 @@ impl Tracked {
     ) -> io::Result<ReadOutcome> {
         let mut done = 0;
         loop {
-            let n = self.file.read_at(buf, self.read_pos)?;
+            // The last block is cut to the budget: a throttled pass reads what its bucket
+            // holds, not a whole block more.
+            let want = buf.len().min(budget.saturating_sub(done).max(1));
+            let n = self.file.read_at(&mut buf[..want], self.read_pos)?;
             if n == 0 {
                 if self.file.metadata()?.len() < self.read_pos {
                     return Ok(ReadOutcome::Truncated);
