@@ -23,6 +23,7 @@ use crate::vocab::{FileKey, FileMeta, IdBasis, Record};
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::borrow::Cow;
 use std::io::Write as _;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// The document id for the record at `offset` of the file `key`: 128 bits of xxh3, in hex, of
@@ -141,8 +142,9 @@ impl ItemEncoder {
             doc_start = out.len();
             true
         });
-        if outcome.is_some() {
-            self.redact(out, doc_start, meta);
+        if let Some(o) = &outcome {
+            let (from, to) = o.message;
+            self.redact(out, doc_start, (from - doc_start)..(to - doc_start), meta);
             let _ = out.write_all(b"\n");
         }
         Encoded {
@@ -153,8 +155,10 @@ impl ItemEncoder {
     }
 
     /// The redaction stage over the document at `out[start..]`, unless its namespace is
-    /// excepted. The writer only ever writes UTF-8 (invalid bytes are replaced first).
-    fn redact(&self, out: &mut Vec<u8>, start: usize, meta: &FileMeta) {
+    /// excepted; `message` (within the document) holds the message's members, and the rest
+    /// the agent's own, never looked at, so not read either. The writer only ever writes UTF-8
+    /// (invalid bytes are replaced first).
+    fn redact(&self, out: &mut Vec<u8>, start: usize, message: Range<usize>, meta: &FileMeta) {
         let Some(r) = self.redactor.as_deref() else {
             return;
         };
@@ -166,10 +170,10 @@ impl ItemEncoder {
             return;
         }
         let redacted = match std::str::from_utf8(&out[start..]) {
-            Ok(doc) => r.redact_document(doc),
+            Ok(doc) => r.redact_document(doc, message),
             Err(_) => {
                 let doc = String::from_utf8_lossy(&out[start..]).into_owned();
-                Some(r.redact_document(&doc).unwrap_or(doc))
+                Some(r.redact_document(&doc, 0..doc.len()).unwrap_or(doc))
             }
         };
         if let Some(doc) = redacted {

@@ -408,6 +408,20 @@ impl Buffer {
     }
 }
 
+impl Buffer {
+    /// Each segment file with how many of its bytes are durable (fsynced): for the crash tests,
+    /// which cut a segment anywhere past this, as a power loss may, and never before it. Not
+    /// part of the agent's API.
+    #[doc(hidden)]
+    pub fn durable_lengths(&self) -> Vec<(PathBuf, u64)> {
+        self.state()
+            .segments
+            .iter()
+            .map(|s| (segment_path(&self.opts.dir, s.id), s.durable))
+            .collect()
+    }
+}
+
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.seg"))
 }

@@ -19,6 +19,11 @@ pub struct Outcome {
     pub json: bool,
     pub json_failed: bool,
     pub invalid_utf8: bool,
+    /// Where in `out` the message's members were written (`log`, the message's fields, or
+    /// its nesting key): the document's other members (`@timestamp`, `stream`, the pod's
+    /// `kubernetes` and `docker`, the `logferry` flags) are the agent's own, which redaction
+    /// passes over without reading.
+    pub message: (usize, usize),
 }
 
 /// Builds documents; one per tailer, configured once.
@@ -120,6 +125,7 @@ impl DocumentWriter {
             out.extend_from_slice(s.as_str().as_bytes());
             out.push(b'"');
         }
+        let message_start = out.len();
         match &fields {
             Some(fields) => {
                 if self.keep_original {
@@ -133,6 +139,7 @@ impl DocumentWriter {
                 write_str(out, &message);
             }
         }
+        outcome.message = (message_start, out.len());
         out.extend_from_slice(extra);
         write_flags(out, rec.flags, outcome);
         out.push(b'}');

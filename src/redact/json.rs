@@ -11,6 +11,8 @@
 //! its rest is still handed over as a string (the result is no more valid than the input) —
 //! the walk never panics.
 
+use std::ops::Range;
+
 /// A token as written: a string with its quotes and escapes (a value or a key), or a number.
 pub(super) enum Token<'a> {
     Key(&'a str),
@@ -37,8 +39,9 @@ struct Frame<'a> {
     key_looked: bool,
 }
 
-/// `raw` with every token `visit` replaces put in its place; None when nothing was.
-pub(super) fn rewrite(raw: &str, visit: &mut impl Visit) -> Option<String> {
+/// `raw` with every token `visit` replaces put in its place; None when nothing was. Only
+/// `within` is read: the members of the root object outside it are passed over unread.
+pub(super) fn rewrite(raw: &str, within: Range<usize>, visit: &mut impl Visit) -> Option<String> {
     let b = raw.as_bytes();
     let mut out: Option<String> = None;
     let mut copied = 0;
@@ -46,6 +49,15 @@ pub(super) fn rewrite(raw: &str, visit: &mut impl Visit) -> Option<String> {
     let mut path: Vec<&str> = Vec::with_capacity(8);
     let mut i = 0;
     while i < b.len() {
+        if stack.len() == 1 {
+            if i < within.start {
+                i = within.start;
+                continue;
+            }
+            if i >= within.end {
+                break;
+            }
+        }
         let looked = match stack.last() {
             Some(f) if f.object => f.key_looked,
             Some(f) => f.looked,
@@ -67,30 +79,7 @@ pub(super) fn rewrite(raw: &str, visit: &mut impl Visit) -> Option<String> {
                 i += 1;
                 continue;
             }
-            b'"' => {
-                let end = string_end(b, i).unwrap_or(b.len());
-                let in_object = stack.last().is_some_and(|f| f.object);
-                if in_object && next_significant(b, end) == Some(b':') {
-                    let key = raw.get(i + 1..end - 1).unwrap_or_default();
-                    keys_to(&stack[..stack.len() - 1], &mut path);
-                    path.push(key);
-                    let parent = stack.last().is_some_and(|f| f.looked);
-                    let key_looked = visit.look(&path, parent);
-                    if let Some(f) = stack.last_mut() {
-                        f.key = key;
-                        f.key_looked = key_looked;
-                    }
-                    let replacement = key_looked
-                        .then(|| visit.replace(&path, Token::Key(&raw[i..end])))
-                        .flatten();
-                    (end, replacement)
-                } else if looked {
-                    keys_to(&stack, &mut path);
-                    (end, visit.replace(&path, Token::Str(&raw[i..end])))
-                } else {
-                    (end, None)
-                }
-            }
+            b'"' => string(raw, i, looked, (&mut stack, &mut path), visit),
             b'-' | b'0'..=b'9' => {
                 let end = i + b[i..]
                     .iter()
@@ -120,6 +109,40 @@ pub(super) fn rewrite(raw: &str, visit: &mut impl Visit) -> Option<String> {
         o.push_str(&raw[copied..]);
         o
     })
+}
+
+/// The string opening at `i`: a key (its value's path settled, and whether that is looked
+/// at) or a value; its end, and what replaces it.
+fn string<'a>(
+    raw: &'a str,
+    i: usize,
+    looked: bool,
+    (stack, path): (&mut Vec<Frame<'a>>, &mut Vec<&'a str>),
+    visit: &mut impl Visit,
+) -> (usize, Option<String>) {
+    let b = raw.as_bytes();
+    let end = string_end(b, i).unwrap_or(b.len());
+    let in_object = stack.last().is_some_and(|f| f.object);
+    if in_object && next_significant(b, end) == Some(b':') {
+        let key = raw.get(i + 1..end - 1).unwrap_or_default();
+        keys_to(&stack[..stack.len() - 1], path);
+        path.push(key);
+        let parent = stack.last().is_some_and(|f| f.looked);
+        let key_looked = visit.look(path, parent);
+        if let Some(f) = stack.last_mut() {
+            f.key = key;
+            f.key_looked = key_looked;
+        }
+        let replacement = key_looked
+            .then(|| visit.replace(path, Token::Key(&raw[i..end])))
+            .flatten();
+        (end, replacement)
+    } else if looked {
+        keys_to(stack, path);
+        (end, visit.replace(path, Token::Str(&raw[i..end])))
+    } else {
+        (end, None)
+    }
 }
 
 /// The keys of the objects in `stack`, root first, into `path`.

@@ -20,10 +20,13 @@ pub(super) const fn bit(rule: BuiltIn) -> Candidates {
     1 << rule as u16
 }
 
-/// A digit run of this many digits (through single separators) may be a card, an SSN or a
-/// phone number; shorter runs (years, ports, counts, HTTP statuses) are none of them.
-const NUMERIC_RUN: u32 = 9;
-const NUMERIC: Candidates = bit(BuiltIn::Card) | bit(BuiltIn::UsSsn) | bit(BuiltIn::Phone);
+/// The digits (through single separators) a card needs; a phone number 10, or 9 after a `+`
+/// (E.164); an SSN 9, written `ddd-dd-dddd` or bare. Shorter runs (years, ports, counts,
+/// HTTP statuses) are none of them, and a UUID's digits, run together through its dashes, are
+/// rarely 10 and never shaped like an SSN.
+const CARD_RUN: u32 = 13;
+const PHONE_RUN: u32 = 10;
+const SSN_RUN: u32 = 9;
 
 /// Byte classes: everything else is `OTHER`, which ends digit runs.
 const OTHER: u8 = 0;
@@ -68,14 +71,38 @@ pub(super) fn candidates(s: &[u8]) -> Candidates {
     // Dot-separated digit groups in the current `1.2.3.4`-shaped run; the previous class.
     let mut groups = 0u8;
     let mut last = OTHER;
+    // The digits of the current group and the two before it (through one `-` each), for the
+    // `ddd-dd-dddd` shape; whether a `+` leads the run.
+    let (mut group, mut before) = (0u32, [0u32; 2]);
+    let mut plus = false;
     for (i, &b) in s.iter().enumerate() {
         let class = CLASS[b as usize];
         match class {
             DIGIT => {
-                run = if gap > 2 { 1 } else { run + 1 };
+                if gap > 2 {
+                    run = 0;
+                    plus = false;
+                }
+                run += 1;
+                if last == DIGIT {
+                    group += 1;
+                } else {
+                    before = if last == SEP && gap == 1 && s[i - 1] == b'-' {
+                        [before[1], group]
+                    } else {
+                        [0, 0]
+                    };
+                    group = 1;
+                }
                 gap = 0;
-                if run >= NUMERIC_RUN {
-                    found |= NUMERIC;
+                if run >= CARD_RUN {
+                    found |= bit(BuiltIn::Card);
+                }
+                if run >= PHONE_RUN || (plus && run >= PHONE_RUN - 1) {
+                    found |= bit(BuiltIn::Phone);
+                }
+                if group >= SSN_RUN || (group == 4 && before == [3, 2]) {
+                    found |= bit(BuiltIn::UsSsn);
                 }
                 if last != DIGIT {
                     groups = if last == DOT && groups > 0 {
@@ -90,6 +117,7 @@ pub(super) fn candidates(s: &[u8]) -> Candidates {
             }
             DOT | SEP => {
                 gap = gap.saturating_add(1);
+                plus |= b == b'+';
                 if class == SEP || last != DIGIT {
                     groups = 0;
                 }
@@ -98,6 +126,9 @@ pub(super) fn candidates(s: &[u8]) -> Candidates {
                 run = 0;
                 gap = 0;
                 groups = 0;
+                group = 0;
+                before = [0, 0];
+                plus = false;
                 found |= literal_at(class, &s[i..]);
             }
         }

@@ -15,6 +15,7 @@ use super::FileKey;
 use super::discover::Discoverer;
 use super::file::identify;
 use super::rotated::find_rotated;
+use crate::config;
 use crate::migrate::pos_file::{Positions, fits};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -102,5 +103,30 @@ impl Discoverer {
             .fluentd_positions
             .get_or_create(&[("outcome", outcome)])
             .inc();
+    }
+}
+
+/// Fluentd's positions, on the agent's first start on a node when `input.fluentd_pos_file` is
+/// set (see [`crate::migrate::pos_file`]); a pos_file that cannot be read leaves every file to `read_from`.
+pub(super) fn fluentd_positions(cfg: &config::Input, first_start: bool) -> Option<Positions> {
+    let path = cfg.fluentd_pos_file.as_ref()?;
+    if !first_start {
+        tracing::info!(pos_file = %path.display(), "Fluentd's pos_file is not read: the agent has checkpoints of its own on this node");
+        return None;
+    }
+    match Positions::read(path) {
+        Ok(p) => {
+            tracing::info!(pos_file = %path.display(), files = p.len(), "first start: files Fluentd was reading start where it stopped");
+            Some(p)
+        }
+        // A node that never ran Fluentd (one added after the cut-over): nothing to say.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(pos_file = %path.display(), "no Fluentd pos_file on this node; files are read from read_from");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(pos_file = %path.display(), error = %e, read_from = ?cfg.read_from, "cannot read Fluentd's pos_file; files are read from read_from");
+            None
+        }
     }
 }

@@ -219,7 +219,7 @@ impl Tailer {
             watched_roots: HashSet::new(),
             reported: HashSet::new(),
             fresh_start: checkpoints.first_start(),
-            fluentd: fluentd_positions(&cfg.input, checkpoints.first_start()),
+            fluentd: fluentd::fluentd_positions(&cfg.input, checkpoints.first_start()),
             unsaved: false,
             previous_scan: checkpoints.last_scan(),
             this_scan: None,
@@ -624,34 +624,6 @@ impl Tailer {
         if self.by_real.get(real) == Some(&key) {
             self.by_real.remove(real);
             self.shared.unwatch(real);
-        }
-    }
-}
-
-/// Fluentd's positions, on the agent's first start on a node when `input.fluentd_pos_file` is
-/// set (see [`crate::migrate::pos_file`]); a pos_file that cannot be read leaves every file to `read_from`.
-fn fluentd_positions(
-    cfg: &config::Input,
-    first_start: bool,
-) -> Option<crate::migrate::pos_file::Positions> {
-    let path = cfg.fluentd_pos_file.as_ref()?;
-    if !first_start {
-        tracing::info!(pos_file = %path.display(), "Fluentd's pos_file is not read: the agent has checkpoints of its own on this node");
-        return None;
-    }
-    match crate::migrate::pos_file::Positions::read(path) {
-        Ok(p) => {
-            tracing::info!(pos_file = %path.display(), files = p.len(), "first start: files Fluentd was reading start where it stopped");
-            Some(p)
-        }
-        // A node that never ran Fluentd (one added after the cut-over): nothing to say.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::info!(pos_file = %path.display(), "no Fluentd pos_file on this node; files are read from read_from");
-            None
-        }
-        Err(e) => {
-            tracing::warn!(pos_file = %path.display(), error = %e, read_from = ?cfg.read_from, "cannot read Fluentd's pos_file; files are read from read_from");
-            None
         }
     }
 }

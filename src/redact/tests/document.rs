@@ -7,7 +7,7 @@ use super::*;
 
 /// `doc` through the stage, or `doc` itself when nothing matched.
 fn document(r: &Redactor, doc: &str) -> String {
-    let out = r.redact_document(doc).unwrap_or_else(|| doc.to_owned());
+    let out = whole(r, doc).unwrap_or_else(|| doc.to_owned());
     serde_json::from_str::<serde_json::Value>(&out)
         .unwrap_or_else(|e| panic!("not valid JSON ({e}): {out}"));
     out
@@ -31,7 +31,7 @@ fn every_string_and_key_of_the_message_is_redacted_at_any_depth_and_the_agents_f
     );
     // The agent's own fields are not the message: never looked at.
     let agent = r#"{"@timestamp":"2026-12-01T10:00:00.000000001Z","stream":"stdout","kubernetes":{"labels":{"owner":"10.0.0.1"}},"docker":{"container_id":"4111111111111111"},"logferry":{"truncated":true}}"#;
-    assert_eq!(r.redact_document(agent), None);
+    assert_eq!(whole(&r, agent), None);
 }
 
 /// The shapes issue 25 found indexed with the address under the default `[redact]`.
@@ -126,10 +126,7 @@ fn numbers_are_caught_by_the_rules_that_say_so_and_ids_and_timestamps_are_not() 
         document(&r, r#"{"cc":4111111111111111,"ts":1714979289123}"#),
         r#"{"cc":"[REDACTED:card]","ts":1714979289123}"#
     );
-    assert_eq!(
-        r.redact_document(r#"{"ts":1733123456787,"x":-1.5e3}"#),
-        None
-    );
+    assert_eq!(whole(&r, r#"{"ts":1733123456787,"x":-1.5e3}"#), None);
     // An SSN or a phone number without separators: its key says what it is.
     assert_eq!(
         document(
@@ -143,7 +140,7 @@ fn numbers_are_caught_by_the_rules_that_say_so_and_ids_and_timestamps_are_not() 
         r#"{"order_id":219099999,"duration_ns":"219099999","epoch":1733123456,"hotel":4155552671}"#,
         r#"{"ssn":666099999,"phone":1155552671}"#,
     ] {
-        assert_eq!(r.redact_document(doc), None, "{doc}");
+        assert_eq!(whole(&r, doc), None, "{doc}");
     }
 }
 
@@ -160,7 +157,7 @@ fn escaped_json_strings_are_decoded_before_matching_and_stay_valid_json() {
         r#"{"msg":"[REDACTED:email]"}"#
     );
     // Escapes and nothing to find: no work beyond the scan.
-    assert_eq!(r.redact_document(r#"{"msg":"a\nb \"c\""}"#), None);
+    assert_eq!(whole(&r, r#"{"msg":"a\nb \"c\""}"#), None);
 }
 
 #[test]
@@ -176,11 +173,33 @@ fn a_cut_off_document_does_not_panic() {
         r#"{"a":"\u12"#,
         r#"{"a":"\ud83d"#,
     ] {
-        let _ = r.redact_document(raw);
+        let _ = whole(&r, raw);
     }
     // Never written by the agent, but if it were, the address still would not pass.
     assert_eq!(
-        r.redact_document(r#"{"a":"jane@example.com"#).as_deref(),
+        whole(&r, r#"{"a":"jane@example.com"#).as_deref(),
         Some(r#"{"a":"[REDACTED:email]""#)
     );
+}
+
+#[test]
+fn only_the_message_the_writer_wrote_is_read() {
+    let r = all_rules();
+    let doc = r#"{"@timestamp":"2026-12-06T10:00:00.123456789Z","msg":"to a@example.com","zz":"b@example.com","logferry":{"truncated":true}}"#;
+    let from = doc.find("\"msg\"").expect("member") - 1;
+    let to = doc.find(",\"zz\"").expect("member");
+    assert_eq!(
+        r.redact_document(doc, from..to).as_deref(),
+        Some(
+            r#"{"@timestamp":"2026-12-06T10:00:00.123456789Z","msg":"to [REDACTED:email]","zz":"b@example.com","logferry":{"truncated":true}}"#
+        )
+    );
+    // Nothing a rule could match in the message: not walked at all, whatever is around it.
+    let quiet = r#"{"@timestamp":"2026-12-06T10:00:00.123456789Z","msg":"hello","docker":{"container_id":"4111111111111111"}}"#;
+    let from = quiet.find(",\"msg\"").expect("member");
+    let to = quiet.find(",\"docker\"").expect("member");
+    assert_eq!(r.redact_document(quiet, from..to), None);
+    // An escape could hide a sign: walked.
+    let escaped = r#"{"msg":"jane\u0040example.com"}"#;
+    assert!(r.redact_document(escaped, 1..escaped.len() - 1).is_some());
 }
