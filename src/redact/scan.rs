@@ -77,6 +77,10 @@ pub(super) fn candidates(s: &[u8]) -> Candidates {
     let mut plus = false;
     for (i, &b) in s.iter().enumerate() {
         let class = CLASS[b as usize];
+        if class == OTHER && last == OTHER {
+            // Most bytes: a letter after a letter. Nothing to reset, nothing to look for.
+            continue;
+        }
         match class {
             DIGIT => {
                 if gap > 2 {
