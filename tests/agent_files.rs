@@ -1,7 +1,8 @@
 //! The agent's own files on a node: private whatever the umask, and a buffer volume too small
 //! for its segments, or filled by someone else, that neither loses nor doubles a line and says
 //! so in `/health` when it cannot move. Against a real osmem-server; the small volumes are
-//! tmpfs mounts, so those tests need root (they say so and pass when not root).
+//! tmpfs mounts, so those tests need root: not as root they fail, unless
+//! `LOGFERRY_TESTS_SKIP_ROOT=1` says to skip them.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use support::proxy::FaultProxy;
 use support::*;
 
 /// A small tmpfs mounted over a directory, unmounted on drop.
@@ -73,8 +74,7 @@ fn padded_lines(node: &Node, pod: &str, seqs: std::ops::Range<u64>) -> HashSet<(
 
 #[test]
 fn a_buffer_volume_smaller_than_a_segment_ships_every_line_once() {
-    if !running_as_root() {
-        eprintln!("skipped: mounting a small tmpfs needs root");
+    if !needs_root("mounting a small tmpfs") {
         return;
     }
     let es = osmem();
@@ -113,8 +113,7 @@ fn a_buffer_volume_smaller_than_a_segment_ships_every_line_once() {
 
 #[test]
 fn a_buffer_stuck_on_a_full_volume_turns_health_unhealthy_and_recovers_when_space_returns() {
-    if !running_as_root() {
-        eprintln!("skipped: mounting a small tmpfs to fill needs root");
+    if !needs_root("mounting a small tmpfs to fill") {
         return;
     }
     let es = osmem();
@@ -175,30 +174,48 @@ fn files_the_agent_writes_are_private_whatever_the_umask() {
         libc::umask(0);
     }
     let es = osmem();
+    let proxy = FaultProxy::start(&es.url);
     let node = Node::new();
     let mut w = node.writer("shop", "private", "app", Format::Cri);
-    w.line(r#"{"amount":5,"seq":0}"#).unwrap();
-    let agent = Agent::start(&node.config(&es.url, "", ""));
+    w.json_line(0).unwrap();
+    let config = node.config(&proxy.url, "", "");
+    let agent = Agent::start(&config);
     wait_for_count(&es, 1, 20);
-    // A mapping conflict: a dead letter.
-    w.line(r#"{"amount":{"value":5},"seq":1}"#).unwrap();
+    // A document the cluster refuses for good (a strict mapping, no salvage): a dead letter.
+    proxy.set(|f| {
+        f.reject_items = 1.0;
+        f.reject_with = Some((400, "strict_dynamic_mapping_exception".into()));
+    });
+    w.json_line(1).unwrap();
+    let dead = node.data().join("dead-letter/dead-letter.ndjson");
+    wait_until(20, "the dead letter", || dead.exists());
+    proxy.set(|f| f.reject_items = 0.0);
     for seq in 2..50 {
         w.json_line(seq).unwrap();
     }
     wait_for_count(&es, 49, 30);
-    let dead = node.data().join("dead-letter/dead-letter.ndjson");
-    wait_until(20, "the dead letter", || dead.exists());
     wait_until(20, "the cursor and checkpoints", || {
         node.data().join("buffer/cursor.json").exists()
             && node.data().join("checkpoints.json").exists()
     });
+    // The cluster goes away, and the last lines stay in the buffer, unacknowledged: their
+    // segment outlives the next start, where its permissions are checked.
+    proxy.set(|f| f.down = true);
+    for seq in 50..60 {
+        w.json_line(seq).unwrap();
+    }
+    let file_len = std::fs::metadata(&w.path).unwrap().len();
+    wait_until(20, "the last lines to be buffered", || {
+        node.checkpoint_offset() == file_len
+    });
     assert!(agent.stop().success());
     let all = modes(&node.data());
-    let segments = all
+    let segments: Vec<PathBuf> = all
         .iter()
         .filter(|(p, _, _)| p.extension().is_some_and(|e| e == "seg"))
-        .count();
-    assert!(segments > 0, "a segment is left to check: {all:?}");
+        .map(|(p, _, _)| p.clone())
+        .collect();
+    assert!(!segments.is_empty(), "a segment is left to check: {all:?}");
     assert!(all.len() >= 6, "{all:?}");
     for (path, mode, is_dir) in &all {
         let want = if *is_dir { 0o700 } else { 0o600 };
@@ -206,20 +223,40 @@ fn files_the_agent_writes_are_private_whatever_the_umask() {
     }
     let data = std::fs::metadata(node.data()).unwrap().permissions().mode() & 0o7777;
     assert_eq!(data, 0o700, "data_dir itself is {data:o}");
-    // Files a previous version left readable by all are made private at the next start.
-    let seg = all
-        .iter()
-        .find(|(p, _, _)| p.extension().is_some_and(|e| e == "seg"))
-        .map(|(p, _, _)| p.clone())
-        .unwrap();
-    set_mode(&seg, 0o644);
-    set_mode(&node.data().join("buffer"), 0o755);
-    let agent = Agent::start(&node.config(&es.url, "", ""));
-    std::thread::sleep(Duration::from_millis(200));
-    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
-    if seg.exists() {
-        assert_eq!(mode(&seg), 0o600);
+    // Files a previous version left readable by all are made private at the next start. The
+    // cluster is still away, so no segment can be acknowledged and deleted first.
+    for seg in &segments {
+        set_mode(seg, 0o644);
     }
-    assert_eq!(mode(&node.data().join("buffer")), 0o700);
+    set_mode(&node.data().join("buffer"), 0o755);
+    let agent = Agent::start(&config);
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{} is gone: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    for path in segments.iter().chain([&node.data().join("buffer")]) {
+        let want = if path.is_dir() { 0o700 } else { 0o600 };
+        wait_until_showing(
+            10,
+            &format!("{} to be made {want:o}", path.display()),
+            || mode(path) == want,
+            || format!("it is {:o}\n{}", mode(path), agent.logs()),
+        );
+    }
+    assert_eq!(
+        node.segments(),
+        segments,
+        "the old segments are still there, unacknowledged"
+    );
+    // And what they hold is still shipped: every line but the dead letter, once.
+    proxy.set(|f| f.down = false);
+    let expected: HashSet<(String, u64)> = (0..60)
+        .filter(|seq| *seq != 1)
+        .map(|seq| ("private".to_owned(), seq))
+        .collect();
+    assert_exactly_once(&es, &expected);
     assert!(agent.stop().success());
 }

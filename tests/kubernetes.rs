@@ -56,7 +56,7 @@ fn documents_carry_labels_namespace_labels_and_owner_even_after_the_pod_is_delet
         &node,
         &es.url,
         &api,
-        "honour_exclude_annotation = true",
+        "honour_exclude_annotation = true\nwait_for_metadata = \"10s\"",
     ));
     assert_eq!(
         wait_for_count(&es, 40, 30),
@@ -112,11 +112,25 @@ fn documents_carry_labels_namespace_labels_and_owner_even_after_the_pod_is_delet
 
     // The pod goes; its last lines, read after, still get its metadata.
     api.delete_pod("shop", "orders-api-1");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The deletion seen first: the watch delivers events in order, so once a pod put after it
+    // is known (its line gets its metadata, waiting for it as long as `wait_for_metadata`
+    // allows), the deletion was taken in before. That change also makes every open file look
+    // its pod up again: a deletion alone does not, and the late lines would carry what their
+    // file looked up before, whatever the cache did with the deleted pod.
+    api.put_pod(pod("shop", "after-1", "node-a", json!({})));
+    let mut after = node.writer("shop", "after-1", "api", Format::Cri);
+    after.json_line(0).unwrap();
+    assert_eq!(wait_for_count(&es, 42, 30), 42);
+    let a = &docs_of(&es, "after-1")[0];
+    assert!(
+        a["kubernetes"].get("metadata").is_none()
+            && a["kubernetes"]["labels"]["app"] == "orders-api",
+        "the pod put after the deletion is known: {a}"
+    );
     for seq in 20..30 {
         orders.json_line(seq).unwrap();
     }
-    assert_eq!(wait_for_count(&es, 51, 30), 51);
+    assert_eq!(wait_for_count(&es, 52, 30), 52);
     let late: Vec<Value> = docs_of(&es, "orders-api-1")
         .into_iter()
         .filter(|d| (20..30).contains(&d["seq"].as_u64().unwrap_or(0)))
@@ -124,7 +138,15 @@ fn documents_carry_labels_namespace_labels_and_owner_even_after_the_pod_is_delet
     assert_eq!(late.len(), 10);
     assert!(
         late.iter()
-            .all(|d| d["kubernetes"]["labels"]["app"] == "orders-api")
+            .all(|d| d["kubernetes"]["labels"]["app"] == "orders-api"
+                && d["kubernetes"]["labels"]["version"] == "v2"
+                && d["kubernetes"].get("metadata").is_none()),
+        "the deleted pod's late lines carry its last metadata: {late:?}"
+    );
+    assert_eq!(
+        agent.metric("logferry_kubernetes_pods_cached"),
+        4,
+        "the deleted pod is kept for deleted_pod_ttl"
     );
     assert_eq!(
         agent.get("/health")["checks"]["kubernetes"]["status"],

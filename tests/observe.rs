@@ -199,9 +199,8 @@ fn a_filling_buffer_and_paused_reading_show_in_health_and_metrics() {
     assert!(agent.stop().success());
 }
 
-/// Raises this test process's soft limit on open files towards `want` (as far as the hard limit
-/// allows) and returns the soft limit now in force: the flood below needs more sockets than
-/// the usual 1,024.
+/// Raises this test process's limit on open files to at least `want` (the hard limit too, which
+/// root may) and returns the soft limit now in force. The agent, started after, inherits it.
 fn raise_fd_limit(want: u64) -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -210,15 +209,21 @@ fn raise_fd_limit(want: u64) -> u64 {
     // SAFETY: getrlimit and setrlimit only read and write the struct they are given.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
+            return 0;
         }
         if lim.rlim_cur < want {
             let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: lim.rlim_max.max(want),
+            };
+            let only_soft = libc::rlimit {
                 rlim_cur: want.min(lim.rlim_max),
                 rlim_max: lim.rlim_max,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
                 lim = raised;
+            } else if libc::setrlimit(libc::RLIMIT_NOFILE, &only_soft) == 0 {
+                lim = only_soft;
             }
         }
     }
@@ -234,8 +239,13 @@ fn open_fds(pid: u32) -> usize {
 /// many of the agent's descriptors, the ones the tailer needs for log files.
 #[test]
 fn thousands_of_idle_connections_cannot_exhaust_the_agents_file_descriptors() {
+    // The README's number: every one of them connected and held at once.
+    let flood = 2000;
     let limit = raise_fd_limit(4096);
-    let flood = 2000.min(limit.saturating_sub(200) as usize);
+    assert!(
+        limit >= flood as u64 + 200,
+        "the open-files limit is {limit}, too low to hold {flood} sockets: raise it (ulimit -n 4096, or run as root)"
+    );
     let node = Node::new();
     let mut w = node.writer("shop", "flooded", "app", Format::Cri);
     let es = osmem();
@@ -248,18 +258,25 @@ fn thousands_of_idle_connections_cannot_exhaust_the_agents_file_descriptors() {
 
     let mut held = Vec::with_capacity(flood);
     let mut most = before;
+    let api: std::net::SocketAddr = agent.api.parse().unwrap();
+    let mut failed = Vec::new();
     for i in 0..flood {
-        if let Ok(s) = std::net::TcpStream::connect_timeout(
-            &agent.api.parse().unwrap(),
-            std::time::Duration::from_secs(5),
-        ) {
-            held.push(s);
-        }
+        // A flood client tries again when the backlog is full for a moment.
+        let socket = (0..3).find_map(|_| {
+            std::net::TcpStream::connect_timeout(&api, std::time::Duration::from_secs(5))
+                .map_err(|e| failed.push(e.to_string()))
+                .ok()
+        });
+        held.extend(socket);
         if i % 100 == 0 {
             most = most.max(open_fds(pid));
         }
     }
-    assert!(held.len() > flood / 2, "only {} connected", held.len());
+    assert_eq!(
+        held.len(),
+        flood,
+        "every idle socket connected and is held (connect errors: {failed:?})"
+    );
     // Give the agent time to accept every one of them, measuring as it goes.
     let bound = before + 64 + 16;
     wait_until(30, "the flood to be accepted and turned away", || {
@@ -304,6 +321,14 @@ fn thousands_of_idle_connections_cannot_exhaust_the_agents_file_descriptors() {
     assert!(agent.stop().success());
 }
 
+/// How long the API gives a client to send a whole request head, new or kept alive: "closes a
+/// connection that has not sent a whole request head within 10 s" (README, the endpoints).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a close may come later than [`HEADER_READ_TIMEOUT`] on a busy test machine: the loop
+/// below looks at each socket every 200 ms at most, and the agent's runtime must get to it.
+const CLOSE_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Issue 12, item 14: a client that sends half a request head and then trickles the rest, or
 /// sends nothing after its last request, used to keep its connection for ever.
 #[test]
@@ -313,12 +338,12 @@ fn a_slowloris_client_and_an_idle_keep_alive_connection_are_disconnected() {
     let agent = Agent::start(&node.config("http://127.0.0.1:9", "", ""));
     let started = std::time::Instant::now();
     let mut slow = std::net::TcpStream::connect(&agent.api).unwrap();
-    slow.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+    slow.set_read_timeout(Some(std::time::Duration::from_millis(100)))
         .unwrap();
     slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
     let mut idle = std::net::TcpStream::connect(&agent.api).unwrap();
-    idle.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+    idle.set_read_timeout(Some(std::time::Duration::from_millis(100)))
         .unwrap();
     idle.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -337,7 +362,9 @@ fn a_slowloris_client_and_an_idle_keep_alive_connection_are_disconnected() {
     };
     let (mut slow_seen, mut idle_seen) = (Vec::new(), Vec::new());
     let (mut slow_closed, mut idle_closed) = (None, None);
-    let deadline = started + std::time::Duration::from_secs(60);
+    // Both connections are opened after `started`, so their timeouts end after it too.
+    let bound = HEADER_READ_TIMEOUT + CLOSE_SLACK;
+    let deadline = started + bound;
     while (slow_closed.is_none() || idle_closed.is_none()) && std::time::Instant::now() < deadline {
         if slow_closed.is_none() {
             // One more header byte at a time, never the blank line that ends the head.
@@ -351,11 +378,23 @@ fn a_slowloris_client_and_an_idle_keep_alive_connection_are_disconnected() {
     }
     let idle_text = String::from_utf8_lossy(&idle_seen);
     assert!(idle_text.starts_with("HTTP/1.1 200"), "{idle_text}");
-    let slow_after = slow_closed.expect("the slowloris client was never disconnected");
-    let idle_after = idle_closed.expect("the idle keep-alive connection was never closed");
-    // Not before the timeout either: a scraper on a busy node must not be cut off.
-    for after in [slow_after, idle_after] {
-        assert!(after >= std::time::Duration::from_secs(5), "{after:?}");
+    eprintln!("closed after: slowloris {slow_closed:?}, idle keep-alive {idle_closed:?}");
+    for (who, after) in [
+        ("the slowloris client", slow_closed),
+        ("the idle keep-alive connection", idle_closed),
+    ] {
+        let after = after.unwrap_or_else(|| {
+            panic!("{who} was not disconnected within {bound:?} (the header timeout is {HEADER_READ_TIMEOUT:?})")
+        });
+        assert!(
+            after <= bound,
+            "{who} was disconnected after {after:?}, later than the header timeout ({HEADER_READ_TIMEOUT:?}) allows"
+        );
+        // Not before the timeout either: a scraper on a busy node must not be cut off.
+        assert!(
+            after >= HEADER_READ_TIMEOUT,
+            "{who} was disconnected after {after:?}, before the header timeout ({HEADER_READ_TIMEOUT:?})"
+        );
     }
     assert!(
         !String::from_utf8_lossy(&slow_seen).contains("logferry_"),

@@ -311,6 +311,27 @@ pub fn running_as_root() -> bool {
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
+/// Set to `1`, lets a run that is not root skip the tests that need root (they mount small
+/// tmpfs volumes) instead of failing them.
+pub const SKIP_ROOT_ENV: &str = "LOGFERRY_TESTS_SKIP_ROOT";
+
+/// Whether a test that needs root for `why` runs: true as root. Not as root, the test fails
+/// (naming [`SKIP_ROOT_ENV`]) unless that is set to `1`; then it says it was skipped and this is
+/// false. A skipped run checks nothing, so it must never pass unnoticed.
+pub fn needs_root(why: &str) -> bool {
+    if running_as_root() {
+        return true;
+    }
+    if std::env::var(SKIP_ROOT_ENV).is_ok_and(|v| v == "1") {
+        eprintln!("skipped, as {SKIP_ROOT_ENV}=1 asks: {why} needs root");
+        return false;
+    }
+    panic!(
+        "{why} needs root, and this run is not root: run the tests as root (as CI does), or set \
+         {SKIP_ROOT_ENV}=1 to skip the tests that need it knowingly"
+    );
+}
+
 /// Waits until `f` holds, panicking with `what` after `secs`.
 pub fn wait_until(secs: u64, what: &str, f: impl FnMut() -> bool) {
     wait_until_showing(secs, what, f, String::new);

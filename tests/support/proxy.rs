@@ -37,6 +37,10 @@ pub struct Faults {
     /// Hold requests whose path starts with one of these this long before passing them on (a
     /// slow cluster for some calls).
     pub delay_paths: Vec<(String, std::time::Duration)>,
+    /// Drop a request held by `delay_paths` instead of passing it on when its sender has gone
+    /// away meanwhile (a killed agent), as nginx does by default when a client aborts: what
+    /// was in flight at a crash never reaches the cluster.
+    pub drop_abandoned: bool,
 }
 
 /// How a bulk answer is garbled.
@@ -66,6 +70,27 @@ pub struct Seen {
     pub too_large: u64,
     /// Bulk answers garbled as `bulk_answer` says.
     pub garbled: u64,
+    /// Requests received whole and not yet answered (passed on, held by `delay_paths`): a
+    /// request an agent sent before it was killed may still reach the cluster until this is 0.
+    pub in_flight: u64,
+}
+
+/// Counts one request in [`Seen::in_flight`] while it lives.
+struct Answering<'a>(&'a Mutex<Seen>);
+
+impl<'a> Answering<'a> {
+    fn new(seen: &'a Mutex<Seen>) -> Answering<'a> {
+        seen.lock().unwrap().in_flight += 1;
+        Answering(seen)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.in_flight -= 1;
+        }
+    }
 }
 
 pub struct FaultProxy {
@@ -159,6 +184,7 @@ fn handle(
         reader.read_exact(&mut body)?;
         let f = faults.lock().unwrap().clone();
         seen.lock().unwrap().requests += 1;
+        let _answering = Answering::new(seen);
         if f.down {
             // Reset, as a dead node or a crashed proxy does.
             return Ok(());
@@ -174,6 +200,9 @@ fn handle(
             .find(|(prefix, _)| path.starts_with(prefix.as_str()))
         {
             std::thread::sleep(*delay);
+            if f.drop_abandoned && sender_gone(&conn) {
+                return Ok(());
+            }
         }
         let refused = f
             .refuse_paths
@@ -236,6 +265,19 @@ fn handle(
             answer.len()
         )?;
         conn.flush()?;
+    }
+}
+
+/// Whether the other end of `conn` has closed it (it reads as at its end) or reset it.
+fn sender_gone(conn: &TcpStream) -> bool {
+    if conn.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let peeked = conn.peek(&mut [0u8; 1]);
+    let _ = conn.set_nonblocking(false);
+    match peeked {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
     }
 }
 
