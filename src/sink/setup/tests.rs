@@ -200,8 +200,10 @@ fn what_is_installed_follows_the_setup_switches() {
     ));
     assert!(off.policies.is_empty());
     assert!(off.templates.iter().all(|t| t.policy.is_none()));
+    // (`validate` asks for the lifecycle to be explicit then: on Elasticsearch nothing would
+    // attach the policies.)
     let no_templates = plan(&format!(
-        "{PLATFORM}\n[elasticsearch.setup]\ntemplates = false\n"
+        "{PLATFORM}\n[elasticsearch.setup]\ntemplates = false\nlifecycle = true\n"
     ));
     assert!(no_templates.templates.is_empty());
     assert_eq!(
