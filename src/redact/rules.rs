@@ -84,7 +84,7 @@ impl BuiltIn {
             // Three base64url parts, the first two JSON objects (`{"` is `eyJ`).
             BuiltIn::Jwt => r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+",
             // The scheme word and its token; only the token is replaced.
-            BuiltIn::Bearer => r"(?i:\bbearer)[ \t]+[A-Za-z0-9._~+/-]+=*",
+            BuiltIn::Bearer => r"\b(?:[Bb]earer|BEARER)[ \t]+[A-Za-z0-9._~+/-]+=*",
             BuiltIn::AwsKey => r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b",
             BuiltIn::Ipv4 => r"\b(?:[0-9]{1,3}\.){3}[0-9]{1,3}\b",
         }
