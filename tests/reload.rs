@@ -6,13 +6,10 @@
 
 mod support;
 
-use flate2::read::GzDecoder;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -52,100 +49,6 @@ fn health_of<'a>(health: &'a serde_json::Value, check: &str) -> (&'a str, &'a st
     )
 }
 
-/// One `_bulk` request as it reached the cluster: when, and its body's bytes (uncompressed).
-struct Bulk {
-    at: Instant,
-    bytes: usize,
-}
-
-/// Between the agent and osmem: records every bulk request and holds it `delay` before passing
-/// it on, so that batches grow while requests are in flight (up to the batch size).
-struct BulkRecorder {
-    url: String,
-    bulks: Arc<Mutex<Vec<Bulk>>>,
-}
-
-impl BulkRecorder {
-    fn start(upstream: &str, delay: Duration) -> BulkRecorder {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind recorder");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let bulks = Arc::new(Mutex::new(Vec::new()));
-        let (recorded, upstream) = (bulks.clone(), upstream.to_owned());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let (recorded, upstream) = (recorded.clone(), upstream.clone());
-                std::thread::spawn(move || {
-                    let _ = pass_on(conn, &upstream, delay, &recorded);
-                });
-            }
-        });
-        BulkRecorder { url, bulks }
-    }
-}
-
-/// Serves one connection's requests (HTTP/1.1, Content-Length bodies) from the upstream.
-fn pass_on(
-    conn: TcpStream,
-    upstream: &str,
-    delay: Duration,
-    bulks: &Mutex<Vec<Bulk>>,
-) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut conn = conn;
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line)? == 0 {
-            return Ok(());
-        }
-        let mut words = request_line.split(' ');
-        let method = words.next().unwrap_or("GET").to_owned();
-        let path = words.next().unwrap_or("/").to_owned();
-        let (mut length, mut gzip) = (0usize, false);
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h)?;
-            let h = h.trim_end().to_ascii_lowercase();
-            if h.is_empty() {
-                break;
-            }
-            if let Some(v) = h.strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-            gzip |= h.starts_with("content-encoding:") && h.contains("gzip");
-        }
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body)?;
-        if gzip {
-            let mut plain = Vec::new();
-            GzDecoder::new(&body[..]).read_to_end(&mut plain)?;
-            body = plain;
-        }
-        let bulk = path.starts_with("/_bulk");
-        if bulk {
-            bulks.lock().unwrap().push(Bulk {
-                at: Instant::now(),
-                bytes: body.len(),
-            });
-            std::thread::sleep(delay);
-        }
-        let kind = if bulk {
-            "application/x-ndjson"
-        } else {
-            "application/json"
-        };
-        let (status, answer) =
-            logferry_harness::http(&method, &format!("{upstream}{path}"), kind, &body)
-                .unwrap_or((502, String::new()));
-        write!(
-            conn,
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
-            answer.len()
-        )?;
-        conn.flush()?;
-    }
-}
-
 /// One reload of the test below, and what was seen while its config ran.
 struct Phase {
     changed: bool,
@@ -173,7 +76,10 @@ fn trace_of(n: u64) -> [String; 3] {
 fn each_reload_under_load_is_taken_and_shows_in_what_is_shipped_and_no_line_is_lost_or_repeated() {
     const RELOADS: u64 = 20;
     let es = osmem();
-    let recorder = BulkRecorder::start(&es.url, Duration::from_millis(150));
+    // Each bulk request recorded and held a while, so that batches grow while requests are
+    // in flight (up to the batch size).
+    let recorder = support::proxy::FaultProxy::start(&es.url);
+    recorder.set(|f| f.delay_paths = vec![("/_bulk".into(), Duration::from_millis(150))]);
     let node = Node::new();
     let path = node.config(&recorder.url, "", "");
     let (plain, changed) = variants(&config_text(&path));
@@ -389,16 +295,16 @@ fn each_reload_under_load_is_taken_and_shows_in_what_is_shipped_and_no_line_is_l
     // The batch size followed too: no bulk request while the changed config ran was larger
     // than its batches, and some were nearly that large; under the other config they grew
     // larger.
-    let bulks = recorder.bulks.lock().unwrap();
+    let bulks = recorder.seen().bulks;
     let during = |changed: bool| -> Vec<usize> {
         bulks
             .iter()
             .filter(|b| {
                 phases
                     .iter()
-                    .any(|p| p.changed == changed && p.from <= b.at && b.at < p.until)
+                    .any(|p| p.changed == changed && p.from <= b.0 && b.0 < p.until)
             })
-            .map(|b| b.bytes)
+            .map(|b| b.1)
             .collect()
     };
     let (small, large) = (during(true), during(false));
@@ -414,7 +320,6 @@ fn each_reload_under_load_is_taken_and_shows_in_what_is_shipped_and_no_line_is_l
         large.iter().any(|b| *b > SMALL_BATCH),
         "no larger batches under the first config: {large:?}"
     );
-    drop(bulks);
     // The smaller batches' segment role is named while it differs from the start's, and only it.
     let health = agent.get("/health");
     let (_, detail) = health_of(&health, "config");

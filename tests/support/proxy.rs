@@ -73,6 +73,8 @@ pub struct Seen {
     /// Requests received whole and not yet answered (passed on, held by `delay_paths`): a
     /// request an agent sent before it was killed may still reach the cluster until this is 0.
     pub in_flight: u64,
+    /// Every bulk request as it reached the proxy: when, and its body's bytes (uncompressed).
+    pub bulks: Vec<(std::time::Instant, usize)>,
 }
 
 /// Counts one request in [`Seen::in_flight`] while it lives.
@@ -193,6 +195,10 @@ fn handle(
             let mut plain = Vec::new();
             GzDecoder::new(&body[..]).read_to_end(&mut plain)?;
             body = plain;
+        }
+        if path.starts_with("/_bulk") {
+            let at = std::time::Instant::now();
+            seen.lock().unwrap().bulks.push((at, body.len()));
         }
         if let Some((_, delay)) = f
             .delay_paths
