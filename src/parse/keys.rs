@@ -10,9 +10,6 @@ use crate::config;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 
-/// The keys the agent writes itself.
-const RESERVED: [&str; 5] = config::AGENT_KEYS;
-
 /// Up to this many members, a key is looked for by scanning the others: a usual log line has
 /// about a dozen, and comparing a dozen short strings is cheaper than building a hash map per
 /// line. Above it, a map keeps the work linear in the number of keys.
@@ -25,7 +22,7 @@ const SCAN_MAX_KEYS: usize = 32;
 /// object in `log` would clash with the text `log` of every plain line.
 pub(super) fn is_reserved(key: &str, value: &RawValue, keep_original: bool) -> bool {
     let head = key.split('.').next().unwrap_or(key);
-    if RESERVED.contains(&head) {
+    if config::AGENT_KEYS.contains(&head) {
         return true;
     }
     head == "log" && (key != "log" || keep_original || !value.get().starts_with('"'))

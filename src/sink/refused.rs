@@ -5,15 +5,10 @@
 
 use super::{Route, Shipper, deadletter, response};
 use crate::buffer::Batch;
+use crate::config;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Fields the agent writes itself, with types it controls: kept as they are in a dead letter,
-/// so it can be found by pod and time. Everything else is the application's, and one of those
-/// fields is what the cluster refused.
-pub(super) const OWN_FIELDS: [&str; 5] =
-    ["@timestamp", "kubernetes", "docker", "stream", "logferry"];
 
 /// Dead letters as documents for `index`, each under its original id (so a replay is a 409):
 /// the agent's own fields, the whole original document as one string, and why it was refused.
@@ -34,7 +29,7 @@ fn wrap_dead_letters(items: &[Vec<u8>], refused: &[Refusal<'_>], index: &str) ->
         let mut doc = serde_json::Map::new();
         if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(original) {
             for (k, v) in fields {
-                if OWN_FIELDS.contains(&k.as_str()) {
+                if config::AGENT_KEYS.contains(&k.as_str()) {
                     doc.insert(k, v);
                 }
             }

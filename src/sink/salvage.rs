@@ -10,8 +10,9 @@
 //! is refused again becomes a dead letter. No peer does this: Vector drops such documents,
 //! Fluent Bit retries the chunk and then drops it.
 
-use super::refused::{OWN_FIELDS, Refusal};
+use super::refused::Refusal;
 use crate::buffer::Batch;
+use crate::config;
 use serde_json::{Map, Value, json};
 
 /// The error types a cluster refuses a document's mapping with. `illegal_argument_exception`
@@ -65,7 +66,7 @@ fn document(original: &str, r: &Refusal<'_>) -> Value {
                     flags = f;
                 }
             }
-            own if OWN_FIELDS.contains(&own) => {
+            own if config::AGENT_KEYS.contains(&own) => {
                 doc.insert(k, v);
             }
             _ => {

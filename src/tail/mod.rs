@@ -494,7 +494,7 @@ impl Tailer {
         // The file served longest ago first: files sharing a throttle bucket take turns at
         // it instead of the first in some fixed order taking it all.
         let served = |k: &FileKey| self.files.get(k).map(|t| t.last_data);
-        keys.sort_unstable_by_key(|k| (served(k), k.dev, k.ino));
+        keys.sort_by_cached_key(|k| (served(k), k.dev, k.ino));
         keys.dedup();
         for key in keys {
             let Some(t) = self.files.get_mut(&key) else {
