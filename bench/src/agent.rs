@@ -1,7 +1,9 @@
 //! The agent under test: the release binary with its default settings, but for where it reads,
-//! where it keeps its files and where it ships. Measured from outside through /proc.
+//! where it keeps its files and where it ships. Measured from outside through /proc, which is
+//! also how the peer it is compared with ([`crate::peer`]) is measured.
 
 use anyhow::{Context, bail};
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -11,7 +13,8 @@ use std::time::{Duration, Instant};
 pub struct Agent {
     child: Child,
     pub started: Instant,
-    api: SocketAddr,
+    /// logferry's API (metrics, readiness); a peer runs without one.
+    api: Option<SocketAddr>,
 }
 
 /// CPU time and memory of a process, from /proc.
@@ -52,10 +55,24 @@ impl Agent {
                 logs = work.join("containers/*.log").display().to_string(),
             ),
         )?;
+        Agent::spawn(
+            bin,
+            &["--config".as_ref(), config.as_os_str()],
+            work,
+            Some(api),
+        )
+    }
+
+    /// Starts `bin` with `args`, its stderr in `work`/agent.log and its data in `work`/data.
+    pub fn spawn(
+        bin: &Path,
+        args: &[&OsStr],
+        work: &Path,
+        api: Option<SocketAddr>,
+    ) -> anyhow::Result<Agent> {
         std::fs::create_dir_all(work.join("data"))?;
         let child = Command::new(bin)
-            .arg("--config")
-            .arg(&config)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(work.join("agent.log"))?)
@@ -105,7 +122,7 @@ impl Agent {
 
     /// A value from the agent's /metrics (the sum over its label sets).
     pub fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        let text = get(self.api, "/metrics")?;
+        let text = get(self.api()?, "/metrics")?;
         let mut sum = None;
         for line in text.lines() {
             let Some(rest) = line.strip_prefix(name) else {
@@ -122,14 +139,20 @@ impl Agent {
     }
 
     pub fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let api = self.api()?;
         let until = Instant::now() + timeout;
         while Instant::now() < until {
-            if get(self.api, "/ready").is_ok() {
+            if get(api, "/ready").is_ok() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         bail!("the agent was not ready after {timeout:?}")
+    }
+
+    fn api(&self) -> anyhow::Result<SocketAddr> {
+        self.api
+            .context("this agent has no API (a peer's scenario asked for logferry's)")
     }
 
     pub fn exited(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {

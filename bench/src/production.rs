@@ -4,6 +4,7 @@
 //! redaction rules, and throttling on with limits that are not reached. Held to the README's
 //! production targets beside the plain one-file figures.
 
+use crate::peer::{Setup, Shipper};
 use crate::sink::Sink;
 use crate::{Files, Row, files_at_start};
 use logferry_harness::kubeapi::{FakeApi, pod};
@@ -37,13 +38,17 @@ pub fn run(bin: &Path, sink: &Sink, work: &Path, per_pod: u64) -> anyhow::Result
         p["status"]["containerStatuses"][0]["name"] = "server".into();
         api.put_pod(p);
     }
+    let config = config(&api.url);
     files_at_start(
-        bin,
+        &Shipper::Logferry(bin),
         sink,
         work,
         "production",
         Files::mixed(PODS, per_pod),
-        &config(&api.url),
+        Setup {
+            logferry: &config,
+            ..Setup::default()
+        },
         "; kubernetes metadata for 100 pods, multiline auto, default redaction, throttling",
     )
 }

@@ -1,7 +1,9 @@
 //! A fast `_bulk` endpoint on loopback. It does the work a cluster's coordinating node does with
 //! a request — gunzip, split the NDJSON, parse every action and every document in full — keeps
 //! every `_id` it accepted (a second `create` of one gets the 409 Elasticsearch would give), and
-//! answers with real per-item results. It stores nothing else, so it is never the bottleneck.
+//! answers with real per-item results. An item without an `_id` (Fluent Bit sends none) gets one
+//! made up, as Elasticsearch does, so it is always new: a peer's resends show only as documents
+//! beyond those written. It stores nothing else, so it is never the bottleneck.
 
 use chrono::DateTime;
 use http_body_util::{BodyExt, Full};
@@ -24,6 +26,8 @@ pub struct State {
     /// Record each document's age (now − its `@timestamp`) when acknowledged.
     pub record_latency: AtomicBool,
     pub accepted: AtomicU64,
+    /// Accepted items that came without an `_id` (counted in `accepted` too).
+    pub without_id: AtomicU64,
     pub duplicates: AtomicU64,
     pub malformed: AtomicU64,
     pub requests: AtomicU64,
@@ -47,6 +51,7 @@ impl State {
         self.record_latency.store(false, Ordering::SeqCst);
         for c in [
             &self.accepted,
+            &self.without_id,
             &self.duplicates,
             &self.malformed,
             &self.requests,
@@ -62,6 +67,17 @@ impl State {
         *lock(&self.first_ok) = None;
         *lock(&self.last_ack) = None;
         lock(&self.latencies_us).clear();
+    }
+
+    /// Documents accepted twice: those with an id accepted before, and, from a shipper that
+    /// sends no ids (Fluent Bit), any beyond the `written` lines.
+    pub fn surplus(&self, written: u64) -> u64 {
+        let beyond = if self.without_id.load(Ordering::SeqCst) > 0 {
+            self.accepted.load(Ordering::SeqCst).saturating_sub(written)
+        } else {
+            0
+        };
+        self.duplicates.load(Ordering::SeqCst) + beyond
     }
 }
 
@@ -219,9 +235,10 @@ impl Joined {
 /// One item of a bulk request, as read: where it goes, its id, and whether its document parsed.
 struct Item {
     index: String,
+    /// Empty when the action named none.
     id: String,
-    /// The id as a number, the form kept in [`State`]'s set of accepted ids.
-    key: u128,
+    /// The id as a number, the form kept in [`State`]'s set of accepted ids; `None` without one.
+    key: Option<u128>,
     ok: bool,
     joined: Joined,
 }
@@ -284,7 +301,7 @@ fn read_items(body: &[u8], record: bool) -> Result<(Vec<Item>, Vec<u128>), Strin
         items.push(Item {
             index: meta._index.into_owned(),
             id: id.to_owned(),
-            key: id_key(id),
+            key: meta._id.as_deref().map(id_key),
             ok,
             joined,
         });
@@ -302,8 +319,8 @@ fn id_key(id: &str) -> u128 {
     })
 }
 
-/// The response body for `items`: 201 for a new id, 409 for one accepted before, 400 for a
-/// document that did not parse; each counted in `st` under one hold of its id set.
+/// The response body for `items`: 201 for a new id or none, 409 for one accepted before, 400 for
+/// a document that did not parse; each counted in `st` under one hold of its id set.
 fn answer_items(st: &State, items: &[Item], brief: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + items.len() * 200);
     let mut errors = false;
@@ -315,14 +332,18 @@ fn answer_items(st: &State, items: &[Item], brief: bool) -> Vec<u8> {
             out.push(b',');
         }
         let seq = ids.len();
+        let mut made_up = None;
         let (status, error) = if !item.ok {
             st.malformed.fetch_add(1, Ordering::Relaxed);
             (
                 400,
                 r#"{"type":"mapper_parsing_exception","reason":"failed to parse"}"#.to_owned(),
             )
-        } else if ids.insert(item.key) {
+        } else if item.key.is_none_or(|k| ids.insert(k)) {
             accepted += 1;
+            if item.key.is_none() {
+                made_up = Some(st.without_id.fetch_add(1, Ordering::Relaxed));
+            }
             count_joined(st, item.joined);
             (201, String::new())
         } else {
@@ -336,7 +357,11 @@ fn answer_items(st: &State, items: &[Item], brief: bool) -> Vec<u8> {
             )
         };
         errors |= status != 201;
-        write_item(&mut out, item, status, &error, seq, brief);
+        let id = match made_up {
+            Some(n) => Cow::Owned(format!("auto-{n}")),
+            None => Cow::Borrowed(item.id.as_str()),
+        };
+        write_item(&mut out, &item.index, &id, status, &error, seq, brief);
     }
     out.extend_from_slice(b"]}");
     let now = Instant::now();
@@ -367,8 +392,15 @@ fn count_joined(st: &State, j: Joined) {
 }
 
 /// One item's result; with `brief` only its status and error, as `filter_path` asks.
-fn write_item(out: &mut Vec<u8>, item: &Item, status: u16, error: &str, seq: usize, brief: bool) {
-    let (index, id) = (&item.index, &item.id);
+fn write_item(
+    out: &mut Vec<u8>,
+    index: &str,
+    id: &str,
+    status: u16,
+    error: &str,
+    seq: usize,
+    brief: bool,
+) {
     let _ = match (brief, error.is_empty()) {
         (true, true) => write!(out, r#"{{"create":{{"status":{status}}}}}"#),
         (true, false) => write!(out, r#"{{"create":{{"status":{status},"error":{error}}}}}"#),
@@ -432,6 +464,26 @@ mod tests {
             serde_json::json!({"create": {"status": 201}})
         );
         assert!(bulk_response(&st, b"not json\n{}\n", false, true).is_err());
+    }
+
+    #[test]
+    fn accepts_every_item_without_an_id_as_fluent_bit_sends_them() {
+        let st = State::default();
+        // Fluent Bit's es output: `create` (its default Write_Operation) with no `_id`, and the
+        // same document twice is two documents, as Elasticsearch makes up an id for each.
+        let item = "{\"create\":{\"_index\":\"logstash-2026.12.06\"}}\n{\"@timestamp\":\"2026-12-06T15:00:00.123Z\",\"stream\":\"stdout\"}\n";
+        for _ in 0..2 {
+            let out = bulk_response(&st, &gzip(item.repeat(2).as_bytes()), true, false).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["errors"], false);
+            assert_eq!(v["items"][1]["create"]["status"], 201);
+        }
+        let out = bulk_response(&st, item.as_bytes(), false, false).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["items"][0]["create"]["_id"], "auto-4");
+        assert_eq!(st.accepted.load(Ordering::SeqCst), 5);
+        assert_eq!(st.without_id.load(Ordering::SeqCst), 5);
+        assert_eq!(st.duplicates.load(Ordering::SeqCst), 0);
     }
 
     #[test]
