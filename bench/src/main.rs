@@ -170,7 +170,8 @@ enum Comparison {
     Unfair(&'static str),
 }
 
-/// Fluent Bit's rescan every second, as logferry's `input.rescan_interval`.
+/// Fluent Bit rescanning every second: the soonest it finds a new file, which logferry learns
+/// of from inotify at once.
 const LIKE_LOGFERRY: Comparison = Comparison::Refresh(&[1]);
 
 /// Every scenario, in the order they run, with their line counts and lengths multiplied by
@@ -249,8 +250,8 @@ fn scenarios<'a>(bin: &'a Path, sink: &'a Sink, scale: f64) -> Vec<Scenario<'a>>
             "CRI and docker files added while it runs; idle stands for it",
             Box::new(move |w| idle_files(bin, sink, w, n(100_000))),
         ),
-        // Fluent Bit's own default rescan beside the one that matches logferry's: on a quiet
-        // node the rescan is most of what an agent does.
+        // Fluent Bit's own default rescan beside the every-second one the other comparisons
+        // use: on a quiet node the rescan is most of what an agent does.
         both(
             "idle",
             Comparison::Refresh(&[60, 1]),
