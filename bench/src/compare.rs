@@ -1,7 +1,7 @@
 //! The side-by-side table: each scenario Fluent Bit ran, its figures beside logferry's from the
 //! same run, and their ratio; then the scenarios it did not run and why.
 
-use crate::{MIB, Row};
+use crate::row::{MIB, Row};
 
 /// Prints `peers` (a label and a row each) against the logferry row of the same scenario.
 pub fn print(rows: &[Row], peers: &[(String, Row)], unfair: &[(&str, &str)]) {

@@ -266,6 +266,7 @@ pub fn write_files(
 }
 
 /// The log files a scenario starts with.
+#[derive(Clone)]
 pub(crate) struct Files {
     pub(crate) count: usize,
     pub(crate) per_file: u64,

@@ -6,9 +6,9 @@
 //! per trace; `multiline-off` ships the same file with the default config, one document per
 //! line. The file is generated the same way for both, so their costs compare.
 
-use crate::Row;
 use crate::agent::Agent;
 use crate::logs::{self, Stream};
+use crate::row::Row;
 use crate::sink::Sink;
 use anyhow::bail;
 use chrono::Utc;

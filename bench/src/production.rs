@@ -4,9 +4,11 @@
 //! redaction rules, and throttling on with limits that are not reached. Held to the README's
 //! production targets beside the plain one-file figures.
 
+use crate::backlog::files_at_start;
+use crate::logs::Files;
 use crate::peer::{Setup, Shipper};
+use crate::row::Row;
 use crate::sink::Sink;
-use crate::{Files, Row, files_at_start};
 use logferry_harness::kubeapi::{FakeApi, pod};
 use serde_json::json;
 use std::path::Path;

@@ -4,8 +4,9 @@
 //! `one-file`'s, and its duplicates are counted like every scenario's.
 
 use crate::agent::Agent;
+use crate::logs;
+use crate::row::{Row, wait_for};
 use crate::sink::Sink;
-use crate::{Row, logs, wait_for};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -7,8 +7,8 @@
 
 use crate::logs::{self, Writer};
 use crate::peer::{Setup, Shipper};
+use crate::row::{MIB, Row, wait_for};
 use crate::sink::Sink;
-use crate::{MIB, Row, wait_for};
 use anyhow::bail;
 use chrono::Utc;
 use std::path::Path;
