@@ -1,0 +1,64 @@
+//! The prefilter (`scan.rs`): an ordinary line flags no rule, and the gate that passes over
+//! digit-free stretches never misses a digit shape the byte-by-byte look finds.
+
+use super::*;
+
+#[test]
+fn an_ordinary_line_flags_no_rule_in_the_prefilter() {
+    for line in [
+        "GET /healthz 200 3ms",
+        "2024-05-06T07:08:09Z INFO listening on :8080",
+        "connection reset by peer (retry 3 of 5)",
+        "{\"level\":\"info\",\"msg\":\"done\",\"took\":12}",
+    ] {
+        assert_eq!(scan::candidates(line.as_bytes()), 0, "{line:?}");
+    }
+    assert_ne!(scan::candidates(b"x 10.0.0.1"), 0);
+    assert_ne!(scan::candidates(b"call (415) 555-2671"), 0);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// The prefilter's gate (a table automaton that passes over digit-free stretches) must
+    /// open for every digit shape that a byte-by-byte look flags, wherever the stretches fall
+    /// (an SSN cut by a stretch's end, a `+` or `(` just before one, a dotted quad across two).
+    #[test]
+    fn passing_over_digit_free_stretches_never_misses_a_shape(
+        parts in proptest::collection::vec("[a-x]{1,20}|[0-9]{1,6}|[-.() +]{1,3}", 0..40)
+    ) {
+        // Words of up to 20 letters make digit-free stretches, cut anywhere by the lanes.
+        let text = parts.concat().into_bytes();
+        let every = scan::digit_shapes_bytewise(&text);
+        let gated = scan::digit_shapes_gated(&text);
+        proptest::prop_assert_eq!(every & !gated, 0, "{:?}", String::from_utf8_lossy(&text));
+    }
+}
+
+#[test]
+fn shapes_split_by_a_digit_free_stretch_are_each_found() {
+    // A `+` phone number, an SSN and a dotted quad, each right after 16 digit-free bytes (one
+    // passed-over stretch) and cut across stretches.
+    for (text, rule) in [
+        ("abcdefghijklmn +415555267", BuiltIn::Phone),
+        ("abcdefghijklmn (415) 555-2671", BuiltIn::Phone),
+        ("abcdefghijklmnop-078-05-1120", BuiltIn::UsSsn),
+        ("abcdefghijklmn 10.0.0.1", BuiltIn::Ipv4),
+        (
+            "abcdefghijklmnopqrstuvwxyzabcd 4111 1111 1111 1111",
+            BuiltIn::Card,
+        ),
+    ] {
+        assert_ne!(
+            scan::candidates(text.as_bytes()) & scan::bit(rule),
+            0,
+            "{text:?}"
+        );
+    }
+    // Nine of one digit, alone in their stretch: each digit is seen as one.
+    for d in '0'..='9' {
+        let text = format!("abcdefghijklmnopqrstuvw {}", d.to_string().repeat(9));
+        let found = scan::candidates(text.as_bytes());
+        assert_ne!(found & scan::bit(BuiltIn::UsSsn), 0, "{text:?}");
+    }
+}
