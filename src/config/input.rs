@@ -21,8 +21,11 @@ pub struct Input {
     /// How long a rotated or deleted file is kept open after its last byte was read, so a
     /// writer that has not reopened yet loses nothing. Like Fluentd's `rotate_wait`.
     pub rotate_wait: Span,
-    /// How often the include globs are re-expanded. inotify finds new files at once; this
-    /// catches what it dropped.
+    /// How often the include globs are re-expanded and every followed file is looked at.
+    /// inotify finds new files and writes at once; this only catches what it cannot see (a
+    /// filesystem without inotify, a watch that could not be added). A dropped event
+    /// (inotify's queue overflowed) starts a rescan at once. Fluentd's and Fluent Bit's
+    /// `refresh_interval` default to 60 s; this defaults to 10 s.
     pub rescan_interval: Span,
     /// How long a partial record (a CRI `P` piece, a docker piece without `\n`) waits for its
     /// next piece before it is shipped as it is, flagged `unterminated`, so that it neither
@@ -61,7 +64,7 @@ impl Default for Input {
             read_from: ReadFrom::Beginning,
             max_line_bytes: ByteSize(256 * 1024),
             rotate_wait: Span(Duration::from_secs(5)),
-            rescan_interval: Span(Duration::from_secs(1)),
+            rescan_interval: Span(Duration::from_secs(10)),
             partial_timeout: Span(Duration::from_secs(5)),
             fluentd_pos_file: None,
         }

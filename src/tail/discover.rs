@@ -19,10 +19,10 @@ use super::budget::out_of_descriptors;
 use super::file::identify;
 use super::globs::Discovery;
 use super::handoff::{Handoff, Opened, Shared, lock};
+use super::watch::Seen;
 use super::{Checkpoints, FileKey, TailerState};
 use crate::config::{self, ReadFrom};
 use crate::metrics::Metrics;
-use notify::RecursiveMode;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -32,8 +32,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
-/// The longest the loop sleeps, so shutdown and returned files are noticed promptly.
-const MAX_IDLE: Duration = Duration::from_millis(200);
+/// The longest the loop sleeps: files waiting for their first line are tried this often. inotify,
+/// a file given back and shutdown wake it at once.
+const MAX_IDLE: Duration = Duration::from_secs(1);
 /// How soon files waiting for their first line, for a descriptor, or for room in the channel
 /// are tried again.
 const RETRY: Duration = Duration::from_millis(25);
@@ -49,7 +50,7 @@ pub struct Discoverer {
     pub(super) metrics: Arc<Metrics>,
     pub(super) shutdown: Arc<AtomicBool>,
     pub(super) to_reader: SyncSender<Handoff>,
-    pub(super) events: Receiver<notify::Event>,
+    pub(super) events: Receiver<Seen>,
     /// inotify events were dropped (queue overflow or watcher error): rescan.
     pub(super) missed_events: Arc<AtomicBool>,
     /// Handoffs the reader's channel had no room for yet, oldest first.
@@ -152,7 +153,7 @@ impl Discoverer {
             let wait = if busy { RETRY } else { MAX_IDLE }
                 .min(next_rescan.saturating_duration_since(Instant::now()));
             match self.events.recv_timeout(wait) {
-                Ok(ev) => rescan |= structural(&ev),
+                Ok(ev) => rescan |= ev == Seen::Structure,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
             }
@@ -180,7 +181,7 @@ impl Discoverer {
     fn drain_events(&mut self) -> bool {
         let mut rescan = false;
         while let Ok(ev) = self.events.try_recv() {
-            rescan |= structural(&ev);
+            rescan |= ev == Seen::Structure;
         }
         rescan
     }
@@ -530,22 +531,9 @@ impl Discoverer {
             return;
         };
         for root in self.globs.roots() {
-            if !self.watched_roots.contains(&root)
-                && root.is_dir()
-                && notify::Watcher::watch(w, &root, RecursiveMode::NonRecursive).is_ok()
-            {
+            if !self.watched_roots.contains(&root) && root.is_dir() && w.watch_dir(&root).is_ok() {
                 self.watched_roots.insert(root);
             }
         }
     }
-}
-
-fn structural(ev: &notify::Event) -> bool {
-    use notify::EventKind;
-    matches!(
-        ev.kind,
-        EventKind::Create(_)
-            | EventKind::Remove(_)
-            | EventKind::Modify(notify::event::ModifyKind::Name(_))
-    )
 }

@@ -7,12 +7,12 @@
 
 use super::FileKey;
 use super::budget::Descriptors;
-use notify::RecursiveMode;
+use super::watch::{Seen, Sinks, Watcher};
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// What the discovery thread tells the reading thread, in the order it happened.
@@ -24,8 +24,8 @@ pub enum Handoff {
     /// A reload's globs no longer match the followed file's path: read it to where it ends now,
     /// then stop, keeping its checkpoint (matched again, it is read on from there).
     Unmatched(FileKey),
-    /// inotify says these real paths were written to.
-    Wrote(Vec<PathBuf>),
+    /// inotify saw a write after the reader last took [`Shared::written`]: look at it.
+    Written,
     /// Write events were lost: look at every file.
     ReadAll,
 }
@@ -55,7 +55,15 @@ pub struct Shared {
     pub followed: Mutex<HashSet<FileKey>>,
     pub returned: Mutex<Vec<Returned>>,
     pub descriptors: Descriptors,
-    pub watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    pub watcher: Mutex<Option<Watcher>>,
+    /// Real paths inotify saw written since the reader last took them. A set, not a queue: a
+    /// file written a thousand times between two read passes is one entry, and only the first
+    /// write after the reader looked wakes it ([`Handoff::Written`]), so a steady writer costs
+    /// a wake per pass, not per line. (Its own `Arc`: the watcher's handler holds it.)
+    pub written: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Real paths whose inotify watch could not be added (a filesystem without inotify, the
+    /// watch limit reached): the only files the periodic look reads without being told.
+    pub unwatched: Mutex<HashSet<PathBuf>>,
     /// Write events did not fit the reading thread's channel: it looks at every file. (Its own
     /// `Arc`: the watcher's handler holds it, and the watcher lives here.)
     pub missed_writes: Arc<AtomicBool>,
@@ -67,18 +75,30 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     pub fn watch(&self, real: &Path) {
-        if let Some(w) = lock(&self.watcher).as_mut()
-            && let Err(e) = notify::Watcher::watch(w, real, RecursiveMode::NonRecursive)
-        {
-            // Reading still works through the periodic pass; only latency suffers.
-            tracing::debug!(path = %real.display(), error = %e, "cannot watch file");
+        let watched = match lock(&self.watcher).as_mut() {
+            Some(w) => match w.watch_file(real) {
+                Ok(()) => true,
+                Err(e) => {
+                    // Reading still works through the periodic pass; only latency suffers.
+                    tracing::debug!(path = %real.display(), error = %e, "cannot watch file");
+                    false
+                }
+            },
+            None => false,
+        };
+        let mut unwatched = lock(&self.unwatched);
+        if watched {
+            unwatched.remove(real);
+        } else {
+            unwatched.insert(real.to_owned());
         }
     }
 
     pub fn unwatch(&self, real: &Path) {
         if let Some(w) = lock(&self.watcher).as_mut() {
-            let _ = notify::Watcher::unwatch(w, real);
+            w.unwatch(real);
         }
+        lock(&self.unwatched).remove(real);
     }
 
     pub(super) fn is_followed(&self, key: &FileKey) -> bool {
@@ -92,40 +112,92 @@ impl Shared {
     }
 }
 
-/// Builds the inotify watcher: structural events go to discovery, writes to the reader.
-pub fn make_watcher(
-    discovery: SyncSender<notify::Event>,
-    missed_structure: Arc<AtomicBool>,
-    reader: SyncSender<Handoff>,
-    missed_writes: Arc<AtomicBool>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::EventKind;
-    let handler = move |res: notify::Result<notify::Event>| match res {
-        Ok(ev) => {
-            let structural = matches!(
-                ev.kind,
-                EventKind::Create(_)
-                    | EventKind::Remove(_)
-                    | EventKind::Modify(notify::event::ModifyKind::Name(_))
-            );
-            if structural {
-                if let Err(TrySendError::Full(_)) = discovery.try_send(ev) {
-                    missed_structure.store(true, Ordering::Relaxed);
-                }
-            } else if let Err(TrySendError::Full(_)) = reader.try_send(Handoff::Wrote(ev.paths)) {
-                missed_writes.store(true, Ordering::Relaxed);
-            }
-        }
-        Err(_) => {
-            missed_structure.store(true, Ordering::Relaxed);
-            missed_writes.store(true, Ordering::Relaxed);
-        }
+/// Wakes the reading and discovery threads now (at shutdown) rather than at their next look,
+/// which a quiet node makes rare.
+#[derive(Clone)]
+pub struct Waker {
+    pub(super) reader: SyncSender<Handoff>,
+    pub(super) discovery: SyncSender<Seen>,
+}
+
+impl Waker {
+    pub fn wake(&self) {
+        // A full channel wakes its thread anyway.
+        let _ = self.reader.try_send(Handoff::Written);
+        self.wake_discovery();
+    }
+
+    pub(super) fn wake_discovery(&self) {
+        let _ = self.discovery.try_send(Seen::Wake);
+    }
+}
+
+/// Structural inotify events waiting for discovery; past this they are dropped and a rescan
+/// covers them.
+const EVENT_QUEUE: usize = 4096;
+/// Handoffs (opened files, rotations, wakes) waiting for the reader. What does not fit waits in
+/// discovery, in order.
+const HANDOFF_QUEUE: usize = 1024;
+
+/// The two threads' ends of what they share, and the inotify watcher feeding both.
+pub struct Connected {
+    pub shared: Arc<Shared>,
+    pub waker: Waker,
+    /// Discovery's: structural events, and whether some were dropped.
+    pub events: Receiver<Seen>,
+    pub missed_events: Arc<AtomicBool>,
+    /// The reader's, and discovery's way to it.
+    pub handoffs: Receiver<Handoff>,
+    pub to_reader: SyncSender<Handoff>,
+}
+
+/// Makes the channels and starts the inotify watcher (none, said once, where inotify is
+/// unavailable: files are then found and read by the periodic look). `pace`: see
+/// [`Watcher::start`].
+pub fn connect(descriptors: Descriptors, pace: std::time::Duration) -> Connected {
+    let (events_tx, events) = sync_channel(EVENT_QUEUE);
+    let (to_reader, handoffs) = sync_channel(HANDOFF_QUEUE);
+    let missed_writes = Arc::new(AtomicBool::new(false));
+    let missed_events = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(Mutex::new(HashSet::new()));
+    let waker = Waker {
+        reader: to_reader.clone(),
+        discovery: events_tx.clone(),
     };
-    match notify::recommended_watcher(handler) {
+    let reader = to_reader.clone();
+    let sinks = Sinks {
+        discovery: events_tx,
+        missed_structure: missed_events.clone(),
+        written: written.clone(),
+        // A full channel means a reader with work queued: it takes the set at its next pass
+        // anyway.
+        wake_reader: Box::new(move || {
+            let _ = reader.try_send(Handoff::Written);
+        }),
+        missed_writes: missed_writes.clone(),
+    };
+    let watcher = match Watcher::start(sinks, pace) {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!(error = %e, "inotify is unavailable; new lines are found by the periodic rescan only");
             None
         }
+    };
+    let shared = Arc::new(Shared {
+        followed: Default::default(),
+        returned: Default::default(),
+        descriptors,
+        watcher: Mutex::new(watcher),
+        written,
+        unwatched: Default::default(),
+        missed_writes,
+    });
+    Connected {
+        shared,
+        waker,
+        events,
+        missed_events,
+        handoffs,
+        to_reader,
     }
 }

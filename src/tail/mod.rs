@@ -1,7 +1,7 @@
 //! Tailing: which files to follow, reading them, and remembering how far shipping has got.
 //!
-//! Owns discovery (include/exclude globs, inotify through `notify`, and a periodic rescan
-//! because inotify drops events), file identity (inode + a fingerprint of the first line,
+//! Owns discovery (include/exclude globs, inotify read at the reader's pace ([`watch`]), and
+//! a periodic look at what inotify cannot watch), file identity (inode + a fingerprint of the first line,
 //! the device only a hint, never the path: see `identity`), rotation (a renamed or deleted file
 //! is read to its end and kept for `rotate_wait` before it is let go), truncation (reading
 //! restarts at 0, as a new generation of the file), checkpoints, and the budget of file descriptors the tailer may hold.
@@ -36,12 +36,14 @@ mod globs;
 mod handoff;
 mod health;
 mod joining;
+mod looks;
 mod output;
 mod parked;
 mod reload;
 mod reloads;
 mod rotated;
 mod throttle;
+mod watch;
 
 pub use budget::{RESERVE, RESERVE_PER_SHIPPER};
 pub use checkpoint::{Checkpoints, Entry};
@@ -54,8 +56,9 @@ use crate::config;
 use crate::vocab::FileKey;
 use budget::Descriptors;
 use discover::Discoverer;
-use file::{ReadOutcome, Tracked, identify};
-use handoff::{Handoff, Opened, Returned, Shared, lock, make_watcher};
+use file::{ReadOutcome, Tracked};
+pub use handoff::Waker;
+use handoff::{Connected, Handoff, Opened, Returned, Shared, lock};
 use joining::Joining;
 use output::Outlet;
 use parked::Parked;
@@ -64,7 +67,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -76,19 +79,15 @@ const PASS_BUDGET: usize = 4 * 1024 * 1024;
 /// within the 30 s a pod is given to stop, leaving time to make it durable.
 const FINAL_READ: Duration = Duration::from_secs(10);
 
-/// The longest the loop sleeps, so shutdown and rotate_wait are noticed promptly.
-const MAX_IDLE: Duration = Duration::from_millis(200);
-/// The least time between two read passes woken by writes: at 10k lines/s written a few at a
-/// time, a pass per write costs several times the CPU for latency nobody needs (see
-/// README, "Speed and cost").
-const COALESCE: Duration = Duration::from_millis(25);
-/// Structural inotify events waiting for discovery; past this they are dropped and a rescan
-/// covers them.
-const EVENT_QUEUE: usize = 4096;
-/// Handoffs (opened files, rotations, write events) waiting for the reader. What does not fit
-/// waits in discovery, in order; write events that do not fit make the reader look at every
-/// file instead.
-const HANDOFF_QUEUE: usize = 1024;
+/// The longest the loop sleeps: rotate_wait and partial_timeout are kept to within it, and a
+/// reload is applied within it. Writes and shutdown wake the loop at once; a quiet node wakes
+/// it this often and no more.
+const MAX_IDLE: Duration = Duration::from_secs(1);
+/// How long the inotify thread lets writes gather after a batch: a quarter of the time lines may
+/// wait anyway (`buffer.flush_interval`), at most 250 ms.
+fn inotify_pace(buffer: &config::Buffer) -> Duration {
+    (buffer.flush_interval.0 / 4).min(Duration::from_millis(250))
+}
 
 /// Shared flags the HTTP endpoints read.
 #[derive(Default)]
@@ -139,6 +138,8 @@ pub struct Tailer {
     by_real: HashMap<PathBuf, FileKey>,
     /// Files with data to read now.
     dirty: HashSet<FileKey>,
+    /// Files inotify said were written since the last read pass.
+    written: HashSet<FileKey>,
     /// Files whose pod the Kubernetes cache does not know yet: read again next pass.
     waiting_meta: HashSet<FileKey>,
     /// Files held back by throttling, and when their bucket has refilled.
@@ -151,6 +152,7 @@ pub struct Tailer {
     reported: HashSet<PathBuf>,
     /// The multiline rules each file is joined by.
     joining: Joining,
+    waker: Waker,
 }
 
 impl Tailer {
@@ -182,23 +184,14 @@ impl Tailer {
             &cfg.multiline,
             crate::multiline::Counters::new(&out.metrics),
         );
-        let (events_tx, events) = sync_channel(EVENT_QUEUE);
-        let (handoff_tx, handoffs) = sync_channel(HANDOFF_QUEUE);
-        let missed_writes = Arc::new(AtomicBool::new(false));
-        let missed_events = Arc::new(AtomicBool::new(false));
-        let watcher = make_watcher(
-            events_tx,
-            missed_events.clone(),
-            handoff_tx.clone(),
-            missed_writes.clone(),
-        );
-        let shared = Arc::new(Shared {
-            followed: Default::default(),
-            returned: Default::default(),
-            descriptors,
-            watcher: std::sync::Mutex::new(watcher),
-            missed_writes,
-        });
+        let Connected {
+            shared,
+            waker,
+            events,
+            missed_events,
+            handoffs,
+            to_reader,
+        } = handoff::connect(descriptors, inotify_pace(&cfg.buffer));
         let discoverer = Discoverer {
             cfg: cfg.input.clone(),
             reloads: reloads.clone(),
@@ -208,7 +201,7 @@ impl Tailer {
             state: state.clone(),
             metrics: out.metrics.clone(),
             shutdown: out.shutdown.clone(),
-            to_reader: handoff_tx,
+            to_reader,
             events,
             missed_events,
             pending: VecDeque::new(),
@@ -236,6 +229,7 @@ impl Tailer {
             parked_wanting: HashSet::new(),
             by_real: HashMap::new(),
             dirty: HashSet::new(),
+            written: HashSet::new(),
             waiting_meta: HashSet::new(),
             throttled: HashMap::new(),
             handoffs,
@@ -243,7 +237,13 @@ impl Tailer {
             discoverer: Some(discoverer),
             reported: HashSet::new(),
             joining,
+            waker,
         }
+    }
+
+    /// Wakes this tailer's threads at once (at shutdown).
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
     }
 
     /// Starts discovery on its own thread, follows files until shutdown, then appends what it
@@ -265,39 +265,51 @@ impl Tailer {
         };
         let mut buf = vec![0u8; READ_BLOCK];
         let mut next_full_pass = Instant::now() + self.cfg.rescan_interval.0;
+        // Lines that trickle in are read (and made durable, and shipped) once per
+        // `flush_interval`, not at every write: a pass per few lines costs many times the CPU
+        // for a latency Elasticsearch's own refresh hides. A pass that leaves a file unfinished
+        // (a backlog) is followed by the next at once.
+        let mut next_read = Instant::now();
         while !self.out.shutdown.load(Ordering::Relaxed) {
             self.tick(&mut next_full_pass);
-            let pass_started = Instant::now();
-            self.read_pass(&mut buf);
-            // Partial records whose end never came are shipped flagged, even from quiet files.
             let now = Instant::now();
-            for t in self.files.values_mut() {
-                t.flush_expired(now, self.cfg.partial_timeout.0, &mut self.out);
+            if now >= next_read {
+                // What inotify saw is taken only now: until the set is taken, further writes
+                // add to it without waking this thread.
+                self.take_written();
+                let written: Vec<FileKey> = self.written.drain().collect();
+                self.find_rewritten(&written);
+                self.read_pass(&mut buf);
+                next_read = if self.dirty.is_empty() {
+                    now + self.running.buffer.flush_interval.0
+                } else {
+                    now
+                };
+                // Partial records whose end never came are shipped flagged, even from quiet
+                // files.
+                let now = Instant::now();
+                for t in self.files.values_mut() {
+                    t.flush_expired(now, self.cfg.partial_timeout.0, &mut self.out);
+                }
+                self.let_go_of_drained(&mut buf);
+                self.out.seal();
+                self.publish();
+                if let Some(th) = self.out.throttle.as_mut() {
+                    let held = self.throttled.keys().filter_map(|k| self.files.get(k));
+                    th.publish(held, Instant::now());
+                }
             }
-            self.let_go_of_drained(&mut buf);
-            self.out.seal();
-            self.publish();
-            if let Some(th) = self.out.throttle.as_mut() {
-                let held = self.throttled.keys().filter_map(|k| self.files.get(k));
-                th.publish(held, Instant::now());
-            }
-            if self.dirty.is_empty() {
-                let due = self.throttled.values().min().copied();
-                let wait = due
-                    .map_or(next_full_pass, |d| d.min(next_full_pass))
-                    .saturating_duration_since(Instant::now())
-                    .min(MAX_IDLE);
+            if self.dirty.is_empty() || Instant::now() < next_read {
+                let mut due = next_full_pass;
+                if let Some(d) = self.throttled.values().min() {
+                    due = due.min(*d);
+                }
+                if !self.dirty.is_empty() || !lock(&self.shared.written).is_empty() {
+                    due = due.min(next_read);
+                }
+                let wait = due.saturating_duration_since(Instant::now()).min(MAX_IDLE);
                 match self.handoffs.recv_timeout(wait) {
-                    Ok(h) => {
-                        let wrote = matches!(h, Handoff::Wrote(_));
-                        self.take(h);
-                        if wrote {
-                            // A writer that writes a few lines at a time wakes the tailer for
-                            // each write; the lines of a few milliseconds are read, made durable
-                            // and shipped together instead.
-                            std::thread::sleep(COALESCE.saturating_sub(pass_started.elapsed()));
-                        }
-                    }
+                    Ok(h) => self.take(h),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
                 }
@@ -323,10 +335,11 @@ impl Tailer {
         while let Ok(h) = self.handoffs.try_recv() {
             self.take(h);
         }
-        if self.shared.missed_writes.swap(false, Ordering::Relaxed)
-            || Instant::now() >= *next_full_pass
-        {
-            self.full_pass();
+        if self.shared.missed_writes.swap(false, Ordering::Relaxed) {
+            self.full_pass(true);
+        }
+        if Instant::now() >= *next_full_pass {
+            self.full_pass(false);
             *next_full_pass = Instant::now() + self.cfg.rescan_interval.0;
         }
         self.reopen_wanting();
@@ -350,6 +363,7 @@ impl Tailer {
         for h in unsent {
             self.take(h);
         }
+        self.take_written();
         self.read_pass(buf);
         // A deleted file cannot be read again at the next start, nor a rotated one once the
         // kubelet has compressed it: each is read to its end now, whatever its throttle bucket
@@ -393,23 +407,9 @@ impl Tailer {
             Handoff::Follow(o) => self.follow(o),
             Handoff::Drain(key) => self.start_draining(key),
             Handoff::Unmatched(key) => self.unmatched(key),
-            Handoff::Wrote(paths) => {
-                for p in &paths {
-                    // Other paths: a write to a file still waiting for its first line, which
-                    // discovery tries again on its own.
-                    match self.by_real.get(p) {
-                        Some(k) if self.files.contains_key(k) => {
-                            self.dirty.insert(*k);
-                        }
-                        Some(k) => {
-                            let k = *k;
-                            self.unpark_if_grown(k);
-                        }
-                        None => {}
-                    }
-                }
-            }
-            Handoff::ReadAll => self.full_pass(),
+            // The set is taken at the next pass (see `run`).
+            Handoff::Written => {}
+            Handoff::ReadAll => self.full_pass(true),
         }
     }
 
@@ -464,27 +464,6 @@ impl Tailer {
             t.last_data = Instant::now();
             t.gone_since.get_or_insert(t.last_data);
             self.dirty.insert(key);
-        }
-    }
-
-    /// The periodic look at every file, which catches writes whose events were lost, files
-    /// truncated and written again too fast for the size check, and closed files that grew.
-    fn full_pass(&mut self) {
-        self.dirty.extend(self.files.keys().copied());
-        let rewritten: Vec<FileKey> = self
-            .files
-            .values()
-            .filter(|t| !t.draining)
-            .filter(|t| matches!(identify(&t.file, false), Ok(Some(now)) if now != t.key))
-            .map(|t| t.key)
-            .collect();
-        for key in rewritten {
-            // Same inode, other first line: truncated and written again.
-            self.truncated(key);
-        }
-        let parked: Vec<FileKey> = self.parked.keys().copied().collect();
-        for key in parked {
-            self.unpark_if_grown(key);
         }
     }
 
@@ -589,6 +568,7 @@ impl Tailer {
                 path: t.path,
                 file: t.file,
             });
+            self.waker.wake_discovery();
         }
         self.shared.descriptors.set_reader(self.files.len());
     }

@@ -42,6 +42,9 @@ impl Tailer {
                 self.out.advance(t.key, t.safe_offset());
             }
         }
+        if let Some(w) = lock(&self.shared.watcher).as_ref() {
+            w.set_pace(super::inotify_pace(&new.buffer));
+        }
         self.out.reconfigure(&new);
     }
 }

@@ -309,6 +309,19 @@ impl Checkpoints {
         inner.dirty |= persist;
     }
 
+    /// Changes whenever a checkpoint moves or an entry comes or goes (a sum, not a hash: cheap
+    /// to take every second under the lock); the agent measures [`Checkpoints::lag`] again
+    /// when it changes.
+    pub fn fingerprint(&self) -> u64 {
+        let inner = self.lock();
+        inner
+            .files
+            .values()
+            .fold(inner.files.len() as u64, |sum, e| {
+                sum.wrapping_add(e.offset)
+            })
+    }
+
     /// Bytes in the known files past their checkpoints: what is not yet safe in the buffer.
     /// A stat per file, by path, counted only while the path still holds the same inode (the
     /// device may be numbered differently since the entry was made): from the agent's timer,
