@@ -274,3 +274,111 @@ impl Reading {
         any || lost
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+    use std::time::Instant;
+
+    /// A watcher whose reader wakes are counted.
+    fn watcher() -> (
+        Watcher,
+        Receiver<Seen>,
+        Arc<Mutex<HashSet<PathBuf>>>,
+        Arc<AtomicUsize>,
+    ) {
+        let (discovery, events) = sync_channel(64);
+        let written = Arc::new(Mutex::new(HashSet::new()));
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let counted = wakes.clone();
+        let sinks = Sinks {
+            discovery,
+            missed_structure: Arc::default(),
+            written: written.clone(),
+            wake_reader: Box::new(move || {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }),
+            missed_writes: Arc::default(),
+        };
+        let w = Watcher::start(sinks, Duration::from_millis(20)).expect("inotify");
+        (w, events, written, wakes)
+    }
+
+    fn until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_file_written_many_times_wakes_the_reader_once_until_it_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let (mut w, _events, written, wakes) = watcher();
+        w.watch_file(&path).unwrap();
+        for i in 0..300 {
+            writeln!(file, "line {i}").unwrap();
+        }
+        until("the writes to be seen", || lock(&written).contains(&path));
+        // Let any late batch arrive: it must not wake the reader again.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(wakes.load(Ordering::Relaxed), 1, "300 writes, one wake");
+        // The reader takes the set; the next write wakes it again.
+        lock(&written).clear();
+        writeln!(file, "one more").unwrap();
+        until("the next write to wake the reader", || {
+            wakes.load(Ordering::Relaxed) == 2
+        });
+        assert!(lock(&written).contains(&path));
+    }
+
+    #[test]
+    fn entries_coming_and_going_reach_discovery_and_writes_come_through_the_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, events, written, _) = watcher();
+        w.watch_dir(dir.path()).unwrap();
+        let path = dir.path().join("new.log");
+        std::fs::write(&path, "first\n").unwrap();
+        assert_eq!(
+            events.recv_timeout(Duration::from_secs(10)),
+            Ok(Seen::Structure)
+        );
+        // Written inside the watched directory, but not watched itself: a directory's watch
+        // does not report writes (they would come twice, through the file and its directory).
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"second\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(lock(&written).is_empty());
+        std::fs::remove_file(&path).unwrap();
+        until("the removal to reach discovery", || {
+            events.try_recv() == Ok(Seen::Structure)
+        });
+    }
+
+    #[test]
+    fn dropping_the_watcher_stops_its_thread() {
+        let (w, events, _, _) = watcher();
+        drop(w);
+        // The thread held discovery's sender: it is gone once the thread has ended.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match events.recv_timeout(Duration::from_millis(100)) {
+                Err(RecvTimeoutError::Disconnected) => break,
+                _ => assert!(
+                    Instant::now() < deadline,
+                    "the inotify thread is still running"
+                ),
+            }
+        }
+    }
+}
