@@ -283,13 +283,15 @@ mod tests {
     use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
     use std::time::Instant;
 
-    /// A watcher whose reader wakes are counted.
-    fn watcher() -> (
+    /// A started watcher, discovery's end, the written set and the reader's wakes so far.
+    type Test = (
         Watcher,
         Receiver<Seen>,
         Arc<Mutex<HashSet<PathBuf>>>,
         Arc<AtomicUsize>,
-    ) {
+    );
+
+    fn watcher() -> Test {
         let (discovery, events) = sync_channel(64);
         let written = Arc::new(Mutex::new(HashSet::new()));
         let wakes = Arc::new(AtomicUsize::new(0));
