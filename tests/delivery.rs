@@ -171,10 +171,13 @@ fn an_agent_killed_at_random_moments_while_shipping_delivers_every_line_once() {
         f.drop_abandoned = true;
     });
     let node = Node::new();
+    // Lines are read and buffered every 50 ms rather than once a second (the default): a
+    // life of 0.1 to 2.5 s then holds many reads, and a kill often lands between one's
+    // buffering and its acknowledgement, which is what this test is about.
     let config = node.config(
         &proxy.url,
         "",
-        "flush_thread_count = 2\nchunk_limit_size = \"64KiB\"",
+        "flush_thread_count = 2\nchunk_limit_size = \"64KiB\"\nflush_interval = \"50ms\"",
     );
     let mut w = node.writer("shop", "killed", "app", Format::Cri);
     let log = w.path.clone();
