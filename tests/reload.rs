@@ -81,7 +81,9 @@ fn each_reload_under_load_is_taken_and_shows_in_what_is_shipped_and_no_line_is_l
     let recorder = support::proxy::FaultProxy::start(&es.url);
     recorder.set(|f| f.delay_paths = vec![("/_bulk".into(), Duration::from_millis(150))]);
     let node = Node::new();
-    let path = node.config(&recorder.url, "", "");
+    // Read every 50 ms rather than once a second (the default): each phase of 250 ms must
+    // see the throttle hold lines, or not.
+    let path = node.config(&recorder.url, "", "flush_interval = \"50ms\"");
     let (plain, changed) = variants(&config_text(&path));
     std::fs::write(&path, &plain).expect("write config");
     // One trigger: SIGHUP (no --watch-config), so that each reload asked for is one to take.

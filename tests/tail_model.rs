@@ -67,7 +67,9 @@ struct Outcome {
 
 fn run_model(actions: Vec<Action>) -> Result<Outcome, TestCaseError> {
     let node = Node::new();
-    let cfg_path = node.config("http://127.0.0.1:9", "", "");
+    // Read at once rather than once per the default flush_interval: the model's crashes must
+    // land between reads, appends and fsyncs, which a second's pacing would leave rare.
+    let cfg_path = node.config("http://127.0.0.1:9", "", "flush_interval = \"10ms\"");
     let cfg = Config::load(&cfg_path).unwrap();
     let index = Arc::new(Mutex::new(Index::default()));
     let keys = Keys::default();
