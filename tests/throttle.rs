@@ -210,7 +210,12 @@ fn a_quiet_pod_is_read_at_once_while_a_flooding_pod_is_held_back() {
     let node = Node::new();
     // 20 lines a second: the flood is read a block (about 19 of its lines) at a time, then held
     // for about a second, so a quiet line that waited for the flood's turn would wait that long.
+    // Lines are read every 50 ms, not once a second (the default): the quiet pod's lines are
+    // each waited for in turn, and at a second each the flood would be over before they are.
     let config = node.config_with(&es.url, "[throttle]\nlines_per_second = 20\nburst = 20\n");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace("[buffer]\n", "[buffer]\nflush_interval = \"50ms\"\n");
+    std::fs::write(&config, text).unwrap();
     let agent = Agent::start(&config);
     let mut quiet = node.writer("quiet", "api-1", "app", Format::Cri);
     let mut expected: HashSet<(String, u64)> = (0..25).map(|s| ("api-1".to_owned(), s)).collect();

@@ -271,9 +271,9 @@ impl Tailer {
         // (a backlog) is followed by the next at once.
         let mut next_read = Instant::now();
         while !self.out.shutdown.load(Ordering::Relaxed) {
-            self.tick(&mut next_full_pass);
+            let refilled = self.tick(&mut next_full_pass);
             let now = Instant::now();
-            if now >= next_read {
+            if now >= next_read || refilled {
                 // What inotify saw is taken only now: until the set is taken, further writes
                 // add to it without waking this thread.
                 self.take_written();
@@ -320,18 +320,22 @@ impl Tailer {
 
     /// What each turn of the loop does before reading: take what discovery handed on, the
     /// periodic look at every file, and keeping within the descriptor budget.
-    fn tick(&mut self, next_full_pass: &mut Instant) {
+    /// True when a throttled file's bucket has refilled: it is read at once, whatever the
+    /// pace, so that a throttled file is read at its rate over every stretch of time.
+    fn tick(&mut self, next_full_pass: &mut Instant) -> bool {
         self.state.beat();
         if let Some(new) = reloads::newer(&mut self.reloads) {
             self.reconfigure(new);
         }
         self.dirty.extend(self.waiting_meta.drain());
         let now = Instant::now();
+        let before = self.dirty.len();
         self.dirty.extend(
             self.throttled
                 .extract_if(|_, due| *due <= now)
                 .map(|(k, _)| k),
         );
+        let refilled = self.dirty.len() > before;
         while let Ok(h) = self.handoffs.try_recv() {
             self.take(h);
         }
@@ -344,6 +348,7 @@ impl Tailer {
         }
         self.reopen_wanting();
         self.make_room();
+        refilled
     }
 
     /// Discovery stops first; what it opened last is read once more, so that a file deleted
