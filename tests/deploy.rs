@@ -2,11 +2,15 @@
 //! accepts, and laid out for `kubectl apply -k` (the base in deploy/k8s, an example overlay in
 //! deploy/overlays/example), rendered here by kubectl's own Kustomize.
 
+#[path = "support/yaml.rs"]
+mod yaml;
+
 use logferry::config::Config;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
+use yaml::{documents, python_on};
 
 const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s/logferry.yaml");
 const SETUP_JOB: &str = concat!(
@@ -78,39 +82,6 @@ fn the_configmap_holds_a_config_the_agent_accepts() {
     // Probes come from the kubelet, on the pod's IP.
     assert!(cfg.api.listen.ip().is_unspecified(), "{}", cfg.api.listen);
     assert!(yaml.contains(&format!("containerPort: {}", cfg.api.listen.port())));
-}
-
-/// `python3 args`, with `input` on its stdin.
-fn python_on(args: &[&str], input: &str) -> std::process::Output {
-    let mut child = Command::new("python3")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), input.as_bytes())
-        .expect("python3's stdin");
-    drop(child.stdin.take());
-    child.wait_with_output().expect("python3")
-}
-
-/// The YAML documents in `yaml` as JSON values, read by PyYAML (kubernetes-validate's own
-/// dependency: no YAML parser of our own to get wrong).
-fn documents(yaml: &str) -> Vec<Value> {
-    let out = python_on(
-        &[
-            "-c",
-            "import sys, json, yaml; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)",
-        ],
-        yaml,
-    );
-    assert!(
-        out.status.success(),
-        "PyYAML (installed with kubernetes-validate by scripts/install-deps):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("PyYAML's JSON")
 }
 
 /// `kubectl kustomize dir`: what `kubectl apply -k dir` would apply. Fails, never skips,

@@ -4,11 +4,15 @@
 //! alerts, the dashboard) is the repository's. Rendered by the real helm (scripts/install-helm);
 //! no cluster is used.
 
+#[path = "support/yaml.rs"]
+mod yaml;
+
 use logferry::config::Config;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use yaml::{documents, python_on};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/logferry");
 const K8S: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s");
@@ -102,39 +106,6 @@ fn ci(name: &str) -> PathBuf {
     let path = Path::new(CHART).join("ci").join(name);
     assert!(path.is_file(), "{}", path.display());
     path
-}
-
-/// `python3 args`, with `input` on its stdin.
-fn python_on(args: &[&str], input: &str) -> std::process::Output {
-    let mut child = Command::new("python3")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), input.as_bytes())
-        .expect("python3's stdin");
-    drop(child.stdin.take());
-    child.wait_with_output().expect("python3")
-}
-
-/// The YAML documents in `yaml` as JSON values, read by PyYAML as tests/deploy.rs reads the
-/// manifests (kubernetes-validate's own dependency: no YAML parser of our own to get wrong).
-fn documents(yaml: &str) -> Vec<Value> {
-    let out = python_on(
-        &[
-            "-c",
-            "import sys, json, yaml; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)",
-        ],
-        yaml,
-    );
-    assert!(
-        out.status.success(),
-        "PyYAML (installed with kubernetes-validate by scripts/install-deps):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("PyYAML's JSON")
 }
 
 fn read(path: &Path) -> String {
