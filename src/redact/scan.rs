@@ -96,12 +96,12 @@ const LANES: usize = 16;
 /// Measured with `scripts/bench` (`redact` against `one-file`, 2026-12-06): [`Shapes::step`]
 /// over every byte made the stage cost 1.38–1.46× one-file, and 1.33× with digit-free
 /// stretches passed over (a JSON line's timestamp, ids and numbers put a digit in most).
-fn digit_shapes(s: &[u8]) -> Candidates {
+pub(super) fn digit_shapes(s: &[u8]) -> Candidates {
     if GATE.opens(s) { shapes_bytewise(s) } else { 0 }
 }
 
 /// Every byte through [`Shapes::step`].
-fn shapes_bytewise(s: &[u8]) -> Candidates {
+pub(super) fn shapes_bytewise(s: &[u8]) -> Candidates {
     let mut shapes = Shapes::default();
     for i in 0..s.len() {
         shapes.step(s, i);
@@ -323,16 +323,6 @@ impl Shapes {
             }
         }
     }
-}
-
-#[cfg(test)]
-pub(super) fn digit_shapes_bytewise(s: &[u8]) -> Candidates {
-    shapes_bytewise(s)
-}
-
-#[cfg(test)]
-pub(super) fn digit_shapes_gated(s: &[u8]) -> Candidates {
-    digit_shapes(s)
 }
 
 /// One value to replace: `start..end` in the string, and the index of the rule that found it.

@@ -29,8 +29,8 @@ proptest::proptest! {
     ) {
         // Words of up to 20 letters make digit-free stretches, cut anywhere by the lanes.
         let text = parts.concat().into_bytes();
-        let every = scan::digit_shapes_bytewise(&text);
-        let gated = scan::digit_shapes_gated(&text);
+        let every = scan::shapes_bytewise(&text);
+        let gated = scan::digit_shapes(&text);
         proptest::prop_assert_eq!(every & !gated, 0, "{:?}", String::from_utf8_lossy(&text));
     }
 }
