@@ -274,30 +274,7 @@ impl Tailer {
             let refilled = self.tick(&mut next_full_pass);
             let now = Instant::now();
             if now >= next_read || refilled {
-                // What inotify saw is taken only now: until the set is taken, further writes
-                // add to it without waking this thread.
-                self.take_written();
-                let written: Vec<FileKey> = self.written.drain().collect();
-                self.find_rewritten(&written);
-                self.read_pass(&mut buf);
-                next_read = if self.dirty.is_empty() {
-                    now + self.running.buffer.flush_interval.0
-                } else {
-                    now
-                };
-                // Partial records whose end never came are shipped flagged, even from quiet
-                // files.
-                let now = Instant::now();
-                for t in self.files.values_mut() {
-                    t.flush_expired(now, self.cfg.partial_timeout.0, &mut self.out);
-                }
-                self.let_go_of_drained(&mut buf);
-                self.out.seal();
-                self.publish();
-                if let Some(th) = self.out.throttle.as_mut() {
-                    let held = self.throttled.keys().filter_map(|k| self.files.get(k));
-                    th.publish(held, Instant::now());
-                }
+                next_read = self.pass(&mut buf, now);
             }
             if self.dirty.is_empty() || Instant::now() < next_read {
                 let mut due = next_full_pass;
@@ -320,6 +297,36 @@ impl Tailer {
 
     /// What each turn of the loop does before reading: take what discovery handed on, the
     /// periodic look at every file, and keeping within the descriptor budget.
+    /// One read pass, started at `now`, and what follows it: partial records timed out, drained
+    /// files let go, the chunk appended to the buffer. Returns when the next may start: at once
+    /// after a backlog, else a `flush_interval` on.
+    fn pass(&mut self, buf: &mut [u8], now: Instant) -> Instant {
+        // What inotify saw is taken only now: until the set is taken, further writes add to it
+        // without waking this thread.
+        self.take_written();
+        let written: Vec<FileKey> = self.written.drain().collect();
+        self.find_rewritten(&written);
+        self.read_pass(buf);
+        let next = if self.dirty.is_empty() {
+            now + self.running.buffer.flush_interval.0
+        } else {
+            now
+        };
+        // Partial records whose end never came are shipped flagged, even from quiet files.
+        let now = Instant::now();
+        for t in self.files.values_mut() {
+            t.flush_expired(now, self.cfg.partial_timeout.0, &mut self.out);
+        }
+        self.let_go_of_drained(buf);
+        self.out.seal();
+        self.publish();
+        if let Some(th) = self.out.throttle.as_mut() {
+            let held = self.throttled.keys().filter_map(|k| self.files.get(k));
+            th.publish(held, Instant::now());
+        }
+        next
+    }
+
     /// True when a throttled file's bucket has refilled: it is read at once, whatever the
     /// pace, so that a throttled file is read at its rate over every stretch of time.
     fn tick(&mut self, next_full_pass: &mut Instant) -> bool {
