@@ -119,6 +119,20 @@ fn show(samples: &[Sample]) -> String {
         .join(" ")
 }
 
+/// A config throttling every pod to `rate` lines a second (burst as much), read every 50 ms
+/// rather than once a second (the default `flush_interval`): these tests time the throttle over
+/// half-second stretches from a second in, when the burst must already have been read.
+fn throttled(node: &Node, es_url: &str, rate: u32) -> std::path::PathBuf {
+    let config = node.config_with(
+        es_url,
+        &format!("[throttle]\nlines_per_second = {rate}\nburst = {rate}\n"),
+    );
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace("[buffer]\n", "[buffer]\nflush_interval = \"50ms\"\n");
+    std::fs::write(&config, text).expect("config");
+    config
+}
+
 /// The reading thread may start a pass this late (scheduling on a busy machine, a buffer
 /// write): at 500 lines a second, 10 lines refilled meanwhile.
 const STALL: Duration = Duration::from_millis(20);
@@ -127,7 +141,7 @@ const STALL: Duration = Duration::from_millis(20);
 fn a_flood_is_read_at_its_limit_over_every_stretch_of_time_and_nothing_is_lost() {
     let es = osmem();
     let node = Node::new();
-    let config = node.config_with(&es.url, "[throttle]\nlines_per_second = 500\nburst = 500\n");
+    let config = throttled(&node, &es.url, 500);
     let agent = Agent::start(&config);
     let (samples, line) = flood(&node, &agent);
     let over = faster_than(&samples, line, 500.0, 500.0, 500.0 * STALL.as_secs_f64());
@@ -210,12 +224,9 @@ fn a_quiet_pod_is_read_at_once_while_a_flooding_pod_is_held_back() {
     let node = Node::new();
     // 20 lines a second: the flood is read a block (about 19 of its lines) at a time, then held
     // for about a second, so a quiet line that waited for the flood's turn would wait that long.
-    // Lines are read every 50 ms, not once a second (the default): the quiet pod's lines are
-    // each waited for in turn, and at a second each the flood would be over before they are.
-    let config = node.config_with(&es.url, "[throttle]\nlines_per_second = 20\nburst = 20\n");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let text = text.replace("[buffer]\n", "[buffer]\nflush_interval = \"50ms\"\n");
-    std::fs::write(&config, text).unwrap();
+    // The quiet pod's lines are each waited for in turn: at a second each (the default pace)
+    // the flood would be over before they are.
+    let config = throttled(&node, &es.url, 20);
     let agent = Agent::start(&config);
     let mut quiet = node.writer("quiet", "api-1", "app", Format::Cri);
     let mut expected: HashSet<(String, u64)> = (0..25).map(|s| ("api-1".to_owned(), s)).collect();
