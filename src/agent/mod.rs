@@ -158,6 +158,9 @@ impl Store {
             },
             metrics.clone(),
         )?);
+        // Positions the buffer holds are further than the checkpoints file where it was not
+        // saved since (once a second), or lost: files resume there, reading nothing twice.
+        checkpoints.restore(buffer.take_recovered_positions());
         metrics.buffer_max_bytes.set(cfg.buffer.max_size.0 as i64);
         let committer = {
             let (buffer, checkpoints) = (buffer.clone(), checkpoints.clone());
@@ -217,7 +220,7 @@ fn start_tailer(
     };
     let out = BufferOutput::new(
         encoder,
-        Appender::new(store.buffer.clone()),
+        Appender::new(store.buffer.clone()).with_positions(store.checkpoints.clone()),
         store.metrics.clone(),
         give_up,
         cfg,

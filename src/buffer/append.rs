@@ -89,8 +89,13 @@ pub struct Appender {
     /// The segment being written, and its id and length.
     active: Option<(u64, Arc<File>)>,
     written: u64,
+    /// Where the active segment's head (its magic and positions snapshot) ends.
+    head: u64,
     /// The active segment's file was created since the last commit.
     new_file: bool,
+    /// The source's positions, written after each chunk's records and at the head of each
+    /// segment; none for a buffer without a source that resumes (tests, checks).
+    positions: Option<Arc<dyn Positions>>,
 }
 
 impl Appender {
@@ -99,8 +104,17 @@ impl Appender {
             buffer,
             active: None,
             written: 0,
+            head: 0,
             new_file: false,
+            positions: None,
         }
+    }
+
+    /// Keeps `positions`' positions in the buffer beside the records (see [`Positions`]).
+    #[must_use]
+    pub fn with_positions(mut self, positions: Arc<dyn Positions>) -> Appender {
+        self.positions = Some(positions);
+        self
     }
 
     pub fn buffer(&self) -> &Arc<Buffer> {
@@ -112,7 +126,29 @@ impl Appender {
     /// buffer or the disk is full; returns `Err` with the chunk untouched if `give_up` says to
     /// stop waiting (shutdown).
     pub fn append(&mut self, chunk: &mut Chunk, give_up: impl Fn() -> bool) -> Result<(), GaveUp> {
-        if chunk.items.is_empty() {
+        let records_end = chunk.body.len();
+        if let Some(p) = self
+            .positions
+            .as_ref()
+            .filter(|_| !chunk.advances.is_empty())
+        {
+            let payload = p.after(&chunk.advances);
+            frame::encode_positions(&mut chunk.body, chunk.created_ms, &payload);
+        }
+        let written = self.append_frames(chunk, &give_up);
+        if written.is_err() {
+            // Untouched for the caller: the positions frame is written with the next attempt.
+            chunk.body.truncate(records_end);
+        }
+        written
+    }
+
+    fn append_frames(
+        &mut self,
+        chunk: &mut Chunk,
+        give_up: &dyn Fn() -> bool,
+    ) -> Result<(), GaveUp> {
+        if chunk.body.is_empty() {
             // Advances without records (blank lines, a block that ended mid-line) must still
             // wait for the records appended before them.
             if !chunk.advances.is_empty() {
@@ -127,7 +163,7 @@ impl Appender {
             chunk.clear();
             return Ok(());
         }
-        if !self.write_waiting(&chunk.body, &give_up) {
+        if !self.write_waiting(&chunk.body, give_up) {
             return Err(GaveUp);
         }
         let Some((id, file)) = &self.active else {
@@ -140,7 +176,9 @@ impl Appender {
             if let Some(seg) = st.segment(*id) {
                 seg.written = self.written;
                 seg.records += chunk.items.len() as u64;
-                seg.first_ms.get_or_insert(chunk.created_ms);
+                if !chunk.items.is_empty() {
+                    seg.first_ms.get_or_insert(chunk.created_ms);
+                }
             }
         }
         self.buffer.commit(Pending {
@@ -181,7 +219,7 @@ impl Appender {
             // smaller than a segment, the disk fills before the segment does, and an open
             // segment is never deleted): the next attempt starts a new one, and writes as
             // soon as the old one's space is free.
-            if self.written > DATA_START {
+            if self.written > self.head {
                 self.seal();
             }
             let until = Instant::now() + Duration::from_secs(1);
@@ -205,7 +243,7 @@ impl Appender {
     /// A failed write is cut back off, so the segment never holds a torn frame behind good ones.
     fn write(&mut self, frames: &[u8]) -> std::io::Result<()> {
         let len = frames.len() as u64;
-        let full = self.written > DATA_START && self.written + len > self.buffer.opts.segment_size;
+        let full = self.written > self.head && self.written + len > self.buffer.opts.segment_size;
         if full {
             self.seal();
         }
@@ -240,16 +278,24 @@ impl Appender {
             .write(true)
             .create_new(true)
             .open(&path)?;
-        if let Err(e) = file.write_all_at(frame::SEGMENT_MAGIC, 0) {
+        let mut head = frame::SEGMENT_MAGIC.to_vec();
+        if let Some(p) = &self.positions {
+            let snapshot = p.snapshot();
+            if !snapshot.is_empty() {
+                frame::encode_positions(&mut head, now_ms(), &snapshot);
+            }
+        }
+        if let Err(e) = file.write_all_at(&head, 0) {
             let _ = fs::remove_file(&path);
             return Err(e);
         }
+        let written = head.len() as u64;
         let mut st = self.buffer.state();
-        st.bytes += DATA_START;
+        st.bytes += written;
         st.segments.push_back(Segment {
             id,
             durable: DATA_START,
-            written: DATA_START,
+            written,
             records: 0,
             sealed: false,
             corrupt: Vec::new(),
@@ -257,7 +303,8 @@ impl Appender {
         });
         drop(st);
         self.active = Some((id, Arc::new(file)));
-        self.written = DATA_START;
+        self.written = written;
+        self.head = written;
         self.new_file = true;
         Ok(())
     }

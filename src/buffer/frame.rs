@@ -6,13 +6,24 @@
 //! magic "LFr1" | payload length u32 LE | append time (Unix ms) u64 LE | CRC32C u32 LE | payload
 //! ```
 //!
+//! Format 2 (this version's) adds frames with the magic "LFp1" and the same layout: the
+//! sources' positions (see [`super::Positions`]), written in the same write as the records
+//! they follow, so that the fsync that makes those records durable makes them durable too.
+//! Format 1 segments (no positions) are still read. A segment of a later format is refused by
+//! name ([`version`]): an older agent must stop rather than take a newer buffer for damage.
+//!
 //! The CRC covers the first 16 header bytes and the payload, so a torn or flipped length is
 //! caught as surely as a flipped payload byte. The per-frame magic lets a reader find the next
 //! good frame after a corrupt one without trying every byte position as a frame start.
 
 /// The first bytes of every segment file (the last byte is the format version).
-pub const SEGMENT_MAGIC: &[u8; 8] = b"LFSEG\0\0\x01";
+pub const SEGMENT_MAGIC: &[u8; 8] = b"LFSEG\0\0\x02";
+/// The segment magic without its version byte.
+const SEGMENT_FAMILY: &[u8; 7] = b"LFSEG\0\0";
+/// The formats this version reads: 1 (records only) and 2 (records and positions).
+pub const FORMATS: std::ops::RangeInclusive<u8> = 1..=2;
 const FRAME_MAGIC: &[u8; 4] = b"LFr1";
+const POSITIONS_MAGIC: &[u8; 4] = b"LFp1";
 pub const HEADER: usize = 20;
 /// Larger payloads are not ours: a record is capped far below this by `max_line_bytes`.
 const MAX_PAYLOAD: usize = 1 << 30;
@@ -29,8 +40,20 @@ pub fn encode(out: &mut Vec<u8>, time_ms: u64, payload: &[u8]) {
 /// Fills in the header of `frame`: [`HEADER`] bytes of room followed by the payload. Lets the
 /// encoder write items straight into their frames, with no copy.
 pub fn seal(frame: &mut [u8], time_ms: u64) {
+    seal_as(FRAME_MAGIC, frame, time_ms);
+}
+
+/// Appends a positions frame holding `payload` to `out`.
+pub fn encode_positions(out: &mut Vec<u8>, time_ms: u64, payload: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    out.extend_from_slice(payload);
+    seal_as(POSITIONS_MAGIC, &mut out[start..], time_ms);
+}
+
+fn seal_as(magic: &[u8; 4], frame: &mut [u8], time_ms: u64) {
     let (header, payload) = frame.split_at_mut(HEADER);
-    header[..4].copy_from_slice(FRAME_MAGIC);
+    header[..4].copy_from_slice(magic);
     // Payloads are bounded by chunk_limit_size and max_line_bytes, both far below 4 GiB.
     header[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     header[8..16].copy_from_slice(&time_ms.to_le_bytes());
@@ -46,6 +69,8 @@ pub enum Frame<'a> {
         payload: &'a [u8],
         len: usize,
     },
+    /// An intact positions frame of `len` bytes: no record, what the sources had written.
+    Positions { payload: &'a [u8], len: usize },
     /// The bytes end before the frame does: read more, or it is a torn write.
     Incomplete { len: usize },
     /// Not a frame: wrong magic, an impossible length, or a CRC mismatch.
@@ -55,13 +80,15 @@ pub enum Frame<'a> {
 /// Reads the frame at the start of `buf`.
 pub fn decode(buf: &[u8]) -> Frame<'_> {
     if buf.len() < HEADER {
-        return if FRAME_MAGIC.starts_with(&buf[..buf.len().min(4)]) {
+        let start = &buf[..buf.len().min(4)];
+        return if FRAME_MAGIC.starts_with(start) || POSITIONS_MAGIC.starts_with(start) {
             Frame::Incomplete { len: HEADER }
         } else {
             Frame::Invalid
         };
     }
-    if &buf[..4] != FRAME_MAGIC {
+    let positions = &buf[..4] == POSITIONS_MAGIC;
+    if &buf[..4] != FRAME_MAGIC && !positions {
         return Frame::Invalid;
     }
     let word = |at: usize| u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
@@ -78,6 +105,9 @@ pub fn decode(buf: &[u8]) -> Frame<'_> {
     if crc != word(16) {
         return Frame::Invalid;
     }
+    if positions {
+        return Frame::Positions { payload, len };
+    }
     let mut time = [0u8; 8];
     time.copy_from_slice(&buf[8..16]);
     Frame::Record {
@@ -87,17 +117,29 @@ pub fn decode(buf: &[u8]) -> Frame<'_> {
     }
 }
 
-/// The next intact frame at or after `from`, if any.
+/// The next intact frame (a record or positions) at or after `from`, if any.
 pub fn next_valid(buf: &[u8], from: usize) -> Option<usize> {
     let mut at = from;
     while at < buf.len() {
-        let i = at + memchr::memmem::find(&buf[at..], FRAME_MAGIC)?;
-        if matches!(decode(&buf[i..]), Frame::Record { .. }) {
+        // Both magics start with "LFr"/"LFp": look for "LF" and let the decoder decide.
+        let i = at + memchr::memmem::find(&buf[at..], b"LF")?;
+        if matches!(
+            decode(&buf[i..]),
+            Frame::Record { .. } | Frame::Positions { .. }
+        ) {
             return Some(i);
         }
         at = i + 1;
     }
     None
+}
+
+/// A segment's format version, read from its magic: `Some(v)` for a logferry segment of any
+/// version (a later one than [`FORMATS`] is refused by the caller), `None` when the magic is
+/// not ours or damaged.
+pub fn version(buf: &[u8]) -> Option<u8> {
+    let family = buf.get(..SEGMENT_FAMILY.len())?;
+    (family == SEGMENT_FAMILY).then(|| buf.get(SEGMENT_FAMILY.len()).copied())?
 }
 
 /// What a whole segment holds, as far as it can be trusted.
@@ -115,6 +157,8 @@ pub struct Scan {
     pub torn: u64,
     /// The segment's own magic is damaged (the frames after it are checked as usual).
     pub header_damaged: bool,
+    /// The payloads of the intact positions frames, in order, as byte ranges.
+    pub positions: Vec<(usize, usize)>,
 }
 
 /// Checks a whole segment file's content. `None` when it does not even look like a segment:
@@ -123,7 +167,7 @@ pub struct Scan {
 /// are kept ([`Scan::header_damaged`]).
 pub fn scan(buf: &[u8]) -> Option<Scan> {
     let data = SEGMENT_MAGIC.len();
-    let header_damaged = buf.len() < data || &buf[..data] != SEGMENT_MAGIC;
+    let header_damaged = !version(buf).is_some_and(|v| FORMATS.contains(&v));
     if header_damaged && (buf.len() <= data || next_valid(buf, data).is_none()) {
         return None;
     }
@@ -138,6 +182,12 @@ pub fn scan(buf: &[u8]) -> Option<Scan> {
             Frame::Record { time_ms, len, .. } => {
                 s.records += 1;
                 s.first_ms.get_or_insert(time_ms);
+                at += len;
+                s.end = at as u64;
+            }
+            Frame::Positions { payload, len } => {
+                let start = at + HEADER;
+                s.positions.push((start, start + payload.len()));
                 at += len;
                 s.end = at as u64;
             }

@@ -30,12 +30,14 @@ mod commit;
 pub mod frame;
 mod health;
 mod lease;
+mod positions;
 mod read;
 mod recovery;
 
 pub use append::{Appender, GaveUp};
 pub use batch::{Batch, Pieces};
 pub use lease::Lease;
+pub use positions::Positions;
 pub use recovery::check_free_space;
 
 use crate::config::OverflowAction;
@@ -64,6 +66,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the buffer segment {path} is of format {version}, written by a later version of logferry; this version reads formats 1 and 2 and stops rather than set it aside as damage (run the later version, or move the buffer away)"
+    )]
+    Newer { path: PathBuf, version: u8 },
     #[error("cannot write the buffer cursor {path}: {source}")]
     Cursor {
         path: PathBuf,
@@ -324,6 +330,8 @@ pub struct Buffer {
     /// an older cursor renamed over a newer one would send acknowledged records again.
     saving: Mutex<()>,
     metrics: Arc<Metrics>,
+    /// The sources' positions found at start-up, until the agent takes them.
+    recovered: Mutex<Vec<Vec<u8>>>,
 }
 
 #[derive(Default)]

@@ -43,6 +43,13 @@ impl Buffer {
                 },
             };
             match read_frames(&file, from, to, limit, &mut reader.window) {
+                Ok(Read::Frames { items, end, .. }) if items.is_empty() => {
+                    // Only positions: nothing to ship; the next read starts after them.
+                    let mut st = self.state();
+                    if st.read.segment == id && st.read.offset == from {
+                        st.read.offset = end;
+                    }
+                }
                 Ok(Read::Frames {
                     items,
                     end,
@@ -221,6 +228,8 @@ fn read_frames(
                     newest = newest.max(time_ms);
                     p += frame_len;
                 }
+                // What the sources had written: for start-up, not for shipping.
+                frame::Frame::Positions { len: frame_len, .. } => p += frame_len,
                 frame::Frame::Incomplete { len: need } if at + (p + need) as u64 <= to => {
                     // The frame goes on past the window: the next window starts with it, and
                     // one record larger than the window gets a window of its own size.

@@ -74,9 +74,11 @@ impl Buffer {
         let mut segments = VecDeque::new();
         let (mut bytes, mut records) = (0, 0);
         let mut damage = Damage::default();
-        for id in ids.iter().copied() {
+        let mut trail = positions::Trail::default();
+        for (i, id) in ids.iter().copied().enumerate() {
+            let newest = i + 1 == ids.len();
             if let Recovered::Kept { segment, unacked } =
-                recover_segment(dir, id, cursor, &mut damage)
+                recover_segment(dir, id, cursor, &mut damage, (&mut trail, newest))?
             {
                 records += unacked;
                 bytes += segment.written;
@@ -125,6 +127,7 @@ impl Buffer {
             reading: Mutex::new(Reader::default()),
             saving: Mutex::new(()),
             metrics,
+            recovered: Mutex::new(trail.payloads),
         })
     }
 }
@@ -144,33 +147,42 @@ fn segment_ids(dir: &Path) -> Result<Vec<u64>, Error> {
 }
 
 /// Checks one segment left by a previous run; whatever is wrong with it is cut out, repaired or
-/// moved aside, and counted in `damage`.
+/// moved aside, and counted in `damage`. Its positions go on the trail (`newest`: it is the
+/// last segment). Refuses a segment of a later format.
 fn recover_segment(
     dir: &Path,
     id: u64,
     cursor: Option<Position>,
     damage: &mut Damage,
-) -> Recovered {
+    (trail, newest): (&mut positions::Trail, bool),
+) -> Result<Recovered, Error> {
     let path = segment_path(dir, id);
-    if cursor.is_some_and(|c| id < c.segment) {
-        // Acknowledged; deleting it was cut short.
-        let _ = fs::remove_file(&path);
-        return Recovered::Gone;
-    }
     let content = match fs::read(&path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(path = %path.display(), error = %e, "cannot read a buffer segment; moved aside");
             damage.unreadable += 1;
             move_aside(&path);
-            return Recovered::Gone;
+            return Ok(Recovered::Gone);
         }
     };
-    let Some(scan) = frame::scan(&content) else {
+    if let Some(version) = frame::version(&content).filter(|v| v > frame::FORMATS.end()) {
+        return Err(Error::Newer { path, version });
+    }
+    let scan = frame::scan(&content);
+    if let Some(scan) = &scan {
+        trail.take(&content, scan, newest);
+    }
+    if cursor.is_some_and(|c| id < c.segment) {
+        // Acknowledged; deleting it was cut short.
+        let _ = fs::remove_file(&path);
+        return Ok(Recovered::Gone);
+    }
+    let Some(scan) = scan else {
         tracing::error!(path = %path.display(), "not a buffer segment; moved aside");
         damage.corrupt += 1;
         move_aside(&path);
-        return Recovered::Gone;
+        return Ok(Recovered::Gone);
     };
     if let Err(e) = repair(&path, &scan) {
         // Readers stop at the last good frame whatever follows it: keep what is good.
@@ -184,13 +196,15 @@ fn recover_segment(
         _ => DATA_START,
     };
     let unacked = frames_from(&content[..scan.end as usize], from, &scan.corrupt);
+    // Its positions are on the trail: the agent takes them in, and the first chunk it appends
+    // (every file it resumes advances) starts a segment that holds them all again.
     if scan.records == 0 || unacked == 0 {
         // Empty, or acknowledged to its end: nothing in it will be read again, and on a small
         // volume the next segment needs its room.
         let _ = fs::remove_file(&path);
-        return Recovered::Gone;
+        return Ok(Recovered::Gone);
     }
-    Recovered::Kept {
+    Ok(Recovered::Kept {
         segment: Segment {
             id,
             durable: scan.end,
@@ -201,7 +215,7 @@ fn recover_segment(
             first_ms: scan.first_ms,
         },
         unacked,
-    }
+    })
 }
 
 /// Cuts off a torn last write, rewrites a damaged header, and makes a segment left by an older
@@ -288,6 +302,7 @@ fn frames_from(content: &[u8], from: u64, corrupt: &[(u64, u64)]) -> u64 {
                 n += 1;
                 at += len;
             }
+            frame::Frame::Positions { len, .. } => at += len,
             _ => break,
         }
     }

@@ -72,6 +72,9 @@ pub struct Metrics {
     /// for its fsync (EMFILE and the like, never fatal), and dead-letter records deleted with
     /// the oldest dead-letter file when `dead_letter_max_size` is reached.
     pub buffer_sync_open_waits: Counter,
+    /// Bytes of files read again at start-up that the buffer already held records of (the
+    /// positions it keeps make this 0; anything else is a bug worth a look).
+    pub reread_bytes: Counter,
     pub dead_letters_rotated_out: Counter,
     pub checkpoint_errors: Counter,
     /// Pods in the metadata cache (this node's, and recently deleted ones).
@@ -169,6 +172,7 @@ impl Metrics {
             buffer_damage: Family::default(),
             buffer_write_errors: Counter::default(),
             buffer_sync_open_waits: Counter::default(),
+            reread_bytes: Counter::default(),
             dead_letters_rotated_out: Counter::default(),
             checkpoint_errors: Counter::default(),
             kubernetes_pods: Gauge::default(),
@@ -235,6 +239,7 @@ impl Metrics {
             "buffer_damage", "Damage found in buffer segments, by kind (torn_write, corrupt_record, unreadable_segment, damaged_header)", m.buffer_damage;
             "buffer_write_errors", "Failed writes to the buffer (a full disk, usually)", m.buffer_write_errors;
             "buffer_sync_open_waits", "Times the buffer's directory could not be opened for its fsync (EMFILE, ENFILE) and the commit waited", m.buffer_sync_open_waits;
+            "reread_bytes", "Bytes of files read again at start-up that the buffer already held (0 unless something resumed before the buffer's positions)", m.reread_bytes;
             "dead_letters_rotated_out", "Dead-letter records deleted with the oldest dead-letter file to keep dead_letter_max_size", m.dead_letters_rotated_out;
             "checkpoint_write_errors", "Failed writes of the checkpoint or buffer cursor files", m.checkpoint_errors;
             "kubernetes_pods_cached", "Pods in the metadata cache (this node's, and recently deleted ones)", m.kubernetes_pods;

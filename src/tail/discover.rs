@@ -441,6 +441,13 @@ impl Discoverer {
 
     fn hand(&mut self, path: &Path, file: File, key: FileKey, offset: u64, draining: bool) {
         tracing::debug!(path = %path.display(), offset, draining, "following file");
+        let again = self.checkpoints.reread(&key, offset);
+        if again > 0 {
+            // Every path that starts a file asks its checkpoint, which start-up moved to what
+            // the buffer holds: reading it again means one of them did not.
+            tracing::warn!(path = %path.display(), offset, bytes = again, "reading again what the buffer already holds (its records go out as 409s, not duplicates)");
+            self.metrics.reread_bytes.inc_by(again);
+        }
         lock(&self.shared.followed).insert(key);
         self.pending.push_back(Handoff::Follow(Opened {
             path: path.to_owned(),

@@ -1,5 +1,6 @@
 use super::*;
 
+mod positions;
 mod recovery;
 use proptest::prelude::*;
 use std::collections::HashSet;

@@ -19,6 +19,7 @@
 
 mod first_start;
 mod format;
+mod positions;
 #[cfg(test)]
 mod tests;
 
@@ -98,6 +99,8 @@ struct Inner {
     files: HashMap<FileKey, Entry>,
     dirty: bool,
     last_scan: Option<SystemTime>,
+    /// How far the buffer held each file at start-up (truncation generation, offset).
+    buffered: HashMap<FileKey, (u32, u64)>,
 }
 
 pub struct Checkpoints {
