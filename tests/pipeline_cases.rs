@@ -133,7 +133,12 @@ fn the_issues_example_passes_and_a_wrong_expectation_fails_naming_the_field() {
     let (code, out, err) = run(&[("audit.toml", AUDIT)]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("ok   "), "{out}");
-    let wrong = AUDIT.replace("refund for [REDACTED:email]", "refund for [REDACTED:mail]");
+    let wrong = AUDIT
+        .replace("refund for [REDACTED:email]", "refund for [REDACTED:mail]")
+        .replace(
+            r#"absent = ["ann@example.com"]"#,
+            r#"absent = ["REDACTED"]"#,
+        );
     let (code, out, err) = run(&[("audit.toml", &wrong)]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("FAIL "), "{out}");
@@ -141,6 +146,10 @@ fn the_issues_example_passes_and_a_wrong_expectation_fails_naming_the_field() {
         out.contains(
             r#"fields.msg: expected "refund for [REDACTED:mail]", got "refund for [REDACTED:email]""#
         ),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"absent: "REDACTED" appears in the document"#),
         "{out}"
     );
     // The whole document, pretty-printed, to see what the config really did.
