@@ -103,7 +103,10 @@ fn a_pods_labels_and_annotations_act_as_the_api_server_would_give_them() {
 #[test]
 fn without_kubernetes_only_the_path_is_known() {
     // Validation refuses a label route without [kubernetes]; the annotation is what is tried.
-    let cfg = config("[kubernetes]\nhonour_exclude_annotation = true\n");
+    let cfg = config(
+        "[kubernetes]\nhonour_exclude_annotation = true\n\
+         [[route]]\nname = \"shop\"\nindex = \"shop-%Y\"\nwhen.namespaces = [\"shop\"]\n",
+    );
     let mut p = Pipeline::new(&cfg).unwrap();
     let line = "2026-12-01T10:00:00Z stdout F {\"msg\":\"x\"}";
     let out = p
@@ -112,10 +115,8 @@ fn without_kubernetes_only_the_path_is_known() {
             &[line],
         ))
         .unwrap();
-    assert_eq!(
-        summary(&out),
-        [Some(("logs-2026.12.01".into(), "default".into()))]
-    );
+    // The namespace is known from the path alone: namespace routes hold.
+    assert_eq!(summary(&out), [Some(("shop-2026".into(), "shop".into()))]);
     assert_eq!(
         docs(&out)[0]["kubernetes"],
         json!({"namespace_name": "shop", "pod_name": "web-1", "container_name": "web"})
