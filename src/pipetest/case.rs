@@ -113,8 +113,19 @@ pub fn load(path: &Path) -> Result<Vec<Case>, config::Error> {
         .collect())
 }
 
+/// Whether a value read from TOML holds a date-time (which serde gives as a private table).
+fn holds_datetime(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Object(o) => {
+            o.contains_key("$__toml_private_datetime") || o.values().any(holds_datetime)
+        }
+        serde_json::Value::Array(a) => a.iter().any(holds_datetime),
+        _ => false,
+    }
+}
+
 /// What the types cannot refuse: a `drop` expectation that also expects a document, a case
-/// without lines.
+/// without lines, a date-time where the document can only hold a string.
 fn check(text: &str, cases: &[Case]) -> Vec<Problem> {
     let mut problems = Vec::new();
     for (i, case) in cases.iter().enumerate() {
@@ -127,6 +138,16 @@ fn check(text: &str, cases: &[Case]) -> Vec<Problem> {
                 || e.retention.is_some()
                 || !e.fields.is_empty()
                 || !e.absent.is_empty();
+            for (path, value) in &e.fields {
+                if holds_datetime(value) {
+                    let key = format!("case[{i}].expect[{j}].fields");
+                    let message = format!(
+                        "{path}: a TOML date-time never equals a document's value; write the \
+                         time as the string the document holds, in quotes"
+                    );
+                    problems.push(config::problem_at_key(text, &key, &message));
+                }
+            }
             if e.drop && document_keys {
                 let key = format!("case[{i}].expect[{j}].drop");
                 problems.push(config::problem_at_key(

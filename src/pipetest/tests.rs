@@ -226,6 +226,11 @@ fn a_case_file_is_read_strictly_with_every_problem_located() {
             "[[case]]\nname = \"a\"\nlines = []\n",
             ":3:9: case[0].lines: a case needs lines",
         ),
+        (
+            "[[case]]\nname = \"a\"\nlines = [\"x\"]\n[[case.expect]]\n\
+             fields = { \"@timestamp\" = 2026-12-01T10:00:00Z }\n",
+            ":5:10: case[0].expect[0].fields: @timestamp: a TOML date-time never equals",
+        ),
         ("", "missing field `case`"),
     ] {
         std::fs::write(&path, text).unwrap();
