@@ -171,7 +171,7 @@ fn convert(input: &std::path::Path, output: Option<&std::path::Path>) -> ExitCod
 /// glibc gives each thread that allocates its own arena (up to 8 per core), and memory freed in
 /// one is not reused by the others: the tailer, the committer and the runtime's workers would
 /// each keep a high-water mark. Two arenas cost no measurable CPU here and cut the benchmark's
-/// peak RSS by about a seventh (README, "Speed and cost"). Must run before any thread starts.
+/// peak RSS by about a seventh (docs/speed.md, "Speed and cost"). Must run before any thread starts.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tunables; no other thread exists yet.

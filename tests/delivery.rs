@@ -82,7 +82,7 @@ fn a_long_outage_with_lines_coming_delivers_everything_once_and_memory_stays_fla
 }
 
 /// The `seq` of every record a restart resumes: the frames in the buffer's segments past the
-/// saved ack cursor (`cursor.json`), read from the files as the README's file formats describe
+/// saved ack cursor (`cursor.json`), read from the files as docs/operating.md's file formats describe
 /// them (a segment header of 8 bytes; frames of a 20-byte header and a bulk item: action line,
 /// document line). A torn last frame is not counted.
 fn seqs_past_the_saved_cursor(node: &Node) -> Vec<u64> {

@@ -149,7 +149,7 @@ fn the_first_start_resumes_each_file_where_fluentds_pos_file_says_and_only_that_
     assert!(agent.stop().success());
 }
 
-/// What Fluentd writes that logferry does not, and why (the README's "Coming from Fluentd" says
+/// What Fluentd writes that logferry does not, and why (docs/fluentd.md, "Coming from Fluentd", says
 /// the same).
 const NOT_WRITTEN: &[(&str, &str)] = &[
     (

@@ -239,7 +239,7 @@ fn open_fds(pid: u32) -> usize {
 /// many of the agent's descriptors, the ones the tailer needs for log files.
 #[test]
 fn thousands_of_idle_connections_cannot_exhaust_the_agents_file_descriptors() {
-    // The README's number: every one of them connected and held at once.
+    // docs/security.md's number ("The endpoints"): every one of them connected and held at once.
     let flood = 2000;
     let limit = raise_fd_limit(4096);
     assert!(
@@ -322,7 +322,7 @@ fn thousands_of_idle_connections_cannot_exhaust_the_agents_file_descriptors() {
 }
 
 /// How long the API gives a client to send a whole request head, new or kept alive: "closes a
-/// connection that has not sent a whole request head within 10 s" (README, the endpoints).
+/// connection that has not sent a whole request head within 10 s" (docs/security.md, the endpoints).
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a close may come later than [`HEADER_READ_TIMEOUT`] on a busy test machine: the loop

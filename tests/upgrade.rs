@@ -1,6 +1,7 @@
 //! Upgrades and downgrades: what this version does with the files another version of the
-//! agent left on the node (README, "Upgrading"). The buffer and the checkpoints live on the
-//! node's disk (a hostPath), so the next pod, of whatever version, opens what the last one left.
+//! agent left on the node (docs/deploying.md, "Upgrading"). The buffer and the checkpoints live
+//! on the node's disk (a hostPath), so the next pod, of whatever version, opens what the last
+//! one left.
 //! Against a real osmem-server and the real agent binary.
 
 mod support;

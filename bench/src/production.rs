@@ -1,7 +1,7 @@
 //! The `production` scenario: the node as the platform runs it. 100 pods' files (half CRI, half
 //! docker), their metadata — labels, namespace labels, owner, images — from the fake Kubernetes
 //! API server the tests use (real list and watch wire format), multiline `auto`, the default
-//! redaction rules, and throttling on with limits that are not reached. Held to the README's
+//! redaction rules, and throttling on with limits that are not reached. Held to docs/speed.md's
 //! production targets beside the plain one-file figures.
 
 use crate::backlog::files_at_start;

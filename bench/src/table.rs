@@ -1,11 +1,11 @@
-//! The results table: one Markdown row per scenario logferry ran, then each target the README
+//! The results table: one Markdown row per scenario logferry ran, then each target docs/speed.md
 //! sets ([`crate::targets`]), met or missed. Fluent Bit's rows have their own table
 //! ([`crate::compare`]).
 
 use crate::row::{MIB, Row};
 use crate::targets::targets;
 
-/// The results as a Markdown table, then each target the README sets, met or missed.
+/// The results as a Markdown table, then each target docs/speed.md sets, met or missed.
 pub fn print_table(rows: &[Row]) {
     print_rows(rows);
     println!();

@@ -1,4 +1,4 @@
-//! The targets the README sets, each checked against the rows of a run: CPU per line, the
+//! The targets docs/speed.md sets, each checked against the rows of a run: CPU per line, the
 //! plain file's throughput, what a quiet node pays, peak memory, the cost of wide lines per
 //! byte, what each stage may add to the same file's cost, latency, and no duplicates. Only
 //! judges; [`crate::table`] prints the verdicts.

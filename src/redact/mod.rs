@@ -296,8 +296,7 @@ impl Redactor {
     pub fn redact_document(&self, doc: &str, message: Range<usize>) -> Option<String> {
         let part = doc.get(message.clone())?;
         if self.custom.is_empty()
-            && !part.contains("\\u")
-            && scan::candidates(part.as_bytes()) & self.active == 0
+            && scan::candidates(part.as_bytes()) & (self.active | scan::UNICODE_ESCAPE) == 0
         {
             return None;
         }
@@ -390,9 +389,8 @@ impl Redactor {
         }
         // `\n`, `\"` and the like decode to characters no built-in's sign contains, so the
         // escaped text shows the same signs as the decoded one; `\u` escapes can hide any.
-        if !content.contains("\\u")
-            && self.custom.is_empty()
-            && scan::candidates(content.as_bytes()) & self.active == 0
+        if self.custom.is_empty()
+            && scan::candidates(content.as_bytes()) & (self.active | scan::UNICODE_ESCAPE) == 0
         {
             return None;
         }

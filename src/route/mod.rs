@@ -6,7 +6,7 @@
 //! index, where its id (which does not depend on the route) turns the copy into a 409. Pod
 //! labels are the ones known when the line is read; the tailer waits briefly for an unknown
 //! pod's metadata before it reads, and when the API server is away a label condition does not
-//! hold (README, "Routing").
+//! hold (docs/routing.md).
 //!
 //! With no routes configured this costs one branch per record.
 

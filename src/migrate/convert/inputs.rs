@@ -81,7 +81,7 @@ pub fn tail(s: &Section, draft: &mut Draft, warnings: &mut Vec<Warning>) -> Opti
             "fluentd_pos_file",
             Toml::Str(t),
             Some(at),
-            "read once, on the agent's first start on a node: each file Fluentd was reading starts where Fluentd stopped (mount its directory read-only; see the README's cut-over runbook)",
+            "read once, on the agent's first start on a node: each file Fluentd was reading starts where Fluentd stopped (mount its directory read-only; see the cut-over in docs/fluentd.md)",
         );
     }
     tail_options(&mut p, warnings);
