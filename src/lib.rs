@@ -27,7 +27,9 @@
 //!   and acknowledges batches back to the buffer;
 //! - [`agent`]: wires the stages together — the tailer's output encodes into the buffer, the
 //!   committer moves the checkpoints — and shuts them down in order; beside it [`top`], a
-//!   terminal view of one running agent from its `/metrics` and `/health`.
+//!   terminal view of one running agent from its `/metrics` and `/health`;
+//! - [`pipetest`]: `logferry test`, a config's pipeline tests: case files of lines and the
+//!   documents they must become, run offline through the same stages and the agent's encoder.
 
 #![forbid(unsafe_code)]
 
@@ -43,6 +45,7 @@ pub mod migrate;
 pub mod multiline;
 pub mod observe;
 pub mod parse;
+pub mod pipetest;
 pub mod redact;
 pub mod route;
 pub mod sink;

@@ -48,6 +48,14 @@ enum Cmd {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Run pipeline tests: each case's lines through the config's stages (decode, multiline,
+    /// pod metadata, parse, redaction, routing, encoding), offline, against what its
+    /// [[case.expect]] say; exits 1 if any case fails, 2 if a case file or the config is broken.
+    Test {
+        /// Case files (TOML, [[case]] tables); see docs/pipeline-tests.md.
+        #[arg(required = true)]
+        cases: Vec<PathBuf>,
+    },
     /// Watch a running agent in the terminal: health, lines in, documents out, lag, buffer,
     /// latency, CPU and memory, from its /metrics and /health; q quits. Prints one plain
     /// snapshot instead with --once or when stdout is not a terminal.
@@ -98,6 +106,12 @@ fn main() -> ExitCode {
             let _ = init_logging(&cfg.log_level);
             finish(runtime().and_then(|rt| rt.block_on(setup_once(&cfg))))
         }
+        Cmd::Test { cases } => ExitCode::from(logferry::pipetest::run(
+            &cli.config,
+            &cases,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )),
         Cmd::Convert { input, output } => convert(&input, output.as_deref()),
         Cmd::Top { url, once } => match logferry::top::run(url.as_deref(), &cli.config, once) {
             Ok(()) => ExitCode::SUCCESS,

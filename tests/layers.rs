@@ -36,6 +36,8 @@ const LAYERS: &[&[&str]] = &[
     &["sink"],
     // Wires the stages together.
     &["agent", "top"],
+    // Pipeline tests: the stages and the agent's encoder, driven offline by `logferry test`.
+    &["pipetest"],
 ];
 
 /// What the metrics leaf may use besides the standard library.

@@ -71,6 +71,15 @@ impl Default for Input {
     }
 }
 
+impl Input {
+    /// A physical line longer than this is cut before decoding (and flagged truncated): twice
+    /// the message cap leaves room for the runtime's prefix and docker's JSON escaping, and no
+    /// line can exhaust memory. The tailer and `logferry test` both cut here.
+    pub fn max_physical_line(&self) -> usize {
+        self.max_line_bytes.as_usize() * 2 + 4096
+    }
+}
+
 impl Default for Parse {
     fn default() -> Self {
         Parse {

@@ -41,6 +41,16 @@ pub(super) fn key_path_at(text: &str, section: &str, pos: usize) -> Option<Strin
     Some(path)
 }
 
+/// The top-level key whose value (or name) holds byte `pos`.
+pub(super) fn top_key_at(text: &str, pos: usize) -> Option<String> {
+    let table = DeTable::parse(text).ok()?;
+    table
+        .get_ref()
+        .iter()
+        .find(|(k, v)| k.span().contains(&pos) || holds(v, pos))
+        .map(|(k, _)| k.get_ref().to_string())
+}
+
 /// Whether `pos` is in `v`: its own span, or (for a table of an array of tables, whose span
 /// may be only its header) any of its keys and values.
 fn holds(v: &toml::Spanned<DeValue<'_>>, pos: usize) -> bool {

@@ -52,9 +52,10 @@ pub use throttle::{Throttle, ThrottleAction, ThrottleScope};
 pub use units::{ByteSize, Span, parse_duration, parse_size};
 
 use interpolate::interpolate;
-use locate::{find_key_span, key_path_at, problem_at};
+use locate::{find_key_span, key_path_at, problem_at, top_key_at};
 use serde::de::DeserializeOwned;
 use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -289,6 +290,28 @@ impl Config {
             },
         }
     }
+}
+
+/// A problem in another TOML file than the config (a `logferry test` case file), located and
+/// keyed as the config's own are: `span` is where the parser put it, and the key is the dotted
+/// path of the value that holds it (`case[0].expect[1].fields`).
+pub fn problem_in(text: &str, span: Option<Range<usize>>, message: &str) -> Problem {
+    let key = span.as_ref().and_then(|s| {
+        let section = top_key_at(text, s.start)?;
+        key_path_at(text, &section, s.start)
+    });
+    problem_at(text, span, key, message)
+}
+
+/// A problem with the value of `dotted` (`case[2].expect[0].drop`) in another TOML file than
+/// the config, found after it was read: at that value's line and column.
+pub fn problem_at_key(text: &str, dotted: &str, message: &str) -> Problem {
+    problem_at(
+        text,
+        find_key_span(text, dotted),
+        Some(dotted.to_owned()),
+        message,
+    )
 }
 
 /// Stands for `data_dir` in `buffer.path`; not an environment variable.

@@ -192,6 +192,22 @@ impl Cache {
         }
     }
 
+    /// A pod known without a watch (`logferry test` fills the cache from a case's pod): kept
+    /// as a watch event would keep it, so [`Cache::lookup`] answers for it as in the agent.
+    pub fn know_pod(&self, pod: &Pod) {
+        self.apply_pod(pod);
+        self.changed();
+    }
+
+    /// A namespace's labels known without a watch; see [`Cache::know_pod`].
+    pub fn know_namespace(&self, name: &str, labels: BTreeMap<String, String>) {
+        self.namespaces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned(), labels);
+        self.changed();
+    }
+
     fn changed(&self) {
         self.generation.fetch_add(1, Ordering::Relaxed);
     }

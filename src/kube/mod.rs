@@ -9,7 +9,9 @@
 pub mod cache;
 pub mod metadata;
 
+use crate::vocab::FileMeta;
 use std::path::Path;
+use std::sync::Arc;
 
 /// What the file path says about a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,17 @@ impl PodRef {
     /// comma: `,"kubernetes":{…},"docker":{…}`. Built once per file, copied into every document.
     pub fn json_fields(&self) -> Vec<u8> {
         self.fields(false)
+    }
+
+    /// What the documents of a file with this path carry while nothing more is known of its
+    /// pod (without `[kubernetes]`, or before the first lookup): the path's fields, JSON parsed,
+    /// nothing excluded. The tailer opens every file with it; `logferry test` starts from it.
+    pub fn file_meta(&self) -> FileMeta {
+        FileMeta {
+            fields: self.json_fields(),
+            namespace: Some(Arc::from(self.namespace.as_str())),
+            ..FileMeta::default()
+        }
     }
 
     /// [`PodRef::json_fields`] with `kubernetes.metadata: "partial"`: the API server was asked

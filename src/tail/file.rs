@@ -119,15 +119,9 @@ impl Tracked {
     pub fn open(path: &Path, file: File, key: FileKey, offset: u64, max_message: usize) -> Self {
         let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         let pod = PodRef::from_path(path).or_else(|| PodRef::from_path(&real));
-        let meta = FileMeta {
-            fields: pod.as_ref().map(PodRef::json_fields).unwrap_or_default(),
-            excluded: false,
-            parse_json: true,
-            multiline: None,
-            partial: false,
-            namespace: pod.as_ref().map(|p| Arc::from(p.namespace.as_str())),
-            labels: Arc::default(),
-        };
+        let meta = pod
+            .as_ref()
+            .map_or_else(FileMeta::default, PodRef::file_meta);
         Tracked {
             file,
             key,

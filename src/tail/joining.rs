@@ -22,15 +22,39 @@ pub(super) struct Joining {
     by_annotation: HashMap<Arc<str>, Option<Arc<RuleSet>>>,
 }
 
+/// The rules `[multiline]` joins every container's lines by; `None` when it is off.
+pub fn configured_rules(cfg: &config::Multiline) -> Option<Arc<RuleSet>> {
+    // Validation has checked every name; a failure here would be a bug, not a config.
+    RuleSet::new(&cfg.rules, &cfg.custom)
+        .ok()
+        .filter(|r| !r.is_empty())
+        .map(Arc::new)
+}
+
+/// The rules a pod's `logferry.io/multiline` annotation `value` picks: `none` turns joining
+/// off, names (`"java,python"`, custom ones from `custom`) pick those, and names that do not
+/// exist leave the pod with `default` (`[multiline]`'s), said in the log. The tailer and
+/// `logferry test` both ask here.
+pub fn annotated_rules(
+    value: &str,
+    default: Option<&Arc<RuleSet>>,
+    custom: &[config::CustomRule],
+) -> Option<Arc<RuleSet>> {
+    let names: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).collect();
+    match RuleSet::new(&names, custom) {
+        _ if value.trim() == "none" => None,
+        Ok(r) => Some(Arc::new(r)).filter(|r| !r.is_empty()),
+        Err(e) => {
+            tracing::warn!(annotation = crate::kube::metadata::MULTILINE, value = %value, error = %e, "a pod names multiline rules that do not exist; its lines are joined by [multiline] rules");
+            default.cloned()
+        }
+    }
+}
+
 impl Joining {
     pub(super) fn new(cfg: &config::Multiline, counters: Counters) -> Joining {
-        // Validation has checked every name; a failure here would be a bug, not a config.
-        let default = RuleSet::new(&cfg.rules, &cfg.custom)
-            .ok()
-            .filter(|r| !r.is_empty())
-            .map(Arc::new);
         Joining {
-            default,
+            default: configured_rules(cfg),
             custom: cfg.custom.clone(),
             limits: Limits::from_config(cfg),
             counters,
@@ -45,15 +69,7 @@ impl Joining {
         if let Some(rules) = self.by_annotation.get(value) {
             return rules.clone();
         }
-        let names: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).collect();
-        let rules = match RuleSet::new(&names, &self.custom) {
-            _ if value.trim() == "none" => None,
-            Ok(r) => Some(Arc::new(r)).filter(|r| !r.is_empty()),
-            Err(e) => {
-                tracing::warn!(annotation = crate::kube::metadata::MULTILINE, value = %value, error = %e, "a pod names multiline rules that do not exist; its lines are joined by [multiline] rules");
-                self.default.clone()
-            }
-        };
+        let rules = annotated_rules(value, self.default.as_ref(), &self.custom);
         if self.by_annotation.len() >= REMEMBERED
             && let Some(any) = self.by_annotation.keys().next().cloned()
         {

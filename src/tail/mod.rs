@@ -49,6 +49,7 @@ pub use budget::{RESERVE, RESERVE_PER_SHIPPER};
 pub use checkpoint::{Checkpoints, Entry};
 pub use globs::Discovery;
 pub use health::TailerCheck;
+pub use joining::{annotated_rules, configured_rules};
 pub use output::{Context, Output};
 pub use reloads::Reloads;
 

@@ -52,8 +52,8 @@ pub(super) struct Outlet {
     pub(super) kube: Option<Arc<Cache>>,
     /// How long lines of a pod the cache does not know wait for it.
     pub(super) wait_for_metadata: Duration,
-    /// A physical line longer than this is cut before decoding: twice the message cap leaves
-    /// room for the runtime's prefix and docker's JSON escaping.
+    /// A physical line longer than this is cut before decoding
+    /// ([`crate::config::Input::max_physical_line`]).
     pub(super) max_physical_line: usize,
     /// `[throttle]`, when configured.
     pub(super) throttle: Option<super::throttle::Throttle>,
@@ -72,7 +72,7 @@ impl Outlet {
             kube: ctx.kube,
             reloads: ctx.reloads,
             wait_for_metadata: cfg.kubernetes.wait_for_metadata.0,
-            max_physical_line: cfg.input.max_line_bytes.as_usize() * 2 + 4096,
+            max_physical_line: cfg.input.max_physical_line(),
         }
     }
 
