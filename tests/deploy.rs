@@ -52,6 +52,16 @@ fn the_configmap_holds_a_config_the_agent_accepts() {
         .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent)
         .map(|l| format!("{}\n", l.get(indent..).unwrap_or("")))
         .collect();
+    // One platform config: the file its pipeline tests run against (config/tests/platform/,
+    // tests/pipeline_cases.rs) is the one the agents get.
+    let platform = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/platform.toml"),
+    )
+    .unwrap();
+    assert!(
+        toml.trim_end() == platform.trim_end(),
+        "the ConfigMap's logferry.toml differs from config/platform.toml"
+    );
     let cfg = Config::from_toml(&toml, |_| None).unwrap_or_else(|p| panic!("{p:#?}\n{toml}"));
     // The platform's retention: app logs 90 days, audit logs 7 years by namespace and by label.
     let kept = |r: Option<logferry::config::Retention>| r.map(|r| r.days);

@@ -66,6 +66,11 @@ fn the_reference_config_passes_its_pipeline_tests() {
 }
 
 #[test]
+fn the_platform_config_masks_phi_routes_audit_and_drops_probes_as_its_tests_say() {
+    passes("config/platform.toml", "config/tests/platform");
+}
+
+#[test]
 fn the_fluentd_equivalent_config_passes_its_pipeline_tests() {
     passes(
         "config/fluentd-equivalent.toml",
