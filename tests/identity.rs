@@ -18,9 +18,12 @@ fn expect(pod: &str, seqs: std::ops::Range<u64>) -> HashSet<(String, u64)> {
     seqs.map(|s| (pod.to_owned(), s)).collect()
 }
 
-/// Sets every file's checkpoint back to 0, as if the agent had died after its lines were safe
-/// in the buffer (and shipped) but before the checkpoints were saved.
+/// Sets every file's checkpoint back to 0 and removes the buffer (everything in it shipped),
+/// as if both had been lost: the positions the buffer keeps would otherwise say where each
+/// file was, and nothing would be read again. What a second reading gets is what this file's
+/// tests are about.
 fn rewind_checkpoints(node: &Node) {
+    std::fs::remove_dir_all(node.data().join("buffer")).unwrap();
     let path = node.data().join("checkpoints.json");
     let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     for f in doc["files"].as_array_mut().unwrap() {
@@ -60,11 +63,24 @@ fn a_corrupt_checkpoints_file_does_not_make_read_from_end_skip_lines() {
         w.json_line(seq).unwrap();
     }
     let agent = Agent::start_env(&config, &NODE);
-    // Not a first start: the file is read from its start, so nothing written while the agent
-    // was down is skipped, and what was shipped before comes back as 409s.
+    // Not a first start: nothing written while the agent was down is skipped. The buffer's
+    // positions say where the file was, so it resumes there: what was shipped is not read
+    // again, and what the first start skipped (read_from = "end") stays skipped.
+    assert_exactly_once(&es, &expect("orders", 20..50));
+    assert_eq!(
+        agent.metric("logferry_documents_total{outcome=\"duplicate\"}"),
+        0
+    );
+    assert!(agent.stop().success());
+
+    // With the buffer lost as well, the file is read from its start: what was shipped before
+    // comes back as 409s, and nothing is indexed twice.
+    std::fs::write(node.data().join("checkpoints.json"), b"{").unwrap();
+    std::fs::remove_dir_all(node.data().join("buffer")).unwrap();
+    let agent = Agent::start_env(&config, &NODE);
     assert_exactly_once(&es, &expect("orders", 0..50));
     wait_until(30, "the re-read lines to be answered as duplicates", || {
-        agent.metric("logferry_documents_total{outcome=\"duplicate\"}") == 10
+        agent.metric("logferry_documents_total{outcome=\"duplicate\"}") == 30
     });
     assert!(agent.stop().success());
 }

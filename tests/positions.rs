@@ -89,3 +89,57 @@ fn killed_after_everything_was_acknowledged_and_freed_the_lost_checkpoints_file_
     assert_nothing_read_twice(&agent);
     assert!(agent.stop().success());
 }
+
+/// Appends one physical CRI line to the file.
+fn append_cri(path: &std::path::Path, tag: &str, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    writeln!(f, "2026-11-26T17:30:00.000000001Z stdout {tag} {text}").unwrap();
+}
+
+#[test]
+fn a_partial_given_up_on_and_then_a_sigkill_is_not_joined_differently_the_second_time() {
+    let es = osmem();
+    let node = Node::new();
+    let config = node.config(&es.url, "partial_timeout = \"1s\"", "");
+    let mut w = node.writer("shop", "cut", "app", Format::Cri);
+    w.json_line(0).unwrap();
+    append_cri(&w.path, "P", "head of a record whose end came late");
+    let agent = Agent::start(&config);
+    let logs_of = |text: &str| {
+        docs(&es)
+            .into_iter()
+            .filter(|(_, d)| d["log"].as_str().is_some_and(|l| l.contains(text)))
+            .map(|(_, d)| d)
+            .collect::<Vec<_>>()
+    };
+    wait_until(60, "the head given up on and indexed", || {
+        !logs_of("head of a record").is_empty()
+    });
+    // The ack cursor saved (once a second), so the head is not sent again from the buffer.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    agent.kill();
+    // As if the checkpoints file had not caught up (it is saved once a second too).
+    std::fs::remove_file(node.data().join("checkpoints.json")).unwrap();
+    append_cri(&w.path, "F", "and its late tail");
+
+    let agent = Agent::start(&config);
+    wait_until(60, "the late tail indexed", || {
+        !logs_of("and its late tail").is_empty()
+    });
+    // Read once, cut once: the head as it was shipped, the tail a record of its own (read
+    // again from before the head, the two would be joined under the head's id, a 409, and
+    // the tail lost).
+    let head = logs_of("head of a record");
+    assert_eq!(head.len(), 1, "{head:?}");
+    assert_eq!(head[0]["log"], "head of a record whose end came late");
+    assert_eq!(head[0]["logferry"]["unterminated"], true, "{}", head[0]);
+    assert_eq!(logs_of("and its late tail").len(), 1);
+    assert_eq!(
+        docs_of(&es, "cut").len(),
+        3,
+        "line 0, the head and the tail, once each"
+    );
+    assert_nothing_read_twice(&agent);
+    assert!(agent.stop().success());
+}

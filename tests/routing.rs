@@ -174,6 +174,12 @@ fn a_replay_after_sigkill_lands_each_record_once_in_the_index_it_was_routed_to()
     for round in 0..6u64 {
         let agent = Agent::start(&config);
         std::thread::sleep(Duration::from_millis(150 + random.hash_one(round) % 700));
+        // Nothing the buffer held is read again (and routed a second time) at a restart.
+        assert_eq!(
+            agent.metric("logferry_reread_bytes_total"),
+            0,
+            "life {round}"
+        );
         agent.kill();
     }
     writer.join().unwrap();
@@ -197,5 +203,6 @@ fn a_replay_after_sigkill_lands_each_record_once_in_the_index_it_was_routed_to()
             assert_eq!(index_of(seq), pattern, "{pod} {seq}");
         }
     }
+    assert_eq!(agent.metric("logferry_reread_bytes_total"), 0);
     assert!(agent.stop().success());
 }

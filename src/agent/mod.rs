@@ -179,6 +179,20 @@ impl Store {
     }
 }
 
+/// The files' checkpoints as the positions the buffer keeps beside their records (the one
+/// source today; a Kafka input's offsets would be another).
+struct FilePositions(Arc<Checkpoints>);
+
+impl buffer::Positions for FilePositions {
+    fn after(&self, advances: &[(crate::vocab::FileKey, u64)]) -> Vec<u8> {
+        self.0.positions_after(advances)
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.0.positions_snapshot()
+    }
+}
+
 /// The pod metadata cache and its watches, when `[kubernetes]` is enabled.
 async fn start_kubernetes(
     cfg: &Config,
@@ -220,7 +234,8 @@ fn start_tailer(
     };
     let out = BufferOutput::new(
         encoder,
-        Appender::new(store.buffer.clone()).with_positions(store.checkpoints.clone()),
+        Appender::new(store.buffer.clone())
+            .with_positions(Arc::new(FilePositions(store.checkpoints.clone()))),
         store.metrics.clone(),
         give_up,
         cfg,

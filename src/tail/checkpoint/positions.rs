@@ -1,14 +1,16 @@
-//! The checkpoints as the buffer keeps them (see [`crate::buffer::Positions`]): each chunk's
+//! The checkpoints as the buffer keeps them (the agent hands them over as the buffer's
+//! `Positions`; this layer does not know the buffer): each chunk's
 //! files with the offsets after its records, and every entry at the head of a segment, in the
 //! checkpoints file's own format. At start-up the positions the buffer held are taken in: per
 //! file, the furthest of them and the checkpoints file wins, so that losing the checkpoints
 //! file (or the last second of it, saved once a second) reads nothing twice.
 
 use super::*;
-use crate::buffer;
 
-impl buffer::Positions for Checkpoints {
-    fn after(&self, advances: &[(FileKey, u64)]) -> Vec<u8> {
+impl Checkpoints {
+    /// The entries of the files a chunk carrying `advances` holds records of, each at its
+    /// advance: what the buffer writes after the chunk's records.
+    pub fn positions_after(&self, advances: &[(FileKey, u64)]) -> Vec<u8> {
         let inner = self.lock();
         let files: HashMap<FileKey, Entry> = advances
             .iter()
@@ -28,16 +30,16 @@ impl buffer::Positions for Checkpoints {
         format::to_bytes(&files, None).unwrap_or_default()
     }
 
-    fn snapshot(&self) -> Vec<u8> {
+    /// Every entry (each durable: entries move only once their chunks are), for the head of a
+    /// new buffer segment.
+    pub fn positions_snapshot(&self) -> Vec<u8> {
         let inner = self.lock();
         if inner.files.is_empty() {
             return Vec::new();
         }
         format::to_bytes(&inner.files, inner.last_scan).unwrap_or_default()
     }
-}
 
-impl Checkpoints {
     /// Takes in the positions the buffer held (oldest first): an entry moves to a later
     /// truncation generation, or further in the same one; a file the checkpoints file lost is
     /// known again. What the buffer held is remembered for [`Checkpoints::reread`].
