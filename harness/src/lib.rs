@@ -24,6 +24,8 @@ pub mod kubeapi;
 pub mod lifecycle;
 pub mod osmem;
 
-pub use container_log::{Format, Generated, LogWriter, NODE_CRASH, crash, generate};
+pub use container_log::{
+    Format, Generated, LogWriter, NODE_CRASH, PATIENT_EMAIL, PAYMENTS, crash, generate, payments,
+};
 pub use http::{http, http_json};
 pub use osmem::Osmem;
