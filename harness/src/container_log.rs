@@ -262,12 +262,13 @@ pub const PAYMENTS: &[&str] = &[
     r#"{"level":"info","msg":"refund rf-20418 done in 1840 ms","service":"refunds"}"#,
 ];
 
-/// A sixth pod, in the `payments` namespace, writing [`PAYMENTS`] (CRI). Returns the records
-/// it wrote: one per line.
+/// A sixth pod, a refunds worker in the `billing` namespace (which no route names: its audit
+/// events are told by their field), writing [`PAYMENTS`] (CRI). Returns the records it wrote:
+/// one per line.
 pub fn payments(root: &Path) -> anyhow::Result<u64> {
     let mut w = LogWriter::create(
         root,
-        "payments",
+        "billing",
         "refunds-58c7d9f6b-m4n2p",
         "worker",
         Format::Cri,

@@ -129,9 +129,9 @@ fn run(agent_bin: &Path, lines_per_file: u64) -> anyhow::Result<()> {
 }
 
 /// The demo's config: defaults but where the files are, where the cluster is, an API port
-/// nobody else holds, multiline joining for the Node services' stack traces, and the platform's
-/// retention, audit route and redaction (config/fluentd-equivalent.toml, docs/routing.md,
-/// docs/redaction.md).
+/// nobody else holds, multiline joining for the Node services' stack traces, the platform's
+/// retention and redaction (config/platform.toml), and the audit-events route of
+/// docs/routing.md.
 fn write_config(dir: &Path, logs: &Path, es_url: &str) -> anyhow::Result<PathBuf> {
     let config_path = dir.join("logferry.toml");
     let config_text = format!(
@@ -147,16 +147,16 @@ rules = ["node"]
 [api]
 listen = "127.0.0.1:0"
 
-# Audit events from any pod go to a monthly index kept 7 years.
+# Audit events from any pod go to a monthly index kept 7 years (docs/routing.md).
 [[route]]
 name = "audit-events"
 index = "audit-%Y.%m"
 retention = "7y"
 when.field = {{ path = "log_type", equals = "audit" }}
 
-# E-mail addresses, card numbers and SSNs masked in every field before the buffer.
+# Every built-in rule, as config/platform.toml masks PHI, in every field, before the buffer.
 [redact]
-rules = ["email", "card", "us_ssn"]
+rules = ["email", "card", "us_ssn", "phone", "jwt", "bearer", "aws_key", "ipv4"]
 "#,
         data = dir.join("data").display().to_string(),
         include = logs.join("containers/*.log").display().to_string(),
@@ -336,7 +336,7 @@ fn print_redacted(es: &Osmem) -> anyhow::Result<()> {
         bail!("the line with personal data was not indexed");
     };
     println!(
-        "\na line with personal data, as written:\n  {written}\nand as indexed ([redact] rules = [\"email\", \"card\", \"us_ssn\"]):\n{}",
+        "\na line with personal data, as written:\n  {written}\nand as indexed ([redact], every built-in rule):\n{}",
         serde_json::to_string_pretty(indexed)?
     );
     let leaked = docs
