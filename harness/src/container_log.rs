@@ -246,9 +246,9 @@ pub fn crash(root: &Path) -> anyhow::Result<u64> {
     Ok(BEFORE + 1 + 1)
 }
 
-/// The e-mail address in [`PAYMENTS`]' line with personal data: with the demo's `[redact]` it
-/// must be in no indexed document.
-pub const PATIENT_EMAIL: &str = "jane.doe@example.com";
+/// The customer's e-mail address in [`PAYMENTS`]' line with personal data: with the demo's
+/// `[redact]` it must be in no indexed document.
+pub const CUSTOMER_EMAIL: &str = "jane.doe@example.com";
 
 /// What a payments service writes around a refund: JSON lines, three of them audit events
 /// (`"log_type":"audit"`, which the demo's route sends to the monthly audit index) and one whose

@@ -25,7 +25,7 @@ pub mod lifecycle;
 pub mod osmem;
 
 pub use container_log::{
-    Format, Generated, LogWriter, NODE_CRASH, PATIENT_EMAIL, PAYMENTS, crash, generate, payments,
+    CUSTOMER_EMAIL, Format, Generated, LogWriter, NODE_CRASH, PAYMENTS, crash, generate, payments,
 };
 pub use http::{http, http_json};
 pub use osmem::Osmem;

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use logferry_harness::lifecycle::{Cluster, Flavor};
 use logferry_harness::{
-    Generated, Osmem, PATIENT_EMAIL, PAYMENTS, crash, generate, http_json, payments,
+    CUSTOMER_EMAIL, Generated, Osmem, PAYMENTS, crash, generate, http_json, payments,
 };
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::{Value, json};
@@ -315,18 +315,18 @@ fn print_audit(es: &Osmem) -> anyhow::Result<()> {
 /// The line with an e-mail address, an SSN and a card number, as written and as indexed; and
 /// every indexed document read back to show none of those values reached the index.
 fn print_redacted(es: &Osmem) -> anyhow::Result<()> {
-    let Some(written) = PAYMENTS.iter().find(|l| l.contains(PATIENT_EMAIL)) else {
-        bail!("the generated logs have no line with {PATIENT_EMAIL}");
+    let Some(written) = PAYMENTS.iter().find(|l| l.contains(CUSTOMER_EMAIL)) else {
+        bail!("the generated logs have no line with {CUSTOMER_EMAIL}");
     };
     let original: Value = serde_json::from_str(written)?;
     let secrets = [
-        PATIENT_EMAIL,
+        CUSTOMER_EMAIL,
         original["customer"]["ssn"]
             .as_str()
-            .unwrap_or(PATIENT_EMAIL),
+            .unwrap_or(CUSTOMER_EMAIL),
         original["customer"]["card"]
             .as_str()
-            .unwrap_or(PATIENT_EMAIL),
+            .unwrap_or(CUSTOMER_EMAIL),
     ];
     let docs = es.all_documents(INDICES)?;
     let Some((_, indexed)) = docs

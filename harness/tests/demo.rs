@@ -2,7 +2,7 @@
 //! what it shows a newcomer — an audit event in its 7-year index, an e-mail masked in every
 //! document, the retention policies installed — must be what the real agent did.
 
-use logferry_harness::PATIENT_EMAIL;
+use logferry_harness::CUSTOMER_EMAIL;
 use std::path::Path;
 use std::process::Command;
 
@@ -102,7 +102,7 @@ fn the_demo_shows_an_audit_event_in_its_index_an_email_masked_and_the_policies()
         .and_then(|(_, rest)| rest.split_once("in 0 of 91"))
         .map(|(doc, _)| doc.rsplit_once('\n').map_or(doc, |(doc, _)| doc))
         .expect("the line as indexed");
-    assert!(!indexed.contains(PATIENT_EMAIL), "{indexed}");
+    assert!(!indexed.contains(CUSTOMER_EMAIL), "{indexed}");
     // The retention policies, as the cluster's ISM API lists them.
     shown("logferry-2557d-monthly: indices audit-*.* deleted at min_index_age 2588d");
     shown("logferry-90d-daily: indices logs-*.*.* deleted at min_index_age 91d");
