@@ -1,4 +1,4 @@
-//! Retention policies against the lifecycle stand-in (`tests/support/lifecycle`), which checks
+//! Retention policies against the lifecycle stand-in (`harness/src/lifecycle/`), which checks
 //! every body against the documented schemas of Elasticsearch 8/9 ILM and OpenSearch 2/3 ISM:
 //! osmem-server has neither API. Everything the stand-in does not own (documents, searches) goes
 //! on to a real osmem-server.

@@ -1,4 +1,4 @@
-//! The lifecycle stand-in (`tests/support/lifecycle`) itself: it must accept what the products'
+//! The lifecycle stand-in (`harness/src/lifecycle/`) itself: it must accept what the products'
 //! documentation shows, refuse what the products refuse — with a problem that names the fault —
 //! and pass everything else on to a real osmem-server. A stand-in that accepted everything
 //! would let the agent's setup tests pass against nothing.

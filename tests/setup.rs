@@ -4,7 +4,7 @@
 //! that refuses setup still gets every line.
 //!
 //! osmem-server has no ILM or ISM API: lifecycle policies are tested against the stand-in in
-//! `tests/support/lifecycle.rs` (see `tests/lifecycle.rs`).
+//! `harness/src/lifecycle/` (see `tests/lifecycle.rs`).
 
 mod support;
 

@@ -1,6 +1,8 @@
 //! Container log files laid out the way the kubelet writes them: [`LogWriter`] writes one
 //! container's file (CRI or docker json-file, whole or split lines, rotation) with its
-//! `/var/log/containers` symlink; [`generate`] writes the demo's realistic mix of four pods.
+//! `/var/log/containers` symlink; [`generate`] writes the demo's realistic mix of four pods,
+//! [`crash`] a fifth whose process crashes, and [`payments`] a sixth with audit events and
+//! personal data.
 
 use chrono::{DateTime, Duration as Delta, SecondsFormat, Utc};
 use serde_json::json;
@@ -242,6 +244,39 @@ pub fn crash(root: &Path) -> anyhow::Result<u64> {
     w.line("checkout-web listening on :8080")?;
     // The lines before, the trace as one, the line after.
     Ok(BEFORE + 1 + 1)
+}
+
+/// The customer's e-mail address in [`PAYMENTS`]' line with personal data: with the demo's
+/// `[redact]` it must be in no indexed document.
+pub const CUSTOMER_EMAIL: &str = "jane.doe@example.com";
+
+/// What a payments service writes around a refund: JSON lines, three of them audit events
+/// (`"log_type":"audit"`, which the demo's route sends to the monthly audit index) and one whose
+/// fields carry an e-mail address, an SSN and a card number (which the demo's `[redact]` masks).
+pub const PAYMENTS: &[&str] = &[
+    r#"{"level":"info","msg":"refunds worker ready","service":"refunds"}"#,
+    r#"{"log_type":"audit","event":"refund.approved","actor":"user-311","refund_id":"rf-20418","amount_cents":12900,"msg":"refund rf-20418 approved"}"#,
+    r#"{"level":"warn","msg":"refund rf-20418: card declined, notifying jane.doe@example.com","refund_id":"rf-20418","customer":{"email":"jane.doe@example.com","ssn":"123-45-6789","card":"4111 1111 1111 1111"}}"#,
+    r#"{"log_type":"audit","event":"refund.retried","actor":"svc-refunds","refund_id":"rf-20418","attempt":2,"msg":"refund rf-20418 retried"}"#,
+    r#"{"log_type":"audit","event":"refund.settled","actor":"svc-refunds","refund_id":"rf-20418","amount_cents":12900,"msg":"refund rf-20418 settled"}"#,
+    r#"{"level":"info","msg":"refund rf-20418 done in 1840 ms","service":"refunds"}"#,
+];
+
+/// A sixth pod, a refunds worker in the `billing` namespace (which no route names: its audit
+/// events are told by their field), writing [`PAYMENTS`] (CRI). Returns the records it wrote:
+/// one per line.
+pub fn payments(root: &Path) -> anyhow::Result<u64> {
+    let mut w = LogWriter::create(
+        root,
+        "billing",
+        "refunds-58c7d9f6b-m4n2p",
+        "worker",
+        Format::Cri,
+    )?;
+    for line in PAYMENTS {
+        w.line(line)?;
+    }
+    Ok(PAYMENTS.len() as u64)
 }
 
 #[cfg(test)]

@@ -7,6 +7,9 @@
 //! - [`container_log`]: [`LogWriter`] writes container log files the way the kubelet lays them
 //!   out, in CRI or docker format, with JSON, plain and split lines; [`generate`] writes the
 //!   demo's mix;
+//! - [`lifecycle`]: [`lifecycle::Cluster`], a stand-in for the index template and ILM/ISM
+//!   policy APIs (osmem-server has no ILM or ISM) that checks every body against the products'
+//!   documented schemas and passes everything else on to osmem-server;
 //! - [`kubeapi`]: [`kubeapi::FakeApi`], a fake Kubernetes API server speaking the real wire
 //!   format (list, watch, resourceVersions, bookmarks, 410 Gone), for the tests and the
 //!   benchmark's `production` scenario.
@@ -18,8 +21,11 @@
 pub mod container_log;
 pub mod http;
 pub mod kubeapi;
+pub mod lifecycle;
 pub mod osmem;
 
-pub use container_log::{Format, Generated, LogWriter, NODE_CRASH, crash, generate};
+pub use container_log::{
+    CUSTOMER_EMAIL, Format, Generated, LogWriter, NODE_CRASH, PAYMENTS, crash, generate, payments,
+};
 pub use http::{http, http_json};
 pub use osmem::Osmem;

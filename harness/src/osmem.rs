@@ -108,20 +108,24 @@ impl Osmem {
         Ok(v["count"].as_u64().unwrap_or(0))
     }
 
-    /// Every document's `_source` with its `_id`, from indices matching `pattern`.
+    /// Every document's `_source` with its `_id`, from indices matching `pattern`, read with the
+    /// scroll API: a search's `from` + `size` stops at the 10,000-hit result window, past which
+    /// pages used to come back as an error read as "no more documents". An error answer fails.
     pub fn all_documents(&self, pattern: &str) -> anyhow::Result<Vec<(String, Value)>> {
-        let total = self.count(pattern)?;
+        if self.count(pattern)? == 0 {
+            return Ok(Vec::new());
+        }
+        let mut page = http_json(
+            "POST",
+            &format!("{}/{pattern}/_search?scroll=1m", self.url),
+            Some(&json!({"size": 5000, "sort": ["_doc"]})),
+        )?;
         let mut out = Vec::new();
-        let page = 5000;
-        let mut from = 0;
-        while from < total {
-            let body = json!({"from": from, "size": page, "sort": ["_doc"]});
-            let v = http_json(
-                "POST",
-                &format!("{}/{pattern}/_search", self.url),
-                Some(&body),
-            )?;
-            let hits = v["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        loop {
+            if let Some(error) = page.get("error") {
+                bail!("reading every document of {pattern}: {error}");
+            }
+            let hits = page["hits"]["hits"].as_array().cloned().unwrap_or_default();
             if hits.is_empty() {
                 break;
             }
@@ -131,7 +135,22 @@ impl Osmem {
                     h["_source"].clone(),
                 ));
             }
-            from += page;
+            let scroll_id = page["_scroll_id"]
+                .as_str()
+                .context("a scrolled search answered without a _scroll_id")?
+                .to_owned();
+            page = http_json(
+                "POST",
+                &format!("{}/_search/scroll", self.url),
+                Some(&json!({"scroll": "1m", "scroll_id": scroll_id})),
+            )?;
+        }
+        if let Some(scroll_id) = page["_scroll_id"].as_str() {
+            let _ = http_json(
+                "DELETE",
+                &format!("{}/_search/scroll", self.url),
+                Some(&json!({"scroll_id": scroll_id})),
+            );
         }
         Ok(out)
     }

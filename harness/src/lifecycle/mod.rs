@@ -167,12 +167,17 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// [`Cluster::listen`] for tests: panics if it cannot listen.
+    pub fn start(flavor: Flavor, upstream: Option<&str>) -> Cluster {
+        Cluster::listen(flavor, upstream).expect("listen on 127.0.0.1:0 for the lifecycle stand-in")
+    }
+
     /// Listens on 127.0.0.1:0. Requests it does not own (`_bulk`, searches, index creation,
     /// `_count`, …) are forwarded to `upstream` with their method and body and its answer passed
     /// back; 404 without upstream.
-    pub fn start(flavor: Flavor, upstream: Option<&str>) -> Cluster {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the lifecycle stand-in");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
+    pub fn listen(flavor: Flavor, upstream: Option<&str>) -> std::io::Result<Cluster> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let url = format!("http://{}", listener.local_addr()?);
         let state = Arc::new(Mutex::new(State {
             flavor,
             refuse: None,
@@ -196,7 +201,7 @@ impl Cluster {
                 });
             }
         });
-        Cluster { url, state, stop }
+        Ok(Cluster { url, state, stop })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -10,6 +10,72 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::Mutex;
 
+/// A request's line and the headers the stand-in acts on.
+struct Head {
+    method: String,
+    target: String,
+    length: usize,
+    gzip: bool,
+    chunked: bool,
+    close: bool,
+    content_type: String,
+}
+
+/// Reads a request line and its headers; None when the client has closed the connection.
+fn read_head(reader: &mut impl BufRead) -> std::io::Result<Option<Head>> {
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = request_line.split_whitespace();
+    let mut head = Head {
+        method: parts.next().unwrap_or("GET").to_owned(),
+        target: parts.next().unwrap_or("/").to_owned(),
+        length: 0,
+        gzip: false,
+        chunked: false,
+        close: false,
+        content_type: String::from("application/json"),
+    };
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end().to_ascii_lowercase();
+        if h.is_empty() {
+            return Ok(Some(head));
+        }
+        let Some((name, value)) = h.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match name {
+            "content-length" => head.length = value.parse().unwrap_or(0),
+            "content-encoding" => head.gzip = value.contains("gzip"),
+            "transfer-encoding" => head.chunked = value.contains("chunked"),
+            "connection" => head.close = value.contains("close"),
+            "content-type" => head.content_type = value.to_owned(),
+            _ => {}
+        }
+    }
+}
+
+/// The request's body, joined if chunked and gunzipped if compressed.
+fn read_body(reader: &mut impl BufRead, head: &Head) -> std::io::Result<Vec<u8>> {
+    let mut body = if head.chunked {
+        read_chunked(reader)?
+    } else {
+        let mut body = vec![0u8; head.length];
+        reader.read_exact(&mut body)?;
+        body
+    };
+    if head.gzip {
+        let mut plain = Vec::new();
+        GzDecoder::new(&body[..]).read_to_end(&mut plain)?;
+        body = plain;
+    }
+    Ok(body)
+}
+
 /// Answers the requests of one connection until the client closes it.
 pub(super) fn serve(
     conn: TcpStream,
@@ -18,48 +84,15 @@ pub(super) fn serve(
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut conn = conn;
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line)? == 0 {
-            return Ok(());
-        }
-        let mut parts = request_line.split_whitespace();
-        let method = parts.next().unwrap_or("GET").to_owned();
-        let target = parts.next().unwrap_or("/").to_owned();
-        let (mut length, mut gzip, mut chunked, mut close) = (0usize, false, false, false);
-        let mut content_type = String::from("application/json");
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h)?;
-            let h = h.trim_end().to_ascii_lowercase();
-            if h.is_empty() {
-                break;
-            }
-            let Some((name, value)) = h.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            match name {
-                "content-length" => length = value.parse().unwrap_or(0),
-                "content-encoding" => gzip = value.contains("gzip"),
-                "transfer-encoding" => chunked = value.contains("chunked"),
-                "connection" => close = value.contains("close"),
-                "content-type" => content_type = value.to_owned(),
-                _ => {}
-            }
-        }
-        let mut body = if chunked {
-            read_chunked(&mut reader)?
-        } else {
-            let mut body = vec![0u8; length];
-            reader.read_exact(&mut body)?;
-            body
-        };
-        if gzip {
-            let mut plain = Vec::new();
-            GzDecoder::new(&body[..]).read_to_end(&mut plain)?;
-            body = plain;
-        }
+    while let Some(head) = read_head(&mut reader)? {
+        let body = read_body(&mut reader, &head)?;
+        let Head {
+            method,
+            target,
+            close,
+            content_type,
+            ..
+        } = head;
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let flavor = state.lock().unwrap().flavor;
         let routed = route(
@@ -116,6 +149,7 @@ pub(super) fn serve(
             return Ok(());
         }
     }
+    Ok(())
 }
 
 fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
@@ -157,13 +191,12 @@ fn forward(
                 .to_string(),
         );
     };
-    logferry_harness::http(method, &format!("{upstream}{target}"), content_type, body)
-        .unwrap_or_else(|e| {
-            (
-                502,
-                json!({"error": format!("upstream: {e:#}")}).to_string(),
-            )
-        })
+    crate::http(method, &format!("{upstream}{target}"), content_type, body).unwrap_or_else(|e| {
+        (
+            502,
+            json!({"error": format!("upstream: {e:#}")}).to_string(),
+        )
+    })
 }
 
 fn reason_phrase(status: u16) -> &'static str {

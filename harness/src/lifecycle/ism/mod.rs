@@ -167,6 +167,57 @@ pub(super) fn check(
     body: &Value,
     existing: &BTreeMap<String, StoredPolicy>,
 ) -> Result<Value, Refusal> {
+    let policy = policy_of(body)?;
+    policy
+        .get("description")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("description is null"))?;
+    let default_state = policy
+        .get("default_state")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("default_state is null"))?;
+    let states = policy
+        .get("states")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("states is null"))?;
+    let mut names = Vec::new();
+    let mut normal_states = Vec::new();
+    for state in states {
+        let (name, normal) = check_state(flavor, state)?;
+        names.push(name);
+        normal_states.push(normal);
+    }
+    check_state_names(states, &names, default_state)?;
+    let templates = ism_templates(policy)?;
+    if let Some(templates) = &templates {
+        check_template_overlap(id, templates, existing)?;
+    }
+    let now = now_ms();
+    let mut normal = json!({
+        "policy_id": id,
+        "description": policy["description"],
+        "last_updated_time": policy.get("last_updated_time").cloned().unwrap_or(json!(now)),
+        "schema_version": policy.get("schema_version").cloned().unwrap_or(json!(if flavor == Flavor::OpenSearch3 { 24 } else { 21 })),
+        "error_notification": policy.get("error_notification").cloned().unwrap_or(Value::Null),
+        "default_state": default_state,
+        "states": normal_states,
+        "ism_template": templates.map_or(Value::Null, |t| {
+            Value::Array(t.into_iter().map(|mut t| {
+                if t.get("last_updated_time").is_none() {
+                    t["last_updated_time"] = json!(now);
+                }
+                t
+            }).collect())
+        }),
+    });
+    if normal["ism_template"].is_null() {
+        normal.as_object_mut().map(|o| o.remove("ism_template"));
+    }
+    Ok(json!({ "policy": normal }))
+}
+
+/// The body's `policy` object, its fields checked against the ones `Policy.parse` knows.
+fn policy_of(body: &Value) -> Result<&serde_json::Map<String, Value>, Refusal> {
     let top = body
         .as_object()
         .ok_or_else(|| invalid("Invalid policy: expected an object"))?;
@@ -195,25 +246,15 @@ pub(super) fn check(
             "Invalid field: [{unknown}] found in Policy."
         )));
     }
-    policy
-        .get("description")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("description is null"))?;
-    let default_state = policy
-        .get("default_state")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("default_state is null"))?;
-    let states = policy
-        .get("states")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("states is null"))?;
-    let mut names = Vec::new();
-    let mut normal_states = Vec::new();
-    for state in states {
-        let (name, normal) = check_state(flavor, state)?;
-        names.push(name);
-        normal_states.push(normal);
-    }
+    Ok(policy)
+}
+
+/// The states' names: each transition names one, none twice, at least one, the default among them.
+fn check_state_names(
+    states: &[Value],
+    names: &[String],
+    default_state: &str,
+) -> Result<(), Refusal> {
     for state in states {
         for t in state["transitions"].as_array().into_iter().flatten() {
             let target = t["state_name"].as_str().unwrap_or_default();
@@ -225,7 +266,7 @@ pub(super) fn check(
             }
         }
     }
-    let mut distinct = names.clone();
+    let mut distinct = names.to_vec();
     distinct.sort();
     distinct.dedup();
     if distinct.len() != names.len() {
@@ -237,7 +278,12 @@ pub(super) fn check(
     if !names.iter().any(|n| n == default_state) {
         return Err(invalid("Policy must have a valid default state"));
     }
-    let templates = match policy.get("ism_template") {
+    Ok(())
+}
+
+/// `ism_template`: absent, one object or an array of them, each checked.
+fn ism_templates(policy: &serde_json::Map<String, Value>) -> Result<Option<Vec<Value>>, Refusal> {
+    Ok(match policy.get("ism_template") {
         None | Some(Value::Null) => None,
         Some(Value::Array(items)) => Some(
             items
@@ -251,32 +297,7 @@ pub(super) fn check(
                 "Failed to parse object: expecting token of type [START_ARRAY]",
             ));
         }
-    };
-    if let Some(templates) = &templates {
-        check_template_overlap(id, templates, existing)?;
-    }
-    let now = now_ms();
-    let mut normal = json!({
-        "policy_id": id,
-        "description": policy["description"],
-        "last_updated_time": policy.get("last_updated_time").cloned().unwrap_or(json!(now)),
-        "schema_version": policy.get("schema_version").cloned().unwrap_or(json!(if flavor == Flavor::OpenSearch3 { 24 } else { 21 })),
-        "error_notification": policy.get("error_notification").cloned().unwrap_or(Value::Null),
-        "default_state": default_state,
-        "states": normal_states,
-        "ism_template": templates.map_or(Value::Null, |t| {
-            Value::Array(t.into_iter().map(|mut t| {
-                if t.get("last_updated_time").is_none() {
-                    t["last_updated_time"] = json!(now);
-                }
-                t
-            }).collect())
-        }),
-    });
-    if normal["ism_template"].is_null() {
-        normal.as_object_mut().map(|o| o.remove("ism_template"));
-    }
-    Ok(json!({ "policy": normal }))
+    })
 }
 
 /// One state: its name, and the state with each action's default retry filled in.

@@ -134,31 +134,7 @@ pub(super) fn check(
     let object = body
         .as_object()
         .ok_or_else(|| Refusal::parse("[index_template] expected an object"))?;
-    let known: &[&str] = if flavor.is_elasticsearch() {
-        &[
-            "index_patterns",
-            "template",
-            "composed_of",
-            "priority",
-            "version",
-            "_meta",
-            "data_stream",
-            "allow_auto_create",
-            "ignore_missing_component_templates",
-            "deprecated",
-        ]
-    } else {
-        &[
-            "index_patterns",
-            "template",
-            "composed_of",
-            "priority",
-            "version",
-            "_meta",
-            "data_stream",
-            "context",
-        ]
-    };
+    let known = known_fields(flavor);
     if let Some(unknown) = unknown_fields(object, known) {
         return Err(Refusal::parse(format!(
             "[index_template] unknown field [{unknown}]"
@@ -188,6 +164,50 @@ pub(super) fn check(
     if priority < 0 {
         return Err(invalid(name, "index template priority must be >= 0"));
     }
+    check_scalars(object)?;
+    check_composed_of(name, object)?;
+    if let Some(ds) = object.get("data_stream") {
+        check_data_stream(flavor, ds)?;
+    }
+    let mut normal = body.clone();
+    if let Some(template) = object.get("template") {
+        normal["template"] = check_template(flavor, template)?;
+    }
+    check_overlap(name, &patterns, priority, existing)?;
+    Ok(normal)
+}
+
+/// The template fields each product's parser knows.
+fn known_fields(flavor: Flavor) -> &'static [&'static str] {
+    if flavor.is_elasticsearch() {
+        &[
+            "index_patterns",
+            "template",
+            "composed_of",
+            "priority",
+            "version",
+            "_meta",
+            "data_stream",
+            "allow_auto_create",
+            "ignore_missing_component_templates",
+            "deprecated",
+        ]
+    } else {
+        &[
+            "index_patterns",
+            "template",
+            "composed_of",
+            "priority",
+            "version",
+            "_meta",
+            "data_stream",
+            "context",
+        ]
+    }
+}
+
+/// `version`, `_meta` and the flags: each of its type, as the parser wants them.
+fn check_scalars(object: &Map<String, Value>) -> Result<(), Refusal> {
     if object
         .get("version")
         .is_some_and(|v| !v.is_i64() && !v.is_null())
@@ -208,16 +228,7 @@ pub(super) fn check(
             )));
         }
     }
-    check_composed_of(name, object)?;
-    if let Some(ds) = object.get("data_stream") {
-        check_data_stream(flavor, ds)?;
-    }
-    let mut normal = body.clone();
-    if let Some(template) = object.get("template") {
-        normal["template"] = check_template(flavor, template)?;
-    }
-    check_overlap(name, &patterns, priority, existing)?;
-    Ok(normal)
+    Ok(())
 }
 
 /// The characters and first letters both products refuse in index names and patterns

@@ -226,6 +226,31 @@ fn fields(flavor: Flavor, action: &str) -> Option<Vec<(&'static str, Field)>> {
 
 /// Checks a `PUT _ilm/policy/<name>` body; returns it as stored (each phase with its `min_age`).
 pub(super) fn check(flavor: Flavor, body: &Value) -> Result<Value, Refusal> {
+    let phases = phases_of(body)?;
+    let mut normal = body.clone();
+    let mut ages = Vec::new();
+    for (phase, definition) in phases {
+        let age = check_phase(flavor, phase, definition)?;
+        normal["policy"]["phases"][phase]["min_age"] =
+            definition.get("min_age").cloned().unwrap_or(json!("0ms"));
+        ages.push((phase.as_str(), age));
+    }
+    check_actions(phases, &ages)?;
+    check_timing(&ages).map_err(validation)?;
+    Ok(normal)
+}
+
+/// ILM's validation refusal (`PutLifecycleRequest#validate`, `TimeseriesLifecycleType`).
+fn validation(why: String) -> Refusal {
+    Refusal::new(
+        400,
+        "action_request_validation_exception",
+        format!("Validation Failed: 1: {why};"),
+    )
+}
+
+/// The body's `policy.phases`, after the fields around them are checked as the parser does.
+fn phases_of(body: &Value) -> Result<&Map<String, Value>, Refusal> {
     let top = body
         .as_object()
         .ok_or_else(|| Refusal::parse("[put_lifecycle_request] expected an object"))?;
@@ -253,26 +278,16 @@ pub(super) fn check(flavor: Flavor, body: &Value) -> Result<Value, Refusal> {
             "[lifecycle_policy] failed to parse field [deprecated]",
         ));
     }
-    let phases = policy
+    policy
         .get("phases")
         .and_then(Value::as_object)
-        .ok_or_else(|| Refusal::parse("[lifecycle_policy] Required [phases]"))?;
-    let mut normal = body.clone();
-    let mut ages = Vec::new();
-    for (phase, definition) in phases {
-        let age = check_phase(flavor, phase, definition)?;
-        normal["policy"]["phases"][phase]["min_age"] =
-            definition.get("min_age").cloned().unwrap_or(json!("0ms"));
-        ages.push((phase.as_str(), age));
-    }
-    let invalid = |why: String| {
-        Refusal::new(
-            400,
-            "action_request_validation_exception",
-            format!("Validation Failed: 1: {why};"),
-        )
-    };
-    for (phase, _) in &ages {
+        .ok_or_else(|| Refusal::parse("[lifecycle_policy] Required [phases]"))
+}
+
+/// The phases' names and the actions each may hold, alone and together.
+fn check_actions(phases: &Map<String, Value>, ages: &[(&str, i128)]) -> Result<(), Refusal> {
+    let invalid = validation;
+    for (phase, _) in ages {
         if !PHASES.contains(phase) {
             return Err(invalid(format!(
                 "Timeseries lifecycle does not support phase [{phase}]"
@@ -337,8 +352,7 @@ pub(super) fn check(flavor: Flavor, body: &Value) -> Result<Value, Refusal> {
             )));
         }
     }
-    check_timing(&ages).map_err(invalid)?;
-    Ok(normal)
+    Ok(())
 }
 
 /// A phase's fields and actions; its `min_age` in nanoseconds (0 when absent).
