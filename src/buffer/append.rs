@@ -96,6 +96,8 @@ pub struct Appender {
     /// The source's positions, written after each chunk's records and at the head of each
     /// segment; none for a buffer without a source that resumes (tests, checks).
     positions: Option<Arc<dyn Positions>>,
+    /// The segment this appender sealed last, and its length: the next one links to it.
+    sealed: Option<(u64, u64)>,
 }
 
 impl Appender {
@@ -107,6 +109,7 @@ impl Appender {
             head: 0,
             new_file: false,
             positions: None,
+            sealed: None,
         }
     }
 
@@ -279,6 +282,9 @@ impl Appender {
             .create_new(true)
             .open(&path)?;
         let mut head = frame::SEGMENT_MAGIC.to_vec();
+        if let Some((previous, length)) = self.sealed.filter(|_| self.positions.is_some()) {
+            frame::encode_link(&mut head, now_ms(), previous, length);
+        }
         if let Some(p) = &self.positions {
             let snapshot = p.snapshot();
             if !snapshot.is_empty() {
@@ -314,6 +320,7 @@ impl Appender {
         let Some((id, _)) = self.active.take() else {
             return;
         };
+        self.sealed = Some((id, self.written));
         let mut st = self.buffer.state();
         if let Some(seg) = st.segment(id) {
             seg.sealed = true;

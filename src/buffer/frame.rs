@@ -9,7 +9,10 @@
 //! Format 2 (this version's) adds frames with the magic "LFp1" and the same layout: the
 //! sources' positions (see [`super::Positions`]), written in the same write as the records
 //! they follow, so that the fsync that makes those records durable makes them durable too.
-//! Format 1 segments (no positions) are still read. A segment of a later format is refused by
+//! A segment the appender started after sealing another begins with a link frame ("LFl1": the
+//! previous segment's id and final length), so that start-up can tell a segment cut short by
+//! a power loss from one that ended there: positions written after a lost chunk must not be
+//! believed. Format 1 segments (no positions) are still read. A segment of a later format is refused by
 //! name ([`version`]): an older agent must stop rather than take a newer buffer for damage.
 //!
 //! The CRC covers the first 16 header bytes and the payload, so a torn or flipped length is
@@ -24,6 +27,7 @@ const SEGMENT_FAMILY: &[u8; 7] = b"LFSEG\0\0";
 pub const FORMATS: std::ops::RangeInclusive<u8> = 1..=2;
 const FRAME_MAGIC: &[u8; 4] = b"LFr1";
 const POSITIONS_MAGIC: &[u8; 4] = b"LFp1";
+const LINK_MAGIC: &[u8; 4] = b"LFl1";
 pub const HEADER: usize = 20;
 /// Larger payloads are not ours: a record is capped far below this by `max_line_bytes`.
 const MAX_PAYLOAD: usize = 1 << 30;
@@ -41,6 +45,15 @@ pub fn encode(out: &mut Vec<u8>, time_ms: u64, payload: &[u8]) {
 /// encoder write items straight into their frames, with no copy.
 pub fn seal(frame: &mut [u8], time_ms: u64) {
     seal_as(FRAME_MAGIC, frame, time_ms);
+}
+
+/// Appends a link frame to `out`: the segment before this one is `previous`, `length` bytes.
+pub fn encode_link(out: &mut Vec<u8>, time_ms: u64, previous: u64, length: u64) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    out.extend_from_slice(&previous.to_le_bytes());
+    out.extend_from_slice(&length.to_le_bytes());
+    seal_as(LINK_MAGIC, &mut out[start..], time_ms);
 }
 
 /// Appends a positions frame holding `payload` to `out`.
@@ -71,6 +84,12 @@ pub enum Frame<'a> {
     },
     /// An intact positions frame of `len` bytes: no record, what the sources had written.
     Positions { payload: &'a [u8], len: usize },
+    /// An intact link frame: the segment before this one, and its length when it was sealed.
+    Link {
+        previous: u64,
+        length: u64,
+        len: usize,
+    },
     /// The bytes end before the frame does: read more, or it is a torn write.
     Incomplete { len: usize },
     /// Not a frame: wrong magic, an impossible length, or a CRC mismatch.
@@ -88,7 +107,8 @@ pub fn decode(buf: &[u8]) -> Frame<'_> {
         };
     }
     let positions = &buf[..4] == POSITIONS_MAGIC;
-    if &buf[..4] != FRAME_MAGIC && !positions {
+    let link = &buf[..4] == LINK_MAGIC;
+    if &buf[..4] != FRAME_MAGIC && !positions && !link {
         return Frame::Invalid;
     }
     let word = |at: usize| u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
@@ -108,6 +128,19 @@ pub fn decode(buf: &[u8]) -> Frame<'_> {
     if positions {
         return Frame::Positions { payload, len };
     }
+    if link {
+        let Some((previous, length)) = payload.split_at_checked(8) else {
+            return Frame::Invalid;
+        };
+        let (Ok(previous), Ok(length)) = (previous.try_into(), length.try_into()) else {
+            return Frame::Invalid;
+        };
+        return Frame::Link {
+            previous: u64::from_le_bytes(previous),
+            length: u64::from_le_bytes(length),
+            len,
+        };
+    }
     let mut time = [0u8; 8];
     time.copy_from_slice(&buf[8..16]);
     Frame::Record {
@@ -125,7 +158,7 @@ pub fn next_valid(buf: &[u8], from: usize) -> Option<usize> {
         let i = at + memchr::memmem::find(&buf[at..], b"LF")?;
         if matches!(
             decode(&buf[i..]),
-            Frame::Record { .. } | Frame::Positions { .. }
+            Frame::Record { .. } | Frame::Positions { .. } | Frame::Link { .. }
         ) {
             return Some(i);
         }
@@ -159,6 +192,8 @@ pub struct Scan {
     pub header_damaged: bool,
     /// The payloads of the intact positions frames, in order, as byte ranges.
     pub positions: Vec<(usize, usize)>,
+    /// What the link frame says of the segment before: its id and final length.
+    pub link: Option<(u64, u64)>,
 }
 
 /// Checks a whole segment file's content. `None` when it does not even look like a segment:
@@ -188,6 +223,15 @@ pub fn scan(buf: &[u8]) -> Option<Scan> {
             Frame::Positions { payload, len } => {
                 let start = at + HEADER;
                 s.positions.push((start, start + payload.len()));
+                at += len;
+                s.end = at as u64;
+            }
+            Frame::Link {
+                previous,
+                length,
+                len,
+            } => {
+                s.link.get_or_insert((previous, length));
                 at += len;
                 s.end = at as u64;
             }

@@ -29,11 +29,21 @@ pub(super) struct Trail {
     /// have lost records while a later frame survived; what the sources saved themselves is
     /// then the truth.
     pub broken: bool,
+    /// Where each segment seen so far ends (its last intact frame), for the next one's link.
+    ends: std::collections::HashMap<u64, u64>,
 }
 
 impl Trail {
-    /// Takes the positions of one segment, up to its first damage.
-    pub fn take(&mut self, content: &[u8], scan: &frame::Scan, newest: bool) {
+    /// Takes the positions of segment `id`, up to its first damage. A segment whose link says
+    /// the one before it was longer than it is now (its end lost to a power cut, the file
+    /// shorter than what was written) breaks the trail before its own frames.
+    pub fn take(&mut self, id: u64, content: &[u8], scan: &frame::Scan, newest: bool) {
+        if let Some((previous, length)) = scan.link
+            && self.ends.get(&previous).is_some_and(|&end| end < length)
+        {
+            self.broken = true;
+        }
+        self.ends.insert(id, scan.end);
         if self.broken {
             return;
         }

@@ -229,7 +229,8 @@ fn read_frames(
                     p += frame_len;
                 }
                 // What the sources had written: for start-up, not for shipping.
-                frame::Frame::Positions { len: frame_len, .. } => p += frame_len,
+                frame::Frame::Positions { len: frame_len, .. }
+                | frame::Frame::Link { len: frame_len, .. } => p += frame_len,
                 frame::Frame::Incomplete { len: need } if at + (p + need) as u64 <= to => {
                     // The frame goes on past the window: the next window starts with it, and
                     // one record larger than the window gets a window of its own size.

@@ -162,6 +162,7 @@ fn recover_segment(
         Err(e) => {
             tracing::error!(path = %path.display(), error = %e, "cannot read a buffer segment; moved aside");
             damage.unreadable += 1;
+            trail.broken = true;
             move_aside(&path);
             return Ok(Recovered::Gone);
         }
@@ -171,7 +172,7 @@ fn recover_segment(
     }
     let scan = frame::scan(&content);
     if let Some(scan) = &scan {
-        trail.take(&content, scan, newest);
+        trail.take(id, &content, scan, newest);
     }
     if cursor.is_some_and(|c| id < c.segment) {
         // Acknowledged; deleting it was cut short.
@@ -181,6 +182,7 @@ fn recover_segment(
     let Some(scan) = scan else {
         tracing::error!(path = %path.display(), "not a buffer segment; moved aside");
         damage.corrupt += 1;
+        trail.broken = true;
         move_aside(&path);
         return Ok(Recovered::Gone);
     };
@@ -302,7 +304,7 @@ fn frames_from(content: &[u8], from: u64, corrupt: &[(u64, u64)]) -> u64 {
                 n += 1;
                 at += len;
             }
-            frame::Frame::Positions { len, .. } => at += len,
+            frame::Frame::Positions { len, .. } | frame::Frame::Link { len, .. } => at += len,
             _ => break,
         }
     }

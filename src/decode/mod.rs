@@ -20,6 +20,7 @@ mod docker;
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
+use crate::vocab::record::written_ns;
 use crate::vocab::{Flags, Record, Stream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,8 @@ struct Pending {
     pieces: u32,
     /// When the last piece was decoded: the record is given up on `partial_timeout` after it.
     last_piece: Instant,
+    /// The runtime's time of the last piece (Unix ns), when it parses.
+    last_written: Option<i64>,
 }
 
 /// Per-file decoding state.
@@ -59,6 +62,11 @@ pub struct Decoder {
     /// The last well-formed time seen, given to malformed lines so they land in the same index
     /// as their neighbours on every replay.
     last_time: String,
+    /// `input.partial_timeout` in ns, when pieces are cut by the runtime's times too.
+    cut_after: Option<i64>,
+    /// A record cut by the runtime's times, waiting to be handed on before the one decoded
+    /// with it (see [`Decoder::take_cut`]).
+    cut: Option<Record<'static>>,
 }
 
 impl Decoder {
@@ -68,7 +76,23 @@ impl Decoder {
             pending: [None, None],
             max_message,
             last_time: String::new(),
+            cut_after: None,
+            cut: None,
         }
+    }
+
+    /// Also cuts a pending record where the runtime's times say its next piece came more than
+    /// `timeout` after the last one, as [`Decoder::flush_expired`] would have on a first
+    /// reading by the clock: a second reading (after a crash, from an older checkpoint) then
+    /// cuts it in the same place, so the re-read record is the one that was shipped.
+    pub fn cut_by_the_runtimes_time(&mut self, timeout: Duration) {
+        self.cut_after = Some(i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX));
+    }
+
+    /// The record the last [`Decoder::decode`] cut off before the piece it decoded, if any:
+    /// it comes first.
+    pub fn take_cut(&mut self) -> Option<Record<'static>> {
+        self.cut.take()
     }
 
     pub fn format(&self) -> Option<Format> {
@@ -82,7 +106,10 @@ impl Decoder {
 
     /// Forgets all state: the file was truncated and starts over.
     pub fn reset(&mut self) {
-        *self = Decoder::new(self.max_message);
+        *self = Decoder {
+            cut_after: self.cut_after,
+            ..Decoder::new(self.max_message)
+        };
     }
 
     /// When the oldest pending record's wait for its next piece runs out, given the timeout;
@@ -141,7 +168,17 @@ impl Decoder {
             self.last_time.clear();
             self.last_time.push_str(piece.time);
         }
+        let written = written_ns(piece.time);
         let slot = &mut self.pending[piece.stream.index()];
+        let paused = |p: &Pending| match (self.cut_after, p.last_written, written) {
+            (Some(limit), Some(last), Some(now)) => now.saturating_sub(last) > limit,
+            _ => false,
+        };
+        if slot.as_ref().is_some_and(paused)
+            && let Some(p) = slot.take()
+        {
+            self.cut = Some(finish(p, piece.stream, true));
+        }
         match (slot.take(), piece.partial) {
             (None, false) => {
                 let (message, truncated) = cap(piece.message, self.max_message);
@@ -164,6 +201,7 @@ impl Decoder {
                     truncated: false,
                     pieces: 0,
                     last_piece: now(),
+                    last_written: written,
                 };
                 append_capped(&mut p, &piece.message, self.max_message);
                 *slot = Some(p);
@@ -173,6 +211,7 @@ impl Decoder {
                 append_capped(&mut p, &piece.message, self.max_message);
                 if partial {
                     p.last_piece = now();
+                    p.last_written = written;
                     *slot = Some(p);
                     return None;
                 }
@@ -309,6 +348,42 @@ mod tests {
             .decode(b"2026-11-26T17:00:01+01:00 stderr F:x ", 52)
             .unwrap();
         assert_eq!((r.stream, msg(&r).as_str()), (Some(Stream::Stderr), ""));
+    }
+
+    /// The cut a timeout made on a first reading (by the clock, the file quiet meanwhile) is
+    /// made again on a second one by the times the runtime wrote: the head is not joined to a
+    /// piece that came later, which would give the shipped head's id to more text (its 409
+    /// dropping the tail).
+    #[test]
+    fn a_piece_written_after_the_timeout_by_the_runtimes_clock_starts_a_record_of_its_own() {
+        let mut d = Decoder::new(1024);
+        d.cut_by_the_runtimes_time(Duration::from_secs(1));
+        assert!(
+            d.decode(b"2026-11-26T17:00:00Z stdout P head ", 0)
+                .is_none()
+        );
+        assert!(d.take_cut().is_none());
+        let tail = d.decode(b"2026-11-26T17:00:02Z stdout F tail", 36).unwrap();
+        let head = d.take_cut().expect("the head, cut off");
+        assert_eq!((msg(&head).as_str(), head.offset), ("head ", 0));
+        assert!(head.flags.unterminated);
+        assert_eq!((msg(&tail).as_str(), tail.offset), ("tail", 36));
+        assert!(!tail.flags.unterminated);
+        // Pieces within the timeout of each other are one record, however late they are read.
+        assert!(d.decode(b"2026-11-26T17:00:03Z stdout P a", 70).is_none());
+        assert!(
+            d.decode(b"2026-11-26T17:00:03.9Z stdout P b", 100)
+                .is_none()
+        );
+        let whole = d.decode(b"2026-11-26T17:00:04.8Z stdout F c", 135).unwrap();
+        assert!(d.take_cut().is_none());
+        assert_eq!((msg(&whole).as_str(), whole.offset), ("abc", 70));
+        // A partial after the pause starts the next record; its head is handed on first.
+        assert!(d.decode(b"2026-11-26T17:00:05Z stdout P x", 170).is_none());
+        assert!(d.decode(b"2026-11-26T17:00:09Z stdout P y", 200).is_none());
+        let x = d.take_cut().expect("x, cut off");
+        assert_eq!((msg(&x).as_str(), x.offset), ("x", 170));
+        assert_eq!(d.pending_offset(), Some(200));
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod rules;
 pub use rules::RuleSet;
 
 use crate::metrics::Metrics;
+use crate::vocab::record::written_ns;
 use crate::vocab::{Record, Stream};
 use prometheus_client::metrics::counter::Counter;
 use rules::{Move, Step};
@@ -166,13 +167,6 @@ impl Group {
         let lines = self.lines + self.tentative.len() as u32;
         lines >= limits.max_lines || self.bytes + 1 + line > limits.max_bytes
     }
-}
-
-/// An RFC 3339 time in Unix nanoseconds.
-fn written_ns(time: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(time)
-        .ok()?
-        .timestamp_nanos_opt()
 }
 
 fn owned(rec: Record<'_>) -> Record<'static> {

@@ -99,6 +99,7 @@ impl<'c> Pipeline<'c> {
         let counters = Counters::new(&self.metrics);
         let mut joiner = rules.map(|r| Joiner::new(r, limits, counters, true));
         let mut decoder = Decoder::new(self.cfg.input.max_line_bytes.as_usize());
+        decoder.cut_by_the_runtimes_time(self.cfg.input.partial_timeout.0);
         let cap = self.cfg.input.max_physical_line();
         let mut file = CaseFile {
             encoder: &mut self.encoder,
@@ -122,7 +123,11 @@ impl<'c> Pipeline<'c> {
             file.starts.push(offset);
             let bytes = line.as_bytes();
             let cut = bytes.len() > cap;
-            if let Some(mut rec) = decoder.decode(&bytes[..bytes.len().min(cap)], offset) {
+            let decoded = decoder.decode(&bytes[..bytes.len().min(cap)], offset);
+            if let Some(head) = decoder.take_cut() {
+                file.hand_on(&mut joiner, head);
+            }
+            if let Some(mut rec) = decoded {
                 rec.flags.truncated |= cut;
                 if rec.flags.malformed {
                     return Err(malformed(i + 1, line, decoder.format()));

@@ -278,7 +278,12 @@ impl Tracked {
         }
         // Where a restart would resume if this line were not handed on.
         let before = self.safe_offset();
-        if let Some(mut rec) = self.decoder.decode(line, self.line_start) {
+        let decoded = self.decoder.decode(line, self.line_start);
+        if let Some(head) = self.decoder.take_cut() {
+            let first = hand_on(&mut self.joiner, (&self.key, &self.meta), head, before, out);
+            self.mind_the_floor(first);
+        }
+        if let Some(mut rec) = decoded {
             rec.flags.truncated |= cut;
             let first = hand_on(&mut self.joiner, (&self.key, &self.meta), rec, before, out);
             self.mind_the_floor(first);
@@ -331,7 +336,11 @@ impl Tracked {
         if !self.carry.is_empty() && !self.discarding {
             let carry = std::mem::take(&mut self.carry);
             out.metrics.lines_read.inc();
-            if let Some(mut rec) = self.decoder.decode(&carry, self.line_start) {
+            let decoded = self.decoder.decode(&carry, self.line_start);
+            if let Some(head) = self.decoder.take_cut() {
+                hand_on(&mut self.joiner, (&self.key, &self.meta), head, before, out);
+            }
+            if let Some(mut rec) = decoded {
                 rec.flags.unterminated = true;
                 hand_on(&mut self.joiner, (&self.key, &self.meta), rec, before, out);
             }

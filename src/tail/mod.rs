@@ -456,6 +456,8 @@ impl Tailer {
             offset,
             self.cfg.max_line_bytes.as_usize(),
         );
+        t.decoder
+            .cut_by_the_runtimes_time(self.cfg.partial_timeout.0);
         t.draining = o.draining;
         t.throttle_key = self.out.throttle_key(t.pod.as_ref());
         self.joining.apply(&mut t, &mut self.out);

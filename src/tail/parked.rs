@@ -242,6 +242,8 @@ impl Tailer {
             p.read_pos,
             self.cfg.max_line_bytes.as_usize(),
         );
+        t.decoder
+            .cut_by_the_runtimes_time(self.cfg.partial_timeout.0);
         t.opened = p.opened;
         t.meta = p.meta;
         t.meta_generation = p.meta_generation;

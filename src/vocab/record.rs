@@ -62,3 +62,12 @@ pub struct Record<'a> {
     pub offset: u64,
     pub flags: Flags,
 }
+
+/// A runtime's RFC 3339 time (what a CRI or docker line carries) in Unix nanoseconds, when it
+/// parses: the clock both the decoder's and the joiner's cuts are judged by, so that every
+/// reading of a file cuts where the first did.
+pub fn written_ns(time: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(time)
+        .ok()?
+        .timestamp_nanos_opt()
+}

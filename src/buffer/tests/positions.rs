@@ -165,3 +165,28 @@ fn a_format_1_segment_is_read_as_before() {
     assert!(b.take_recovered_positions().is_empty());
     assert_eq!(rig.damage("damaged_header"), 0);
 }
+
+#[test]
+fn positions_after_a_segment_that_lost_its_end_are_not_taken() {
+    let rig = Rig::new();
+    {
+        let b = rig.open(1 << 20, OverflowAction::Block);
+        let _c = rig.committer(&b);
+        let mut app = Appender::new(b.clone()).with_positions(Noted::on(&rig));
+        app.append(&mut chunk(0..3), || false).unwrap();
+        app.append(&mut chunk(3..6), || false).unwrap();
+        wait_for("the commit", || rig.offset() == 6);
+        // Twenty more do not fit in the 1 KiB segment: the next one starts, linked to it.
+        app.append(&mut chunk(6..26), || false).unwrap();
+        wait_for("the commit", || rig.offset() == 26);
+    }
+    let segments = rig.segments();
+    assert_eq!(segments.len(), 2);
+    // A power cut: the first segment's last chunk never reached the disk, and the file ends
+    // cleanly before it (no torn bytes to see), while the second segment survived.
+    let first = fs::read(&segments[0]).unwrap();
+    let one_chunk = 3 * (frame::HEADER + item(0).len()) + frame::HEADER + "after [3]".len();
+    fs::write(&segments[0], &first[..DATA_START as usize + one_chunk]).unwrap();
+    let b = rig.open(1 << 20, OverflowAction::Block);
+    assert_eq!(texts(b.take_recovered_positions()), ["after [3]"]);
+}
