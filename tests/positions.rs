@@ -143,3 +143,126 @@ fn a_partial_given_up_on_and_then_a_sigkill_is_not_joined_differently_the_second
     assert_nothing_read_twice(&agent);
     assert!(agent.stop().success());
 }
+
+/// How many times each seq is in the indices `pattern` names.
+fn seqs_in(es: &Osmem, pattern: &str) -> std::collections::HashMap<(String, u64), usize> {
+    seq_counts(&es.all_documents(pattern).expect("search"))
+}
+
+/// Lines `range` of `w`, durable in the buffer, then a SIGKILL with the checkpoints file a
+/// second behind (here: lost), as the ends of both tests below.
+fn write_buffer_and_kill(
+    node: &Node,
+    agent: Agent,
+    w: &mut LogWriter,
+    range: std::ops::Range<u64>,
+) {
+    for seq in range {
+        w.json_line(seq).unwrap();
+    }
+    let len = std::fs::metadata(&w.path).unwrap().len();
+    wait_until(30, "the lines durable in the buffer", || {
+        node.checkpoint_offset() == len
+    });
+    agent.kill();
+    std::fs::remove_file(node.data().join("checkpoints.json")).unwrap();
+}
+
+#[test]
+fn a_pod_relabelled_between_a_sigkill_and_the_restart_puts_each_line_in_one_index_once() {
+    use support::kubeapi::{FakeApi, pod};
+    // Elasticsearch away while the first life reads, so every line is only in the buffer.
+    let port = free_port();
+    let api = FakeApi::start();
+    let mut audited = pod("shop", "orders-1", "node-a", serde_json::json!({}));
+    audited["metadata"]["labels"]["logging.klear.io/class"] = "audit".into();
+    api.put_pod(audited.clone());
+    let node = Node::new();
+    let config = node.config_with(
+        &format!("http://127.0.0.1:{port}"),
+        &format!(
+            "[kubernetes]\nenabled = true\nnode_name = \"node-a\"\napi_server = {:?}\n\
+             [[route]]\nname = \"audit\"\nindex = \"audit-%Y.%m\"\n\
+             when.labels = {{ \"logging.klear.io/class\" = \"audit\" }}\n",
+            api.url
+        ),
+    );
+    let mut w = node.writer("shop", "orders-1", "api", Format::Cri);
+    let agent = Agent::start(&config);
+    write_buffer_and_kill(&node, agent, &mut w, 0..300);
+    // Relabelled while the agent is down: its lines from now on are no audit.
+    audited["metadata"]["labels"]["logging.klear.io/class"] = "app".into();
+    api.put_pod(audited);
+
+    let es = osmem_on(port);
+    let agent = Agent::start(&config);
+    for seq in 300..350 {
+        w.json_line(seq).unwrap();
+    }
+    wait_until(60, "every line indexed", || {
+        es.count("audit-*").unwrap_or(0) + es.count("logs-*").unwrap_or(0) >= 350
+    });
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let (audit, app) = (seqs_in(&es, "audit-*"), seqs_in(&es, "logs-*"));
+    // Read once, routed once: by the labels the pod had when the line was read.
+    assert_eq!(audit.len(), 300, "audit: {}", audit.len());
+    assert_eq!(app.len(), 50, "app: {}", app.len());
+    for ((_, seq), n) in audit.iter().chain(app.iter()) {
+        assert_eq!(*n, 1, "seq {seq} {n} times");
+    }
+    assert!(audit.keys().all(|(_, s)| *s < 300) && app.keys().all(|(_, s)| *s >= 300));
+    assert_nothing_read_twice(&agent);
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn a_route_reloaded_just_before_a_sigkill_routes_no_line_twice() {
+    let port = free_port();
+    let node = Node::new();
+    let route = |index: &str| {
+        format!(
+            "[[route]]\nname = \"audit\"\nindex = \"{index}-%Y.%m\"\n\
+             when.field = {{ path = \"service\", equals = \"orders-api\" }}\n"
+        )
+    };
+    let config = node.config_with(&format!("http://127.0.0.1:{port}"), &route("audit"));
+    let mut w = node.writer("shop", "orders-1", "api", Format::Cri);
+    let agent = Agent::start(&config);
+    for seq in 0..300 {
+        w.json_line(seq).unwrap();
+    }
+    let len = std::fs::metadata(&w.path).unwrap().len();
+    wait_until(30, "the lines durable in the buffer", || {
+        node.checkpoint_offset() == len
+    });
+    // The route now names another index; the reload is taken, and the agent killed at once.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("\"audit-%Y.%m\"", "\"compliance-%Y.%m\""),
+    )
+    .unwrap();
+    agent.signal("HUP");
+    wait_until(10, "the reload taken", || {
+        agent.logs().contains("config reloaded")
+    });
+    write_buffer_and_kill(&node, agent, &mut w, 300..300);
+
+    let es = osmem_on(port);
+    let agent = Agent::start(&config);
+    for seq in 300..350 {
+        w.json_line(seq).unwrap();
+    }
+    wait_until(60, "every line indexed", || {
+        es.count("audit-*").unwrap_or(0) + es.count("compliance-*").unwrap_or(0) >= 350
+    });
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let (before, after) = (seqs_in(&es, "audit-*"), seqs_in(&es, "compliance-*"));
+    assert_eq!((before.len(), after.len()), (300, 50));
+    for ((_, seq), n) in before.iter().chain(after.iter()) {
+        assert_eq!(*n, 1, "seq {seq} {n} times");
+    }
+    assert!(before.keys().all(|(_, s)| *s < 300) && after.keys().all(|(_, s)| *s >= 300));
+    assert_nothing_read_twice(&agent);
+    assert!(agent.stop().success());
+}
