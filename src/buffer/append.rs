@@ -136,7 +136,10 @@ impl Appender {
             .filter(|_| !chunk.advances.is_empty())
         {
             let payload = p.after(&chunk.advances);
-            frame::encode_positions(&mut chunk.body, chunk.created_ms, &payload);
+            // Empty when none of the files is known to the source (yet): nothing to keep.
+            if !payload.is_empty() {
+                frame::encode_positions(&mut chunk.body, chunk.created_ms, &payload);
+            }
         }
         let written = self.append_frames(chunk, &give_up);
         if written.is_err() {
