@@ -157,8 +157,14 @@ fn recover_segment(
     (trail, newest): (&mut positions::Trail, bool),
 ) -> Result<Recovered, Error> {
     let path = segment_path(dir, id);
+    // Acknowledged: deleting it was cut short. Its positions are still read first.
+    let acked = cursor.is_some_and(|c| id < c.segment);
     let content = match fs::read(&path) {
         Ok(c) => c,
+        Err(_) if acked => {
+            let _ = fs::remove_file(&path);
+            return Ok(Recovered::Gone);
+        }
         Err(e) => {
             tracing::error!(path = %path.display(), error = %e, "cannot read a buffer segment; moved aside");
             damage.unreadable += 1;
@@ -174,8 +180,7 @@ fn recover_segment(
     if let Some(scan) = &scan {
         trail.take(id, &content, scan, newest);
     }
-    if cursor.is_some_and(|c| id < c.segment) {
-        // Acknowledged; deleting it was cut short.
+    if acked {
         let _ = fs::remove_file(&path);
         return Ok(Recovered::Gone);
     }

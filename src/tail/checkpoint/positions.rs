@@ -67,9 +67,9 @@ impl Checkpoints {
                 {
                     continue;
                 }
-                if entry.retire_at.is_some_and(|end| entry.offset >= end) {
-                    inner.files.remove(&key);
-                } else {
+                // Removed first: `insert` would keep the old key, settled from the old entry.
+                inner.files.remove(&key);
+                if !entry.retire_at.is_some_and(|end| entry.offset >= end) {
                     inner.files.insert(key, entry);
                 }
                 inner.dirty = true;

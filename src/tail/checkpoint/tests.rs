@@ -265,3 +265,30 @@ fn temp_files_left_by_a_crash_mid_save_are_not_taken_for_checkpoints() {
     left.sort();
     assert_eq!(left, ["checkpoints.first-start", "checkpoints.json"]);
 }
+
+#[test]
+fn positions_from_the_buffer_move_an_entry_forward_never_back_and_never_across_a_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Checkpoints::open(dir.path()).unwrap();
+    let a = tracked(&c, key(1), "/var/log/pods/a/0.log");
+    let b = tracked(&c, key(2), "/var/log/pods/b/0.log");
+    let gone = tracked(&c, key(3), "/var/log/pods/c/0.log");
+    // What the buffer kept: a at 900, b at 800 before its truncation, gone at 50.
+    let kept = vec![
+        c.positions_after(&[(a, 900), (b, 800)]),
+        c.positions_after(&[(gone, 50)]),
+    ];
+    c.advance(vec![(a, 300)]);
+    c.start_over(&b, true);
+    let b_now = c.get(&b).unwrap();
+    c.forget(&gone);
+    c.restore(kept);
+    assert_eq!(c.get(&a).unwrap().offset, 900, "further in the buffer");
+    assert_eq!(c.get(&b).unwrap(), b_now, "a later generation is not moved back");
+    assert_eq!(c.get(&gone).unwrap().offset, 50, "a lost entry is known again");
+    assert_eq!(c.get(&gone).unwrap().ids, gone.ids, "with the ids it had");
+    // A start reads a from 600: 300 bytes the buffer held; b is of another generation now.
+    assert_eq!(c.reread(&a, 600), 300);
+    assert_eq!(c.reread(&a, 600), 0, "asked once");
+    assert_eq!(c.reread(&b, 0), 0);
+}
