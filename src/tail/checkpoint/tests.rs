@@ -284,8 +284,16 @@ fn positions_from_the_buffer_move_an_entry_forward_never_back_and_never_across_a
     c.forget(&gone);
     c.restore(kept);
     assert_eq!(c.get(&a).unwrap().offset, 900, "further in the buffer");
-    assert_eq!(c.get(&b).unwrap(), b_now, "a later generation is not moved back");
-    assert_eq!(c.get(&gone).unwrap().offset, 50, "a lost entry is known again");
+    assert_eq!(
+        c.get(&b).unwrap(),
+        b_now,
+        "a later generation is not moved back"
+    );
+    assert_eq!(
+        c.get(&gone).unwrap().offset,
+        50,
+        "a lost entry is known again"
+    );
     assert_eq!(c.get(&gone).unwrap().ids, gone.ids, "with the ids it had");
     // A start reads a from 600: 300 bytes the buffer held; b is of another generation now.
     assert_eq!(c.reread(&a, 600), 300);
