@@ -69,7 +69,7 @@ impl Checkpoints {
                 }
                 // Removed first: `insert` would keep the old key, settled from the old entry.
                 inner.files.remove(&key);
-                if !entry.retire_at.is_some_and(|end| entry.offset >= end) {
+                if entry.retire_at.is_none_or(|end| entry.offset < end) {
                     inner.files.insert(key, entry);
                 }
                 inner.dirty = true;
