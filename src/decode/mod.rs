@@ -168,8 +168,13 @@ impl Decoder {
             self.last_time.clear();
             self.last_time.push_str(piece.time);
         }
-        let written = written_ns(piece.time);
         let slot = &mut self.pending[piece.stream.index()];
+        // Only pieces of a partial record need the runtime's time: not parsed for whole lines.
+        let written = if piece.partial || slot.is_some() {
+            written_ns(piece.time)
+        } else {
+            None
+        };
         let paused = |p: &Pending| match (self.cut_after, p.last_written, written) {
             (Some(limit), Some(last), Some(now)) => now.saturating_sub(last) > limit,
             _ => false,
