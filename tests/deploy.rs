@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-use yaml::{documents, python_on};
+use yaml::{documents, kind_name, kubernetes_validate};
 
 const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s/logferry.yaml");
 const SETUP_JOB: &str = concat!(
@@ -114,30 +114,12 @@ fn render(dir: &str) -> String {
 /// Strict validation of rendered manifests against Kubernetes 1.37's schemas: the kinds it
 /// passed, lowercase.
 fn validate(yaml: &str) -> BTreeSet<String> {
-    let out = python_on(
-        &["-m", "kubernetes_validate", "--strict", "-k", "1.37.0", "-"],
-        yaml,
-    );
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !text.contains("No module named"),
-        "kubernetes-validate is not installed: run scripts/install-deps\n{text}"
-    );
-    assert!(out.status.success(), "{text}");
+    let text = kubernetes_validate(yaml);
     text.lines()
         .filter_map(|l| l.split("passed for resource ").nth(1))
         .filter_map(|r| r.split('/').next())
         .map(str::to_owned)
         .collect()
-}
-
-fn kind_name(doc: &Value) -> String {
-    format!(
-        "{}/{}",
-        doc["kind"].as_str().unwrap_or("?"),
-        doc["metadata"]["name"].as_str().unwrap_or("?")
-    )
 }
 
 /// Every container image of a workload (DaemonSet, Job, ...): `spec.template.spec`'s containers

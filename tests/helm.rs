@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use yaml::{documents, python_on};
+use yaml::{documents, kind_name, kubernetes_validate};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/logferry");
 const K8S: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s");
@@ -140,14 +140,6 @@ fn namespace() -> String {
         .to_owned()
 }
 
-fn kind_name(doc: &Value) -> String {
-    format!(
-        "{}/{}",
-        doc["kind"].as_str().unwrap_or("?"),
-        doc["metadata"]["name"].as_str().unwrap_or("?")
-    )
-}
-
 fn object<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
     docs.iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
@@ -167,17 +159,7 @@ fn the_only<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
 /// manifests: the objects that passed (`kind/name`, kind lowercase) and the kinds it had no
 /// schema for.
 fn validate(yaml: &str) -> (BTreeSet<String>, BTreeSet<String>) {
-    let out = python_on(
-        &["-m", "kubernetes_validate", "--strict", "-k", "1.37.0", "-"],
-        yaml,
-    );
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !text.contains("No module named"),
-        "kubernetes-validate is not installed: run scripts/install-deps\n{text}"
-    );
-    assert!(out.status.success(), "{text}");
+    let text = kubernetes_validate(yaml);
     let passed = text
         .lines()
         .filter_map(|l| l.split("passed for resource ").nth(1))

@@ -24,6 +24,17 @@ fn assert_nothing_read_twice(agent: &Agent) {
     );
 }
 
+/// Waits until every line of `w` is durable in the buffer, then SIGKILLs the agent and loses
+/// the checkpoints file (saved once a second, it could be a second behind; here it is gone).
+fn kill_once_durable(node: &Node, agent: Agent, w: &LogWriter) {
+    let len = std::fs::metadata(&w.path).unwrap().len();
+    wait_until(30, "the lines durable in the buffer", || {
+        node.checkpoint_offset() == len
+    });
+    agent.kill();
+    std::fs::remove_file(node.data().join("checkpoints.json")).unwrap();
+}
+
 #[test]
 fn killed_with_the_lines_in_the_buffer_and_the_checkpoints_file_lost_nothing_is_read_twice() {
     let port = free_port();
@@ -36,14 +47,9 @@ fn killed_with_the_lines_in_the_buffer_and_the_checkpoints_file_lost_nothing_is_
             ("kept".to_owned(), seq)
         })
         .collect();
-    let file_len = std::fs::metadata(&w.path).unwrap().len();
     let agent = Agent::start(&config);
     // Elasticsearch is away: every line waits in the buffer, durable.
-    wait_until(30, "every line durable in the buffer", || {
-        node.checkpoint_offset() == file_len
-    });
-    agent.kill();
-    std::fs::remove_file(node.data().join("checkpoints.json")).unwrap();
+    kill_once_durable(&node, agent, &w);
 
     let es = osmem_on(port);
     let agent = Agent::start(&config);
@@ -149,25 +155,6 @@ fn seqs_in(es: &Osmem, pattern: &str) -> std::collections::HashMap<(String, u64)
     seq_counts(&es.all_documents(pattern).expect("search"))
 }
 
-/// Lines `range` of `w`, durable in the buffer, then a SIGKILL with the checkpoints file a
-/// second behind (here: lost), as the ends of both tests below.
-fn write_buffer_and_kill(
-    node: &Node,
-    agent: Agent,
-    w: &mut LogWriter,
-    range: std::ops::Range<u64>,
-) {
-    for seq in range {
-        w.json_line(seq).unwrap();
-    }
-    let len = std::fs::metadata(&w.path).unwrap().len();
-    wait_until(30, "the lines durable in the buffer", || {
-        node.checkpoint_offset() == len
-    });
-    agent.kill();
-    std::fs::remove_file(node.data().join("checkpoints.json")).unwrap();
-}
-
 #[test]
 fn a_pod_relabelled_between_a_sigkill_and_the_restart_puts_each_line_in_one_index_once() {
     use support::kubeapi::{FakeApi, pod};
@@ -189,7 +176,10 @@ fn a_pod_relabelled_between_a_sigkill_and_the_restart_puts_each_line_in_one_inde
     );
     let mut w = node.writer("shop", "orders-1", "api", Format::Cri);
     let agent = Agent::start(&config);
-    write_buffer_and_kill(&node, agent, &mut w, 0..300);
+    for seq in 0..300 {
+        w.json_line(seq).unwrap();
+    }
+    kill_once_durable(&node, agent, &w);
     // Relabelled while the agent is down: its lines from now on are no audit.
     audited["metadata"]["labels"]["logging.klear.io/class"] = "app".into();
     api.put_pod(audited);
@@ -246,7 +236,7 @@ fn a_route_reloaded_just_before_a_sigkill_routes_no_line_twice() {
     wait_until(10, "the reload taken", || {
         agent.logs().contains("config reloaded")
     });
-    write_buffer_and_kill(&node, agent, &mut w, 300..300);
+    kill_once_durable(&node, agent, &w);
 
     let es = osmem_on(port);
     let agent = Agent::start(&config);

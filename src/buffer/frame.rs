@@ -35,10 +35,7 @@ const MAX_PAYLOAD: usize = 1 << 30;
 /// Appends one frame to `out` (the agent writes frames in place: [`seal`]).
 #[cfg(test)]
 pub fn encode(out: &mut Vec<u8>, time_ms: u64, payload: &[u8]) {
-    let start = out.len();
-    out.extend_from_slice(&[0; HEADER]);
-    out.extend_from_slice(payload);
-    seal(&mut out[start..], time_ms);
+    append_as(FRAME_MAGIC, out, time_ms, &[payload]);
 }
 
 /// Fills in the header of `frame`: [`HEADER`] bytes of room followed by the payload. Lets the
@@ -49,19 +46,23 @@ pub fn seal(frame: &mut [u8], time_ms: u64) {
 
 /// Appends a link frame to `out`: the segment before this one is `previous`, `length` bytes.
 pub fn encode_link(out: &mut Vec<u8>, time_ms: u64, previous: u64, length: u64) {
-    let start = out.len();
-    out.extend_from_slice(&[0; HEADER]);
-    out.extend_from_slice(&previous.to_le_bytes());
-    out.extend_from_slice(&length.to_le_bytes());
-    seal_as(LINK_MAGIC, &mut out[start..], time_ms);
+    let payload = [previous.to_le_bytes(), length.to_le_bytes()];
+    append_as(LINK_MAGIC, out, time_ms, &[&payload[0], &payload[1]]);
 }
 
 /// Appends a positions frame holding `payload` to `out`.
 pub fn encode_positions(out: &mut Vec<u8>, time_ms: u64, payload: &[u8]) {
+    append_as(POSITIONS_MAGIC, out, time_ms, &[payload]);
+}
+
+/// Appends a frame with `magic` whose payload is `parts`, back to back.
+fn append_as(magic: &[u8; 4], out: &mut Vec<u8>, time_ms: u64, parts: &[&[u8]]) {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER]);
-    out.extend_from_slice(payload);
-    seal_as(POSITIONS_MAGIC, &mut out[start..], time_ms);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    seal_as(magic, &mut out[start..], time_ms);
 }
 
 fn seal_as(magic: &[u8; 4], frame: &mut [u8], time_ms: u64) {

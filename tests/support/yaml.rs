@@ -38,3 +38,29 @@ pub fn documents(yaml: &str) -> Vec<Value> {
     );
     serde_json::from_slice(&out.stdout).expect("PyYAML's JSON")
 }
+
+/// What kubernetes-validate says of `yaml`, checked strictly against Kubernetes 1.37's
+/// schemas (it must be installed, and every object must pass).
+pub fn kubernetes_validate(yaml: &str) -> String {
+    let out = python_on(
+        &["-m", "kubernetes_validate", "--strict", "-k", "1.37.0", "-"],
+        yaml,
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !text.contains("No module named"),
+        "kubernetes-validate is not installed: run scripts/install-deps\n{text}"
+    );
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+/// `Kind/name` of an object.
+pub fn kind_name(doc: &Value) -> String {
+    format!(
+        "{}/{}",
+        doc["kind"].as_str().unwrap_or("?"),
+        doc["metadata"]["name"].as_str().unwrap_or("?")
+    )
+}
