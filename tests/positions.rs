@@ -256,3 +256,34 @@ fn a_route_reloaded_just_before_a_sigkill_routes_no_line_twice() {
     assert_nothing_read_twice(&agent);
     assert!(agent.stop().success());
 }
+
+#[test]
+fn a_file_rotated_while_the_agent_was_down_and_the_checkpoints_file_lost_is_read_on_from_its_position()
+ {
+    let port = free_port();
+    let node = Node::new();
+    let config = node.config(&format!("http://127.0.0.1:{port}"), "", "");
+    let mut w = node.writer("shop", "rotated", "app", Format::Cri);
+    for seq in 0..200 {
+        w.json_line(seq).unwrap();
+    }
+    let agent = Agent::start(&config);
+    kill_once_durable(&node, agent, &w);
+    // While the agent is down: more lines, then the kubelet's rotation, then the new file's.
+    for seq in 200..230 {
+        w.json_line(seq).unwrap();
+    }
+    w.rotate("20261206-120000").unwrap();
+    for seq in 230..280 {
+        w.json_line(seq).unwrap();
+    }
+
+    let es = osmem_on(port);
+    let agent = Agent::start(&config);
+    // The rotated file is found again from the position the buffer kept (its path among it):
+    // its last 30 lines are read, its first 200 not again.
+    let expected: HashSet<(String, u64)> = (0..280).map(|s| ("rotated".to_owned(), s)).collect();
+    assert_exactly_once(&es, &expected);
+    assert_nothing_read_twice(&agent);
+    assert!(agent.stop().success());
+}
