@@ -277,12 +277,16 @@ fn thousands_of_idle_connections_cannot_exhaust_the_agents_file_descriptors() {
         flood,
         "every idle socket connected and is held (connect errors: {failed:?})"
     );
-    // Give the agent time to accept every one of them, measuring as it goes.
+    // Give the agent time to accept every one of them, measuring as it goes. Each episode
+    // keeps 64 (until the header timeout lets them go); under load the last of the flood may
+    // be accepted only in a second or third episode (as the log check below allows), into the
+    // slots the first idle ones left.
     let bound = before + 64 + 16;
     wait_until(30, "the flood to be accepted and turned away", || {
         most = most.max(open_fds(pid));
         most > bound
-            || agent.metric("logferry_api_connections_refused_total") as usize + 64 >= held.len()
+            || agent.metric("logferry_api_connections_refused_total") as usize + 3 * 64
+                >= held.len()
     });
     most = most.max(open_fds(pid));
     eprintln!(
