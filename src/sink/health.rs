@@ -1,4 +1,4 @@
-//! Shipping's own check, named `elasticsearch`: unhealthy when records wait and no request has
+//! Shipping's own check, named after the output (`elasticsearch`, `kafka`): unhealthy when records wait and no request has
 //! been made for longer than the grace past the shippers' own promised next attempt (a stall a
 //! restart would fix); degraded while the cluster refuses or fails (a restart would not).
 
@@ -9,6 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub struct ShippingCheck {
+    /// `elasticsearch` or `kafka`: where records go.
+    pub name: &'static str,
+    /// Whether `/ready` says what `/health` says (Kafka: a node whose brokers cannot be
+    /// reached is not ready to hand its records on); degraded, never unhealthy there.
+    pub in_ready: bool,
     pub sink: Arc<SinkState>,
     /// Whether records wait.
     pub buffer: Arc<Buffer>,
@@ -19,7 +24,17 @@ pub struct ShippingCheck {
 
 impl Check for ShippingCheck {
     fn name(&self) -> &'static str {
-        "elasticsearch"
+        self.name
+    }
+
+    fn ready(&self) -> Option<(Level, String)> {
+        if !self.in_ready {
+            return None;
+        }
+        Some(match self.sink.describe() {
+            (true, detail) => (Level::Healthy, detail),
+            (false, detail) => (Level::Degraded, detail),
+        })
     }
 
     /// `now` and the shippers' deadline are both monotonic readings.

@@ -17,6 +17,7 @@ mod client;
 mod deadletter;
 mod health;
 mod hosts;
+pub mod kafka;
 mod refused;
 mod response;
 mod salvage;

@@ -6,6 +6,7 @@
 pub mod kubeapi;
 pub mod lifecycle;
 pub mod proxy;
+pub mod tcp_proxy;
 pub mod tls;
 
 pub use logferry_harness::{Format, LogWriter, Osmem, http_json};
