@@ -15,6 +15,7 @@
 mod agent;
 mod backlog;
 mod compare;
+mod kafka;
 mod logs;
 mod multiline;
 mod peer;
@@ -44,7 +45,7 @@ struct Cli {
     /// Where logs, buffers and checkpoints go. On a real disk: the buffer fsyncs.
     #[arg(long, default_value = "target/bench-work")]
     dir: PathBuf,
-    /// Only these scenarios (one-file, many-files, idle-files, idle, catch-up, latency,
+    /// Only these scenarios (one-file, kafka-out, many-files, idle-files, idle, catch-up, latency,
     /// steady-1k, steady-10k, wide-lines, multiline, multiline-off, redact, production, reload,
     /// routes).
     #[arg(long = "only", value_delimiter = ',')]

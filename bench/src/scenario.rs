@@ -145,9 +145,14 @@ impl<'a> Bench<'a> {
     /// Files to read: one, a hundred in two formats, and ten busy beside a thousand idle.
     fn files(self) -> Vec<Scenario<'a>> {
         let (bin, sink) = (self.bin, self.sink);
-        let idle_files = self.lines(100_000);
+        let (idle_files, one_file) = (self.lines(100_000), self.lines(1_000_000));
         vec![
             Scenario::new("one-file", LIKE_LOGFERRY, self.one_file("one-file", "", "")),
+            Scenario::logferry_only(
+                "kafka-out",
+                "logferry's Kafka output",
+                Box::new(move |w| crate::kafka::run(bin, sink.addr, w, one_file)),
+            ),
             Scenario::new(
                 "many-files",
                 Comparison::Unfair("CRI and docker files: the peer's config reads CRI only"),
@@ -303,6 +308,7 @@ mod tests {
             names,
             [
                 "one-file",
+                "kafka-out",
                 "many-files",
                 "idle-files",
                 "idle",
