@@ -183,15 +183,21 @@ fn every_line_is_one_message_with_its_id_and_index_and_the_document_elasticsearc
     assert!(agent.stop().success());
 }
 
-#[test]
-fn brokers_unreachable_for_a_while_then_back_lose_nothing_and_keep_every_id() {
-    // The broker advertises the proxy, so every connection of the agent goes through it.
+/// Tansu behind a proxy that can be cut. The broker advertises the proxy, so every connection
+/// of a client goes through it.
+fn tansu_behind_proxy() -> (Tansu, TcpProxy) {
     let listen = free_port();
     let proxy_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let proxy_port = proxy_listener.local_addr().unwrap().port();
     let t = Tansu::start_advertising(listen, proxy_port).expect("Tansu installed");
     let proxy = TcpProxy::serve(proxy_listener, &format!("127.0.0.1:{listen}"));
     t.create_topic(TOPIC, 3).expect("create the topic");
+    (t, proxy)
+}
+
+#[test]
+fn brokers_unreachable_for_a_while_then_back_lose_nothing_and_keep_every_id() {
+    let (t, proxy) = tansu_behind_proxy();
     let node = Node::new();
     // Shorter than the outage: messages given back as failed are produced again by the agent.
     let agent = Agent::start(&kafka_config(
@@ -238,36 +244,41 @@ fn brokers_unreachable_for_a_while_then_back_lose_nothing_and_keep_every_id() {
 
 #[test]
 fn a_sigkill_mid_stream_then_a_restart_loses_nothing_and_reproduces_under_the_same_ids() {
-    let t = tansu();
+    let (t, proxy) = tansu_behind_proxy();
     let node = Node::new();
-    let config = kafka_config(&node, &t.addr, "");
+    let config = kafka_config(&node, &proxy.addr(), "");
     let agent = Agent::start(&config);
     let mut w = node.writer("shop", "crashy", "app", Format::Cri);
     let mut expected = HashSet::new();
-    for seq in 0..3000 {
-        w.json_line(seq).unwrap();
-        expected.insert(("crashy".to_owned(), seq));
-        if seq == 1500 {
-            wait_until(30, "some lines to be in the topic", || {
-                t.count(TOPIC).unwrap_or(0) > 100
-            });
-            agent_kill(&agent);
+    let mut write = |from: u64, to: u64| {
+        for seq in from..to {
+            w.json_line(seq).unwrap();
+            expected.insert(("crashy".to_owned(), seq));
+            if seq % 100 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
-        if seq % 100 == 0 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
+    };
+    write(0, 1500);
+    wait_until(30, "some lines to be in the topic", || {
+        t.messages(TOPIC).map_or(0, |m| m.len()) > 100
+    });
+    // Lines handed to the producer and not yet acknowledged when the agent dies: the broker
+    // is cut off (so they wait in the producer), the buffer's cursor is saved meanwhile.
+    proxy.set_down(true);
+    write(1500, 2500);
+    wait_until(30, "the lines to be buffered", || {
+        agent.metric("logferry_input_lines_total ") >= 2500
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    agent.signal("KILL");
     drop(agent);
+    proxy.set_down(false);
+    write(2500, 3000);
     let agent = Agent::start(&config);
     let messages = wait_for_all(&t, &expected, 90, &agent);
     assert_all_with_stable_ids(&messages, &expected);
     assert!(agent.stop().success());
-}
-
-/// SIGKILL now (the agent is reaped when the handle is dropped).
-fn agent_kill(agent: &Agent) {
-    agent.signal("KILL");
-    std::thread::sleep(Duration::from_millis(200));
 }
 
 fn validate(path: &Path) -> (i32, String) {
