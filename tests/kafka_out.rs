@@ -281,6 +281,68 @@ fn a_sigkill_mid_stream_then_a_restart_loses_nothing_and_reproduces_under_the_sa
     assert!(agent.stop().success());
 }
 
+#[test]
+fn a_reload_takes_a_changed_kafka_section_for_the_next_batch_and_loses_nothing() {
+    let t = tansu();
+    t.create_topic("logs-b", 2)
+        .expect("create the second topic");
+    let node = Node::new();
+    let config = kafka_config(&node, &t.addr, "compression = \"zstd\"");
+    let agent = Agent::start(&config);
+    let first = node.json_lines("first", 200);
+    wait_for_all(&t, &first, 60, &agent);
+
+    // Another topic and codec: taken by the next batch, under the same ids.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let changed = text
+        .replace(&format!("topic = \"{TOPIC}\""), "topic = \"logs-b\"")
+        .replace("compression = \"zstd\"", "compression = \"lz4\"");
+    std::fs::write(&config, &changed).unwrap();
+    agent.signal("HUP");
+    wait_until_showing(
+        30,
+        "the reload to be taken",
+        || agent.logs().contains("config reloaded"),
+        || agent.logs(),
+    );
+    let second = node.json_lines("second", 200);
+    let mut in_b = HashSet::new();
+    wait_until(60, "the new lines in the new topic", || {
+        in_b = t.messages("logs-b").unwrap().iter().map(pod_seq).collect();
+        second.is_subset(&in_b)
+    });
+    let in_first: HashSet<_> = t.messages(TOPIC).unwrap().iter().map(pod_seq).collect();
+    assert!(
+        first.is_subset(&in_first),
+        "the first lines stay where they went"
+    );
+    assert!(
+        in_first.is_disjoint(&second),
+        "nothing of the second went to the old topic"
+    );
+
+    // Removing [kafka] is not taken: the output is chosen at start, and the check says so.
+    let without = changed[..changed.find("[kafka]").unwrap()].to_owned()
+        + &changed[changed.find("[buffer]").unwrap()..];
+    std::fs::write(
+        &config,
+        without.replace("hosts = []", "hosts = [\"http://127.0.0.1:9\"]"),
+    )
+    .unwrap();
+    agent.signal("HUP");
+    wait_until(30, "the config check to name what needs a restart", || {
+        agent.get("/health")["checks"]["config"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("kafka (adding or removing the section)"))
+    });
+    let third = node.json_lines("third", 50);
+    wait_until(60, "the lines after it still in the new topic", || {
+        let seen: HashSet<_> = t.messages("logs-b").unwrap().iter().map(pod_seq).collect();
+        third.is_subset(&seen)
+    });
+    assert!(agent.stop().success());
+}
+
 fn validate(path: &Path) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_logferry"))
         .args(["validate", "--config"])

@@ -201,6 +201,9 @@ impl Reloader {
     fn prepare(&self) -> Result<Ready, Refused> {
         let mut cfg = Config::load(&self.options.path)?;
         let restart = cfg.keep_restart_only(&self.started);
+        if restart.contains(&crate::config::KAFKA_OUTPUT) {
+            cfg.kafka.clone_from(&self.running.kafka);
+        }
         let file = self.options.path.display().to_string();
         output::encoder(&cfg, &self.stages.metrics, None).map_err(|e| Refused::Stages {
             file: file.clone(),

@@ -180,9 +180,10 @@ impl Config {
             "kubernetes.api_server" => kubernetes.api_server;
             "input.max_line_bytes" => input.max_line_bytes;
         }
-        // The output is chosen at start: adding or removing [kafka] needs a restart.
+        // The output is chosen at start: adding or removing [kafka] needs a restart. The
+        // reloader keeps the running section (see KAFKA_OUTPUT).
         if self.kafka.is_some() != started.kafka.is_some() {
-            differ.push("kafka (adding or removing the section)");
+            differ.push(KAFKA_OUTPUT);
             self.kafka = started.kafka.clone();
         }
         // Taken for batches and the tailer's chunk; the buffer's segments keep their size.
@@ -327,6 +328,11 @@ pub fn problem_at_key(text: &str, dotted: &str, message: &str) -> Problem {
         message,
     )
 }
+
+/// What [`Config::keep_restart_only`] names when a file adds or removes `[kafka]`: the output
+/// the agent started with stays, with the settings it runs with (a reload gives the running
+/// `[kafka]` back, not the one of the start).
+pub const KAFKA_OUTPUT: &str = "kafka (adding or removing the section)";
 
 /// Stands for `data_dir` in `buffer.path`; not an environment variable.
 const DATA_DIR: &str = "${data_dir}";
