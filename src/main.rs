@@ -213,6 +213,12 @@ fn limit(l: Option<u64>) -> String {
 async fn setup_once(cfg: &Config) -> anyhow::Result<()> {
     use logferry::sink::setup::Setup;
     use std::sync::Arc;
+    if cfg.kafka.is_some() {
+        println!(
+            "nothing to install from this config: records go to Kafka ([kafka]); run setup with the config of the agent that indexes the topic"
+        );
+        return Ok(());
+    }
     let connector = Arc::new(logferry::sink::Connector::new(&cfg.elasticsearch)?);
     let metrics = Arc::new(logferry::metrics::Metrics::new());
     let setup = Setup::for_job(cfg, connector, metrics);

@@ -180,6 +180,26 @@ fn every_line_is_one_message_with_its_id_and_index_and_the_document_elasticsearc
     wait_until(10, "the buffer to drain", || {
         agent.metric("logferry_buffer_records ") == 0
     });
+    // `logferry top` reads the same metrics and checks.
+    let top = Command::new(env!("CARGO_BIN_EXE_logferry"))
+        .args(["top", "--once", "--url", &format!("http://{}", agent.api)])
+        .output()
+        .expect("run logferry top");
+    let screen = String::from_utf8_lossy(&top.stdout);
+    assert!(top.status.success(), "{screen}");
+    let total = format!("total {}", expected.len());
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains("documents indexed") && l.contains(&total)),
+        "{screen}"
+    );
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.trim_start().starts_with("kafka") && l.contains("healthy")),
+        "{screen}"
+    );
     assert!(agent.stop().success());
 }
 
