@@ -35,7 +35,7 @@ pub fn split(item: &[u8]) -> Parts<'_> {
         document = rest;
     }
     let (index, id) = match agents_action(action) {
-        Some(both) => both,
+        Some((index, id)) => (Some(index), Some(id)),
         None => (
             string_after(action, b"\"_index\":\""),
             string_after(action, b"\"_id\":\""),
@@ -50,13 +50,13 @@ pub fn split(item: &[u8]) -> Parts<'_> {
 
 /// The index and id of an action line as [`crate::encode`] writes it, read in place (no
 /// search: this runs for every record).
-fn agents_action(action: &[u8]) -> Option<(Option<&[u8]>, Option<&[u8]>)> {
+fn agents_action(action: &[u8]) -> Option<(&[u8], &[u8])> {
     let rest = action.strip_prefix(b"{\"create\":{\"_index\":\"")?;
     let end = memchr::memchr(b'"', rest)?;
     let (index, rest) = (&rest[..end], &rest[end..]);
     let rest = rest.strip_prefix(b"\",\"_id\":\"")?;
     let id = &rest[..memchr::memchr(b'"', rest)?];
-    Some((Some(index), Some(id)))
+    Some((index, id))
 }
 
 /// The JSON string value that follows `prefix` (which ends with its opening quote), without
