@@ -10,6 +10,7 @@
 //!   parse, interpolate, deserialize section by section, validate) and the error type
 //!   ([`Error`], one [`Problem`] per thing wrong);
 //! - `input.rs`: `[input]` and `[parse]` — which files are read, and how lines become fields;
+//!   `forward.rs`: `[[input.forward]]` — forward protocol listeners (the aggregator role);
 //! - `elasticsearch.rs`: `[elasticsearch]` with its `tls` and `auth` tables, and [`Secret`];
 //! - `buffer.rs`: `[buffer]` — the disk buffer and the shippers' pace, and what
 //!   `chunk_limit_size` means in each of its roles;
@@ -27,6 +28,7 @@
 mod api;
 mod buffer;
 mod elasticsearch;
+mod forward;
 mod input;
 mod interpolate;
 mod kubernetes;
@@ -42,6 +44,7 @@ mod validate;
 pub use api::Api;
 pub use buffer::{Buffer, OverflowAction};
 pub use elasticsearch::{Auth, Compression, Elasticsearch, Secret, Tls};
+pub use forward::Forward;
 pub use input::{Input, Parse, ReadFrom};
 pub use kubernetes::Kubernetes;
 pub use multiline::{BUILT_IN_RULES, CustomRule, Multiline};
@@ -173,6 +176,7 @@ impl Config {
             "kubernetes.node_name" => kubernetes.node_name;
             "kubernetes.api_server" => kubernetes.api_server;
             "input.max_line_bytes" => input.max_line_bytes;
+            "input.forward" => input.forward;
         }
         // Taken for batches and the tailer's chunk; the buffer's segments keep their size.
         if self.buffer.chunk_limit_size != started.buffer.chunk_limit_size {

@@ -51,8 +51,17 @@ fn data_dir(data_dir: &Path, found: &mut Findings) {
 }
 
 fn input(input: &Input, found: &mut Findings) {
-    if input.include.is_empty() {
-        found.bad("input.include", "needs at least one glob");
+    // An aggregator reads no files: its records come from its listeners.
+    if input.include.is_empty() && input.forward.is_empty() {
+        found.bad(
+            "input.include",
+            "needs at least one glob (or an [[input.forward]] listener)",
+        );
+    }
+    for (i, f) in input.forward.iter().enumerate() {
+        for (key, message) in f.problems(i) {
+            found.bad(&key, message);
+        }
     }
     for (key, globs) in [
         ("input.include", &input.include),

@@ -1,0 +1,221 @@
+//! One forward connection: read a frame, hand its entries on, ack once durable, read the next.
+
+use super::msgpack::{self, Error as MsgError};
+use super::{Ids, Shared, entry, protocol};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+/// Bytes asked of the socket per read, and of the budget before it.
+const READ_SIZE: usize = 64 * 1024;
+const KIB: usize = 1024;
+/// A connection closed because the agent is stopping, not for anything its peer did.
+const STOPPING: &str = "stopping";
+
+/// Why a connection was closed early.
+struct Refusal {
+    reason: &'static str,
+    why: String,
+}
+
+fn refusal(reason: &'static str, why: impl Into<String>) -> Refusal {
+    Refusal {
+        reason,
+        why: why.into(),
+    }
+}
+
+/// Serves `stream` until the peer closes it, the agent stops, or the peer is refused.
+pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let n = shared.accepted.fetch_add(1, Ordering::Relaxed);
+    let mut conn = Connection {
+        stream,
+        buf: Vec::new(),
+        held: Held { shared, kib: 0 },
+        seed: shared.seed ^ u128::from(n),
+        entries: 0,
+    };
+    match conn.run(shared).await {
+        Ok(()) => {}
+        // Not the peer's doing: its frame gets no ack and comes again to the next start.
+        Err(r) if r.reason == STOPPING => tracing::debug!(%peer, why = r.why, "forward: closed"),
+        Err(r) => shared.refused(peer, r.reason, &r.why),
+    }
+}
+
+struct Connection<'s> {
+    stream: TcpStream,
+    /// Bytes read and not yet taken as frames.
+    buf: Vec<u8>,
+    held: Held<'s>,
+    seed: u128,
+    /// Entries taken on this connection so far: the ids of frames without a chunk id.
+    entries: u64,
+}
+
+/// Budget this connection holds, given back when it goes.
+struct Held<'s> {
+    shared: &'s Shared,
+    kib: usize,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.shared.budget.add_permits(self.kib);
+    }
+}
+
+impl Held<'_> {
+    /// Holds exactly enough for `bytes`, waiting (at most `stall_timeout`) for what it lacks.
+    async fn hold(&mut self, bytes: usize) -> Result<(), Refusal> {
+        let want = bytes.div_ceil(KIB);
+        if want <= self.kib {
+            self.shared.budget.add_permits(self.kib - want);
+            self.kib = want;
+            return Ok(());
+        }
+        let more = u32::try_from(want - self.kib).unwrap_or(u32::MAX);
+        let wait = self.shared.cfg.stall_timeout.0;
+        match tokio::time::timeout(wait, self.shared.budget.acquire_many(more)).await {
+            Ok(Ok(permit)) => {
+                permit.forget();
+                self.kib += more as usize;
+                Ok(())
+            }
+            _ => Err(refusal(
+                "stalled",
+                "no room in max_bytes_in_flight within stall_timeout",
+            )),
+        }
+    }
+}
+
+impl Connection<'_> {
+    /// Reads until the socket has nothing more for now, then takes the whole frames read:
+    /// a frame is parsed once per burst, not once per read (a 16 MiB frame in 64 KiB reads
+    /// would otherwise be walked 256 times).
+    async fn run(&mut self, shared: &Shared) -> Result<(), Refusal> {
+        let limit = shared.cfg.chunk_size_limit.as_usize();
+        let mut drained = true;
+        loop {
+            if drained {
+                self.take_frames(shared, limit).await?;
+            }
+            if self.buf.len() >= limit {
+                return Err(refusal(
+                    "too_large",
+                    format!("a frame is larger than chunk_size_limit ({limit} bytes)"),
+                ));
+            }
+            // Room for one more read in the middle of a frame; an idle connection holds
+            // nothing until bytes come (at most one read's worth beyond the budget).
+            if !self.buf.is_empty() {
+                self.held.hold(self.buf.len() + READ_SIZE).await?;
+            }
+            self.buf.reserve(READ_SIZE);
+            let n = if drained {
+                self.wait_for_bytes(shared).await?
+            } else {
+                match self.stream.try_read_buf(&mut self.buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        drained = true;
+                        continue;
+                    }
+                    Err(e) => return Err(refusal("invalid", format!("read failed: {e}"))),
+                }
+            };
+            self.held.hold(self.buf.len()).await?;
+            if n == 0 {
+                // The peer closed: what it sent whole is taken (a client may send and close);
+                // a frame it left half-sent was never acked, so it is sent again.
+                return self.take_frames(shared, limit).await;
+            }
+            drained = false;
+        }
+    }
+
+    /// Waits for the next bytes; in the middle of a frame, at most `stall_timeout`.
+    async fn wait_for_bytes(&mut self, shared: &Shared) -> Result<usize, Refusal> {
+        let mid_frame = !self.buf.is_empty();
+        let read = self.stream.read_buf(&mut self.buf);
+        let n = if mid_frame {
+            tokio::time::timeout(shared.cfg.stall_timeout.0, read)
+                .await
+                .map_err(|_| {
+                    refusal(
+                        "stalled",
+                        "stopped in the middle of a frame for stall_timeout",
+                    )
+                })?
+        } else {
+            read.await
+        };
+        n.map_err(|e| refusal("invalid", format!("read failed: {e}")))
+    }
+
+    /// Takes every whole frame at the start of the buffer.
+    async fn take_frames(&mut self, shared: &Shared, limit: usize) -> Result<(), Refusal> {
+        let mut start = 0;
+        while start < self.buf.len() {
+            let (value, used) = match msgpack::read(&self.buf[start..]) {
+                Ok(read) => read,
+                Err(MsgError::Incomplete) => break,
+                Err(MsgError::Invalid(why)) => return Err(refusal("invalid", why)),
+            };
+            let mut unpacked = Vec::new();
+            let frame = protocol::frame(value, &mut unpacked, limit).map_err(|e| {
+                let reason = match e {
+                    protocol::Refused::TooLarge(_) => "too_large",
+                    _ => "invalid",
+                };
+                refusal(reason, e.to_string())
+            })?;
+            let chunk = frame.chunk.map(<[u8]>::to_vec);
+            let ids = match &chunk {
+                Some(c) => Ids::Chunk(c),
+                None => Ids::Connection {
+                    seed: self.seed,
+                    entry: self.entries,
+                },
+            };
+            let entries = entry::entries(frame, ids, &shared.cfg.tag_key);
+            start += used;
+            self.entries += entries.len() as u64;
+            self.hand_on(shared, entries, chunk).await?;
+        }
+        self.buf.drain(..start);
+        Ok(())
+    }
+
+    /// Hands `entries` to the buffer; with a chunk id, acks once they are durable.
+    async fn hand_on(
+        &mut self,
+        shared: &Shared,
+        entries: Vec<entry::Entry>,
+        chunk: Option<Vec<u8>>,
+    ) -> Result<(), Refusal> {
+        let count = entries.len() as u64;
+        let out = shared.out.clone();
+        let durable = tokio::task::spawn_blocking(move || out.deliver(entries))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        // Stopping: no ack, so the forwarder keeps the chunk and sends it to the next start.
+        let Some(durable) = durable else {
+            return Err(refusal(STOPPING, "the agent is stopping"));
+        };
+        shared.metrics.forward_entries.inc_by(count);
+        let Some(chunk) = chunk else {
+            return Ok(());
+        };
+        if durable.await.is_err() {
+            return Err(refusal(STOPPING, "the entries did not become durable"));
+        }
+        self.stream
+            .write_all(&protocol::ack(&chunk))
+            .await
+            .map_err(|e| refusal("invalid", format!("cannot send the ack: {e}")))
+    }
+}

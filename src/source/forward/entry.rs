@@ -1,0 +1,172 @@
+//! A forwarded entry as the rest of the pipeline sees a line: a [`Record`] whose message is
+//! the entry's record as a JSON object (parsed and merged like an application's JSON line,
+//! redacted and routed like one), the [`FileMeta`] of its pod when the forwarder knew it, and
+//! the document id it will be indexed under.
+//!
+//! What a forwarder's record may carry of the agent's own fields is taken as the agent would
+//! have written it: a `kubernetes` object (Fluent Bit's and Fluentd's kubernetes filters write
+//! the same names logferry does) becomes the document's `kubernetes`, and its namespace and
+//! labels are what routes and `redact.skip_namespaces` see; a `docker` object likewise; a
+//! `stream` of `stdout` or `stderr` is the record's stream. The tag is written under `tag_key`,
+//! replacing a member of that name (as Fluentd's `include_tag_key` does).
+
+use super::msgpack::{self, Value};
+use super::protocol::Frame;
+use crate::vocab::{FileMeta, Flags, Record, Stream};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One entry, ready for the encoder.
+#[derive(Debug)]
+pub struct Entry {
+    pub record: Record<'static>,
+    pub meta: FileMeta,
+    /// The document id: the same for the same entry of a chunk sent again.
+    pub id: [u8; 32],
+}
+
+/// Where a frame's ids come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Ids<'a> {
+    /// The frame's `chunk` option: a forwarder that resends a chunk it got no ack for sends the
+    /// same chunk id (Fluentd's is a unique id per chunk, Fluent Bit's a hash of the payload),
+    /// so each entry's id is the tag, the chunk id and the entry's index.
+    Chunk(&'a [u8]),
+    /// No chunk: nothing is resent, so the ids only need to be unique: the connection's seed
+    /// (its listener, when it was accepted, its number) and the entry's number on it.
+    Connection { seed: u128, entry: u64 },
+}
+
+/// The frame's entries; `tag_key` names the field the tag goes in.
+pub fn entries(frame: Frame<'_>, ids: Ids<'_>, tag_key: &str) -> Vec<Entry> {
+    let tag = String::from_utf8_lossy(frame.tag);
+    frame
+        .entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (ns, record))| {
+            let id = match ids {
+                Ids::Chunk(chunk) => id(&[b"chunk", frame.tag, chunk], i as u64),
+                Ids::Connection { seed, entry } => {
+                    id(&[b"conn", &seed.to_le_bytes()], entry + i as u64)
+                }
+            };
+            convert(ns, record, &tag, tag_key, id)
+        })
+        .collect()
+}
+
+fn id(parts: &[&[u8]], index: u64) -> [u8; 32] {
+    let mut input = Vec::with_capacity(64);
+    for p in parts {
+        // Length-prefixed, so no two different (tag, chunk) pairs hash the same bytes.
+        input.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        input.extend_from_slice(p);
+    }
+    input.extend_from_slice(&index.to_le_bytes());
+    let h = xxhash_rust::xxh3::xxh3_128(&input);
+    let mut out = [0u8; 32];
+    let _ = hex::encode_to_slice(h.to_be_bytes(), &mut out);
+    out
+}
+
+fn convert(ns: i64, record: Value<'_>, tag: &str, tag_key: &str, id: [u8; 32]) -> Entry {
+    let mut meta = FileMeta::default();
+    let mut stream = None;
+    let mut message = Vec::with_capacity(256);
+    message.push(b'{');
+    match record {
+        Value::Map(pairs) => {
+            for (k, v) in &pairs {
+                let key = k.as_bytes().unwrap_or_default();
+                if key == tag_key.as_bytes() {
+                    continue;
+                }
+                if take_own(key, v, &mut meta, &mut stream) {
+                    continue;
+                }
+                if message.len() > 1 {
+                    message.push(b',');
+                }
+                msgpack::write_key(k, &mut message);
+                message.push(b':');
+                msgpack::write_json(v, &mut message);
+            }
+        }
+        // Not a map (the protocol wants one): kept whole as the message's text.
+        other => {
+            message.extend_from_slice(b"\"log\":");
+            msgpack::write_json(&other, &mut message);
+        }
+    }
+    if message.len() > 1 {
+        message.push(b',');
+    }
+    msgpack::write_str(tag_key.as_bytes(), &mut message);
+    message.push(b':');
+    msgpack::write_str(tag.as_bytes(), &mut message);
+    message.push(b'}');
+    let time = chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(ns)
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    Entry {
+        record: Record {
+            time: Cow::Owned(time),
+            stream,
+            message: Cow::Owned(message),
+            offset: 0,
+            flags: Flags::default(),
+        },
+        meta,
+        id,
+    }
+}
+
+/// Takes a member that is the agent's own field into `meta` or `stream`; true if taken.
+fn take_own(key: &[u8], v: &Value<'_>, meta: &mut FileMeta, stream: &mut Option<Stream>) -> bool {
+    match (key, v) {
+        (b"kubernetes", Value::Map(pairs)) => {
+            meta.namespace = member_str(pairs, "namespace_name").map(Arc::from);
+            if let Some(Value::Map(labels)) = member(pairs, "labels") {
+                let labels: BTreeMap<String, String> = labels
+                    .iter()
+                    .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
+                    .collect();
+                meta.labels = Arc::new(labels);
+            }
+            meta.fields.extend_from_slice(b",\"kubernetes\":");
+            msgpack::write_json(v, &mut meta.fields);
+            true
+        }
+        (b"docker", Value::Map(_)) => {
+            meta.fields.extend_from_slice(b",\"docker\":");
+            msgpack::write_json(v, &mut meta.fields);
+            true
+        }
+        (b"stream", Value::Str(s)) if *s == b"stdout" || *s == b"stderr" => {
+            *stream = Some(if *s == b"stdout" {
+                Stream::Stdout
+            } else {
+                Stream::Stderr
+            });
+            true
+        }
+        _ => false,
+    }
+}
+
+fn member<'v, 'a>(pairs: &'v [(Value<'a>, Value<'a>)], name: &str) -> Option<&'v Value<'a>> {
+    pairs
+        .iter()
+        .find(|(k, _)| k.as_bytes() == Some(name.as_bytes()))
+        .map(|(_, v)| v)
+}
+
+fn member_str(pairs: &[(Value<'_>, Value<'_>)], name: &str) -> Option<String> {
+    member(pairs, name).and_then(text)
+}
+
+fn text(v: &Value<'_>) -> Option<String> {
+    v.as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+}

@@ -1,0 +1,110 @@
+use super::msgpack::{self, Value};
+use super::protocol::{self, Refused};
+use super::{Ids, entry};
+
+fn s(x: &str) -> Value<'_> {
+    Value::Str(x.as_bytes())
+}
+
+fn frame_of(v: Value<'_>) -> Result<Vec<entry::Entry>, Refused> {
+    let mut unpacked = Vec::new();
+    let f = protocol::frame(v, &mut unpacked, 1 << 20)?;
+    let ids = match f.chunk {
+        Some(c) => Ids::Chunk(c),
+        None => Ids::Connection { seed: 7, entry: 0 },
+    };
+    Ok(entry::entries(f, ids, "tag"))
+}
+
+fn message(record: Value<'static>, chunk: &'static str) -> Value<'static> {
+    Value::Array(vec![
+        s("app.web"),
+        Value::Uint(1_796_119_200),
+        record,
+        Value::Map(vec![(s("chunk"), s(chunk))]),
+    ])
+}
+
+fn text(e: &entry::Entry) -> String {
+    String::from_utf8(e.record.message.to_vec()).unwrap()
+}
+
+#[test]
+fn the_same_entry_of_the_same_chunk_has_the_same_id_and_nothing_else_does() {
+    let rec = || Value::Map(vec![(s("msg"), s("hi"))]);
+    let a = frame_of(message(rec(), "c1")).unwrap();
+    let again = frame_of(message(rec(), "c1")).unwrap();
+    let other = frame_of(message(rec(), "c2")).unwrap();
+    assert_eq!(a[0].id, again[0].id, "a resent chunk keeps its ids");
+    assert_ne!(a[0].id, other[0].id, "another chunk is other documents");
+    // Without a chunk, entries of one connection differ by their number.
+    let list = Value::Array(vec![
+        Value::Array(vec![Value::Uint(1), rec()]),
+        Value::Array(vec![Value::Uint(1), rec()]),
+    ]);
+    let two = frame_of(Value::Array(vec![s("t"), list])).unwrap();
+    assert_ne!(two[0].id, two[1].id);
+}
+
+#[test]
+fn the_tag_replaces_a_member_and_pod_fields_are_the_documents_own() {
+    let rec = Value::Map(vec![
+        (s("tag"), s("mine")),
+        (s("stream"), s("stdout")),
+        (
+            s("kubernetes"),
+            Value::Map(vec![
+                (s("namespace_name"), s("pay")),
+                (s("labels"), Value::Map(vec![(s("app"), s("api"))])),
+            ]),
+        ),
+        (Value::Uint(3), Value::Float(f64::NAN)),
+    ]);
+    let e = frame_of(message(rec, "c")).unwrap().remove(0);
+    assert_eq!(text(&e), r#"{"3":null,"tag":"app.web"}"#);
+    assert_eq!(e.meta.namespace.as_deref(), Some("pay"));
+    assert_eq!(e.meta.labels.get("app").map(String::as_str), Some("api"));
+    assert_eq!(
+        String::from_utf8(e.meta.fields.clone()).unwrap(),
+        r#","kubernetes":{"namespace_name":"pay","labels":{"app":"api"}}"#
+    );
+    assert_eq!(e.record.stream, Some(crate::vocab::Stream::Stdout));
+    assert_eq!(e.record.time, "2026-12-01T10:00:00.000000000Z");
+}
+
+#[test]
+fn a_record_that_is_not_a_map_is_kept_as_its_text() {
+    let e = frame_of(message(s("plain text"), "c")).unwrap().remove(0);
+    assert_eq!(text(&e), r#"{"log":"plain text","tag":"app.web"}"#);
+}
+
+#[test]
+fn frames_that_are_not_the_protocol_are_refused() {
+    for bad in [
+        Value::Map(vec![]),
+        Value::Array(vec![]),
+        Value::Array(vec![Value::Uint(1), Value::Uint(2), Value::Map(vec![])]),
+        Value::Array(vec![s("t")]),
+        // A message without its record; an entry that is not a pair; a time that is text.
+        Value::Array(vec![s("t"), Value::Uint(1)]),
+        Value::Array(vec![s("t"), Value::Array(vec![Value::Uint(1)])]),
+        Value::Array(vec![s("t"), s("now"), Value::Map(vec![])]),
+    ] {
+        assert!(frame_of(bad.clone()).is_err(), "{bad:?}");
+    }
+    // Packed entries that end mid-entry.
+    let packed = [0x92, 0x01];
+    let v = Value::Array(vec![s("t"), Value::Bin(&packed)]);
+    assert!(frame_of(v).is_err());
+}
+
+#[test]
+fn the_ack_is_a_map_of_the_chunk_id() {
+    for n in [3usize, 40, 300, 70_000] {
+        let chunk = vec![b'z'; n];
+        let ack = protocol::ack(&chunk);
+        let (v, used) = msgpack::read(&ack).unwrap();
+        assert_eq!(used, ack.len());
+        assert_eq!(v, Value::Map(vec![(s("ack"), Value::Str(&chunk))]));
+    }
+}
