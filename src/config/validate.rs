@@ -543,7 +543,8 @@ fn conditions(r: &Route, key: &str, c: &Config, found: &mut Findings) {
             "an empty list matches nothing",
         );
     }
-    if !r.when.labels.is_empty() && !c.kubernetes.enabled {
+    // Forwarded records carry their pod's labels (a forwarder's kubernetes filter).
+    if !r.when.labels.is_empty() && !c.kubernetes.enabled && c.input.forward.is_empty() {
         found.bad(
             &format!("{when}.labels"),
             "pod labels come from the Kubernetes API: needs [kubernetes] enabled = true",

@@ -7,7 +7,8 @@
 //! - CompressedPackedForward: the same, gzipped, with `option.compressed = "gzip"`
 //!
 //! The time is an integer (seconds), a float, or the EventTime extension (type 0: seconds and
-//! nanoseconds, big-endian). `option.chunk` asks for an `{"ack": chunk}` answer.
+//! nanoseconds, big-endian), alone or, as Fluent Bit 2.1 and later send it, paired with a
+//! metadata map. `option.chunk` asks for an `{"ack": chunk}` answer.
 
 use super::msgpack::{self, Value};
 use std::io::Read as _;
@@ -101,8 +102,15 @@ fn entry(e: Value<'_>) -> Result<(i64, Value<'_>), Refused> {
     Ok((event_time(&pair[0])?, record))
 }
 
-/// An entry's time in Unix nanoseconds.
+/// An entry's time in Unix nanoseconds. Fluent Bit 2.1 and later send its log events' own
+/// shape, `[[time, metadata], record]`: the time is the first of the pair (the metadata, empty
+/// unless a processor set some, is not kept).
 fn event_time(v: &Value) -> Result<i64, Refused> {
+    if let Value::Array(pair) = v
+        && let [time, Value::Map(_)] = pair.as_slice()
+    {
+        return event_time(time);
+    }
     const BAD: Refused = Refused::Shape("a time must be an integer, a float or an EventTime");
     let ns = match v {
         Value::Uint(s) => i64::try_from(*s)

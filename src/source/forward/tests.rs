@@ -73,6 +73,19 @@ fn the_tag_replaces_a_member_and_pod_fields_are_the_documents_own() {
 }
 
 #[test]
+fn fluent_bits_time_with_metadata_is_a_time() {
+    // Fluent Bit 2.1+: [[EventTime, {}], record].
+    let time = Value::Ext(0, &[0x6b, 0x0e, 0x9a, 0xa0, 0, 0, 0, 7]);
+    let entry = Value::Array(vec![
+        Value::Array(vec![time, Value::Map(vec![])]),
+        Value::Map(vec![(s("log"), s("x"))]),
+    ]);
+    let v = Value::Array(vec![s("t"), Value::Array(vec![entry])]);
+    let e = frame_of(v).unwrap().remove(0);
+    assert_eq!(e.record.time, "2026-12-01T10:00:00.000000007Z");
+}
+
+#[test]
 fn a_record_that_is_not_a_map_is_kept_as_its_text() {
     let e = frame_of(message(s("plain text"), "c")).unwrap().remove(0);
     assert_eq!(text(&e), r#"{"log":"plain text","tag":"app.web"}"#);
