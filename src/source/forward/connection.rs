@@ -186,6 +186,11 @@ impl Connection<'_> {
             self.hand_on(shared, entries, chunk).await?;
         }
         self.buf.drain(..start);
+        if self.buf.is_empty() && self.buf.capacity() > 4 * READ_SIZE {
+            // A big frame's memory is not kept by an idle connection (the budget was given
+            // back with its bytes; this is the allocation).
+            self.buf = Vec::new();
+        }
         Ok(())
     }
 

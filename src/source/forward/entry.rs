@@ -15,7 +15,7 @@ use super::protocol::Frame;
 use crate::vocab::{FileMeta, Flags, Record, Stream};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// One entry, ready for the encoder.
 #[derive(Debug)]
@@ -41,6 +41,9 @@ pub enum Ids<'a> {
 /// The frame's entries; `tag_key` names the field the tag goes in.
 pub fn entries(frame: Frame<'_>, ids: Ids<'_>, tag_key: &str) -> Vec<Entry> {
     let tag = String::from_utf8_lossy(frame.tag);
+    // A frame's entries mostly share their time (a forwarder's flush of one second): it is
+    // written once per distinct time, not once per entry.
+    let mut time: Option<(i64, String)> = None;
     frame
         .entries
         .into_iter()
@@ -52,10 +55,26 @@ pub fn entries(frame: Frame<'_>, ids: Ids<'_>, tag_key: &str) -> Vec<Entry> {
                     id(&[b"conn", &seed.to_le_bytes()], entry + i as u64)
                 }
             };
-            convert(ns, record, &tag, tag_key, id)
+            let at = match &time {
+                Some((t, text)) if *t == ns => text.clone(),
+                _ => {
+                    let text = rfc3339(ns);
+                    time = Some((ns, text.clone()));
+                    text
+                }
+            };
+            convert(at, record, &tag, tag_key, id)
         })
         .collect()
 }
+
+fn rfc3339(ns: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(ns)
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// Labels of a record whose forwarder sent none: shared, not allocated per entry.
+static NO_LABELS: LazyLock<Arc<BTreeMap<String, String>>> = LazyLock::new(Arc::default);
 
 fn id(parts: &[&[u8]], index: u64) -> [u8; 32] {
     let mut input = Vec::with_capacity(64);
@@ -71,8 +90,16 @@ fn id(parts: &[&[u8]], index: u64) -> [u8; 32] {
     out
 }
 
-fn convert(ns: i64, record: Value<'_>, tag: &str, tag_key: &str, id: [u8; 32]) -> Entry {
-    let mut meta = FileMeta::default();
+fn convert(time: String, record: Value<'_>, tag: &str, tag_key: &str, id: [u8; 32]) -> Entry {
+    let mut meta = FileMeta {
+        fields: Vec::new(),
+        excluded: false,
+        parse_json: true,
+        multiline: None,
+        partial: false,
+        namespace: None,
+        labels: NO_LABELS.clone(),
+    };
     let mut stream = None;
     let mut message = Vec::with_capacity(256);
     message.push(b'{');
@@ -107,8 +134,6 @@ fn convert(ns: i64, record: Value<'_>, tag: &str, tag_key: &str, id: [u8; 32]) -
     message.push(b':');
     msgpack::write_str(tag.as_bytes(), &mut message);
     message.push(b'}');
-    let time = chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(ns)
-        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     Entry {
         record: Record {
             time: Cow::Owned(time),
