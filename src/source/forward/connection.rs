@@ -19,6 +19,14 @@ struct Refusal {
     why: String,
 }
 
+fn refused(e: protocol::Refused) -> Refusal {
+    let reason = match e {
+        protocol::Refused::TooLarge(_) => "too_large",
+        _ => "invalid",
+    };
+    refusal(reason, e.to_string())
+}
+
 fn refusal(reason: &'static str, why: impl Into<String>) -> Refusal {
     Refusal {
         reason,
@@ -159,19 +167,14 @@ impl Connection<'_> {
     async fn take_frames(&mut self, shared: &Shared, limit: usize) -> Result<(), Refusal> {
         let mut start = 0;
         while start < self.buf.len() {
-            let (value, used) = match msgpack::read(&self.buf[start..]) {
-                Ok(read) => read,
+            let used = match msgpack::value_len(&self.buf[start..]) {
+                Ok(used) => used,
                 Err(MsgError::Incomplete) => break,
                 Err(MsgError::Invalid(why)) => return Err(refusal("invalid", why)),
             };
             let mut unpacked = Vec::new();
-            let frame = protocol::frame(value, &mut unpacked, limit).map_err(|e| {
-                let reason = match e {
-                    protocol::Refused::TooLarge(_) => "too_large",
-                    _ => "invalid",
-                };
-                refusal(reason, e.to_string())
-            })?;
+            let bytes = &self.buf[start..start + used];
+            let frame = protocol::frame(bytes, &mut unpacked, limit).map_err(refused)?;
             let chunk = frame.chunk.map(<[u8]>::to_vec);
             let ids = match &chunk {
                 Some(c) => Ids::Chunk(c),
@@ -180,7 +183,7 @@ impl Connection<'_> {
                     entry: self.entries,
                 },
             };
-            let entries = entry::entries(frame, ids, &shared.cfg.tag_key);
+            let entries = entry::entries(frame, ids, &shared.cfg.tag_key).map_err(refused)?;
             start += used;
             self.entries += entries.len() as u64;
             self.hand_on(shared, entries, chunk).await?;

@@ -10,8 +10,8 @@
 //! `stream` of `stdout` or `stderr` is the record's stream. The tag is written under `tag_key`,
 //! replacing a member of that name (as Fluentd's `include_tag_key` does).
 
-use super::msgpack::{self, Value};
-use super::protocol::Frame;
+use super::msgpack::{self, Head, Reader, Value};
+use super::protocol::{Frame, Refused};
 use crate::vocab::{FileMeta, Flags, Record, Stream};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -39,7 +39,7 @@ pub enum Ids<'a> {
 }
 
 /// The frame's entries; `tag_key` names the field the tag goes in.
-pub fn entries(frame: Frame<'_>, ids: Ids<'_>, tag_key: &str) -> Vec<Entry> {
+pub fn entries(frame: Frame<'_>, ids: Ids<'_>, tag_key: &str) -> Result<Vec<Entry>, Refused> {
     let tag = String::from_utf8_lossy(frame.tag);
     // A frame's entries mostly share their time (a forwarder's flush of one second): it is
     // written once per distinct time, not once per entry.
@@ -90,7 +90,15 @@ fn id(parts: &[&[u8]], index: u64) -> [u8; 32] {
     out
 }
 
-fn convert(time: String, record: Value<'_>, tag: &str, tag_key: &str, id: [u8; 32]) -> Entry {
+/// The record's members are written as JSON straight from the frame's bytes; only the
+/// agent's own members (`kubernetes`, `docker`, `stream`) are read into values.
+fn convert(
+    time: String,
+    record: &[u8],
+    tag: &str,
+    tag_key: &str,
+    id: [u8; 32],
+) -> Result<Entry, Refused> {
     let mut meta = FileMeta {
         fields: Vec::new(),
         excluded: false,
@@ -101,30 +109,40 @@ fn convert(time: String, record: Value<'_>, tag: &str, tag_key: &str, id: [u8; 3
         labels: NO_LABELS.clone(),
     };
     let mut stream = None;
-    let mut message = Vec::with_capacity(256);
+    let mut message = Vec::with_capacity(record.len() + record.len() / 4 + 32);
     message.push(b'{');
-    match record {
-        Value::Map(pairs) => {
-            for (k, v) in &pairs {
-                let key = k.as_bytes().unwrap_or_default();
-                if key == tag_key.as_bytes() {
+    let mut r = Reader::new(record);
+    match r.head()? {
+        Head::Map(n) => {
+            for _ in 0..n {
+                let key = r.read()?;
+                let name = key.as_bytes().unwrap_or_default();
+                if name == tag_key.as_bytes() {
+                    r.skip()?;
                     continue;
                 }
-                if take_own(key, v, &mut meta, &mut stream) {
+                let own = matches!(name, b"kubernetes" | b"docker" | b"stream");
+                let value = if own { Some(r.read()?) } else { None };
+                if let Some(v) = &value
+                    && take_own(name, v, &mut meta, &mut stream)
+                {
                     continue;
                 }
                 if message.len() > 1 {
                     message.push(b',');
                 }
-                msgpack::write_key(k, &mut message);
+                msgpack::write_key(&key, &mut message);
                 message.push(b':');
-                msgpack::write_json(v, &mut message);
+                match &value {
+                    Some(v) => msgpack::write_json(v, &mut message),
+                    None => r.transcode(&mut message)?,
+                }
             }
         }
         // Not a map (the protocol wants one): kept whole as the message's text.
-        other => {
+        _ => {
             message.extend_from_slice(b"\"log\":");
-            msgpack::write_json(&other, &mut message);
+            Reader::new(record).transcode(&mut message)?;
         }
     }
     if message.len() > 1 {
@@ -134,7 +152,7 @@ fn convert(time: String, record: Value<'_>, tag: &str, tag_key: &str, id: [u8; 3
     message.push(b':');
     msgpack::write_str(tag.as_bytes(), &mut message);
     message.push(b'}');
-    Entry {
+    Ok(Entry {
         record: Record {
             time: Cow::Owned(time),
             stream,
@@ -144,7 +162,7 @@ fn convert(time: String, record: Value<'_>, tag: &str, tag_key: &str, id: [u8; 3
         },
         meta,
         id,
-    }
+    })
 }
 
 /// Takes a member that is the agent's own field into `meta` or `stream`; true if taken.

@@ -40,16 +40,6 @@ pub fn read(buf: &[u8]) -> Result<(Value<'_>, usize), Error> {
     Ok((v, r.pos))
 }
 
-/// Reads every value in `buf`, back to back (a PackedForward's entries).
-pub fn read_all(buf: &[u8]) -> Result<Vec<Value<'_>>, Error> {
-    let mut r = Reader { buf, pos: 0 };
-    let mut out = Vec::new();
-    while r.pos < buf.len() {
-        out.push(r.value(0)?);
-    }
-    Ok(out)
-}
-
 impl<'a> Value<'a> {
     /// A string's (or, as old Fluentd clients send strings, a binary's) bytes.
     pub fn as_bytes(&self) -> Option<&'a [u8]> {
@@ -60,12 +50,145 @@ impl<'a> Value<'a> {
     }
 }
 
-struct Reader<'a> {
+/// Reads values one after another from a frame, building nothing it is not asked for: the
+/// entries of a frame are walked ([`Reader::skip`]) and their records written as JSON
+/// ([`Reader::transcode`]) straight from the bytes.
+pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
+/// An array or a map's header, read; or neither, left unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    Array(usize),
+    Map(usize),
+    Scalar,
+}
+
+/// The length of the value at the start of `buf` (a whole frame), allocating nothing.
+pub fn value_len(buf: &[u8]) -> Result<usize, Error> {
+    let mut r = Reader::new(buf);
+    r.skip()?;
+    Ok(r.pos)
+}
+
 impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, pos: 0 }
+    }
+
+    pub fn at_end(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    /// The next value, built (for small ones: a tag, a time, an option map).
+    pub fn read(&mut self) -> Result<Value<'a>, Error> {
+        self.value(0)
+    }
+
+    /// Reads an array's or a map's header; a scalar is left to be read.
+    pub fn head(&mut self) -> Result<Head, Error> {
+        let b = *self.buf.get(self.pos).ok_or(Error::Incomplete)?;
+        let head = match b {
+            0x80..=0x8f => Head::Map(usize::from(b & 0x0f)),
+            0x90..=0x9f => Head::Array(usize::from(b & 0x0f)),
+            0xdc..=0xdf => {
+                self.pos += 1;
+                let n = self.len(2 << (b & 1))?;
+                return Ok(if b < 0xde {
+                    Head::Array(n)
+                } else {
+                    Head::Map(n)
+                });
+            }
+            _ => return Ok(Head::Scalar),
+        };
+        self.pos += 1;
+        Ok(head)
+    }
+
+    /// Passes over the next value; its bytes.
+    pub fn skip(&mut self) -> Result<&'a [u8], Error> {
+        self.skip_at(0)
+    }
+
+    fn skip_at(&mut self, depth: usize) -> Result<&'a [u8], Error> {
+        if depth > MAX_DEPTH {
+            return Err(Error::Invalid("nested deeper than 64 levels"));
+        }
+        let start = self.pos;
+        match self.head()? {
+            Head::Array(n) => {
+                for _ in 0..n {
+                    self.skip_at(depth + 1)?;
+                }
+            }
+            Head::Map(n) => {
+                for _ in 0..2 * n {
+                    self.skip_at(depth + 1)?;
+                }
+            }
+            Head::Scalar => {
+                self.value(depth)?;
+            }
+        }
+        Ok(&self.buf[start..self.pos])
+    }
+
+    /// Writes the next value as JSON (as [`write_json`] does), allocating nothing.
+    pub fn transcode(&mut self, out: &mut Vec<u8>) -> Result<(), Error> {
+        self.transcode_at(out, 0)
+    }
+
+    fn transcode_at(&mut self, out: &mut Vec<u8>, depth: usize) -> Result<(), Error> {
+        if depth > MAX_DEPTH {
+            return Err(Error::Invalid("nested deeper than 64 levels"));
+        }
+        match self.head()? {
+            Head::Array(n) => {
+                out.push(b'[');
+                for i in 0..n {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    self.transcode_at(out, depth + 1)?;
+                }
+                out.push(b']');
+            }
+            Head::Map(n) => {
+                out.push(b'{');
+                for i in 0..n {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    self.key(out, depth + 1)?;
+                    out.push(b':');
+                    self.transcode_at(out, depth + 1)?;
+                }
+                out.push(b'}');
+            }
+            Head::Scalar => write_json(&self.value(depth)?, out),
+        }
+        Ok(())
+    }
+
+    /// Writes the next value, a map's key, as a JSON string.
+    pub fn key(&mut self, out: &mut Vec<u8>, depth: usize) -> Result<(), Error> {
+        let start = self.pos;
+        match self.head()? {
+            Head::Scalar => write_key(&self.value(depth)?, out),
+            // A key that is an array or a map (the format allows it): its JSON as the name.
+            _ => {
+                self.pos = start;
+                let mut text = Vec::new();
+                self.transcode_at(&mut text, depth)?;
+                write_str(&text, out);
+            }
+        }
+        Ok(())
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
         let end = self.pos.checked_add(n).ok_or(Error::Incomplete)?;
         let s = self.buf.get(self.pos..end).ok_or(Error::Incomplete)?;
@@ -292,9 +415,36 @@ mod tests {
     }
 
     #[test]
-    fn packed_entries_read_back_to_back() {
-        let b = [0x92, 0x01, 0x80, 0x92, 0x02, 0x80];
-        assert_eq!(read_all(&b).unwrap().len(), 2);
-        assert_eq!(read_all(&b[..5]), Err(Error::Incomplete));
+    fn transcoding_writes_what_reading_then_writing_does() {
+        let cases: [&[u8]; 4] = [
+            // {"a":[1,{"b":"x"}],"c":null}
+            &[
+                0x82, 0xa1, b'a', 0x92, 0x01, 0x81, 0xa1, b'b', 0xa1, b'x', 0xa1, b'c', 0xc0,
+            ],
+            // A map keyed by a map, and by an integer, in 16-bit headers.
+            &[0xde, 0, 2, 0x81, 0x01, 0x02, 0xc3, 0x05, 0xdc, 0, 1, 0xc2],
+            &[0xa2, 0xff, b'x'],
+            &[0x90],
+        ];
+        for bytes in cases {
+            let (v, n) = read(bytes).unwrap();
+            let mut want = Vec::new();
+            write_json(&v, &mut want);
+            let mut got = Vec::new();
+            let mut r = Reader::new(bytes);
+            r.transcode(&mut got).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want)
+            );
+            assert!(r.at_end());
+            assert_eq!(value_len(bytes), Ok(n));
+            assert_eq!(Reader::new(bytes).skip(), Ok(bytes));
+        }
+        assert_eq!(value_len(&[0x92, 0x01]), Err(Error::Incomplete));
+        assert!(matches!(
+            value_len(&vec![0x91; 1000]),
+            Err(Error::Invalid(_))
+        ));
     }
 }

@@ -10,14 +10,15 @@
 //! nanoseconds, big-endian), alone or, as Fluent Bit 2.1 and later send it, paired with a
 //! metadata map. `option.chunk` asks for an `{"ack": chunk}` answer.
 
-use super::msgpack::{self, Value};
+use super::msgpack::{self, Head, Reader, Value};
 use std::io::Read as _;
 
-/// One frame, decoded.
+/// One frame, decoded down to its entries: each a time and its record's bytes, which
+/// [`super::entry`] writes as JSON straight from the frame.
 #[derive(Debug)]
 pub struct Frame<'a> {
     pub tag: &'a [u8],
-    pub entries: Vec<(i64, Value<'a>)>,
+    pub entries: Vec<(i64, &'a [u8])>,
     /// `option.chunk`: the forwarder waits for this back in an ack.
     pub chunk: Option<&'a [u8]>,
 }
@@ -36,54 +37,68 @@ pub enum Refused {
     TooLarge(usize),
 }
 
-/// Decodes `v` (one frame) into a tag and entries. A gzipped PackedForward is unpacked into
-/// `unpacked`, at most `limit` bytes, which the entries then borrow from.
+impl From<msgpack::Error> for Refused {
+    fn from(e: msgpack::Error) -> Refused {
+        match e {
+            // The frame is whole (its length was read first): what ends early is inside it.
+            msgpack::Error::Incomplete => Refused::Shape("a value inside the frame ends early"),
+            msgpack::Error::Invalid(why) => Refused::Msgpack(why),
+        }
+    }
+}
+
+/// Decodes `bytes` (one whole frame) into a tag and entries. A gzipped PackedForward is
+/// unpacked into `unpacked`, at most `limit` bytes, which the entries then borrow from.
 pub fn frame<'a>(
-    v: Value<'a>,
+    bytes: &'a [u8],
     unpacked: &'a mut Vec<u8>,
     limit: usize,
 ) -> Result<Frame<'a>, Refused> {
-    let Value::Array(items) = v else {
+    let mut r = Reader::new(bytes);
+    let Head::Array(len) = r.head()? else {
         return Err(Refused::Shape("a frame must be an array"));
     };
-    let mut items = items.into_iter();
-    let tag = items
-        .next()
-        .as_ref()
-        .and_then(Value::as_bytes)
-        .ok_or(Refused::Shape(
-            "the first element must be the tag, a string",
-        ))?;
-    let second = items
-        .next()
-        .ok_or(Refused::Shape("a frame needs entries after its tag"))?;
-    let (entries, option) = match second {
-        Value::Array(list) => {
-            let entries = list.into_iter().map(entry).collect::<Result<_, _>>()?;
-            (entries, items.next())
-        }
-        Value::Str(packed) | Value::Bin(packed) => {
-            let option = items.next();
-            let packed: &'a [u8] = if option_str(option.as_ref(), "compressed") == Some(b"gzip") {
-                gunzip(packed, &mut *unpacked, limit)?;
-                unpacked
-            } else {
-                packed
-            };
-            let values = msgpack::read_all(packed).map_err(|e| match e {
-                msgpack::Error::Incomplete => Refused::Shape("the packed entries end mid-entry"),
-                msgpack::Error::Invalid(why) => Refused::Msgpack(why),
-            })?;
-            let entries = values.into_iter().map(entry).collect::<Result<_, _>>()?;
-            (entries, option)
-        }
-        time => {
-            let record = items
-                .next()
-                .ok_or(Refused::Shape("a message needs a record after its time"))?;
-            (vec![(event_time(&time)?, record)], items.next())
-        }
+    if len < 2 {
+        return Err(Refused::Shape("a frame needs entries after its tag"));
+    }
+    let tag = r.read()?.as_bytes().ok_or(Refused::Shape(
+        "the first element must be the tag, a string",
+    ))?;
+    let mut option_at = 2;
+    let entries = match r.head()? {
+        Head::Array(n) => (0..n).map(|_| entry(&mut r)).collect::<Result<_, _>>()?,
+        Head::Map(_) => return Err(Refused::Shape("entries must be an array or packed")),
+        Head::Scalar => match r.read()? {
+            Value::Str(packed) | Value::Bin(packed) => {
+                let option = (len > 2).then(|| r.read()).transpose()?;
+                let packed: &'a [u8] = if option_str(option.as_ref(), "compressed") == Some(b"gzip")
+                {
+                    gunzip(packed, &mut *unpacked, limit)?;
+                    unpacked
+                } else {
+                    packed
+                };
+                let mut p = Reader::new(packed);
+                let mut entries = Vec::new();
+                while !p.at_end() {
+                    entries.push(entry(&mut p)?);
+                }
+                return Ok(Frame {
+                    tag,
+                    entries,
+                    chunk: option_str(option.as_ref(), "chunk"),
+                });
+            }
+            time => {
+                if len < 3 {
+                    return Err(Refused::Shape("a message needs a record after its time"));
+                }
+                option_at = 3;
+                vec![(event_time(&time)?, r.skip()?)]
+            }
+        },
     };
+    let option = (len > option_at).then(|| r.read()).transpose()?;
     Ok(Frame {
         tag,
         entries,
@@ -91,26 +106,27 @@ pub fn frame<'a>(
     })
 }
 
-fn entry(e: Value<'_>) -> Result<(i64, Value<'_>), Refused> {
-    let Value::Array(mut pair) = e else {
-        return Err(Refused::Shape("an entry must be [time, record]"));
-    };
-    if pair.len() != 2 {
+/// `[time, record]`, where the time may be `[time, metadata]` (Fluent Bit 2.1 and later).
+fn entry<'a>(r: &mut Reader<'a>) -> Result<(i64, &'a [u8]), Refused> {
+    if r.head()? != Head::Array(2) {
         return Err(Refused::Shape("an entry must be [time, record]"));
     }
-    let record = pair.pop().unwrap_or(Value::Nil);
-    Ok((event_time(&pair[0])?, record))
+    let time = match r.head()? {
+        Head::Array(2) => {
+            let time = r.read()?;
+            r.skip()?;
+            time
+        }
+        Head::Scalar => r.read()?,
+        _ => return Err(Refused::Shape("an entry's time must be a time")),
+    };
+    Ok((event_time(&time)?, r.skip()?))
 }
 
 /// An entry's time in Unix nanoseconds. Fluent Bit 2.1 and later send its log events' own
 /// shape, `[[time, metadata], record]`: the time is the first of the pair (the metadata, empty
-/// unless a processor set some, is not kept).
+/// unless a processor set some, is not kept; see [`entry`]).
 fn event_time(v: &Value) -> Result<i64, Refused> {
-    if let Value::Array(pair) = v
-        && let [time, Value::Map(_)] = pair.as_slice()
-    {
-        return event_time(time);
-    }
     const BAD: Refused = Refused::Shape("a time must be an integer, a float or an EventTime");
     let ns = match v {
         Value::Uint(s) => i64::try_from(*s)
