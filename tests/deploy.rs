@@ -1,6 +1,8 @@
 //! The Kubernetes manifests: valid for a current Kubernetes, carrying a config the agent
 //! accepts, and laid out for `kubectl apply -k` (the base in deploy/k8s, an example overlay in
-//! deploy/overlays/example), rendered here by kubectl's own Kustomize.
+//! deploy/overlays/example), rendered here by kubectl's own Kustomize. The aggregator's base,
+//! deploy/k8s/aggregator, likewise, and what its StatefulSet promises a forwarder: what it
+//! acked is on a volume of the replica's own, which outlives the pod.
 
 #[path = "support/yaml.rs"]
 mod yaml;
@@ -10,7 +12,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-use yaml::{documents, kind_name, kubernetes_validate};
+use yaml::{documents, kind_name, kubernetes_validate, the_only};
 
 const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s/logferry.yaml");
 const SETUP_JOB: &str = concat!(
@@ -349,12 +351,6 @@ fn aggregator_objects() -> Vec<Value> {
             )
         })
         .collect()
-}
-
-fn the_only<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
-    assert_eq!(found.len(), 1, "one {kind}: {found:?}");
-    found[0]
 }
 
 fn read_config(rel: &str) -> (String, Config) {

@@ -1,7 +1,8 @@
 //! The Helm chart in deploy/helm/logferry: it lints, every render of it (the defaults and each
 //! values file in its ci/ folder) passes Kubernetes' schemas, its defaults render the objects of
-//! deploy/k8s and nothing else, and what it carries of the repository (the platform's config, the
-//! alerts, the dashboard) is the repository's. Rendered by the real helm (scripts/install-helm);
+//! deploy/k8s and nothing else (`aggregator.enabled` adds those of deploy/k8s/aggregator), and
+//! what it carries of the repository (the platform's and the aggregator's configs, the alerts,
+//! the dashboard) is the repository's. Rendered by the real helm (scripts/install-helm);
 //! no cluster is used.
 
 #[path = "support/yaml.rs"]
@@ -12,7 +13,7 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use yaml::{documents, kind_name, kubernetes_validate};
+use yaml::{documents, kind_name, kubernetes_validate, the_only};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/logferry");
 const K8S: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s");
@@ -147,12 +148,6 @@ fn object<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
             let have: Vec<String> = docs.iter().map(kind_name).collect();
             panic!("no {kind}/{name} in {have:?}")
         })
-}
-
-fn the_only<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
-    assert_eq!(found.len(), 1, "one {kind}: {:?}", found);
-    found[0]
 }
 
 /// Strict validation against Kubernetes 1.37's schemas, as tests/deploy.rs validates the
