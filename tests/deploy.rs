@@ -7,7 +7,7 @@
 #[path = "support/yaml.rs"]
 mod yaml;
 
-use logferry::config::{Config, FieldCondition, Route, Scalar};
+use logferry::config::Config;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -453,32 +453,7 @@ fn the_aggregator_configmap_carries_config_aggregator_toml() {
     let (_, platform) = read_config("config/platform.toml");
     assert_eq!(cfg.elasticsearch, platform.elasticsearch);
     assert_eq!(cfg.redact, platform.redact);
-    assert_eq!(cfg.routes, as_forwarded(&platform.routes));
-}
-
-/// The node agents' routes as an aggregator can hold them: a label condition becomes a field
-/// condition on the record's `kubernetes.labels`, where the forwarder's kubernetes filter wrote
-/// the label (`when.labels` needs `[kubernetes] enabled`, which an aggregator has no use for).
-/// One label per route: a route on two labels has no one field to name.
-fn as_forwarded(routes: &[Route]) -> Vec<Route> {
-    routes
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            let labels = std::mem::take(&mut r.when.labels);
-            assert!(labels.len() <= 1, "{}: one label per route", r.name);
-            if let Some((key, value)) = labels.into_iter().next() {
-                assert!(r.when.field.is_none(), "{}: labels and a field", r.name);
-                r.when.field = Some(FieldCondition {
-                    path: format!("kubernetes.labels.{key}"),
-                    equals: Some(Scalar::String(value)),
-                    exists: None,
-                    matches: None,
-                });
-            }
-            r
-        })
-        .collect()
+    assert_eq!(cfg.routes, platform.routes);
 }
 
 /// What the aggregator acked survives its pod: data_dir is on a volume of the replica's own
