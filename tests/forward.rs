@@ -523,8 +523,9 @@ fn a_full_buffer_holds_the_forwarder_back_and_loses_nothing() {
     agent.stop();
 }
 
-/// Fluent Bit's own out_forward, acks required, retrying forever, tailing a file into the
-/// agent while the agent is killed three times: every line once, and Fluent Bit's own shape of
+/// Fluent Bit's own out_forward, acks required, retrying forever, with the secure-forward
+/// handshake, tailing a file into the agent while the agent is killed three times: every line
+/// once, and Fluent Bit's own shape of
 /// an entry (`[[time, metadata], record]`, since 2.1) understood (it was not, before this test).
 /// The kills fall between Fluent Bit's flushes; a kill between a frame's fsync and its ack (the
 /// resent chunk that must be a 409) is `chunks_acked_across_sigkills_…`'s. Needs a Fluent Bit binary
@@ -535,10 +536,16 @@ fn a_full_buffer_holds_the_forwarder_back_and_loses_nothing() {
 fn fluent_bit_forwarding_through_sigkills_delivers_every_line_once() {
     let fluent_bit = std::env::var("LOGFERRY_FLUENT_BIT").expect("LOGFERRY_FLUENT_BIT");
     let es = osmem();
-    let a = aggregator(&es, "", "");
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("shared_key");
+    std::fs::write(&key_file, "s3cret").unwrap();
+    let a = aggregator(
+        &es,
+        &format!("shared_key_file = {:?}", key_file.display()),
+        "",
+    );
     let mut agent = Some(Agent::start(&a.config));
     wait_listening(a.port);
-    let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("app.log");
     let conf = dir.path().join("fluent-bit.conf");
     std::fs::write(
@@ -546,7 +553,7 @@ fn fluent_bit_forwarding_through_sigkills_delivers_every_line_once() {
         format!(
             "[SERVICE]\n    Flush 1\n    Log_Level info\n\
              [INPUT]\n    Name tail\n    Path {log}\n    Read_from_Head true\n    Refresh_Interval 1\n    Tag app.web\n\
-             [OUTPUT]\n    Name forward\n    Match *\n    Host 127.0.0.1\n    Port {port}\n    Require_ack_response true\n    Retry_Limit False\n",
+             [OUTPUT]\n    Name forward\n    Match *\n    Host 127.0.0.1\n    Port {port}\n    Require_ack_response true\n    Retry_Limit False\n    Shared_Key s3cret\n    Self_Hostname node-a\n",
             log = log.display(),
             port = a.port
         ),
@@ -589,4 +596,104 @@ fn fluent_bit_forwarding_through_sigkills_delivers_every_line_once() {
     assert!(twice.is_empty(), "twice {twice:?}");
     assert_eq!(count, n);
     agent.unwrap().stop();
+}
+
+/// Reads one whole MessagePack value from `s` (the agent's HELO or PONG).
+fn read_value(s: &mut TcpStream) -> Vec<u8> {
+    use logferry::source::forward::msgpack;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match msgpack::value_len(&buf) {
+            Ok(n) if n == buf.len() => return buf,
+            _ => {}
+        }
+        if s.read(&mut byte).unwrap_or(0) == 0 {
+            return buf;
+        }
+        buf.push(byte[0]);
+    }
+}
+
+fn sha512_hex(parts: &[&[u8]]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha512::new();
+    parts.iter().for_each(|p| h.update(p));
+    hex::encode(h.finalize())
+}
+
+/// `shared_key_file`: the secure-forward handshake. A peer that does not answer HELO with a
+/// PING carrying the key's digest never gets a frame in.
+#[test]
+fn without_the_shared_key_no_frame_gets_in() {
+    use logferry::source::forward::msgpack::{Value, read};
+    let es = osmem();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("shared_key");
+    std::fs::write(&key_file, "s3cret\n").unwrap();
+    let a = aggregator(
+        &es,
+        &format!(
+            "shared_key_file = {:?}\nself_hostname = \"agg-0\"",
+            key_file.display()
+        ),
+        "",
+    );
+    let agent = Agent::start(&a.config);
+    wait_listening(a.port);
+    let frame = forward_frame("app", "cart-1", 0..5, "k");
+    // A forwarder that knows nothing of the handshake: its frame is not a PING.
+    assert!(send_for_ack(a.port, &frame, "k", 10).is_err());
+    let handshake = |key: &str| -> (TcpStream, bool) {
+        let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let helo = read_value(&mut s);
+        let (Value::Array(helo), _) = read(&helo).unwrap() else {
+            panic!("HELO is an array")
+        };
+        let Value::Map(opts) = &helo[1] else {
+            panic!("HELO's options")
+        };
+        let nonce = opts
+            .iter()
+            .find(|(k, _)| k.as_bytes() == Some(b"nonce"))
+            .and_then(|(_, v)| v.as_bytes())
+            .unwrap()
+            .to_vec();
+        let digest = sha512_hex(&[b"salt", b"node-a", &nonce, key.as_bytes()]);
+        let ping = mp::array(&[
+            mp::str("PING"),
+            mp::str("node-a"),
+            mp::str("salt"),
+            mp::str(&digest),
+            mp::str(""),
+            mp::str(""),
+        ]);
+        s.write_all(&ping).unwrap();
+        let pong = read_value(&mut s);
+        let (pong_value, _) = read(&pong).unwrap();
+        let Value::Array(p) = &pong_value else {
+            panic!("PONG")
+        };
+        if p[1] == Value::Bool(true) {
+            // The listener proves it has the key too.
+            let theirs = sha512_hex(&[b"salt", b"agg-0", &nonce, key.as_bytes()]);
+            assert_eq!(p[4].as_bytes(), Some(theirs.as_bytes()));
+        }
+        (s, p[1] == Value::Bool(true))
+    };
+    let (mut wrong, ok) = handshake("guess");
+    assert!(!ok, "a wrong key is refused");
+    let mut b = [0u8; 1];
+    assert!(matches!(wrong.read(&mut b), Ok(0) | Err(_)), "and closed");
+    let (mut right, ok) = handshake("s3cret");
+    assert!(ok, "the right key is let in");
+    right.write_all(&frame).unwrap();
+    let want = ack_of("k");
+    let mut got = vec![0; want.len()];
+    right.read_exact(&mut got).unwrap();
+    assert_eq!(got, want);
+    assert_eq!(wait_for_count(&es, 5, 60), 5);
+    assert!(agent.metric("logferry_forward_refused_total{reason=\"unauthorized\"}") >= 2);
+    agent.stop();
 }

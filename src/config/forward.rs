@@ -30,6 +30,12 @@ pub struct Forward {
     /// before it is closed: a stalled peer costs its connection, never the agent.
     #[serde(default = "default_stall_timeout")]
     pub stall_timeout: Span,
+    /// A file holding the key of Fluentd's secure-forward handshake (`shared_key`): with it,
+    /// a peer must prove it has the key before any frame is taken. Read at start.
+    pub shared_key_file: Option<std::path::PathBuf>,
+    /// The name the handshake's answer carries (Fluentd's `self_hostname`); `HOSTNAME` from
+    /// the environment when unset (a pod's name), else `logferry`.
+    pub self_hostname: Option<String>,
 }
 
 fn default_tag_key() -> String {
@@ -72,6 +78,9 @@ impl Forward {
                 "must be at least chunk_size_limit, or a frame of that size could never be read"
                     .into(),
             ));
+        }
+        if self.self_hostname.as_deref().is_some_and(str::is_empty) {
+            out.push((key("self_hostname"), "must not be empty".into()));
         }
         if self.stall_timeout.0 < Duration::from_secs(1) {
             out.push((key("stall_timeout"), "must be at least 1s".into()));

@@ -276,7 +276,7 @@ impl Metrics {
             "config_last_reload_success_timestamp_seconds", "When the running config was taken, at start or by the last successful reload (Unix time)", m.config_last_reload_success;
             "forward_connections", "Forward protocol connections open ([[input.forward]])", m.forward_connections;
             "forward_entries", "Entries of forward protocol frames appended to the buffer", m.forward_entries;
-            "forward_refused", "Forward protocol connections closed for what their peer did, by reason (invalid, too_large, stalled, too_many_connections)", m.forward_refused;
+            "forward_refused", "Forward protocol connections closed for what their peer did, by reason (invalid, too_large, stalled, too_many_connections, unauthorized)", m.forward_refused;
         }
     }
 
@@ -317,7 +317,13 @@ impl Metrics {
         for outcome in ["resumed", "rotated", "refused", "gone", "excluded"] {
             let _ = m.fluentd_positions.get_or_create(&[("outcome", outcome)]);
         }
-        for reason in ["invalid", "too_large", "stalled", "too_many_connections"] {
+        for reason in [
+            "invalid",
+            "too_large",
+            "stalled",
+            "too_many_connections",
+            "unauthorized",
+        ] {
             let _ = m
                 .forward_refused
                 .get_or_create(&vec![("reason", reason.to_owned())]);

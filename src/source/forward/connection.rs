@@ -1,7 +1,7 @@
 //! One forward connection: read a frame, hand its entries on, ack once durable, read the next.
 
 use super::msgpack::{self, Error as MsgError};
-use super::{Ids, Shared, entry, protocol};
+use super::{Ids, Shared, entry, handshake, protocol};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -44,7 +44,15 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) 
         seed: shared.seed ^ u128::from(n),
         entries: 0,
     };
-    match conn.run(shared).await {
+    let admitted = match &shared.key {
+        Some(key) => conn.handshake(shared, key).await,
+        None => Ok(()),
+    };
+    let served = match admitted {
+        Ok(()) => conn.run(shared).await,
+        refused => refused,
+    };
+    match served {
         Ok(()) => {}
         // Not the peer's doing: its frame gets no ack and comes again to the next start.
         Err(r) if r.reason == STOPPING => tracing::debug!(%peer, why = r.why, "forward: closed"),
@@ -141,6 +149,49 @@ impl Connection<'_> {
                 return self.take_frames(shared, limit).await;
             }
             drained = false;
+        }
+    }
+
+    /// HELO, a PING with the right digest, PONG; anything else closes the connection before
+    /// a frame is read.
+    async fn handshake(&mut self, shared: &Shared, key: &handshake::Key) -> Result<(), Refusal> {
+        let nonce =
+            handshake::nonce().map_err(|e| refusal(STOPPING, format!("no random nonce: {e}")))?;
+        let io = |e: std::io::Error| refusal("invalid", format!("handshake: {e}"));
+        self.stream
+            .write_all(&handshake::helo(&nonce))
+            .await
+            .map_err(io)?;
+        let used = loop {
+            match msgpack::value_len(&self.buf) {
+                Ok(used) => break used,
+                Err(MsgError::Invalid(why)) => return Err(refusal("unauthorized", why)),
+                Err(MsgError::Incomplete) if self.buf.len() >= READ_SIZE => {
+                    return Err(refusal("unauthorized", "a PING larger than 64 KiB"));
+                }
+                Err(MsgError::Incomplete) => {}
+            }
+            self.buf.reserve(READ_SIZE);
+            let read = self.stream.read_buf(&mut self.buf);
+            match tokio::time::timeout(shared.cfg.stall_timeout.0, read).await {
+                Ok(Ok(0)) => return Err(refusal("unauthorized", "closed before its PING")),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(io(e)),
+                Err(_) => return Err(refusal("unauthorized", "no PING within stall_timeout")),
+            }
+        };
+        let (ping, _) =
+            msgpack::read(&self.buf[..used]).map_err(|_| refusal("unauthorized", "not a PING"))?;
+        let (pong, ok) = handshake::pong(&ping, &nonce, key);
+        self.stream.write_all(&pong).await.map_err(io)?;
+        self.buf.drain(..used);
+        if ok {
+            Ok(())
+        } else {
+            Err(refusal(
+                "unauthorized",
+                "the PING's shared_key digest is wrong",
+            ))
         }
     }
 

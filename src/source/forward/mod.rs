@@ -17,11 +17,13 @@
 //! claims a gigabyte, or a stall closes that one connection, counted in
 //! `logferry_forward_refused_total`.
 //!
-//! Not built: the secure-forward handshake (`shared_key`, HELO/PING/PONG), TLS, and UDP
-//! heartbeats; Fluentd's `heartbeat_type transport` (its default) needs none.
+//! With `shared_key_file`, every connection starts with Fluentd's secure-forward handshake
+//! ([`handshake`]). Not built: user authentication in the handshake, TLS, and UDP heartbeats;
+//! Fluentd's `heartbeat_type transport` (its default) needs none.
 
 mod connection;
 pub mod entry;
+pub mod handshake;
 pub mod msgpack;
 pub mod protocol;
 
@@ -55,19 +57,43 @@ pub struct Closed;
 pub struct Listener {
     listener: TcpListener,
     cfg: config::Forward,
+    key: Option<handshake::Key>,
 }
 
-/// Binds `cfg.listen`; an address in use is an error at start, not a silent second agent.
-pub async fn bind(cfg: &config::Forward) -> std::io::Result<Listener> {
+/// Reads the shared key (if any) and binds `cfg.listen`: an unreadable key file or an address
+/// in use is an error at start, not a listener open to anyone or a silent second agent.
+pub async fn bind(cfg: &config::Forward) -> anyhow::Result<Listener> {
+    let key = match &cfg.shared_key_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read shared_key_file {}: {e}", path.display())
+            })?;
+            let shared = text.trim().as_bytes().to_vec();
+            if shared.is_empty() {
+                anyhow::bail!("shared_key_file {} is empty", path.display());
+            }
+            let hostname = cfg.self_hostname.clone().unwrap_or_else(|| {
+                std::env::var("HOSTNAME")
+                    .ok()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "logferry".into())
+            });
+            Some(handshake::Key { shared, hostname })
+        }
+    };
     Ok(Listener {
         listener: TcpListener::bind(cfg.listen).await?,
         cfg: cfg.clone(),
+        key,
     })
 }
 
 /// What every connection of one listener shares.
 struct Shared {
     cfg: config::Forward,
+    /// The secure-forward handshake's key, when `shared_key_file` is set.
+    key: Option<handshake::Key>,
     out: Arc<dyn Deliver>,
     metrics: Arc<Metrics>,
     /// `max_bytes_in_flight`, in KiB.
@@ -98,6 +124,7 @@ impl Listener {
                 format!("{started}/{}/{port}", std::process::id()).as_bytes(),
             ),
             cfg: self.cfg,
+            key: self.key,
             out,
             metrics,
             accepted: AtomicU64::new(0),
