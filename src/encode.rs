@@ -124,11 +124,23 @@ impl ItemEncoder {
         meta: &FileMeta,
     ) -> Encoded {
         let rec = self.settle_time(key, rec);
+        self.encode_as(out, &document_id(key, rec.offset), &rec, meta)
+    }
+
+    /// Appends `rec` as one `create` item under the document id `id`: for records that are not
+    /// lines of a file (a forwarded entry, whose id and time its source settles).
+    pub fn encode_as(
+        &mut self,
+        out: &mut Vec<u8>,
+        id: &[u8; 32],
+        rec: &Record,
+        meta: &FileMeta,
+    ) -> Encoded {
         let mut route = 0;
         let mut dropped = false;
         let mut doc_start = out.len();
         let router = &mut self.router;
-        let outcome = self.documents.write_after(out, &rec, meta, |doc, out| {
+        let outcome = self.documents.write_after(out, rec, meta, |doc, out| {
             route = router.pick(doc, meta);
             let Some(index) = router.index_for(route, &rec.time) else {
                 dropped = true;
@@ -137,7 +149,7 @@ impl ItemEncoder {
             out.extend_from_slice(b"{\"create\":{\"_index\":\"");
             out.extend_from_slice(index.as_bytes());
             out.extend_from_slice(b"\",\"_id\":\"");
-            out.extend_from_slice(&document_id(key, rec.offset));
+            out.extend_from_slice(id);
             out.extend_from_slice(b"\"}}\n");
             doc_start = out.len();
             true

@@ -1,7 +1,8 @@
 //! The Helm chart in deploy/helm/logferry: it lints, every render of it (the defaults and each
 //! values file in its ci/ folder) passes Kubernetes' schemas, its defaults render the objects of
-//! deploy/k8s and nothing else, and what it carries of the repository (the platform's config, the
-//! alerts, the dashboard) is the repository's. Rendered by the real helm (scripts/install-helm);
+//! deploy/k8s and nothing else (`aggregator.enabled` adds those of deploy/k8s/aggregator), and
+//! what it carries of the repository (the platform's and the aggregator's configs, the alerts,
+//! the dashboard) is the repository's. Rendered by the real helm (scripts/install-helm);
 //! no cluster is used.
 
 #[path = "support/yaml.rs"]
@@ -12,7 +13,7 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use yaml::{documents, kind_name, kubernetes_validate};
+use yaml::{documents, kind_name, kubernetes_validate, the_only};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/logferry");
 const K8S: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s");
@@ -149,12 +150,6 @@ fn object<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
         })
 }
 
-fn the_only<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
-    assert_eq!(found.len(), 1, "one {kind}: {:?}", found);
-    found[0]
-}
-
 /// Strict validation against Kubernetes 1.37's schemas, as tests/deploy.rs validates the
 /// manifests: the objects that passed (`kind/name`, kind lowercase) and the kinds it had no
 /// schema for.
@@ -288,6 +283,8 @@ fn every_render_passes_kubernetes_1_37s_schemas() {
         "DaemonSet",
         "Service",
         "Job",
+        "StatefulSet",
+        "PodDisruptionBudget",
         "PodMonitor",
         "ServiceMonitor",
         "PrometheusRule",
@@ -307,7 +304,6 @@ fn every_render_passes_kubernetes_1_37s_schemas() {
 ///   pre-install hook runs before the agents' ConfigMap exists; it must hold the same bytes.
 #[test]
 fn the_default_render_is_deploy_k8s() {
-    let namespace = namespace();
     let mut chart = documents(&render(&[]));
     let mut manifests = manifests();
     manifests.retain(|d| d["kind"] != "Namespace");
@@ -339,15 +335,23 @@ fn the_default_render_is_deploy_k8s() {
         config["configMap"]["name"] = "logferry".into();
     }
 
+    same_objects(&chart, &manifests, "deploy/k8s");
+}
+
+/// `chart` (rendered objects) and `manifests` (deploy/k8s's) are the same objects, by kind and
+/// name, each the same but for what Helm adds: its labels, the app name where the manifest has
+/// none, and the hook annotations. They are in the manifests' namespace.
+fn same_objects(chart: &[Value], manifests: &[Value], what: &str) {
+    let namespace = namespace();
     let by_name = |docs: &[Value]| -> BTreeMap<String, Value> {
         docs.iter().map(|d| (kind_name(d), d.clone())).collect()
     };
-    let mut chart = by_name(&chart);
-    let manifests = by_name(&manifests);
+    let mut chart = by_name(chart);
+    let manifests = by_name(manifests);
     assert_eq!(
         chart.keys().collect::<Vec<_>>(),
         manifests.keys().collect::<Vec<_>>(),
-        "the chart's default objects and deploy/k8s's differ"
+        "the chart's objects and {what}'s differ"
     );
     for (id, want) in &manifests {
         let got = chart.get_mut(id).expect("listed above");
@@ -361,12 +365,148 @@ fn the_default_render_is_deploy_k8s() {
         strip_metadata(got, "annotations", |k| HOOK_ANNOTATIONS.contains(&k));
         if let Some(at) = first_difference(got, want, id) {
             panic!(
-                "{id} drifted from deploy/k8s at {at}\nchart: {}\nmanifest: {}",
+                "{id} drifted from {what} at {at}\nchart: {}\nmanifest: {}",
                 serde_json::to_string_pretty(got).unwrap(),
                 serde_json::to_string_pretty(want).unwrap()
             );
         }
     }
+}
+
+/// deploy/k8s/aggregator's objects: those of the files its kustomization lists.
+fn aggregator_manifests() -> Vec<Value> {
+    let dir = Path::new(K8S).join("aggregator");
+    let kustomization = documents(&read(&dir.join("kustomization.yaml"))).remove(0);
+    kustomization["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .flat_map(|f| documents(&read(&dir.join(f.as_str().expect("a path")))))
+        .collect()
+}
+
+/// The chart with the aggregator on and these values files: the objects it adds to the same
+/// render without it (the agents' objects must be the same either way), and the whole render.
+fn aggregator_render(values: &[&Path]) -> (Vec<Value>, Vec<Value>) {
+    let on = template(values, &["--set", "aggregator.enabled=true"])
+        .unwrap_or_else(|e| panic!("helm template with the aggregator, {values:?}:\n{e}"));
+    let off = template(values, &["--set", "aggregator.enabled=false"])
+        .unwrap_or_else(|e| panic!("helm template without the aggregator, {values:?}:\n{e}"));
+    let on = documents(&on);
+    let off = documents(&off);
+    let added: Vec<Value> = on.iter().filter(|d| !off.contains(d)).cloned().collect();
+    let kept: Vec<&Value> = on.iter().filter(|d| off.contains(d)).collect();
+    assert_eq!(
+        kept.len(),
+        off.len(),
+        "turning the aggregator on changed the agents' objects"
+    );
+    (added, on)
+}
+
+/// The aggregator's objects do not drift from deploy/k8s/aggregator: with aggregator.enabled and
+/// the other values at their defaults, the chart adds exactly its objects, each the same but
+/// for Helm's labels, and changes nothing of the agents'. The default render has none of them
+/// (the_default_render_is_deploy_k8s).
+#[test]
+fn the_aggregator_render_is_deploy_k8s_aggregator() {
+    let (added, _) = aggregator_render(&[]);
+    same_objects(&added, &aggregator_manifests(), "deploy/k8s/aggregator");
+    // Off unless asked for.
+    let defaults = values_of(&Path::new(CHART).join("values.yaml"));
+    assert_eq!(defaults["aggregator"]["enabled"], false);
+}
+
+/// The aggregator's default config is config/aggregator.toml, byte for byte (the one
+/// deploy/k8s/aggregator carries), and the agent takes it: a forward listener, no file globs.
+#[test]
+fn the_aggregators_configmap_holds_config_aggregator_toml() {
+    let file = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/aggregator.toml"));
+    let values = values_of(&Path::new(CHART).join("values.yaml"));
+    assert_eq!(
+        values["aggregator"]["config"],
+        file.as_str(),
+        "values.yaml's aggregator.config"
+    );
+    let (added, _) = aggregator_render(&[]);
+    let carried = config_in(object(&added, "ConfigMap", "logferry-aggregator"));
+    assert_eq!(carried, file);
+    let cfg = Config::from_toml(carried, |_| None).unwrap_or_else(|p| panic!("{p:#?}\n{carried}"));
+    assert!(!cfg.input.forward.is_empty(), "no [[input.forward]]");
+    assert!(cfg.input.include.is_empty(), "{:?}", cfg.input.include);
+}
+
+/// Replicas, storage, resources, the Service, a config of one's own and the image reach the
+/// aggregator's objects (ci/aggregator-values.yaml), and its ports follow its config: the
+/// forward port its first listener's, the metrics port its [api] listen's.
+#[test]
+fn the_aggregators_values_reach_its_objects() {
+    let file = ci("aggregator-values.yaml");
+    let values = values_of(&file);
+    let wanted = &values["aggregator"];
+    let (added, _) = aggregator_render(&[file.as_path()]);
+    let config = wanted["config"].as_str().expect("aggregator.config");
+    let cfg = Config::from_toml(config, |_| None).unwrap_or_else(|p| panic!("{p:#?}\n{config}"));
+    assert_eq!(config_in(the_only(&added, "ConfigMap")), config);
+    let set = the_only(&added, "StatefulSet");
+    assert_eq!(set["spec"]["replicas"], wanted["replicas"]);
+    let claim = &set["spec"]["volumeClaimTemplates"][0]["spec"];
+    assert_eq!(
+        claim["resources"]["requests"]["storage"],
+        wanted["storage"]["size"]
+    );
+    assert_eq!(
+        claim["storageClassName"],
+        wanted["storage"]["storageClassName"]
+    );
+    let container = &pod_spec(set)["containers"][0];
+    assert_eq!(container["resources"], wanted["resources"]);
+    let port = |name: &str| {
+        container["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no port {name}"))["containerPort"]
+            .clone()
+    };
+    assert_eq!(port("forward"), cfg.input.forward[0].listen.port());
+    assert_eq!(port("metrics"), cfg.api.listen.port());
+    let service = the_only(&added, "Service");
+    assert_eq!(service["spec"]["type"], wanted["service"]["type"]);
+    let service_port = |name: &str| {
+        service["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no Service port {name}"))
+            .clone()
+    };
+    assert_eq!(service_port("forward")["port"], wanted["service"]["port"]);
+    assert_eq!(service_port("forward")["targetPort"], "forward");
+    assert_eq!(service_port("metrics")["port"], cfg.api.listen.port());
+    assert_eq!(
+        service["metadata"]["annotations"]["prometheus.io/port"],
+        cfg.api.listen.port().to_string()
+    );
+    // Each of these moved from its default, so each assertion above saw a value follow.
+    let defaults = values_of(&Path::new(CHART).join("values.yaml"))["aggregator"].clone();
+    for key in ["replicas", "storage", "resources", "service", "config"] {
+        assert_ne!(defaults[key], wanted[key], "{key}");
+    }
+    let default_cfg = Config::from_toml(defaults["config"].as_str().expect("a config"), |_| None)
+        .expect("the default aggregator config");
+    assert_ne!(
+        default_cfg.input.forward[0].listen.port(),
+        cfg.input.forward[0].listen.port()
+    );
+    assert_ne!(default_cfg.api.listen.port(), cfg.api.listen.port());
+    // Without a class, the claim asks for the cluster's default one (an empty string would
+    // ask for none).
+    let (added, _) = aggregator_render(&[]);
+    let claim = &the_only(&added, "StatefulSet")["spec"]["volumeClaimTemplates"][0]["spec"];
+    assert!(claim.get("storageClassName").is_none(), "{claim}");
 }
 
 /// The agents' config is the platform's, byte for byte the ConfigMap in deploy/k8s/logferry.yaml
@@ -438,6 +578,8 @@ fn a_config_of_ones_own_reaches_the_agents_the_setup_job_and_the_ports() {
 fn values_the_agents_cannot_run_with_are_refused_at_render() {
     let reference = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/logferry.toml"));
     let minimal = |api: &str| format!("data_dir = \"/var/lib/logferry\"\n{api}");
+    let forward = "[[input.forward]]\nlisten = \"0.0.0.0:24224\"\n".to_owned();
+    let aggregator = |input: &str| format!("{input}[api]\nlisten = \"0.0.0.0:2020\"\n");
     let cases: Vec<(&str, Value, Option<&str>)> = vec![
         (
             "the reference config as it is (listens on 127.0.0.1)",
@@ -484,6 +626,41 @@ fn values_the_agents_cannot_run_with_are_refused_at_render() {
             serde_json::json!({ "existingSecret": "" }),
             Some("existingSecret"),
         ),
+        (
+            "an aggregator without a forward listener",
+            serde_json::json!({ "aggregator": { "enabled": true, "config": aggregator("[input]\ninclude = []\n") } }),
+            Some("no [[input.forward]] listener"),
+        ),
+        (
+            "an aggregator following files",
+            serde_json::json!({ "aggregator": { "enabled": true, "config": aggregator(&format!("[input]\ninclude = [\"/var/log/*.log\"]\n{forward}")) } }),
+            Some("an aggregator mounts no node's logs"),
+        ),
+        (
+            "an aggregator with the default include",
+            serde_json::json!({ "aggregator": { "enabled": true, "config": aggregator(&forward) } }),
+            Some("set include = []"),
+        ),
+        (
+            "an aggregator listening for forwarders on loopback",
+            serde_json::json!({ "aggregator": { "enabled": true, "config": aggregator("[input]\ninclude = []\n[[input.forward]]\nlisten = \"127.0.0.1:24224\"\n") } }),
+            Some("[[input.forward]] listen = \"127.0.0.1:24224\" is not reachable"),
+        ),
+        (
+            "an aggregator's API on loopback",
+            serde_json::json!({ "aggregator": { "enabled": true, "config": format!("[input]\ninclude = []\n{forward}") } }),
+            Some("aggregator.config: [api] listen = \"127.0.0.1:2020\" is not reachable"),
+        ),
+        (
+            "an aggregator's data_dir off its volume",
+            serde_json::json!({ "aggregator": { "enabled": true, "config": format!("data_dir = \"/data\"\n[input]\ninclude = []\n{forward}[api]\nlisten = \"0.0.0.0:2020\"\n") } }),
+            Some("the replica's volume"),
+        ),
+        (
+            "a misspelled aggregator value",
+            serde_json::json!({ "aggregator": { "enabled": true, "replica": 3 } }),
+            Some("additional properties 'replica' not allowed"),
+        ),
         // The checks refuse only what they mean to.
         (
             "every IPv4 address",
@@ -493,6 +670,16 @@ fn values_the_agents_cannot_run_with_are_refused_at_render() {
         (
             "every IPv6 address",
             serde_json::json!({ "config": minimal("[api]\nlisten = \"[::]:2020\"\n") }),
+            None,
+        ),
+        (
+            "an aggregator listening on every IPv6 address",
+            serde_json::json!({ "aggregator": { "enabled": true, "config": aggregator("[input]\ninclude = []\n[[input.forward]]\nlisten = \"[::]:24224\"\n") } }),
+            None,
+        ),
+        (
+            "an aggregator's broken config, while it is off",
+            serde_json::json!({ "aggregator": { "enabled": false, "config": "[input\n" } }),
             None,
         ),
         (
@@ -746,7 +933,8 @@ fn the_alerts_and_the_dashboard_are_the_repositorys() {
 /// app.kubernetes.io/instance=<release>` finds them all, and what app it is part of.
 #[test]
 fn every_chart_object_carries_helms_labels() {
-    for doc in documents(&render(&[])) {
+    let (_, with_aggregator) = aggregator_render(&[]);
+    for doc in documents(&render(&[])).into_iter().chain(with_aggregator) {
         let labels: &Map<String, Value> = doc["metadata"]["labels"]
             .as_object()
             .unwrap_or_else(|| panic!("{} has no labels", kind_name(&doc)));

@@ -30,9 +30,9 @@ const LAYERS: &[&[&str]] = &[
     &["route"],
     // What a cut-over reads of Fluentd: used by discovery and the binary, using only config.
     &["encode", "kube", "migrate"],
-    // The tailer hands records to an output it is given; the buffer reports durability
-    // through a callback: neither knows the other.
-    &["tail", "buffer"],
+    // The tailer and the other sources hand records to an output they are given; the buffer
+    // reports durability through a callback: none knows the others.
+    &["tail", "buffer", "source"],
     &["sink"],
     // Wires the stages together.
     &["agent", "top"],

@@ -15,6 +15,7 @@
 mod agent;
 mod backlog;
 mod compare;
+mod forward;
 mod kafka;
 mod logs;
 mod multiline;
@@ -47,7 +48,7 @@ struct Cli {
     dir: PathBuf,
     /// Only these scenarios (one-file, kafka-out, many-files, idle-files, idle, catch-up, latency,
     /// steady-1k, steady-10k, wide-lines, multiline, multiline-off, redact, production, reload,
-    /// routes).
+    /// routes, forward-in).
     #[arg(long = "only", value_delimiter = ',')]
     only: Vec<String>,
     /// Multiply every scenario's line count (and the idle and steady runs' lengths) by this.

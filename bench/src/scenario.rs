@@ -72,6 +72,7 @@ pub fn scenarios<'a>(bin: &'a Path, sink: &'a Sink, scale: f64) -> Vec<Scenario<
         bench.rates(),
         bench.line_shapes(),
         bench.stages(),
+        bench.sources(),
     ]
     .into_iter()
     .flatten()
@@ -262,6 +263,18 @@ impl<'a> Bench<'a> {
     }
 }
 
+impl<'a> Bench<'a> {
+    /// Records that come to the agent rather than being read: the aggregator role.
+    fn sources(self) -> Vec<Scenario<'a>> {
+        let (bin, sink, records) = (self.bin, self.sink, self.lines(1_000_000));
+        vec![Scenario::logferry_only(
+            "forward-in",
+            "logferry's forward listener (Fluent Bit's in_forward would be the peer)",
+            Box::new(move |w| crate::forward::run(bin, sink, w, records)),
+        )]
+    }
+}
+
 /// `routes`: `one-file`'s file with five routes, three of them on a field of the document
 /// (one a regular expression over every line's `path`), none taking the shop's lines but the
 /// 2 % that are errors: every record is tried against all of them, the worst case of a route
@@ -323,6 +336,7 @@ mod tests {
                 "production",
                 "reload",
                 "routes",
+                "forward-in",
             ]
         );
         let compared: Vec<_> = all

@@ -8,8 +8,10 @@ use crate::row::{MIB, Row};
 /// CPU-s per 1M lines a scenario may cost where it is not the default [`CPU_PER_MILLION`]:
 /// the plain file, the production node's budget, and the steady rates, whose batches are
 /// smaller and whose cost per line is the agent's fixed cost spread over fewer lines.
-const CPU_PER_MILLION_OF: [(&str, f64); 4] = [
+const CPU_PER_MILLION_OF: [(&str, f64); 5] = [
     ("one-file", 2.0),
+    // Held to one-file's cost by its ratio below; this is that ratio at one-file's target.
+    ("forward-in", 3.0),
     ("production", 3.0),
     ("steady-1k", 8.0),
     ("steady-10k", 4.0),
@@ -121,6 +123,7 @@ fn ratios<'r>(get: &impl Fn(&str) -> Option<&'r Row>, checks: &mut Vec<(String, 
         ("routes", "one-file", 1.10),
         ("reload", "one-file", 1.10),
         ("redact", "one-file", 1.25),
+        ("forward-in", "one-file", 1.5),
     ] {
         if let (Some(on), Some(off)) = (get(stage), get(without)) {
             let ratio = on.cpu_per_million() / off.cpu_per_million();

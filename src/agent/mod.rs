@@ -1,7 +1,8 @@
 //! The agent: builds every stage from a [`Config`], runs them, and shuts them down in order.
 //!
 //! Threads: discovery (finds and opens files, never touches the buffer), the tailer (reads,
-//! decodes, encodes, appends to the buffer), the committer (fsyncs the buffer and moves
+//! decodes, encodes, appends to the buffer), the forward listeners' connections (tokio tasks
+//! appending through the same appender, from the blocking pool), the committer (fsyncs the buffer and moves
 //! checkpoints), and tokio tasks for the shippers (supervised: one that panics is restarted
 //! with its batch), the endpoints and the once-a-second saver (checkpoints, the buffer's ack
 //! cursor, buffer gauges).
@@ -12,11 +13,13 @@
 //! (Fluentd's `flush_at_shutdown false` for file buffers): a restart does not wait for a cluster.
 
 mod checks;
+mod forward;
 mod output;
 pub mod reload;
 mod shipping;
 
-pub use output::{BufferOutput, GiveUp, encoder};
+pub use forward::ForwardOutput;
+pub use output::{BufferOutput, GiveUp, SharedAppender, encoder};
 
 use crate::buffer::{self, Appender, Buffer};
 use crate::config::Config;
@@ -58,6 +61,7 @@ pub async fn run(
     let shutdown = Arc::new(AtomicBool::new(false));
     let tailer_state = Arc::new(TailerState::default());
     let (to_tail, reloads) = tokio::sync::watch::channel(Arc::new(cfg.clone()));
+    let forward_configs = reload.is_some().then(|| to_tail.subscribe());
     let reloads = reload.is_some().then_some(reloads);
     let (tailer, wake_tailer) = start_tailer(
         &cfg,
@@ -67,6 +71,8 @@ pub async fn run(
         &tailer_state,
         reloads,
     )?;
+    let waiting = (shutdown.clone(), tailer_state.clone());
+    let listeners = forward::start(&cfg, &store, waiting, forward_configs).await?;
     let sink_state = Arc::new(SinkState::default());
     let (installing, setup_tried) =
         reload::Installing::start_for(&cfg, &store.connector, &store.metrics);
@@ -100,11 +106,7 @@ pub async fn run(
         }),
     });
     let api = tokio::spawn(observe::serve(listener, status));
-    tracing::info!(
-        include = ?cfg.input.include,
-        to = ?cfg.kafka.as_ref().map_or(&cfg.elasticsearch.hosts, |k| &k.brokers),
-        "logferry started"
-    );
+    announce(&cfg);
     let fatal = tokio::select! {
         () = stop => None,
         e = buffer_failure(&store.buffer) => Some(e),
@@ -112,6 +114,8 @@ pub async fn run(
     tracing::info!("shutting down: stop reading, finish requests in flight, save checkpoints");
     reloader.abort();
     shutdown.store(true, Ordering::Relaxed);
+    // Frames not yet durable get no ack: their forwarders send them again to the next start.
+    listeners.iter().for_each(tokio::task::JoinHandle::abort);
     wake_tailer.wake();
     join("tailer", tailer).await?;
     store.buffer.stop_committing();
@@ -132,6 +136,16 @@ pub async fn run(
     Ok(())
 }
 
+fn announce(cfg: &Config) {
+    let listen: Vec<_> = cfg.input.forward.iter().map(|f| f.listen).collect();
+    tracing::info!(
+        include = ?cfg.input.include,
+        forward = ?listen,
+        to = ?cfg.kafka.as_ref().map_or(&cfg.elasticsearch.hosts, |k| &k.brokers),
+        "logferry started"
+    );
+}
+
 /// What keeps the agent's progress: checkpoints, the buffer and its committer thread, and the
 /// connection settings (opened first: unreadable certificates or secret files stop the start
 /// before anything is read).
@@ -140,6 +154,8 @@ struct Store {
     checkpoints: Arc<Checkpoints>,
     metrics: Arc<Metrics>,
     buffer: Arc<Buffer>,
+    /// The buffer's one writer, shared by the tailer and the forward listeners.
+    appender: SharedAppender,
     committer: std::thread::JoinHandle<()>,
 }
 
@@ -172,11 +188,16 @@ impl Store {
                 .spawn(move || buffer.commit_loop(|durable| checkpoints.advance(durable)))
                 .context("cannot start the committer thread")?
         };
+        let appender = Arc::new(std::sync::Mutex::new(
+            Appender::new(buffer.clone())
+                .with_positions(Arc::new(FilePositions(checkpoints.clone()))),
+        ));
         Ok(Store {
             connector,
             checkpoints,
             metrics,
             buffer,
+            appender,
             committer,
         })
     }
@@ -237,8 +258,7 @@ fn start_tailer(
     };
     let out = BufferOutput::new(
         encoder,
-        Appender::new(store.buffer.clone())
-            .with_positions(Arc::new(FilePositions(store.checkpoints.clone()))),
+        store.appender.clone(),
         store.metrics.clone(),
         give_up,
         cfg,

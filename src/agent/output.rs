@@ -19,8 +19,15 @@ use crate::vocab::FileMeta;
 use crate::vocab::{FileKey, Record};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The buffer's one appender, shared by the tailer and the forward listeners.
+pub type SharedAppender = Arc<Mutex<Appender>>;
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Asked while an append waits for room in the buffer (or on the disk): shows the waiting
 /// thread is alive, and says whether to give up (shutdown).
@@ -30,7 +37,8 @@ pub type GiveUp = Box<dyn Fn() -> bool + Send>;
 pub struct BufferOutput {
     chunk: Chunk,
     encoder: ItemEncoder,
-    appender: Appender,
+    /// Shared with the forward listeners: one writer of the buffer at a time.
+    appender: SharedAppender,
     /// Chunks are sealed at this size (a write to the buffer; batches span chunks).
     chunk_limit: usize,
     /// An item on its way from a full chunk to the next one.
@@ -48,7 +56,7 @@ pub struct BufferOutput {
 impl BufferOutput {
     pub fn new(
         encoder: ItemEncoder,
-        appender: Appender,
+        appender: SharedAppender,
         metrics: Arc<Metrics>,
         give_up: GiveUp,
         cfg: &config::Config,
@@ -73,11 +81,8 @@ impl BufferOutput {
         if self.abandoned {
             return;
         }
-        if self
-            .appender
-            .append(&mut self.chunk, &self.give_up)
-            .is_err()
-        {
+        let written = lock(&self.appender).append(&mut self.chunk, &self.give_up);
+        if written.is_err() {
             // Shutting down while the buffer (or disk) is full: these lines are not buffered,
             // so their checkpoints did not move and the next start reads them again. Every later
             // chunk must be dropped too: committing one would move checkpoints past these lines.
@@ -103,28 +108,11 @@ impl Output for BufferOutput {
         }
         self.chunk.begin_item();
         let encoded = self.encoder.encode(&mut self.chunk.body, key, rec, meta);
-        let c = &self.counters;
-        c.routed[encoded.route].inc();
-        if encoded.dropped {
+        if !self.counters.count(encoded, rec.flags) {
             self.chunk.cancel_item();
-            c.dropped[encoded.route].inc();
             return;
         }
         self.chunk.end_item();
-        let outcome = encoded.outcome;
-        c.ok.inc();
-        for (set, counter) in [
-            (outcome.invalid_utf8, &c.invalid_utf8),
-            (outcome.json_failed, &c.json_failed),
-            (rec.flags.truncated, &c.truncated),
-            (rec.flags.malformed, &c.malformed),
-            (rec.flags.unterminated, &c.unterminated),
-            (rec.flags.joined, &c.joined),
-        ] {
-            if set {
-                counter.inc();
-            }
-        }
         if self.chunk.body.len() > self.chunk_limit && self.chunk.items.len() > 1 {
             // The item starts the next chunk: its frame moves out and back in after the append.
             let last = self.chunk.items.pop().map_or(0, |s| s as usize);
@@ -201,7 +189,7 @@ pub fn encoder(
     Ok(ItemEncoder::new(router, documents).redacting(redactor))
 }
 
-struct RecordCounters {
+pub(super) struct RecordCounters {
     ok: Counter,
     invalid_utf8: Counter,
     truncated: Counter,
@@ -216,7 +204,7 @@ struct RecordCounters {
 
 impl RecordCounters {
     /// Looked up once per encoder: the routes are its.
-    fn new(encoder: &ItemEncoder, metrics: &Metrics) -> RecordCounters {
+    pub(super) fn new(encoder: &ItemEncoder, metrics: &Metrics) -> RecordCounters {
         let outcome = |name| metrics.records.get_or_create(&[("outcome", name)]).clone();
         let per_route = |family: &Family<Vec<(&'static str, String)>, Counter>| {
             encoder
@@ -240,5 +228,35 @@ impl RecordCounters {
             routed: per_route(&metrics.route_records),
             dropped: per_route(&metrics.route_dropped),
         }
+    }
+}
+
+impl RecordCounters {
+    /// Counts what became of one record; false when its route dropped it (nothing to keep).
+    pub(super) fn count(
+        &self,
+        encoded: crate::encode::Encoded,
+        flags: crate::vocab::Flags,
+    ) -> bool {
+        self.routed[encoded.route].inc();
+        if encoded.dropped {
+            self.dropped[encoded.route].inc();
+            return false;
+        }
+        let outcome = encoded.outcome;
+        self.ok.inc();
+        for (set, counter) in [
+            (outcome.invalid_utf8, &self.invalid_utf8),
+            (outcome.json_failed, &self.json_failed),
+            (flags.truncated, &self.truncated),
+            (flags.malformed, &self.malformed),
+            (flags.unterminated, &self.unterminated),
+            (flags.joined, &self.joined),
+        ] {
+            if set {
+                counter.inc();
+            }
+        }
+        true
     }
 }

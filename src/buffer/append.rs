@@ -157,13 +157,14 @@ impl Appender {
         if chunk.body.is_empty() {
             // Advances without records (blank lines, a block that ended mid-line) must still
             // wait for the records appended before them.
-            if !chunk.advances.is_empty() {
+            if !chunk.advances.is_empty() || !chunk.on_durable.is_empty() {
                 self.buffer.commit(Pending {
                     segment: self.active.as_ref().map_or(0, |a| a.0),
                     file: None,
                     upto: 0,
                     new_file: false,
                     advances: std::mem::take(&mut chunk.advances),
+                    waiters: std::mem::take(&mut chunk.on_durable),
                 });
             }
             chunk.clear();
@@ -193,6 +194,7 @@ impl Appender {
             upto: self.written,
             new_file: std::mem::take(&mut self.new_file),
             advances: std::mem::take(&mut chunk.advances),
+            waiters: std::mem::take(&mut chunk.on_durable),
         });
         chunk.clear();
         Ok(())

@@ -56,6 +56,7 @@ impl Buffer {
             self.data.notify_one();
             for p in batch {
                 durable(p.advances);
+                p.waiters.call();
             }
         }
     }

@@ -93,6 +93,35 @@ pub struct Chunk {
     pub created: Instant,
     /// The same, in Unix ms: the time written into every frame of the chunk.
     created_ms: u64,
+    /// Called once the chunk's records are durable (a forwarder's ack waits for it); dropped
+    /// uncalled when they never become durable (shutdown while full, a failed fsync).
+    pub on_durable: Waiters,
+}
+
+/// What waits for a chunk to be durable.
+#[derive(Default)]
+pub struct Waiters(Vec<Box<dyn FnOnce() + Send>>);
+
+impl Waiters {
+    pub fn push(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.0.push(Box::new(f));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn call(self) {
+        for f in self.0 {
+            f();
+        }
+    }
+}
+
+impl std::fmt::Debug for Waiters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Waiters({})", self.0.len())
+    }
 }
 
 impl Chunk {
@@ -103,11 +132,12 @@ impl Chunk {
             advances: Vec::new(),
             created: Instant::now(),
             created_ms: now_ms(),
+            on_durable: Waiters::default(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.advances.is_empty()
+        self.items.is_empty() && self.advances.is_empty() && self.on_durable.is_empty()
     }
 
     /// Starts an item: what is written to `body` until [`Chunk::end_item`] is its payload.
@@ -290,6 +320,7 @@ struct Pending {
     upto: u64,
     new_file: bool,
     advances: Vec<(FileKey, u64)>,
+    waiters: Waiters,
 }
 
 #[derive(Default)]

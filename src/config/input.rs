@@ -35,6 +35,8 @@ pub struct Input {
     /// checkpoints of its own yet): each file Fluentd was reading is started where Fluentd
     /// stopped, instead of from `read_from`. Unset by default.
     pub fluentd_pos_file: Option<std::path::PathBuf>,
+    /// `[[input.forward]]`: listeners for Fluentd's forward protocol (the aggregator role).
+    pub forward: Vec<super::Forward>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -67,6 +69,7 @@ impl Default for Input {
             rescan_interval: Span(Duration::from_secs(10)),
             partial_timeout: Span(Duration::from_secs(5)),
             fluentd_pos_file: None,
+            forward: Vec::new(),
         }
     }
 }

@@ -10,6 +10,7 @@
 //!   parse, interpolate, deserialize section by section, validate) and the error type
 //!   ([`Error`], one [`Problem`] per thing wrong);
 //! - `input.rs`: `[input]` and `[parse]` — which files are read, and how lines become fields;
+//!   `forward.rs`: `[[input.forward]]` — forward protocol listeners (the aggregator role);
 //! - `elasticsearch.rs`: `[elasticsearch]` with its `tls` and `auth` tables, and [`Secret`];
 //! - `buffer.rs`: `[buffer]` — the disk buffer and the shippers' pace, and what
 //!   `chunk_limit_size` means in each of its roles;
@@ -28,6 +29,7 @@
 mod api;
 mod buffer;
 mod elasticsearch;
+mod forward;
 mod input;
 mod interpolate;
 mod kafka;
@@ -44,6 +46,7 @@ mod validate;
 pub use api::Api;
 pub use buffer::{Buffer, OverflowAction};
 pub use elasticsearch::{Auth, Compression, Elasticsearch, Secret, Tls};
+pub use forward::Forward;
 pub use input::{Input, Parse, ReadFrom};
 pub use kafka::{Kafka, KafkaCompression, KafkaTls, Sasl, SaslMechanism};
 pub use kubernetes::Kubernetes;
@@ -179,6 +182,7 @@ impl Config {
             "kubernetes.node_name" => kubernetes.node_name;
             "kubernetes.api_server" => kubernetes.api_server;
             "input.max_line_bytes" => input.max_line_bytes;
+            "input.forward" => input.forward;
         }
         // The output is chosen at start: adding or removing [kafka] needs a restart. The
         // reloader keeps the running section (see KAFKA_OUTPUT).

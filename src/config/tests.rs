@@ -317,7 +317,7 @@ fn validation_problems_keep_their_wording_order_and_place() {
         &[
             r#"f.toml: elasticsearch.auth.password_file: is needed with user (or password)"#,
             r#"f.toml: buffer.max_size: must be at least (flush_thread_count + 2) × chunk_limit_size = 35970351104 bytes"#,
-            r#"f.toml:2:11: input.include: needs at least one glob"#,
+            r#"f.toml:2:11: input.include: needs at least one glob (or an [[input.forward]] listener)"#,
             r#"f.toml:4:9: elasticsearch.hosts: needs at least one URL"#,
             r#"f.toml:5:21: elasticsearch.dead_letter_index: "Bad": 'B' is not allowed in an index name (no upper case, whitespace, control characters or any of \ / * ? " < > | , # :)"#,
             r#"f.toml:6:1: elasticsearch.tls: is set, but no host in elasticsearch.hosts uses https"#,

@@ -54,8 +54,17 @@ fn data_dir(data_dir: &Path, found: &mut Findings) {
 }
 
 fn input(input: &Input, found: &mut Findings) {
-    if input.include.is_empty() {
-        found.bad("input.include", "needs at least one glob");
+    // An aggregator reads no files: its records come from its listeners.
+    if input.include.is_empty() && input.forward.is_empty() {
+        found.bad(
+            "input.include",
+            "needs at least one glob (or an [[input.forward]] listener)",
+        );
+    }
+    for (i, f) in input.forward.iter().enumerate() {
+        for (key, message) in f.problems(i) {
+            found.bad(&key, message);
+        }
     }
     for (key, globs) in [
         ("input.include", &input.include),
@@ -538,7 +547,8 @@ fn conditions(r: &Route, key: &str, c: &Config, found: &mut Findings) {
             "an empty list matches nothing",
         );
     }
-    if !r.when.labels.is_empty() && !c.kubernetes.enabled {
+    // Forwarded records carry their pod's labels (a forwarder's kubernetes filter).
+    if !r.when.labels.is_empty() && !c.kubernetes.enabled && c.input.forward.is_empty() {
         found.bad(
             &format!("{when}.labels"),
             "pod labels come from the Kubernetes API: needs [kubernetes] enabled = true",

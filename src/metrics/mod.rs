@@ -126,6 +126,12 @@ pub struct Metrics {
     pub config_reload_failures: Counter,
     /// When a config was last taken, at start or by a reload (Unix seconds).
     pub config_last_reload_success: GaugeF64,
+    /// Forward protocol connections open now.
+    pub forward_connections: Gauge,
+    /// Entries taken from forward protocol frames into the buffer.
+    pub forward_entries: Counter,
+    /// Forward protocol connections closed for their peer's fault, by reason.
+    pub forward_refused: Family<Vec<(&'static str, String)>, Counter>,
 }
 
 impl Metrics {
@@ -198,6 +204,9 @@ impl Metrics {
             setup_failures: Counter::default(),
             config_reload_failures: Counter::default(),
             config_last_reload_success: GaugeF64::default(),
+            forward_connections: Gauge::default(),
+            forward_entries: Counter::default(),
+            forward_refused: Family::default(),
             registry: Registry::default(),
             process: process::Process::default(),
         }
@@ -265,6 +274,9 @@ impl Metrics {
             "setup_failures", "Attempts to install index templates or lifecycle policies that failed (retried with backoff)", m.setup_failures;
             "config_reload_failures", "Config reloads (SIGHUP, --watch-config) refused: the file did not validate or its TLS and credential files could not be used; the running config stays", m.config_reload_failures;
             "config_last_reload_success_timestamp_seconds", "When the running config was taken, at start or by the last successful reload (Unix time)", m.config_last_reload_success;
+            "forward_connections", "Forward protocol connections open ([[input.forward]])", m.forward_connections;
+            "forward_entries", "Entries of forward protocol frames appended to the buffer", m.forward_entries;
+            "forward_refused", "Forward protocol connections closed for what their peer did, by reason (invalid, too_large, stalled, too_many_connections, unauthorized)", m.forward_refused;
         }
     }
 
@@ -304,6 +316,17 @@ impl Metrics {
         }
         for outcome in ["resumed", "rotated", "refused", "gone", "excluded"] {
             let _ = m.fluentd_positions.get_or_create(&[("outcome", outcome)]);
+        }
+        for reason in [
+            "invalid",
+            "too_large",
+            "stalled",
+            "too_many_connections",
+            "unauthorized",
+        ] {
+            let _ = m
+                .forward_refused
+                .get_or_create(&vec![("reason", reason.to_owned())]);
         }
     }
 

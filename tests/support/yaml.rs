@@ -64,3 +64,10 @@ pub fn kind_name(doc: &Value) -> String {
         doc["metadata"]["name"].as_str().unwrap_or("?")
     )
 }
+
+/// The one object of `kind` among `docs`; fails if there is none or more than one.
+pub fn the_only<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "one {kind}: {found:?}");
+    found[0]
+}

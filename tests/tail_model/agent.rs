@@ -367,7 +367,7 @@ pub fn start(cfg: &Config, index: Arc<Mutex<Index>>, keys: Keys) -> Running {
     };
     let out = BufferOutput::new(
         encoder,
-        Appender::new(buffer.clone()),
+        std::sync::Arc::new(std::sync::Mutex::new(Appender::new(buffer.clone()))),
         metrics.clone(),
         give_up,
         cfg,

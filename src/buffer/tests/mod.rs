@@ -2,6 +2,7 @@ use super::*;
 
 mod positions;
 mod recovery;
+mod waiters;
 use proptest::prelude::*;
 use std::collections::HashSet;
 

@@ -60,12 +60,29 @@ every node.
 */}}
 {{- define "logferry.apiPort" -}}
 {{- $config := include "logferry.config" . | fromYaml }}
+{{- include "logferry.reachablePort" (dict "config" $config "key" "config") }}
+{{- end }}
+
+{{/*
+The port of a parsed config's [api] listen (.config; "127.0.0.1:2020", the agent's default,
+when unset), refused when loopback: the kubelet's probes and Prometheus come to the pod's IP.
+.key names the value in the message.
+*/}}
+{{- define "logferry.reachablePort" -}}
 {{- $listen := "127.0.0.1:2020" }}
-{{- with $config.api }}{{ with .listen }}{{ $listen = . }}{{ end }}{{ end }}
-{{- $port := regexFind "[0-9]+$" $listen }}
-{{- $host := trimSuffix (printf ":%s" $port) $listen | trimAll "[]" }}
+{{- with .config.api }}{{ with .listen }}{{ $listen = . }}{{ end }}{{ end }}
+{{- include "logferry.listenPort" (dict "listen" $listen "what" (printf "%s: [api] listen" .key) "who" "the kubelet's probes and Prometheus come") }}
+{{- end }}
+
+{{/*
+The port of an address the pod listens on (.listen), refused when it is loopback or has no
+port: .what names the key, .who says who comes from outside the pod.
+*/}}
+{{- define "logferry.listenPort" -}}
+{{- $port := regexFind "[0-9]+$" .listen }}
+{{- $host := trimSuffix (printf ":%s" $port) .listen | trimAll "[]" }}
 {{- if or (not $port) (eq $host "localhost" "::1") (hasPrefix "127." $host) }}
-{{- fail (printf "config: [api] listen = %q is not reachable from outside the pod: the kubelet's probes and Prometheus come to the pod's IP. Listen on \"0.0.0.0:<port>\"." $listen) }}
+{{- fail (printf "%s = %q is not reachable from outside the pod: %s to the pod's IP. Listen on \"0.0.0.0:<port>\"." .what .listen .who) }}
 {{- end }}
 {{- $port }}
 {{- end }}
@@ -75,15 +92,66 @@ config, parsed (as YAML, since include returns text: the map is carried through 
 Refuses a config that is not TOML, and a data_dir outside the node directory mounted for it.
 */}}
 {{- define "logferry.config" -}}
-{{- $config := fromToml .Values.config }}
+{{- include "logferry.parsedConfig" (dict "text" .Values.config "key" "config" "volume" "the node's directory the chart mounts") }}
+{{- end }}
+
+{{/*
+A config file's text (.text, the value .key), parsed and returned as YAML. Refuses one that is
+not TOML, and a data_dir outside /var/lib/logferry, where .volume is mounted.
+*/}}
+{{- define "logferry.parsedConfig" -}}
+{{- $config := fromToml .text }}
 {{- if hasKey $config "Error" }}
-{{- fail (printf "config is not valid TOML: %s" $config.Error) }}
+{{- fail (printf "%s is not valid TOML: %s" .key $config.Error) }}
 {{- end }}
 {{- $dataDir := $config.data_dir | default "/var/lib/logferry" }}
 {{- if not (or (eq $dataDir "/var/lib/logferry") (hasPrefix "/var/lib/logferry/" $dataDir)) }}
-{{- fail (printf "config: data_dir = %q is not under /var/lib/logferry, the node's directory the chart mounts: checkpoints and the buffer would be lost with the pod." $dataDir) }}
+{{- fail (printf "%s: data_dir = %q is not under /var/lib/logferry, %s: checkpoints and the buffer would be lost with the pod." .key $dataDir .volume) }}
 {{- end }}
 {{- toYaml $config }}
+{{- end }}
+
+{{/*
+aggregator.config, parsed, with the same checks as config's (data_dir on the replica's
+volume), and refused without a forward listener or with file globs: an aggregator's records
+come from forwarders, and it mounts no node's logs.
+*/}}
+{{- define "logferry.aggregatorConfig" -}}
+{{- $config := include "logferry.parsedConfig" (dict "text" .Values.aggregator.config "key" "aggregator.config" "volume" "the replica's volume the chart mounts") | fromYaml }}
+{{- $input := $config.input | default dict }}
+{{- if not $input.forward }}
+{{- fail "aggregator.config: no [[input.forward]] listener: an aggregator takes its records from forwarders (docs/aggregator.md)." }}
+{{- end }}
+{{- if not (hasKey $input "include") }}
+{{- fail "aggregator.config: [input] include is the node's container logs when unset, and an aggregator mounts none: set include = []." }}
+{{- end }}
+{{- if $input.include }}
+{{- fail (printf "aggregator.config: [input] include = %s: an aggregator mounts no node's logs; set include = []." (toJson $input.include)) }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/* The aggregator's forward port: its config's first [[input.forward]] listen. */}}
+{{- define "logferry.aggregatorForwardPort" -}}
+{{- $config := include "logferry.aggregatorConfig" . | fromYaml }}
+{{- $listen := (first $config.input.forward).listen | default "" }}
+{{- include "logferry.listenPort" (dict "listen" $listen "what" "aggregator.config: [[input.forward]] listen" "who" "forwarders come through the Service") }}
+{{- end }}
+
+{{/* The aggregator's API port, from its config's [api] listen. */}}
+{{- define "logferry.aggregatorApiPort" -}}
+{{- $config := include "logferry.aggregatorConfig" . | fromYaml }}
+{{- include "logferry.reachablePort" (dict "config" $config "key" "aggregator.config") }}
+{{- end }}
+
+{{/* What the aggregator's pods are selected by: its own name, never the agents'. */}}
+{{- define "logferry.aggregatorSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "logferry.name" . }}-aggregator
+{{- end }}
+
+{{- define "logferry.aggregatorLabels" -}}
+{{ include "logferry.aggregatorSelectorLabels" . }}
+{{ include "logferry.helmLabels" . }}
 {{- end }}
 
 {{/* The Secrets' volumes, shared by the agents and the setup Job (same files, same paths). */}}
@@ -109,4 +177,9 @@ Refuses a config that is not TOML, and a data_dir outside the node directory mou
   mountPath: {{ required "extraSecretMounts[].mountPath" $m.mountPath }}
   readOnly: true
 {{- end }}
+{{- end }}
+
+{{/* The aggregator's objects' name: <fullname>-aggregator ("logferry-aggregator"). */}}
+{{- define "logferry.aggregatorName" -}}
+{{- include "logferry.suffixed" (dict "root" . "suffix" "aggregator") }}
 {{- end }}

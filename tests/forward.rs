@@ -1,0 +1,699 @@
+//! `[[input.forward]]` end to end: frames of Fluentd's forward protocol, written by hand for
+//! each mode and for hostile peers, and by a real client (fluent-logger), into a real agent
+//! and a real osmem-server. What a forwarder relies on: every entry indexed once with its tag,
+//! an ack only for what is durable, a resent chunk a 409, and a bad peer costing only its own
+//! connection.
+
+mod support;
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// MessagePack, written here by hand so the tests do not share a line with the agent's reader.
+mod mp {
+    pub fn str(s: &str) -> Vec<u8> {
+        let b = s.as_bytes();
+        let mut out = match b.len() {
+            n if n < 32 => vec![0xa0 | n as u8],
+            n if n < 256 => vec![0xd9, n as u8],
+            n => {
+                let mut h = vec![0xdb];
+                h.extend_from_slice(&(n as u32).to_be_bytes());
+                h
+            }
+        };
+        out.extend_from_slice(b);
+        out
+    }
+
+    pub fn bin(b: &[u8]) -> Vec<u8> {
+        let mut out = vec![0xc6];
+        out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        out.extend_from_slice(b);
+        out
+    }
+
+    pub fn uint(n: u64) -> Vec<u8> {
+        let mut out = vec![0xcf];
+        out.extend_from_slice(&n.to_be_bytes());
+        out
+    }
+
+    /// An EventTime: seconds and nanoseconds.
+    pub fn time(secs: u32, nanos: u32) -> Vec<u8> {
+        let mut out = vec![0xd7, 0x00];
+        out.extend_from_slice(&secs.to_be_bytes());
+        out.extend_from_slice(&nanos.to_be_bytes());
+        out
+    }
+
+    pub fn array(items: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = vec![0xdd];
+        out.extend_from_slice(&(items.len() as u32).to_be_bytes());
+        items.iter().for_each(|i| out.extend_from_slice(i));
+        out
+    }
+
+    pub fn map(pairs: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let mut out = vec![0xdf];
+        out.extend_from_slice(&(pairs.len() as u32).to_be_bytes());
+        for (k, v) in pairs {
+            out.extend_from_slice(&str(k));
+            out.extend_from_slice(v);
+        }
+        out
+    }
+}
+
+/// 2026-12-01T10:00:00Z
+const T0: u32 = 1_796_119_200;
+
+/// The record of entry `seq` of `pod`: shaped like what Fluent Bit's kubernetes filter sends.
+fn record(pod: &str, seq: u64) -> Vec<u8> {
+    mp::map(&[
+        ("log", mp::str(&format!("line seq={seq} of {pod}"))),
+        ("seq", mp::uint(seq)),
+        ("stream", mp::str("stderr")),
+        (
+            "kubernetes",
+            mp::map(&[
+                ("namespace_name", mp::str("shop")),
+                ("pod_name", mp::str(pod)),
+                ("labels", mp::map(&[("app", mp::str("cart"))])),
+            ]),
+        ),
+    ])
+}
+
+fn entry(pod: &str, seq: u64) -> Vec<u8> {
+    mp::array(&[mp::time(T0 + seq as u32, 123_456_789), record(pod, seq)])
+}
+
+fn chunk_option(chunk: &str) -> Vec<u8> {
+    mp::map(&[("chunk", mp::str(chunk))])
+}
+
+/// A Forward-mode frame of `seqs` of `pod`, asking for an ack of `chunk`.
+fn forward_frame(tag: &str, pod: &str, seqs: std::ops::Range<u64>, chunk: &str) -> Vec<u8> {
+    let entries: Vec<Vec<u8>> = seqs.map(|s| entry(pod, s)).collect();
+    mp::array(&[mp::str(tag), mp::array(&entries), chunk_option(chunk)])
+}
+
+/// What the agent must answer to a frame that carried `chunk`.
+fn ack_of(chunk: &str) -> Vec<u8> {
+    [vec![0x81], mp::str("ack"), mp::str(chunk)].concat()
+}
+
+/// Sends `frame` on a new connection and waits (up to `secs`) for its ack.
+fn send_for_ack(port: u16, frame: &[u8], chunk: &str, secs: u64) -> Result<(), String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+    s.write_all(frame).map_err(|e| e.to_string())?;
+    let want = ack_of(chunk);
+    let mut got = vec![0; want.len()];
+    s.read_exact(&mut got).map_err(|e| e.to_string())?;
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("not the ack: {got:?}"))
+    }
+}
+
+struct Aggregator {
+    /// Holds the data directory and config for the agent's life.
+    _node: Node,
+    config: PathBuf,
+    port: u16,
+}
+
+fn aggregator(es: &Osmem, extra_forward: &str, extra: &str) -> Aggregator {
+    let node = Node::new();
+    let port = free_port();
+    let config = node.config_with(
+        &es.url,
+        &format!("\n[[input.forward]]\nlisten = \"127.0.0.1:{port}\"\n{extra_forward}\n{extra}"),
+    );
+    Aggregator {
+        _node: node,
+        config,
+        port,
+    }
+}
+
+fn wait_listening(port: u16) {
+    wait_until(30, "the forward listener", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+}
+
+/// Documents by `seq`, each with how often it is there.
+fn by_seq(es: &Osmem) -> HashMap<u64, Vec<Value>> {
+    let mut out: HashMap<u64, Vec<Value>> = HashMap::new();
+    for (_, d) in docs(es) {
+        if let Some(seq) = d["seq"].as_u64() {
+            out.entry(seq).or_default().push(d);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_mode_is_indexed_once_with_its_tag_time_and_pod() {
+    let es = osmem();
+    let a = aggregator(&es, "", "");
+    let agent = Agent::start(&a.config);
+    wait_listening(a.port);
+    // Message: [tag, time, record, option].
+    let message = mp::array(&[
+        mp::str("app.cart"),
+        mp::time(T0, 123_456_789),
+        record("cart-1", 0),
+        chunk_option("m-0"),
+    ]);
+    send_for_ack(a.port, &message, "m-0", 30).unwrap();
+    // Forward: [tag, [[time, record], …], option].
+    send_for_ack(
+        a.port,
+        &forward_frame("app.cart", "cart-1", 1..4, "f-1"),
+        "f-1",
+        30,
+    )
+    .unwrap();
+    // PackedForward: the entries as one binary.
+    let packed: Vec<u8> = (4..7).flat_map(|s| entry("cart-1", s)).collect();
+    let frame = mp::array(&[mp::str("app.cart"), mp::bin(&packed), chunk_option("p-4")]);
+    send_for_ack(a.port, &frame, "p-4", 30).unwrap();
+    // CompressedPackedForward: gzipped, in two gzip members as Fluent Bit writes them.
+    let gz = |b: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    };
+    let members = [
+        gz(&(7..9).flat_map(|s| entry("cart-1", s)).collect::<Vec<_>>()),
+        gz(&entry("cart-1", 9)),
+    ]
+    .concat();
+    let option = mp::map(&[("chunk", mp::str("c-7")), ("compressed", mp::str("gzip"))]);
+    let frame = mp::array(&[mp::str("app.cart"), mp::bin(&members), option]);
+    send_for_ack(a.port, &frame, "c-7", 30).unwrap();
+    // Message mode without an option: taken, no ack asked.
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    s.write_all(&mp::array(&[
+        mp::str("app.cart"),
+        mp::uint(u64::from(T0) + 10),
+        record("cart-1", 10),
+    ]))
+    .unwrap();
+    drop(s);
+    assert_eq!(wait_for_count(&es, 11, 60), 11);
+    let docs = by_seq(&es);
+    for seq in 0..11 {
+        let d = &docs[&seq];
+        assert_eq!(d.len(), 1, "seq {seq} once: {d:?}");
+        let d = &d[0];
+        assert_eq!(d["tag"], "app.cart", "{d}");
+        assert_eq!(d["log"], format!("line seq={seq} of cart-1"), "{d}");
+        // The forwarder's pod is the document's, and its stream the record's stream.
+        assert_eq!(d["kubernetes"]["pod_name"], "cart-1", "{d}");
+        assert_eq!(d["kubernetes"]["labels"]["app"], "cart", "{d}");
+        assert_eq!(d["stream"], "stderr", "{d}");
+        assert!(d.get("app_kubernetes").is_none(), "{d}");
+    }
+    // EventTime keeps its nanoseconds; an integer time is whole seconds.
+    assert_eq!(docs[&0][0]["@timestamp"], "2026-12-01T10:00:00.123456789Z");
+    assert_eq!(docs[&10][0]["@timestamp"], "2026-12-01T10:00:10.000000000Z");
+    assert_eq!(agent.metric("logferry_forward_entries_total"), 11);
+    agent.stop();
+}
+
+#[test]
+fn a_chunk_sent_again_is_a_409_not_a_copy_and_is_acked_again() {
+    let es = osmem();
+    let a = aggregator(&es, "", "");
+    let agent = Agent::start(&a.config);
+    wait_listening(a.port);
+    let frame = forward_frame("app", "cart-1", 0..50, "chunk-a");
+    send_for_ack(a.port, &frame, "chunk-a", 30).unwrap();
+    assert_eq!(wait_for_count(&es, 50, 60), 50);
+    // The ack was lost on the way: the forwarder sends the chunk again.
+    send_for_ack(a.port, &frame, "chunk-a", 30).unwrap();
+    // Another chunk with the same entries is another chunk: its entries are new documents.
+    send_for_ack(
+        a.port,
+        &forward_frame("app", "cart-1", 0..50, "chunk-b"),
+        "chunk-b",
+        30,
+    )
+    .unwrap();
+    assert_eq!(wait_for_count(&es, 100, 60), 100);
+    wait_until(30, "the resent chunk's 409s", || {
+        agent.metric("logferry_documents_total{outcome=\"duplicate\"}") == 50
+    });
+    agent.stop();
+}
+
+/// A forwarder's loop: each chunk is sent until it is acked, on a new connection after any
+/// failure, while the agent is killed and started again under it.
+#[test]
+fn chunks_acked_across_sigkills_are_each_indexed_exactly_once() {
+    let es = osmem();
+    let a = aggregator(&es, "", "");
+    let mut agent = Some(Agent::start(&a.config));
+    wait_listening(a.port);
+    let chunks = 60u64;
+    let per = 20u64;
+    let mut kills = 0;
+    for c in 0..chunks {
+        let frame = forward_frame("app", "cart-1", c * per..(c + 1) * per, &format!("k{c}"));
+        if c % 20 == 10 {
+            // Killed with the chunk sent and its ack not yet read: it may be durable, half
+            // read, or not there at all. The forwarder sends it again to the next start.
+            let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+            s.write_all(&frame).unwrap();
+            std::thread::sleep(Duration::from_millis(30 * (c / 20)));
+            agent.take().unwrap().kill();
+            kills += 1;
+            agent = Some(Agent::start(&a.config));
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while send_for_ack(a.port, &frame, &format!("k{c}"), 5).is_err() {
+            assert!(Instant::now() < deadline, "chunk {c} never acked");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if c % 20 == 15 {
+            // Killed right after an ack: what was acked must be there after the restart.
+            agent.take().unwrap().kill();
+            kills += 1;
+            agent = Some(Agent::start(&a.config));
+        }
+    }
+    assert_eq!(kills, 6);
+    let n = chunks * per;
+    assert_eq!(wait_for_count(&es, n, 90), n);
+    let docs = by_seq(&es);
+    let twice: Vec<_> = docs
+        .iter()
+        .filter(|(_, d)| d.len() > 1)
+        .map(|(s, _)| s)
+        .collect();
+    assert!(twice.is_empty(), "indexed twice: {twice:?}");
+    assert_eq!(docs.len() as u64, n);
+    agent.unwrap().stop();
+}
+
+#[test]
+fn a_hostile_peer_costs_only_its_own_connection() {
+    let es = osmem();
+    let a = aggregator(
+        &es,
+        "max_connections = 3\nstall_timeout = \"1s\"\nchunk_size_limit = \"64KiB\"\nmax_bytes_in_flight = \"1MiB\"",
+        "",
+    );
+    let agent = Agent::start(&a.config);
+    wait_listening(a.port);
+    let closed = |mut s: TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut b = [0u8; 16];
+        // Closed by the agent: end of stream (or a reset), never an answer or a hang.
+        matches!(s.read(&mut b), Ok(0) | Err(_)) && !matches!(s.read(&mut b), Ok(n) if n > 0)
+    };
+    let connect = || TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    // Garbage.
+    let mut s = connect();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(closed(s), "garbage closes the connection");
+    // A string that claims a gigabyte, then nothing: too large for chunk_size_limit, or a
+    // stall, but never a gigabyte allocated.
+    let mut s = connect();
+    let mut claim = vec![0x93, 0xa3, b'a', b'p', b'p', 0xdb, 0x40, 0, 0, 0];
+    claim.extend_from_slice(&[b'x'; 100]);
+    s.write_all(&claim).unwrap();
+    assert!(closed(s), "a 1 GiB claim closes the connection");
+    // Half a frame, then silence: closed after stall_timeout.
+    let mut s = connect();
+    let frame = forward_frame("app", "cart-1", 0..5, "half");
+    s.write_all(&frame[..frame.len() / 2]).unwrap();
+    let started = Instant::now();
+    assert!(closed(s), "a stalled frame closes the connection");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // A frame larger than chunk_size_limit.
+    let mut s = connect();
+    let big = forward_frame("app", "cart-1", 0..2000, "big");
+    assert!(big.len() > 64 * 1024);
+    let _ = s.write_all(&big);
+    assert!(
+        closed(s),
+        "a frame over chunk_size_limit closes the connection"
+    );
+    // A gzip bomb: a small frame that unpacks past chunk_size_limit.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(&vec![0u8; 10 << 20]).unwrap();
+    let bomb = e.finish().unwrap();
+    let option = mp::map(&[("chunk", mp::str("bomb")), ("compressed", mp::str("gzip"))]);
+    let mut s = connect();
+    s.write_all(&mp::array(&[mp::str("app"), mp::bin(&bomb), option]))
+        .unwrap();
+    assert!(closed(s), "a gzip bomb closes the connection");
+    // Three idle connections fill max_connections: a fourth is closed at once.
+    let idle: Vec<TcpStream> = (0..3).map(|_| connect()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(closed(connect()), "past max_connections");
+    drop(idle);
+    // Through all of it the agent served and serves: a good frame is acked and indexed.
+    wait_until(10, "room for a connection", || {
+        send_for_ack(
+            a.port,
+            &forward_frame("app", "cart-1", 0..5, "good"),
+            "good",
+            10,
+        )
+        .is_ok()
+    });
+    assert_eq!(wait_for_count(&es, 5, 60), 5);
+    let refused = |reason: &str| {
+        agent.metric(&format!(
+            "logferry_forward_refused_total{{reason=\"{reason}\"}}"
+        ))
+    };
+    assert!(refused("invalid") >= 1, "{}", agent.metrics());
+    assert!(refused("too_large") >= 2, "{}", agent.metrics());
+    assert!(refused("stalled") >= 1, "{}", agent.metrics());
+    assert!(refused("too_many_connections") >= 1, "{}", agent.metrics());
+    assert_eq!(agent.get("/health")["status"], "healthy");
+    agent.stop();
+}
+
+#[test]
+fn the_tag_routes_and_redaction_applies_to_forwarded_records() {
+    let es = osmem();
+    let a = aggregator(
+        &es,
+        "",
+        "[redact]\nrules = [\"email\"]\n\
+         [[route]]\nname = \"audit\"\nindex = \"audit-%Y.%m\"\nwhen.field = { path = \"tag\", matches = '^audit\\.' }\n\
+         [[route]]\nname = \"cart\"\nindex = \"cart-%Y\"\nwhen.labels = { app = \"cart\" }\nwhen.namespaces = [\"shop\"]\n",
+    );
+    let agent = Agent::start(&a.config);
+    wait_listening(a.port);
+    let rec = mp::map(&[
+        ("msg", mp::str("refund for ann.lee@example.com")),
+        ("user", mp::map(&[("email", mp::str("bob@example.com"))])),
+        ("tag", mp::str("the record's own tag is replaced")),
+    ]);
+    let e = mp::array(&[mp::time(T0, 0), rec]);
+    let frame = mp::array(&[
+        mp::str("audit.payments"),
+        mp::array(&[e]),
+        chunk_option("r"),
+    ]);
+    send_for_ack(a.port, &frame, "r", 30).unwrap();
+    wait_until(60, "the audit document", || {
+        es.count("audit-*").unwrap_or(0) == 1
+    });
+    // The forwarder's pod: its labels and namespace route as a node agent's own would.
+    send_for_ack(a.port, &forward_frame("app", "cart-1", 0..3, "l"), "l", 30).unwrap();
+    wait_until(60, "the cart documents", || {
+        es.count("cart-*").unwrap_or(0) == 3
+    });
+    let (_, d) = es.all_documents("audit-*").unwrap().remove(0);
+    assert_eq!(d["tag"], "audit.payments", "{d}");
+    let text = d.to_string();
+    assert!(
+        !text.contains("example.com"),
+        "an address reached the index: {text}"
+    );
+    assert!(d["msg"].as_str().unwrap().contains("[REDACTED"), "{d}");
+    assert_eq!(es.count("logs-*").unwrap_or(0), 0);
+    agent.stop();
+}
+
+#[test]
+fn fluent_logger_events_are_indexed_once_each() {
+    let es = osmem();
+    let a = aggregator(&es, "", "");
+    let agent = Agent::start(&a.config);
+    wait_listening(a.port);
+    let script = format!(
+        "from fluent import sender\n\
+         s = sender.FluentSender('app', host='127.0.0.1', port={port}, nanosecond_precision=True)\n\
+         for i in range(500):\n    assert s.emit('web', {{'seq': i, 'msg': 'hello %d' % i}}), s.last_error\n\
+         s.close()\n",
+        port = a.port
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "fluent-logger (pip install fluent-logger; scripts/install-deps does): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(wait_for_count(&es, 500, 60), 500);
+    let docs = by_seq(&es);
+    assert_eq!(docs.len(), 500);
+    assert!(
+        docs.values()
+            .all(|d| d.len() == 1 && d[0]["tag"] == "app.web")
+    );
+    assert_eq!(docs[&7][0]["msg"], "hello 7");
+    agent.stop();
+}
+
+/// A full buffer (`overflow_action = "block"`, the cluster down) stops the listener reading:
+/// the forwarder waits for its acks, nothing is dropped, and all of it arrives once the
+/// cluster is back.
+#[test]
+fn a_full_buffer_holds_the_forwarder_back_and_loses_nothing() {
+    let es_port = free_port();
+    let node = Node::new();
+    let port = free_port();
+    let config = node.config(
+        &format!("http://127.0.0.1:{es_port}"),
+        "",
+        "chunk_limit_size = \"16KiB\"\nmax_size = \"64KiB\"\nflush_thread_count = 1",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[input.forward]]\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let agent = Agent::start(&config);
+    wait_listening(port);
+    let chunks = 60u64;
+    let per = 20u64;
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let forwarder = {
+        let acked = acked.clone();
+        std::thread::spawn(move || {
+            for c in 0..chunks {
+                let frame =
+                    forward_frame("app", "cart-1", c * per..(c + 1) * per, &format!("b{c}"));
+                send_for_ack(port, &frame, &format!("b{c}"), 300).unwrap();
+                acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    // The buffer fills and the acks stop: the forwarder is held back, not dropped.
+    let mut last = u64::MAX;
+    wait_until(60, "the acks to stop", || {
+        let now = acked.load(std::sync::atomic::Ordering::SeqCst);
+        let stuck = now == last;
+        last = now;
+        std::thread::sleep(Duration::from_secs(2));
+        stuck
+    });
+    assert!(
+        last < chunks,
+        "every chunk was acked with the cluster down: {last}"
+    );
+    assert!(agent.metric("logferry_buffer_bytes") <= 64 * 1024);
+    assert_eq!(agent.metric("logferry_buffer_dropped_records_total"), 0);
+    let es = osmem_on(es_port);
+    forwarder.join().unwrap();
+    let n = chunks * per;
+    assert_eq!(wait_for_count(&es, n, 120), n);
+    assert_eq!(by_seq(&es).len() as u64, n);
+    agent.stop();
+}
+
+/// Fluent Bit's own out_forward, acks required, retrying forever, with the secure-forward
+/// handshake, tailing a file into the agent while the agent is killed three times: every line
+/// once, and Fluent Bit's own shape of
+/// an entry (`[[time, metadata], record]`, since 2.1) understood (it was not, before this test).
+/// The kills fall between Fluent Bit's flushes; a kill between a frame's fsync and its ack (the
+/// resent chunk that must be a 409) is `chunks_acked_across_sigkills_…`'s. Needs a Fluent Bit binary
+/// (`../shared/peers/build-fluent-bit.sh` builds one in 5-10 minutes), so it is not part of the
+/// default run: `LOGFERRY_FLUENT_BIT=/path/to/fluent-bit cargo test --test forward -- --ignored`.
+#[test]
+#[ignore = "needs Fluent Bit: set LOGFERRY_FLUENT_BIT and run with --ignored"]
+fn fluent_bit_forwarding_through_sigkills_delivers_every_line_once() {
+    let fluent_bit = std::env::var("LOGFERRY_FLUENT_BIT").expect("LOGFERRY_FLUENT_BIT");
+    let es = osmem();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("shared_key");
+    std::fs::write(&key_file, "s3cret").unwrap();
+    let a = aggregator(
+        &es,
+        &format!("shared_key_file = {:?}", key_file.display()),
+        "",
+    );
+    let mut agent = Some(Agent::start(&a.config));
+    wait_listening(a.port);
+    let log = dir.path().join("app.log");
+    let conf = dir.path().join("fluent-bit.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[SERVICE]\n    Flush 1\n    Log_Level info\n\
+             [INPUT]\n    Name tail\n    Path {log}\n    Read_from_Head true\n    Refresh_Interval 1\n    Tag app.web\n\
+             [OUTPUT]\n    Name forward\n    Match *\n    Host 127.0.0.1\n    Port {port}\n    Require_ack_response true\n    Retry_Limit False\n    Shared_Key s3cret\n    Self_Hostname node-a\n",
+            log = log.display(),
+            port = a.port
+        ),
+    )
+    .unwrap();
+    let mut fb = std::process::Command::new(&fluent_bit)
+        .args(["-c", conf.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("fb.log")).unwrap())
+        .spawn()
+        .expect("fluent-bit");
+    let n = 3000u64;
+    let mut f = std::fs::File::create(&log).unwrap();
+    for seq in 0..n {
+        writeln!(f, "line seq={seq} from fluent bit").unwrap();
+        if seq % 1000 == 500 {
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(1500));
+            agent.take().unwrap().kill();
+            std::thread::sleep(Duration::from_millis(500));
+            agent = Some(Agent::start(&a.config));
+        }
+    }
+    drop(f);
+    let count = wait_for_count(&es, n, 120);
+    let _ = fb.kill();
+    let _ = fb.wait();
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    for (_, d) in docs(&es) {
+        assert_eq!(d["tag"], "app.web", "{d}");
+        let seq = d["log"]
+            .as_str()
+            .and_then(|l| l.split("seq=").nth(1))
+            .and_then(|s| s.split(' ').next().and_then(|s| s.parse().ok()));
+        *seen.entry(seq.expect("a seq")).or_insert(0) += 1;
+    }
+    let missing: Vec<u64> = (0..n).filter(|s| !seen.contains_key(s)).take(5).collect();
+    let twice: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).take(5).collect();
+    assert!(missing.is_empty(), "missing {missing:?} (count {count})");
+    assert!(twice.is_empty(), "twice {twice:?}");
+    assert_eq!(count, n);
+    agent.unwrap().stop();
+}
+
+/// Reads one whole MessagePack value from `s` (the agent's HELO or PONG).
+fn read_value(s: &mut TcpStream) -> Vec<u8> {
+    use logferry::source::forward::msgpack;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match msgpack::value_len(&buf) {
+            Ok(n) if n == buf.len() => return buf,
+            _ => {}
+        }
+        if s.read(&mut byte).unwrap_or(0) == 0 {
+            return buf;
+        }
+        buf.push(byte[0]);
+    }
+}
+
+fn sha512_hex(parts: &[&[u8]]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha512::new();
+    parts.iter().for_each(|p| h.update(p));
+    hex::encode(h.finalize())
+}
+
+/// `shared_key_file`: the secure-forward handshake. A peer that does not answer HELO with a
+/// PING carrying the key's digest never gets a frame in.
+#[test]
+fn without_the_shared_key_no_frame_gets_in() {
+    use logferry::source::forward::msgpack::{Value, read};
+    let es = osmem();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("shared_key");
+    std::fs::write(&key_file, "s3cret\n").unwrap();
+    let a = aggregator(
+        &es,
+        &format!(
+            "shared_key_file = {:?}\nself_hostname = \"agg-0\"",
+            key_file.display()
+        ),
+        "",
+    );
+    let agent = Agent::start(&a.config);
+    wait_listening(a.port);
+    let frame = forward_frame("app", "cart-1", 0..5, "k");
+    // A forwarder that knows nothing of the handshake: its frame is not a PING.
+    assert!(send_for_ack(a.port, &frame, "k", 10).is_err());
+    let handshake = |key: &str| -> (TcpStream, bool) {
+        let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let helo = read_value(&mut s);
+        let (Value::Array(helo), _) = read(&helo).unwrap() else {
+            panic!("HELO is an array")
+        };
+        let Value::Map(opts) = &helo[1] else {
+            panic!("HELO's options")
+        };
+        let nonce = opts
+            .iter()
+            .find(|(k, _)| k.as_bytes() == Some(b"nonce"))
+            .and_then(|(_, v)| v.as_bytes())
+            .unwrap()
+            .to_vec();
+        let digest = sha512_hex(&[b"salt", b"node-a", &nonce, key.as_bytes()]);
+        let ping = mp::array(&[
+            mp::str("PING"),
+            mp::str("node-a"),
+            mp::str("salt"),
+            mp::str(&digest),
+            mp::str(""),
+            mp::str(""),
+        ]);
+        s.write_all(&ping).unwrap();
+        let pong = read_value(&mut s);
+        let (pong_value, _) = read(&pong).unwrap();
+        let Value::Array(p) = &pong_value else {
+            panic!("PONG")
+        };
+        if p[1] == Value::Bool(true) {
+            // The listener proves it has the key too.
+            let theirs = sha512_hex(&[b"salt", b"agg-0", &nonce, key.as_bytes()]);
+            assert_eq!(p[4].as_bytes(), Some(theirs.as_bytes()));
+        }
+        (s, p[1] == Value::Bool(true))
+    };
+    let (mut wrong, ok) = handshake("guess");
+    assert!(!ok, "a wrong key is refused");
+    let mut b = [0u8; 1];
+    assert!(matches!(wrong.read(&mut b), Ok(0) | Err(_)), "and closed");
+    let (mut right, ok) = handshake("s3cret");
+    assert!(ok, "the right key is let in");
+    right.write_all(&frame).unwrap();
+    let want = ack_of("k");
+    let mut got = vec![0; want.len()];
+    right.read_exact(&mut got).unwrap();
+    assert_eq!(got, want);
+    assert_eq!(wait_for_count(&es, 5, 60), 5);
+    assert!(agent.metric("logferry_forward_refused_total{reason=\"unauthorized\"}") >= 2);
+    agent.stop();
+}
