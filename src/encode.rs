@@ -166,6 +166,24 @@ impl ItemEncoder {
         }
     }
 
+    /// Appends a document another agent finished (a node's record, come through Kafka) as one
+    /// `create` item to the index and under the id it came with, so a record consumed twice is
+    /// a 409. Redaction runs over it again, with this agent's rules: what a node let through
+    /// (an older config, another team's) is still caught here.
+    pub fn encode_finished(&self, out: &mut Vec<u8>, index: &str, id: &[u8], doc: &str) {
+        out.extend_from_slice(b"{\"create\":{\"_index\":");
+        let _ = serde_json::to_writer(&mut *out, index);
+        out.extend_from_slice(b",\"_id\":");
+        let _ = serde_json::to_writer(&mut *out, &*String::from_utf8_lossy(id));
+        out.extend_from_slice(b"}}\n");
+        let redacted = self
+            .redactor
+            .as_deref()
+            .and_then(|r| r.redact_document(doc, 0..doc.len()));
+        out.extend_from_slice(redacted.as_deref().unwrap_or(doc).as_bytes());
+        out.push(b'\n');
+    }
+
     /// The redaction stage over the document at `out[start..]`, unless its namespace is
     /// excepted; `message` (within the document) holds the message's members, and the rest
     /// the agent's own, never looked at, so not read either. The writer only ever writes UTF-8

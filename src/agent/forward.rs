@@ -87,12 +87,18 @@ impl Encoding {
         for e in entries {
             let chunk = chunks.last_mut().expect("one chunk at least");
             chunk.begin_item();
-            let encoded = self
-                .encoder
-                .encode_as(&mut chunk.body, &e.id, &e.record, &e.meta);
-            if !self.counters.count(encoded, e.record.flags) {
-                chunk.cancel_item();
-                continue;
+            if let Some(index) = &e.finished {
+                let doc = String::from_utf8_lossy(&e.record.message);
+                self.encoder
+                    .encode_finished(&mut chunk.body, index, &e.id, &doc);
+            } else {
+                let encoded = self
+                    .encoder
+                    .encode_as(&mut chunk.body, &e.id, &e.record, &e.meta);
+                if !self.counters.count(encoded, e.record.flags) {
+                    chunk.cancel_item();
+                    continue;
+                }
             }
             chunk.end_item();
             if chunk.body.len() >= self.chunk_limit {
@@ -134,8 +140,9 @@ impl Deliver for ForwardOutput {
     }
 }
 
-/// Binds every `[[input.forward]]` listener (an address in use stops the start) and serves
-/// them; the tasks end when aborted.
+/// Starts every `[[input.kafka]]` consumer and binds every `[[input.forward]]` listener (an
+/// address in use stops the start); the tasks end when aborted. Both append through the same
+/// output.
 pub(super) async fn start(
     cfg: &Config,
     store: &super::Store,
@@ -151,6 +158,21 @@ pub(super) async fn start(
         configs,
     )?);
     let mut tasks = Vec::new();
+    for (i, k) in cfg.input.kafka.iter().enumerate() {
+        let mut client = rdkafka::ClientConfig::new();
+        client.set("bootstrap.servers", k.brokers.join(","));
+        crate::sink::kafka::producer::secure(&mut client, k.tls.as_ref(), k.sasl.as_ref())
+            .map_err(|e| anyhow::anyhow!("input.kafka[{i}]: {e}"))?;
+        let consumer = crate::source::kafka::consumer(client, k)
+            .map_err(|e| anyhow::anyhow!("input.kafka[{i}]: cannot create the consumer: {e}"))?;
+        tracing::info!(topics = ?k.topics, group = %k.group_id, "kafka input: consuming");
+        let out: Arc<dyn Deliver> = out.clone();
+        tasks.push(tokio::spawn(crate::source::kafka::run(
+            consumer,
+            out,
+            metrics.clone(),
+        )));
+    }
     for (i, f) in cfg.input.forward.iter().enumerate() {
         let listener = forward::bind(f).await.map_err(|e| {
             anyhow::anyhow!(

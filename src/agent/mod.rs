@@ -53,10 +53,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let hangup = reload.as_ref().and_then(|_| reload::catch_hangup());
     let store = Store::open(&cfg)?;
-    let listener = observe::bind(cfg.api.listen)
-        .await
-        .with_context(|| format!("cannot listen on api.listen {}", cfg.api.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /health and /ready");
+    let listener = bind_api(&cfg).await?;
     let kube = start_kubernetes(&cfg, &store.metrics).await?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let tailer_state = Arc::new(TailerState::default());
@@ -134,6 +131,14 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn bind_api(cfg: &Config) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = observe::bind(cfg.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on api.listen {}", cfg.api.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /health and /ready");
+    Ok(listener)
 }
 
 fn announce(cfg: &Config) {

@@ -37,6 +37,8 @@ pub struct Input {
     pub fluentd_pos_file: Option<std::path::PathBuf>,
     /// `[[input.forward]]`: listeners for Fluentd's forward protocol (the aggregator role).
     pub forward: Vec<super::Forward>,
+    /// `[[input.kafka]]`: consumers of the topics node agents produce to (the aggregator role).
+    pub kafka: Vec<super::KafkaInput>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -70,6 +72,7 @@ impl Default for Input {
             partial_timeout: Span(Duration::from_secs(5)),
             fluentd_pos_file: None,
             forward: Vec::new(),
+            kafka: Vec::new(),
         }
     }
 }

@@ -33,6 +33,7 @@ mod forward;
 mod input;
 mod interpolate;
 mod kafka;
+mod kafka_input;
 mod kubernetes;
 mod locate;
 mod multiline;
@@ -49,6 +50,7 @@ pub use elasticsearch::{Auth, Compression, Elasticsearch, Secret, Tls};
 pub use forward::Forward;
 pub use input::{Input, Parse, ReadFrom};
 pub use kafka::{Kafka, KafkaCompression, KafkaTls, Sasl, SaslMechanism};
+pub use kafka_input::KafkaInput;
 pub use kubernetes::Kubernetes;
 pub use multiline::{BUILT_IN_RULES, CustomRule, Multiline};
 pub use redact::{AGENT_KEYS, BUILT_IN_REDACTIONS, CustomRedaction, Redact, RedactAction};
@@ -183,6 +185,7 @@ impl Config {
             "kubernetes.api_server" => kubernetes.api_server;
             "input.max_line_bytes" => input.max_line_bytes;
             "input.forward" => input.forward;
+            "input.kafka" => input.kafka;
         }
         // The output is chosen at start: adding or removing [kafka] needs a restart. The
         // reloader keeps the running section (see KAFKA_OUTPUT).

@@ -55,11 +55,16 @@ fn data_dir(data_dir: &Path, found: &mut Findings) {
 
 fn input(input: &Input, found: &mut Findings) {
     // An aggregator reads no files: its records come from its listeners.
-    if input.include.is_empty() && input.forward.is_empty() {
+    if input.include.is_empty() && input.forward.is_empty() && input.kafka.is_empty() {
         found.bad(
             "input.include",
             "needs at least one glob (or an [[input.forward]] listener)",
         );
+    }
+    for (i, k) in input.kafka.iter().enumerate() {
+        for (key, message) in k.problems(i) {
+            found.bad(&key, message);
+        }
     }
     for (i, f) in input.forward.iter().enumerate() {
         for (key, message) in f.problems(i) {

@@ -126,6 +126,8 @@ pub struct Metrics {
     pub config_reload_failures: Counter,
     /// When a config was last taken, at start or by a reload (Unix seconds).
     pub config_last_reload_success: GaugeF64,
+    /// Records consumed from `[[input.kafka]]` topics and durable in the buffer.
+    pub kafka_input_records: Counter,
     /// Forward protocol connections open now.
     pub forward_connections: Gauge,
     /// Entries taken from forward protocol frames into the buffer.
@@ -204,6 +206,7 @@ impl Metrics {
             setup_failures: Counter::default(),
             config_reload_failures: Counter::default(),
             config_last_reload_success: GaugeF64::default(),
+            kafka_input_records: Counter::default(),
             forward_connections: Gauge::default(),
             forward_entries: Counter::default(),
             forward_refused: Family::default(),
@@ -274,6 +277,7 @@ impl Metrics {
             "setup_failures", "Attempts to install index templates or lifecycle policies that failed (retried with backoff)", m.setup_failures;
             "config_reload_failures", "Config reloads (SIGHUP, --watch-config) refused: the file did not validate or its TLS and credential files could not be used; the running config stays", m.config_reload_failures;
             "config_last_reload_success_timestamp_seconds", "When the running config was taken, at start or by the last successful reload (Unix time)", m.config_last_reload_success;
+            "kafka_input_records", "Records consumed from [[input.kafka]] topics and durable in the buffer (their offsets committed after)", m.kafka_input_records;
             "forward_connections", "Forward protocol connections open ([[input.forward]])", m.forward_connections;
             "forward_entries", "Entries of forward protocol frames appended to the buffer", m.forward_entries;
             "forward_refused", "Forward protocol connections closed for what their peer did, by reason (invalid, too_large, stalled, too_many_connections, unauthorized)", m.forward_refused;

@@ -3,3 +3,4 @@
 //! tailer does, and knows neither the encoder nor the buffer.
 
 pub mod forward;
+pub mod kafka;

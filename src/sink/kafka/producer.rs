@@ -94,14 +94,25 @@ pub fn client_config(kafka: &config::Kafka) -> Result<ClientConfig, Error> {
         }
         KafkaCompression::Lz4 | KafkaCompression::Snappy => {}
     }
-    let protocol = match (&kafka.tls, &kafka.sasl) {
+    secure(&mut c, kafka.tls.as_ref(), kafka.sasl.as_ref())?;
+    Ok(c)
+}
+
+/// TLS and SASL as `[kafka]` (or a Kafka input) asks: the security protocol, the files of the
+/// certificates, and the user name and password read from theirs.
+pub fn secure(
+    c: &mut ClientConfig,
+    tls: Option<&config::KafkaTls>,
+    sasl: Option<&config::Sasl>,
+) -> Result<(), Error> {
+    let protocol = match (tls, sasl) {
         (None, None) => "plaintext",
         (Some(_), None) => "ssl",
         (None, Some(_)) => "sasl_plaintext",
         (Some(_), Some(_)) => "sasl_ssl",
     };
     c.set("security.protocol", protocol);
-    if let Some(tls) = &kafka.tls {
+    if let Some(tls) = tls {
         for (key, path) in [
             ("ssl.ca.location", &tls.ca_file),
             ("ssl.certificate.location", &tls.cert_file),
@@ -112,7 +123,7 @@ pub fn client_config(kafka: &config::Kafka) -> Result<ClientConfig, Error> {
             }
         }
     }
-    if let Some(sasl) = &kafka.sasl {
+    if let Some(sasl) = sasl {
         let read = |key: &'static str, path: &std::path::Path| {
             std::fs::read_to_string(path)
                 .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
@@ -126,7 +137,7 @@ pub fn client_config(kafka: &config::Kafka) -> Result<ClientConfig, Error> {
             .set("sasl.username", read("username_file", &sasl.username_file)?)
             .set("sasl.password", read("password_file", &sasl.password_file)?);
     }
-    Ok(c)
+    Ok(())
 }
 
 /// A producer for `[kafka]`, reporting to `state`. Connecting happens in librdkafka's own

@@ -24,6 +24,10 @@ pub struct Entry {
     pub meta: FileMeta,
     /// The document id: the same for the same entry of a chunk sent again.
     pub id: [u8; 32],
+    /// Set when `record.message` is a document another agent finished for this index (a
+    /// node's record, come through Kafka): it is buffered as it is, redacted again, not
+    /// parsed or routed.
+    pub finished: Option<String>,
 }
 
 /// Where a frame's ids come from.
@@ -162,6 +166,7 @@ fn convert(
         },
         meta,
         id,
+        finished: None,
     })
 }
 
