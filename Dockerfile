@@ -2,6 +2,11 @@
 # libgcc only; no shell, no package manager).
 #   docker build -t logferry:0.1.0 .
 FROM rust:1-slim-bookworm AS build
+# The Kafka client (rdkafka) builds librdkafka and OpenSSL from their sources: their build
+# scripts need make and perl, which the slim image (gcc and libc6-dev only) lacks.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make perl \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src

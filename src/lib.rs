@@ -25,7 +25,8 @@
 //!   group-commit fsync) until Elasticsearch has them, reporting durable file positions through
 //!   a callback, pausing reading or dropping its oldest segment when full, as configured;
 //! - [`sink`]: bulk-indexes batches, retries what failed, dead-letters what never will succeed,
-//!   and acknowledges batches back to the buffer;
+//!   and acknowledges batches back to the buffer; or, with `[kafka]` ([`sink::kafka`]),
+//!   produces each record as a message and acknowledges a batch once the brokers have it all;
 //! - [`agent`]: wires the stages together — the tailer's output encodes into the buffer, the
 //!   committer moves the checkpoints — and shuts them down in order; beside it [`top`], a
 //!   terminal view of one running agent from its `/metrics` and `/health`;

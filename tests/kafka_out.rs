@@ -363,6 +363,40 @@ fn a_reload_takes_a_changed_kafka_section_for_the_next_batch_and_loses_nothing()
     assert!(agent.stop().success());
 }
 
+#[test]
+fn a_reload_that_adds_kafka_to_an_elasticsearch_agent_without_hosts_is_refused() {
+    let node = Node::new();
+    let config = node.config("http://127.0.0.1:9", "", "");
+    let agent = Agent::start(&config);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let start = text.find("hosts = [").unwrap();
+    let end = start + text[start..].find('\n').unwrap();
+    let with_kafka = format!(
+        "{}hosts = []{}[kafka]\nbrokers = [\"127.0.0.1:9\"]\n",
+        &text[..start],
+        &text[end..]
+    );
+    std::fs::write(&config, with_kafka).unwrap();
+    agent.signal("HUP");
+    wait_until_showing(
+        30,
+        "the reload to be refused, naming elasticsearch.hosts",
+        || {
+            agent.get("/health")["checks"]["config"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("elasticsearch.hosts") && d.contains("restart"))
+        },
+        || format!("{}\n{}", agent.get("/health"), agent.logs()),
+    );
+    // Still the output it started with.
+    let health = agent.get("/health");
+    assert!(
+        health["checks"]["elasticsearch"].is_object() && health["checks"]["kafka"].is_null(),
+        "{health}"
+    );
+    assert!(agent.stop().success());
+}
+
 fn validate(path: &Path) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_logferry"))
         .args(["validate", "--config"])

@@ -201,10 +201,17 @@ impl Reloader {
     fn prepare(&self) -> Result<Ready, Refused> {
         let mut cfg = Config::load(&self.options.path)?;
         let restart = cfg.keep_restart_only(&self.started);
+        let file = self.options.path.display().to_string();
         if restart.contains(&crate::config::KAFKA_OUTPUT) {
             cfg.kafka.clone_from(&self.running.kafka);
+            // A file that adds [kafka] was not asked for hosts; the running output needs them.
+            if cfg.kafka.is_none() && cfg.elasticsearch.hosts.is_empty() {
+                return Err(Refused::Stages {
+                    file,
+                    why: "elasticsearch.hosts: needs at least one URL while the agent ships to Elasticsearch (adding [kafka] takes a restart)".into(),
+                });
+            }
         }
-        let file = self.options.path.display().to_string();
         output::encoder(&cfg, &self.stages.metrics, None).map_err(|e| Refused::Stages {
             file: file.clone(),
             why: format!("{e:#}"),
