@@ -21,7 +21,8 @@
 //!   and the positions of its pos_file that discovery starts files from), using only [`config`];
 //! - [`tail`]: finds log files, reads them, splits lines, keeps checkpoints, and hands records
 //!   to an output it is given; [`source`]: the other sources (`[[input.forward]]`, Fluentd's
-//!   forward protocol), handing entries to what the agent gives them; [`buffer`]: keeps encoded items on disk (CRC-framed segments,
+//!   forward protocol; `[[input.kafka]]`, the Kafka tier's consumer), handing entries to what
+//!   the agent gives them; [`buffer`]: keeps encoded items on disk (CRC-framed segments,
 //!   group-commit fsync) until Elasticsearch has them, reporting durable file positions through
 //!   a callback, pausing reading or dropping its oldest segment when full, as configured;
 //! - [`sink`]: bulk-indexes batches, retries what failed, dead-letters what never will succeed,

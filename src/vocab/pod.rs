@@ -30,6 +30,14 @@ pub struct FileMeta {
 /// A file with nothing known about its pod: JSON parsed, nothing excluded.
 impl Default for FileMeta {
     fn default() -> Self {
+        FileMeta::with_labels(Arc::default())
+    }
+}
+
+impl FileMeta {
+    /// Nothing known but `labels` (shared: a source that makes one per record need not
+    /// allocate an empty map each time).
+    pub fn with_labels(labels: Arc<BTreeMap<String, String>>) -> FileMeta {
         FileMeta {
             fields: Vec::new(),
             excluded: false,
@@ -37,7 +45,7 @@ impl Default for FileMeta {
             multiline: None,
             partial: false,
             namespace: None,
-            labels: Arc::default(),
+            labels,
         }
     }
 }

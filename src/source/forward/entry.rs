@@ -103,15 +103,7 @@ fn convert(
     tag_key: &str,
     id: [u8; 32],
 ) -> Result<Entry, Refused> {
-    let mut meta = FileMeta {
-        fields: Vec::new(),
-        excluded: false,
-        parse_json: true,
-        multiline: None,
-        partial: false,
-        namespace: None,
-        labels: NO_LABELS.clone(),
-    };
+    let mut meta = FileMeta::with_labels(NO_LABELS.clone());
     let mut stream = None;
     let mut message = Vec::with_capacity(record.len() + record.len() / 4 + 32);
     message.push(b'{');
