@@ -80,10 +80,12 @@ fn rfc3339(ns: i64) -> String {
 /// Labels of a record whose forwarder sent none: shared, not allocated per entry.
 static NO_LABELS: LazyLock<Arc<BTreeMap<String, String>>> = LazyLock::new(Arc::default);
 
-fn id(parts: &[&[u8]], index: u64) -> [u8; 32] {
+/// A document id for a record that is not a line of a file: 128 bits of xxh3, in hex, of
+/// length-prefixed `parts` and `index`. Shared by the sources (the Kafka input's too).
+pub(in crate::source) fn id(parts: &[&[u8]], index: u64) -> [u8; 32] {
     let mut input = Vec::with_capacity(64);
     for p in parts {
-        // Length-prefixed, so no two different (tag, chunk) pairs hash the same bytes.
+        // Length-prefixed, so no two different lists of parts hash the same bytes.
         input.extend_from_slice(&(p.len() as u64).to_le_bytes());
         input.extend_from_slice(p);
     }

@@ -14,6 +14,7 @@
 //! group's committed offsets are the resume point; what was durable but not yet committed at
 //! a crash is consumed again and answered 409).
 
+use super::forward::entry::id as document_id;
 use super::forward::{Deliver, Entry};
 use crate::metrics::Metrics;
 use crate::vocab::{FileMeta, Flags, Record};
@@ -131,13 +132,11 @@ fn entry(m: &BorrowedMessage<'_>) -> Option<Entry> {
     let id = match id {
         Some(id) if id.len() == 32 => id.try_into().ok()?,
         // Another shape of id, or none: one derived from it, or from where the record is.
-        Some(other) => hash(&[b"id", &other]),
-        None => hash(&[
-            b"kafka",
-            m.topic().as_bytes(),
-            &m.partition().to_le_bytes(),
-            &m.offset().to_le_bytes(),
-        ]),
+        Some(other) => document_id(&[b"id".as_slice(), &other], 0),
+        None => document_id(
+            &[b"kafka", m.topic().as_bytes(), &m.partition().to_le_bytes()],
+            m.offset() as u64,
+        ),
     };
     let ms = m
         .timestamp()
@@ -158,15 +157,4 @@ fn entry(m: &BorrowedMessage<'_>) -> Option<Entry> {
         id,
         finished: index,
     })
-}
-
-fn hash(parts: &[&[u8]]) -> [u8; 32] {
-    let mut input = Vec::new();
-    for p in parts {
-        input.extend_from_slice(&(p.len() as u64).to_le_bytes());
-        input.extend_from_slice(p);
-    }
-    let mut out = [0u8; 32];
-    let _ = hex::encode_to_slice(xxhash_rust::xxh3::xxh3_128(&input).to_be_bytes(), &mut out);
-    out
 }
