@@ -150,3 +150,53 @@ fn a_record_without_headers_is_routed_and_redacted_by_the_aggregator_under_a_sta
     replay.stop();
     agent.stop();
 }
+
+#[test]
+fn records_the_buffer_holds_are_not_taken_again_when_the_group_resumes_before_them() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let t = tansu();
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &t.addr)
+        .create()
+        .unwrap();
+    const N: u64 = 300;
+    for seq in 0..N {
+        let value = format!(r#"{{"msg":"line {seq}","seq":{seq}}}"#);
+        let key = format!("k{}", seq % 7);
+        producer
+            .send(BaseRecord::to(TOPIC).key(&key).payload(&value))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    // Elasticsearch is not there yet: the records wait in the aggregator's buffer.
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let first = Agent::start(&aggregator_config(dir.path(), &t.addr, &nowhere, ""));
+    wait_until(60, "every record durable in the buffer", || {
+        first.metric("logferry_kafka_input_records_total") == N
+    });
+    first.kill();
+    // The group resumes from the start (its commits lost, or reset by an operator): the
+    // buffer's positions say the records are held already.
+    t.reset_offsets("aggregators", TOPIC, 0).unwrap();
+    let es = osmem();
+    let second = Agent::start(&aggregator_config(dir.path(), &t.addr, &es.url, ""));
+    wait_until(60, "the buffer shipped", || {
+        es.count("logs-*").unwrap_or(0) == N
+    });
+    wait_until(30, "the records consumed again", || {
+        second.metric("logferry_kafka_input_skipped_total") == N
+    });
+    assert_eq!(second.metric("logferry_kafka_input_records_total"), 0);
+    assert_eq!(
+        second.metric("logferry_documents_total{outcome=\"duplicate\"}"),
+        0,
+        "nothing was buffered twice"
+    );
+    let seqs: HashSet<u64> = docs(&es)
+        .iter()
+        .filter_map(|(_, d)| d["seq"].as_u64())
+        .collect();
+    assert_eq!(seqs.len() as u64, N);
+    second.stop();
+}

@@ -199,6 +199,46 @@ impl Tansu {
     pub fn count(&self, topic: &str) -> anyhow::Result<u64> {
         Ok(self.messages(topic)?.len() as u64)
     }
+
+    /// Sets `group`'s committed offset of every partition of `topic` to `offset`, as an
+    /// operator's `kafka-consumer-groups --reset-offsets` does: Tansu takes commits from
+    /// members only, so this joins the group (once a killed member's session is over) and
+    /// commits for the partitions it is given, all of them.
+    pub fn reset_offsets(&self, group: &str, topic: &str, offset: i64) -> anyhow::Result<()> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+            .set("log_level", "3")
+            .create()
+            .context("cannot create a Kafka consumer")?;
+        let partitions = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))?
+            .topics()
+            .iter()
+            .map(|t| t.partitions().len())
+            .sum::<usize>();
+        consumer.subscribe(&[topic])?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let _ = consumer.poll(Duration::from_millis(200));
+            let assigned = consumer.assignment()?;
+            if assigned.count() == partitions && partitions > 0 {
+                let mut tpl = TopicPartitionList::new();
+                for e in assigned.elements() {
+                    tpl.add_partition_offset(topic, e.partition(), Offset::Offset(offset))?;
+                }
+                consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)?;
+                consumer.unsubscribe();
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{group}: not given all {partitions} partitions of {topic} in 60 s");
+            }
+        }
+    }
 }
 
 impl Drop for Tansu {

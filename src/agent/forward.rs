@@ -110,7 +110,7 @@ impl Encoding {
 }
 
 impl Deliver for ForwardOutput {
-    fn deliver(&self, entries: Vec<Entry>) -> Result<Durable, Closed> {
+    fn deliver(&self, entries: Vec<Entry>, positions: Vec<u8>) -> Result<Durable, Closed> {
         if self.shutdown.load(Ordering::Relaxed) {
             return Err(Closed);
         }
@@ -121,11 +121,12 @@ impl Deliver for ForwardOutput {
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         // Chunks become durable in the order they are appended: the last one's waiter says
-        // the whole frame is.
+        // the whole frame is, and the source's positions are after its last record.
         if let Some(last) = chunks.last_mut() {
             last.on_durable.push(move || {
                 let _ = tx.send(());
             });
+            last.positions = positions;
         }
         let (shutdown, tailer) = (self.shutdown.clone(), self.tailer.clone());
         let give_up: GiveUp = Box::new(move || {
@@ -166,11 +167,14 @@ pub(super) async fn start(
         let consumer = crate::source::kafka::consumer(client, k)
             .map_err(|e| anyhow::anyhow!("input.kafka[{i}]: cannot create the consumer: {e}"))?;
         tracing::info!(topics = ?k.topics, group = %k.group_id, "kafka input: consuming");
-        let out: Arc<dyn Deliver> = out.clone();
         tasks.push(tokio::spawn(crate::source::kafka::run(
             consumer,
-            out,
-            metrics.clone(),
+            crate::source::kafka::Input {
+                group: k.group_id.clone(),
+                out: out.clone(),
+                offsets: store.offsets.clone(),
+                metrics: metrics.clone(),
+            },
         )));
     }
     for (i, f) in cfg.input.forward.iter().enumerate() {

@@ -27,6 +27,7 @@ use crate::kube::cache as kube_cache;
 use crate::metrics::Metrics;
 use crate::observe::{self, Status};
 use crate::sink::{Connector, SinkState};
+use crate::source::kafka::Offsets;
 use crate::tail::{self, Checkpoints, Tailer, TailerState};
 use anyhow::{Context, anyhow};
 use shipping::{drain, start_shipping};
@@ -161,6 +162,8 @@ struct Store {
     buffer: Arc<Buffer>,
     /// The buffer's one writer, shared by the tailer and the forward listeners.
     appender: SharedAppender,
+    /// The Kafka inputs' positions in the buffer.
+    offsets: Arc<Offsets>,
     committer: std::thread::JoinHandle<()>,
 }
 
@@ -184,7 +187,14 @@ impl Store {
         )?);
         // Positions the buffer holds are further than the checkpoints file where it was not
         // saved since (once a second), or lost: files resume there, reading nothing twice.
-        checkpoints.restore(buffer.take_recovered_positions());
+        // A Kafka input's are further than its group's commit where the agent stopped between
+        // the two.
+        let (kafka, files): (Vec<_>, Vec<_>) = buffer
+            .take_recovered_positions()
+            .into_iter()
+            .partition(|p| Offsets::is_ours(p));
+        checkpoints.restore(files);
+        let offsets = Arc::new(Offsets::restore(&kafka));
         metrics.buffer_max_bytes.set(cfg.buffer.max_size.0 as i64);
         let committer = {
             let (buffer, checkpoints) = (buffer.clone(), checkpoints.clone());
@@ -195,7 +205,8 @@ impl Store {
         };
         let appender = Arc::new(std::sync::Mutex::new(
             Appender::new(buffer.clone())
-                .with_positions(Arc::new(FilePositions(checkpoints.clone()))),
+                .with_positions(Arc::new(FilePositions(checkpoints.clone())))
+                .with_positions(Arc::new(KafkaPositions(offsets.clone()))),
         ));
         Ok(Store {
             connector,
@@ -203,13 +214,14 @@ impl Store {
             metrics,
             buffer,
             appender,
+            offsets,
             committer,
         })
     }
 }
 
-/// The files' checkpoints as the positions the buffer keeps beside their records (the one
-/// source today; a Kafka input's offsets would be another).
+/// The files' checkpoints as the positions the buffer keeps beside their records (the Kafka
+/// inputs' offsets are the other source that resumes).
 struct FilePositions(Arc<Checkpoints>);
 
 impl buffer::Positions for FilePositions {
@@ -219,6 +231,16 @@ impl buffer::Positions for FilePositions {
 
     fn snapshot(&self) -> Vec<u8> {
         self.0.positions_snapshot()
+    }
+}
+
+/// The Kafka inputs' offsets, which each batch states on its chunk; the buffer asks only for
+/// a snapshot at each segment's head.
+struct KafkaPositions(Arc<Offsets>);
+
+impl buffer::Positions for KafkaPositions {
+    fn snapshot(&self) -> Vec<u8> {
+        self.0.snapshot()
     }
 }
 

@@ -93,9 +93,9 @@ pub struct Appender {
     head: u64,
     /// The active segment's file was created since the last commit.
     new_file: bool,
-    /// The source's positions, written after each chunk's records and at the head of each
+    /// The sources' positions, written after each chunk's records and at the head of each
     /// segment; none for a buffer without a source that resumes (tests, checks).
-    positions: Option<Arc<dyn Positions>>,
+    positions: Vec<Arc<dyn Positions>>,
     /// The segment this appender sealed last, and its length: the next one links to it.
     sealed: Option<(u64, u64)>,
 }
@@ -108,15 +108,16 @@ impl Appender {
             written: 0,
             head: 0,
             new_file: false,
-            positions: None,
+            positions: Vec::new(),
             sealed: None,
         }
     }
 
-    /// Keeps `positions`' positions in the buffer beside the records (see [`Positions`]).
+    /// Keeps `positions`' positions in the buffer beside the records (see [`Positions`]), as
+    /// well as those of the sources added before.
     #[must_use]
     pub fn with_positions(mut self, positions: Arc<dyn Positions>) -> Appender {
-        self.positions = Some(positions);
+        self.positions.push(positions);
         self
     }
 
@@ -130,16 +131,17 @@ impl Appender {
     /// stop waiting (shutdown).
     pub fn append(&mut self, chunk: &mut Chunk, give_up: impl Fn() -> bool) -> Result<(), GaveUp> {
         let records_end = chunk.body.len();
-        if let Some(p) = self
-            .positions
-            .as_ref()
-            .filter(|_| !chunk.advances.is_empty())
-        {
-            let payload = p.after(&chunk.advances);
-            // Empty when none of the files is known to the source (yet): nothing to keep.
-            if !payload.is_empty() {
-                frame::encode_positions(&mut chunk.body, chunk.created_ms, &payload);
+        if !chunk.advances.is_empty() {
+            for p in &self.positions {
+                let payload = p.after(&chunk.advances);
+                // Empty when none of the files is known to the source (yet): nothing to keep.
+                if !payload.is_empty() {
+                    frame::encode_positions(&mut chunk.body, chunk.created_ms, &payload);
+                }
             }
+        }
+        if !chunk.positions.is_empty() {
+            frame::encode_positions(&mut chunk.body, chunk.created_ms, &chunk.positions);
         }
         let written = self.append_frames(chunk, &give_up);
         if written.is_err() {
@@ -287,10 +289,10 @@ impl Appender {
             .create_new(true)
             .open(&path)?;
         let mut head = frame::SEGMENT_MAGIC.to_vec();
-        if let Some((previous, length)) = self.sealed.filter(|_| self.positions.is_some()) {
+        if let Some((previous, length)) = self.sealed.filter(|_| !self.positions.is_empty()) {
             frame::encode_link(&mut head, now_ms(), previous, length);
         }
-        if let Some(p) = &self.positions {
+        for p in &self.positions {
             let snapshot = p.snapshot();
             if !snapshot.is_empty() {
                 frame::encode_positions(&mut head, now_ms(), &snapshot);

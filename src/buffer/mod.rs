@@ -96,6 +96,9 @@ pub struct Chunk {
     /// Called once the chunk's records are durable (a forwarder's ack waits for it); dropped
     /// uncalled when they never become durable (shutdown while full, a failed fsync).
     pub on_durable: Waiters,
+    /// Positions a source states for this chunk itself (the Kafka input's offsets), written
+    /// after its records like the tailer's (see [`Positions`]).
+    pub positions: Vec<u8>,
 }
 
 /// What waits for a chunk to be durable.
@@ -133,6 +136,7 @@ impl Chunk {
             created: Instant::now(),
             created_ms: now_ms(),
             on_durable: Waiters::default(),
+            positions: Vec::new(),
         }
     }
 
@@ -194,6 +198,7 @@ impl Chunk {
         self.body.clear();
         self.items.clear();
         self.advances.clear();
+        self.positions.clear();
     }
 }
 

@@ -13,10 +13,14 @@
 
 use super::*;
 
-/// What a source keeps in the buffer about itself.
+/// What a source keeps in the buffer about itself. Sources tell their payloads apart at
+/// start-up: the buffer keeps them in order, whoever wrote them.
 pub trait Positions: Send + Sync {
-    /// The positions after the records of a chunk that carries `advances`.
-    fn after(&self, advances: &[(FileKey, u64)]) -> Vec<u8>;
+    /// The positions after the records of a chunk that carries `advances` (the files'). A
+    /// source that states its positions on the chunk ([`Chunk::positions`]) keeps this default.
+    fn after(&self, _advances: &[(FileKey, u64)]) -> Vec<u8> {
+        Vec::new()
+    }
     /// Every position that is durable already (for the head of a new segment).
     fn snapshot(&self) -> Vec<u8>;
 }

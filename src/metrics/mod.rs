@@ -128,6 +128,7 @@ pub struct Metrics {
     pub config_last_reload_success: GaugeF64,
     /// Records consumed from `[[input.kafka]]` topics and durable in the buffer.
     pub kafka_input_records: Counter,
+    pub kafka_input_skipped: Counter,
     /// Forward protocol connections open now.
     pub forward_connections: Gauge,
     /// Entries taken from forward protocol frames into the buffer.
@@ -207,6 +208,7 @@ impl Metrics {
             config_reload_failures: Counter::default(),
             config_last_reload_success: GaugeF64::default(),
             kafka_input_records: Counter::default(),
+            kafka_input_skipped: Counter::default(),
             forward_connections: Gauge::default(),
             forward_entries: Counter::default(),
             forward_refused: Family::default(),
@@ -278,6 +280,7 @@ impl Metrics {
             "config_reload_failures", "Config reloads (SIGHUP, --watch-config) refused: the file did not validate or its TLS and credential files could not be used; the running config stays", m.config_reload_failures;
             "config_last_reload_success_timestamp_seconds", "When the running config was taken, at start or by the last successful reload (Unix time)", m.config_last_reload_success;
             "kafka_input_records", "Records consumed from [[input.kafka]] topics and durable in the buffer (their offsets committed after)", m.kafka_input_records;
+            "kafka_input_skipped", "Records consumed again from [[input.kafka]] topics that the buffer already held (below its positions there): not buffered twice", m.kafka_input_skipped;
             "forward_connections", "Forward protocol connections open ([[input.forward]])", m.forward_connections;
             "forward_entries", "Entries of forward protocol frames appended to the buffer", m.forward_entries;
             "forward_refused", "Forward protocol connections closed for what their peer did, by reason (invalid, too_large, stalled, too_many_connections, unauthorized)", m.forward_refused;

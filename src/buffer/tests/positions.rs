@@ -105,6 +105,60 @@ fn a_new_segment_starts_with_every_position_so_far() {
     );
 }
 
+/// A source that states its positions on the chunk (as the Kafka input does), its snapshot
+/// fixed.
+struct Stated;
+
+impl Positions for Stated {
+    fn snapshot(&self) -> Vec<u8> {
+        b"stated snapshot".to_vec()
+    }
+}
+
+#[test]
+fn sources_sharing_the_appender_each_keep_their_positions() {
+    let rig = Rig::new();
+    {
+        let b = rig.open(1 << 20, OverflowAction::Block);
+        let _c = rig.committer(&b);
+        let mut app = Appender::new(b.clone())
+            .with_positions(Noted::on(&rig))
+            .with_positions(Arc::new(Stated));
+        app.append(&mut chunk(0..2), || false).unwrap();
+        let mut stated = chunk(2..4);
+        stated.advances.clear();
+        stated.positions = b"stated 4".to_vec();
+        app.append(&mut stated, || false).unwrap();
+        // Segments of 1 KiB: chunks of ten fill one each.
+        for n in 0..3 {
+            let to = 14 + n * 10;
+            app.append(&mut chunk(to - 10..to), || false).unwrap();
+            wait_for("the commit", || rig.offset() == to);
+        }
+        app.append(&mut chunk(34..35), || false).unwrap();
+        wait_for("the commit", || rig.offset() == 35);
+    }
+    // Each segment's head holds both sources' snapshots; each chunk, its own positions.
+    let b = rig.open(1 << 20, OverflowAction::Block);
+    let found = texts(b.take_recovered_positions());
+    assert_eq!(
+        found,
+        [
+            "stated snapshot",
+            "after [2]",
+            "stated 4",
+            "after [14]",
+            "snapshot [14]",
+            "stated snapshot",
+            "after [24]",
+            "snapshot [24]",
+            "stated snapshot",
+            "after [34]",
+            "after [35]"
+        ]
+    );
+}
+
 #[test]
 fn positions_after_damage_are_not_taken() {
     let rig = Rig::new();

@@ -257,7 +257,7 @@ impl Connection<'_> {
     ) -> Result<(), Refusal> {
         let count = entries.len() as u64;
         let out = shared.out.clone();
-        let durable = tokio::task::spawn_blocking(move || out.deliver(entries))
+        let durable = tokio::task::spawn_blocking(move || out.deliver(entries, Vec::new()))
             .await
             .ok()
             .and_then(Result::ok);

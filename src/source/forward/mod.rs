@@ -43,9 +43,10 @@ pub type Durable = tokio::sync::oneshot::Receiver<()>;
 
 /// Where a listener's entries go.
 pub trait Deliver: Send + Sync + 'static {
-    /// Takes `entries` (blocking while the buffer is full); the answer resolves once they are
-    /// durable. `Err` when they were not taken (the agent is stopping).
-    fn deliver(&self, entries: Vec<Entry>) -> Result<Durable, Closed>;
+    /// Takes `entries` (blocking while the buffer is full), with the `positions` their source
+    /// reached (see `buffer::Positions`; empty for a source that does not resume); the answer
+    /// resolves once they are durable. `Err` when they were not taken (the agent is stopping).
+    fn deliver(&self, entries: Vec<Entry>, positions: Vec<u8>) -> Result<Durable, Closed>;
 }
 
 /// The agent is stopping: the entries were not taken.

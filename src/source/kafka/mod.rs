@@ -7,12 +7,15 @@
 //! those headers (another producer's JSON) goes through this agent's pipeline like a
 //! forwarded one, with an id from its topic, partition and offset: consumed again, the same id.
 //!
-//! Offsets are committed to the group only once the records before them are durable in the
-//! buffer: a consumer that dies before then leaves them to be consumed again, never skipped.
-//! Consuming waits while the buffer is full (`overflow_action = "block"`): back-pressure, the
-//! records stay in Kafka. Not built: the offsets kept in the buffer as source positions (the
-//! group's committed offsets are the resume point; what was durable but not yet committed at
-//! a crash is consumed again and answered 409).
+//! Offsets are kept in the buffer beside the records as their positions ([`positions`]), and
+//! committed to the group once durable: a consumer that dies before then leaves them to be
+//! consumed again, never skipped, and a record consumed again that the buffer holds already
+//! is not buffered twice. Consuming waits while the buffer is full (`overflow_action =
+//! "block"`): back-pressure, the records stay in Kafka.
+
+mod positions;
+
+pub use positions::Offsets;
 
 use super::forward::entry::id as document_id;
 use super::forward::{Deliver, Entry};
@@ -52,8 +55,17 @@ pub fn consumer(
     Ok(consumer)
 }
 
+/// Where a consumer's records go, and what it keeps.
+pub struct Input {
+    pub group: String,
+    pub out: Arc<dyn Deliver>,
+    /// Every input's positions in the buffer (shared: one snapshot heads each segment).
+    pub offsets: Arc<Offsets>,
+    pub metrics: Arc<Metrics>,
+}
+
 /// Consumes until the agent stops (the task is dropped, or the output is closed).
-pub async fn run(consumer: StreamConsumer, out: Arc<dyn Deliver>, metrics: Arc<Metrics>) {
+pub async fn run(consumer: StreamConsumer, input: Input) {
     let mut failing = false;
     loop {
         let first = match consumer.recv().await {
@@ -68,19 +80,24 @@ pub async fn run(consumer: StreamConsumer, out: Arc<dyn Deliver>, metrics: Arc<M
             }
         };
         failing = false;
-        let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        let mut entries = Vec::new();
-        take(&first, &mut entries, &mut offsets);
+        let mut batch = Batch::default();
+        batch.take(&first, &input);
         drop(first);
-        while entries.len() < MAX_BATCH {
+        while batch.entries.len() < MAX_BATCH {
             match tokio::time::timeout(GATHER, consumer.recv()).await {
-                Ok(Ok(m)) => take(&m, &mut entries, &mut offsets),
+                Ok(Ok(m)) => batch.take(&m, &input),
                 _ => break,
             }
         }
+        let Batch {
+            entries,
+            next,
+            skipped,
+        } = batch;
         let count = entries.len() as u64;
-        let out = out.clone();
-        let delivered = tokio::task::spawn_blocking(move || out.deliver(entries))
+        let out = input.out.clone();
+        let positions = Offsets::payload(&input.group, &next);
+        let delivered = tokio::task::spawn_blocking(move || out.deliver(entries, positions))
             .await
             .ok()
             .and_then(Result::ok);
@@ -90,10 +107,12 @@ pub async fn run(consumer: StreamConsumer, out: Arc<dyn Deliver>, metrics: Arc<M
         if durable.await.is_err() {
             return;
         }
-        metrics.kafka_input_records.inc_by(count);
+        input.offsets.durable(&input.group, &next);
+        input.metrics.kafka_input_records.inc_by(count);
+        input.metrics.kafka_input_skipped.inc_by(skipped);
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in &offsets {
-            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1));
+        for ((topic, partition), offset) in &next {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
         }
         if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
             // The partition moved to another member meanwhile: it consumes from the last
@@ -103,17 +122,41 @@ pub async fn run(consumer: StreamConsumer, out: Arc<dyn Deliver>, metrics: Arc<M
     }
 }
 
-/// `m` as an entry, and its offset as the one to commit past.
-fn take(
-    m: &BorrowedMessage<'_>,
-    entries: &mut Vec<Entry>,
-    offsets: &mut BTreeMap<(String, i32), i64>,
-) {
-    let at = (m.topic().to_owned(), m.partition());
-    let o = offsets.entry(at).or_insert(m.offset());
-    *o = (*o).max(m.offset());
-    if let Some(e) = entry(m) {
-        entries.push(e);
+/// The records of one append, and each partition's next offset after them.
+#[derive(Default)]
+struct Batch {
+    entries: Vec<Entry>,
+    next: BTreeMap<(String, i32), i64>,
+    /// Consumed again, but in the buffer already (below its position there).
+    skipped: u64,
+}
+
+impl Batch {
+    fn take(&mut self, m: &BorrowedMessage<'_>, input: &Input) {
+        let at = self
+            .next
+            .entry((m.topic().to_owned(), m.partition()))
+            .or_insert(m.offset() + 1);
+        *at = (*at).max(m.offset() + 1);
+        let held = input
+            .offsets
+            .resume_at(&input.group, m.topic(), m.partition());
+        if held.is_some_and(|next| m.offset() < next) {
+            if self.skipped == 0 {
+                tracing::info!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    buffered_to = held,
+                    "kafka input: the group resumes before what the buffer holds; skipping to the buffer's position"
+                );
+            }
+            self.skipped += 1;
+            return;
+        }
+        if let Some(e) = entry(m) {
+            self.entries.push(e);
+        }
     }
 }
 
