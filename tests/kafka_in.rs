@@ -151,16 +151,13 @@ fn a_record_without_headers_is_routed_and_redacted_by_the_aggregator_under_a_sta
     agent.stop();
 }
 
-#[test]
-fn records_the_buffer_holds_are_not_taken_again_when_the_group_resumes_before_them() {
+fn produce(t: &Tansu, seqs: std::ops::Range<u64>) {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let t = tansu();
     let producer: BaseProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &t.addr)
         .create()
         .unwrap();
-    const N: u64 = 300;
-    for seq in 0..N {
+    for seq in seqs {
         let value = format!(r#"{{"msg":"line {seq}","seq":{seq}}}"#);
         let key = format!("k{}", seq % 7);
         producer
@@ -168,14 +165,33 @@ fn records_the_buffer_holds_are_not_taken_again_when_the_group_resumes_before_th
             .unwrap();
     }
     producer.flush(Duration::from_secs(10)).unwrap();
-    // Elasticsearch is not there yet: the records wait in the aggregator's buffer.
-    let dir = tempfile::tempdir().unwrap();
+}
+
+/// An aggregator in `dir` that consumed `n` records into its buffer (Elasticsearch not there
+/// yet) and was killed.
+fn buffered_and_killed(dir: &std::path::Path, t: &Tansu, n: u64) {
     let nowhere = format!("http://127.0.0.1:{}", free_port());
-    let first = Agent::start(&aggregator_config(dir.path(), &t.addr, &nowhere, ""));
+    let first = Agent::start(&aggregator_config(dir, &t.addr, &nowhere, ""));
     wait_until(60, "every record durable in the buffer", || {
-        first.metric("logferry_kafka_input_records_total") == N
+        first.metric("logferry_kafka_input_records_total") == n
     });
     first.kill();
+}
+
+fn indexed_seqs(es: &Osmem) -> HashSet<u64> {
+    docs(es)
+        .iter()
+        .filter_map(|(_, d)| d["seq"].as_u64())
+        .collect()
+}
+
+#[test]
+fn records_the_buffer_holds_are_not_taken_again_when_the_group_resumes_before_them() {
+    let t = tansu();
+    const N: u64 = 300;
+    produce(&t, 0..N);
+    let dir = tempfile::tempdir().unwrap();
+    buffered_and_killed(dir.path(), &t, N);
     // The group resumes from the start (its commits lost, or reset by an operator): the
     // buffer's positions say the records are held already.
     t.reset_offsets("aggregators", TOPIC, 0).unwrap();
@@ -193,10 +209,32 @@ fn records_the_buffer_holds_are_not_taken_again_when_the_group_resumes_before_th
         0,
         "nothing was buffered twice"
     );
-    let seqs: HashSet<u64> = docs(&es)
-        .iter()
-        .filter_map(|(_, d)| d["seq"].as_u64())
-        .collect();
-    assert_eq!(seqs.len() as u64, N);
+    assert_eq!(indexed_seqs(&es), (0..N).collect());
     second.stop();
+}
+
+#[test]
+fn a_topic_made_again_under_its_name_is_read_whole_whatever_the_buffer_held() {
+    let port = free_port();
+    let first_broker = Tansu::start_advertising(port, port).unwrap();
+    first_broker.create_topic(TOPIC, 3).unwrap();
+    produce(&first_broker, 0..300);
+    let dir = tempfile::tempdir().unwrap();
+    buffered_and_killed(dir.path(), &first_broker, 300);
+    drop(first_broker);
+    // The same address, the same topic name, another log: its offsets start at 0 again,
+    // and have grown past the positions the buffer holds, but none of its records is one
+    // the buffer has.
+    let t = Tansu::start_advertising(port, port).unwrap();
+    t.create_topic(TOPIC, 3).unwrap();
+    produce(&t, 1000..1600);
+    let es = osmem();
+    let agent = Agent::start(&aggregator_config(dir.path(), &t.addr, &es.url, ""));
+    wait_until(90, "the buffer's records and the new topic's", || {
+        es.count("logs-*").unwrap_or(0) == 900
+    });
+    let expected: HashSet<u64> = (0..300).chain(1000..1600).collect();
+    assert_eq!(indexed_seqs(&es), expected);
+    assert_eq!(agent.metric("logferry_kafka_input_skipped_total"), 0);
+    agent.stop();
 }

@@ -164,13 +164,14 @@ pub(super) async fn start(
         client.set("bootstrap.servers", k.brokers.join(","));
         crate::sink::kafka::producer::secure(&mut client, k.tls.as_ref(), k.sasl.as_ref())
             .map_err(|e| anyhow::anyhow!("input.kafka[{i}]: {e}"))?;
-        let consumer = crate::source::kafka::consumer(client, k)
+        let consumer = crate::source::kafka::consumer(client.clone(), k)
             .map_err(|e| anyhow::anyhow!("input.kafka[{i}]: cannot create the consumer: {e}"))?;
         tracing::info!(topics = ?k.topics, group = %k.group_id, "kafka input: consuming");
         tasks.push(tokio::spawn(crate::source::kafka::run(
             consumer,
             crate::source::kafka::Input {
                 group: k.group_id.clone(),
+                client,
                 out: out.clone(),
                 offsets: store.offsets.clone(),
                 metrics: metrics.clone(),

@@ -5,7 +5,8 @@
 //! twice (a rebalance, an aggregator killed before it committed) is a 409 in Elasticsearch,
 //! not a copy, and node → Kafka → aggregator → Elasticsearch is exactly once. A record without
 //! those headers (another producer's JSON) goes through this agent's pipeline like a
-//! forwarded one, with an id from its topic, partition and offset: consumed again, the same id.
+//! forwarded one, with an id from its topic, partition, offset and content: consumed again,
+//! the same id.
 //!
 //! Offsets are kept in the buffer beside the records as their positions ([`positions`]), and
 //! committed to the group once durable: a consumer that dies before then leaves them to be
@@ -15,17 +16,17 @@
 
 mod positions;
 
-pub use positions::Offsets;
+pub use positions::{Mark, Next, Offsets};
 
 use super::forward::entry::id as document_id;
 use super::forward::{Deliver, Entry};
 use crate::metrics::Metrics;
 use crate::vocab::{FileMeta, Flags, Record};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +59,8 @@ pub fn consumer(
 /// Where a consumer's records go, and what it keeps.
 pub struct Input {
     pub group: String,
+    /// The connection settings, for checking positions at start.
+    pub client: ClientConfig,
     pub out: Arc<dyn Deliver>,
     /// Every input's positions in the buffer (shared: one snapshot heads each segment).
     pub offsets: Arc<Offsets>,
@@ -66,6 +69,15 @@ pub struct Input {
 
 /// Consumes until the agent stops (the task is dropped, or the output is closed).
 pub async fn run(consumer: StreamConsumer, input: Input) {
+    let (client, group) = (input.client.clone(), input.group.clone());
+    let marks = input.offsets.of_group(&group);
+    let mut resume = if marks.is_empty() {
+        HashMap::new()
+    } else {
+        tokio::task::spawn_blocking(move || verify(&client, &group, marks))
+            .await
+            .unwrap_or_default()
+    };
     let mut failing = false;
     loop {
         let first = match consumer.recv().await {
@@ -81,11 +93,11 @@ pub async fn run(consumer: StreamConsumer, input: Input) {
         };
         failing = false;
         let mut batch = Batch::default();
-        batch.take(&first, &input);
+        batch.take(&first, &mut resume);
         drop(first);
         while batch.entries.len() < MAX_BATCH {
             match tokio::time::timeout(GATHER, consumer.recv()).await {
-                Ok(Ok(m)) => batch.take(&m, &input),
+                Ok(Ok(m)) => batch.take(&m, &mut resume),
                 _ => break,
             }
         }
@@ -111,8 +123,8 @@ pub async fn run(consumer: StreamConsumer, input: Input) {
         input.metrics.kafka_input_records.inc_by(count);
         input.metrics.kafka_input_skipped.inc_by(skipped);
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in &next {
-            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        for ((topic, partition), mark) in &next {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(mark.next));
         }
         if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
             // The partition moved to another member meanwhile: it consumes from the last
@@ -122,42 +134,119 @@ pub async fn run(consumer: StreamConsumer, input: Input) {
     }
 }
 
-/// The records of one append, and each partition's next offset after them.
+/// The records of one append, and each partition's mark after them.
 #[derive(Default)]
 struct Batch {
     entries: Vec<Entry>,
-    next: BTreeMap<(String, i32), i64>,
-    /// Consumed again, but in the buffer already (below its position there).
+    next: Next,
+    /// Consumed again, but in the buffer already (below its verified position there).
     skipped: u64,
 }
 
+/// Where partitions resume past the group's offsets: their positions in the buffer, checked.
+type Resume = HashMap<(String, i32), i64>;
+
 impl Batch {
-    fn take(&mut self, m: &BorrowedMessage<'_>, input: &Input) {
-        let at = self
-            .next
-            .entry((m.topic().to_owned(), m.partition()))
-            .or_insert(m.offset() + 1);
-        *at = (*at).max(m.offset() + 1);
-        let held = input
-            .offsets
-            .resume_at(&input.group, m.topic(), m.partition());
-        if held.is_some_and(|next| m.offset() < next) {
-            if self.skipped == 0 {
-                tracing::info!(
-                    topic = m.topic(),
-                    partition = m.partition(),
-                    offset = m.offset(),
-                    buffered_to = held,
-                    "kafka input: the group resumes before what the buffer holds; skipping to the buffer's position"
-                );
+    fn take(&mut self, m: &BorrowedMessage<'_>, resume: &mut Resume) {
+        let at = (m.topic().to_owned(), m.partition());
+        let mark = Mark {
+            next: m.offset() + 1,
+            last: fingerprint(m),
+        };
+        let held = resume.get(&at).copied();
+        match self.next.get_mut(&at) {
+            Some(m) if m.next >= mark.next => {}
+            Some(m) => *m = mark,
+            None => {
+                self.next.insert(at.clone(), mark);
             }
-            self.skipped += 1;
-            return;
+        }
+        match held {
+            Some(next) if m.offset() < next => {
+                if self.skipped == 0 {
+                    tracing::info!(
+                        topic = m.topic(),
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        buffered_to = next,
+                        "kafka input: the group resumes before what the buffer holds; skipping to the buffer's position"
+                    );
+                }
+                self.skipped += 1;
+                return;
+            }
+            // Past the position: never needed again.
+            Some(_) => {
+                resume.remove(&at);
+            }
+            None => {}
         }
         if let Some(e) = entry(m) {
             self.entries.push(e);
         }
     }
+}
+
+/// What a record is, to tell a partition's log from another one under the same name.
+fn fingerprint(m: &BorrowedMessage<'_>) -> u64 {
+    let key = m.key().unwrap_or_default();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&(key.len() as u64).to_le_bytes());
+    h.update(key);
+    h.update(&m.timestamp().to_millis().unwrap_or(-1).to_le_bytes());
+    h.update(m.payload().unwrap_or_default());
+    h.digest()
+}
+
+/// The marks whose record is still where the buffer saw it: the broker is asked for the
+/// record before each position, and a mark is believed only if it is there with the same
+/// fingerprint (within 10 s; unreachable brokers believe none, and the group's offsets rule).
+fn verify(client: &ClientConfig, group: &str, marks: Next) -> Resume {
+    let mut believed = Resume::new();
+    let consumer: BaseConsumer = match client
+        .clone()
+        // librdkafka wants a group even to assign; this one never joins or commits.
+        .set("group.id", format!("{group}.positions"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "error")
+        .create()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "kafka input: cannot check the buffer's positions; the group's offsets rule");
+            return believed;
+        }
+    };
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), mark) in &marks {
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(mark.next - 1));
+    }
+    if consumer.assign(&tpl).is_err() {
+        return believed;
+    }
+    // A partition shorter than its position (the topic is another one now) answers nothing,
+    // or out of range: doubted once the time is up.
+    let mut open: std::collections::HashSet<_> = marks.keys().cloned().collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !open.is_empty() && std::time::Instant::now() < deadline {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let at = (m.topic().to_owned(), m.partition());
+        if open.remove(&at) {
+            let mark = marks[&at];
+            if (m.offset(), fingerprint(&m)) == (mark.next - 1, mark.last) {
+                believed.insert(at, mark.next);
+            }
+        }
+    }
+    let doubted = marks.len() - believed.len();
+    tracing::info!(
+        believed = believed.len(),
+        doubted,
+        "kafka input: positions in the buffer checked against the broker (a doubted one: its record is gone or another; the group's offsets rule there)"
+    );
+    believed
 }
 
 fn entry(m: &BorrowedMessage<'_>) -> Option<Entry> {
@@ -174,10 +263,17 @@ fn entry(m: &BorrowedMessage<'_>) -> Option<Entry> {
     }
     let id = match id {
         Some(id) if id.len() == 32 => id.try_into().ok()?,
-        // Another shape of id, or none: one derived from it, or from where the record is.
+        // Another shape of id, or none: one derived from it, or from where the record is and
+        // what it is (a topic made again under its name has other records at the same
+        // offsets: they must not be taken for the old ones).
         Some(other) => document_id(&[b"id".as_slice(), &other], 0),
         None => document_id(
-            &[b"kafka", m.topic().as_bytes(), &m.partition().to_le_bytes()],
+            &[
+                b"kafka",
+                m.topic().as_bytes(),
+                &m.partition().to_le_bytes(),
+                &fingerprint(m).to_le_bytes(),
+            ],
             m.offset() as u64,
         ),
     };

@@ -6,6 +6,13 @@
 //! group never happened (an aggregator killed between the two). A record below that position
 //! is in this agent's buffer already: consumed again, it is skipped, not buffered twice.
 //!
+//! Skipping is only safe while the partition is the log the position was taken in: a topic
+//! deleted and created again under its name starts at offset 0, and its records would be
+//! skipped, lost. So a position also holds a fingerprint of the last record it covers (as a
+//! file's checkpoint holds one of the file's head), and a restarted input believes it only
+//! once the broker still has that record there ([`super::verify`]); otherwise it consumes what
+//! the group says, and a record it held is a 409.
+//!
 //! The rule is "what this buffer holds is not taken again", so a group whose offsets an
 //! operator resets to replay a range skips what this agent had buffered of it; a replay reads
 //! with a new `group_id` (positions are kept per group).
@@ -19,11 +26,22 @@ const TAG: &[u8] = b"kafka-offsets ";
 /// A partition of a topic, as one group reads it.
 pub type Partition = (String, String, i32);
 
-/// The next offset to take of each partition, per group.
+/// Where a partition resumes: the next offset to take, and the fingerprint of the record
+/// before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub next: i64,
+    pub last: u64,
+}
+
+/// Each partition's mark, per group.
 #[derive(Default)]
 pub struct Offsets {
-    durable: Mutex<BTreeMap<Partition, i64>>,
+    durable: Mutex<BTreeMap<Partition, Mark>>,
 }
+
+/// A partition's next offset and last fingerprint, as a batch leaves them.
+pub type Next = BTreeMap<(String, i32), Mark>;
 
 impl Offsets {
     /// Whether a payload the buffer recovered is the Kafka inputs'.
@@ -42,9 +60,12 @@ impl Offsets {
                 );
                 continue;
             };
-            for (group, topic, partition, next) in list {
-                let at = durable.entry((group, topic, partition)).or_insert(next);
-                *at = (*at).max(next);
+            for (group, topic, partition, next, last) in list {
+                let mark = Mark { next, last };
+                let at = durable.entry((group, topic, partition)).or_insert(mark);
+                if at.next < next {
+                    *at = mark;
+                }
             }
         }
         if !durable.is_empty() {
@@ -58,41 +79,47 @@ impl Offsets {
         }
     }
 
-    /// The payload stating `next` (each partition's next offset) for `group`.
-    pub fn payload(group: &str, next: &BTreeMap<(String, i32), i64>) -> Vec<u8> {
-        let list: Vec<(&str, &str, i32, i64)> = next
+    /// The payload stating `next` (each partition's mark) for `group`.
+    pub fn payload(group: &str, next: &Next) -> Vec<u8> {
+        let list: Vec<Listed> = next
             .iter()
-            .map(|((topic, partition), n)| (group, topic.as_str(), *partition, *n))
+            .map(|((topic, partition), m)| (group, topic.as_str(), *partition, m.next, m.last))
             .collect();
         encode(&list)
     }
 
-    /// Where `group` resumes `topic`'s `partition`: records before it are in the buffer.
-    pub fn resume_at(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
+    /// Every partition `group` has a mark for.
+    pub fn of_group(&self, group: &str) -> Next {
         self.lock()
-            .get(&(group.to_owned(), topic.to_owned(), partition))
-            .copied()
+            .iter()
+            .filter(|((g, _, _), _)| g == group)
+            .map(|((_, topic, partition), m)| ((topic.clone(), *partition), *m))
+            .collect()
     }
 
     /// `next` is durable for `group`: it goes into every new segment's head.
-    pub fn durable(&self, group: &str, next: &BTreeMap<(String, i32), i64>) {
+    pub fn durable(&self, group: &str, next: &Next) {
         let mut durable = self.lock();
-        for ((topic, partition), n) in next {
+        for ((topic, partition), m) in next {
             let at = durable
                 .entry((group.to_owned(), topic.clone(), *partition))
-                .or_insert(*n);
-            *at = (*at).max(*n);
+                .or_insert(*m);
+            if at.next < m.next {
+                *at = *m;
+            }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Partition, i64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Partition, Mark>> {
         self.durable.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-type Partitioned = (String, String, i32, i64);
+/// `(group, topic, partition, next, last)` as stored.
+type Partitioned = (String, String, i32, i64, u64);
+type Listed<'a> = (&'a str, &'a str, i32, i64, u64);
 
-fn encode(list: &[(&str, &str, i32, i64)]) -> Vec<u8> {
+fn encode(list: &[Listed<'_>]) -> Vec<u8> {
     let mut out = TAG.to_vec();
     // Strings and integers only: serialising cannot fail.
     serde_json::to_writer(&mut out, list).expect("offsets serialise");
@@ -106,9 +133,9 @@ impl Offsets {
         if durable.is_empty() {
             return Vec::new();
         }
-        let list: Vec<(&str, &str, i32, i64)> = durable
+        let list: Vec<Listed> = durable
             .iter()
-            .map(|((g, t, p), n)| (g.as_str(), t.as_str(), *p, *n))
+            .map(|((g, t, p), m)| (g.as_str(), t.as_str(), *p, m.next, m.last))
             .collect();
         encode(&list)
     }
@@ -118,11 +145,25 @@ impl Offsets {
 mod tests {
     use super::*;
 
-    fn next(items: &[(&str, i32, i64)]) -> BTreeMap<(String, i32), i64> {
+    fn next(items: &[(&str, i32, i64)]) -> Next {
         items
             .iter()
-            .map(|(t, p, n)| ((t.to_string(), *p), *n))
+            .map(|(t, p, n)| {
+                let last = *n as u64 * 31;
+                ((t.to_string(), *p), Mark { next: *n, last })
+            })
             .collect()
+    }
+
+    fn resume_at(o: &Offsets, group: &str, topic: &str, partition: i32) -> Option<i64> {
+        let marks = o.of_group(group);
+        let mark = marks.get(&(topic.to_owned(), partition))?;
+        assert_eq!(
+            mark.last,
+            mark.next as u64 * 31,
+            "the mark's own fingerprint"
+        );
+        Some(mark.next)
     }
 
     #[test]
@@ -136,11 +177,11 @@ mod tests {
             Offsets::payload("g", &next(&[("logs", 0, 12)])),
         ];
         let o = Offsets::restore(&payloads);
-        assert_eq!(o.resume_at("g", "logs", 0), Some(25));
-        assert_eq!(o.resume_at("g", "logs", 1), Some(4));
-        assert_eq!(o.resume_at("other", "logs", 0), Some(3));
-        assert_eq!(o.resume_at("g", "logs", 2), None);
-        assert_eq!(o.resume_at("g", "audit", 0), None);
+        assert_eq!(resume_at(&o, "g", "logs", 0), Some(25));
+        assert_eq!(resume_at(&o, "g", "logs", 1), Some(4));
+        assert_eq!(resume_at(&o, "other", "logs", 0), Some(3));
+        assert_eq!(resume_at(&o, "g", "logs", 2), None);
+        assert_eq!(resume_at(&o, "g", "audit", 0), None);
     }
 
     #[test]
@@ -148,8 +189,8 @@ mod tests {
         let o = Offsets::restore(&[Offsets::payload("g", &next(&[("logs", 0, 10)]))]);
         o.durable("g", &next(&[("logs", 1, 7)]));
         let again = Offsets::restore(&[o.snapshot()]);
-        assert_eq!(again.resume_at("g", "logs", 0), Some(10));
-        assert_eq!(again.resume_at("g", "logs", 1), Some(7));
+        assert_eq!(resume_at(&again, "g", "logs", 0), Some(10));
+        assert_eq!(resume_at(&again, "g", "logs", 1), Some(7));
         assert!(Offsets::default().snapshot().is_empty());
     }
 
@@ -158,6 +199,6 @@ mod tests {
         let mut bad = TAG.to_vec();
         bad.extend_from_slice(b"[[\"g\",\"logs\"");
         let o = Offsets::restore(&[bad, Offsets::payload("g", &next(&[("logs", 0, 1)]))]);
-        assert_eq!(o.resume_at("g", "logs", 0), Some(1));
+        assert_eq!(resume_at(&o, "g", "logs", 0), Some(1));
     }
 }
