@@ -280,7 +280,7 @@ impl Metrics {
             "kafka_input_records", "Records consumed from [[input.kafka]] topics and durable in the buffer (their offsets committed after)", m.kafka_input_records;
             "forward_connections", "Forward protocol connections open ([[input.forward]])", m.forward_connections;
             "forward_entries", "Entries of forward protocol frames appended to the buffer", m.forward_entries;
-            "forward_refused", "Forward protocol connections closed for what their peer did, by reason (invalid, too_large, stalled, too_many_connections, unauthorized)", m.forward_refused;
+            "forward_refused", "Forward protocol connections closed for what their peer did, by reason (invalid, too_large, stalled, too_many_connections, unauthorized, tls)", m.forward_refused;
         }
     }
 
@@ -327,6 +327,7 @@ impl Metrics {
             "stalled",
             "too_many_connections",
             "unauthorized",
+            "tls",
         ] {
             let _ = m
                 .forward_refused
