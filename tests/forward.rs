@@ -817,34 +817,38 @@ fn a_tls_listener_takes_tls_and_refuses_plaintext_and_silent_clients() {
     });
     assert_eq!(wait_for_count(&es, 5, 60), 5);
     // A plaintext forwarder: its frame is a failed TLS handshake, not a frame.
-    let plain = forward_frame("app", "cart-1", 100..105, "p-100");
-    assert!(send_for_ack(a.port, &plain, "p-100", 10).is_err());
+    let plain = forward_frame("app", "cart-1", 3000..3005, "p-3000");
+    assert!(send_for_ack(a.port, &plain, "p-3000", 10).is_err());
     // Two clients that connect and say nothing fill max_connections; a third is refused.
     let silent: Vec<TcpStream> = (0..2)
         .map(|_| TcpStream::connect(("127.0.0.1", a.port)).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let third = forward_frame("app", "cart-1", 200..205, "t-200");
-    assert!(tls_send_for_ack(a.port, &client, &third, "t-200").is_err());
+    let third = forward_frame("app", "cart-1", 4000..4005, "t-4000");
+    assert!(tls_send_for_ack(a.port, &client, &third, "t-4000").is_err());
     // After stall_timeout (1 s) they are closed, and their slots are free again.
     let started = Instant::now();
     for s in silent {
         assert!(closed_by_agent(s), "a silent client is closed");
     }
     assert!(started.elapsed() < Duration::from_secs(10));
-    let frame = forward_frame("app", "cart-1", 5..10, "t-5");
+    // A frame of many TLS records, read in bursts as a plain one is.
+    let frame = forward_frame("app", "cart-1", 5..2005, "t-5");
+    assert!(frame.len() > 256 * 1024);
     tls_send_for_ack(a.port, &client, &frame, "t-5").unwrap();
-    assert_eq!(wait_for_count(&es, 10, 60), 10);
+    assert_eq!(wait_for_count(&es, 2005, 60), 2005);
     std::thread::sleep(Duration::from_secs(1));
     let docs = by_seq(&es);
-    assert_eq!(docs.len(), 10);
-    assert!(docs.keys().all(|s| *s < 10), "{:?}", docs.keys());
+    assert_eq!(docs.len(), 2005);
+    assert!(docs.keys().all(|s| *s < 2005), "{:?}", docs.keys());
     let refused = |reason: &str| {
         agent.metric(&format!(
             "logferry_forward_refused_total{{reason=\"{reason}\"}}"
         ))
     };
-    assert!(refused("tls") >= 3, "{}", agent.metrics());
+    // The plaintext frame and the two silent clients; not wait_listening's connection, which
+    // closed without a byte, as a TCP health check does.
+    assert_eq!(refused("tls"), 3, "{}", agent.metrics());
     assert!(refused("too_many_connections") >= 1, "{}", agent.metrics());
     assert_eq!(
         refused("invalid"),
@@ -914,5 +918,91 @@ fn mutual_tls_and_the_shared_key_each_keep_out_who_lacks_them() {
     };
     assert!(refused("tls") >= 2, "{}", agent.metrics());
     assert!(refused("unauthorized") >= 1, "{}", agent.metrics());
+    agent.stop();
+}
+
+/// Fluent Bit's out_forward as a secure forwarder: `tls on` checking the listener's
+/// certificate, its own client certificate for `ca_file`, and the shared key inside TLS. Every
+/// line arrives once. Needs a Fluent Bit binary, as `fluent_bit_forwarding_through_sigkills_…`:
+/// `LOGFERRY_FLUENT_BIT=/path/to/fluent-bit cargo test --test forward -- --ignored`.
+#[test]
+#[ignore = "needs Fluent Bit: set LOGFERRY_FLUENT_BIT and run with --ignored"]
+fn fluent_bit_over_mutual_tls_with_the_shared_key_delivers_every_line() {
+    let fluent_bit = std::env::var("LOGFERRY_FLUENT_BIT").expect("LOGFERRY_FLUENT_BIT");
+    let es = osmem();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tls::Ca::new("forward-ca");
+    let clients = tls::Ca::new("forwarders-ca");
+    let key_file = dir.path().join("shared_key");
+    std::fs::write(&key_file, "s3cret").unwrap();
+    let a = aggregator(
+        &es,
+        &format!(
+            "shared_key_file = {:?}\n{}",
+            key_file.display(),
+            tls_table(dir.path(), &ca, Some(&clients))
+        ),
+        "",
+    );
+    let agent = Agent::start(&a.config);
+    wait_listening(a.port);
+    let node = clients.leaf(&["node-a"]);
+    for (name, text) in [
+        ("server-ca.crt", ca.pem()),
+        ("node.crt", node.cert),
+        ("node.key", node.key),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let log = dir.path().join("app.log");
+    let n = 500u64;
+    let mut f = std::fs::File::create(&log).unwrap();
+    for seq in 0..n {
+        writeln!(f, "line seq={seq} over tls").unwrap();
+    }
+    drop(f);
+    let conf = dir.path().join("fluent-bit.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[SERVICE]\n    Flush 1\n    Log_Level info\n\
+             [INPUT]\n    Name tail\n    Path {log}\n    Read_from_Head true\n    Tag app.web\n\
+             [OUTPUT]\n    Name forward\n    Match *\n    Host 127.0.0.1\n    Port {port}\n    Require_ack_response true\n    Retry_Limit False\n    Shared_Key s3cret\n    Self_Hostname node-a\n    tls on\n    tls.verify on\n    tls.vhost localhost\n    tls.ca_file {ca}\n    tls.crt_file {crt}\n    tls.key_file {key}\n",
+            log = log.display(),
+            port = a.port,
+            ca = file("server-ca.crt"),
+            crt = file("node.crt"),
+            key = file("node.key"),
+        ),
+    )
+    .unwrap();
+    let mut fb = std::process::Command::new(&fluent_bit)
+        .args(["-c", conf.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("fb.log")).unwrap())
+        .spawn()
+        .expect("fluent-bit");
+    let count = wait_for_count(&es, n, 60);
+    let _ = fb.kill();
+    let _ = fb.wait();
+    let fb_log = std::fs::read_to_string(dir.path().join("fb.log")).unwrap_or_default();
+    assert_eq!(
+        count,
+        n,
+        "Fluent Bit's log:\n{fb_log}\nthe agent's:\n{}",
+        agent.logs()
+    );
+    let seqs: std::collections::HashSet<String> = docs(&es)
+        .iter()
+        .map(|(_, d)| d["log"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(seqs.len() as u64, n, "every line once");
+    assert_eq!(
+        agent.metric("logferry_forward_refused_total{reason=\"tls\"}"),
+        0,
+        "{}",
+        agent.metrics()
+    );
     agent.stop();
 }

@@ -41,7 +41,8 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) 
     let served = match &shared.tls {
         None => serve_on(stream, shared).await,
         Some(acceptor) => match tls::accept(acceptor, stream, shared.cfg.stall_timeout.0).await {
-            Ok(stream) => serve_on(stream, shared).await,
+            Ok(Some(stream)) => serve_on(stream, shared).await,
+            Ok(None) => Ok(()),
             Err(why) => Err(refusal("tls", why)),
         },
     };

@@ -5,7 +5,8 @@
 //! The handshake runs in the connection's own task, after it has taken its `max_connections`
 //! slot: a client that never finishes it holds one slot for at most `stall_timeout`, and the
 //! accept loop never waits for it. A failed or stalled handshake (a plaintext forwarder, a
-//! client certificate from another CA, a port scanner) is refused as `tls`.
+//! client certificate from another CA, a port scanner) is refused as `tls`; a peer that closes
+//! without a byte (a TCP health check) is not.
 
 use std::future::Future;
 use std::pin::pin;
@@ -54,16 +55,26 @@ pub(super) fn closed_without_notify_is_closed(
     }
 }
 
-/// Runs the server side of the TLS handshake on `stream`, for at most `within`; the error says
-/// why it failed, for the refusal's log line.
+/// Runs the server side of the TLS handshake on `stream`, for at most `within`. `None` when the
+/// peer closed without sending a byte: a TCP health check (a kubelet probe, a load balancer),
+/// which is no refused client. The error says why it failed, for the refusal's log line.
 pub(super) async fn accept(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
     within: Duration,
-) -> Result<TlsStream<TcpStream>, String> {
-    match tokio::time::timeout(within, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => Ok(tls),
-        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
-        Err(_) => Err("no TLS handshake within stall_timeout".into()),
-    }
+) -> Result<Option<TlsStream<TcpStream>>, String> {
+    let handshake = async {
+        match stream.peek(&mut [0u8; 1]).await {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => return Err(format!("TLS handshake failed: {e}")),
+        }
+        match acceptor.accept(stream).await {
+            Ok(tls) => Ok(Some(tls)),
+            Err(e) => Err(format!("TLS handshake failed: {e}")),
+        }
+    };
+    tokio::time::timeout(within, handshake)
+        .await
+        .unwrap_or_else(|_| Err("no TLS handshake within stall_timeout".into()))
 }
