@@ -179,13 +179,14 @@ pub(super) async fn start(
         )));
     }
     for (i, f) in cfg.input.forward.iter().enumerate() {
-        let listener = forward::bind(f).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on input.forward[{i}].listen {}: {e}",
-                f.listen
-            )
-        })?;
-        tracing::info!(addr = %listener.local_addr()?, "forward: listening");
+        let listener = forward::bind(f)
+            .await
+            .map_err(|e| anyhow::anyhow!("input.forward[{i}]: {e}"))?;
+        let (tls, client_certificates) = match &f.tls {
+            Some(t) => (true, t.ca_file.is_some()),
+            None => (false, false),
+        };
+        tracing::info!(addr = %listener.local_addr()?, tls, client_certificates, "forward: listening");
         let out: Arc<dyn Deliver> = out.clone();
         tasks.push(tokio::spawn(listener.serve(out, metrics.clone())));
     }

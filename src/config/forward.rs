@@ -1,7 +1,7 @@
 //! `[[input.forward]]`: a listener for Fluentd's forward protocol (the aggregator role), taking
 //! records from Fluent Bit and Fluentd forwarders and fluent-logger clients.
 
-use super::{ByteSize, Span};
+use super::{ByteSize, ListenerTls, Span};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -36,6 +36,10 @@ pub struct Forward {
     /// The name the handshake's answer carries (Fluentd's `self_hostname`); `HOSTNAME` from
     /// the environment when unset (a pod's name), else `logferry`.
     pub self_hostname: Option<String>,
+    /// `[input.forward.tls]`: present, the listener speaks only TLS (a plaintext peer fails the
+    /// handshake); with `shared_key_file` too, the handshake runs inside TLS, as Fluentd's
+    /// secure forward does.
+    pub tls: Option<ListenerTls>,
 }
 
 fn default_tag_key() -> String {
@@ -84,6 +88,11 @@ impl Forward {
         }
         if self.stall_timeout.0 < Duration::from_secs(1) {
             out.push((key("stall_timeout"), "must be at least 1s".into()));
+        }
+        // The files are read now, by the function the listener is built with: what validates
+        // is what starts.
+        if let Some(Err(e)) = self.tls.as_ref().map(ListenerTls::server_config) {
+            out.push((key(&format!("tls.{}", e.key())), e.to_string()));
         }
         out
     }
@@ -135,5 +144,144 @@ mod tests {
         let e =
             load("[[input.forward]]\nlisten = \"0.0.0.0:1\"\nshared_key = \"x\"\n").unwrap_err();
         assert!(e[0].contains("shared_key"), "{e:?}");
+    }
+
+    /// Writes a certificate and key (and another key, a CA and junk) into a temp dir.
+    struct Files {
+        dir: tempfile::TempDir,
+    }
+
+    impl Files {
+        fn new() -> Files {
+            let dir = tempfile::tempdir().unwrap();
+            let one = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+            let other = rcgen::generate_simple_self_signed(vec!["other".to_owned()]).unwrap();
+            for (name, text) in [
+                ("tls.crt", one.cert.pem()),
+                ("tls.key", one.signing_key.serialize_pem()),
+                ("other.key", other.signing_key.serialize_pem()),
+                ("ca.crt", other.cert.pem()),
+                ("junk", "not a certificate\n".to_owned()),
+            ] {
+                std::fs::write(dir.path().join(name), text).unwrap();
+            }
+            Files { dir }
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.dir.path().join(name).display().to_string()
+        }
+
+        /// A listener whose `[input.forward.tls]` is `keys` (name = file in the dir).
+        fn config(&self, keys: &[(&str, &str)]) -> String {
+            let mut text =
+                "[[input.forward]]\nlisten = \"0.0.0.0:1\"\n[input.forward.tls]\n".to_owned();
+            for (key, file) in keys {
+                text.push_str(&format!("{key} = {:?}\n", self.path(file)));
+            }
+            text
+        }
+    }
+
+    #[test]
+    fn tls_files_that_serve_are_taken() {
+        let f = Files::new();
+        for keys in [
+            &[("cert_file", "tls.crt"), ("key_file", "tls.key")][..],
+            &[
+                ("cert_file", "tls.crt"),
+                ("key_file", "tls.key"),
+                ("ca_file", "ca.crt"),
+            ],
+        ] {
+            let cfg = load(&f.config(keys)).unwrap();
+            let tls = cfg.input.forward[0].tls.as_ref().unwrap();
+            assert_eq!(tls.ca_file.is_some(), keys.len() == 3);
+        }
+    }
+
+    /// `[input.forward.tls]` keys, each with the name of its file in [`Files`].
+    type Keys<'a> = &'a [(&'a str, &'a str)];
+
+    /// What an operator gets wrong, each named by its key and its file.
+    #[test]
+    fn each_unusable_tls_file_is_named_by_its_key_and_path() {
+        let f = Files::new();
+        // The [input.forward.tls] keys, the key blamed, its file, what the message says.
+        let cases: &[(Keys, &str, &str, &str)] = &[
+            (
+                &[("cert_file", "missing.crt"), ("key_file", "tls.key")],
+                "input.forward[0].tls.cert_file",
+                "missing.crt",
+                "cannot read",
+            ),
+            (
+                &[("cert_file", "tls.crt"), ("key_file", "missing.key")],
+                "input.forward[0].tls.key_file",
+                "missing.key",
+                "cannot read",
+            ),
+            (
+                &[("cert_file", "junk"), ("key_file", "tls.key")],
+                "input.forward[0].tls.cert_file",
+                "junk",
+                "holds no PEM certificate",
+            ),
+            (
+                &[("cert_file", "tls.crt"), ("key_file", "tls.crt")],
+                "input.forward[0].tls.key_file",
+                "tls.crt",
+                "holds no PEM private key",
+            ),
+            (
+                &[("cert_file", "tls.crt"), ("key_file", "other.key")],
+                "input.forward[0].tls.key_file",
+                "other.key",
+                "cannot serve",
+            ),
+            (
+                &[
+                    ("cert_file", "tls.crt"),
+                    ("key_file", "tls.key"),
+                    ("ca_file", "junk"),
+                ],
+                "input.forward[0].tls.ca_file",
+                "junk",
+                "holds no PEM certificate",
+            ),
+            (
+                &[
+                    ("cert_file", "tls.crt"),
+                    ("key_file", "tls.key"),
+                    ("ca_file", "gone"),
+                ],
+                "input.forward[0].tls.ca_file",
+                "gone",
+                "cannot read",
+            ),
+        ];
+        for (keys, key, file, says) in cases {
+            let e = load(&f.config(keys)).unwrap_err();
+            assert_eq!(e.len(), 1, "{keys:?}: {e:?}");
+            assert!(
+                e[0].contains(&format!("Some({key:?}): ")),
+                "{keys:?}: {e:?}"
+            );
+            assert!(e[0].contains(&f.path(file)), "{keys:?}: {e:?}");
+            assert!(e[0].contains(says), "{keys:?}: {e:?}");
+        }
+        // Without cert_file (or key_file) there is nothing to present: the table is named.
+        for keys in [&[("key_file", "tls.key")][..], &[("cert_file", "tls.crt")]] {
+            let e = load(&f.config(keys)).unwrap_err();
+            let missing = if keys[0].0 == "key_file" {
+                "cert_file"
+            } else {
+                "key_file"
+            };
+            assert!(
+                e[0].contains("input.forward") && e[0].contains("tls") && e[0].contains(missing),
+                "{e:?}"
+            );
+        }
     }
 }

@@ -283,7 +283,7 @@ impl Metrics {
             "kafka_input_skipped", "Records consumed again from [[input.kafka]] topics that the buffer already held (below its positions there): not buffered twice", m.kafka_input_skipped;
             "forward_connections", "Forward protocol connections open ([[input.forward]])", m.forward_connections;
             "forward_entries", "Entries of forward protocol frames appended to the buffer", m.forward_entries;
-            "forward_refused", "Forward protocol connections closed for what their peer did, by reason (invalid, too_large, stalled, too_many_connections, unauthorized)", m.forward_refused;
+            "forward_refused", "Forward protocol connections closed for what their peer did, by reason (invalid, too_large, stalled, too_many_connections, unauthorized, tls)", m.forward_refused;
         }
     }
 
@@ -330,6 +330,7 @@ impl Metrics {
             "stalled",
             "too_many_connections",
             "unauthorized",
+            "tls",
         ] {
             let _ = m
                 .forward_refused

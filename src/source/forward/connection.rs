@@ -1,6 +1,7 @@
 //! One forward connection: read a frame, hand its entries on, ack once durable, read the next.
 
 use super::msgpack::{self, Error as MsgError};
+use super::tls::{self, Transport};
 use super::{Ids, Shared, entry, handshake, protocol};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -34,23 +35,16 @@ fn refusal(reason: &'static str, why: impl Into<String>) -> Refusal {
     }
 }
 
-/// Serves `stream` until the peer closes it, the agent stops, or the peer is refused.
+/// Serves `stream` until the peer closes it, the agent stops, or the peer is refused; on a TLS
+/// listener, once the TLS handshake is done.
 pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    let n = shared.accepted.fetch_add(1, Ordering::Relaxed);
-    let mut conn = Connection {
-        stream,
-        buf: Vec::new(),
-        held: Held { shared, kib: 0 },
-        seed: shared.seed ^ u128::from(n),
-        entries: 0,
-    };
-    let admitted = match &shared.key {
-        Some(key) => conn.handshake(shared, key).await,
-        None => Ok(()),
-    };
-    let served = match admitted {
-        Ok(()) => conn.run(shared).await,
-        refused => refused,
+    let served = match &shared.tls {
+        None => serve_on(stream, shared).await,
+        Some(acceptor) => match tls::accept(acceptor, stream, shared.cfg.stall_timeout.0).await {
+            Ok(Some(stream)) => serve_on(stream, shared).await,
+            Ok(None) => Ok(()),
+            Err(why) => Err(refusal("tls", why)),
+        },
     };
     match served {
         Ok(()) => {}
@@ -60,8 +54,24 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) 
     }
 }
 
-struct Connection<'s> {
-    stream: TcpStream,
+/// The secure-forward handshake when there is a shared key, then frames.
+async fn serve_on<S: Transport>(stream: S, shared: &Shared) -> Result<(), Refusal> {
+    let n = shared.accepted.fetch_add(1, Ordering::Relaxed);
+    let mut conn = Connection {
+        stream,
+        buf: Vec::new(),
+        held: Held { shared, kib: 0 },
+        seed: shared.seed ^ u128::from(n),
+        entries: 0,
+    };
+    if let Some(key) = &shared.key {
+        conn.handshake(shared, key).await?;
+    }
+    conn.run(shared).await
+}
+
+struct Connection<'s, S> {
+    stream: S,
     /// Bytes read and not yet taken as frames.
     buf: Vec<u8>,
     held: Held<'s>,
@@ -107,7 +117,7 @@ impl Held<'_> {
     }
 }
 
-impl Connection<'_> {
+impl<S: Transport> Connection<'_, S> {
     /// Reads until the socket has nothing more for now, then takes the whole frames read:
     /// a frame is parsed once per burst, not once per read (a 16 MiB frame in 64 KiB reads
     /// would otherwise be walked 256 times).
@@ -158,10 +168,7 @@ impl Connection<'_> {
         let nonce =
             handshake::nonce().map_err(|e| refusal(STOPPING, format!("no random nonce: {e}")))?;
         let io = |e: std::io::Error| refusal("invalid", format!("handshake: {e}"));
-        self.stream
-            .write_all(&handshake::helo(&nonce))
-            .await
-            .map_err(io)?;
+        self.send(&handshake::helo(&nonce)).await.map_err(io)?;
         let used = loop {
             match msgpack::value_len(&self.buf) {
                 Ok(used) => break used,
@@ -183,7 +190,7 @@ impl Connection<'_> {
         let (ping, _) =
             msgpack::read(&self.buf[..used]).map_err(|_| refusal("unauthorized", "not a PING"))?;
         let (pong, ok) = handshake::pong(&ping, &nonce, key);
-        self.stream.write_all(&pong).await.map_err(io)?;
+        self.send(&pong).await.map_err(io)?;
         self.buf.drain(..used);
         if ok {
             Ok(())
@@ -211,7 +218,8 @@ impl Connection<'_> {
         } else {
             read.await
         };
-        n.map_err(|e| refusal("invalid", format!("read failed: {e}")))
+        tls::closed_without_notify_is_closed(n)
+            .map_err(|e| refusal("invalid", format!("read failed: {e}")))
     }
 
     /// Takes every whole frame at the start of the buffer.
@@ -272,9 +280,15 @@ impl Connection<'_> {
         if durable.await.is_err() {
             return Err(refusal(STOPPING, "the entries did not become durable"));
         }
-        self.stream
-            .write_all(&protocol::ack(&chunk))
+        self.send(&protocol::ack(&chunk))
             .await
             .map_err(|e| refusal("invalid", format!("cannot send the ack: {e}")))
+    }
+
+    /// Writes `bytes` and flushes them: TLS holds written bytes in its records until flushed,
+    /// and an ack or a PONG the peer waits for must not sit there.
+    async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
     }
 }

@@ -17,15 +17,18 @@
 //! claims a gigabyte, or a stall closes that one connection, counted in
 //! `logferry_forward_refused_total`.
 //!
-//! With `shared_key_file`, every connection starts with Fluentd's secure-forward handshake
-//! ([`handshake`]). Not built: user authentication in the handshake, TLS, and UDP heartbeats;
-//! Fluentd's `heartbeat_type transport` (its default) needs none.
+//! With `[input.forward.tls]`, every connection starts with a TLS handshake ([`tls`]), in its
+//! own task and within `stall_timeout`; a plaintext peer fails it (`tls`). With
+//! `shared_key_file`, every connection (inside TLS, when there is TLS) then makes Fluentd's
+//! secure-forward handshake ([`handshake`]). Not built: user authentication in the handshake,
+//! and UDP heartbeats; Fluentd's `heartbeat_type transport` (its default) needs none.
 
 mod connection;
 pub mod entry;
 pub mod handshake;
 pub mod msgpack;
 pub mod protocol;
+mod tls;
 
 pub use entry::{Entry, Ids};
 
@@ -59,11 +62,22 @@ pub struct Listener {
     listener: TcpListener,
     cfg: config::Forward,
     key: Option<handshake::Key>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
-/// Reads the shared key (if any) and binds `cfg.listen`: an unreadable key file or an address
-/// in use is an error at start, not a listener open to anyone or a silent second agent.
+/// Reads the shared key and the TLS files (if any) and binds `cfg.listen`: an unreadable file
+/// or an address in use is an error at start, not a listener open to anyone or a silent
+/// second agent.
 pub async fn bind(cfg: &config::Forward) -> anyhow::Result<Listener> {
+    let tls = match &cfg.tls {
+        None => None,
+        Some(t) => {
+            let server = t
+                .server_config()
+                .map_err(|e| anyhow::anyhow!("tls.{}: {e}", e.key()))?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+        }
+    };
     let key = match &cfg.shared_key_file {
         None => None,
         Some(path) => {
@@ -84,9 +98,12 @@ pub async fn bind(cfg: &config::Forward) -> anyhow::Result<Listener> {
         }
     };
     Ok(Listener {
-        listener: TcpListener::bind(cfg.listen).await?,
+        listener: TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?,
         cfg: cfg.clone(),
         key,
+        tls,
     })
 }
 
@@ -95,6 +112,8 @@ struct Shared {
     cfg: config::Forward,
     /// The secure-forward handshake's key, when `shared_key_file` is set.
     key: Option<handshake::Key>,
+    /// The TLS handshake's config, when `[input.forward.tls]` is set.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     out: Arc<dyn Deliver>,
     metrics: Arc<Metrics>,
     /// `max_bytes_in_flight`, in KiB.
@@ -126,6 +145,7 @@ impl Listener {
             ),
             cfg: self.cfg,
             key: self.key,
+            tls: self.tls,
             out,
             metrics,
             accepted: AtomicU64::new(0),
