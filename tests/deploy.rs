@@ -2,7 +2,8 @@
 //! accepts, and laid out for `kubectl apply -k` (the base in deploy/k8s, an example overlay in
 //! deploy/overlays/example), rendered here by kubectl's own Kustomize. The aggregator's base,
 //! deploy/k8s/aggregator, likewise, and what its StatefulSet promises a forwarder: what it
-//! acked is on a volume of the replica's own, which outlives the pod.
+//! acked is on a volume of the replica's own, which outlives the pod. The Kafka tier's overlay,
+//! deploy/overlays/kafka, in [`kafka`].
 
 #[path = "support/yaml.rs"]
 mod yaml;
@@ -13,6 +14,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use yaml::{documents, kind_name, kubernetes_validate, the_only};
+
+#[path = "deploy/kafka.rs"]
+mod kafka;
 
 const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s/logferry.yaml");
 const SETUP_JOB: &str = concat!(
@@ -137,8 +141,8 @@ fn images(doc: &Value) -> Vec<String> {
 }
 
 /// The files a kustomization in `dir` lists, after checking that every manifest beside it (and
-/// every folder holding a kustomization of its own, `name/`) is either listed or named in a
-/// `# not listed: <file>: <why>` line with its reason.
+/// every folder holding a kustomization of its own, `name/`) is either listed, a patch it
+/// applies, or named in a `# not listed: <file>: <why>` line with its reason.
 fn listed_in_kustomization(dir: &str) -> Vec<String> {
     let text = std::fs::read_to_string(Path::new(dir).join("kustomization.yaml"))
         .unwrap_or_else(|e| panic!("{dir}/kustomization.yaml: {e}"));
@@ -149,14 +153,24 @@ fn listed_in_kustomization(dir: &str) -> Vec<String> {
         .iter()
         .map(|r| r.as_str().expect("a path").to_owned())
         .collect();
+    // Patches are the kustomization's own, applied over its resources: accounted for too.
+    let patches: Vec<&str> = kustomization["patches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["path"].as_str())
+        .collect();
     let left_out: Vec<(&str, &str)> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# not listed: "))
         .map(|l| l.split_once(": ").expect("`# not listed: <file>: <why>`"))
         .collect();
+    // A base in another folder (`../../k8s`) is not beside it.
     let mut accounted: Vec<&str> = listed
         .iter()
         .map(String::as_str)
+        .filter(|r| !r.starts_with("../"))
+        .chain(patches.iter().copied())
         .chain(left_out.iter().map(|(f, _)| *f))
         .collect();
     accounted.sort_unstable();
@@ -219,6 +233,20 @@ fn every_manifest_is_in_the_kustomization_or_left_out_with_a_reason() {
     // What `kubectl apply -f deploy/k8s/logferry.yaml` applied, `apply -k deploy/k8s` applies.
     let kinds = renders_its_files(BASE, &listed);
     assert!(kinds.contains("daemonset"), "{kinds:?}");
+}
+
+/// No overlay carries a file it does not use: every manifest beside an overlay's kustomization
+/// is a resource or a patch of it, or left out with a reason.
+#[test]
+fn every_overlay_accounts_for_the_files_beside_it() {
+    let overlays = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/overlays");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(overlays).expect("deploy/overlays") {
+        let dir = entry.expect("an overlay").path();
+        listed_in_kustomization(dir.to_str().expect("a UTF-8 path"));
+        seen += 1;
+    }
+    assert!(seen >= 2, "the example and the Kafka overlays: {seen}");
 }
 
 #[test]
@@ -456,16 +484,10 @@ fn the_aggregator_configmap_carries_config_aggregator_toml() {
     assert_eq!(cfg.routes, platform.routes);
 }
 
-/// What the aggregator acked survives its pod: data_dir is on a volume of the replica's own
-/// (a claim template, never an emptyDir), big enough for the buffer and dead letters it may
-/// hold, and kept when the set is scaled down; SIGTERM has time to drain; the ports, probes,
-/// config and Secret are where the config and the agents' manifests say.
-#[test]
-fn the_aggregator_keeps_what_it_acked_on_a_volume_of_its_own() {
-    let docs = aggregator_objects();
-    let (_, cfg) = read_config("config/aggregator.toml");
-    let set = the_only(&docs, "StatefulSet");
-    assert!(docs.iter().all(|d| d["kind"] != "Deployment"));
+/// `cfg.data_dir` is on a volume each replica of `set` has of its own: below the root of a claim
+/// template's mount (never an emptyDir, nor shadowed by a pod volume), big enough for the buffer
+/// and dead letters, and kept when the set is scaled down or deleted.
+fn data_dir_on_a_claim_of_its_own(set: &Value, cfg: &Config) {
     let spec = &set["spec"];
     let pod = &spec["template"]["spec"];
     let agent = &pod["containers"][0];
@@ -514,6 +536,22 @@ fn the_aggregator_keeps_what_it_acked_on_a_volume_of_its_own() {
     let kept = &spec["persistentVolumeClaimRetentionPolicy"];
     assert_eq!(kept["whenScaled"], "Retain");
     assert_eq!(kept["whenDeleted"], "Retain");
+}
+
+/// What the aggregator acked survives its pod: data_dir is on a volume of the replica's own
+/// (a claim template, never an emptyDir), big enough for the buffer and dead letters it may
+/// hold, and kept when the set is scaled down; SIGTERM has time to drain; the ports, probes,
+/// config and Secret are where the config and the agents' manifests say.
+#[test]
+fn the_aggregator_keeps_what_it_acked_on_a_volume_of_its_own() {
+    let docs = aggregator_objects();
+    let (_, cfg) = read_config("config/aggregator.toml");
+    let set = the_only(&docs, "StatefulSet");
+    assert!(docs.iter().all(|d| d["kind"] != "Deployment"));
+    data_dir_on_a_claim_of_its_own(set, &cfg);
+    let spec = &set["spec"];
+    let pod = &spec["template"]["spec"];
+    let agent = &pod["containers"][0];
     // The drain on SIGTERM (requests in flight) and the fsync and cursor save after it.
     let grace = pod["terminationGracePeriodSeconds"]
         .as_u64()

@@ -1,35 +1,17 @@
 //! The Kafka tier end to end, every part real: a node agent (`[kafka]`) → Tansu → an
 //! aggregator agent (`[[input.kafka]]`) → osmem-server. Every line once, under the id the node
-//! gave it, through SIGKILLs of the aggregator and of the node; a record another producer wrote
-//! (no headers) goes through the aggregator's own pipeline under an id of where it is.
+//! gave it, through SIGKILLs of the aggregator and of the node, and through the brokers
+//! unreachable for longer than the consumer's session (both agents behind a proxy that is cut,
+//! the aggregator killed meanwhile), the node's `/health` saying so; a record another producer
+//! wrote (no headers) goes through the aggregator's own pipeline under an id of where it is.
 
 mod support;
 
-use logferry_harness::tansu::Tansu;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
+use support::kafka::{TOPIC, node_config, tansu, tansu_behind_proxy};
 use support::*;
-
-const TOPIC: &str = "logs";
-
-/// A node shipping its files to the topic, no Elasticsearch hosts.
-fn node_config(node: &Node, brokers: &str) -> PathBuf {
-    let text = format!(
-        "data_dir = {data:?}\n\
-         [input]\ninclude = [{glob:?}]\nrotate_wait = \"500ms\"\nrescan_interval = \"200ms\"\n\
-         [elasticsearch]\nhosts = []\n\
-         [kafka]\nbrokers = [{brokers:?}]\ntopic = \"{TOPIC}\"\n\
-         [buffer]\nretry_wait = \"100ms\"\nretry_max_interval = \"500ms\"\nflush_interval = \"50ms\"\n\
-         [api]\nlisten = \"127.0.0.1:{port}\"\n",
-        data = node.data().display().to_string(),
-        glob = node.logs().join("containers/*.log").display().to_string(),
-        port = free_port(),
-    );
-    let path = node.dir.path().join("logferry.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
 
 /// An aggregator: no files, the topic in, `es` out.
 fn aggregator_config(dir: &std::path::Path, brokers: &str, es: &str, extra: &str) -> PathBuf {
@@ -48,18 +30,12 @@ fn aggregator_config(dir: &std::path::Path, brokers: &str, es: &str, extra: &str
     path
 }
 
-fn tansu() -> Tansu {
-    let t = Tansu::start().expect("Tansu must be installed: run scripts/install-deps");
-    t.create_topic(TOPIC, 3).expect("create the topic");
-    t
-}
-
 #[test]
 fn node_to_kafka_to_aggregator_is_every_line_once_under_the_nodes_ids() {
     let t = tansu();
     let es = osmem();
     let node = Node::new();
-    let node_cfg = node_config(&node, &t.addr);
+    let node_cfg = node_config(&node, &t.addr, "");
     let mut node_agent = Some(Agent::start(&node_cfg));
     let agg_dir = tempfile::tempdir().unwrap();
     let agg_config = aggregator_config(agg_dir.path(), &t.addr, &es.url, "");
@@ -96,6 +72,91 @@ fn node_to_kafka_to_aggregator_is_every_line_once_under_the_nodes_ids() {
     assert!(aggregator.metric("logferry_kafka_input_records_total") > 0);
     aggregator.stop();
     node_agent.unwrap().stop();
+}
+
+/// How long the brokers stay unreachable: past the aggregator's `session_timeout` (6s), so its
+/// consumer's group session ends, and past the node's `delivery_timeout` (2s), so its
+/// producer gives messages back as failed and the node produces them again.
+const OUTAGE: Duration = Duration::from_secs(10);
+
+#[test]
+fn the_brokers_unreachable_for_a_while_and_an_aggregator_killed_meanwhile_still_every_line_once() {
+    let (t, proxy) = tansu_behind_proxy();
+    let es = osmem();
+    let node = Node::new();
+    let node_agent = Agent::start(&node_config(
+        &node,
+        &proxy.addr(),
+        "delivery_timeout = \"2s\"",
+    ));
+    let agg_dir = tempfile::tempdir().unwrap();
+    let agg_config = aggregator_config(agg_dir.path(), &proxy.addr(), &es.url, "");
+    let mut aggregator = Agent::start(&agg_config);
+    let show = |a: &Agent| format!("{}\n{}", a.get("/health"), a.logs());
+    let mut expected = node.json_lines("before", 300);
+    wait_until_showing(
+        90,
+        "the lines before the outage in the index",
+        || es.count("logs-*").unwrap_or(0) == 300,
+        || show(&aggregator),
+    );
+
+    proxy.set_down(true);
+    let cut = std::time::Instant::now();
+    expected.extend(node.json_lines("during", 1000));
+    // What an operator sees on the node: the Kafka check failing, and messages produced again.
+    wait_until_showing(
+        30,
+        "the node's /health to say Kafka cannot be reached",
+        || node_agent.get("/health")["checks"]["kafka"]["status"] == "degraded",
+        || show(&node_agent),
+    );
+    wait_until_showing(
+        30,
+        "the node to produce messages again",
+        || node_agent.metric("logferry_documents_total{outcome=\"retried\"}") > 0,
+        || show(&node_agent),
+    );
+    assert!(
+        node_agent.metric("logferry_buffer_records ") > 0,
+        "the node's buffer holds them"
+    );
+    wait_until_showing(
+        30,
+        "the aggregator's consumer to fail",
+        || aggregator.logs().contains("kafka input: cannot consume"),
+        || show(&aggregator),
+    );
+    // Killed with the brokers away (its last commits may not have reached them), and started
+    // again while they still are: it joins the group once they are back.
+    aggregator.kill();
+    aggregator = Agent::start(&agg_config);
+    expected.extend(node.json_lines("during-2", 500));
+    while cut.elapsed() < OUTAGE {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        es.count("logs-*").unwrap(),
+        300,
+        "nothing got through the outage: the agents talk to Kafka only through the proxy"
+    );
+
+    proxy.set_down(false);
+    expected.extend(node.json_lines("after", 300));
+    assert_exactly_once(&es, &expected);
+    wait_until_showing(
+        60,
+        "the node's /health to say shipping to Kafka works again",
+        || node_agent.get("/health")["checks"]["kafka"]["status"] == "healthy",
+        || show(&node_agent),
+    );
+    wait_until(30, "the node's buffer to drain", || {
+        node_agent.metric("logferry_buffer_records ") == 0
+    });
+    assert!(aggregator.metric("logferry_kafka_input_records_total") > 0);
+    assert!(aggregator.stop().success());
+    assert!(node_agent.stop().success());
+    drop(t);
 }
 
 #[test]

@@ -9,37 +9,11 @@ mod support;
 use logferry_harness::tansu::{Message, Tansu};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use support::tcp_proxy::TcpProxy;
+use support::kafka::{TOPIC, node_config, tansu, tansu_behind_proxy};
 use support::*;
-
-const TOPIC: &str = "logs";
-
-fn tansu() -> Tansu {
-    let t = Tansu::start().expect("Tansu must be installed: run scripts/install-deps");
-    t.create_topic(TOPIC, 3).expect("create the topic");
-    t
-}
-
-/// A node's config shipping to Kafka at `brokers`, with no Elasticsearch hosts at all.
-fn kafka_config(node: &Node, brokers: &str, extra_kafka: &str) -> PathBuf {
-    let text = format!(
-        "data_dir = {data:?}\n\
-         [input]\ninclude = [{glob:?}]\nrotate_wait = \"500ms\"\nrescan_interval = \"200ms\"\n\
-         [elasticsearch]\nhosts = []\n\
-         [kafka]\nbrokers = [{brokers:?}]\ntopic = \"{TOPIC}\"\n{extra_kafka}\n\
-         [buffer]\nretry_wait = \"100ms\"\nretry_max_interval = \"500ms\"\n\
-         [api]\nlisten = \"127.0.0.1:{port}\"\n",
-        data = node.data().display().to_string(),
-        glob = node.logs().join("containers/*.log").display().to_string(),
-        port = free_port(),
-    );
-    let path = node.dir.path().join("logferry.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
 
 /// The pod and `seq` of a message's document.
 fn pod_seq(m: &Message) -> (String, u64) {
@@ -102,7 +76,7 @@ fn every_line_is_one_message_with_its_id_and_index_and_the_document_elasticsearc
     let node = Node::new();
     let mut expected = node.json_lines("web-1", 300);
     expected.extend(node.json_lines("worker-2", 200));
-    let agent = Agent::start(&kafka_config(&node, &t.addr, "compression = \"zstd\""));
+    let agent = Agent::start(&node_config(&node, &t.addr, "compression = \"zstd\""));
     let messages = wait_for_all(&t, &expected, 60, &agent);
     assert_all_with_stable_ids(&messages, &expected);
     assert_eq!(messages.len(), expected.len(), "no copies without a fault");
@@ -203,24 +177,12 @@ fn every_line_is_one_message_with_its_id_and_index_and_the_document_elasticsearc
     assert!(agent.stop().success());
 }
 
-/// Tansu behind a proxy that can be cut. The broker advertises the proxy, so every connection
-/// of a client goes through it.
-fn tansu_behind_proxy() -> (Tansu, TcpProxy) {
-    let listen = free_port();
-    let proxy_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy_port = proxy_listener.local_addr().unwrap().port();
-    let t = Tansu::start_advertising(listen, proxy_port).expect("Tansu installed");
-    let proxy = TcpProxy::serve(proxy_listener, &format!("127.0.0.1:{listen}"));
-    t.create_topic(TOPIC, 3).expect("create the topic");
-    (t, proxy)
-}
-
 #[test]
 fn brokers_unreachable_for_a_while_then_back_lose_nothing_and_keep_every_id() {
     let (t, proxy) = tansu_behind_proxy();
     let node = Node::new();
     // Shorter than the outage: messages given back as failed are produced again by the agent.
-    let agent = Agent::start(&kafka_config(
+    let agent = Agent::start(&node_config(
         &node,
         &proxy.addr(),
         "delivery_timeout = \"2s\"",
@@ -266,7 +228,7 @@ fn brokers_unreachable_for_a_while_then_back_lose_nothing_and_keep_every_id() {
 fn a_sigkill_mid_stream_then_a_restart_loses_nothing_and_reproduces_under_the_same_ids() {
     let (t, proxy) = tansu_behind_proxy();
     let node = Node::new();
-    let config = kafka_config(&node, &proxy.addr(), "");
+    let config = node_config(&node, &proxy.addr(), "");
     let agent = Agent::start(&config);
     let mut w = node.writer("shop", "crashy", "app", Format::Cri);
     let mut expected = HashSet::new();
@@ -307,7 +269,7 @@ fn a_reload_takes_a_changed_kafka_section_for_the_next_batch_and_loses_nothing()
     t.create_topic("logs-b", 2)
         .expect("create the second topic");
     let node = Node::new();
-    let config = kafka_config(&node, &t.addr, "compression = \"zstd\"");
+    let config = node_config(&node, &t.addr, "compression = \"zstd\"");
     let agent = Agent::start(&config);
     let first = node.json_lines("first", 200);
     wait_for_all(&t, &first, 60, &agent);

@@ -70,6 +70,12 @@ fn the_platform_config_masks_phi_routes_audit_and_drops_probes_as_its_tests_say(
     passes("config/platform.toml", "config/tests/platform");
 }
 
+/// The Kafka tier's node config is the platform's with another output: the same cases hold.
+#[test]
+fn the_kafka_tiers_node_config_passes_the_platforms_pipeline_tests() {
+    passes("config/kafka-node.toml", "config/tests/platform");
+}
+
 #[test]
 fn the_fluentd_equivalent_config_passes_its_pipeline_tests() {
     passes(

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod kubeapi;
 pub mod lifecycle;
 pub mod proxy;
