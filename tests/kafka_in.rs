@@ -3,10 +3,13 @@
 //! gave it, through SIGKILLs of the aggregator and of the node, and through the brokers
 //! unreachable for longer than the consumer's session (both agents behind a proxy that is cut,
 //! the aggregator killed meanwhile), the node's `/health` saying so; a record another producer
-//! wrote (no headers) goes through the aggregator's own pipeline under an id of where it is.
+//! wrote (no headers) goes through the aggregator's own pipeline under an id of where it is and
+//! what it holds; and the buffer keeps the offsets as positions, believed only where the broker
+//! still has the record they end at.
 
 mod support;
 
+use logferry_harness::tansu::Tansu;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
