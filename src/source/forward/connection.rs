@@ -13,6 +13,8 @@ const READ_SIZE: usize = 64 * 1024;
 const KIB: usize = 1024;
 /// A connection closed because the agent is stopping, not for anything its peer did.
 const STOPPING: &str = "stopping";
+/// Not a refusal either: the peer left before its ack (it resends the chunk, a 409).
+const LEFT: &str = "left";
 
 /// Why a connection was closed early.
 struct Refusal {
@@ -49,7 +51,9 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) 
     match served {
         Ok(()) => {}
         // Not the peer's doing: its frame gets no ack and comes again to the next start.
-        Err(r) if r.reason == STOPPING => tracing::debug!(%peer, why = r.why, "forward: closed"),
+        Err(r) if r.reason == STOPPING || r.reason == LEFT => {
+            tracing::debug!(%peer, why = r.why, "forward: closed")
+        }
         Err(r) => shared.refused(peer, r.reason, &r.why),
     }
 }
@@ -282,7 +286,7 @@ impl<S: Transport> Connection<'_, S> {
         }
         self.send(&protocol::ack(&chunk))
             .await
-            .map_err(|e| refusal("invalid", format!("cannot send the ack: {e}")))
+            .map_err(|e| refusal(LEFT, format!("cannot send the ack: {e}")))
     }
 
     /// Writes `bytes` and flushes them: TLS holds written bytes in its records until flushed,
