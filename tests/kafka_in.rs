@@ -124,12 +124,14 @@ fn the_brokers_unreachable_for_a_while_and_an_aggregator_killed_meanwhile_still_
         node_agent.metric("logferry_buffer_records ") > 0,
         "the node's buffer holds them"
     );
+    // And on the aggregator: its consumer failing, in /health and in its log.
     wait_until_showing(
         30,
-        "the aggregator's consumer to fail",
-        || aggregator.logs().contains("kafka input: cannot consume"),
+        "the aggregator's /health to say its consumer cannot consume",
+        || aggregator.get("/health")["checks"]["kafka_input"]["status"] == "degraded",
         || show(&aggregator),
     );
+    assert!(aggregator.logs().contains("kafka input: cannot consume"));
     // Killed with the brokers away (its last commits may not have reached them), and started
     // again while they still are: it joins the group once they are back.
     aggregator.kill();
@@ -156,6 +158,12 @@ fn the_brokers_unreachable_for_a_while_and_an_aggregator_killed_meanwhile_still_
     wait_until(30, "the node's buffer to drain", || {
         node_agent.metric("logferry_buffer_records ") == 0
     });
+    wait_until_showing(
+        60,
+        "the aggregator's /health to say it consumes again",
+        || aggregator.get("/health")["checks"]["kafka_input"]["status"] == "healthy",
+        || show(&aggregator),
+    );
     assert!(aggregator.metric("logferry_kafka_input_records_total") > 0);
     assert!(aggregator.stop().success());
     assert!(node_agent.stop().success());

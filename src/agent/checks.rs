@@ -29,6 +29,8 @@ pub struct Parts {
     pub setup: Option<Arc<dyn Check>>,
     /// Records go to Kafka, not Elasticsearch.
     pub kafka: bool,
+    /// Whether the Kafka inputs consume, when there are any.
+    pub consuming: Option<Arc<dyn Check>>,
     /// The last config reload's trouble.
     pub config: Arc<super::reload::ConfigState>,
 }
@@ -43,7 +45,7 @@ pub fn all(p: Parts) -> Vec<Arc<dyn Check>> {
             detail: "not enabled: pod identity comes from file paths",
         }),
     };
-    vec![
+    let mut checks: Vec<Arc<dyn Check>> = vec![
         Arc::new(TailerCheck {
             state: p.tailer,
             metrics: p.metrics,
@@ -66,7 +68,9 @@ pub fn all(p: Parts) -> Vec<Arc<dyn Check>> {
             })
         }),
         p.config,
-    ]
+    ];
+    checks.extend(p.consuming);
+    checks
 }
 
 #[cfg(test)]
@@ -122,6 +126,7 @@ mod tests {
             kube: None,
             setup: Some(Setup::new(&cfg, connector, metrics.clone())),
             kafka: false,
+            consuming: None,
             config: Default::default(),
         });
         Rig {

@@ -174,6 +174,7 @@ pub(super) async fn start(
                 client,
                 out: out.clone(),
                 offsets: store.offsets.clone(),
+                consuming: store.consuming.clone(),
                 metrics: metrics.clone(),
             },
         )));

@@ -27,7 +27,7 @@ use crate::kube::cache as kube_cache;
 use crate::metrics::Metrics;
 use crate::observe::{self, Status};
 use crate::sink::{Connector, SinkState};
-use crate::source::kafka::Offsets;
+use crate::source::kafka::{Consuming, Offsets};
 use crate::tail::{self, Checkpoints, Tailer, TailerState};
 use anyhow::{Context, anyhow};
 use shipping::{drain, start_shipping};
@@ -100,6 +100,7 @@ pub async fn run(
             kube,
             setup: installing.clone().map(|i| i as _),
             kafka: cfg.kafka.is_some(),
+            consuming: (!cfg.input.kafka.is_empty()).then(|| store.consuming.clone() as _),
             config: config_state,
         }),
     });
@@ -164,6 +165,8 @@ struct Store {
     appender: SharedAppender,
     /// The Kafka inputs' positions in the buffer.
     offsets: Arc<Offsets>,
+    /// Whether the Kafka inputs consume.
+    consuming: Arc<Consuming>,
     committer: std::thread::JoinHandle<()>,
 }
 
@@ -215,6 +218,7 @@ impl Store {
             buffer,
             appender,
             offsets,
+            consuming: Arc::default(),
             committer,
         })
     }

@@ -14,8 +14,10 @@
 //! is not buffered twice. Consuming waits while the buffer is full (`overflow_action =
 //! "block"`): back-pressure, the records stay in Kafka.
 
+mod health;
 mod positions;
 
+pub use health::Consuming;
 pub use positions::{Mark, Next, Offsets};
 
 use super::forward::entry::id as document_id;
@@ -34,6 +36,8 @@ use std::time::Duration;
 const MAX_BATCH: usize = 2000;
 /// How long a batch waits for more records once it has one.
 const GATHER: Duration = Duration::from_millis(20);
+/// While consuming fails, how long to wait for a record before asking the brokers instead.
+const PROBE: Duration = Duration::from_secs(5);
 
 /// A consumer in `group_id` subscribed to `topics`; `client` holds the connection settings.
 pub fn consumer(
@@ -64,6 +68,8 @@ pub struct Input {
     pub out: Arc<dyn Deliver>,
     /// Every input's positions in the buffer (shared: one snapshot heads each segment).
     pub offsets: Arc<Offsets>,
+    /// Whether each input consumes, for `/health`.
+    pub consuming: Arc<Consuming>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -78,20 +84,11 @@ pub async fn run(consumer: StreamConsumer, input: Input) {
             .await
             .unwrap_or_default()
     };
-    let mut failing = false;
+    let consumer = Arc::new(consumer);
     loop {
-        let first = match consumer.recv().await {
-            Ok(m) => m,
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(error = %e, "kafka input: cannot consume; retrying");
-                }
-                failing = true;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
+        let Some(first) = next(&consumer, &input).await else {
+            continue;
         };
-        failing = false;
         let mut batch = Batch::default();
         batch.take(&first, &mut resume);
         drop(first);
@@ -130,6 +127,39 @@ pub async fn run(consumer: StreamConsumer, input: Input) {
             // The partition moved to another member meanwhile: it consumes from the last
             // commit, and what this one buffered twice is a 409.
             tracing::debug!(error = %e, "kafka input: commit failed");
+        }
+    }
+}
+
+/// The next record, or `None` after a failure (reported in `/health`, retried after a pause).
+async fn next<'c>(consumer: &'c Arc<StreamConsumer>, input: &Input) -> Option<BorrowedMessage<'c>> {
+    let received = if input.consuming.is_failing(&input.group) {
+        // A quiet topic would never say the brokers are back: they are asked.
+        match tokio::time::timeout(PROBE, consumer.recv()).await {
+            Ok(received) => received,
+            Err(_) => {
+                let c = consumer.clone();
+                let answered = tokio::task::spawn_blocking(move || c.fetch_metadata(None, PROBE));
+                if matches!(answered.await, Ok(Ok(_))) {
+                    input.consuming.works(&input.group);
+                }
+                return None;
+            }
+        }
+    } else {
+        consumer.recv().await
+    };
+    match received {
+        Ok(m) => {
+            input.consuming.works(&input.group);
+            Some(m)
+        }
+        Err(e) => {
+            if input.consuming.failed(&input.group, &e.to_string()) {
+                tracing::warn!(error = %e, "kafka input: cannot consume; retrying");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            None
         }
     }
 }
