@@ -19,15 +19,17 @@
 //!   document run through [`redact`]; [`kube`]: which pod a file belongs to, and its metadata
 //!   from the API server; [`migrate`]: what a cut-over reads of Fluentd (`logferry convert`,
 //!   and the positions of its pos_file that discovery starts files from), using only [`config`];
-//! - [`tail`]: finds log files, reads them, splits lines, keeps checkpoints, and hands records
-//!   to an output it is given; [`source`]: the other sources (`[[input.forward]]`, Fluentd's
-//!   forward protocol; `[[input.kafka]]`, the Kafka tier's consumer), handing entries to what
-//!   the agent gives them; [`buffer`]: keeps encoded items on disk (CRC-framed segments,
-//!   group-commit fsync) until Elasticsearch has them, reporting durable file positions through
-//!   a callback, pausing reading or dropping its oldest segment when full, as configured;
-//! - [`sink`]: bulk-indexes batches, retries what failed, dead-letters what never will succeed,
-//!   and acknowledges batches back to the buffer; or, with `[kafka]` ([`sink::kafka`]),
-//!   produces each record as a message and acknowledges a batch once the brokers have it all;
+//! - [`source`]: the three sources, each handing records to an output the agent gives it —
+//!   [`source::files`] finds log files, reads them, splits lines and keeps checkpoints;
+//!   [`source::forward`] (`[[input.forward]]`, Fluentd's forward protocol) and
+//!   [`source::kafka`] (`[[input.kafka]]`, the Kafka tier's consumer) take what comes to the
+//!   agent; [`buffer`]: keeps encoded items on disk (CRC-framed segments, group-commit fsync)
+//!   until the output has them, reporting durable file positions through a callback, pausing
+//!   reading or dropping its oldest segment when full, as configured;
+//! - [`sink`]: the two outputs, each taking batches from the buffer and acknowledging them back
+//!   to it: [`sink::elasticsearch`] bulk-indexes batches, retries what failed and dead-letters
+//!   what never will succeed; with `[kafka]`, [`sink::kafka`] produces each record as a message
+//!   and acknowledges a batch once the brokers have it all;
 //! - [`agent`]: wires the stages together — the tailer's output encodes into the buffer, the
 //!   committer moves the checkpoints — and shuts them down in order; beside it [`top`], a
 //!   terminal view of one running agent from its `/metrics` and `/health`;
@@ -53,6 +55,5 @@ pub mod redact;
 pub mod route;
 pub mod sink;
 pub mod source;
-pub mod tail;
 pub mod top;
 pub mod vocab;

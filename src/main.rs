@@ -211,7 +211,7 @@ fn limit(l: Option<u64>) -> String {
 
 /// `logferry setup`: one attempt, each step reported on stdout.
 async fn setup_once(cfg: &Config) -> anyhow::Result<()> {
-    use logferry::sink::setup::Setup;
+    use logferry::sink::elasticsearch::setup::Setup;
     use std::sync::Arc;
     if cfg.kafka.is_some() {
         println!(
@@ -219,7 +219,9 @@ async fn setup_once(cfg: &Config) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let connector = Arc::new(logferry::sink::Connector::new(&cfg.elasticsearch)?);
+    let connector = Arc::new(logferry::sink::elasticsearch::Connector::new(
+        &cfg.elasticsearch,
+    )?);
     let metrics = Arc::new(logferry::metrics::Metrics::new());
     let setup = Setup::for_job(cfg, connector, metrics);
     if setup.plan().is_empty() {

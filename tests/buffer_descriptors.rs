@@ -5,7 +5,7 @@
 use logferry::buffer::{Appender, Buffer, Chunk, Options};
 use logferry::config::OverflowAction;
 use logferry::metrics::Metrics;
-use logferry::tail::Checkpoints;
+use logferry::source::files::Checkpoints;
 use logferry::vocab::FileKey;
 use std::path::Path;
 use std::sync::Arc;

@@ -14,8 +14,8 @@ const LIMIT: u64 = 256;
 /// More pods than the limit, as when a node is filled after a drain of another one.
 const PODS: usize = 600;
 /// What the tailer may hold under `LIMIT`: the default two shippers.
-const BUDGET: u64 =
-    LIMIT - (logferry::tail::RESERVE + 2 * logferry::tail::RESERVE_PER_SHIPPER) as u64;
+const BUDGET: u64 = LIMIT
+    - (logferry::source::files::RESERVE + 2 * logferry::source::files::RESERVE_PER_SHIPPER) as u64;
 
 fn append(path: &Path, text: &str) {
     let mut f = std::fs::OpenOptions::new()

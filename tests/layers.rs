@@ -3,8 +3,8 @@
 //!
 //! The crate's own source is parsed as Rust (`syn`), so nested `use` groups, `super::` paths
 //! that climb out of a module and paths in code are all seen. Run by `cargo test` like every
-//! other test: a change that makes `buffer` import `tail` (or any later layer import into an
-//! earlier one) fails CI with the file and line.
+//! other test: a change that makes `buffer` import `source` (or any later layer import into an
+//! earlier one), or a sink import a source, fails CI with the file and line.
 
 use proc_macro2::Span;
 use std::collections::BTreeSet;
@@ -30,14 +30,26 @@ const LAYERS: &[&[&str]] = &[
     &["route"],
     // What a cut-over reads of Fluentd: used by discovery and the binary, using only config.
     &["encode", "kube", "migrate"],
-    // The tailer and the other sources hand records to an output they are given; the buffer
-    // reports durability through a callback: none knows the others.
-    &["tail", "buffer", "source"],
+    // The sources (the files, forward, Kafka) hand records to an output they are given; the
+    // buffer reports durability through a callback: none knows the others.
+    &["buffer", "source"],
+    // The outputs (Elasticsearch, Kafka) take batches from the buffer; never a source (see
+    // APART): the agent glues them.
     &["sink"],
     // Wires the stages together.
     &["agent", "top"],
     // Pipeline tests: the stages and the agent's encoder, driven offline by `logferry test`.
     &["pipetest"],
+];
+
+/// Parts of the tree that never name each other, either way, although the layers alone would
+/// let one of them: the files source and the other sources (siblings of one layer before they
+/// were folders of `source`), the two sinks, and the sinks and the sources.
+const APART: &[(&str, &str)] = &[
+    ("source::files", "source::forward"),
+    ("source::files", "source::kafka"),
+    ("sink::elasticsearch", "sink::kafka"),
+    ("sink", "source"),
 ];
 
 /// What the metrics leaf may use besides the standard library.
@@ -346,7 +358,7 @@ fn no_file_or_function_is_too_long_to_read() {
 fn the_checker_sees_what_it_must() {
     let module = |m: &[&str]| m.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     let code = "use crate::{buffer::{Appender, Chunk}, config};\n\
-                use super::super::tail::X;\n\
+                use super::super::source::X;\n\
                 use crate :: agent :: Y;\n\
                 use crate::*;\n\
                 use serde::Deserialize;\n\
@@ -364,7 +376,7 @@ fn the_checker_sees_what_it_must() {
             m("buffer"),
             m("buffer"),
             m("config"),
-            m("tail"),
+            m("source"),
             m("agent"),
             Use::Unknown("crate::*".into()),
             Use::Crate("serde".into()),
@@ -380,10 +392,11 @@ fn the_checker_sees_what_it_must() {
 }
 
 /// The absolute module paths a file names (`crate::`, `super::` and `self::` resolved against
-/// the module the code is in), outside `#[cfg(test)]` modules.
+/// the module the code is in), outside `#[cfg(test)]` modules unless `tests`.
 struct Named {
     module: Vec<String>,
     found: BTreeSet<Vec<String>>,
+    tests: bool,
 }
 
 impl Named {
@@ -446,7 +459,7 @@ impl<'ast> Visit<'ast> for Named {
         let test_only = m.attrs.iter().any(|a| {
             a.path().is_ident("cfg") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "test")
         });
-        if test_only {
+        if test_only && !self.tests {
             return;
         }
         self.module.push(m.ident.to_string());
@@ -455,7 +468,7 @@ impl<'ast> Visit<'ast> for Named {
     }
 }
 
-/// Within one folder, which sibling files each file names: `tail/discover.rs` naming
+/// Within one folder, which sibling files each file names: `source/files/discover.rs` naming
 /// `super::rotated::…` is the edge `discover → rotated`. The folder's `mod.rs` is the parent
 /// of them all and is left out.
 fn sibling_edges() -> Vec<(Vec<String>, String, String)> {
@@ -477,6 +490,7 @@ fn sibling_edges() -> Vec<(Vec<String>, String, String)> {
         let mut named = Named {
             module: module.clone(),
             found: BTreeSet::new(),
+            tests: false,
         };
         named.visit_file(&syn::parse_file(&std::fs::read_to_string(&file).unwrap()).unwrap());
         for path in named.found {
@@ -532,5 +546,80 @@ fn no_two_files_of_a_folder_import_each_other_even_through_others() {
         "files of one folder importing each other (one decision, one home; move the shared \
          piece down to a file both use):\n{}",
         circles.join("\n")
+    );
+}
+
+/// What code in `module` names against [`APART`], tests included: "`a::b` names `c::d::E`".
+fn apart_in(module: &[String], code: &str) -> Vec<String> {
+    let mut named = Named {
+        module: module.to_vec(),
+        found: BTreeSet::new(),
+        tests: true,
+    };
+    named.visit_file(&syn::parse_file(code).unwrap());
+    let within = |path: &[String], part: &str| {
+        let part: Vec<&str> = part.split("::").collect();
+        path.len() >= part.len() && path.iter().zip(&part).all(|(a, b)| a == b)
+    };
+    let mut wrong = Vec::new();
+    for path in &named.found {
+        for &(a, b) in APART {
+            for (from, to) in [(a, b), (b, a)] {
+                if within(module, from) && within(path, to) {
+                    wrong.push(format!(
+                        "`{}` names `{}`",
+                        module.join("::"),
+                        path.join("::")
+                    ));
+                }
+            }
+        }
+    }
+    wrong
+}
+
+#[test]
+fn the_sources_and_the_sinks_stay_apart() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    let mut wrong = Vec::new();
+    for file in files {
+        let module = module_path(&root, &file);
+        for w in apart_in(&module, &std::fs::read_to_string(&file).unwrap()) {
+            wrong.push(format!("{}: {w}", file.display()));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "sources and sinks that know each other (the buffer is what both know; the agent glues \
+         them):\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_apart_check_sees_what_it_must() {
+    let module = |m: &[&str]| m.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    // A sink naming the other sink (climbing out with `super::super`) and two sources, one of
+    // them only in its tests; what both sinks share and the buffer are fine.
+    let code = "use crate::sink::SinkState;\n\
+                use super::super::elasticsearch::Connector;\n\
+                fn f() { crate::source::files::Output::x(); crate::buffer::now_ms(); }\n\
+                #[cfg(test)]\n\
+                mod tests { use crate::source::forward::Entry; }\n";
+    assert_eq!(
+        apart_in(&module(&["sink", "kafka", "producer"]), code),
+        [
+            "`sink::kafka::producer` names `sink::elasticsearch::Connector`",
+            "`sink::kafka::producer` names `source::files::Output::x`",
+            "`sink::kafka::producer` names `source::forward::Entry`",
+        ]
+    );
+    // Kafka's source may use forward's parts, not the files source's.
+    let code = "use super::forward::{Deliver, Entry};\nuse super::files::Output;\n";
+    assert_eq!(
+        apart_in(&module(&["source", "kafka"]), code),
+        ["`source::kafka` names `source::files::Output`"]
     );
 }

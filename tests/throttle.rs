@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use support::*;
 
-/// `LEAST_READ` in src/tail/throttle.rs: a throttled pass reads at least this much, and a
+/// `LEAST_READ` in src/source/files/throttle.rs: a throttled pass reads at least this much, and a
 /// burst overshoots by at most this much ("one block").
 const ONE_BLOCK_BYTES: u64 = 4096;
 

@@ -6,7 +6,7 @@ use crate::kube::cache::Cache;
 use crate::metrics::Metrics;
 use crate::observe::health::{Check, Fixed, Level};
 use crate::sink::{ShippingCheck, SinkState};
-use crate::tail::{TailerCheck, TailerState};
+use crate::source::files::{TailerCheck, TailerState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,7 +80,7 @@ mod tests {
     use crate::config::OverflowAction;
     use crate::observe::Status;
     use crate::observe::health::{Level, Report};
-    use crate::sink::setup::Setup;
+    use crate::sink::elasticsearch::setup::Setup;
     use crate::vocab::clock;
     use std::sync::atomic::Ordering;
 
@@ -117,7 +117,8 @@ mod tests {
             .store(clock::now_ms(), Ordering::Relaxed);
         let (sink, buffer) = (Arc::new(SinkState::default()), Arc::new(buffer));
         let cfg = crate::config::Config::default();
-        let connector = Arc::new(crate::sink::Connector::new(&cfg.elasticsearch).unwrap());
+        let connector =
+            Arc::new(crate::sink::elasticsearch::Connector::new(&cfg.elasticsearch).unwrap());
         let checks = all(Parts {
             metrics: metrics.clone(),
             tailer: tailer.clone(),

@@ -26,9 +26,10 @@ use crate::config::Config;
 use crate::kube::cache as kube_cache;
 use crate::metrics::Metrics;
 use crate::observe::{self, Status};
-use crate::sink::{Connector, SinkState};
+use crate::sink::SinkState;
+use crate::sink::elasticsearch::Connector;
+use crate::source::files::{self, Checkpoints, Tailer, TailerState};
 use crate::source::kafka::{Consuming, Offsets};
-use crate::tail::{self, Checkpoints, Tailer, TailerState};
 use anyhow::{Context, anyhow};
 use shipping::{drain, start_shipping};
 use std::future::Future;
@@ -276,8 +277,8 @@ fn start_tailer(
     kube: Option<Arc<kube_cache::Cache>>,
     shutdown: &Arc<AtomicBool>,
     state: &Arc<TailerState>,
-    reloads: Option<tail::Reloads>,
-) -> anyhow::Result<(std::thread::JoinHandle<()>, tail::Waker)> {
+    reloads: Option<files::Reloads>,
+) -> anyhow::Result<(std::thread::JoinHandle<()>, files::Waker)> {
     let encoder = output::encoder(cfg, &store.metrics, None)?;
     // While an append waits for room, the tailer is alive, and shutdown ends the wait.
     let give_up: GiveUp = {
@@ -294,7 +295,7 @@ fn start_tailer(
         give_up,
         cfg,
     );
-    let ctx = tail::Context {
+    let ctx = files::Context {
         metrics: store.metrics.clone(),
         shutdown: shutdown.clone(),
         state: state.clone(),

@@ -5,7 +5,7 @@
 //! backpressure. Discovery runs on a thread of its own and never comes here, so a blocked append
 //! cannot keep a new file from being opened.
 //!
-//! Here rather than in `tail` or `buffer`: it is the one place that knows both the encoder and
+//! Here rather than in `source::files` or `buffer`: it is the one place that knows both the encoder and
 //! the buffer, and neither of those knows the other or the tailer.
 
 use crate::buffer::{Appender, Chunk};
@@ -14,7 +14,7 @@ use crate::encode::ItemEncoder;
 use crate::metrics::Metrics;
 use crate::parse::DocumentWriter;
 use crate::route::Router;
-use crate::tail::Output;
+use crate::source::files::Output;
 use crate::vocab::FileMeta;
 use crate::vocab::{FileKey, Record};
 use prometheus_client::metrics::counter::Counter;

@@ -10,7 +10,7 @@
 //! check degraded until a file is taken.
 //!
 //! An accepted file reaches each stage where the stage can take it without losing or repeating
-//! a line: the tailer and discovery between two read passes (see `tail::reload`), the shippers at
+//! a line: the tailer and discovery between two read passes (see `source::files::reload`), the shippers at
 //! their next attempt, the metadata cache at its next lookup. Settings held from the start
 //! ([`Config::keep_restart_only`]) keep their running values, are named in the log and in the
 //! `config` check ("needs a restart"), and everything else still applies.
@@ -20,9 +20,9 @@ use crate::config::Config;
 use crate::kube::cache::Cache;
 use crate::metrics::Metrics;
 use crate::observe::health::{Check, Level};
-use crate::sink::Connector;
+use crate::sink::elasticsearch::Connector;
+use crate::sink::elasticsearch::setup::{FIRST_ATTEMPT_WAIT, Plan, Setup};
 use crate::sink::kafka::KafkaShipper;
-use crate::sink::setup::{FIRST_ATTEMPT_WAIT, Plan, Setup};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -378,7 +378,7 @@ enum Refused {
     Connection {
         file: String,
         #[source]
-        source: crate::sink::ConnectError,
+        source: crate::sink::elasticsearch::ConnectError,
     },
 }
 
@@ -388,7 +388,7 @@ struct Ready {
     /// Keys that differ from the running config and need a restart.
     restart: Vec<&'static str>,
     /// The HTTP client for changed connection settings, built and checked.
-    endpoint: Option<crate::sink::Endpoint>,
+    endpoint: Option<crate::sink::elasticsearch::Endpoint>,
 }
 
 /// The top-level sections that differ, for the log.

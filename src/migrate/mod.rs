@@ -5,7 +5,7 @@
 //! - [`pos_file`]: Fluentd's `in_tail` positions, handed to discovery on the agent's first
 //!   start on a node as the offsets to start each file from.
 //!
-//! Uses only [`crate::config`]: discovery (`crate::tail`) and the binary use it, never the
+//! Uses only [`crate::config`]: discovery (`crate::source::files`) and the binary use it, never the
 //! other way round.
 
 pub mod convert;

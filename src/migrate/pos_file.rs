@@ -1,6 +1,6 @@
 //! Fluentd's `in_tail` `pos_file`, as a cut-over from Fluentd reads it: the positions Fluentd
 //! reached, by inode, for discovery to start each file where Fluentd stopped (see
-//! `crate::tail`'s `fluentd.rs`, which finds the files). Read once, on the agent's first start
+//! `crate::source::files`'s `fluentd.rs`, which finds the files). Read once, on the agent's first start
 //! on a node.
 //!
 //! Fluentd writes one line per file it watches: `path<TAB>position<TAB>inode`, the position and

@@ -1,7 +1,7 @@
 //! One case through the agent's own stages, in the agent's order, offline: the lines are
 //! decoded ([`Decoder`], partials joined), joined by the multiline rules the pod gets
-//! ([`Joiner`], rules chosen by [`crate::tail::configured_rules`] and
-//! [`crate::tail::annotated_rules`], as the tailer chooses them), given the pod's metadata (a
+//! ([`Joiner`], rules chosen by [`crate::source::files::configured_rules`] and
+//! [`crate::source::files::annotated_rules`], as the tailer chooses them), given the pod's metadata (a
 //! [`Cache`] filled from the case's pod and asked as the tailer asks it, or what the file's path
 //! says without `[kubernetes]`), then encoded by the agent's own [`ItemEncoder`]
 //! ([`crate::agent::encoder`]: parse, redaction, routing, the `_bulk` item). No file, thread,
@@ -80,7 +80,7 @@ impl<'c> Pipeline<'c> {
             cfg,
             metrics,
             encoder,
-            rules: crate::tail::configured_rules(&cfg.multiline),
+            rules: crate::source::files::configured_rules(&cfg.multiline),
             routes,
         })
     }
@@ -91,9 +91,11 @@ impl<'c> Pipeline<'c> {
         let meta = self.meta_for(case.pod.as_ref())?;
         let rules = match &meta.multiline {
             None => self.rules.clone(),
-            Some(value) => {
-                crate::tail::annotated_rules(value, self.rules.as_ref(), &self.cfg.multiline.custom)
-            }
+            Some(value) => crate::source::files::annotated_rules(
+                value,
+                self.rules.as_ref(),
+                &self.cfg.multiline.custom,
+            ),
         };
         let limits = Limits::from_config(&self.cfg.multiline);
         let counters = Counters::new(&self.metrics);

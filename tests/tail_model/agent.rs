@@ -19,8 +19,8 @@ use logferry::config::OverflowAction;
 use logferry::encode::ItemEncoder;
 use logferry::metrics::Metrics;
 use logferry::parse::DocumentWriter;
-use logferry::tail::Entry;
-use logferry::tail::{self, Checkpoints, Output, Tailer, TailerState};
+use logferry::source::files::Entry;
+use logferry::source::files::{self, Checkpoints, Output, Tailer, TailerState};
 use logferry::vocab::FileMeta;
 use logferry::vocab::{FileKey, Record};
 use proptest::prelude::*;
@@ -378,7 +378,7 @@ pub fn start(cfg: &Config, index: Arc<Mutex<Index>>, keys: Keys) -> Running {
         noted: HashSet::new(),
         crash: crash.clone(),
     };
-    let ctx = tail::Context {
+    let ctx = files::Context {
         metrics,
         shutdown: shutdown.clone(),
         state: state.clone(),

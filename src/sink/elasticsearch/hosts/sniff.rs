@@ -3,7 +3,7 @@
 //! dedicated master nodes are skipped; a failed sniff keeps the current set.
 
 use super::{Error, Host, HostPool, MAX_NODES_BODY, Result};
-use crate::sink::client::Connector;
+use crate::sink::elasticsearch::client::Connector;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -17,6 +17,7 @@
 use super::refused::Refusal;
 use super::{Route, Shipper};
 use crate::buffer::Batch;
+use crate::sink::panic_message;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -69,25 +70,13 @@ where
     }
 }
 
-/// What a failed task said when it panicked.
-pub fn panic_message(e: tokio::task::JoinError) -> String {
-    if !e.is_panic() {
-        return e.to_string();
-    }
-    let payload = e.into_panic();
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
     use crate::metrics::Metrics;
-    use crate::sink::{Connector, DeadLetters, SinkState};
+    use crate::sink::SinkState;
+    use crate::sink::elasticsearch::{Connector, DeadLetters};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 

@@ -10,8 +10,8 @@
 //! ISM policy's description), and an ISM replacement names the version it read.
 
 use super::plan::{Capabilities, Flavor, MANAGED_BY};
-use crate::sink::client::Connector;
-use crate::sink::hosts::Host;
+use crate::sink::elasticsearch::client::Connector;
+use crate::sink::elasticsearch::hosts::Host;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
