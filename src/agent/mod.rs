@@ -13,12 +13,12 @@
 //! (Fluentd's `flush_at_shutdown false` for file buffers): a restart does not wait for a cluster.
 
 mod checks;
-mod forward;
+mod inputs;
 mod output;
 pub mod reload;
 mod shipping;
 
-pub use forward::ForwardOutput;
+pub use inputs::EntryOutput;
 pub use output::{BufferOutput, GiveUp, SharedAppender, encoder};
 
 use crate::buffer::{self, Appender, Buffer};
@@ -71,7 +71,7 @@ pub async fn run(
         reloads,
     )?;
     let waiting = (shutdown.clone(), tailer_state.clone());
-    let listeners = forward::start(&cfg, &store, waiting, forward_configs).await?;
+    let listeners = inputs::start(&cfg, &store, waiting, forward_configs).await?;
     let sink_state = Arc::new(SinkState::default());
     let (installing, setup_tried) =
         reload::Installing::start_for(&cfg, &store.connector, &store.metrics);

@@ -1,7 +1,8 @@
-//! The forward listeners' way out, as the agent wires it: each frame's entries are encoded
-//! (parsed, redacted, routed, with the ids their source settled) into a chunk and appended to
-//! the disk buffer through the appender the tailer uses too, and the listener is told once
-//! they are durable, so its ack never promises what a crash could lose.
+//! The network inputs' way out, as the agent wires it: the entries a forward listener's frame
+//! or a Kafka consumer's batch brings are encoded (parsed, redacted, routed, with the ids their
+//! source settled) into chunks and appended to the disk buffer through the appender the tailer
+//! uses too, with the source's positions after them; the source is told once they are
+//! durable, so a forward ack or a Kafka commit never promises what a crash could lose.
 
 use super::output::{GiveUp, RecordCounters, SharedAppender, encoder, lock};
 use crate::buffer::Chunk;
@@ -14,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
-/// Encodes and appends what the forward listeners receive.
-pub struct ForwardOutput {
+/// Encodes and appends what the forward listeners and the Kafka consumers receive.
+pub struct EntryOutput {
     encoding: Mutex<Encoding>,
     appender: SharedAppender,
     metrics: Arc<Metrics>,
@@ -35,16 +36,16 @@ struct Encoding {
     chunk_limit: usize,
 }
 
-impl ForwardOutput {
+impl EntryOutput {
     pub fn new(
         cfg: &Config,
         appender: SharedAppender,
         metrics: Arc<Metrics>,
         (shutdown, tailer): (Arc<AtomicBool>, Arc<TailerState>),
         configs: Option<watch::Receiver<Arc<Config>>>,
-    ) -> anyhow::Result<ForwardOutput> {
+    ) -> anyhow::Result<EntryOutput> {
         let encoder = encoder(cfg, &metrics, None)?;
-        Ok(ForwardOutput {
+        Ok(EntryOutput {
             encoding: Mutex::new(Encoding {
                 counters: RecordCounters::new(&encoder, &metrics),
                 encoder,
@@ -109,7 +110,7 @@ impl Encoding {
     }
 }
 
-impl Deliver for ForwardOutput {
+impl Deliver for EntryOutput {
     fn deliver(&self, entries: Vec<Entry>, positions: Vec<u8>) -> Result<Durable, Closed> {
         if self.shutdown.load(Ordering::Relaxed) {
             return Err(Closed);
@@ -151,7 +152,7 @@ pub(super) async fn start(
     configs: Option<watch::Receiver<Arc<Config>>>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let metrics = &store.metrics;
-    let out = Arc::new(ForwardOutput::new(
+    let out = Arc::new(EntryOutput::new(
         cfg,
         store.appender.clone(),
         metrics.clone(),
