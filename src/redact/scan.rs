@@ -301,6 +301,9 @@ struct Shapes {
     /// `ddd-dd-dddd` shape.
     group: u32,
     before: [u32; 2],
+    /// The lengths of the two groups before the current one, each followed by one or two
+    /// separators (`415-555-`, `(415) 555-`), for the NANP shape.
+    prior: [u32; 2],
     /// Whether a `+` leads the run.
     plus: bool,
 }
@@ -320,8 +323,10 @@ impl Shapes {
         match class {
             DIGIT => {
                 if self.gap > 2 {
+                    // A `+` right before the digits leads this run, whatever came before it
+                    // (` (+44 20…`).
                     self.run = 0;
-                    self.plus = false;
+                    self.plus = s[i - 1] == b'+';
                 }
                 self.run += 1;
                 if last == DIGIT {
@@ -332,13 +337,24 @@ impl Shapes {
                     } else {
                         [0, 0]
                     };
+                    self.prior = if (1..=2).contains(&self.gap) && self.group > 0 {
+                        [self.prior[1], self.group]
+                    } else {
+                        [0, 0]
+                    };
                     self.group = 1;
                 }
                 self.gap = 0;
                 if self.run >= CARD_RUN {
                     self.found |= bit(BuiltIn::Card);
                 }
-                if self.run >= PHONE_RUN || (self.plus && self.run >= PHONE_RUN - 1) {
+                // A phone number is `+` and digits, or NANP's 3-3-4 (the regex's only other
+                // form), or 10 bare digits (a `phone` key's value): a log line's
+                // `2026-12-07 10:15` runs 10 digits through its separators, and is none.
+                if self.group >= PHONE_RUN
+                    || (self.plus && self.run >= PHONE_RUN - 1)
+                    || (self.group == 4 && self.prior[1] == 3 && self.prior[0] >= 3)
+                {
                     self.found |= bit(BuiltIn::Phone);
                 }
                 if self.group >= SSN_RUN || (self.group == 4 && self.before == [3, 2]) {
@@ -368,6 +384,7 @@ impl Shapes {
                 self.groups = 0;
                 self.group = 0;
                 self.before = [0, 0];
+                self.prior = [0, 0];
                 self.plus = false;
             }
         }

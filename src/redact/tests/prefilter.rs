@@ -10,6 +10,8 @@ fn an_ordinary_line_flags_no_rule_in_the_prefilter() {
         "2024-05-06T07:08:09Z INFO listening on :8080",
         "connection reset by peer (retry 3 of 5)",
         "{\"level\":\"info\",\"msg\":\"done\",\"took\":12}",
+        // Logback's and log4j's default timestamp: ten digits through separators, no phone.
+        "2026-12-07 10:15:57.123 WARN pool exhausted",
     ] {
         assert_eq!(scan::candidates(line.as_bytes()), 0, "{line:?}");
     }
@@ -17,8 +19,36 @@ fn an_ordinary_line_flags_no_rule_in_the_prefilter() {
     assert_ne!(scan::candidates(b"call (415) 555-2671"), 0);
 }
 
+static DIGIT_RULES: std::sync::LazyLock<Vec<(BuiltIn, regex::Regex)>> =
+    std::sync::LazyLock::new(|| {
+        [BuiltIn::Phone, BuiltIn::UsSsn, BuiltIn::Card, BuiltIn::Ipv4]
+            .into_iter()
+            .map(|r| (r, regex::Regex::new(&r.pattern()).unwrap()))
+            .collect()
+    });
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// The prefilter may say yes in vain, never no in vain: wherever a digit rule's regex
+    /// finds a value the rule accepts, the prefilter flagged the rule.
+    #[test]
+    fn the_prefilter_flags_every_digit_value_the_rules_accept(
+        parts in proptest::collection::vec("[0-9]{1,5}|[-. ()+]{1,2}|[a-c]{1,2}", 0..24)
+    ) {
+        let text = parts.concat();
+        let flagged = scan::candidates(text.as_bytes());
+        for (rule, re) in DIGIT_RULES.iter() {
+            let rule = *rule;
+            let accepted = re.find_iter(&text).find(|m| rule.accept(&text, m.range()).is_some());
+            if let Some(m) = accepted {
+                proptest::prop_assert_ne!(
+                    flagged & scan::bit(rule), 0,
+                    "{:?} accepts {:?} in {:?}", rule, m.as_str(), text
+                );
+            }
+        }
+    }
 
     /// The prefilter's gate (a table automaton that passes over digit-free stretches, handing
     /// over to the byte-by-byte look only where it opens) must flag exactly the digit shapes
