@@ -94,3 +94,21 @@ fn shapes_split_by_a_digit_free_stretch_are_each_found() {
         assert_ne!(found & scan::bit(BuiltIn::UsSsn), 0, "{text:?}");
     }
 }
+
+#[test]
+fn the_shortest_shape_of_each_rule_between_letters_is_found() {
+    for (text, rule) in [
+        ("ip1.1.1.1x", BuiltIn::Ipv4),
+        ("id123456789x", BuiltIn::UsSsn),
+        ("n078-05-1120x", BuiltIn::UsSsn),
+        ("t4155552671x", BuiltIn::Phone),
+        ("t+441234567x", BuiltIn::Phone),
+        ("c4111111111111x", BuiltIn::Card),
+    ] {
+        assert_ne!(
+            scan::candidates(text.as_bytes()) & scan::bit(rule),
+            0,
+            "{text:?}"
+        );
+    }
+}
