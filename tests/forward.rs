@@ -553,24 +553,14 @@ fn fluent_bit_forwarding_through_sigkills_delivers_every_line_once() {
     let mut agent = Some(Agent::start(&a.config));
     wait_listening(a.port);
     let log = dir.path().join("app.log");
-    let conf = dir.path().join("fluent-bit.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[SERVICE]\n    Flush 1\n    Log_Level info\n\
-             [INPUT]\n    Name tail\n    Path {log}\n    Read_from_Head true\n    Refresh_Interval 1\n    Tag app.web\n\
-             [OUTPUT]\n    Name forward\n    Match *\n    Host 127.0.0.1\n    Port {port}\n    Require_ack_response true\n    Retry_Limit False\n    Shared_Key s3cret\n    Self_Hostname node-a\n",
-            log = log.display(),
-            port = a.port
-        ),
-    )
-    .unwrap();
-    let mut fb = std::process::Command::new(&fluent_bit)
-        .args(["-c", conf.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("fb.log")).unwrap())
-        .spawn()
-        .expect("fluent-bit");
+    let mut fb = fluent_bit_forwarding(
+        &fluent_bit,
+        dir.path(),
+        &log,
+        a.port,
+        "    Refresh_Interval 1\n",
+        "",
+    );
     let n = 3000u64;
     let mut f = std::fs::File::create(&log).unwrap();
     for seq in 0..n {
@@ -602,6 +592,36 @@ fn fluent_bit_forwarding_through_sigkills_delivers_every_line_once() {
     assert!(twice.is_empty(), "twice {twice:?}");
     assert_eq!(count, n);
     agent.unwrap().stop();
+}
+
+/// Fluent Bit tailing `log` (tag `app.web`) and forwarding it to the listener on `port`,
+/// acks required, retrying forever, with the shared key `s3cret` as `node-a`; `input` and
+/// `output` are more lines for those sections. Its log goes to `dir/fb.log`.
+fn fluent_bit_forwarding(
+    fluent_bit: &str,
+    dir: &std::path::Path,
+    log: &std::path::Path,
+    port: u16,
+    input: &str,
+    output: &str,
+) -> std::process::Child {
+    let conf = dir.join("fluent-bit.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[SERVICE]\n    Flush 1\n    Log_Level info\n\
+             [INPUT]\n    Name tail\n    Path {log}\n    Read_from_Head true\n    Tag app.web\n{input}\
+             [OUTPUT]\n    Name forward\n    Match *\n    Host 127.0.0.1\n    Port {port}\n    Require_ack_response true\n    Retry_Limit False\n    Shared_Key s3cret\n    Self_Hostname node-a\n{output}",
+            log = log.display(),
+        ),
+    )
+    .unwrap();
+    std::process::Command::new(fluent_bit)
+        .args(["-c", conf.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("fb.log")).unwrap())
+        .spawn()
+        .expect("fluent-bit")
 }
 
 /// Reads one whole MessagePack value from `s` (the agent's HELO or PONG).
@@ -962,27 +982,13 @@ fn fluent_bit_over_mutual_tls_with_the_shared_key_delivers_every_line() {
         writeln!(f, "line seq={seq} over tls").unwrap();
     }
     drop(f);
-    let conf = dir.path().join("fluent-bit.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[SERVICE]\n    Flush 1\n    Log_Level info\n\
-             [INPUT]\n    Name tail\n    Path {log}\n    Read_from_Head true\n    Tag app.web\n\
-             [OUTPUT]\n    Name forward\n    Match *\n    Host 127.0.0.1\n    Port {port}\n    Require_ack_response true\n    Retry_Limit False\n    Shared_Key s3cret\n    Self_Hostname node-a\n    tls on\n    tls.verify on\n    tls.vhost localhost\n    tls.ca_file {ca}\n    tls.crt_file {crt}\n    tls.key_file {key}\n",
-            log = log.display(),
-            port = a.port,
-            ca = file("server-ca.crt"),
-            crt = file("node.crt"),
-            key = file("node.key"),
-        ),
-    )
-    .unwrap();
-    let mut fb = std::process::Command::new(&fluent_bit)
-        .args(["-c", conf.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("fb.log")).unwrap())
-        .spawn()
-        .expect("fluent-bit");
+    let tls = format!(
+        "    tls on\n    tls.verify on\n    tls.vhost localhost\n    tls.ca_file {ca}\n    tls.crt_file {crt}\n    tls.key_file {key}\n",
+        ca = file("server-ca.crt"),
+        crt = file("node.crt"),
+        key = file("node.key"),
+    );
+    let mut fb = fluent_bit_forwarding(&fluent_bit, dir.path(), &log, a.port, "", &tls);
     let count = wait_for_count(&es, n, 60);
     let _ = fb.kill();
     let _ = fb.wait();

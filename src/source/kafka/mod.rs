@@ -211,7 +211,7 @@ impl Batch {
             }
             None => {}
         }
-        if let Some(e) = entry(m) {
+        if let Some(e) = entry(m, mark.last) {
             self.entries.push(e);
         }
     }
@@ -279,7 +279,8 @@ fn verify(client: &ClientConfig, group: &str, marks: Next) -> Resume {
     believed
 }
 
-fn entry(m: &BorrowedMessage<'_>) -> Option<Entry> {
+/// `m` as an entry; `print` is its [`fingerprint`].
+fn entry(m: &BorrowedMessage<'_>, print: u64) -> Option<Entry> {
     let value = m.payload()?;
     let (mut index, mut id) = (None, None);
     if let Some(headers) = m.headers() {
@@ -302,7 +303,7 @@ fn entry(m: &BorrowedMessage<'_>) -> Option<Entry> {
                 b"kafka",
                 m.topic().as_bytes(),
                 &m.partition().to_le_bytes(),
-                &fingerprint(m).to_le_bytes(),
+                &print.to_le_bytes(),
             ],
             m.offset() as u64,
         ),
