@@ -202,12 +202,15 @@ fn a_reload_that_excludes_and_at_once_re_includes_a_file_keeps_following_it() {
     lines(&mut w, 0..5);
     wait_until(30, "the first lines", || seqs_of(&es, "cart-1").len() == 5);
     for round in 0..5u64 {
+        let before = agent.logs().matches("config reloaded").count();
         std::fs::write(&config, &excluding).unwrap();
         agent.signal("HUP");
         std::thread::sleep(Duration::from_millis(50 * round));
         std::fs::write(&config, &plain).unwrap();
         agent.signal("HUP");
-        reloaded(&agent, 2 * round as usize + 2);
+        // Two signals close together may be taken as one reload (of the file as it is then,
+        // re-included): at least one.
+        reloaded(&agent, before + 1);
         let from = 5 + round * 5;
         lines(&mut w, from..from + 5);
         wait_until(30, "the lines after the re-inclusion", || {
