@@ -139,11 +139,20 @@ struct Aggregator {
 
 fn aggregator(es: &Osmem, extra_forward: &str, extra: &str) -> Aggregator {
     let node = Node::new();
-    let port = free_port();
-    let config = node.config_with(
-        &es.url,
-        &format!("\n[[input.forward]]\nlisten = \"127.0.0.1:{port}\"\n{extra_forward}\n{extra}"),
-    );
+    // Free ports are picked one at a time, none held: the API's may be the listener's.
+    let (port, config) = loop {
+        let port = free_port();
+        let config = node.config_with(
+            &es.url,
+            &format!(
+                "\n[[input.forward]]\nlisten = \"127.0.0.1:{port}\"\n{extra_forward}\n{extra}"
+            ),
+        );
+        let text = std::fs::read_to_string(&config).unwrap();
+        if text.matches(&format!("127.0.0.1:{port}\"")).count() == 1 {
+            break (port, config);
+        }
+    };
     Aggregator {
         _node: node,
         config,
