@@ -4,7 +4,7 @@
 //! Only the top level is parsed: nested JSON is copied through, never re-serialized, and its
 //! depth is checked by counting brackets rather than by building it.
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
@@ -60,6 +60,30 @@ pub(super) fn depth_within(s: &[u8], max: usize) -> bool {
     true
 }
 
+/// A key as it lies in the message where it has no escapes (almost always): serde's own
+/// `Cow<str>` is always an owned copy, an allocation per key per line.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(s))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(s.to_owned()))
+    }
+}
+
 /// The members of `s` when it is exactly one JSON object; `None` for anything else.
 pub(super) fn parse_object(s: &str) -> Option<Fields<'_>> {
     struct V;
@@ -69,9 +93,9 @@ pub(super) fn parse_object(s: &str) -> Option<Fields<'_>> {
             f.write_str("a JSON object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
-            let mut v = Vec::with_capacity(map.size_hint().unwrap_or(8));
-            while let Some(entry) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
-                v.push(entry);
+            let mut v = Vec::with_capacity(map.size_hint().unwrap_or(16));
+            while let Some(key) = map.next_key_seed(Key)? {
+                v.push((key, map.next_value::<&'de RawValue>()?));
             }
             Ok(Fields(v))
         }

@@ -393,3 +393,23 @@ fn dotted_keys_into_the_agents_fields_or_log_are_kept_apart() {
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["log"], "text", "{v}");
 }
+
+/// Keys are copied as the message wrote them when they hold no escape, and unescaped and
+/// written again when they do: either way the document has the key the application meant.
+#[test]
+fn keys_with_and_without_escapes_reach_the_document_as_the_application_meant_them() {
+    let message = r#"{"plain":1,"caf\u00e9":2,"say \"hi\"":3,"tab\there":4,"back\\slash":5,"ünï":6,"a\/b":7}"#;
+    let (v, o) = doc(defaults(), message.as_bytes(), Flags::default());
+    assert!(o.json);
+    for (key, want) in [
+        ("plain", 1),
+        ("café", 2),
+        ("say \"hi\"", 3),
+        ("tab\there", 4),
+        ("back\\slash", 5),
+        ("ünï", 6),
+        ("a/b", 7),
+    ] {
+        assert_eq!(v[key], json!(want), "{key} in {v}");
+    }
+}

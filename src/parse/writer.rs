@@ -182,6 +182,12 @@ impl DocumentWriter {
             first = false;
             if !nested && is_reserved(key, value, self.keep_original) {
                 write_str(out, &keys.free_name(key));
+            } else if let Cow::Borrowed(raw) = key {
+                // As the message has it: a key read without unescaping has no quote, backslash
+                // or control character, so these are the bytes serializing it would write.
+                out.push(b'"');
+                out.extend_from_slice(raw.as_bytes());
+                out.push(b'"');
             } else {
                 write_str(out, key);
             }
