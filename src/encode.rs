@@ -199,6 +199,12 @@ impl ItemEncoder {
         {
             return;
         }
+        if !out
+            .get(start + message.start..start + message.end)
+            .is_some_and(|part| r.may_match(part))
+        {
+            return;
+        }
         let redacted = match std::str::from_utf8(&out[start..]) {
             Ok(doc) => r.redact_document(doc, message),
             Err(_) => {

@@ -15,7 +15,10 @@ struct Line<'a> {
 }
 
 pub(super) fn parse(line: &[u8]) -> Option<Piece<'_>> {
-    let l: Line = serde_json::from_slice(line).ok()?;
+    let l = match exact(line) {
+        Some(l) => l,
+        None => serde_json::from_slice(line).ok()?,
+    };
     if !looks_like_rfc3339(l.time) {
         return None;
     }
@@ -43,6 +46,89 @@ pub(super) fn parse(line: &[u8]) -> Option<Piece<'_>> {
         message,
         partial,
     })
+}
+
+/// The line exactly as docker writes it (`{"log":…,"stream":…,"time":…}`, in that order, no
+/// spaces), read without serde: unescaping `log` in one pass into a buffer of its final size
+/// is most of what a docker file costs. Anything else (other order, `attrs`, a lone surrogate,
+/// bytes serde would refuse) is `None`, left to serde, so both ways read a line the same.
+fn exact(line: &[u8]) -> Option<Line<'_>> {
+    let rest = line.strip_prefix(br#"{"log":""#)?;
+    let (log, rest) = string(rest)?;
+    let rest = rest.strip_prefix(br#","stream":""#)?;
+    let (stream, rest) = rest.split_at_checked(6)?;
+    let rest = rest.strip_prefix(br#"","time":""#)?;
+    let time = rest.strip_suffix(br#""}"#)?;
+    if time.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
+        return None;
+    }
+    Some(Line {
+        log,
+        stream: Cow::Borrowed(std::str::from_utf8(stream).ok()?),
+        time: std::str::from_utf8(time).ok()?,
+    })
+}
+
+/// The JSON string at the start of `s` (its opening quote already read), unescaped, and what
+/// follows its closing quote.
+fn string(s: &[u8]) -> Option<(Cow<'_, str>, &[u8])> {
+    // JSON has no raw control characters in a string: serde refuses them, so does this.
+    let plain = |run: &[u8]| !run.iter().any(|&b| b < 0x20);
+    let end = memchr::memchr2(b'"', b'\\', s)?;
+    if s[end] == b'"' {
+        let text = std::str::from_utf8(&s[..end]).ok()?;
+        return plain(&s[..end]).then_some((Cow::Borrowed(text), &s[end + 1..]));
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut at = 0;
+    loop {
+        let next = at + memchr::memchr2(b'"', b'\\', &s[at..])?;
+        if !plain(&s[at..next]) {
+            return None;
+        }
+        out.extend_from_slice(&s[at..next]);
+        if s[next] == b'"' {
+            return Some((Cow::Owned(String::from_utf8(out).ok()?), &s[next + 1..]));
+        }
+        at = next + 2;
+        match *s.get(next + 1)? {
+            b'"' => out.push(b'"'),
+            b'\\' => out.push(b'\\'),
+            b'/' => out.push(b'/'),
+            b'b' => out.push(0x08),
+            b'f' => out.push(0x0c),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'u' => {
+                let (c, used) = unicode_escape(&s[next + 2..])?;
+                let mut buf = [0; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                at += used;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// The character of a `\u` escape whose four hex digits start `s` (a surrogate pair takes
+/// a second escape), and the bytes it took; `None` for a lone surrogate.
+fn unicode_escape(s: &[u8]) -> Option<(char, usize)> {
+    let hex = |s: &[u8]| -> Option<u32> {
+        let digits = std::str::from_utf8(s.get(..4)?).ok()?;
+        u32::from_str_radix(digits, 16)
+            .ok()
+            .filter(|_| digits.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let first = hex(s)?;
+    if !(0xD800..0xDC00).contains(&first) {
+        return char::from_u32(first).map(|c| (c, 4));
+    }
+    let low = hex(s.get(4..)?.strip_prefix(b"\\u")?)?;
+    if !(0xDC00..0xE000).contains(&low) {
+        return None;
+    }
+    char::from_u32(0x10000 + ((first - 0xD800) << 10) + (low - 0xDC00)).map(|c| (c, 10))
 }
 
 #[cfg(test)]
@@ -75,5 +161,45 @@ mod tests {
             ),
         ];
         super::super::tests::check_table(parse, &cases);
+    }
+
+    fn serde(line: &[u8]) -> Option<(String, String, String)> {
+        let l: Line = serde_json::from_slice(line).ok()?;
+        Some((l.log.into_owned(), l.stream.into_owned(), l.time.to_owned()))
+    }
+
+    fn fast(line: &[u8]) -> Option<(String, String, String)> {
+        let l = exact(line)?;
+        Some((l.log.into_owned(), l.stream.into_owned(), l.time.to_owned()))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Whatever the message, docker's own lines take the fast path and read as serde reads
+        /// them; and any bytes at all in the string are read as serde reads them or left to it.
+        #[test]
+        fn the_fast_path_reads_every_line_as_serde_does(
+            text in "(\\PC|[\"\\\\/\u{0}-\u{1f}\u{7f}\u{2028}\u{fffd}😀é]){0,40}",
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            pick in 0..8usize,
+            stream in proptest::sample::select(vec!["stdout", "stderr"]),
+        ) {
+            let encoded = serde_json::to_string(&text).unwrap();
+            let line = format!(r#"{{"log":{encoded},"stream":"{stream}","time":"2026-12-07T10:00:00.5Z"}}"#);
+            let want = Some((text.clone(), stream.to_owned(), "2026-12-07T10:00:00.5Z".to_owned()));
+            proptest::prop_assert_eq!(fast(line.as_bytes()), want.clone());
+            proptest::prop_assert_eq!(serde(line.as_bytes()), want);
+            // Hostile bytes in the string, some of them escapes serde refuses.
+            let mut bytes = br#"{"log":""#.to_vec();
+            let pieces: [&[u8]; 8] = [
+                &raw, b"\\ud83d", b"\\udc00x", b"\\ud83d\\u0041", b"\\u00", b"\\x", b"\\n", b"\\u00e9",
+            ];
+            bytes.extend_from_slice(pieces[pick]);
+            bytes.extend_from_slice(&raw);
+            bytes.extend_from_slice(br#"","stream":"stdout","time":"2026-12-07T10:00:00Z"}"#);
+            if let Some(got) = fast(&bytes) {
+                proptest::prop_assert_eq!(Some(got), serde(&bytes));
+            }
+        }
     }
 }

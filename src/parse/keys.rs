@@ -34,8 +34,12 @@ pub(super) fn is_reserved(key: &str, value: &RawValue, keep_original: bool) -> b
 
 /// The keys of one object, to find which member of a repeated key is written and which name a
 /// renamed key can take.
+// On the stack for one line: boxing the prints would cost an allocation per line.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum KeyIndex<'f, 'a> {
-    Scan(&'f [Member<'a>]),
+    /// The members, and a fingerprint of each key: two keys with different fingerprints
+    /// differ, so most comparisons are of two integers, not two strings.
+    Scan(&'f [Member<'a>], [u64; SCAN_MAX_KEYS]),
     /// Each key and the position of its last member.
     Hashed(HashMap<&'f str, usize>),
 }
@@ -43,7 +47,11 @@ pub(super) enum KeyIndex<'f, 'a> {
 impl<'f, 'a> KeyIndex<'f, 'a> {
     pub(super) fn new(fields: &'f [Member<'a>]) -> Self {
         if fields.len() <= SCAN_MAX_KEYS {
-            return KeyIndex::Scan(fields);
+            let mut prints = [0; SCAN_MAX_KEYS];
+            for (p, (k, _)) in prints.iter_mut().zip(fields) {
+                *p = fingerprint(k);
+            }
+            return KeyIndex::Scan(fields, prints);
         }
         let mut last = HashMap::with_capacity(fields.len());
         for (i, (k, _)) in fields.iter().enumerate() {
@@ -56,10 +64,13 @@ impl<'f, 'a> KeyIndex<'f, 'a> {
     /// Whether member `i` (named `key`) is the last with its key, the one that is written.
     pub(super) fn is_last(&self, i: usize, key: &str) -> bool {
         match self {
-            KeyIndex::Scan(fields) => !fields[i + 1..].iter().any(|(k, _)| {
-                probed();
-                k == key
-            }),
+            KeyIndex::Scan(fields, prints) => {
+                let print = fingerprint(key);
+                !(i + 1..fields.len()).any(|j| {
+                    probed();
+                    prints[j] == print && fields[j].0 == key
+                })
+            }
             KeyIndex::Hashed(last) => {
                 probed();
                 last.get(key) == Some(&i)
@@ -70,10 +81,13 @@ impl<'f, 'a> KeyIndex<'f, 'a> {
     /// Whether the object has a member named `name`.
     fn contains(&self, name: &str) -> bool {
         match self {
-            KeyIndex::Scan(fields) => fields.iter().any(|(k, _)| {
-                probed();
-                k == name
-            }),
+            KeyIndex::Scan(fields, prints) => {
+                let print = fingerprint(name);
+                fields.iter().zip(prints).any(|((k, _), &p)| {
+                    probed();
+                    p == print && k == name
+                })
+            }
             KeyIndex::Hashed(last) => {
                 probed();
                 last.contains_key(name)
@@ -94,6 +108,13 @@ impl<'f, 'a> KeyIndex<'f, 'a> {
         }
         name
     }
+}
+
+/// The length and the first, middle and last bytes of a key: equal keys have equal prints.
+fn fingerprint(key: &str) -> u64 {
+    let b = key.as_bytes();
+    let at = |i: usize| u64::from(b.get(i).copied().unwrap_or(0));
+    (b.len() as u64) << 24 | at(0) << 16 | at(b.len() / 2) << 8 | at(b.len().wrapping_sub(1))
 }
 
 // Counts key comparisons and hash probes in tests, so that the cost of a wide object can be

@@ -295,12 +295,18 @@ impl Redactor {
     /// match, costs one prefilter scan of that range and no walk.
     pub fn redact_document(&self, doc: &str, message: Range<usize>) -> Option<String> {
         let part = doc.get(message.clone())?;
-        if self.custom.is_empty()
-            && scan::candidates(part.as_bytes()) & (self.active | scan::UNICODE_ESCAPE) == 0
-        {
+        if !self.may_match(part.as_bytes()) {
             return None;
         }
         json::rewrite(doc, message, &mut Scope(self))
+    }
+
+    /// Whether a rule may match in the message's members `part`: false is certain, and
+    /// [`Redactor::redact_document`] would then find nothing. For a caller holding bytes, so the
+    /// common document is not even checked for UTF-8.
+    pub fn may_match(&self, part: &[u8]) -> bool {
+        !self.custom.is_empty()
+            || scan::candidates(part) & (self.active | scan::UNICODE_ESCAPE) != 0
     }
 
     /// Whether the value at `path` (keys from the document's root) is looked at.

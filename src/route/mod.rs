@@ -88,10 +88,7 @@ impl Router {
             Some(Target::Index(pattern)) => pattern,
             None => &mut self.default,
         };
-        if pattern.index_for(time).is_none() {
-            return Some(pattern.as_str());
-        }
-        pattern.index_for(time)
+        Some(pattern.index_or_pattern(time))
     }
 
     /// The default index pattern: every record's time is checked against it.

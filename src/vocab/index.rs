@@ -71,6 +71,20 @@ impl IndexPattern {
     /// The index for a record with this RFC 3339 time, or `None` when the time does not parse
     /// (whatever the pattern): the caller gives the record a time that does, never the clock's.
     pub fn index_for(&mut self, time: &str) -> Option<&str> {
+        self.name_for(time)?;
+        self.cache.as_ref().map(|(_, _, name)| name.as_str())
+    }
+
+    /// The index for this time, or the pattern as written when the time does not parse.
+    pub fn index_or_pattern(&mut self, time: &str) -> &str {
+        match (self.name_for(time), &self.cache) {
+            (Some(()), Some((_, _, name))) => name,
+            _ => &self.pattern,
+        }
+    }
+
+    /// Caches the index name for `time`; `None` when the time does not parse.
+    fn name_for(&mut self, time: &str) -> Option<()> {
         let (head, zone) = second_key(time)?;
         let hit = matches!(&self.cache, Some((h, z, _)) if h == head && z == zone);
         if !hit {
@@ -82,7 +96,7 @@ impl IndexPattern {
             };
             self.cache = Some((head.to_owned(), zone.to_owned(), name));
         }
-        self.cache.as_ref().map(|(_, _, name)| name.as_str())
+        Some(())
     }
 }
 
