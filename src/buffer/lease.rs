@@ -13,9 +13,16 @@ use super::*;
 pub struct Lease {
     batch: Option<Arc<Batch>>,
     buffer: Arc<Buffer>,
+    read_into: bool,
 }
 
 impl Lease {
+    /// Whether the batch's items went to the [`ReadInto`] it was leased with, all of them in
+    /// order; false for a batch given back by another shipper, which was not read again.
+    pub fn read_into(&self) -> bool {
+        self.read_into
+    }
+
     pub fn batch(&self) -> &Arc<Batch> {
         // Only `acknowledge` (which consumes the lease) and `drop` take the batch out.
         self.batch.as_ref().unwrap_or_else(|| unreachable!())
@@ -41,6 +48,19 @@ impl Buffer {
     /// The next batch, as a lease: a batch given back by a failed shipper first, then new ones
     /// as [`Buffer::next_batch`] takes them. `None` once the buffer is closed.
     pub async fn lease(self: &Arc<Self>, limit: usize) -> Option<Lease> {
+        self.lease_into(limit, &mut ()).await
+    }
+
+    /// [`Buffer::lease`], handing a new batch's items to `into` as they are read (see
+    /// [`Lease::read_into`]). Whatever `into` does with them is done under the reading lock,
+    /// off the runtime's queue: the next lease waits for it, as it waits for the reading.
+    pub async fn lease_into(
+        self: &Arc<Self>,
+        limit: usize,
+        into: &mut dyn ReadInto,
+    ) -> Option<Lease> {
+        let blocking = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         loop {
             let notified = self.data.notified();
             let returned = {
@@ -50,13 +70,22 @@ impl Buffer {
                 }
                 st.returned.pop_front()
             };
-            let batch = returned.or_else(|| self.read_batch(limit).map(Arc::new));
+            let read_into = returned.is_none();
+            let batch = returned.or_else(|| {
+                let mut read = || self.read_batch_into(limit, &mut *into).map(Arc::new);
+                if blocking {
+                    tokio::task::block_in_place(read)
+                } else {
+                    read()
+                }
+            });
             if let Some(batch) = batch {
                 // Another shipper may be idle, and there may be more.
                 self.data.notify_one();
                 return Some(Lease {
                     batch: Some(batch),
                     buffer: self.clone(),
+                    read_into,
                 });
             }
             // Woken by new data or a batch given back, or after a while anyway: a read that

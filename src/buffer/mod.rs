@@ -38,6 +38,7 @@ pub use append::{Appender, GaveUp};
 pub use batch::{Batch, Pieces};
 pub use lease::Lease;
 pub use positions::Positions;
+pub use read::ReadInto;
 pub use recovery::check_free_space;
 
 use crate::config::OverflowAction;

@@ -29,6 +29,11 @@ impl Buffer {
 
     /// Takes the next batch of durable records, if there is one now.
     pub fn read_batch(&self, limit: usize) -> Option<Batch> {
+        self.read_batch_into(limit, &mut ())
+    }
+
+    /// [`Buffer::read_batch`], handing `reader` each item of the batch as its frame is checked.
+    pub fn read_batch_into(&self, limit: usize, into: &mut dyn ReadInto) -> Option<Batch> {
         let mut reader = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             let (id, from, to) = self.next_span(&mut reader)?;
@@ -42,7 +47,8 @@ impl Buffer {
                     }
                 },
             };
-            match read_frames(&file, from, to, limit, &mut reader.window) {
+            into.start();
+            match read_frames(&file, (from, to), limit, &mut reader.window, into) {
                 Ok(Read::Frames { items, end, .. }) if items.is_empty() => {
                     // Only positions: nothing to ship; the next read starts after them.
                     let mut st = self.state();
@@ -178,6 +184,21 @@ impl Buffer {
     }
 }
 
+/// Where the items of a batch go as the buffer reads them to hand the batch out: a shipper
+/// builds its first request body from these bytes instead of reading them a second time.
+pub trait ReadInto: Send {
+    /// A new batch is being read: forget the items of any read before.
+    fn start(&mut self);
+    /// The next item of the batch, its frame checked.
+    fn item(&mut self, payload: &[u8]);
+}
+
+/// Nowhere: the batch alone.
+impl ReadInto for () {
+    fn start(&mut self) {}
+    fn item(&mut self, _: &[u8]) {}
+}
+
 enum Read {
     Frames {
         /// Where each item's payload is in the segment: offset and length.
@@ -198,10 +219,10 @@ const READ_WINDOW: usize = 256 * 1024;
 /// the batch's request body is built.
 fn read_frames(
     file: &File,
-    from: u64,
-    to: u64,
+    (from, to): (u64, u64),
     limit: usize,
     window: &mut Vec<u8>,
+    into: &mut dyn ReadInto,
 ) -> std::io::Result<Read> {
     // A record larger than the window may have grown it last time: read a window at a time again.
     window.resize(READ_WINDOW, 0);
@@ -223,6 +244,7 @@ fn read_frames(
                         break 'windows;
                     }
                     items.push(((at + (p + frame::HEADER) as u64), payload.len() as u32));
+                    into.item(payload);
                     size += payload.len();
                     oldest = oldest.min(time_ms);
                     newest = newest.max(time_ms);

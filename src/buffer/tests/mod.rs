@@ -1,6 +1,7 @@
 use super::*;
 
 mod positions;
+mod read_into;
 mod recovery;
 mod waiters;
 use proptest::prelude::*;

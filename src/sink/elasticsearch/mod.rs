@@ -189,16 +189,28 @@ impl Shipper {
     /// is held as a [`Lease`](crate::buffer::Lease), so a shipper that fails anywhere else gives it back to the buffer
     /// for the next one instead of pinning the ack cursor.
     pub async fn run(self: Arc<Self>, buffer: Arc<Buffer>) {
-        while let Some(lease) = buffer.lease(self.live().cfg.batch_max_bytes()).await {
+        let mut read = body::GzipOnRead::default();
+        loop {
+            let (limit, gzip) = (self.live().cfg.batch_max_bytes(), self.live().gzip);
+            let into: &mut dyn crate::buffer::ReadInto = if gzip { &mut read } else { &mut () };
+            let Some(lease) = buffer.lease_into(limit, into).await else {
+                return;
+            };
+            // The first body, compressed as the lease read the items; retries read them again.
+            let first = (gzip && lease.read_into())
+                .then(|| read.finish().ok())
+                .flatten();
             drop(self.gate.read().await);
             self.state.promise(self.live().patience);
             let batch = lease.batch().clone();
             let me = self.clone();
+            let first = Arc::new(std::sync::Mutex::new(first));
             let delivered = supervise::until_delivered(&self, &batch, move |batch| {
                 let me = me.clone();
+                let first = first.lock().unwrap_or_else(PoisonError::into_inner).take();
                 async move {
                     let all: Vec<usize> = (0..batch.len()).collect();
-                    me.deliver(&batch, all, Route::Index).await;
+                    me.deliver_with(&batch, all, Route::Index, first).await;
                 }
             })
             .await;
@@ -225,6 +237,17 @@ impl Shipper {
     /// Delivers the given items of a batch: returns once each is indexed, a duplicate, or
     /// dead-lettered.
     async fn deliver(&self, batch: &Batch, items: Vec<usize>, route: Route) {
+        self.deliver_with(batch, items, route, None).await;
+    }
+
+    /// [`Shipper::deliver`], the first request's body already `built`, if it is.
+    async fn deliver_with(
+        &self,
+        batch: &Batch,
+        items: Vec<usize>,
+        route: Route,
+        mut built: Option<Vec<u8>>,
+    ) {
         let mut pending = items;
         // Not held across the delivery: a reload's old hosts must not outlive a long retry.
         let (first, max) = {
@@ -240,7 +263,7 @@ impl Shipper {
         loop {
             let live = self.live();
             self.state.promise(live.patience);
-            let attempt = self.send(batch, &pending).await;
+            let attempt = self.send(batch, &pending, built.take()).await;
             let Again {
                 reason,
                 after,
@@ -475,11 +498,13 @@ impl Shipper {
         Box::pin(self.deliver(&salvaged, all, Route::Salvage)).await;
     }
 
-    async fn send(&self, batch: &Batch, items: &[usize]) -> Attempt {
+    async fn send(&self, batch: &Batch, items: &[usize], built: Option<Vec<u8>>) -> Attempt {
         let len = batch.body_len(items);
         let pieces = batch.pieces(items.to_vec());
         let live = self.live();
-        let body = if live.gzip {
+        let body = if let (true, Some(built)) = (live.gzip, built) {
+            reqwest::Body::from(built)
+        } else if live.gzip {
             // Compressing megabytes takes milliseconds: keep it off the async workers' queue.
             match tokio::task::block_in_place(|| body::gzip(pieces, len)) {
                 Ok(b) => reqwest::Body::from(b),
