@@ -65,7 +65,7 @@ impl<'f, 'a> KeyIndex<'f, 'a> {
     pub(super) fn is_last(&self, i: usize, key: &str) -> bool {
         match self {
             KeyIndex::Scan(fields, prints) => {
-                let print = fingerprint(key);
+                let print = prints[i];
                 !(i + 1..fields.len()).any(|j| {
                     probed();
                     prints[j] == print && fields[j].0 == key

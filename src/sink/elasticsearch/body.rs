@@ -4,35 +4,89 @@
 
 use crate::buffer::Pieces;
 use bytes::Bytes;
-use flate2::Compression as Level;
-use flate2::write::GzEncoder;
+use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use http_body::{Frame, SizeHint};
-use std::io::Write;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// Level 1: logs compress well even at the fastest level, and CPU is the node's.
-fn level() -> Level {
-    Level::fast()
+/// A gzip member compressed straight into the request body: `flate2`'s `GzEncoder` compresses
+/// into a buffer of its own and copies that into its output.
+struct Gzip {
+    deflate: Compress,
+    crc: Crc,
+    out: Vec<u8>,
 }
 
-/// The gzip-compressed body of `pieces`; `len` (the uncompressed size) sizes the output.
-pub fn gzip(pieces: Pieces, len: u64) -> std::io::Result<Vec<u8>> {
-    let mut enc = GzEncoder::new(Vec::with_capacity(len as usize / 8), level());
-    for piece in pieces {
-        enc.write_all(&piece?)?;
+impl Gzip {
+    fn new(capacity: usize) -> Gzip {
+        let mut out = Vec::with_capacity(capacity.max(ROOM));
+        // ID1 ID2, deflate, no flags, no time, no extra flags, OS unknown (RFC 1952).
+        out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
+        Gzip {
+            // Level 1: logs compress well even at the fastest level, and CPU is the node's.
+            deflate: Compress::new(Compression::fast(), false),
+            crc: Crc::new(),
+            out,
+        }
     }
-    enc.finish()
+
+    fn write(&mut self, mut input: &[u8]) -> io::Result<()> {
+        self.crc.update(input);
+        while !input.is_empty() {
+            let taken = self.step(input, FlushCompress::None)?.0;
+            input = &input[taken..];
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<Vec<u8>> {
+        while self.step(&[], FlushCompress::Finish)?.1 != Status::StreamEnd {}
+        self.out.extend_from_slice(&self.crc.sum().to_le_bytes());
+        self.out.extend_from_slice(&self.crc.amount().to_le_bytes());
+        Ok(self.out)
+    }
+
+    /// One call of the compressor, with room for its output: how much input it took.
+    fn step(&mut self, input: &[u8], flush: FlushCompress) -> io::Result<(usize, Status)> {
+        if self.out.capacity() - self.out.len() < ROOM {
+            self.out.reserve(self.out.capacity().max(ROOM));
+        }
+        let (read, wrote) = (self.deflate.total_in(), self.deflate.total_out());
+        let status = self
+            .deflate
+            .compress_vec(input, &mut self.out, flush)
+            .map_err(io::Error::other)?;
+        if status != Status::StreamEnd
+            && self.deflate.total_in() == read
+            && self.deflate.total_out() == wrote
+        {
+            return Err(io::Error::other("the compressor made no progress"));
+        }
+        Ok(((self.deflate.total_in() - read) as usize, status))
+    }
+}
+
+/// The least free space the compressor is given for its output.
+const ROOM: usize = 32 * 1024;
+
+/// The gzip-compressed body of `pieces`; `len` (the uncompressed size) sizes the output.
+pub fn gzip(pieces: Pieces, len: u64) -> io::Result<Vec<u8>> {
+    let mut gz = Gzip::new(len as usize / 8);
+    for piece in pieces {
+        gz.write(&piece?)?;
+    }
+    gz.finish()
 }
 
 /// A batch's first request body, compressed from the items as the buffer reads them for the
 /// lease: the bytes are read once, not once to hand the batch out and again for its body.
 /// Retries, and batches another shipper gave back, are built from the buffer by [`gzip`].
 pub struct GzipOnRead {
-    enc: Option<GzEncoder<Vec<u8>>>,
+    gz: Option<Gzip>,
     /// Items are gathered up to [`STAGE`] bytes: the compressor costs more per call than a copy.
     stage: Vec<u8>,
-    failed: Option<std::io::Error>,
+    failed: Option<io::Error>,
 }
 
 const STAGE: usize = 64 * 1024;
@@ -40,7 +94,7 @@ const STAGE: usize = 64 * 1024;
 impl Default for GzipOnRead {
     fn default() -> Self {
         GzipOnRead {
-            enc: None,
+            gz: None,
             stage: Vec::with_capacity(STAGE),
             failed: None,
         }
@@ -50,8 +104,8 @@ impl Default for GzipOnRead {
 impl GzipOnRead {
     /// Compresses `bytes`, or the stage when `bytes` is `None`, and empties the stage.
     fn pour(&mut self, bytes: Option<&[u8]>) {
-        if let (Some(enc), None) = (&mut self.enc, &self.failed)
-            && let Err(e) = enc.write_all(bytes.unwrap_or(&self.stage))
+        if let (Some(gz), None) = (&mut self.gz, &self.failed)
+            && let Err(e) = gz.write(bytes.unwrap_or(&self.stage))
         {
             self.failed = Some(e);
         }
@@ -59,12 +113,12 @@ impl GzipOnRead {
     }
 
     /// The compressed body of the items read since the last start.
-    pub fn finish(&mut self) -> std::io::Result<Vec<u8>> {
+    pub fn finish(&mut self) -> io::Result<Vec<u8>> {
         self.pour(None);
-        let enc = self.enc.take();
+        let gz = self.gz.take();
         match self.failed.take() {
             Some(e) => Err(e),
-            None => enc.map_or_else(|| Ok(Vec::new()), GzEncoder::finish),
+            None => gz.map_or_else(|| Ok(Vec::new()), Gzip::finish),
         }
     }
 }
@@ -73,7 +127,7 @@ impl crate::buffer::ReadInto for GzipOnRead {
     fn start(&mut self) {
         self.stage.clear();
         self.failed = None;
-        self.enc = Some(GzEncoder::new(Vec::with_capacity(STAGE), level()));
+        self.gz = Some(Gzip::new(STAGE));
     }
 
     fn item(&mut self, payload: &[u8]) {
@@ -106,12 +160,12 @@ impl Streamed {
 
 impl http_body::Body for Streamed {
     type Data = Bytes;
-    type Error = std::io::Error;
+    type Error = io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         // Reading a piece is a pread of at most 256 KiB, from the page cache almost always:
         // short enough to do on the runtime's thread.
         Poll::Ready(match self.pieces.next() {
@@ -161,5 +215,42 @@ mod tests {
         body.start();
         body.item(b"next");
         assert_eq!(gunzip(&body.finish().unwrap()), b"next");
+        body.start();
+        assert_eq!(
+            gunzip(&body.finish().unwrap()),
+            b"",
+            "an empty body is a gzip member too"
+        );
+    }
+
+    /// What a retry sends: the same bytes from the buffer's pieces, checksum and length right
+    /// (the decoder checks both), however many megabytes and however incompressible.
+    #[test]
+    fn a_body_built_from_pieces_is_a_whole_gzip_member_of_the_items() {
+        let mut noise = 1u64;
+        let items: Vec<Vec<u8>> = (0..300)
+            .map(|n| {
+                (0..10_000 + n)
+                    .map(|_| {
+                        noise = noise
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1);
+                        (noise >> 56) as u8
+                    })
+                    .collect()
+            })
+            .collect();
+        let starts: Vec<u32> = items
+            .iter()
+            .scan(0u32, |at, i| {
+                let s = *at;
+                *at += i.len() as u32;
+                Some(s)
+            })
+            .collect();
+        let batch = crate::buffer::Batch::in_memory(items.concat(), &starts);
+        let all: Vec<usize> = (0..items.len()).collect();
+        let body = gzip(batch.pieces(all.clone()), batch.body_len(&all)).unwrap();
+        assert_eq!(gunzip(&body), items.concat());
     }
 }
