@@ -96,6 +96,16 @@ impl Rig {
             .unwrap_or(0)
     }
 
+    /// The disk flips a byte in the third record of the last segment after it was written
+    /// (records of [`item`]'s size).
+    fn damage_the_third_record(&self) {
+        let seg = self.segments().pop().unwrap();
+        let mut bytes = fs::read(&seg).unwrap();
+        let third = DATA_START as usize + 2 * (frame::HEADER + item(0).len()) + frame::HEADER + 3;
+        bytes[third] ^= 0x08;
+        fs::write(&seg, &bytes).unwrap();
+    }
+
     fn segments(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = fs::read_dir(self.dir.path().join("buffer"))
             .unwrap()

@@ -71,11 +71,7 @@ fn a_damaged_record_is_not_handed_on_and_a_given_back_batch_is_not_read_again() 
         .append(&mut chunk(0..6), || false)
         .unwrap();
     wait_for("the commit", || rig.offset() == 6);
-    let seg = rig.segments().pop().unwrap();
-    let mut bytes = fs::read(&seg).unwrap();
-    let third = DATA_START as usize + 2 * (frame::HEADER + item(0).len()) + frame::HEADER + 3;
-    bytes[third] ^= 0x08;
-    fs::write(&seg, &bytes).unwrap();
+    rig.damage_the_third_record();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()

@@ -156,12 +156,7 @@ fn damage_that_appears_while_running_is_skipped_and_counted() {
         .append(&mut chunk(0..6), || false)
         .unwrap();
     wait_for("the commit", || rig.offset() == 6);
-    // The disk flips a byte in the third record after it was written.
-    let seg = rig.segments().pop().unwrap();
-    let mut bytes = fs::read(&seg).unwrap();
-    let third = DATA_START as usize + 2 * (frame::HEADER + item(0).len()) + frame::HEADER + 3;
-    bytes[third] ^= 0x08;
-    fs::write(&seg, &bytes).unwrap();
+    rig.damage_the_third_record();
     assert_eq!(drain(&b), vec![0, 1, 3, 4, 5]);
     assert_eq!(rig.damage("corrupt_record"), 1);
     assert_eq!(b.stats().records, 0, "the lost record is not waited for");
