@@ -206,7 +206,7 @@ impl ItemEncoder {
             return;
         }
         let redacted = match std::str::from_utf8(&out[start..]) {
-            Ok(doc) => r.redact_document(doc, message),
+            Ok(doc) => r.rewrite(doc, message),
             Err(_) => {
                 let doc = String::from_utf8_lossy(&out[start..]).into_owned();
                 Some(r.redact_document(&doc, 0..doc.len()).unwrap_or(doc))

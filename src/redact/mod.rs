@@ -298,6 +298,12 @@ impl Redactor {
         if !self.may_match(part.as_bytes()) {
             return None;
         }
+        self.rewrite(doc, message)
+    }
+
+    /// [`Redactor::redact_document`] for a message [`Redactor::may_match`] already said yes to:
+    /// the walk, without the prefilter's pass again.
+    pub fn rewrite(&self, doc: &str, message: Range<usize>) -> Option<String> {
         json::rewrite(doc, message, &mut Scope(self))
     }
 
