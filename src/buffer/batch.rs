@@ -1,8 +1,9 @@
 //! A batch: bulk items a shipper sends together, read from the buffer where they lie.
 //!
 //! A batch from the disk buffer holds only where its items are in their segment file, not the
-//! items: they are read back (from the page cache, almost always) each time the request body is
-//! built. A shipper's memory is then a small read window and the compressed body, however large
+//! items: a shipper's first request body is built as the lease reads them
+//! ([`super::ReadInto`]), and they are read back (from the page cache, almost always) each time
+//! a later body is built. A shipper's memory is then a small read window and the compressed body, however large
 //! `chunk_limit_size` is — the items are on disk until acknowledged anyway.
 
 use std::fs::File;

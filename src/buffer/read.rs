@@ -32,7 +32,7 @@ impl Buffer {
         self.read_batch_into(limit, &mut ())
     }
 
-    /// [`Buffer::read_batch`], handing `reader` each item of the batch as its frame is checked.
+    /// [`Buffer::read_batch`], handing `into` each item of the batch as its frame is checked.
     pub fn read_batch_into(&self, limit: usize, into: &mut dyn ReadInto) -> Option<Batch> {
         let mut reader = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
