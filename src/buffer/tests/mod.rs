@@ -96,14 +96,29 @@ impl Rig {
             .unwrap_or(0)
     }
 
-    /// The disk flips a byte in the third record of the last segment after it was written
-    /// (records of [`item`]'s size).
-    fn damage_the_third_record(&self) {
+    /// A buffer of six committed records of [`item`]'s size, whose third the disk then
+    /// damaged (a flipped byte), and its committer.
+    fn six_records_the_third_damaged(&self) -> (Arc<Buffer>, Committer) {
+        let b = self.open(1 << 20, OverflowAction::Block);
+        let c = self.committer(&b);
+        Appender::new(b.clone())
+            .append(&mut chunk(0..6), || false)
+            .unwrap();
+        wait_for("the commit", || self.offset() == 6);
         let seg = self.segments().pop().unwrap();
         let mut bytes = fs::read(&seg).unwrap();
         let third = DATA_START as usize + 2 * (frame::HEADER + item(0).len()) + frame::HEADER + 3;
         bytes[third] ^= 0x08;
         fs::write(&seg, &bytes).unwrap();
+        (b, c)
+    }
+
+    /// A buffer whose segments hold many records larger than a read window.
+    fn open_for_sized_items(&self) -> Arc<Buffer> {
+        self.open_with(Options {
+            segment_size: 8 << 20,
+            ..self.options(64 << 20, OverflowAction::Block)
+        })
     }
 
     fn segments(&self) -> Vec<PathBuf> {
@@ -537,63 +552,6 @@ fn a_record_larger_than_the_whole_limit_goes_in_alone_instead_of_blocking_for_ev
     assert!(app.append(&mut chunk(1..2), || true).is_err());
     b.acknowledge(batch.seq);
     app.append(&mut chunk(1..2), || false).unwrap();
-}
-
-/// Items of every size class: small ones many to a read window, and ones larger than a window.
-fn sized_item(n: u64) -> Vec<u8> {
-    let pad = match n % 7 {
-        0 => 300 * 1024,
-        3 => 90 * 1024,
-        _ => (n as usize * 37) % 700,
-    };
-    format!(
-        "{{\"create\":{{\"_id\":\"{n}\"}}}}\n{{\"n\":{n},\"pad\":\"{}\"}}\n",
-        "x".repeat(pad)
-    )
-    .into_bytes()
-}
-
-#[test]
-fn a_batch_reads_back_exactly_its_items_for_any_selection_across_read_windows() {
-    let rig = Rig::new();
-    let b = rig.open_with(Options {
-        segment_size: 8 << 20,
-        ..rig.options(64 << 20, OverflowAction::Block)
-    });
-    let _c = rig.committer(&b);
-    let mut app = Appender::new(b.clone());
-    let mut c = Chunk::new();
-    for n in 0..60 {
-        c.push_item(&sized_item(n));
-    }
-    c.advance(key(), 60);
-    app.append(&mut c, || false).unwrap();
-    assert!(c.is_empty(), "the appended chunk is left empty for reuse");
-    wait_for("the commit", || rig.offset() == 60);
-    let batch = b.read_batch(64 << 20).expect("a batch");
-    assert_eq!(batch.len(), 60);
-    let all: Vec<u8> = (0..60).flat_map(sized_item).collect();
-    assert_eq!(batch.body().unwrap(), all);
-    for n in [0, 3, 7, 59] {
-        assert_eq!(batch.item(n).unwrap(), sized_item(n as u64), "item {n}");
-    }
-    // What a retry of the refused items sends: every third item, in order.
-    let some: Vec<usize> = (0..60).step_by(3).collect();
-    let want: Vec<u8> = some.iter().flat_map(|&n| sized_item(n as u64)).collect();
-    assert_eq!(batch.body_len(&some), want.len() as u64);
-    let pieces: Vec<Vec<u8>> = batch.pieces(some).map(Result::unwrap).collect();
-    assert!(pieces.len() > 1, "read in pieces, not all at once");
-    assert_eq!(pieces.concat(), want);
-    // Built in memory (dead letters for their own index): the same reading.
-    let (body, starts): (Vec<u8>, Vec<u32>) =
-        (0..5).fold((Vec::new(), Vec::new()), |(mut b, mut s), n| {
-            s.push(b.len() as u32);
-            b.extend_from_slice(&sized_item(n));
-            (b, s)
-        });
-    let mem = Batch::in_memory(body.clone(), &starts);
-    assert_eq!(mem.body().unwrap(), body);
-    assert_eq!(mem.item(3).unwrap(), sized_item(3));
 }
 
 /// Regression (issue 12, item 1): a shipper that failed outside a delivery kept its batch in

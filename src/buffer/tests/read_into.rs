@@ -1,5 +1,6 @@
-//! The items a lease reads, handed on as they are read: a shipper's first request body is
-//! built from them, so they must be exactly the batch's body, whatever the reads met.
+//! Reading batches back: a batch's body for any selection of its items, and the items a lease
+//! hands on as it reads them (a shipper's first request body is built from those, so they must
+//! be exactly the batch's body, whatever the reads met).
 
 use super::*;
 
@@ -23,10 +24,7 @@ impl ReadInto for Kept {
 #[test]
 fn a_lease_hands_on_exactly_its_batchs_body_across_read_windows_and_limits() {
     let rig = Rig::new();
-    let b = rig.open_with(Options {
-        segment_size: 8 << 20,
-        ..rig.options(64 << 20, OverflowAction::Block)
-    });
+    let b = rig.open_for_sized_items();
     let _c = rig.committer(&b);
     let mut app = Appender::new(b.clone());
     for part in 0..3 {
@@ -65,13 +63,7 @@ fn a_lease_hands_on_exactly_its_batchs_body_across_read_windows_and_limits() {
 #[test]
 fn a_damaged_record_is_not_handed_on_and_a_given_back_batch_is_not_read_again() {
     let rig = Rig::new();
-    let b = rig.open(1 << 20, OverflowAction::Block);
-    let _c = rig.committer(&b);
-    Appender::new(b.clone())
-        .append(&mut chunk(0..6), || false)
-        .unwrap();
-    wait_for("the commit", || rig.offset() == 6);
-    rig.damage_the_third_record();
+    let (b, _c) = rig.six_records_the_third_damaged();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -95,4 +87,58 @@ fn a_damaged_record_is_not_handed_on_and_a_given_back_batch_is_not_read_again() 
         lease.acknowledge();
     }
     assert_eq!(read, vec![0, 1, 3, 4, 5]);
+}
+
+/// Items of every size class: small ones many to a read window, and ones larger than a window.
+fn sized_item(n: u64) -> Vec<u8> {
+    let pad = match n % 7 {
+        0 => 300 * 1024,
+        3 => 90 * 1024,
+        _ => (n as usize * 37) % 700,
+    };
+    format!(
+        "{{\"create\":{{\"_id\":\"{n}\"}}}}\n{{\"n\":{n},\"pad\":\"{}\"}}\n",
+        "x".repeat(pad)
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_batch_reads_back_exactly_its_items_for_any_selection_across_read_windows() {
+    let rig = Rig::new();
+    let b = rig.open_for_sized_items();
+    let _c = rig.committer(&b);
+    let mut app = Appender::new(b.clone());
+    let mut c = Chunk::new();
+    for n in 0..60 {
+        c.push_item(&sized_item(n));
+    }
+    c.advance(key(), 60);
+    app.append(&mut c, || false).unwrap();
+    assert!(c.is_empty(), "the appended chunk is left empty for reuse");
+    wait_for("the commit", || rig.offset() == 60);
+    let batch = b.read_batch(64 << 20).expect("a batch");
+    assert_eq!(batch.len(), 60);
+    let all: Vec<u8> = (0..60).flat_map(sized_item).collect();
+    assert_eq!(batch.body().unwrap(), all);
+    for n in [0, 3, 7, 59] {
+        assert_eq!(batch.item(n).unwrap(), sized_item(n as u64), "item {n}");
+    }
+    // What a retry of the refused items sends: every third item, in order.
+    let some: Vec<usize> = (0..60).step_by(3).collect();
+    let want: Vec<u8> = some.iter().flat_map(|&n| sized_item(n as u64)).collect();
+    assert_eq!(batch.body_len(&some), want.len() as u64);
+    let pieces: Vec<Vec<u8>> = batch.pieces(some).map(Result::unwrap).collect();
+    assert!(pieces.len() > 1, "read in pieces, not all at once");
+    assert_eq!(pieces.concat(), want);
+    // Built in memory (dead letters for their own index): the same reading.
+    let (body, starts): (Vec<u8>, Vec<u32>) =
+        (0..5).fold((Vec::new(), Vec::new()), |(mut b, mut s), n| {
+            s.push(b.len() as u32);
+            b.extend_from_slice(&sized_item(n));
+            (b, s)
+        });
+    let mem = Batch::in_memory(body.clone(), &starts);
+    assert_eq!(mem.body().unwrap(), body);
+    assert_eq!(mem.item(3).unwrap(), sized_item(3));
 }

@@ -150,13 +150,7 @@ fn a_buffer_directory_that_cannot_be_opened_for_its_fsync_is_waited_for_not_fata
 #[test]
 fn damage_that_appears_while_running_is_skipped_and_counted() {
     let rig = Rig::new();
-    let b = rig.open(1 << 20, OverflowAction::Block);
-    let _c = rig.committer(&b);
-    Appender::new(b.clone())
-        .append(&mut chunk(0..6), || false)
-        .unwrap();
-    wait_for("the commit", || rig.offset() == 6);
-    rig.damage_the_third_record();
+    let (b, _c) = rig.six_records_the_third_damaged();
     assert_eq!(drain(&b), vec![0, 1, 3, 4, 5]);
     assert_eq!(rig.damage("corrupt_record"), 1);
     assert_eq!(b.stats().records, 0, "the lost record is not waited for");
