@@ -4,13 +4,13 @@
 //!
 //! The literal signs (`@`, `eyJ`, `earer`/`EARER`, `AKIA`, `ASIA`, and the `\u` escape that
 //! could hide any of them) are searched for with SIMD (`memchr`). The shapes (a run of
-//! digits with separators, digits between dots) are not literals: a table automaton says where
-//! one could begin, and only there a hand-written loop says which (a `RegexSet` would scan
-//! with a DFA per rule set, slower). Measured with `scripts/bench` (`redact` against
-//! `one-file`, 2026-12-06): looking for the literals in that loop, at every `e`, `b` and `A`,
-//! made the stage cost 1.50–1.60× one-file; the loop alone over every byte, 1.38–1.46×; the
-//! automaton first, 1.13–1.42× (median 1.32×); the loop only around where the automaton
-//! opens: see the README's redaction section.
+//! digits with separators, digits between dots) are not literals: eight bytes at a time are
+//! classified with integer arithmetic to find where one could be, and only there a
+//! hand-written loop says which (a `RegexSet` would scan with a DFA per rule set, slower).
+//! Measured with `scripts/bench` (`redact` against `one-file`, 2026-12-06): looking for the
+//! literals in that loop, at every `e`, `b` and `A`, made the stage cost 1.50–1.60× one-file;
+//! the loop alone over every byte, 1.38–1.46×; a table automaton first, 1.13–1.42× (median
+//! 1.32×); see [`digit_shapes`] for what replaced the automaton.
 //!
 //! A flagged rule then runs its own regex over the string (the regex crate's lazy DFA, linear
 //! time); [`Hit`]s of all rules are merged, the leftmost-longest winning an overlap.
@@ -99,51 +99,86 @@ pub(super) fn candidates(s: &[u8]) -> Candidates {
     found
 }
 
-/// Bytes looked at together for "any digit here?": one vector compare on x86-64's SSE2.
-const LANES: usize = 16;
-
 /// The rules that need digits in a shape (a card's, a phone number's, an SSN's, a dotted
-/// quad). Every one of them needs a run of 9 digits (through gaps of at most two separators)
-/// or four dot-separated digit groups; [`Gate`] says whether the text has either, at one
-/// table lookup per byte and none for a stretch of [`LANES`] bytes without a digit. Only text
-/// that has one goes through [`Shapes::step`], byte by byte, for which rules it may be.
+/// quad). Each needs a stretch of at least [`MIN_STRETCH`] bytes that are all digits, dots
+/// or separators (`1.1.1.1`; nine digits for the others), and [`Shapes`] is back where it
+/// started after any other byte. So the text is read eight bytes at a time, each word
+/// classified at once ([`shape_bytes`]), for four such bytes in a row at a multiple of four
+/// from where the look started, which any stretch of seven holds; only the stretch around such
+/// a group goes through [`Shapes::step`], byte by byte. A JSON line's date, UUID and numbers
+/// make a few such stretches, each a dozen bytes.
 ///
-/// Measured with `scripts/bench` (`redact` against `one-file`, 2026-12-06): [`Shapes::step`]
-/// over every byte made the stage cost 1.38–1.46× one-file, and 1.33× with digit-free
-/// stretches passed over (a JSON line's timestamp, ids and numbers put a digit in most).
+/// Measured with `scripts/bench` (`production`, 2026-12-07): a table automaton over every
+/// 16 bytes that held a digit (a dependent load per byte) made this pass 11 % of the samples.
 pub(super) fn digit_shapes(s: &[u8]) -> Candidates {
     let mut found = 0;
     let mut from = 0;
-    while let Some(chunk) = GATE.opens_in(s, from) {
-        // No shape is possible before the gate opens, and the state both keep is empty after
-        // a byte of neither digits nor separators: start where such a byte last was (or where
-        // the gate started), run through the chunk that opened the gate, and hand back to the
-        // gate at the next such byte. A trace that names one address is looked at byte by
-        // byte around the address only, not to its end.
-        let start = s[from..chunk]
+    while let Some(group) = four_in_a_row(s, from) {
+        // `from` follows a byte of no shape (or is 0): the stretch starts at or after it.
+        let start = s[from..group]
             .iter()
             .rposition(|&b| CLASS[usize::from(b)] == OTHER)
             .map_or(from, |at| from + at + 1);
-        let mut shapes = Shapes::default();
-        let mut i = start;
-        while i < s.len() && (i < chunk + LANES || CLASS[usize::from(s[i])] != OTHER) {
-            shapes.step(s, i);
-            i += 1;
+        let stretch = Stretch::from(s, start);
+        if stretch.may_be_a_shape() {
+            let mut shapes = Shapes::default();
+            for i in start..stretch.end {
+                shapes.step(s, i);
+            }
+            found |= shapes.found;
+            if found == ALL_SHAPES {
+                break;
+            }
         }
-        found |= shapes.found;
-        if found == ALL_SHAPES {
-            break;
-        }
-        from = i + 1;
+        from = stretch.end + 1;
     }
     found
 }
+
+/// A run of digits, dots and separators, counted before [`Shapes`] looks at it byte by byte
+/// (which costs several times more per byte): a date's eight digits or a UUID's few between
+/// its letters are no shape.
+struct Stretch {
+    /// Where the run ends: at a byte of no shape, or the end of the text.
+    end: usize,
+    digits: u32,
+    dots: u32,
+}
+
+impl Stretch {
+    fn from(s: &[u8], start: usize) -> Stretch {
+        let mut stretch = Stretch {
+            end: start,
+            digits: 0,
+            dots: 0,
+        };
+        for &b in &s[start..] {
+            match CLASS[usize::from(b)] {
+                OTHER => break,
+                DIGIT => stretch.digits += 1,
+                DOT => stretch.dots += 1,
+                _ => {}
+            }
+            stretch.end += 1;
+        }
+        stretch
+    }
+
+    /// Whether [`Shapes`] could flag anything in it: every shape but a dotted quad has at
+    /// least [`SSN_RUN`] digits, and a dotted quad four digits and three dots.
+    fn may_be_a_shape(&self) -> bool {
+        self.digits >= SSN_RUN || (self.digits >= 4 && self.dots >= 3)
+    }
+}
+
+/// The shortest stretch of digits, dots and separators a shape can be: `1.1.1.1`.
+const MIN_STRETCH: usize = 7;
 
 /// Every rule [`digit_shapes`] can flag.
 const ALL_SHAPES: Candidates =
     bit(BuiltIn::Card) | bit(BuiltIn::Phone) | bit(BuiltIn::UsSsn) | bit(BuiltIn::Ipv4);
 
-/// Every byte through [`Shapes::step`]: what the gate and its hand-overs must agree with.
+/// Every byte through [`Shapes::step`]: what [`digit_shapes`] must agree with.
 #[cfg(test)]
 pub(super) fn shapes_bytewise(s: &[u8]) -> Candidates {
     let mut shapes = Shapes::default();
@@ -153,137 +188,62 @@ pub(super) fn shapes_bytewise(s: &[u8]) -> Candidates {
     shapes.found
 }
 
-/// Whether any of the bytes is an ASCII digit; written so that it compiles to a vector compare.
-fn has_digit(chunk: &[u8]) -> bool {
-    chunk
-        .iter()
-        .fold(0u8, |any, &b| any | u8::from(b.wrapping_sub(b'0') < 10))
-        != 0
-}
-
-/// A deterministic automaton over byte classes that reaches [`Gate::OPEN`] (and stays there)
-/// exactly when [`Shapes`]'s digit run reaches 9 or its dotted groups reach 4. Built once, by
-/// running [`GateState::next`] (the same transitions as [`Shapes::step`], on the counts
-/// capped where they no longer matter) from the start over every class: about a hundred
-/// states, a table of `u8`.
-struct Gate {
-    next: [u8; 256 * 4],
-}
-
-static GATE: LazyLock<Gate> = LazyLock::new(Gate::build);
-
-/// What the gate remembers: [`Shapes`]'s run, gap and groups, and the previous byte's class.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct GateState {
-    run: u8,
-    gap: u8,
-    groups: u8,
-    last: u8,
-}
-
-impl GateState {
-    const START: GateState = GateState {
-        run: 0,
-        gap: 0,
-        groups: 0,
-        last: OTHER,
-    };
-
-    /// The state after a byte of `class`; None once a shape is possible.
-    fn next(self, class: u8) -> Option<GateState> {
-        let mut s = self;
-        s.last = class;
-        match class {
-            DIGIT => {
-                if s.gap > 2 {
-                    s.run = 0;
-                }
-                s.run += 1;
-                s.gap = 0;
-                if self.last != DIGIT {
-                    s.groups = if self.last == DOT && s.groups > 0 {
-                        s.groups + 1
-                    } else {
-                        1
-                    };
-                }
-                if u32::from(s.run) >= SSN_RUN || s.groups >= 4 {
-                    return None;
-                }
-            }
-            DOT | SEP => {
-                // Past two, more separators change nothing: the next digit starts over.
-                s.gap = (s.gap + 1).min(3);
-                if class == SEP || self.last != DIGIT {
-                    s.groups = 0;
-                }
-            }
-            _ => return Some(GateState::START),
+/// Where, in `s` from `from` on, four digits, dots or separators in a row first start at a
+/// multiple of four bytes from `from`. A stretch of [`MIN_STRETCH`] such bytes always holds
+/// one (seven bytes cover a whole aligned four, wherever they start).
+fn four_in_a_row(s: &[u8], from: usize) -> Option<usize> {
+    const _: () = assert!(MIN_STRETCH >= 2 * 4 - 1);
+    let rest = s.get(from..)?;
+    let mut words = rest.chunks_exact(8);
+    let mut at = from;
+    for word in &mut words {
+        let mut w = [0; 8];
+        w.copy_from_slice(word);
+        if let Some(four) = four_of(shape_bytes(u64::from_le_bytes(w))) {
+            return Some(at + four);
         }
-        Some(s)
+        at += 8;
+    }
+    // A zero byte is of no shape: the last word is padded with them.
+    let mut w = [0; 8];
+    w[..words.remainder().len()].copy_from_slice(words.remainder());
+    four_of(shape_bytes(u64::from_le_bytes(w))).map(|four| at + four)
+}
+
+/// The first half of a word (0 or 4) whose bytes [`shape_bytes`] all marked.
+fn four_of(marked: u64) -> Option<usize> {
+    const FOUR: u64 = 0x8080_8080;
+    if marked & FOUR == FOUR {
+        Some(0)
+    } else if (marked >> 32) & FOUR == FOUR {
+        Some(4)
+    } else {
+        None
     }
 }
 
-impl Gate {
-    const START: u8 = 0;
-    const OPEN: u8 = 1;
+const fn bytes_of(b: u8) -> u64 {
+    u64::from_ne_bytes([b; 8])
+}
 
-    fn build() -> Gate {
-        let mut next = [Gate::OPEN; 256 * 4];
-        let mut states = vec![GateState::START, GateState::START];
-        let mut ids = std::collections::HashMap::from([(GateState::START, Gate::START)]);
-        let mut at = 0;
-        while at < states.len() {
-            if at != Gate::OPEN as usize {
-                for class in [OTHER, DIGIT, DOT, SEP] {
-                    let to = match states[at].next(class) {
-                        None => Gate::OPEN,
-                        Some(n) => *ids.entry(n).or_insert_with(|| {
-                            states.push(n);
-                            u8::try_from(states.len() - 1).expect("the gate has under 256 states")
-                        }),
-                    };
-                    next[at * 4 + class as usize] = to;
-                }
-            }
-            at += 1;
-        }
-        Gate { next }
-    }
+const LOW7: u64 = bytes_of(0x7f);
+const HIGH: u64 = bytes_of(0x80);
 
-    fn step(&self, state: u8, b: u8) -> u8 {
-        self.next[usize::from(state) << 2 | usize::from(CLASS[usize::from(b)])]
-    }
+/// The high bit of each byte of `w` that is not [`OTHER`] (a digit, `.`, space, `-`, `(`,
+/// `)` or `+`), all eight bytes at once: `0x28..=0x39` but `*`, `,` and `/`, and the space.
+/// Each byte's sums stay within it (seven bits plus at most `0x80`), so no carry crosses.
+fn shape_bytes(w: u64) -> u64 {
+    let ascii = w & LOW7;
+    let from_paren = ascii + bytes_of(0x80 - b'(');
+    let past_nine = ascii + bytes_of(0x7f - b'9');
+    let in_range = from_paren & !past_nine & !w & HIGH;
+    (in_range & !(byte_is(w, b'*') | byte_is(w, b',') | byte_is(w, b'/'))) | byte_is(w, b' ')
+}
 
-    /// Where, in `s` from `from` on, the first run of 9 digits or four dotted groups ends: the
-    /// start of the stretch of [`LANES`] bytes (counted from `from`) in which the gate opened.
-    /// A stretch without a digit is passed over, starting again after it: no run or dotted
-    /// group continues through it (three separators, or anything else, end one), and the
-    /// separators at its end change nothing the gate counts (a `+` leading a number is
-    /// [`Shapes`]'s).
-    fn opens_in(&self, s: &[u8], from: usize) -> Option<usize> {
-        let rest = s.get(from..)?;
-        let mut state = Gate::START;
-        let mut chunks = rest.chunks_exact(LANES);
-        let mut at = from;
-        for chunk in &mut chunks {
-            if has_digit(chunk) {
-                for &b in chunk {
-                    state = self.step(state, b);
-                }
-                if state == Gate::OPEN {
-                    return Some(at);
-                }
-            } else {
-                state = Gate::START;
-            }
-            at += LANES;
-        }
-        for &b in chunks.remainder() {
-            state = self.step(state, b);
-        }
-        (state == Gate::OPEN).then_some(at)
-    }
+/// The high bit of each byte of `w` equal to `b`.
+fn byte_is(w: u64, b: u8) -> u64 {
+    let x = w ^ bytes_of(b);
+    !(((x & LOW7) + LOW7) | x) & HIGH
 }
 
 /// What [`digit_shapes`] knows of the bytes so far.
@@ -411,4 +371,32 @@ pub(super) fn settle(hits: &mut Vec<Hit>) {
         }
         keep
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte value, at every place in a word, among neighbours of either kind: the word
+    /// arithmetic marks exactly the bytes the class table calls digits, dots or separators.
+    #[test]
+    fn the_word_classifier_agrees_with_the_class_table_on_every_byte() {
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                for fill in [0u8, b'5', b' ', b'a', 0x80, 0xff] {
+                    let mut w = [fill; 8];
+                    w[at] = b;
+                    let marked = shape_bytes(u64::from_le_bytes(w));
+                    for (i, &byte) in w.iter().enumerate() {
+                        let is_shape = CLASS[usize::from(byte)] != OTHER;
+                        assert_eq!(
+                            marked >> (8 * i) & 0xff,
+                            if is_shape { 0x80 } else { 0 },
+                            "byte {byte:#04x} at {i} of {w:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
