@@ -16,6 +16,7 @@
 //! time); [`Hit`]s of all rules are merged, the leftmost-longest winning an overlap.
 
 use super::rules::BuiltIn;
+use crate::vocab::swar::{byte_is, within, word};
 use memchr::memmem;
 use std::sync::LazyLock;
 
@@ -193,21 +194,17 @@ pub(super) fn shapes_bytewise(s: &[u8]) -> Candidates {
 /// one (seven bytes cover a whole aligned four, wherever they start).
 fn four_in_a_row(s: &[u8], from: usize) -> Option<usize> {
     const _: () = assert!(MIN_STRETCH >= 2 * 4 - 1);
-    let rest = s.get(from..)?;
-    let mut words = rest.chunks_exact(8);
     let mut at = from;
-    for word in &mut words {
-        let mut w = [0; 8];
-        w.copy_from_slice(word);
-        if let Some(four) = four_of(shape_bytes(u64::from_le_bytes(w))) {
+    while let Some(w) = word(s.get(at..)?) {
+        if let Some(four) = four_of(shape_bytes(w)) {
             return Some(at + four);
         }
         at += 8;
     }
     // A zero byte is of no shape: the last word is padded with them.
-    let mut w = [0; 8];
-    w[..words.remainder().len()].copy_from_slice(words.remainder());
-    four_of(shape_bytes(u64::from_le_bytes(w))).map(|four| at + four)
+    let mut last = [0; 8];
+    last[..s.len() - at].copy_from_slice(&s[at..]);
+    four_of(shape_bytes(u64::from_le_bytes(last))).map(|four| at + four)
 }
 
 /// The first half of a word (0 or 4) whose bytes [`shape_bytes`] all marked.
@@ -222,28 +219,11 @@ fn four_of(marked: u64) -> Option<usize> {
     }
 }
 
-const fn bytes_of(b: u8) -> u64 {
-    u64::from_ne_bytes([b; 8])
-}
-
-const LOW7: u64 = bytes_of(0x7f);
-const HIGH: u64 = bytes_of(0x80);
-
 /// The high bit of each byte of `w` that is not [`OTHER`] (a digit, `.`, space, `-`, `(`,
-/// `)` or `+`), all eight bytes at once: `0x28..=0x39` but `*`, `,` and `/`, and the space.
-/// Each byte's sums stay within it (seven bits plus at most `0x80`), so no carry crosses.
+/// `)` or `+`): `(..=9` but `*`, `,` and `/`, and the space.
 fn shape_bytes(w: u64) -> u64 {
-    let ascii = w & LOW7;
-    let from_paren = ascii + bytes_of(0x80 - b'(');
-    let past_nine = ascii + bytes_of(0x7f - b'9');
-    let in_range = from_paren & !past_nine & !w & HIGH;
-    (in_range & !(byte_is(w, b'*') | byte_is(w, b',') | byte_is(w, b'/'))) | byte_is(w, b' ')
-}
-
-/// The high bit of each byte of `w` equal to `b`.
-fn byte_is(w: u64, b: u8) -> u64 {
-    let x = w ^ bytes_of(b);
-    !(((x & LOW7) + LOW7) | x) & HIGH
+    let punctuation = byte_is(w, b'*') | byte_is(w, b',') | byte_is(w, b'/');
+    (within(w, b'(', b'9') & !punctuation) | byte_is(w, b' ')
 }
 
 /// What [`digit_shapes`] knows of the bytes so far.

@@ -6,7 +6,8 @@
 //! - [`record`]: one logical log line ([`Record`]) with its stream and its [`Flags`];
 //! - [`index`]: the rules an index name pattern follows, and the name a record's time gives;
 //! - [`pod`]: what a file's documents carry because of its pod ([`FileMeta`]);
-//! - [`clock`]: the monotonic clock liveness is judged by.
+//! - [`clock`]: the monotonic clock liveness is judged by;
+//! - [`swar`]: byte classes tested eight bytes at a time, for the scans every line pays.
 //!
 //! Kept apart so that the stages can speak of the same things without importing each other:
 //! `scripts/check-layers` fails the build's tests if anything here imports from the crate.
@@ -16,6 +17,7 @@ pub mod file;
 pub mod index;
 pub mod pod;
 pub mod record;
+pub mod swar;
 
 pub use file::{FileKey, IdBasis, node_name, seed};
 pub use index::{IndexPattern, Period};
