@@ -413,3 +413,36 @@ fn keys_with_and_without_escapes_reach_the_document_as_the_application_meant_the
         assert_eq!(v[key], json!(want), "{key} in {v}");
     }
 }
+
+#[test]
+fn a_pretty_printed_message_becomes_a_document_on_one_line() {
+    // A JSON dump joined by a multiline rule, or a forwarded record's text: newlines (and CRs)
+    // between the tokens of nested values. The bulk body holds one document per line, so one
+    // raw newline would cut the document in two.
+    let message =
+        b"{\n  \"a\": {\n    \"b\": [1,\r\n 2],\n\t\"s\": \"x\\ny\"\n  },\n  \"c\": [\n]\n}";
+    for cfg in [
+        defaults(),
+        config::Parse {
+            target: "app".into(),
+            ..defaults()
+        },
+    ] {
+        let rec = Record {
+            time: "2026-12-07T10:00:00Z".into(),
+            stream: Some(Stream::Stdout),
+            message: Cow::Borrowed(message),
+            offset: 0,
+            flags: Flags::default(),
+        };
+        let mut out = Vec::new();
+        let o = DocumentWriter::new(&cfg).write(&mut out, &rec, b"");
+        assert!(o.json, "{cfg:?}");
+        let text = String::from_utf8_lossy(&out);
+        assert!(!out.contains(&b'\n') && !out.contains(&b'\r'), "{text}");
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let fields = if cfg.target.is_empty() { &v } else { &v["app"] };
+        assert_eq!(fields["a"], json!({"b": [1, 2], "s": "x\ny"}), "{text}");
+        assert_eq!(fields["c"], json!([]), "{text}");
+    }
+}

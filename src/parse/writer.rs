@@ -192,7 +192,7 @@ impl DocumentWriter {
                 write_str(out, key);
             }
             out.push(b':');
-            out.extend_from_slice(value.get().as_bytes());
+            write_value(out, value.get());
         }
         if nested {
             out.push(b'}');
@@ -239,6 +239,23 @@ fn write_flags(out: &mut Vec<u8>, f: Flags, outcome: Outcome) {
         }
     }
     out.push(b'}');
+}
+
+/// Writes a value as the application wrote it, on one line. JSON allows newlines between the
+/// tokens of an object or array (a pretty-printed dump, joined by a multiline rule), the bulk
+/// body does not: it holds one document per line, and a raw newline would cut this one in
+/// two. A newline inside a string is always escaped, so every raw one is whitespace, and a
+/// space means the same.
+fn write_value(out: &mut Vec<u8>, value: &str) {
+    let start = out.len();
+    out.extend_from_slice(value.as_bytes());
+    if matches!(value.as_bytes().first(), Some(b'{' | b'[')) {
+        for b in &mut out[start..] {
+            if matches!(*b, b'\n' | b'\r') {
+                *b = b' ';
+            }
+        }
+    }
 }
 
 fn looks_like_object(s: &str) -> bool {
