@@ -169,7 +169,8 @@ impl ItemEncoder {
     /// Appends a document another agent finished (a node's record, come through Kafka) as one
     /// `create` item to the index and under the id it came with, so a record consumed twice is
     /// a 409. Redaction runs over it again, with this agent's rules: what a node let through
-    /// (an older config, another team's) is still caught here.
+    /// (an older config, another team's) is still caught here. `doc` is one line, as
+    /// [`finished_document`] makes it.
     pub fn encode_finished(&self, out: &mut Vec<u8>, index: &str, id: &[u8], doc: &str) {
         out.extend_from_slice(b"{\"create\":{\"_index\":");
         let _ = serde_json::to_writer(&mut *out, index);
@@ -235,6 +236,21 @@ impl ItemEncoder {
         }
         rec
     }
+}
+
+/// A finished document's payload as it can go into a bulk body: one JSON object on one line.
+/// A pretty-printed one has its newlines (whitespace between tokens: a string cannot hold a
+/// raw one) made spaces. Anything else is `None`, for the caller to index as a record of its
+/// own: written as it came, a payload with a newline and a second JSON line would be read by
+/// Elasticsearch as an action of its own (`{"delete":…}`), and one that is not JSON would be
+/// refused.
+pub fn finished_document(payload: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(payload);
+    if !text.trim_ascii_start().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(&text).ok()?;
+    Some(text.replace(['\n', '\r'], " "))
 }
 
 #[cfg(test)]
@@ -390,5 +406,31 @@ mod tests {
             text.starts_with(r#"{"create":{"_index":"logs-2026.11.26""#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_finished_document_is_one_json_object_on_one_line_or_none() {
+        let pretty = b"{\n  \"msg\": \"a\\nb\",\r\n  \"n\": [1,\n 2]\n}\n";
+        let one = finished_document(pretty).unwrap();
+        assert!(!one.contains(['\n', '\r']), "{one}");
+        let v: Value = serde_json::from_str(&one).unwrap();
+        assert_eq!(v, serde_json::json!({"msg": "a\nb", "n": [1, 2]}));
+        for refused in [
+            &b"{\"a\":1}\n{\"delete\":{\"_index\":\"audit\",\"_id\":\"x\"}}"[..],
+            b"{\"a\":1}{\"b\":2}",
+            b"plain text",
+            b"[1,2]",
+            b"\"a string\"",
+            b"{\"a\":\"raw\nnewline\"}",
+            b"{\"a\":",
+            b"",
+        ] {
+            assert_eq!(
+                finished_document(refused),
+                None,
+                "{}",
+                String::from_utf8_lossy(refused)
+            );
+        }
     }
 }

@@ -223,6 +223,72 @@ fn a_record_without_headers_is_routed_and_redacted_by_the_aggregator_under_a_sta
     agent.stop();
 }
 
+/// A finished document (headers `_index` and `_id`, as a node writes them) whose payload is
+/// not one JSON line: pretty-printed, it is indexed under its headers on one line; carrying a
+/// second JSON line (what Elasticsearch would read as an action of its own), or no JSON at
+/// all, it is indexed as the aggregator's own record, its text in `log`. Nothing else is
+/// indexed, nothing is lost.
+#[test]
+fn a_finished_document_that_is_not_one_json_line_is_never_read_as_bulk_actions() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let t = tansu();
+    let es = osmem();
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &t.addr)
+        .create()
+        .unwrap();
+    let payloads = [
+        "{\n  \"msg\": \"pretty\",\r\n  \"seq\": 1\n}\n",
+        "{\"msg\":\"carrier\",\"seq\":2}\n{\"index\":{\"_index\":\"injected\"}}\n{\"seq\":99}",
+        "plain text, seq 3",
+    ];
+    for (i, payload) in payloads.iter().enumerate() {
+        let id = format!("{:032x}", i + 1);
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "_index",
+                value: Some("finished"),
+            })
+            .insert(Header {
+                key: "_id",
+                value: Some(&id),
+            });
+        producer
+            .send(
+                BaseRecord::to(TOPIC)
+                    .key("k")
+                    .payload(*payload)
+                    .headers(headers),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&aggregator_config(dir.path(), &t.addr, &es.url, ""));
+    wait_until(60, "all three records", || {
+        agent.metric("logferry_documents_total{outcome=\"indexed\"}") == 3
+    });
+    let finished = es.all_documents("finished").unwrap();
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    assert_eq!(finished[0].1["msg"], "pretty");
+    let own: Vec<String> = es
+        .all_documents("logs-*")
+        .unwrap()
+        .into_iter()
+        .map(|(_, d)| d["log"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(own.len(), 2, "{own:?}");
+    assert!(
+        own.iter()
+            .any(|l| l.contains("carrier") && l.contains("\"seq\":99")),
+        "{own:?}"
+    );
+    assert!(own.contains(&"plain text, seq 3".to_owned()), "{own:?}");
+    assert_eq!(es.count("injected").unwrap_or(0), 0);
+    agent.stop();
+}
+
 fn produce(t: &Tansu, seqs: std::ops::Range<u64>) {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let producer: BaseProducer = rdkafka::ClientConfig::new()

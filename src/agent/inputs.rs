@@ -7,7 +7,7 @@
 use super::output::{GiveUp, RecordCounters, SharedAppender, encoder, lock};
 use crate::buffer::Chunk;
 use crate::config::Config;
-use crate::encode::ItemEncoder;
+use crate::encode::{ItemEncoder, finished_document};
 use crate::metrics::Metrics;
 use crate::source::files::TailerState;
 use crate::source::forward::{self, Closed, Deliver, Durable, Entry};
@@ -88,8 +88,13 @@ impl Encoding {
         for e in entries {
             let chunk = chunks.last_mut().expect("one chunk at least");
             chunk.begin_item();
-            if let Some(index) = &e.finished {
-                let doc = String::from_utf8_lossy(&e.record.message);
+            // A finished document that is not one JSON object is indexed as a record of this
+            // agent's: its text in `log`, routed by this agent's routes.
+            let finished = e
+                .finished
+                .as_ref()
+                .and_then(|index| finished_document(&e.record.message).map(|doc| (index, doc)));
+            if let Some((index, doc)) = finished {
                 self.encoder
                     .encode_finished(&mut chunk.body, index, &e.id, &doc);
             } else {
