@@ -21,6 +21,14 @@ const SCAN_MAX_KEYS: usize = 32;
 /// field) unless it is a string where the agent writes none: `log.level` (ECS loggers) or an
 /// object in `log` would clash with the text `log` of every plain line.
 pub(super) fn is_reserved(key: &str, value: &RawValue, keep_original: bool) -> bool {
+    // Most keys start with a byte no reserved key starts with: done without finding the head.
+    if !key
+        .as_bytes()
+        .first()
+        .is_some_and(|&b| RESERVED_FIRST[usize::from(b)])
+    {
+        return false;
+    }
     // Keys are short: a plain loop beats a substring searcher's set-up, per key per line.
     let head = match key.bytes().position(|b| b == b'.') {
         Some(dot) => &key[..dot],
@@ -32,14 +40,27 @@ pub(super) fn is_reserved(key: &str, value: &RawValue, keep_original: bool) -> b
     head == "log" && (key != "log" || keep_original || !value.get().starts_with('"'))
 }
 
+/// The first bytes of the agent's keys and of `log`.
+const RESERVED_FIRST: [bool; 256] = {
+    let mut first = [false; 256];
+    let mut i = 0;
+    while i < config::AGENT_KEYS.len() {
+        first[config::AGENT_KEYS[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    first[b'l' as usize] = true;
+    first
+};
+
 /// The keys of one object, to find which member of a repeated key is written and which name a
 /// renamed key can take.
 // On the stack for one line: boxing the prints would cost an allocation per line.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum KeyIndex<'f, 'a> {
     /// The members, and a fingerprint of each key: two keys with different fingerprints
-    /// differ, so most comparisons are of two integers, not two strings.
-    Scan(&'f [Member<'a>], [u64; SCAN_MAX_KEYS]),
+    /// differ, so most comparisons are of two integers, not two strings. `None` in place of
+    /// the fingerprints when no two are alike (the usual line): then no key repeats.
+    Scan(&'f [Member<'a>], Option<[u64; SCAN_MAX_KEYS]>),
     /// Each key and the position of its last member.
     Hashed(HashMap<&'f str, usize>),
 }
@@ -48,10 +69,17 @@ impl<'f, 'a> KeyIndex<'f, 'a> {
     pub(super) fn new(fields: &'f [Member<'a>]) -> Self {
         if fields.len() <= SCAN_MAX_KEYS {
             let mut prints = [0; SCAN_MAX_KEYS];
+            // One bit of 256 per fingerprint: a dozen keys rarely share one (about one line in
+            // four), and when none do, no key is compared with another.
+            let mut seen = [0u64; 4];
+            let mut alike = false;
             for (p, (k, _)) in prints.iter_mut().zip(fields) {
                 *p = fingerprint(k);
+                let bit = (p.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
+                alike |= seen[bit / 64] & 1 << (bit % 64) != 0;
+                seen[bit / 64] |= 1 << (bit % 64);
             }
-            return KeyIndex::Scan(fields, prints);
+            return KeyIndex::Scan(fields, alike.then_some(prints));
         }
         let mut last = HashMap::with_capacity(fields.len());
         for (i, (k, _)) in fields.iter().enumerate() {
@@ -64,7 +92,8 @@ impl<'f, 'a> KeyIndex<'f, 'a> {
     /// Whether member `i` (named `key`) is the last with its key, the one that is written.
     pub(super) fn is_last(&self, i: usize, key: &str) -> bool {
         match self {
-            KeyIndex::Scan(fields, prints) => {
+            KeyIndex::Scan(_, None) => true,
+            KeyIndex::Scan(fields, Some(prints)) => {
                 let print = prints[i];
                 !(i + 1..fields.len()).any(|j| {
                     probed();
@@ -83,9 +112,9 @@ impl<'f, 'a> KeyIndex<'f, 'a> {
         match self {
             KeyIndex::Scan(fields, prints) => {
                 let print = fingerprint(name);
-                fields.iter().zip(prints).any(|((k, _), &p)| {
+                fields.iter().enumerate().any(|(i, (k, _))| {
                     probed();
-                    p == print && k == name
+                    prints.is_none_or(|p| p[i] == print) && k == name
                 })
             }
             KeyIndex::Hashed(last) => {
