@@ -246,6 +246,15 @@ struct Shapes {
     prior: [u32; 2],
     /// Whether a `+` leads the run.
     plus: bool,
+    /// Whether the current group starts where a JSON value can (a string's quote, after a
+    /// key's colon, in an array, after whitespace, or at the text's start): only there can
+    /// its digits be a whole value, the bare number a `phone` or `ssn` key's value is.
+    bare: bool,
+}
+
+/// Whether a JSON string or number can start right after `b`.
+fn opens_a_value(b: u8) -> bool {
+    matches!(b, b'"' | b':' | b'[' | b',' | b' ' | b'\t' | b'\n' | b'\r')
 }
 
 impl Shapes {
@@ -283,6 +292,7 @@ impl Shapes {
                         [0, 0]
                     };
                     self.group = 1;
+                    self.bare = i == 0 || opens_a_value(s[i - 1]);
                 }
                 self.gap = 0;
                 if self.run >= CARD_RUN {
@@ -290,14 +300,17 @@ impl Shapes {
                 }
                 // A phone number is `+` and digits, or NANP's 3-3-4 (the regex's only other
                 // form), or 10 bare digits (a `phone` key's value): a log line's
-                // `2026-12-07 10:15` runs 10 digits through its separators, and is none.
-                if self.group >= PHONE_RUN
+                // `2026-12-07 10:15` runs 10 digits through its separators, and is none, and
+                // neither is a UUID's last group of digits (after a `-`).
+                if (self.bare && self.group >= PHONE_RUN)
                     || (self.plus && self.run >= PHONE_RUN - 1)
                     || (self.group == 4 && self.prior[1] == 3 && self.prior[0] >= 3)
                 {
                     self.found |= bit(BuiltIn::Phone);
                 }
-                if self.group >= SSN_RUN || (self.group == 4 && self.before == [3, 2]) {
+                if (self.bare && self.group >= SSN_RUN)
+                    || (self.group == 4 && self.before == [3, 2])
+                {
                     self.found |= bit(BuiltIn::UsSsn);
                 }
                 if last != DIGIT {

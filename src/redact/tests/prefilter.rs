@@ -99,16 +99,64 @@ fn shapes_split_by_a_digit_free_stretch_are_each_found() {
 fn the_shortest_shape_of_each_rule_between_letters_is_found() {
     for (text, rule) in [
         ("ip1.1.1.1x", BuiltIn::Ipv4),
-        ("id123456789x", BuiltIn::UsSsn),
         ("n078-05-1120x", BuiltIn::UsSsn),
-        ("t4155552671x", BuiltIn::Phone),
         ("t+441234567x", BuiltIn::Phone),
         ("c4111111111111x", BuiltIn::Card),
+        // Bare digits only count as a whole JSON value (an `ssn` or `phone` key's).
+        ("id\"123456789\"x", BuiltIn::UsSsn),
+        ("t:4155552671,x", BuiltIn::Phone),
+        ("[4155552671]", BuiltIn::Phone),
+        ("123456789", BuiltIn::UsSsn),
     ] {
         assert_ne!(
             scan::candidates(text.as_bytes()) & scan::bit(rule),
             0,
             "{text:?}"
         );
+    }
+    // Inside a token they are no value: a UUID's last group, an id with a prefix.
+    for text in [
+        "e4c0ece1-000d-4069-a2df-269469512975",
+        "order-4155552671",
+        "id123456789x",
+        "v1.4155552671",
+    ] {
+        let flagged = scan::candidates(text.as_bytes());
+        assert_eq!(
+            flagged & (scan::bit(BuiltIn::Phone) | scan::bit(BuiltIn::UsSsn)),
+            0,
+            "{text:?}"
+        );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// Wherever a message holds a JSON string or number of bare digits that a rule catching
+    /// numbers accepts under its key, the prefilter flags a rule that makes the walk look at
+    /// it: whatever comes before the member, whatever key, spacing and quoting it has.
+    #[test]
+    fn bare_digits_a_rule_accepts_under_their_key_are_always_flagged(
+        before in "[a-c0-9 :,\"{\\[.+()-]{0,12}",
+        key in proptest::sample::select(vec!["phone", "ssn", "mobile", "home_tel", "customer_phone", "SocialSecurity", "id"]),
+        space in proptest::sample::select(vec!["", " ", "\t", "  "]),
+        quoted in proptest::bool::ANY,
+        digits in "[0-9]{9,12}",
+        after in "[a-c0-9 ,\"}\\].-]{0,6}",
+    ) {
+        let value = if quoted { format!("\"{digits}\"") } else { digits.clone() };
+        let text = format!("{before}\"{key}\":{space}{value}{after}");
+        let accepted = [BuiltIn::Phone, BuiltIn::UsSsn]
+            .into_iter()
+            .any(|r| r.accepts_bare(&digits, key));
+        if accepted {
+            let flagged = scan::candidates(text.as_bytes());
+            proptest::prop_assert_ne!(
+                flagged & (scan::bit(BuiltIn::Phone) | scan::bit(BuiltIn::UsSsn)),
+                0,
+                "{:?}", text
+            );
+        }
     }
 }
