@@ -246,10 +246,20 @@ struct Shapes {
     prior: [u32; 2],
     /// Whether a `+` leads the run.
     plus: bool,
+    /// Digits in the current run a card's match could start from: not those of a first group
+    /// that follows a letter (the card rule's `\b` must come before its first digit).
+    card_run: u32,
+    /// Whether the current group follows a letter, digit or `_` (a word byte) directly.
+    word_led: bool,
     /// Whether the current group starts where a JSON value can (a string's quote, after a
     /// key's colon, in an array, after whitespace, or at the text's start): only there can
     /// its digits be a whole value, the bare number a `phone` or `ssn` key's value is.
     bare: bool,
+}
+
+/// A word byte to the rules' `\b` (they are compiled without Unicode: `[0-9A-Za-z_]`).
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
 }
 
 /// Whether a JSON string or number can start right after `b`.
@@ -275,6 +285,7 @@ impl Shapes {
                     // A `+` right before the digits leads this run, whatever came before it
                     // (` (+44 20…`).
                     self.run = 0;
+                    self.card_run = 0;
                     self.plus = s[i - 1] == b'+';
                 }
                 self.run += 1;
@@ -293,9 +304,14 @@ impl Shapes {
                     };
                     self.group = 1;
                     self.bare = i == 0 || opens_a_value(s[i - 1]);
+                    self.word_led = i > 0 && is_word(s[i - 1]);
                 }
                 self.gap = 0;
-                if self.run >= CARD_RUN {
+                if !self.word_led {
+                    self.card_run += 1;
+                }
+                // The card rule's match ends at a digit before a byte that is no word byte.
+                if self.card_run >= CARD_RUN && !s.get(i + 1).is_some_and(|&b| is_word(b)) {
                     self.found |= bit(BuiltIn::Card);
                 }
                 // A phone number is `+` and digits, or NANP's 3-3-4 (the regex's only other
@@ -333,6 +349,7 @@ impl Shapes {
             }
             _ => {
                 self.run = 0;
+                self.card_run = 0;
                 self.gap = 0;
                 self.groups = 0;
                 self.group = 0;

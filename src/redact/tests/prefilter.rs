@@ -34,7 +34,7 @@ proptest::proptest! {
     /// finds a value the rule accepts, the prefilter flagged the rule.
     #[test]
     fn the_prefilter_flags_every_digit_value_the_rules_accept(
-        parts in proptest::collection::vec("[0-9]{1,5}|[-. ()+]{1,2}|[a-c]{1,2}", 0..24)
+        parts in proptest::collection::vec("[0-9]{1,5}|[-. ()+]{1,2}|[a-c_\"]{1,2}", 0..24)
     ) {
         let text = parts.concat();
         let flagged = scan::candidates(text.as_bytes());
@@ -101,7 +101,8 @@ fn the_shortest_shape_of_each_rule_between_letters_is_found() {
         ("ip1.1.1.1x", BuiltIn::Ipv4),
         ("n078-05-1120x", BuiltIn::UsSsn),
         ("t+441234567x", BuiltIn::Phone),
-        ("c4111111111111x", BuiltIn::Card),
+        ("c-4111111111111.", BuiltIn::Card),
+        ("4111 1111 1111 1", BuiltIn::Card),
         // Bare digits only count as a whole JSON value (an `ssn` or `phone` key's).
         ("id\"123456789\"x", BuiltIn::UsSsn),
         ("t:4155552671,x", BuiltIn::Phone),
@@ -124,6 +125,20 @@ fn the_shortest_shape_of_each_rule_between_letters_is_found() {
         let flagged = scan::candidates(text.as_bytes());
         assert_eq!(
             flagged & (scan::bit(BuiltIn::Phone) | scan::bit(BuiltIn::UsSsn)),
+            0,
+            "{text:?}"
+        );
+    }
+    // Nor is a card-length run a card where the rule's `\b` cannot be on both sides of 13
+    // digits: a UUID's digits from after a letter, a run that ends in one.
+    for text in [
+        "1434ff6c-0019-40cc-a594-9419072157dc",
+        "c4111111111111x",
+        "x4111-1111-1111-1",
+        "4111-1111-1111-1x",
+    ] {
+        assert_eq!(
+            scan::candidates(text.as_bytes()) & scan::bit(BuiltIn::Card),
             0,
             "{text:?}"
         );
