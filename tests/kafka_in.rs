@@ -172,13 +172,10 @@ fn the_brokers_unreachable_for_a_while_and_an_aggregator_killed_meanwhile_still_
 
 #[test]
 fn a_record_without_headers_is_routed_and_redacted_by_the_aggregator_under_a_stable_id() {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::producer::{BaseRecord, Producer};
     let t = tansu();
     let es = osmem();
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &t.addr)
-        .create()
-        .unwrap();
+    let producer = producer(&t);
     for (key, value) in [
         (
             "a",
@@ -231,13 +228,10 @@ fn a_record_without_headers_is_routed_and_redacted_by_the_aggregator_under_a_sta
 #[test]
 fn a_finished_document_that_is_not_one_json_line_is_never_read_as_bulk_actions() {
     use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::producer::{BaseRecord, Producer};
     let t = tansu();
     let es = osmem();
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &t.addr)
-        .create()
-        .unwrap();
+    let producer = producer(&t);
     let payloads = [
         "{\n  \"msg\": \"pretty\",\r\n  \"seq\": 1\n}\n",
         "{\"msg\":\"carrier\",\"seq\":2}\n{\"index\":{\"_index\":\"injected\"}}\n{\"seq\":99}",
@@ -289,12 +283,17 @@ fn a_finished_document_that_is_not_one_json_line_is_never_read_as_bulk_actions()
     agent.stop();
 }
 
-fn produce(t: &Tansu, seqs: std::ops::Range<u64>) {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
+/// A producer to the broker, as another application's would be.
+fn producer(t: &Tansu) -> rdkafka::producer::BaseProducer {
+    rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &t.addr)
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+fn produce(t: &Tansu, seqs: std::ops::Range<u64>) {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let producer = producer(t);
     for seq in seqs {
         let value = format!(r#"{{"msg":"line {seq}","seq":{seq}}}"#);
         let key = format!("k{}", seq % 7);

@@ -10,7 +10,8 @@ use crate::vocab::{Flags, Record, Stream};
 use serde_json::{Value, json};
 use std::borrow::Cow;
 
-fn doc(cfg: config::Parse, message: &[u8], flags: Flags) -> (Value, Outcome) {
+/// The document `message` makes under `cfg`, as written, with the pod fields `extra`.
+fn written(cfg: &config::Parse, message: &[u8], flags: Flags, extra: &[u8]) -> (Vec<u8>, Outcome) {
     let rec = Record {
         time: "2026-11-26T17:00:00.5Z".into(),
         stream: Some(Stream::Stdout),
@@ -19,8 +20,17 @@ fn doc(cfg: config::Parse, message: &[u8], flags: Flags) -> (Value, Outcome) {
         flags,
     };
     let mut out = Vec::new();
-    let o =
-        DocumentWriter::new(&cfg).write(&mut out, &rec, b",\"kubernetes\":{\"pod_name\":\"p\"}");
+    let o = DocumentWriter::new(cfg).write(&mut out, &rec, extra);
+    (out, o)
+}
+
+fn doc(cfg: config::Parse, message: &[u8], flags: Flags) -> (Value, Outcome) {
+    let (out, o) = written(
+        &cfg,
+        message,
+        flags,
+        b",\"kubernetes\":{\"pod_name\":\"p\"}",
+    );
     let v = serde_json::from_slice(&out)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
     (v, o)
@@ -314,15 +324,7 @@ fn a_number_too_large_for_a_double_is_copied_verbatim_into_a_well_formed_documen
         target: "app".into(),
         ..defaults()
     };
-    let rec = Record {
-        time: "2026-11-26T17:00:00.5Z".into(),
-        stream: Some(Stream::Stdout),
-        message: Cow::Borrowed(message),
-        offset: 0,
-        flags: Flags::default(),
-    };
-    let mut out = Vec::new();
-    let o = DocumentWriter::new(&cfg).write(&mut out, &rec, b"");
+    let (out, o) = written(&cfg, message, Flags::default(), b"");
     assert!(o.json && o.invalid_utf8);
     let raw: &serde_json::value::RawValue = serde_json::from_slice(&out)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
@@ -428,15 +430,7 @@ fn a_pretty_printed_message_becomes_a_document_on_one_line() {
             ..defaults()
         },
     ] {
-        let rec = Record {
-            time: "2026-12-07T10:00:00Z".into(),
-            stream: Some(Stream::Stdout),
-            message: Cow::Borrowed(message),
-            offset: 0,
-            flags: Flags::default(),
-        };
-        let mut out = Vec::new();
-        let o = DocumentWriter::new(&cfg).write(&mut out, &rec, b"");
+        let (out, o) = written(&cfg, message, Flags::default(), b"");
         assert!(o.json, "{cfg:?}");
         let text = String::from_utf8_lossy(&out);
         assert!(!out.contains(&b'\n') && !out.contains(&b'\r'), "{text}");
