@@ -292,19 +292,7 @@ impl Shapes {
                 if last == DIGIT {
                     self.group += 1;
                 } else {
-                    self.before = if last == SEP && self.gap == 1 && s[i - 1] == b'-' {
-                        [self.before[1], self.group]
-                    } else {
-                        [0, 0]
-                    };
-                    self.prior = if (1..=2).contains(&self.gap) && self.group > 0 {
-                        [self.prior[1], self.group]
-                    } else {
-                        [0, 0]
-                    };
-                    self.group = 1;
-                    self.bare = i == 0 || opens_a_value(s[i - 1]);
-                    self.word_led = i > 0 && is_word(s[i - 1]);
+                    self.start_group(s, i, last);
                 }
                 self.gap = 0;
                 if !self.word_led {
@@ -358,6 +346,25 @@ impl Shapes {
                 self.plus = false;
             }
         }
+    }
+
+    /// A group of digits starts at `s[i]`, after a byte of class `last`: what the groups
+    /// before it were, and what comes right before it.
+    #[inline(always)]
+    fn start_group(&mut self, s: &[u8], i: usize, last: u8) {
+        self.before = if last == SEP && self.gap == 1 && s[i - 1] == b'-' {
+            [self.before[1], self.group]
+        } else {
+            [0, 0]
+        };
+        self.prior = if (1..=2).contains(&self.gap) && self.group > 0 {
+            [self.prior[1], self.group]
+        } else {
+            [0, 0]
+        };
+        self.group = 1;
+        self.bare = i == 0 || opens_a_value(s[i - 1]);
+        self.word_led = i > 0 && is_word(s[i - 1]);
     }
 }
 
