@@ -364,7 +364,9 @@ impl Shapes {
         };
         self.group = 1;
         self.bare = i == 0 || opens_a_value(s[i - 1]);
-        self.word_led = i > 0 && is_word(s[i - 1]);
+        // In JSON text, `\n` before the digits is a control character in the string, where
+        // the rule's `\b` holds: a word byte after a backslash does not lead the group.
+        self.word_led = i > 0 && is_word(s[i - 1]) && !(i > 1 && s[i - 2] == b'\\');
     }
 }
 

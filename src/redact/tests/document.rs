@@ -203,3 +203,23 @@ fn only_the_message_the_writer_wrote_is_read() {
     let escaped = r#"{"msg":"jane\u0040example.com"}"#;
     assert!(r.redact_document(escaped, 1..escaped.len() - 1).is_some());
 }
+
+/// A value right after an escape whose letter is a word byte (`\n`, `\t`, `\r`, `\b`, `\f`):
+/// in the JSON text the digits follow a letter, in the string they follow a control
+/// character, where the card rule's `\b` holds. The prefilter reads the JSON text.
+#[test]
+fn a_value_right_after_an_escaped_newline_or_tab_is_redacted() {
+    let r = all_rules();
+    for escape in ["\\n", "\\t", "\\r", "\\b", "\\f"] {
+        for value in [
+            "4111 1111 1111 1111",
+            "4111111111111111",
+            "078-05-1120",
+            "+14155552671",
+        ] {
+            let doc = format!(r#"{{"note":"paid{escape}{value} ok"}}"#);
+            let out = document(&r, &doc);
+            assert!(!out.contains(value), "{doc} -> {out}");
+        }
+    }
+}
