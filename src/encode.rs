@@ -250,7 +250,10 @@ pub fn finished_document(payload: &[u8]) -> Option<String> {
         return None;
     }
     serde_json::from_str::<serde::de::IgnoredAny>(&text).ok()?;
-    Some(text.replace(['\n', '\r'], " "))
+    if text.contains(['\n', '\r']) {
+        return Some(text.replace(['\n', '\r'], " "));
+    }
+    Some(text.into_owned())
 }
 
 #[cfg(test)]
