@@ -70,6 +70,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, down: &AtomicBool) {
         }
         match from.read(&mut buf) {
             Ok(0) => break,
+            // Read while the proxy went down: dropped, as a cut network would. A read blocks
+            // for up to 50 ms, long enough for a produce or a fetch answer made after the cut.
+            Ok(_) if down.load(Ordering::SeqCst) => break,
             Ok(n) => {
                 if to.write_all(&buf[..n]).is_err() {
                     break;
