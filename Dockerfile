@@ -3,9 +3,10 @@
 #   docker build -t logferry:0.1.0 .
 FROM rust:1-slim-bookworm AS build
 # The Kafka client (rdkafka) builds librdkafka and OpenSSL from their sources: their build
-# scripts need make and perl, which the slim image (gcc and libc6-dev only) lacks.
+# scripts need make and perl, which the slim image (gcc and libc6-dev only) lacks. isal-rs builds
+# ISA-L (the Elasticsearch sink's gzip) from its source with nasm and autotools.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends make perl \
+    && apt-get install -y --no-install-recommends make perl nasm autoconf automake libtool \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
