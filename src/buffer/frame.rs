@@ -71,8 +71,16 @@ fn seal_as(magic: &[u8; 4], frame: &mut [u8], time_ms: u64) {
     // Payloads are bounded by chunk_limit_size and max_line_bytes, both far below 4 GiB.
     header[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     header[8..16].copy_from_slice(&time_ms.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[..16]), payload);
+    let crc = checksum(&header[..16], payload);
     header[16..20].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// CRC-32C of a frame's first 16 header bytes, then its payload.
+fn checksum(header: &[u8], payload: &[u8]) -> u32 {
+    let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+    crc.update(header);
+    crc.update(payload);
+    crc.finalize() as u32
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -122,7 +130,7 @@ pub fn decode(buf: &[u8]) -> Frame<'_> {
         return Frame::Incomplete { len };
     }
     let payload = &buf[HEADER..len];
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&buf[..16]), payload);
+    let crc = checksum(&buf[..16], payload);
     if crc != word(16) {
         return Frame::Invalid;
     }
@@ -260,6 +268,25 @@ mod tests {
             encode(&mut buf, 1000 + i as u64, p);
         }
         buf
+    }
+
+    /// Segments written by every earlier build are read by this one: the checksum is CRC-32C
+    /// (Castagnoli) over the header's first 16 bytes and the payload, whichever library
+    /// computes it. The check values are RFC 3720's (iSCSI) and the catalogue's `123456789`.
+    #[test]
+    fn the_frame_checksum_is_crc32c_of_header_then_payload() {
+        assert_eq!(checksum(b"1234", b"56789"), 0xe306_9283);
+        assert_eq!(checksum(&[0; 16], &[0; 16]), 0x8a91_36aa);
+        assert_eq!(checksum(&[0xff; 16], &[0xff; 16]), 0x62a8_ab43);
+        let ascending: Vec<u8> = (0..32).collect();
+        assert_eq!(checksum(&ascending[..16], &ascending[16..]), 0x46dd_794e);
+        let long: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        let split = checksum(&long[..16], &long[16..]);
+        assert_eq!(
+            split,
+            checksum(&[], &long),
+            "the split does not change the sum"
+        );
     }
 
     #[test]
