@@ -186,7 +186,10 @@ pub(super) fn to_bytes(
             })
         })
         .collect();
-    stored.sort_by(|a, b| a.path.cmp(&b.path));
+    // By the path's bytes, not `Path`'s component-wise order: the same order for the names
+    // of one directory, and the buffer writes this document at every segment's head, where
+    // comparing components made the sort half of its cost (1.4 % of production's samples).
+    stored.sort_by(|a, b| a.path.as_os_str().cmp(b.path.as_os_str()));
     let last_scan_ms = last_scan.and_then(|t| {
         let ms = t.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_millis();
         u64::try_from(ms).ok()
