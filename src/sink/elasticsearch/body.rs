@@ -35,6 +35,9 @@ impl Gzip {
         )))
     }
 
+    /// After an error the member is dropped, never finished: the failed call left ISA-L's
+    /// input pointer on the caller's buffer, which `finish` would read again. Both callers
+    /// ([`gzip`], [`GzipOnRead`]) give up on the body at the first error.
     fn write(&mut self, input: &[u8]) -> io::Result<()> {
         self.0.write_all(input)
     }
