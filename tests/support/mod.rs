@@ -10,7 +10,7 @@ pub mod proxy;
 pub mod tcp_proxy;
 pub mod tls;
 
-pub use logferry_harness::{Format, LogWriter, Osmem, http_json};
+pub use logferry_harness::{Format, LogWriter, Osmem, free_port, http_json};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -112,13 +112,6 @@ impl Node {
 pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 pub fn osmem() -> Osmem {
