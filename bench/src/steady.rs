@@ -37,16 +37,25 @@ pub fn idle(shipper: &Shipper, sink: &Sink, work: &Path, seconds: u64) -> anyhow
     let mut agent = shipper.start(work, sink.addr, Setup::default())?;
     wait_for(sink, &mut agent, records, Duration::from_secs(300))?;
     std::thread::sleep(SETTLE);
-    let before = agent.usage()?;
+    let (before, threads_before) = (agent.usage()?, agent.thread_cpu()?);
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
-    let usage = agent.usage()?;
+    let (usage, threads_after) = (agent.usage()?, agent.thread_cpu()?);
     let quiet = start.elapsed().as_secs_f64();
     if let Ok(Some(status)) = agent.exited() {
         bail!("the agent exited ({status}) while idle");
     }
     agent.stop()?;
-    let cpu = usage.cpu - before.cpu;
+    // Nanoseconds per thread where every thread lived through the window; ticks otherwise.
+    let (cpu, clock) = if threads_before.keys().all(|t| threads_after.contains_key(t)) {
+        let ns: u64 = threads_after
+            .iter()
+            .map(|(t, after)| after - threads_before.get(t).unwrap_or(&0))
+            .sum();
+        (ns as f64 / 1e9, "per-thread ns")
+    } else {
+        (usage.cpu - before.cpu, "10 ms ticks: a thread ended")
+    };
     Ok(Row {
         name: "idle",
         input_bytes,
@@ -56,7 +65,7 @@ pub fn idle(shipper: &Shipper, sink: &Sink, work: &Path, seconds: u64) -> anyhow
         rss: usage.rss,
         note: format!(
             "{IDLE_FILES} CRI files of {IDLE_LINES} lines, shipped, then {quiet:.0} s of nothing: \
-             {:.3} CPU-s per minute, RSS {:.1} MiB",
+             {:.3} CPU-s per minute ({clock}), RSS {:.1} MiB",
             cpu / quiet * 60.0,
             usage.rss as f64 / MIB
         ),
