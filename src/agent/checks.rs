@@ -134,7 +134,11 @@ mod tests {
             tailer,
             sink,
             buffer,
-            status: Status { metrics, checks },
+            status: Status {
+                metrics,
+                checks,
+                refresh: None,
+            },
         }
     }
 

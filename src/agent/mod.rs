@@ -4,8 +4,9 @@
 //! decodes, encodes, appends to the buffer), the forward listeners' connections (tokio tasks
 //! appending through the same appender, from the blocking pool), the committer (fsyncs the buffer and moves
 //! checkpoints), and tokio tasks for the shippers (supervised: one that panics is restarted
-//! with its batch), the endpoints and the once-a-second saver (checkpoints, the buffer's ack
-//! cursor, buffer gauges).
+//! with its batch), the endpoints and the saver (checkpoints and the buffer's ack cursor, at most
+//! once a second while the buffer moves). The buffer's gauges are brought up to date by each
+//! scrape of `/metrics`.
 //!
 //! Shutdown: the tailer stops reading and appends its open chunk; the committer fsyncs it; no
 //! new batches leave the buffer, and requests in flight get up to [`DRAIN_TIMEOUT`] to finish;
@@ -43,8 +44,10 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const SECRET_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 /// How often progress is written to the checkpoint and cursor files.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
-/// The longest the input lag goes unmeasured while nothing the agent sees moves.
-const LAG_RECHECK: Duration = Duration::from_secs(10);
+/// The longest the input lag goes unmeasured while nothing the agent sees moves and the last
+/// measure found none (while there is lag it is measured every second): lines written while
+/// reading is stuck show within it. A stat per followed file, so a quiet node pays it rarely.
+const LAG_RECHECK: Duration = Duration::from_secs(60);
 
 /// Runs the agent until `stop` resolves, reloading its config as `reload` says (never when
 /// `None`).
@@ -84,14 +87,12 @@ pub async fn run(
         kube: kube.clone(),
         metrics: store.metrics.clone(),
         tail: to_tail,
+        wake_tail: wake_tailer.clone(),
     };
     let reloader = reload::start(reload, &cfg, stages, &config_state, hangup);
-    let saver = tokio::spawn(save_every_second(
-        store.checkpoints.clone(),
-        store.buffer.clone(),
-        store.metrics.clone(),
-    ));
+    let saver = tokio::spawn(store.saver());
     let status = Arc::new(Status {
+        refresh: Some(store.gauges()),
         metrics: store.metrics.clone(),
         checks: checks::all(checks::Parts {
             metrics: store.metrics.clone(),
@@ -109,7 +110,7 @@ pub async fn run(
     announce(&cfg);
     let fatal = tokio::select! {
         () = stop => None,
-        e = buffer_failure(&store.buffer) => Some(e),
+        e = store.buffer.failure() => Some(e),
     };
     tracing::info!("shutting down: stop reading, finish requests in flight, save checkpoints");
     reloader.abort();
@@ -172,6 +173,21 @@ struct Store {
 }
 
 impl Store {
+    /// The task that saves the checkpoints and the ack cursor as the buffer moves.
+    fn saver(&self) -> impl Future<Output = ()> + use<> {
+        save_as_it_moves(
+            self.checkpoints.clone(),
+            self.buffer.clone(),
+            self.metrics.clone(),
+        )
+    }
+
+    /// Brings the buffer's gauges up to date, for each scrape.
+    fn gauges(&self) -> Box<dyn Fn() + Send + Sync> {
+        let (buffer, metrics) = (self.buffer.clone(), self.metrics.clone());
+        Box::new(move || update_gauges(&buffer, &metrics))
+    }
+
     fn open(cfg: &Config) -> anyhow::Result<Store> {
         crate::disk::create_private_dir_all(&cfg.data_dir)
             .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
@@ -311,16 +327,6 @@ fn start_tailer(
     Ok((thread, waker))
 }
 
-/// Resolves with the buffer's fatal error (a failed fsync), which stops the agent.
-async fn buffer_failure(buffer: &Buffer) -> String {
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        if let Some(e) = buffer.fatal() {
-            return e;
-        }
-    }
-}
-
 /// Waits for a thread on the blocking pool, so the runtime keeps serving meanwhile.
 async fn join(name: &str, thread: std::thread::JoinHandle<()>) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || thread.join())
@@ -330,24 +336,26 @@ async fn join(name: &str, thread: std::thread::JoinHandle<()>) -> anyhow::Result
         .ok_or_else(|| anyhow!("the {name} thread panicked"))
 }
 
-/// Once a second: the buffer gauges, the input lag, and the checkpoint and cursor files.
+/// The checkpoint and cursor files, at most once a [`CHECKPOINT_INTERVAL`] while the buffer
+/// moves (records made durable or acknowledged), and the input lag.
 ///
 /// The lag costs a stat per followed file, so it is measured again only when it can have
 /// changed for a reason the agent sees (a checkpoint moved, or there was lag to watch), and
 /// otherwise every [`LAG_RECHECK`] (lines written while reading is stuck): on a quiet node of
-/// 500 files, 500 stats a second were most of what the agent did.
-async fn save_every_second(
+/// 500 files, 500 stats a second were most of what the agent did. A quiet agent sleeps on the
+/// buffer's progress, waking only for that recheck; one that ticked every second anyway paid
+/// a wake-up of the runtime and one of the blocking pool each second for nothing.
+async fn save_as_it_moves(
     checkpoints: Arc<Checkpoints>,
     buffer: Arc<Buffer>,
     metrics: Arc<Metrics>,
 ) {
-    let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+    let mut moved = buffer.moved();
     let mut failing = false;
     // The checkpoints' fingerprint, when, and the lag, at the last measure.
     let mut measured: Option<(u64, Instant, u64)> = None;
     loop {
-        tick.tick().await;
-        update_gauges(&buffer, &metrics);
+        moved.mark_unchanged();
         let seen = checkpoints.fingerprint();
         let due = measured.is_none_or(|(fingerprint, at, lag)| {
             fingerprint != seen || lag > 0 || at.elapsed() >= LAG_RECHECK
@@ -357,14 +365,31 @@ async fn save_every_second(
             metrics.input_lag_bytes.set(lag as i64);
             measured = Some((seen, Instant::now(), lag));
         }
-        let ok = save(&checkpoints, &buffer, &metrics, !failing).await;
-        if ok && failing {
-            tracing::info!("checkpoints are written again");
+        if failing || checkpoints.unsaved() || buffer.cursor_unsaved() {
+            let ok = save(&checkpoints, &buffer, &metrics, !failing).await;
+            if ok && failing {
+                tracing::info!("checkpoints are written again");
+            }
+            failing = !ok;
         }
-        failing = !ok;
+        tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+        let lag = measured.map_or(0, |(_, _, lag)| lag);
+        if failing || lag > 0 || moved.has_changed().unwrap_or(true) {
+            continue;
+        }
+        // Quiet. Changes the buffer does not signal (a file forgotten, the read position
+        // moved past an empty segment) wait for the recheck.
+        let recheck = measured.map_or(Duration::ZERO, |(_, at, _)| {
+            (at + LAG_RECHECK).saturating_duration_since(Instant::now())
+        });
+        tokio::select! {
+            _ = moved.changed() => {}
+            () = tokio::time::sleep(recheck) => {}
+        }
     }
 }
 
+/// The buffer's gauges, brought up to date for a scrape of `/metrics`.
 fn update_gauges(buffer: &Buffer, metrics: &Metrics) {
     let s = buffer.stats();
     metrics.buffer_bytes.set(s.bytes as i64);

@@ -39,6 +39,7 @@ impl Buffer {
                     self.state().fatal = Some(msg);
                     self.data.notify_waiters();
                     self.data.notify_one();
+                    self.moved.send_replace(());
                     return;
                 }
             };
@@ -58,6 +59,8 @@ impl Buffer {
                 durable(p.advances);
                 p.waiters.call();
             }
+            // After the checkpoints moved: the saver wakes to positions worth saving.
+            self.moved.send_replace(());
         }
     }
 
@@ -165,6 +168,8 @@ impl Buffer {
             st.records = st.records.saturating_sub(b.records);
         }
         self.release(&mut st);
+        drop(st);
+        self.moved.send_replace(());
     }
 
     /// Deletes the segments the ack cursor has passed.

@@ -88,9 +88,7 @@ impl Buffer {
                     read_into,
                 });
             }
-            // Woken by new data or a batch given back, or after a while anyway: a read that
-            // failed is tried again.
-            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+            self.wait_for_data(notified).await;
         }
     }
 

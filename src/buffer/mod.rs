@@ -359,6 +359,9 @@ pub struct Buffer {
     space: Condvar,
     /// Signalled when records become durable or the buffer closes, for idle shippers.
     data: tokio::sync::Notify,
+    /// Bumped when records become durable or acknowledged, and on a fatal error or close: what
+    /// a quiet agent's saver and its watch for a failed fsync sleep on, instead of a timer.
+    moved: tokio::sync::watch::Sender<()>,
     commits: Mutex<Commits>,
     commit_ready: Condvar,
     /// Readers take batches one at a time, so batches are contiguous and in order.
@@ -410,11 +413,38 @@ impl Buffer {
         self.state().closed = true;
         self.data.notify_waiters();
         self.data.notify_one();
+        self.moved.send_replace(());
     }
 
     /// Set when an fsync failed: the agent must stop.
     pub fn fatal(&self) -> Option<String> {
         self.state().fatal.clone()
+    }
+
+    /// Resolves with the fatal error (see [`Buffer::fatal`]) once there is one.
+    pub async fn failure(&self) -> String {
+        let mut moved = self.moved.subscribe();
+        loop {
+            if let Some(e) = self.fatal() {
+                return e;
+            }
+            if moved.changed().await.is_err() {
+                // Never: the buffer holds the sender for its whole life.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Changes each time records become durable or acknowledged, and when the buffer fails or
+    /// closes (see `moved`).
+    pub fn moved(&self) -> tokio::sync::watch::Receiver<()> {
+        self.moved.subscribe()
+    }
+
+    /// The ack cursor moved since it was last saved.
+    pub fn cursor_unsaved(&self) -> bool {
+        let st = self.state();
+        st.saved != Some(st.acked())
     }
 
     pub fn stats(&self) -> Stats {

@@ -5,6 +5,9 @@
 
 use super::*;
 
+/// How soon a read of the buffer that failed is tried again.
+const READ_RETRY: Duration = Duration::from_secs(1);
+
 impl Buffer {
     /// The next batch of at most `limit` bytes (one larger item goes alone), waiting for one;
     /// `None` once the buffer is closed.
@@ -22,8 +25,24 @@ impl Buffer {
                 self.data.notify_one();
                 return Some(batch);
             }
-            // Woken by new data, or after a while anyway: a read that failed is tried again.
-            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+            self.wait_for_data(notified).await;
+        }
+    }
+
+    /// Waits for `notified` (records made durable, a batch given back, the buffer closed or
+    /// failed), and no longer than [`READ_RETRY`] while reading fails: a failed read is tried
+    /// again then. A quiet buffer wakes nobody.
+    pub(super) async fn wait_for_data(&self, notified: tokio::sync::futures::Notified<'_>) {
+        let failing = self
+            .reading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .failures
+            > 0;
+        if failing {
+            let _ = tokio::time::timeout(READ_RETRY, notified).await;
+        } else {
+            notified.await;
         }
     }
 
@@ -54,6 +73,9 @@ impl Buffer {
                     let mut st = self.state();
                     if st.read.segment == id && st.read.offset == from {
                         st.read.offset = end;
+                        drop(st);
+                        // The ack cursor may have moved with it.
+                        self.moved.send_replace(());
                     }
                 }
                 Ok(Read::Frames {

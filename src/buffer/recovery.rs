@@ -122,6 +122,7 @@ impl Buffer {
             opts,
             space: Condvar::new(),
             data: tokio::sync::Notify::new(),
+            moved: tokio::sync::watch::Sender::new(()),
             commits: Mutex::new(Commits::default()),
             commit_ready: Condvar::new(),
             reading: Mutex::new(Reader::default()),

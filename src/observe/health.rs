@@ -70,6 +70,8 @@ impl Check for Fixed {
 pub struct Status {
     pub metrics: Arc<Metrics>,
     pub checks: Vec<Arc<dyn Check>>,
+    /// Brings the gauges nothing updates by itself (the buffer's) up to date before a scrape.
+    pub refresh: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 pub struct Report {

@@ -116,6 +116,9 @@ fn route(req: &Request<hyper::body::Incoming>, status: &Status) -> Response<Full
             } else {
                 "text/plain; version=0.0.4; charset=utf-8"
             };
+            if let Some(refresh) = &status.refresh {
+                refresh();
+            }
             response(
                 StatusCode::OK,
                 content_type,

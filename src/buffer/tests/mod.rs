@@ -1,5 +1,6 @@
 use super::*;
 
+mod moved;
 mod positions;
 mod read_into;
 mod recovery;

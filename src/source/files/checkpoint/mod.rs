@@ -385,6 +385,11 @@ impl Checkpoints {
         }
     }
 
+    /// Something changed since the last save.
+    pub fn unsaved(&self) -> bool {
+        self.lock().dirty
+    }
+
     /// Writes the checkpoints if they changed: temp file, fsync, rename, fsync of the directory.
     pub fn save(&self) -> Result<(), Error> {
         let _saving = self.saving.lock().unwrap_or_else(PoisonError::into_inner);
