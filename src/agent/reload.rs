@@ -65,8 +65,10 @@ pub(super) struct Stages {
     pub sink: super::shipping::Sink,
     pub kube: Option<Arc<Cache>>,
     pub metrics: Arc<Metrics>,
-    /// The tailer and discovery take what is sent here at their next pass.
+    /// The tailer and discovery take what is sent here at their next pass, which `wake_tail`
+    /// starts at once (a quiet node's tailer may otherwise sleep until its next rescan).
     pub tail: watch::Sender<Arc<Config>>,
+    pub wake_tail: crate::source::files::Waker,
 }
 
 /// What `/health` says about the config: the last reload's trouble, if any.
@@ -270,11 +272,13 @@ impl Reloader {
             let setup = Setup::new(&cfg, s.connector.clone(), s.metrics.clone());
             let tried = installing.replace(setup);
             let _ = s.tail.send(cfg.clone());
+            s.wake_tail.wake();
             let _ = tokio::time::timeout(FIRST_ATTEMPT_WAIT, tried).await;
             drop(held);
         } else {
             // Fails only once the tailer has stopped: nothing left to reconfigure then.
             let _ = s.tail.send(cfg.clone());
+            s.wake_tail.wake();
         }
         self.running = (*cfg).clone();
         s.metrics.config_last_reload_success.set(unix_now());

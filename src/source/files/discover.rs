@@ -32,8 +32,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
-/// The longest the loop sleeps: files waiting for their first line are tried this often. inotify,
-/// a file given back and shutdown wake it at once.
+/// The longest the loop sleeps while files wait for their first line or for a descriptor: they
+/// are tried this often. inotify, a file given back, a reload and shutdown wake it at once;
+/// with nothing waiting, it sleeps until the next rescan.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 /// How soon files waiting for their first line, for a descriptor, or for room in the channel
 /// are tried again.
@@ -150,8 +151,15 @@ impl Discoverer {
             // costs nothing in lines, and retrying faster would cost a read each.
             let busy = !self.pending.is_empty()
                 || (!self.starved.is_empty() && self.shared.descriptors.room() > 0);
-            let wait = if busy { RETRY } else { MAX_IDLE }
-                .min(next_rescan.saturating_duration_since(Instant::now()));
+            let until_rescan = next_rescan.saturating_duration_since(Instant::now());
+            let wait = if busy {
+                RETRY
+            } else if !self.waiting.is_empty() || !self.starved.is_empty() {
+                MAX_IDLE
+            } else {
+                until_rescan
+            }
+            .min(until_rescan);
             match self.events.recv_timeout(wait) {
                 Ok(ev) => rescan |= ev == Seen::Structure,
                 Err(RecvTimeoutError::Timeout) => {}
@@ -220,8 +228,8 @@ impl Discoverer {
             self.previous_scan = Some(before);
         }
         self.watch_roots();
-        let found = self.globs.scan();
-        let found_set: HashSet<&PathBuf> = found.iter().collect();
+        let found = self.globs.scan_looked();
+        let found_set: HashSet<&PathBuf> = found.iter().map(|(p, _)| p).collect();
         let gone: Vec<PathBuf> = self
             .by_path
             .keys()
@@ -255,15 +263,16 @@ impl Discoverer {
         } else {
             Start::Beginning
         };
-        for path in &found {
-            self.consider(path, start);
+        for (path, meta) in found {
+            self.consider(&path, start, Some(meta));
         }
         self.checkpoints.note_scan(now, false);
     }
 
-    /// Looks at one matched path: a file there that is not followed yet is opened.
-    fn consider(&mut self, path: &Path, start: Start) {
-        let Some(meta) = self.look(path) else {
+    /// Looks at one matched path (`seen`: what the scan just found there): a file there that
+    /// is not followed yet is opened.
+    fn consider(&mut self, path: &Path, start: Start, seen: Option<std::fs::Metadata>) {
+        let Some(meta) = self.look_at(path, seen) else {
             return;
         };
         let start = match start {
@@ -292,7 +301,7 @@ impl Discoverer {
             if self.by_path.contains_key(&path) || self.waiting.contains_key(&path) {
                 continue;
             }
-            self.consider(&path, start);
+            self.consider(&path, start, None);
         }
     }
 

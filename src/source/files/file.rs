@@ -301,13 +301,7 @@ impl Tracked {
     /// always has a few new bytes, and every line written before that moment was seen.
     pub fn flush_expired(&mut self, now: Instant, timeout: Duration, out: &mut Outlet) {
         let partial = self.decoder.expiry(timeout);
-        let joined = self.joiner.as_ref().and_then(Joiner::expiry);
-        if [partial, joined]
-            .into_iter()
-            .flatten()
-            .min()
-            .is_none_or(|at| at > now)
-        {
+        if self.expiry(timeout).is_none_or(|at| at > now) {
             return;
         }
         // A failed stat says nothing about the file's end: wait for a read to settle it.
@@ -326,6 +320,13 @@ impl Tracked {
             j.flush_expired(seen, &mut |r| out.emit(key, r, meta, before));
         }
         out.advance(self.key, self.safe_offset());
+    }
+
+    /// When the first partial record or multiline group held here times out.
+    pub fn expiry(&self, timeout: Duration) -> Option<Instant> {
+        let partial = self.decoder.expiry(timeout);
+        let joined = self.joiner.as_ref().and_then(Joiner::expiry);
+        [partial, joined].into_iter().flatten().min()
     }
 
     /// The file is let go: a last line without its newline and records still missing their

@@ -1,6 +1,7 @@
 //! Which files the include and exclude globs select right now, and which directories to watch
 //! for new ones. Used by the discovery thread ([`super::discover`]).
 
+use std::fs::Metadata;
 use std::path::{Component, Path, PathBuf};
 
 pub struct Discovery {
@@ -53,15 +54,24 @@ impl Discovery {
 
     /// Every regular file (following symlinks) matched now, sorted, without duplicates.
     pub fn scan(&self) -> Vec<PathBuf> {
+        self.scan_looked().into_iter().map(|(p, _)| p).collect()
+    }
+
+    /// [`Discovery::scan`], with what each path led to when it was looked at: the caller
+    /// needs no second stat of it.
+    pub fn scan_looked(&self) -> Vec<(PathBuf, Metadata)> {
         self.scan_where(|path| !self.excludes(path))
     }
 
     /// Every regular file an include glob matches, excluded or not.
     pub fn scan_included(&self) -> Vec<PathBuf> {
         self.scan_where(|_| true)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect()
     }
 
-    fn scan_where(&self, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
+    fn scan_where(&self, keep: impl Fn(&Path) -> bool) -> Vec<(PathBuf, Metadata)> {
         let mut out = Vec::new();
         for pattern in &self.include {
             let Ok(paths) = glob::glob(pattern) else {
@@ -69,13 +79,16 @@ impl Discovery {
             };
             // Unreadable directory entries are skipped; the next scan tries again.
             for path in paths.flatten() {
-                if keep(&path) && std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-                    out.push(path);
+                if keep(&path)
+                    && let Ok(meta) = std::fs::metadata(&path)
+                    && meta.is_file()
+                {
+                    out.push((path, meta));
                 }
             }
         }
-        out.sort();
-        out.dedup();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.dedup_by(|a, b| a.0 == b.0);
         out
     }
 

@@ -1,12 +1,32 @@
 //! What tells the reader which files to read, besides a read that stopped short: the files
 //! inotify saw written (taken once per pass), and the look at every file inotify does not watch
-//! (every `rescan_interval`) or at every file (events were lost).
+//! (every `rescan_interval`) or at every file (events were lost); and whether anything is due
+//! at a time at all, so that a quiet node's tailer sleeps instead of looking.
 
 use super::file::identify;
 use super::handoff::lock;
 use super::{FileKey, Tailer};
 
 impl Tailer {
+    /// Something besides the files' own records is due at a time rather than at an event
+    /// (see [`super::MAX_IDLE`]); the files' are looked at once a pass, by [`Tailer::note_quiet`].
+    pub(super) fn waits_on_the_clock(&self) -> bool {
+        !self.waiting_meta.is_empty()
+            || !self.parked_wanting.is_empty()
+            || self.state.waiting_for_descriptor() > 0
+    }
+
+    /// After a pass: whether no file holds anything due at a time (a partial record or a
+    /// multiline group to time out, `rotate_wait` to run out), so the next turn of the loop
+    /// needs no pass unless something is written, handed on or reconfigured.
+    pub(super) fn note_quiet(&mut self) {
+        let timeout = self.cfg.partial_timeout.0;
+        self.quiet = !self
+            .files
+            .values()
+            .any(|t| t.draining || t.expiry(timeout).is_some());
+    }
+
     /// Marks the files inotify saw written since the last look.
     pub(super) fn take_written(&mut self) {
         let paths = std::mem::take(&mut *lock(&self.shared.written));

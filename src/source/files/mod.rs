@@ -80,10 +80,14 @@ const PASS_BUDGET: usize = 4 * 1024 * 1024;
 /// within the 30 s a pod is given to stop, leaving time to make it durable.
 const FINAL_READ: Duration = Duration::from_secs(10);
 
-/// The longest the loop sleeps: rotate_wait and partial_timeout are kept to within it, and a
-/// reload is applied within it. Writes and shutdown wake the loop at once; a quiet node wakes
-/// it this often and no more.
+/// The longest the loop sleeps while something waits on the clock (a partial record or a
+/// multiline group to time out, a rotated file's `rotate_wait`, a file waiting for its pod's
+/// metadata or for a descriptor): those deadlines are kept to within it.
 const MAX_IDLE: Duration = Duration::from_secs(1);
+/// The longest it sleeps when nothing does: writes, handoffs, reloads and shutdown wake it at
+/// once, so on a quiet node only the periodic look ([`config::Input::rescan_interval`]) and
+/// the heartbeat `/health` watches (stalled after two minutes) are left to wake it.
+const QUIET_IDLE: Duration = Duration::from_secs(30);
 /// How long the inotify thread lets writes gather after a batch: a quarter of the time lines may
 /// wait anyway (`buffer.flush_interval`), at most 250 ms.
 fn inotify_pace(buffer: &config::Buffer) -> Duration {
@@ -121,6 +125,10 @@ impl TailerState {
 
 /// The reading thread: follows every file discovery opened, until shutdown.
 pub struct Tailer {
+    /// The last pass left nothing due at a time (see [`Tailer::waits_on_the_clock`]), and
+    /// nothing was handed on or reconfigured since: a pass with nothing written would do nothing
+    /// but look at every file, which on a quiet node of 500 files was most of the tailer's cost.
+    quiet: bool,
     cfg: config::Input,
     /// The whole config the tailer runs with, to see what a reload changes.
     running: Arc<config::Config>,
@@ -219,6 +227,7 @@ impl Tailer {
             this_scan: None,
         };
         Tailer {
+            quiet: false,
             cfg: cfg.input.clone(),
             running: Arc::new(cfg.clone()),
             reloads,
@@ -274,7 +283,13 @@ impl Tailer {
         while !self.out.shutdown.load(Ordering::Relaxed) {
             let refilled = self.tick(&mut next_full_pass);
             let now = Instant::now();
-            if now >= next_read || refilled {
+            let nothing = self.quiet
+                && !refilled
+                && self.dirty.is_empty()
+                && lock(&self.shared.written).is_empty();
+            if nothing {
+                next_read = next_read.max(now);
+            } else if now >= next_read || refilled {
                 next_read = self.pass(&mut buf, now);
             }
             if self.dirty.is_empty() || Instant::now() < next_read {
@@ -285,7 +300,12 @@ impl Tailer {
                 if !self.dirty.is_empty() || !lock(&self.shared.written).is_empty() {
                     due = due.min(next_read);
                 }
-                let wait = due.saturating_duration_since(Instant::now()).min(MAX_IDLE);
+                let most = if self.quiet && !self.waits_on_the_clock() {
+                    QUIET_IDLE
+                } else {
+                    MAX_IDLE
+                };
+                let wait = due.saturating_duration_since(Instant::now()).min(most);
                 match self.handoffs.recv_timeout(wait) {
                     Ok(h) => self.take(h),
                     Err(RecvTimeoutError::Timeout) => {}
@@ -296,8 +316,6 @@ impl Tailer {
         self.stop(discovery, &mut buf);
     }
 
-    /// What each turn of the loop does before reading: take what discovery handed on, the
-    /// periodic look at every file, and keeping within the descriptor budget.
     /// One read pass, started at `now`, and what follows it: partial records timed out, drained
     /// files let go, the chunk appended to the buffer. Returns when the next may start: at once
     /// after a backlog, else a `flush_interval` on.
@@ -319,6 +337,7 @@ impl Tailer {
             t.flush_expired(now, self.cfg.partial_timeout.0, &mut self.out);
         }
         self.let_go_of_drained(buf);
+        self.note_quiet();
         self.out.seal();
         self.publish();
         if let Some(th) = self.out.throttle.as_mut() {
@@ -330,6 +349,8 @@ impl Tailer {
 
     /// True when a throttled file's bucket has refilled: it is read at once, whatever the
     /// pace, so that a throttled file is read at its rate over every stretch of time.
+    /// What each turn of the loop does before reading: take what discovery handed on, the
+    /// periodic look at every file, and keeping within the descriptor budget.
     fn tick(&mut self, next_full_pass: &mut Instant) -> bool {
         self.state.beat();
         if let Some(new) = reloads::newer(&mut self.reloads) {
@@ -416,6 +437,7 @@ impl Tailer {
 
     /// Applies what discovery handed on.
     fn take(&mut self, h: Handoff) {
+        self.quiet = false;
         match h {
             Handoff::Follow(o) => self.follow(o),
             Handoff::Drain(key) => self.start_draining(key),

@@ -18,6 +18,7 @@ impl Tailer {
     /// Takes a new config at a pass boundary. Whatever a joiner holds when its rules change is
     /// handed on first, as complete records; records already encoded stay as they were.
     pub(super) fn reconfigure(&mut self, new: Arc<config::Config>) {
+        self.quiet = false;
         let old = std::mem::replace(&mut self.running, new.clone());
         // `max_line_bytes` needs a restart: a line held under the old cap may be past a new one.
         self.cfg = new.input.clone();

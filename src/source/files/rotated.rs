@@ -19,16 +19,35 @@ impl Discoverer {
     /// waiting for its first line, or one rotated twice between two looks) — so renamed
     /// siblings changed since the last look are picked up and read to their end.
     pub(super) fn look(&mut self, path: &Path) -> Option<std::fs::Metadata> {
-        let meta = std::fs::metadata(path).ok()?;
-        let inode = (meta.dev(), meta.ino());
-        let prev = self.looks.remove(path);
-        // Resolving the symlink costs a syscall per path component: only when it may have changed.
-        let real = match &prev {
-            Some(p) if (p.dev, p.ino) == inode => p.real.clone(),
-            _ => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()),
+        self.look_at(path, None)
+    }
+
+    /// [`Discoverer::look`], with what a scan found at `path` a moment ago when there is that.
+    pub(super) fn look_at(
+        &mut self,
+        path: &Path,
+        seen: Option<std::fs::Metadata>,
+    ) -> Option<std::fs::Metadata> {
+        let meta = match seen {
+            Some(meta) => meta,
+            None => std::fs::metadata(path).ok()?,
         };
+        let inode = (meta.dev(), meta.ino());
+        // The same file as at the last look, as nearly always: only the time of the look moves.
+        // (No second hash of the path, no copy of it: a rescan of 500 quiet files was mostly
+        // such bookkeeping.)
+        if let Some(p) = self.looks.get_mut(path)
+            && (p.dev, p.ino) == inode
+        {
+            p.at = SystemTime::now();
+            return Some(meta);
+        }
+        let prev = self.looks.remove(path);
+        // Resolving the symlink costs a syscall per path component: only now that it may have
+        // changed.
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         match (&prev, self.previous_scan) {
-            (Some(p), _) if (p.dev, p.ino) != inode => self.rescue_renamed(&p.real, p.at),
+            (Some(p), _) => self.rescue_renamed(&p.real, p.at),
             // A path never looked at before: a file there may already have been created,
             // written and renamed since the previous scan (of this run, or of the last one),
             // before anything could see it.

@@ -184,6 +184,8 @@ impl Reading {
                     tracing::warn!(error = %e, "cannot read inotify events; files are looked at every rescan_interval");
                     self.sinks.missed_structure.store(true, Ordering::Relaxed);
                     self.sinks.missed_writes.store(true, Ordering::Relaxed);
+                    let _ = self.sinks.discovery.try_send(Seen::Wake);
+                    (self.sinks.wake_reader)();
                     return;
                 }
             };
@@ -270,6 +272,9 @@ impl Reading {
             if first {
                 (s.wake_reader)();
             }
+        } else if lost {
+            // Every file is to be looked at, now rather than at the reader's next look.
+            (s.wake_reader)();
         }
         any || lost
     }
