@@ -40,6 +40,7 @@ impl Buffer {
                     self.data.notify_waiters();
                     self.data.notify_one();
                     self.moved.send_replace(());
+                    self.failed.notify_waiters();
                     return;
                 }
             };

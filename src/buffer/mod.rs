@@ -12,9 +12,9 @@
 //! - **Out**: shippers take batches of durable items in order ([`Buffer::next_batch`]) and
 //!   acknowledge them in any order ([`Buffer::acknowledge`]); the ack cursor is the start of the
 //!   oldest batch not yet acknowledged. A segment file is deleted once the ack cursor has passed
-//!   all of it, and the cursor is saved to `cursor.json` every second, so a restart resumes where
-//!   acknowledgements stopped. What was in flight at a crash is sent again: its deterministic ids
-//!   make the replay 409s, not duplicates.
+//!   all of it, and the cursor is saved to `cursor.json` within a second of moving, so a restart
+//!   resumes where acknowledgements stopped. What was in flight at a crash is sent again: its
+//!   deterministic ids make the replay 409s, not duplicates.
 //! - **Limits**: `max_size` bounds the files. When it is reached, `block` makes the appender wait
 //!   (reading pauses); `drop_oldest_chunk` deletes the oldest segment no shipper has started on
 //!   and counts its records as dropped. A full disk makes the appender wait too, and says so.
@@ -360,12 +360,16 @@ pub struct Buffer {
     /// Signalled when records become durable or the buffer closes, for idle shippers.
     data: tokio::sync::Notify,
     /// Bumped when records become durable or acknowledged, and on a fatal error or close: what
-    /// a quiet agent's saver and its watch for a failed fsync sleep on, instead of a timer.
+    /// a quiet agent's saver sleeps on, instead of a timer.
     moved: tokio::sync::watch::Sender<()>,
+    /// Signalled when an fsync failed (see [`Buffer::fatal`]).
+    failed: tokio::sync::Notify,
     commits: Mutex<Commits>,
     commit_ready: Condvar,
     /// Readers take batches one at a time, so batches are contiguous and in order.
     reading: Mutex<Reader>,
+    /// The last read of the buffer failed (see `Reader::failures`), for idle shippers to retry.
+    read_failing: std::sync::atomic::AtomicBool,
     /// Held for a whole cursor save: the periodic save and the one at shutdown can overlap, and
     /// an older cursor renamed over a newer one would send acknowledged records again.
     saving: Mutex<()>,
@@ -421,17 +425,15 @@ impl Buffer {
         self.state().fatal.clone()
     }
 
-    /// Resolves with the fatal error (see [`Buffer::fatal`]) once there is one.
+    /// Resolves with the fatal error (see [`Buffer::fatal`]) once there is one. (Not on
+    /// `moved`: that changes with every commit, and the state lock is the hot path's.)
     pub async fn failure(&self) -> String {
-        let mut moved = self.moved.subscribe();
         loop {
+            let failed = self.failed.notified();
             if let Some(e) = self.fatal() {
                 return e;
             }
-            if moved.changed().await.is_err() {
-                // Never: the buffer holds the sender for its whole life.
-                std::future::pending::<()>().await;
-            }
+            failed.await;
         }
     }
 

@@ -4,6 +4,7 @@
 //! found here is skipped, counted and logged once. A batch holds only where its items are.
 
 use super::*;
+use std::sync::atomic::Ordering;
 
 /// How soon a read of the buffer that failed is tried again.
 const READ_RETRY: Duration = Duration::from_secs(1);
@@ -33,13 +34,8 @@ impl Buffer {
     /// failed), and no longer than [`READ_RETRY`] while reading fails: a failed read is tried
     /// again then. A quiet buffer wakes nobody.
     pub(super) async fn wait_for_data(&self, notified: tokio::sync::futures::Notified<'_>) {
-        let failing = self
-            .reading
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .failures
-            > 0;
-        if failing {
+        // Not the reading lock: another shipper holds it for the whole read of its batch.
+        if self.read_failing.load(Ordering::Relaxed) {
             let _ = tokio::time::timeout(READ_RETRY, notified).await;
         } else {
             notified.await;
@@ -62,6 +58,7 @@ impl Buffer {
                     Ok(f) => reader.file.insert((id, Arc::new(f))).1.clone(),
                     Err(e) => {
                         reader.failed(id, &e);
+                        self.read_failing.store(true, Ordering::Relaxed);
                         return None;
                     }
                 },
@@ -93,6 +90,7 @@ impl Buffer {
                     );
                     let batch = self.hand_out(span, file, items, (oldest_ms, newest_ms));
                     if reader.failures > 0 {
+                        self.read_failing.store(false, Ordering::Relaxed);
                         tracing::info!(
                             failures = std::mem::take(&mut reader.failures),
                             "the buffer is readable again"
@@ -103,6 +101,7 @@ impl Buffer {
                 Ok(Read::Corrupt { at, next }) => self.skip_corrupt(&mut reader, id, at, next),
                 Err(e) => {
                     reader.failed(id, &e);
+                    self.read_failing.store(true, Ordering::Relaxed);
                     return None;
                 }
             }
