@@ -164,6 +164,14 @@ fn drain(b: &Buffer) -> Vec<u64> {
     out
 }
 
+/// A runtime for the shippers' side of a test.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
 fn wait_for(what: &str, f: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !f() {
@@ -559,10 +567,7 @@ fn a_record_larger_than_the_whole_limit_goes_in_alone_instead_of_blocking_for_ev
 /// flight for ever, so the ack cursor could not pass it and no segment behind it was freed.
 #[test]
 fn a_batch_whose_shipper_failed_is_handed_out_again_and_never_pins_the_cursor() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let rig = Rig::new();
     let b = rig.open(1 << 20, OverflowAction::Block);
     let _c = rig.committer(&b);

@@ -12,10 +12,7 @@ fn changed(moved: &mut Receiver<()>) -> bool {
 
 #[test]
 fn durable_and_acknowledged_records_are_signalled_and_nothing_else_is() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let rig = Rig::new();
     let b = rig.open(1 << 20, OverflowAction::Block);
     let mut moved = b.moved();

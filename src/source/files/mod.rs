@@ -347,10 +347,10 @@ impl Tailer {
         next
     }
 
-    /// True when a throttled file's bucket has refilled: it is read at once, whatever the
-    /// pace, so that a throttled file is read at its rate over every stretch of time.
     /// What each turn of the loop does before reading: take what discovery handed on, the
-    /// periodic look at every file, and keeping within the descriptor budget.
+    /// periodic look at every file, and keeping within the descriptor budget. True when a
+    /// throttled file's bucket has refilled: it is read at once, whatever the pace, so that a
+    /// throttled file is read at its rate over every stretch of time.
     fn tick(&mut self, next_full_pass: &mut Instant) -> bool {
         self.state.beat();
         if let Some(new) = reloads::newer(&mut self.reloads) {
