@@ -62,6 +62,8 @@ pub struct Connector {
     failing: Mutex<bool>,
     /// Signalled after a rebuild, so a shipper waiting out a refusal tries again at once.
     pub changed: tokio::sync::Notify,
+    /// Signalled by each reload's install: the files to watch may be others now.
+    installed: tokio::sync::Notify,
 }
 
 impl Connector {
@@ -83,6 +85,7 @@ impl Connector {
             built_from: Mutex::new(files_hash(cfg)),
             failing: Mutex::new(false),
             changed: tokio::sync::Notify::new(),
+            installed: tokio::sync::Notify::new(),
         })
     }
 
@@ -129,6 +132,8 @@ impl Connector {
             *built_from = files_hash(cfg);
             self.changed.notify_waiters();
         }
+        // One watcher: a permit kept for it if it is not waiting yet.
+        self.installed.notify_one();
     }
 
     /// Rebuilds the endpoint if any of its files changed. True when it did.
@@ -182,10 +187,20 @@ impl Connector {
         }
     }
 
-    /// Checks the files every `every` until the process ends.
+    /// Checks the files every `every` until the process ends. A config that names none has
+    /// nothing to check until a reload installs one that does: on a quiet node, the tick every
+    /// 5 s and its trip to the blocking pool were most of what the runtime woke for.
     pub async fn watch(self: Arc<Self>, every: Duration) {
         let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let none = files(&self.cfg.lock().unwrap_or_else(PoisonError::into_inner))
+                .next()
+                .is_none();
+            if none {
+                self.installed.notified().await;
+                continue;
+            }
             tick.tick().await;
             let me = self.clone();
             let _ = tokio::task::spawn_blocking(move || me.reload_if_changed()).await;
