@@ -7,7 +7,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use support::proxy::FaultProxy;
-use support::{Agent, Format, Node, assert_exactly_once, osmem, wait_until};
+use support::{Agent, Format, Node, assert_exactly_once, osmem, wait_for_count, wait_until};
 
 /// From the README's "Not done yet": a file created, written and deleted while the tailer
 /// waited on the buffer was never opened, and its lines were gone with it.
@@ -53,5 +53,66 @@ fn a_short_lived_file_is_shipped_while_the_buffer_blocks_reading() {
     drop(brief);
     proxy.set(|f| f.down = false);
     assert_exactly_once(&es, &expected);
+    assert!(agent.stop().success());
+}
+
+/// A config whose periodic rescan never comes within a test: whatever is found, inotify found.
+fn rescanning_hourly(node: &Node, es_url: &str, glob: Option<&str>) -> std::path::PathBuf {
+    let path = node.config(es_url, "", "");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text = text.replace("rescan_interval = \"200ms\"", "rescan_interval = \"1h\"");
+    if let Some(glob) = glob {
+        let default = node.logs().join("containers/*.log").display().to_string();
+        text = text.replace(&default, glob);
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The kubelet moves `0.log` away and the runtime makes the new one a moment later; the
+/// container's link in `/var/log/containers` does not change. The rescan the move starts finds
+/// the link leading nowhere: the new file must be found through its directory's watch, not a
+/// rescan an `rescan_interval` later.
+#[test]
+fn a_file_the_runtime_makes_late_after_a_rotation_is_found_without_a_rescan() {
+    let es = osmem();
+    let node = Node::new();
+    let mut w = node.writer("shop", "late", "app", Format::Cri);
+    let mut expected = HashSet::new();
+    for seq in 0..50 {
+        w.json_line(seq).unwrap();
+        expected.insert(("late".to_owned(), seq));
+    }
+    let agent = Agent::start(&rescanning_hourly(&node, &es.url, None));
+    assert_eq!(wait_for_count(&es, 50, 30), 50);
+    w.rotate_slowly("1", Duration::from_millis(1500)).unwrap();
+    for seq in 50..100 {
+        w.json_line(seq).unwrap();
+        expected.insert(("late".to_owned(), seq));
+    }
+    assert_exactly_once(&es, &expected);
+    assert!(agent.stop().success());
+}
+
+/// `pods/*/*/*.log`: a pod's directory appears, and its container's file only later. Only the
+/// glob's root existed at start: the directories its wildcards match are watched as they come.
+#[test]
+fn a_file_in_a_directory_a_wildcard_matches_is_found_without_a_rescan() {
+    let es = osmem();
+    let node = Node::new();
+    let expected = node.json_lines("first", 10);
+    let glob = node.logs().join("pods/*/*/*.log").display().to_string();
+    let agent = Agent::start(&rescanning_hourly(&node, &es.url, Some(&glob)));
+    assert_eq!(wait_for_count(&es, 10, 30), 10);
+    // The pod's and the container's directories first, as the kubelet makes them; the runtime
+    // writes the file after the rescan their creation started.
+    let probe = node.writer("shop", "later", "app", Format::Cri);
+    let container_dir = probe.path.parent().unwrap().to_owned();
+    drop(probe);
+    std::fs::remove_file(container_dir.join("0.log")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut all = expected;
+    all.extend(node.json_lines("later", 20));
+    assert_exactly_once(&es, &all);
     assert!(agent.stop().success());
 }

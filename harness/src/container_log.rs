@@ -150,9 +150,21 @@ impl LogWriter {
 
     /// Renames the file the way the kubelet rotates it and starts a new one at the same path.
     pub fn rotate(&mut self, suffix: &str) -> anyhow::Result<PathBuf> {
+        self.rotate_slowly(suffix, std::time::Duration::ZERO)
+    }
+
+    /// [`LogWriter::rotate`], with `pause` between the rename and the new file: a runtime
+    /// that reopens its log a while after the kubelet moved it. Meanwhile the container's
+    /// link leads nowhere.
+    pub fn rotate_slowly(
+        &mut self,
+        suffix: &str,
+        pause: std::time::Duration,
+    ) -> anyhow::Result<PathBuf> {
         self.file.flush()?;
         let rotated = self.path.with_file_name(format!("0.log.{suffix}"));
         fs::rename(&self.path, &rotated)?;
+        std::thread::sleep(pause);
         self.file = OpenOptions::new()
             .create(true)
             .append(true)

@@ -90,7 +90,7 @@ pub async fn run(
         wake_tail: wake_tailer.clone(),
     };
     let reloader = reload::start(reload, &cfg, stages, &config_state, hangup);
-    let saver = tokio::spawn(store.saver());
+    let saver = tokio::spawn(store.saver(tailer_state.clone()));
     let status = Arc::new(Status {
         refresh: Some(store.gauges()),
         metrics: store.metrics.clone(),
@@ -174,11 +174,12 @@ struct Store {
 
 impl Store {
     /// The task that saves the checkpoints and the ack cursor as the buffer moves.
-    fn saver(&self) -> impl Future<Output = ()> + use<> {
+    fn saver(&self, tailer: Arc<TailerState>) -> impl Future<Output = ()> + use<> {
         save_as_it_moves(
             self.checkpoints.clone(),
             self.buffer.clone(),
             self.metrics.clone(),
+            tailer,
         )
     }
 
@@ -341,29 +342,36 @@ async fn join(name: &str, thread: std::thread::JoinHandle<()>) -> anyhow::Result
 ///
 /// The lag costs a stat per followed file, so it is measured again only when it can have
 /// changed for a reason the agent sees (a checkpoint moved, or there was lag to watch), and
-/// otherwise every [`LAG_RECHECK`] (lines written while reading is stuck): on a quiet node of
-/// 500 files, 500 stats a second were most of what the agent did. A quiet agent sleeps on the
-/// buffer's progress, waking only for that recheck; one that ticked every second anyway paid
-/// a wake-up of the runtime and one of the blocking pool each second for nothing.
+/// otherwise every [`LAG_RECHECK`] if lines may have been written since that the tailer has
+/// not read (reading is stuck: [`TailerState::writes`] moved): on a quiet node of 500 files,
+/// 500 stats a second were most of what the agent did. A quiet agent sleeps on the buffer's
+/// progress, waking only for that recheck; one that ticked every second anyway paid a wake-up
+/// of the runtime and one of the blocking pool each second for nothing.
 async fn save_as_it_moves(
     checkpoints: Arc<Checkpoints>,
     buffer: Arc<Buffer>,
     metrics: Arc<Metrics>,
+    tailer: Arc<TailerState>,
 ) {
     let mut moved = buffer.moved();
     let mut failing = false;
-    // The checkpoints' fingerprint, when, and the lag, at the last measure.
-    let mut measured: Option<(u64, Instant, u64)> = None;
+    // At the last measure: the checkpoints' fingerprint, the tailer's writes, when, the lag.
+    let mut measured: Option<(u64, u64, Instant, u64)> = None;
     loop {
         moved.mark_unchanged();
-        let seen = checkpoints.fingerprint();
-        let due = measured.is_none_or(|(fingerprint, at, lag)| {
-            fingerprint != seen || lag > 0 || at.elapsed() >= LAG_RECHECK
+        let (seen, writes) = (checkpoints.fingerprint(), tailer.writes());
+        let due = measured.is_none_or(|(fingerprint, written, at, lag)| {
+            fingerprint != seen || lag > 0 || (written != writes && at.elapsed() >= LAG_RECHECK)
         });
         let c = checkpoints.clone();
         if due && let Ok(lag) = tokio::task::spawn_blocking(move || c.lag()).await {
             metrics.input_lag_bytes.set(lag as i64);
-            measured = Some((seen, Instant::now(), lag));
+            measured = Some((seen, writes, Instant::now(), lag));
+        } else if let Some((_, _, at, _)) = measured.as_mut()
+            && at.elapsed() >= LAG_RECHECK
+        {
+            // Nothing written since: the measure stands until the next recheck.
+            *at = Instant::now();
         }
         if failing || checkpoints.unsaved() || buffer.cursor_unsaved() {
             let ok = save(&checkpoints, &buffer, &metrics, !failing).await;
@@ -373,13 +381,13 @@ async fn save_as_it_moves(
             failing = !ok;
         }
         tokio::time::sleep(CHECKPOINT_INTERVAL).await;
-        let lag = measured.map_or(0, |(_, _, lag)| lag);
+        let lag = measured.map_or(0, |(_, _, _, lag)| lag);
         if failing || lag > 0 || moved.has_changed().unwrap_or(true) {
             continue;
         }
         // Quiet. Changes the buffer does not signal (a file forgotten, the read position
         // moved past an empty segment) wait for the recheck.
-        let recheck = measured.map_or(Duration::ZERO, |(_, at, _)| {
+        let recheck = measured.map_or(Duration::ZERO, |(_, _, at, _)| {
             (at + LAG_RECHECK).saturating_duration_since(Instant::now())
         });
         tokio::select! {

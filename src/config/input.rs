@@ -21,11 +21,14 @@ pub struct Input {
     /// How long a rotated or deleted file is kept open after its last byte was read, so a
     /// writer that has not reopened yet loses nothing. Like Fluentd's `rotate_wait`.
     pub rotate_wait: Span,
-    /// How often the include globs are re-expanded and every followed file is looked at.
-    /// inotify finds new files and writes at once; this only catches what it cannot see (a
-    /// filesystem without inotify, a watch that could not be added). A dropped event
-    /// (inotify's queue overflowed) starts a rescan at once. Fluentd's and Fluent Bit's
-    /// `refresh_interval` default to 60 s; this defaults to 10 s.
+    /// How often what inotify cannot see is looked at: the include globs expanded again when a
+    /// directory they lead to could not be watched (a root that does not exist yet, the watch
+    /// limit reached, no inotify), and the files that could not be watched. inotify watches
+    /// every directory the globs lead to (their wildcards' matches, and the directories
+    /// matched links lead into), so new files and writes are found at once; a dropped event
+    /// (inotify's queue overflowed) starts a rescan at once. With everything watched, the
+    /// globs are expanded anyway every 5 minutes (or this, if longer), as a safety net.
+    /// Fluentd's and Fluent Bit's `refresh_interval` default to 60 s; this defaults to 10 s.
     pub rescan_interval: Span,
     /// How long a partial record (a CRI `P` piece, a docker piece without `\n`) waits for its
     /// next piece before it is shipped as it is, flagged `unterminated`, so that it neither

@@ -48,6 +48,8 @@ pub type Keys = Arc<Mutex<HashMap<(String, u64), FileKey>>>;
 /// One running tailer with its buffer, committer, and a sink thread acknowledging batches.
 pub struct Running {
     shutdown: Arc<AtomicBool>,
+    /// As the agent does at shutdown: a quiet tailer sleeps until it is woken.
+    wake: files::Waker,
     tailer: JoinHandle<()>,
     committer: JoinHandle<()>,
     sink: JoinHandle<()>,
@@ -386,6 +388,7 @@ pub fn start(cfg: &Config, index: Arc<Mutex<Index>>, keys: Keys) -> Running {
         reloads: None,
     };
     let tailer = Tailer::new(cfg, checkpoints.clone(), Box::new(out), ctx);
+    let wake = tailer.waker();
     let tailer = std::thread::spawn(move || tailer.run());
     // As on a node: the agent has looked at its files before anything else happens to them.
     while !state.ready.load(Ordering::Relaxed) {
@@ -394,6 +397,7 @@ pub fn start(cfg: &Config, index: Arc<Mutex<Index>>, keys: Keys) -> Running {
     let sink = sink(crash.clone(), checkpoints.clone(), buffer.clone(), index);
     Running {
         shutdown,
+        wake,
         tailer,
         committer,
         sink,
@@ -446,6 +450,7 @@ fn sink(
 impl Running {
     fn halt(self) -> (Arc<Checkpoints>, Arc<Buffer>) {
         self.shutdown.store(true, Ordering::Relaxed);
+        self.wake.wake();
         self.tailer.join().unwrap();
         self.buffer.stop_committing();
         self.committer.join().unwrap();

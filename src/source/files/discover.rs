@@ -33,12 +33,15 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
 /// The longest the loop sleeps while files wait for their first line or for a descriptor: they
-/// are tried this often. inotify, a file given back, a reload and shutdown wake it at once;
-/// with nothing waiting, it sleeps until the next rescan.
+/// are tried this often (or every `rescan_interval`, if shorter). inotify, a file given back, a
+/// reload and shutdown wake it at once; with nothing waiting, it sleeps until the next rescan.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 /// How soon files waiting for their first line, for a descriptor, or for room in the channel
 /// are tried again.
 const RETRY: Duration = Duration::from_millis(25);
+
+/// The most rounds of a rescan that each found directories to watch.
+const SCAN_ROUNDS: usize = 16;
 
 pub struct Discoverer {
     pub(super) cfg: config::Input,
@@ -66,7 +69,13 @@ pub struct Discoverer {
     pub(super) looks: HashMap<PathBuf, Look>,
     /// Matched paths not opened for lack of a descriptor, with where they would start.
     pub(super) starved: BTreeMap<PathBuf, Start>,
-    pub(super) watched_roots: HashSet<PathBuf>,
+    /// Every directory new files can appear in is watched, and inotify works: the periodic
+    /// rescan is only a safety net (see [`super::dirs`]).
+    pub(super) covered: bool,
+    /// A directory could not be watched, and it was said.
+    pub(super) warned_unwatched: bool,
+    /// The last scan met a matched path that led nowhere (see [`super::globs::Found`]).
+    pub(super) unresolved: bool,
     /// Paths whose open failure was already logged, so it is logged once.
     pub(super) reported: HashSet<PathBuf>,
     /// When the scan before the current one started — during the first scan, the last scan of
@@ -126,7 +135,7 @@ impl Discoverer {
         self.hand_on();
         self.save_if_new();
         self.state.ready.store(true, Ordering::Relaxed);
-        let mut next_rescan = Instant::now() + self.cfg.rescan_interval.0;
+        let mut next_rescan = Instant::now() + self.rescan_every();
         let mut rescan = false;
         while !self.shutdown.load(Ordering::Relaxed) {
             rescan |= self.drain_events();
@@ -139,7 +148,7 @@ impl Discoverer {
             }
             if std::mem::take(&mut rescan) || Instant::now() >= next_rescan {
                 self.rescan(false);
-                next_rescan = Instant::now() + self.cfg.rescan_interval.0;
+                next_rescan = Instant::now() + self.rescan_every();
             }
             self.follow_returned();
             self.retry_waiting();
@@ -155,7 +164,9 @@ impl Discoverer {
             let wait = if busy {
                 RETRY
             } else if !self.waiting.is_empty() || !self.starved.is_empty() {
-                MAX_IDLE
+                // No event says when a first line is whole: they are tried as often as a
+                // rescan would, when rescans were periodic.
+                MAX_IDLE.min(self.cfg.rescan_interval.0)
             } else {
                 until_rescan
             }
@@ -227,8 +238,24 @@ impl Discoverer {
         if let Some(before) = self.this_scan.replace(now) {
             self.previous_scan = Some(before);
         }
-        self.watch_roots();
-        let found = self.globs.scan_looked();
+        // Until no directory is watched for the first time: a file made in one before its
+        // watch was added is found by the next round. A round adds a level of wildcards at
+        // least; directories made and removed without end stop at the bound, and their events
+        // start the next rescan.
+        self.scan(first);
+        for _ in 0..SCAN_ROUNDS {
+            if !self.watch_directories() {
+                break;
+            }
+            self.scan(first);
+        }
+        self.checkpoints.note_scan(now, false);
+    }
+
+    fn scan(&mut self, first: bool) {
+        let scanned = self.globs.scan_looked();
+        self.unresolved = scanned.unresolved;
+        let found = scanned.paths;
         let found_set: HashSet<&PathBuf> = found.iter().map(|(p, _)| p).collect();
         let gone: Vec<PathBuf> = self
             .by_path
@@ -247,6 +274,7 @@ impl Discoverer {
             .collect();
         for (path, _) in vanished {
             self.starved.remove(&path);
+            self.reported.remove(&path);
             if let Some(w) = self.waiting.remove(&path) {
                 if self.globs.selects(&path) {
                     // Deleted or renamed: what it holds is read as it is.
@@ -266,7 +294,6 @@ impl Discoverer {
         for (path, meta) in found {
             self.consider(&path, start, Some(meta));
         }
-        self.checkpoints.note_scan(now, false);
     }
 
     /// Looks at one matched path (`seen`: what the scan just found there): a file there that
@@ -537,18 +564,6 @@ impl Discoverer {
                 self.adopt(&r.path, r.file, Start::Over);
             } else {
                 self.close(r.file);
-            }
-        }
-    }
-
-    fn watch_roots(&mut self) {
-        let mut watcher = lock(&self.shared.watcher);
-        let Some(w) = watcher.as_mut() else {
-            return;
-        };
-        for root in self.globs.roots() {
-            if !self.watched_roots.contains(&root) && root.is_dir() && w.watch_dir(&root).is_ok() {
-                self.watched_roots.insert(root);
             }
         }
     }

@@ -94,6 +94,16 @@ impl Shared {
         }
     }
 
+    /// Whether inotify reports what happens: it started and its thread has not given up.
+    pub fn inotify_works(&self) -> bool {
+        lock(&self.watcher).as_ref().is_some_and(Watcher::working)
+    }
+
+    /// inotify works and watches every followed file: the periodic look has nothing to do.
+    pub fn sees_every_file(&self) -> bool {
+        self.inotify_works() && lock(&self.unwatched).is_empty()
+    }
+
     pub fn unwatch(&self, real: &Path) {
         if let Some(w) = lock(&self.watcher).as_mut() {
             w.unwatch(real);
@@ -154,7 +164,11 @@ pub struct Connected {
 /// Makes the channels and starts the inotify watcher (none, said once, where inotify is
 /// unavailable: files are then found and read by the periodic look). `pace`: see
 /// [`Watcher::start`].
-pub fn connect(descriptors: Descriptors, pace: std::time::Duration) -> Connected {
+pub fn connect(
+    descriptors: Descriptors,
+    pace: std::time::Duration,
+    state: Arc<super::TailerState>,
+) -> Connected {
     let (events_tx, events) = sync_channel(EVENT_QUEUE);
     let (to_reader, handoffs) = sync_channel(HANDOFF_QUEUE);
     let missed_writes = Arc::new(AtomicBool::new(false));
@@ -175,6 +189,7 @@ pub fn connect(descriptors: Descriptors, pace: std::time::Duration) -> Connected
             let _ = reader.try_send(Handoff::Written);
         }),
         missed_writes: missed_writes.clone(),
+        state,
     };
     let watcher = match Watcher::start(sinks, pace) {
         Ok(w) => Some(w),

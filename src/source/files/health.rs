@@ -1,12 +1,55 @@
-//! The tailer's own check: alive while its heartbeat moves, degraded while files wait for a
-//! descriptor; ready once the first discovery pass is done.
+//! What the tailer shows of itself ([`TailerState`]) and its check: alive while its heartbeat
+//! moves, degraded while files wait for a descriptor; ready once the first discovery pass is
+//! done.
 
-use super::TailerState;
 use crate::metrics::Metrics;
 use crate::observe::health::{Check, Level};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+
+/// Shared flags the HTTP endpoints read.
+#[derive(Default)]
+pub struct TailerState {
+    /// The first discovery pass has completed.
+    pub ready: AtomicBool,
+    /// When the tailer last showed it is alive (a `vocab::clock` reading, monotonic): every turn of its loop, every file it
+    /// reads, and every wait on a full buffer or disk. `/health` calls it stalled when this
+    /// stops moving.
+    pub heartbeat_ms: AtomicU64,
+    /// New files discovery could not open for lack of a descriptor.
+    pub(super) waiting_new: AtomicUsize,
+    /// Closed files that grew and could not be reopened for lack of a descriptor.
+    pub(super) waiting_parked: AtomicUsize,
+    /// Moves whenever lines may have been written that the tailer has not read: inotify
+    /// reported writes, or files it cannot see were looked at. Whoever measures what is left
+    /// unread (the input lag) need not measure again while it stands still.
+    writes: AtomicU64,
+}
+
+impl TailerState {
+    /// Shows the tailer is alive; also called while it waits for room in the buffer.
+    pub fn beat(&self) {
+        self.heartbeat_ms
+            .store(crate::vocab::clock::now_ms(), Ordering::Relaxed);
+    }
+
+    /// See [`TailerState::writes`].
+    pub fn saw_writes(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stands still while no line can have been written unseen: see `writes`.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Files with lines to read that wait for a file descriptor (the budget is spent and no
+    /// read-to-the-end file could be closed yet). `/health` says degraded meanwhile.
+    pub fn waiting_for_descriptor(&self) -> usize {
+        self.waiting_new.load(Ordering::Relaxed) + self.waiting_parked.load(Ordering::Relaxed)
+    }
+}
 
 pub struct TailerCheck {
     pub state: Arc<TailerState>,

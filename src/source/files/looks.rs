@@ -47,16 +47,18 @@ impl Tailer {
         }
     }
 
-    /// The look at every file (`all`: write events were lost) or at the files inotify does not
-    /// watch (the periodic one): catches their writes, files truncated and written again too
-    /// fast for the size check, and closed files that grew. A watched file needs none of it:
-    /// inotify reports its every write and truncation. On a quiet node of 500 watched files,
-    /// looking at each every rescan was most of what the agent did.
+    /// The look at every file (`all`: write events were lost; or inotify stopped) or at the
+    /// files inotify does not watch (the periodic one): catches their writes, files truncated
+    /// and written again too fast for the size check, and closed files that grew. A watched
+    /// file needs none of it: inotify reports its every write and truncation. On a quiet node
+    /// of 500 watched files, looking at each every rescan was most of what the agent did.
     pub(super) fn full_pass(&mut self, all: bool) {
+        let all = all || !self.shared.inotify_works();
         let unwatched = lock(&self.shared.unwatched).clone();
         if !all && unwatched.is_empty() {
             return;
         }
+        self.state.saw_writes();
         let looked_at = |real: &std::path::Path| all || unwatched.contains(real);
         let keys: Vec<FileKey> = self
             .files

@@ -29,6 +29,7 @@
 
 mod budget;
 mod checkpoint;
+mod dirs;
 mod discover;
 mod file;
 mod fluentd;
@@ -48,7 +49,7 @@ mod watch;
 pub use budget::{RESERVE, RESERVE_PER_SHIPPER};
 pub use checkpoint::{Checkpoints, Entry};
 pub use globs::Discovery;
-pub use health::TailerCheck;
+pub use health::{TailerCheck, TailerState};
 pub use joining::{annotated_rules, configured_rules};
 pub use output::{Context, Output};
 pub use reloads::Reloads;
@@ -67,7 +68,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -85,42 +86,14 @@ const FINAL_READ: Duration = Duration::from_secs(10);
 /// metadata or for a descriptor): those deadlines are kept to within it.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 /// The longest it sleeps when nothing does: writes, handoffs, reloads and shutdown wake it at
-/// once, so on a quiet node only the periodic look ([`config::Input::rescan_interval`]) and
-/// the heartbeat `/health` watches (stalled after two minutes) are left to wake it.
+/// once, so on a quiet node only the heartbeat `/health` watches (stalled after two minutes)
+/// is left to wake it, and the periodic look ([`config::Input::rescan_interval`]) where files
+/// could not be watched.
 const QUIET_IDLE: Duration = Duration::from_secs(30);
 /// How long the inotify thread lets writes gather after a batch: a quarter of the time lines may
 /// wait anyway (`buffer.flush_interval`), at most 250 ms.
 fn inotify_pace(buffer: &config::Buffer) -> Duration {
     (buffer.flush_interval.0 / 4).min(Duration::from_millis(250))
-}
-
-/// Shared flags the HTTP endpoints read.
-#[derive(Default)]
-pub struct TailerState {
-    /// The first discovery pass has completed.
-    pub ready: AtomicBool,
-    /// When the tailer last showed it is alive (a `vocab::clock` reading, monotonic): every turn of its loop, every file it
-    /// reads, and every wait on a full buffer or disk. `/health` calls it stalled when this
-    /// stops moving.
-    pub heartbeat_ms: std::sync::atomic::AtomicU64,
-    /// New files discovery could not open for lack of a descriptor.
-    waiting_new: AtomicUsize,
-    /// Closed files that grew and could not be reopened for lack of a descriptor.
-    waiting_parked: AtomicUsize,
-}
-
-impl TailerState {
-    /// Shows the tailer is alive; also called while it waits for room in the buffer.
-    pub fn beat(&self) {
-        self.heartbeat_ms
-            .store(crate::vocab::clock::now_ms(), Ordering::Relaxed);
-    }
-
-    /// Files with lines to read that wait for a file descriptor (the budget is spent and no
-    /// read-to-the-end file could be closed yet). `/health` says degraded meanwhile.
-    pub fn waiting_for_descriptor(&self) -> usize {
-        self.waiting_new.load(Ordering::Relaxed) + self.waiting_parked.load(Ordering::Relaxed)
-    }
 }
 
 /// The reading thread: follows every file discovery opened, until shutdown.
@@ -200,7 +173,7 @@ impl Tailer {
             missed_events,
             handoffs,
             to_reader,
-        } = handoff::connect(descriptors, inotify_pace(&cfg.buffer));
+        } = handoff::connect(descriptors, inotify_pace(&cfg.buffer), state.clone());
         let discoverer = Discoverer {
             cfg: cfg.input.clone(),
             reloads: reloads.clone(),
@@ -218,7 +191,9 @@ impl Tailer {
             waiting: HashMap::new(),
             looks: HashMap::new(),
             starved: BTreeMap::new(),
-            watched_roots: HashSet::new(),
+            covered: false,
+            warned_unwatched: false,
+            unresolved: false,
             reported: HashSet::new(),
             fresh_start: checkpoints.first_start(),
             fluentd: fluentd::fluentd_positions(&cfg.input, checkpoints.first_start()),
@@ -293,7 +268,12 @@ impl Tailer {
                 next_read = self.pass(&mut buf, now);
             }
             if self.dirty.is_empty() || Instant::now() < next_read {
-                let mut due = next_full_pass;
+                // The periodic look has nothing to look at while inotify sees every file.
+                let mut due = if self.shared.sees_every_file() {
+                    Instant::now() + QUIET_IDLE
+                } else {
+                    next_full_pass
+                };
                 if let Some(d) = self.throttled.values().min() {
                     due = due.min(*d);
                 }

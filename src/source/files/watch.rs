@@ -44,6 +44,8 @@ pub struct Sinks {
     pub wake_reader: Box<dyn Fn() + Send>,
     /// The kernel's queue overflowed: events were lost, every file must be looked at.
     pub missed_writes: Arc<AtomicBool>,
+    /// Counts the batches that held writes, for whoever measures what is left unread.
+    pub state: Arc<super::TailerState>,
 }
 
 const FILE_MASK: WatchMask = WatchMask::MODIFY
@@ -64,6 +66,19 @@ const DIR_MASK: WatchMask = WatchMask::CREATE
 struct Paths {
     by_wd: HashMap<WatchDescriptor, PathBuf>,
     by_path: HashMap<PathBuf, WatchDescriptor>,
+    /// The watches that are directories': one moved away no longer stands for its path.
+    dirs: HashSet<WatchDescriptor>,
+}
+
+impl Paths {
+    fn forget(&mut self, wd: &WatchDescriptor) {
+        self.dirs.remove(wd);
+        if let Some(p) = self.by_wd.remove(wd)
+            && self.by_path.get(&p) == Some(wd)
+        {
+            self.by_path.remove(&p);
+        }
+    }
 }
 
 /// One inotify instance and the thread that reads it; dropping it stops the thread.
@@ -73,6 +88,8 @@ pub struct Watcher {
     /// Written to at drop: the thread waits on it beside inotify.
     stop: Arc<OwnedFd>,
     pace: Arc<AtomicU64>,
+    /// The reading thread met an error and stopped: no event will come any more.
+    failed: Arc<AtomicBool>,
 }
 
 impl Watcher {
@@ -88,12 +105,14 @@ impl Watcher {
             paths: Arc::default(),
             stop,
             pace: Arc::new(AtomicU64::new(millis(pace))),
+            failed: Arc::default(),
         };
         let reading = Reading {
             inotify,
             paths: watcher.paths.clone(),
             stop: watcher.stop.clone(),
             pace: watcher.pace.clone(),
+            failed: watcher.failed.clone(),
             sinks,
         };
         std::thread::Builder::new()
@@ -117,9 +136,23 @@ impl Watcher {
         let mut paths = lock(&self.paths);
         // The path's previous inode (rotated away) stays watched until it is let go, its
         // events still under this path, which the reader maps to whichever file is there.
+        if mask == DIR_MASK {
+            paths.dirs.insert(wd.clone());
+        }
         paths.by_path.insert(path.to_owned(), wd.clone());
         paths.by_wd.insert(wd, path.to_owned());
         Ok(())
+    }
+
+    /// Whether events still come: the reading thread has not stopped on an error.
+    pub fn working(&self) -> bool {
+        !self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Whether `path` is watched now. A directory deleted (and so unwatched by the kernel) is
+    /// not, even if one was made again at its path.
+    pub fn watching(&self, path: &Path) -> bool {
+        lock(&self.paths).by_path.contains_key(path)
     }
 
     pub fn unwatch(&mut self, path: &Path) {
@@ -129,6 +162,7 @@ impl Watcher {
                 return;
             };
             paths.by_wd.remove(&wd);
+            paths.dirs.remove(&wd);
             wd
         };
         // Already gone with its file: nothing to remove.
@@ -162,6 +196,7 @@ struct Reading {
     paths: Arc<Mutex<Paths>>,
     stop: Arc<OwnedFd>,
     pace: Arc<AtomicU64>,
+    failed: Arc<AtomicBool>,
     sinks: Sinks,
 }
 
@@ -180,12 +215,7 @@ impl Reading {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
                 Err(e) => {
-                    // Without events, the periodic look finds what changed.
-                    tracing::warn!(error = %e, "cannot read inotify events; files are looked at every rescan_interval");
-                    self.sinks.missed_structure.store(true, Ordering::Relaxed);
-                    self.sinks.missed_writes.store(true, Ordering::Relaxed);
-                    let _ = self.sinks.discovery.try_send(Seen::Wake);
-                    (self.sinks.wake_reader)();
+                    self.give_up(&e);
                     return;
                 }
             };
@@ -194,6 +224,17 @@ impl Reading {
                 std::thread::sleep(Duration::from_millis(pace));
             }
         }
+    }
+
+    /// Stops for good: without events, every file and directory is looked at every
+    /// `rescan_interval`, as where inotify is unavailable.
+    fn give_up(&self, e: &io::Error) {
+        tracing::warn!(error = %e, "cannot read inotify events; files are looked at every rescan_interval");
+        self.failed.store(true, Ordering::Relaxed);
+        self.sinks.missed_structure.store(true, Ordering::Relaxed);
+        self.sinks.missed_writes.store(true, Ordering::Relaxed);
+        let _ = self.sinks.discovery.try_send(Seen::Wake);
+        (self.sinks.wake_reader)();
     }
 
     /// Waits until inotify has events (true) or the watcher was dropped (false).
@@ -206,7 +247,10 @@ impl Reading {
             match rustix::event::poll(&mut fds, None) {
                 Ok(_) => return fds[1].revents().is_empty(),
                 Err(rustix::io::Errno::INTR) => continue,
-                Err(_) => return false,
+                Err(e) => {
+                    self.give_up(&e.into());
+                    return false;
+                }
             }
         }
     }
@@ -223,11 +267,15 @@ impl Reading {
                 }
                 if mask.contains(EventMask::IGNORED) {
                     // The watch is gone (its file deleted and closed, or unwatched).
-                    if let Some(p) = paths.by_wd.remove(&wd)
-                        && paths.by_path.get(&p) == Some(&wd)
-                    {
-                        paths.by_path.remove(&p);
-                    }
+                    paths.forget(&wd);
+                    continue;
+                }
+                if mask.contains(EventMask::MOVE_SELF) && paths.dirs.contains(&wd) {
+                    // A directory moved away: whatever is made at its path is watched anew by
+                    // the rescan this starts. (A moved file is still read to its end.)
+                    paths.forget(&wd);
+                    let _ = self.inotify.watches().remove(wd);
+                    structure = true;
                     continue;
                 }
                 let Some(base) = paths.by_wd.get(&wd) else {
@@ -264,6 +312,9 @@ impl Reading {
             s.missed_structure.store(true, Ordering::Relaxed);
         }
         let any = !wrote.is_empty();
+        if any || lost {
+            s.state.saw_writes();
+        }
         if any {
             let mut set = lock(&s.written);
             let first = set.is_empty();
@@ -309,6 +360,7 @@ mod tests {
                 counted.fetch_add(1, Ordering::Relaxed);
             }),
             missed_writes: Arc::default(),
+            state: Arc::default(),
         };
         let w = Watcher::start(sinks, Duration::from_millis(20)).expect("inotify");
         (w, events, written, wakes)
@@ -370,6 +422,37 @@ mod tests {
         until("the removal to reach discovery", || {
             events.try_recv() == Ok(Seen::Structure)
         });
+    }
+
+    #[test]
+    fn a_directory_moved_away_no_longer_stands_for_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let pod = dir.path().join("pod");
+        std::fs::create_dir(&pod).unwrap();
+        let (mut w, events, _, _) = watcher();
+        w.watch_dir(&pod).unwrap();
+        assert!(w.watching(&pod));
+        std::fs::rename(&pod, dir.path().join("pod.old")).unwrap();
+        until("the move to reach discovery", || {
+            events.try_recv() == Ok(Seen::Structure)
+        });
+        until("the path to be let go", || !w.watching(&pod));
+        // What is made at the path now is watched anew, and its entries are reported.
+        std::fs::create_dir(&pod).unwrap();
+        w.watch_dir(&pod).unwrap();
+        while events.try_recv().is_ok() {}
+        std::fs::write(pod.join("0.log"), "x\n").unwrap();
+        assert_eq!(
+            events.recv_timeout(Duration::from_secs(10)),
+            Ok(Seen::Structure)
+        );
+        // The moved directory's own entries no longer come under the path.
+        std::fs::write(dir.path().join("pod.old/1.log"), "x\n").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            events.try_recv().is_err(),
+            "an event of the moved directory"
+        );
     }
 
     #[test]
