@@ -7,7 +7,9 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use support::proxy::FaultProxy;
-use support::{Agent, Format, Node, assert_exactly_once, osmem, wait_for_count, wait_until};
+use support::{
+    Agent, Format, LogWriter, Node, assert_exactly_once, osmem, wait_for_count, wait_until,
+};
 
 /// From the README's "Not done yet": a file created, written and deleted while the tailer
 /// waited on the buffer was never opened, and its lines were gone with it.
@@ -113,6 +115,36 @@ fn a_file_in_a_directory_a_wildcard_matches_is_found_without_a_rescan() {
     std::thread::sleep(Duration::from_millis(1500));
     let mut all = expected;
     all.extend(node.json_lines("later", 20));
+    assert_exactly_once(&es, &all);
+    assert!(agent.stop().success());
+}
+
+/// A matched link that leads to no file yet: nothing the agent watches changes when the file
+/// is made (its directory is not under any glob), so the rescan keeps `rescan_interval` while
+/// a link leads nowhere rather than the safety net's minutes.
+#[test]
+fn a_link_made_before_its_file_is_followed_once_the_file_exists() {
+    let es = osmem();
+    let node = Node::new();
+    let mut all = node.json_lines("first", 10);
+    let agent = Agent::start(&node.config(&es.url, "", ""));
+    assert_eq!(wait_for_count(&es, 10, 30), 10);
+    // The file's place, outside every glob: made, noted, then taken away again.
+    let elsewhere = node.dir.path().join("elsewhere");
+    let probe = LogWriter::create(&elsewhere, "shop", "early", "app", Format::Cri).unwrap();
+    let (target, name) = (
+        probe.path.clone(),
+        probe.link.file_name().unwrap().to_owned(),
+    );
+    drop(probe);
+    std::fs::remove_dir_all(elsewhere.join("pods")).unwrap();
+    std::os::unix::fs::symlink(&target, node.logs().join("containers").join(name)).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut w = LogWriter::create(&elsewhere, "shop", "early", "app", Format::Cri).unwrap();
+    for seq in 0..20 {
+        w.json_line(seq).unwrap();
+        all.insert(("early".to_owned(), seq));
+    }
     assert_exactly_once(&es, &all);
     assert!(agent.stop().success());
 }
