@@ -74,7 +74,7 @@ fn rescanning_hourly(node: &Node, es_url: &str, glob: Option<&str>) -> std::path
 /// The kubelet moves `0.log` away and the runtime makes the new one a moment later; the
 /// container's link in `/var/log/containers` does not change. The rescan the move starts finds
 /// the link leading nowhere: the new file must be found through its directory's watch, not a
-/// rescan an `rescan_interval` later.
+/// rescan a `rescan_interval` later.
 #[test]
 fn a_file_the_runtime_makes_late_after_a_rotation_is_found_without_a_rescan() {
     let es = osmem();
