@@ -42,6 +42,13 @@ impl Buffer {
         }
     }
 
+    /// A read failed: said once per run of failures, and idle shippers retry on a timer
+    /// (`read_failing`, which they read without the reading lock).
+    fn read_failed(&self, reader: &mut Reader, segment: u64, e: &std::io::Error) {
+        reader.failed(segment, e);
+        self.read_failing.store(true, Ordering::Relaxed);
+    }
+
     /// Takes the next batch of durable records, if there is one now.
     pub fn read_batch(&self, limit: usize) -> Option<Batch> {
         self.read_batch_into(limit, &mut ())
@@ -57,8 +64,7 @@ impl Buffer {
                 _ => match File::open(segment_path(&self.opts.dir, id)) {
                     Ok(f) => reader.file.insert((id, Arc::new(f))).1.clone(),
                     Err(e) => {
-                        reader.failed(id, &e);
-                        self.read_failing.store(true, Ordering::Relaxed);
+                        self.read_failed(&mut reader, id, &e);
                         return None;
                     }
                 },
@@ -100,8 +106,7 @@ impl Buffer {
                 }
                 Ok(Read::Corrupt { at, next }) => self.skip_corrupt(&mut reader, id, at, next),
                 Err(e) => {
-                    reader.failed(id, &e);
-                    self.read_failing.store(true, Ordering::Relaxed);
+                    self.read_failed(&mut reader, id, &e);
                     return None;
                 }
             }
