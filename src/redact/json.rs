@@ -176,6 +176,38 @@ fn next_significant(b: &[u8], from: usize) -> Option<u8> {
         .find(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
 }
 
+/// A JSON string's content (between its quotes) decoded, when its only escapes are the
+/// two-byte ones (`\n`, `\"`, `\\`, `\t`, …, each one byte decoded), with where each escape's
+/// byte is in the decoded text; None when it has a `\u` escape or one JSON does not know,
+/// which [`unescape_lossy`] decodes.
+pub(super) fn unescape_short(content: &str) -> Option<(String, Vec<usize>)> {
+    let b = content.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut escapes = Vec::new();
+    let mut from = 0;
+    for at in memchr::memchr_iter(b'\\', b) {
+        if at < from {
+            // The second backslash of `\\`.
+            continue;
+        }
+        out.extend_from_slice(&b[from..at]);
+        escapes.push(out.len());
+        out.push(match b.get(at + 1)? {
+            c @ (b'"' | b'\\' | b'/') => *c,
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            _ => return None,
+        });
+        from = at + 2;
+    }
+    out.extend_from_slice(&b[from..]);
+    // Only ASCII bytes were taken out or put in: the rest is the text's own UTF-8.
+    Some((String::from_utf8(out).ok()?, escapes))
+}
+
 /// A JSON string's content (between its quotes) decoded, with what cannot be decoded (a lone
 /// surrogate, an unknown escape) kept as U+FFFD or as written, so the text on both sides of a
 /// bad escape is still there to be scanned. `serde_json` refuses the whole string instead.

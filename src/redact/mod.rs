@@ -341,11 +341,42 @@ impl Redactor {
 
     /// The string with every match replaced, or None when nothing matched (allocating nothing).
     pub fn redact_str(&self, s: &str) -> Option<String> {
-        let flagged = scan::candidates(s.as_bytes()) & self.active;
-        if flagged == 0 && self.custom.is_empty() {
+        let hits = self.hits(s);
+        if hits.is_empty() {
             return None;
         }
+        let mut out = String::with_capacity(s.len() + 16 * hits.len());
+        self.splice(&hits, s, s, |at| at, &mut out);
+        Some(out)
+    }
+
+    /// Appends `written` with each of `hits` (found in `found_in`) replaced; `at` says where a
+    /// place in `found_in` is in `written`.
+    fn splice(
+        &self,
+        hits: &[Hit],
+        found_in: &str,
+        written: &str,
+        at: impl Fn(usize) -> usize,
+        out: &mut String,
+    ) {
+        let mut copied = 0;
+        for h in hits {
+            out.push_str(&written[copied..at(h.start)]);
+            self.replacement(h.rule, &found_in[h.start..h.end], out);
+            copied = at(h.end);
+        }
+        out.push_str(&written[copied..]);
+    }
+
+    /// Every value in `s` a rule replaces, in order, none overlapping; empty (allocating
+    /// nothing) when none is.
+    fn hits(&self, s: &str) -> Vec<Hit> {
+        let flagged = scan::candidates(s.as_bytes()) & self.active;
         let mut hits: Vec<Hit> = Vec::new();
+        if flagged == 0 && self.custom.is_empty() {
+            return hits;
+        }
         for (rule, regex, label) in &self.built_in {
             if flagged & scan::bit(*rule) == 0 {
                 continue;
@@ -367,19 +398,8 @@ impl Redactor {
                 rule: *label,
             }));
         }
-        if hits.is_empty() {
-            return None;
-        }
         scan::settle(&mut hits);
-        let mut out = String::with_capacity(s.len() + 16 * hits.len());
-        let mut copied = 0;
-        for h in &hits {
-            out.push_str(&s[copied..h.start]);
-            self.replacement(h.rule, &s[h.start..h.end], &mut out);
-            copied = h.end;
-        }
-        out.push_str(&s[copied..]);
-        Some(out)
+        hits
     }
 
     /// One JSON string (a value or a key), quotes included, rewritten as JSON text; `key` the
@@ -406,11 +426,34 @@ impl Redactor {
         {
             return None;
         }
+        if let Some((decoded, escapes)) = json::unescape_short(content) {
+            return self.splice_escaped(content, &decoded, &escapes);
+        }
         // Decoded leniently: a lone surrogate (a string cut inside an emoji) must not hide the
         // rest of the string from the rules.
         let decoded = json::unescape_lossy(content);
         let redacted = self.redact_str(&decoded)?;
         serde_json::to_string(&redacted).ok()
+    }
+
+    /// The JSON string whose content as written is `content`, decoded `decoded` by
+    /// [`json::unescape_short`] with its escapes at `escapes`, with each match replaced in the
+    /// text as written: the rest keeps its escapes, and the string is not escaped again (a
+    /// stack trace of 20 KiB with an address on every line is copied once, not decoded,
+    /// rewritten and serialised).
+    fn splice_escaped(&self, content: &str, decoded: &str, escapes: &[usize]) -> Option<String> {
+        let hits = self.hits(decoded);
+        if hits.is_empty() {
+            return None;
+        }
+        // Each escape before a place in the decoded text is one byte longer as written. A
+        // match starts and ends between characters, so never inside an escape.
+        let written = |at: usize| at + escapes.partition_point(|&e| e < at);
+        let mut out = String::with_capacity(content.len() + 2 + 16 * hits.len());
+        out.push('"');
+        self.splice(&hits, decoded, content, written, &mut out);
+        out.push('"');
+        Some(out)
     }
 
     /// A JSON number that is a card number, or under a key that names a phone number or an

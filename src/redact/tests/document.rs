@@ -223,3 +223,39 @@ fn a_value_right_after_an_escaped_newline_or_tab_is_redacted() {
         }
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+    /// A string with escapes (a stack trace's `\n`s, quoted names, Windows paths) has its
+    /// matches replaced in the text as written: it reads back as the decoded text redacted,
+    /// whatever escapes sit beside, before, after or inside a value, and every escape the
+    /// redaction did not take stays as it was written.
+    #[test]
+    fn matches_in_an_escaped_string_are_replaced_where_they_are_written(
+        parts in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "\\n", "\\t", "\\\"", "\\\\", "\\/", "\\r", " at ", "x", "é",
+                "10.0.3.7", ":5432", "ann@example.com", "4111 1111 1111 1111", "078-05-1120",
+                "an\\n@example.com", "10.0\\n.3.7",
+            ]),
+            0..24,
+        )
+    ) {
+        let r = all_rules();
+        let written = parts.concat();
+        let doc = format!(r#"{{"stack":"{written}"}}"#);
+        let decoded: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        let decoded = decoded["stack"].as_str().unwrap();
+        let out = document(&r, &doc);
+        let read: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let want = r.redact_str(decoded).unwrap_or_else(|| decoded.to_owned());
+        proptest::prop_assert_eq!(read["stack"].as_str(), Some(want.as_str()), "{}", out);
+        // Between the replacements, the text is as it was written, escapes and all.
+        let content = &out[r#"{"stack":""#.len()..out.len() - 2];
+        let replaced = regex::Regex::new(r"\[REDACTED:[a-z_0-9]+\]").unwrap();
+        for piece in replaced.split(content) {
+            proptest::prop_assert!(written.contains(piece), "{:?} is not in {:?}", piece, written);
+        }
+    }
+}
