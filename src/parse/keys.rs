@@ -89,6 +89,11 @@ impl<'f, 'a> KeyIndex<'f, 'a> {
         KeyIndex::Hashed(last)
     }
 
+    /// Whether no key is given twice (every member is the last with its key).
+    pub(super) fn unique(&self) -> bool {
+        matches!(self, KeyIndex::Scan(_, None))
+    }
+
     /// Whether member `i` (named `key`) is the last with its key, the one that is written.
     pub(super) fn is_last(&self, i: usize, key: &str) -> bool {
         match self {

@@ -440,3 +440,40 @@ fn a_pretty_printed_message_becomes_a_document_on_one_line() {
         assert_eq!(fields["c"], json!([]), "{text}");
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// A compact message (whose members may be copied at once) makes the document the same
+    /// message with whitespace between its tokens makes (written member by member): with
+    /// repeated keys, the agent's names, escaped keys, nested values with line breaks, merged
+    /// at the top or nested under a target.
+    #[test]
+    fn a_compact_message_is_written_as_the_same_message_spaced_out(
+        members in proptest::collection::vec((
+            proptest::sample::select(vec![
+                "level", "msg", "kubernetes", "@timestamp", "log", "stream", "app_stream",
+                "a\\u0062", "q\\\"k", "log.level", "kubernetes.pod_name",
+            ]),
+            proptest::sample::select(vec![
+                "1", "-2.5e3", "true", "null", "\"info\"", "\"a \\\"b\\\"\\nc\"", "[1,{\"x\":2}]",
+                "{\"x\":\n1}", "{\"y\": [true, \"z\"]}", "[]", "{}",
+            ]),
+        ), 0..8),
+        target in proptest::sample::select(vec!["", "app"]),
+    ) {
+        let compact: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        let spaced: Vec<String> = members.iter().map(|(k, v)| format!(" \"{k}\" : {v} ")).collect();
+        let cfg = config::Parse { target: target.into(), ..defaults() };
+        let extra = b",\"kubernetes\":{\"pod_name\":\"p\"}";
+        let (fast, fo) = written(&cfg, format!("{{{}}}", compact.join(",")).as_bytes(), Flags::default(), extra);
+        let (slow, so) = written(&cfg, format!("{{{}}}", spaced.join(",")).as_bytes(), Flags::default(), extra);
+        proptest::prop_assert_eq!(
+            String::from_utf8_lossy(&fast), String::from_utf8_lossy(&slow)
+        );
+        proptest::prop_assert_eq!(fo.json, so.json);
+        serde_json::from_slice::<Value>(&fast).map_err(|e| {
+            proptest::test_runner::TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&fast)))
+        })?;
+    }
+}

@@ -132,7 +132,7 @@ impl DocumentWriter {
                     out.extend_from_slice(b",\"log\":");
                     write_str(out, &message);
                 }
-                self.write_fields(out, fields);
+                self.write_fields(out, &message, fields);
             }
             None => {
                 out.extend_from_slice(b",\"log\":");
@@ -161,15 +161,67 @@ impl DocumentWriter {
         parsed
     }
 
-    fn write_fields(&self, out: &mut Vec<u8>, fields: &Fields) {
+    /// The members of `message` (read into `fields`), each after a comma, or nested under
+    /// the target.
+    fn write_fields(&self, out: &mut Vec<u8>, message: &str, fields: &Fields) {
         let nested = !self.target.is_empty();
         if nested {
             out.push(b',');
             out.extend_from_slice(&self.target);
             out.extend_from_slice(b":{");
+        } else if !fields.0.is_empty() {
+            out.push(b',');
         }
-        let mut first = nested;
         let keys = KeyIndex::new(&fields.0);
+        match self.verbatim(message, fields, &keys) {
+            Some(members) => out.extend_from_slice(members.as_bytes()),
+            None => self.write_members(out, fields, &keys),
+        }
+        if nested {
+            out.push(b'}');
+        }
+    }
+
+    /// The members as `message` holds them, from the first key's quote to the last value's
+    /// end, when that is what [`DocumentWriter::write_members`] would write: the usual compact
+    /// line, copied at once instead of a dozen pieces. So: no key given twice, none renamed
+    /// (an agent's name, at the top), every key read as written (no escape), no raw line break
+    /// in a nested value, and no whitespace between tokens — the members' lengths and a comma
+    /// between each two add up to the span's.
+    fn verbatim<'m>(&self, message: &'m str, fields: &Fields, keys: &KeyIndex) -> Option<&'m str> {
+        if !keys.unique() {
+            return None;
+        }
+        let merged = self.target.is_empty();
+        // Where a slice borrowed from `message` starts in it.
+        let at = |part: &str| (part.as_ptr() as usize).checked_sub(message.as_ptr() as usize);
+        let mut written = fields.0.len().checked_sub(1)?;
+        for (key, value) in &fields.0 {
+            let Cow::Borrowed(raw_key) = key else {
+                return None;
+            };
+            if merged && is_reserved(raw_key, value, self.keep_original) {
+                return None;
+            }
+            let value = value.get().as_bytes();
+            if matches!(value.first(), Some(b'{' | b'['))
+                && memchr::memchr2(b'\n', b'\r', value).is_some()
+            {
+                return None;
+            }
+            written += raw_key.len() + 3 + value.len();
+        }
+        let (first, last) = (fields.0.first()?, fields.0.last()?);
+        let start = at(first.0.as_ref())?.checked_sub(1)?;
+        let end = at(last.1.get())? + last.1.get().len();
+        message.get(start..end).filter(|span| span.len() == written)
+    }
+
+    /// The members one by one: a repeated key's last value, an agent's name renamed, every
+    /// value on one line.
+    fn write_members(&self, out: &mut Vec<u8>, fields: &Fields, keys: &KeyIndex) {
+        let nested = !self.target.is_empty();
+        let mut first = true;
         for (i, (key, value)) in fields.0.iter().enumerate() {
             // A key given twice keeps its last value, as JSON.parse does; Elasticsearch would
             // reject the document otherwise ("Duplicate field").
@@ -193,9 +245,6 @@ impl DocumentWriter {
             }
             out.push(b':');
             write_value(out, value.get());
-        }
-        if nested {
-            out.push(b'}');
         }
     }
 }
