@@ -35,7 +35,7 @@ use peer::{FluentBit, Shipper};
 use row::Row;
 use scenario::{Comparison, Scenario, scenarios};
 use sink::Sink;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(about = "Measures logferry end to end and prints a table")]
@@ -62,6 +62,14 @@ struct Cli {
     /// `OUT/b/bin/fluent-bit` → `OUT/conf/parsers.conf`).
     #[arg(long = "fluent-bit-parsers")]
     fluent_bit_parsers: Option<PathBuf>,
+    /// Before each run (each scenario, each agent), write dirty pages back and drop the
+    /// kernel's page cache (root only: `/proc/sys/vm/drop_caches`). On the VMs this was
+    /// measured on, a run right after a build (as `scripts/bench` does) paid several times more
+    /// for the kernel's copies into the page cache (the buffer's writes: 15–19 % of production's
+    /// samples instead of 5 %, 3.44–3.66 CPU-s per million lines instead of 2.96–3.14), so
+    /// figures differed with what ran before rather than with the agent.
+    #[arg(long = "drop-caches")]
+    drop_caches: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,7 +109,7 @@ fn main() -> anyhow::Result<()> {
         if !cli.only.is_empty() && !cli.only.iter().any(|o| o == s.name) {
             continue;
         }
-        rows.push(measure(s, &Shipper::Logferry(&bin), &sink, &cli.dir)?);
+        rows.push(measure(s, &Shipper::Logferry(&bin), &sink, &cli)?);
         let Some(fb) = &fluent_bit else { continue };
         match s.fluent_bit {
             Comparison::Unfair(why) => unfair.push((s.name, why)),
@@ -112,7 +120,7 @@ fn main() -> anyhow::Result<()> {
                         ..fb.clone()
                     };
                     let shipper = Shipper::FluentBit(&fb);
-                    peers.push((shipper.label(), measure(s, &shipper, &sink, &cli.dir)?));
+                    peers.push((shipper.label(), measure(s, &shipper, &sink, &cli)?));
                 }
             }
         }
@@ -124,10 +132,13 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `s` with `shipper` in a fresh work directory under `dir`.
-fn measure(s: &Scenario, shipper: &Shipper, sink: &Sink, dir: &Path) -> anyhow::Result<Row> {
-    let work = dir.join(s.name);
+/// Runs `s` with `shipper` in a fresh work directory under `--dir`.
+fn measure(s: &Scenario, shipper: &Shipper, sink: &Sink, cli: &Cli) -> anyhow::Result<Row> {
+    let work = cli.dir.join(s.name);
     let _ = std::fs::remove_dir_all(&work);
+    if cli.drop_caches {
+        drop_caches()?;
+    }
     std::fs::create_dir_all(work.join("containers"))?;
     sink.state.reset();
     eprintln!("running {} with {}...", s.name, shipper.label());
@@ -136,4 +147,14 @@ fn measure(s: &Scenario, shipper: &Shipper, sink: &Sink, dir: &Path) -> anyhow::
     eprintln!("  {}", row.summary());
     let _ = std::fs::remove_dir_all(&work);
     Ok(row)
+}
+
+/// Writes dirty pages back and drops the clean ones (`--drop-caches`).
+fn drop_caches() -> anyhow::Result<()> {
+    let synced = std::process::Command::new("sync").status()?;
+    if !synced.success() {
+        bail!("sync failed: {synced}");
+    }
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n")
+        .context("--drop-caches: cannot write /proc/sys/vm/drop_caches (it needs root)")
 }
