@@ -16,7 +16,7 @@
 //! time); [`Hit`]s of all rules are merged, the leftmost-longest winning an overlap.
 
 use super::rules::BuiltIn;
-use crate::vocab::swar::{HIGH, byte_is, first, within, word};
+use crate::vocab::swar::{HIGH, byte_is, count, first, within, word};
 use memchr::memmem;
 use std::sync::LazyLock;
 
@@ -183,12 +183,6 @@ impl Stretch {
     fn may_be_a_shape(&self) -> bool {
         self.digits >= SSN_RUN || (self.digits >= 4 && self.dots >= 3)
     }
-}
-
-/// How many bytes of a word are marked: a multiplication sums the eight marks into the top
-/// byte (`count_ones` is a library routine where the CPU's own count is no baseline feature).
-fn count(marks: u64) -> u32 {
-    ((marks >> 7).wrapping_mul(0x0101_0101_0101_0101) >> 56) as u32
 }
 
 /// The shortest stretch of digits, dots and separators a shape can be: `1.1.1.1`.

@@ -45,6 +45,12 @@ pub fn first(marks: u64) -> usize {
     (marks.trailing_zeros() / 8) as usize
 }
 
+/// How many of a word's bytes are marked: one multiplication sums the eight marks into the top
+/// byte (`count_ones` is a library routine where the CPU's own count is no baseline feature).
+pub fn count(marks: u64) -> u32 {
+    ((marks >> 7).wrapping_mul(0x0101_0101_0101_0101) >> 56) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +84,11 @@ mod tests {
             }
         }
         assert_eq!(first(byte_is(word(b"ab\"c\"def").unwrap(), b'"')), 2);
+        for marks in 0..=255u64 {
+            // Each bit of `marks` stands for one byte's mark.
+            let word_marks = (0..8).fold(0, |w, i| w | (marks >> i & 1) << (8 * i + 7));
+            assert_eq!(count(word_marks), marks.count_ones(), "{marks:08b}");
+        }
         assert_eq!(word(b"seven!!"), None);
     }
 }
