@@ -2,6 +2,7 @@
 //! 16 KiB is split over several lines; only the last piece's `log` ends with `\n`.
 
 use super::{Piece, Stream, cri::looks_like_rfc3339};
+use crate::vocab::escape::UNESCAPED;
 use crate::vocab::swar;
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -110,8 +111,6 @@ fn string(s: &[u8]) -> Option<(Cow<'_, str>, &[u8])> {
         }
         at = next + 2;
         let escaped = *s.get(next + 1)?;
-        // A table, not a `match`: the escape after every few bytes of a JSON message would
-        // cost an indirect jump each.
         match UNESCAPED[usize::from(escaped)] {
             0 if escaped == b'u' => {
                 let (c, used) = unicode_escape(&s[next + 2..])?;
@@ -124,21 +123,6 @@ fn string(s: &[u8]) -> Option<(Cow<'_, str>, &[u8])> {
         }
     }
 }
-
-/// The byte each two-byte escape stands for, by the byte after its backslash; 0 for `u` and
-/// for what JSON has no escape for.
-const UNESCAPED: [u8; 256] = {
-    let mut t = [0; 256];
-    t[b'"' as usize] = b'"';
-    t[b'\\' as usize] = b'\\';
-    t[b'/' as usize] = b'/';
-    t[b'b' as usize] = 0x08;
-    t[b'f' as usize] = 0x0c;
-    t[b'n' as usize] = b'\n';
-    t[b'r' as usize] = b'\r';
-    t[b't' as usize] = b'\t';
-    t
-};
 
 /// Where the string's first quote, backslash or control character is (JSON has no raw
 /// control characters in a string; serde refuses them, so does this).

@@ -11,6 +11,7 @@
 //! its rest is still handed over as a string (the result is no more valid than the input) —
 //! the walk never panics.
 
+use crate::vocab::escape::UNESCAPED;
 use std::ops::Range;
 
 /// A token as written: a string with its quotes and escapes (a value or a key), or a number.
@@ -192,14 +193,9 @@ pub(super) fn unescape_short(content: &str) -> Option<(String, Vec<usize>)> {
         }
         out.extend_from_slice(&b[from..at]);
         escapes.push(out.len());
-        out.push(match b.get(at + 1)? {
-            c @ (b'"' | b'\\' | b'/') => *c,
-            b'b' => 0x08,
-            b'f' => 0x0c,
-            b'n' => b'\n',
-            b'r' => b'\r',
-            b't' => b'\t',
-            _ => return None,
+        out.push(match UNESCAPED[usize::from(*b.get(at + 1)?)] {
+            0 => return None,
+            byte => byte,
         });
         from = at + 2;
     }
@@ -218,16 +214,9 @@ pub(super) fn unescape_lossy(content: &str) -> String {
         out.push_str(&rest[..at]);
         let esc = &rest[at..];
         let mut chars = esc[1..].chars();
+        let short = |c: char| u8::try_from(c).map_or(0, |b| UNESCAPED[usize::from(b)]);
         let taken = match chars.next() {
-            Some(c @ ('"' | '\\' | '/')) => {
-                out.push(c);
-                2
-            }
-            Some('b') => push(&mut out, '\u{8}', 2),
-            Some('f') => push(&mut out, '\u{c}', 2),
-            Some('n') => push(&mut out, '\n', 2),
-            Some('r') => push(&mut out, '\r', 2),
-            Some('t') => push(&mut out, '\t', 2),
+            Some(c) if short(c) != 0 => push(&mut out, char::from(short(c)), 2),
             Some('u') => match hex4(esc.get(2..6)) {
                 Some(hi @ 0xD800..=0xDBFF) => {
                     let lo = esc

@@ -7,12 +7,14 @@
 //! - [`index`]: the rules an index name pattern follows, and the name a record's time gives;
 //! - [`pod`]: what a file's documents carry because of its pod ([`FileMeta`]);
 //! - [`clock`]: the monotonic clock liveness is judged by;
+//! - [`escape`]: what JSON's two-byte escapes stand for;
 //! - [`swar`]: byte classes tested eight bytes at a time, for the scans every line pays.
 //!
 //! Kept apart so that the stages can speak of the same things without importing each other:
 //! `scripts/check-layers` fails the build's tests if anything here imports from the crate.
 
 pub mod clock;
+pub mod escape;
 pub mod file;
 pub mod index;
 pub mod pod;
